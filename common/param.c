@@ -1,0 +1,25 @@
+/* Environment settings: getenv with validation and a warning that names the bad variable. */
+#include "param.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "log.h"
+
+const char *dtr__param_str(const char *name, const char *def) {
+  const char *v = getenv(name);
+  return (v && *v) ? v : def;
+}
+
+int64_t dtr__param_int(const char *name, int64_t def) {
+  const char *v = dtr__param_str(name, NULL);
+  if (!v) return def;
+  char *end;
+  errno = 0;
+  long long x = strtoll(v, &end, 10);
+  if (errno || *end) {
+    DTR_WARN("ignoring %s='%s': not an integer (using %lld)", name, v, (long long)def);
+    return def;
+  }
+  return x;
+}

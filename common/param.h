@@ -1,0 +1,14 @@
+/* The one accessor for DTRAIN_* environment settings (the NCCL_PARAM habit). Every name read here
+ * is documented in docs/environment.md; callers read a setting once, when they create their object. */
+#ifndef DTRAIN_COMMON_PARAM_H
+#define DTRAIN_COMMON_PARAM_H
+
+#include <stdint.h>
+
+/* The variable's value, or def when unset or empty. The pointer is owned by the environment. */
+const char *dtr__param_str(const char *name, const char *def);
+/* The variable as an integer, or def when unset; a malformed value logs a warning naming the
+ * variable and yields def. */
+int64_t dtr__param_int(const char *name, int64_t def);
+
+#endif

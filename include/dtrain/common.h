@@ -1,0 +1,49 @@
+/* dtrain/common.h — results, versions and logging shared by every dtrain subsystem.
+ *
+ * Every dtrain library call returns a dtr_result. DTR_OK is zero; every other value names a class of
+ * failure that a caller can act on (retry on DTR_ERR_TIMEOUT, give up on DTR_ERR_AUTH, ...). The detail
+ * (which key, which rank, which file) lives in the failing object's last-error string, because a code
+ * alone cannot say "key rdzv/job1/r0/event was still missing after 30000 ms".
+ *
+ * The numeric values are stable once released: append new codes, never renumber.
+ */
+#ifndef DTRAIN_COMMON_H
+#define DTRAIN_COMMON_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DTRAIN_VERSION_MAJOR 0
+#define DTRAIN_VERSION_MINOR 1
+#define DTRAIN_VERSION_PATCH 0
+#define DTRAIN_VERSION_STRING "0.1.0"
+
+typedef enum dtr_result {
+  DTR_OK = 0,
+  DTR_ERR_INVALID = 1,      /* a bad argument, flag, key or value supplied by the caller */
+  DTR_ERR_NOMEM = 2,        /* an allocation failed */
+  DTR_ERR_SYSTEM = 3,       /* an operating-system call failed (errno in the detail) */
+  DTR_ERR_TIMEOUT = 4,      /* a deadline passed before the operation completed */
+  DTR_ERR_CONNECTION = 5,   /* a peer could not be reached, or the connection broke */
+  DTR_ERR_AUTH = 6,         /* the peer refused our job token, or presented a wrong one */
+  DTR_ERR_PROTOCOL = 7,     /* a message was truncated, oversized, or not a dtrain message */
+  DTR_ERR_NOT_FOUND = 8,    /* the key, file or program does not exist */
+  DTR_ERR_EXISTS = 9,       /* something already exists (a lost compare-and-set is not an error) */
+  DTR_ERR_ABORTED = 10,     /* the operation was aborted from another thread */
+  DTR_ERR_ADDRINUSE = 11,   /* the address or port is already taken */
+  DTR_ERR_UNSUPPORTED = 12, /* this build lacks the feature (no CUDA, no MPI, ...) */
+  DTR_ERR_INTERNAL = 13,    /* a dtrain bug: please report it */
+} dtr_result;
+
+/* A static English description of a result code; never NULL, thread-safe. */
+const char *dtr_strerror(dtr_result r);
+
+/* The library's version string ("0.1.0") and the features this build has, e.g. "cuda nccl mpi". */
+const char *dtr_version(void);
+const char *dtr_build_features(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DTRAIN_COMMON_H */

@@ -1,0 +1,740 @@
+/* The per-node agent's state machine (see agent.h for the store keys it uses). Nothing here sleeps in
+ * a loop: the main thread waits in poll() and the watcher thread in a blocking store get, so a failure
+ * anywhere reaches every agent as soon as the store delivers the event. */
+#define _GNU_SOURCE
+#include "agent.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "log.h"
+#include "param.h"
+#include "rendezvous.h"
+#include "report.h"
+#include "sock.h"
+
+/* ---------------------------------------------------------------- watcher thread */
+
+typedef struct watcher {
+  pthread_t th;
+  int started;
+  dtr_store *c;
+  const char *run_id;
+  int round, node_rank, nnodes, nnodes_max;
+  int interval_ms, hb_timeout_ms;
+  char (*hosts)[256];
+  int restart_count;
+  int evfd;
+  pthread_mutex_t mu;
+  int posted;  /* an event or a lost store was posted; the thread has ended or is ending */
+  char *event; /* the round's event value (malloc'ed) */
+  size_t event_len;
+  int lost;
+  char lost_msg[512];
+} watcher;
+
+static void post(watcher *w, char *event, size_t len, const char *lost_msg) {
+  pthread_mutex_lock(&w->mu);
+  w->event = event;
+  w->event_len = len;
+  if (lost_msg) {
+    w->lost = 1;
+    snprintf(w->lost_msg, sizeof w->lost_msg, "%s", lost_msg);
+  }
+  w->posted = 1;
+  pthread_mutex_unlock(&w->mu);
+  uint64_t one = 1;
+  ssize_t r = write(w->evfd, &one, sizeof one);
+  (void)r;
+}
+
+static void node_dead(watcher *w, int k, const char *evkey) {
+  dtr__failure f;
+  memset(&f, 0, sizeof f);
+  strcpy(f.kind, "node");
+  f.node_rank = k;
+  snprintf(f.host, sizeof f.host, "%s", w->hosts[k]);
+  f.rank = f.local_rank = -1;
+  f.exit_code = 1;
+  f.restart_count = w->restart_count;
+  f.attempt = w->round;
+  snprintf(f.run_id, sizeof f.run_id, "%s", w->run_id);
+  f.time = (double)time(NULL);
+  char *json = dtr__failure_to_json(&f);
+  if (!json) return;
+  size_t jl = strlen(json);
+  char *val = malloc(jl + 6);
+  if (val) {
+    memcpy(val, "fail\n", 5);
+    memcpy(val + 5, json, jl + 1);
+    int swapped = 0;
+    DTR_WARN("node %d (host %s) stopped heartbeating for %d ms; stopping the job", k, w->hosts[k],
+             w->hb_timeout_ms);
+    (void)dtr_store_cas(w->c, evkey, NULL, 0, val, jl + 5, &swapped, NULL, NULL);
+  }
+  free(val);
+  free(json);
+}
+
+static void *watcher_main(void *arg) {
+  watcher *w = arg;
+  char evkey[DTR_STORE_MAX_KEY], key[DTR_STORE_MAX_KEY], sfx[64];
+  dtr__rdzv_key(evkey, sizeof evkey, w->run_id, w->round, "event");
+  int64_t *last = calloc((size_t)w->nnodes, sizeof *last);
+  int64_t *changed = calloc((size_t)w->nnodes, sizeof *changed);
+  if (!last || !changed) {
+    post(w, NULL, 0, "out of memory in the watcher");
+    goto out;
+  }
+  int64_t start = dtr__now_ms(), last_check = start;
+  for (int k = 0; k < w->nnodes; k++) {
+    last[k] = -1;
+    changed[k] = start;
+  }
+  for (;;) {
+    void *val = NULL;
+    size_t len = 0;
+    dtr_result rc = dtr_store_get(w->c, evkey, w->interval_ms, &val, &len);
+    if (rc == DTR_OK) {
+      post(w, val, len, NULL);
+      break;
+    }
+    if (rc == DTR_ERR_ABORTED) break;
+    if (rc != DTR_ERR_TIMEOUT) {
+      char msg[512];
+      snprintf(msg, sizeof msg, "%s (%s)", dtr_strerror(rc), dtr_store_last_error(w->c));
+      post(w, NULL, 0, msg);
+      break;
+    }
+    /* one monitor interval passed without an event: heartbeat, and look at the others' */
+    int64_t v;
+    snprintf(sfx, sizeof sfx, "hb/%d", w->node_rank);
+    dtr__rdzv_key(key, sizeof key, w->run_id, w->round, sfx);
+    rc = dtr_store_add(w->c, key, 1, &v);
+    int64_t now = dtr__now_ms();
+    /* the others' counters are read a few times per heartbeat timeout, not every interval: with many
+     * nodes that would be nnodes^2 requests per interval on the store */
+    int check_every = w->hb_timeout_ms / 5 > w->interval_ms ? w->hb_timeout_ms / 5 : w->interval_ms;
+    int check = now - last_check >= check_every;
+    if (check) last_check = now;
+    for (int k = 0; check && rc == DTR_OK && k < w->nnodes; k++) {
+      if (k == w->node_rank) continue;
+      snprintf(sfx, sizeof sfx, "hb/%d", k);
+      dtr__rdzv_key(key, sizeof key, w->run_id, w->round, sfx);
+      rc = dtr_store_add(w->c, key, 0, &v);
+      if (rc) break;
+      if (v != last[k]) {
+        last[k] = v;
+        changed[k] = now;
+      } else if (now - changed[k] > w->hb_timeout_ms) {
+        node_dead(w, k, evkey);
+        changed[k] = now; /* report once; the event wakes us next */
+      }
+    }
+    if (rc == DTR_OK && w->nnodes < w->nnodes_max) {
+      dtr__rdzv_key(key, sizeof key, w->run_id, w->round, "late");
+      rc = dtr_store_add(w->c, key, 0, &v);
+      if (rc == DTR_OK && v > 0) {
+        int swapped = 0;
+        rc = dtr_store_cas(w->c, evkey, NULL, 0, "rejoin", 6, &swapped, NULL, NULL);
+        if (swapped) DTR_INFO("a new node is waiting to join; restarting the workers to admit it");
+      }
+    }
+    if (rc != DTR_OK && rc != DTR_ERR_EXISTS) {
+      if (rc == DTR_ERR_ABORTED) break;
+      char msg[512];
+      snprintf(msg, sizeof msg, "%s (%s)", dtr_strerror(rc), dtr_store_last_error(w->c));
+      post(w, NULL, 0, msg);
+      break;
+    }
+  }
+out:
+  free(last);
+  free(changed);
+  return NULL;
+}
+
+/* ---------------------------------------------------------------- the agent */
+
+enum outcome { OUT_NONE, OUT_DONE, OUT_FAIL, OUT_STOP, OUT_REJOIN, OUT_LOST, OUT_ERROR };
+
+typedef struct agent {
+  const dtr__agent_cfg *cfg;
+  const dtr_launch_args *args;
+  char hostname[256];
+  int round, restart_count, prev_size;
+  dtr__rdzv_result rz;
+  dtr__worker *w;
+  int nw;
+  watcher wt;
+  int evfd;
+  /* per attempt */
+  enum outcome outcome;
+  int stopping, killed;
+  int64_t kill_deadline;
+  int local_done;
+  int stop_sig;
+  dtr__failure first;
+  int have_first;
+  char lost_msg[512];
+} agent;
+
+static int is_stop_signal(int sig) {
+  return sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT;
+}
+
+/* Rendezvous interrupt check: drain the signalfd, report the first stopping signal. */
+static int rdzv_interrupted(void *ctx) {
+  agent *a = ctx;
+  struct signalfd_siginfo si;
+  int stop = 0;
+  while (read(a->cfg->sigfd, &si, sizeof si) == (ssize_t)sizeof si)
+    if (!stop && is_stop_signal((int)si.ssi_signo)) stop = (int)si.ssi_signo;
+  return stop;
+}
+
+static void key_of(agent *a, char *key, size_t cap, const char *suffix) {
+  dtr__rdzv_key(key, cap, a->cfg->run_id, a->round, suffix);
+}
+
+static dtr_result build_env(agent *a, int local_rank, dtr__env *e) {
+  const dtr__rdzv_result *rz = &a->rz;
+  const dtr_launch_args *args = a->args;
+  char v[64];
+  DTR_CHECK(dtr__env_init(e, NULL));
+#define SETI(k, x) (snprintf(v, sizeof v, "%d", (int)(x)), dtr__env_set(e, k, v))
+  int rank = rz->node_rank * rz->nproc + local_rank;
+  DTR_CHECK(SETI("RANK", rank));
+  DTR_CHECK(SETI("LOCAL_RANK", local_rank));
+  DTR_CHECK(SETI("WORLD_SIZE", rz->world_size));
+  DTR_CHECK(SETI("LOCAL_WORLD_SIZE", rz->nproc));
+  DTR_CHECK(SETI("GROUP_RANK", rz->node_rank));
+  DTR_CHECK(SETI("GROUP_WORLD_SIZE", rz->nnodes));
+  DTR_CHECK(SETI("ROLE_RANK", rank));
+  DTR_CHECK(SETI("ROLE_WORLD_SIZE", rz->world_size));
+  DTR_CHECK(dtr__env_set(e, "ROLE_NAME", args->role));
+  DTR_CHECK(dtr__env_set(e, "MASTER_ADDR", rz->master_addr));
+  DTR_CHECK(SETI("MASTER_PORT", rz->master_port));
+  DTR_CHECK(SETI("TORCHELASTIC_RESTART_COUNT", a->restart_count));
+  DTR_CHECK(SETI("TORCHELASTIC_MAX_RESTARTS", args->max_restarts));
+  DTR_CHECK(dtr__env_set(e, "TORCHELASTIC_RUN_ID", a->cfg->run_id));
+  DTR_CHECK(dtr__env_set(e, "TORCHELASTIC_USE_AGENT_STORE", "False"));
+  DTR_CHECK(dtr__env_default(e, "OMP_NUM_THREADS", "1"));
+  char store[600];
+  if (strchr(a->cfg->store_host, ':'))
+    snprintf(store, sizeof store, "[%s]:%d", a->cfg->store_host, a->cfg->store_port);
+  else
+    snprintf(store, sizeof store, "%s:%d", a->cfg->store_host, a->cfg->store_port);
+  DTR_CHECK(dtr__env_set(e, "DTRAIN_STORE", store));
+  DTR_CHECK(dtr__env_set(e, "DTRAIN_RUN_ID", a->cfg->run_id));
+  DTR_CHECK(SETI("DTRAIN_RESTART_COUNT", a->restart_count));
+  DTR_CHECK(SETI("DTRAIN_ATTEMPT", a->round));
+  DTR_CHECK(dtr__env_set(e, "DTRAIN_JOB_TOKEN", a->cfg->token));
+  DTR_CHECK(SETI("DTRAIN_NODE_RANK", rz->node_rank));
+  DTR_CHECK(SETI("DTRAIN_NNODES", rz->nnodes));
+#undef SETI
+  return DTR_OK;
+}
+
+static void begin_stop(agent *a) {
+  if (a->stopping) return;
+  a->stopping = 1;
+  double g = a->args->grace_period;
+  a->kill_deadline = dtr__now_ms() + (int64_t)(g * 1000);
+  for (int i = 0; i < a->nw; i++)
+    if (a->w[i].running) dtr__worker_signal(&a->w[i], g > 0 ? SIGTERM : SIGKILL);
+  if (g <= 0) a->killed = 1;
+}
+
+static void set_outcome(agent *a, enum outcome o) {
+  /* a stop request beats everything; otherwise the first outcome stands */
+  if (a->outcome == OUT_NONE || (o == OUT_STOP && a->outcome != OUT_STOP)) a->outcome = o;
+}
+
+static void record_failure(agent *a, const dtr__worker *w, dtr__failure *f) {
+  memset(f, 0, sizeof *f);
+  strcpy(f->kind, "worker");
+  f->node_rank = a->rz.node_rank;
+  snprintf(f->host, sizeof f->host, "%s", a->hostname);
+  f->rank = w->rank;
+  f->local_rank = w->local_rank;
+  if (WIFSIGNALED(w->status))
+    f->signal = WTERMSIG(w->status);
+  else
+    f->exit_code = WEXITSTATUS(w->status);
+  f->pid = (int)w->pid;
+  f->restart_count = a->restart_count;
+  f->attempt = a->round;
+  snprintf(f->run_id, sizeof f->run_id, "%s", a->cfg->run_id);
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  f->time = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+  const char *lines[DTR_OUT_TAIL_LINES];
+  f->nlines = w->out ? dtr__out_rank_tail(w->out, lines, DTR_OUT_TAIL_LINES) : 0;
+  for (int i = 0; i < f->nlines; i++) snprintf(f->lines[i], sizeof f->lines[i], "%s", lines[i]);
+}
+
+static void worker_failed(agent *a, const dtr__worker *w) {
+  dtr__failure f;
+  record_failure(a, w, &f);
+  char desc[512];
+  dtr__failure_describe(&f, desc, sizeof desc);
+  char *json = dtr__failure_to_json(&f);
+  char key[DTR_STORE_MAX_KEY];
+  key_of(a, key, sizeof key, "event");
+  dtr_result rc = DTR_ERR_NOMEM;
+  int swapped = 0;
+  if (json) {
+    size_t jl = strlen(json);
+    char *val = malloc(jl + 6);
+    if (val) {
+      memcpy(val, "fail\n", 5);
+      memcpy(val + 5, json, jl + 1);
+      rc = dtr_store_cas(a->cfg->main_store, key, NULL, 0, val, jl + 5, &swapped, NULL, NULL);
+      free(val);
+    }
+    free(json);
+  }
+  if (swapped) DTR_INFO("%s; stopping the workers of every node", desc);
+  if (rc != DTR_OK && rc != DTR_ERR_EXISTS) {
+    /* the store is gone: decide here with what we know */
+    a->first = f;
+    a->have_first = 1;
+    snprintf(a->lost_msg, sizeof a->lost_msg, "%s (%s)", dtr_strerror(rc),
+             dtr_store_last_error(a->cfg->main_store));
+    set_outcome(a, OUT_LOST);
+  }
+  begin_stop(a);
+}
+
+static void local_all_done(agent *a) {
+  char key[DTR_STORE_MAX_KEY];
+  int64_t v = 0;
+  key_of(a, key, sizeof key, "ndone");
+  dtr_result rc = dtr_store_add(a->cfg->main_store, key, 1, &v);
+  if (rc == DTR_OK && v >= a->rz.nnodes) {
+    int swapped;
+    key_of(a, key, sizeof key, "event");
+    rc = dtr_store_cas(a->cfg->main_store, key, NULL, 0, "done", 4, &swapped, NULL, NULL);
+  }
+  if (rc != DTR_OK && rc != DTR_ERR_EXISTS) {
+    snprintf(a->lost_msg, sizeof a->lost_msg, "%s (%s)", dtr_strerror(rc),
+             dtr_store_last_error(a->cfg->main_store));
+    set_outcome(a, OUT_LOST);
+  }
+}
+
+static void on_children(agent *a) {
+  int all_ok = 1;
+  for (int i = 0; i < a->nw; i++) {
+    dtr__worker *w = &a->w[i];
+    if (dtr__worker_reap(w)) {
+      dtr__worker_close_pipes(w);
+      int bad = !(WIFEXITED(w->status) && WEXITSTATUS(w->status) == 0);
+      if (bad && !a->stopping && a->outcome == OUT_NONE) worker_failed(a, w);
+    }
+    if (w->running || !(WIFEXITED(w->status) && WEXITSTATUS(w->status) == 0)) all_ok = 0;
+  }
+  if (all_ok && !a->local_done && a->outcome == OUT_NONE && !a->stopping) {
+    a->local_done = 1;
+    local_all_done(a);
+  }
+}
+
+static void on_signal(agent *a, int sig) {
+  if (sig == SIGCHLD) {
+    on_children(a);
+    return;
+  }
+  for (int i = 0; i < a->nw; i++)
+    if (a->w[i].running) dtr__worker_signal(&a->w[i], sig);
+  if (!is_stop_signal(sig)) return;
+  if (a->outcome == OUT_STOP) return; /* already stopping for a signal: forwarding was enough */
+  DTR_INFO("got SIG%s; stopping the job on every node", sigabbrev_np(sig));
+  a->stop_sig = sig;
+  char key[DTR_STORE_MAX_KEY], val[64];
+  key_of(a, key, sizeof key, "event");
+  int vl = snprintf(val, sizeof val, "stop\n%d %d", a->rz.node_rank, sig);
+  int swapped;
+  (void)dtr_store_cas(a->cfg->main_store, key, NULL, 0, val, (size_t)vl, &swapped, NULL, NULL);
+  set_outcome(a, OUT_STOP);
+  /* the signal already went to the workers; the grace period starts now */
+  if (!a->stopping) {
+    a->stopping = 1;
+    a->kill_deadline = dtr__now_ms() + (int64_t)(a->args->grace_period * 1000);
+  }
+}
+
+static void on_event(agent *a) {
+  uint64_t cnt;
+  ssize_t r = read(a->evfd, &cnt, sizeof cnt);
+  (void)r;
+  pthread_mutex_lock(&a->wt.mu);
+  char *ev = a->wt.event;
+  size_t len = a->wt.event_len;
+  int lost = a->wt.lost;
+  a->wt.event = NULL;
+  if (lost) snprintf(a->lost_msg, sizeof a->lost_msg, "%s", a->wt.lost_msg);
+  pthread_mutex_unlock(&a->wt.mu);
+  if (lost) {
+    set_outcome(a, OUT_LOST);
+    begin_stop(a);
+  } else if (ev && len >= 5 && memcmp(ev, "fail\n", 5) == 0) {
+    if (dtr__failure_from_json(ev + 5, len - 5, &a->first) == DTR_OK) {
+      a->have_first = 1;
+    } else {
+      DTR_WARN("could not read the failure record in the store");
+    }
+    set_outcome(a, OUT_FAIL);
+    begin_stop(a);
+  } else if (ev && len >= 5 && memcmp(ev, "stop\n", 5) == 0) {
+    int node = -1, sig = SIGTERM;
+    if (sscanf(ev + 5, "%d %d", &node, &sig) != 2 || sig <= 0 || sig >= 128) sig = SIGTERM;
+    if (a->outcome != OUT_STOP) {
+      if (node != a->rz.node_rank)
+        DTR_INFO("node %d was asked to stop (SIG%s); stopping", node, sigabbrev_np(sig));
+      a->stop_sig = sig;
+    }
+    set_outcome(a, OUT_STOP);
+    begin_stop(a);
+  } else if (ev && len == 4 && memcmp(ev, "done", 4) == 0) {
+    set_outcome(a, OUT_DONE);
+  } else if (ev && len == 6 && memcmp(ev, "rejoin", 6) == 0) {
+    set_outcome(a, OUT_REJOIN);
+    begin_stop(a);
+  } else {
+    DTR_WARN("unexpected event in the store: '%.*s'", (int)(len > 60 ? 60 : len), ev ? ev : "");
+    set_outcome(a, OUT_FAIL);
+    begin_stop(a);
+  }
+  free(ev);
+}
+
+static int running_count(const agent *a) {
+  int n = 0;
+  for (int i = 0; i < a->nw; i++) n += a->w[i].running;
+  return n;
+}
+
+static dtr_result spawn_all(agent *a, char *err, size_t cap) {
+  const dtr__agent_cfg *cfg = a->cfg;
+  char attempt_dir[4096];
+  const char *dir = NULL;
+  if (cfg->log_run_dir[0]) {
+    snprintf(attempt_dir, sizeof attempt_dir, "%s/attempt_%d", cfg->log_run_dir, a->round);
+    dir = attempt_dir;
+  }
+  int console_fd[2] = {STDOUT_FILENO, STDERR_FILENO};
+  for (int i = 0; i < a->nw; i++) {
+    dtr__worker *w = &a->w[i];
+    memset(w, 0, sizeof *w);
+    w->fd[0] = w->fd[1] = -1;
+    w->local_rank = i;
+    w->rank = a->rz.node_rank * a->rz.nproc + i;
+    w->out = dtr__out_rank_create(a->rz.node_rank, w->rank, console_fd, cfg->console_mask, dir, err, cap);
+    if (!w->out) return DTR_ERR_SYSTEM;
+  }
+  for (int i = 0; i < a->nw; i++) {
+    dtr__worker *w = &a->w[i];
+    dtr__env env;
+    dtr_result rc = build_env(a, i, &env);
+    if (rc == DTR_OK)
+      rc = dtr__worker_spawn(w, cfg->exe_path, cfg->argv, env.v, err, cap);
+    else
+      dtr__fail(err, cap, rc, "building the environment of rank %d", w->rank);
+    dtr__env_free(&env);
+    if (rc) return rc;
+    dtr__watchdog_add(cfg->watchdog, w->pid);
+  }
+  return DTR_OK;
+}
+
+static void stop_watcher(agent *a) {
+  if (!a->wt.started) return;
+  pthread_mutex_lock(&a->wt.mu);
+  int posted = a->wt.posted;
+  pthread_mutex_unlock(&a->wt.mu);
+  if (!posted) dtr_store_abort(a->wt.c); /* only on error paths: the connection is unusable afterwards */
+  pthread_join(a->wt.th, NULL);
+  a->wt.started = 0;
+  free(a->wt.event);
+  a->wt.event = NULL;
+  pthread_mutex_destroy(&a->wt.mu);
+}
+
+/* One attempt: spawn, monitor until the round has an outcome and every local worker is gone. */
+static enum outcome run_attempt(agent *a) {
+  const dtr__agent_cfg *cfg = a->cfg;
+  char err[512];
+  a->outcome = OUT_NONE;
+  a->stopping = a->killed = a->local_done = 0;
+  a->have_first = 0;
+  a->stop_sig = 0;
+  a->nw = a->rz.nproc;
+  a->w = calloc((size_t)a->nw, sizeof *a->w);
+  if (!a->w) return OUT_ERROR;
+
+  memset(&a->wt, 0, sizeof a->wt);
+  pthread_mutex_init(&a->wt.mu, NULL);
+  a->wt.c = cfg->watch_store;
+  a->wt.run_id = cfg->run_id;
+  a->wt.round = a->round;
+  a->wt.node_rank = a->rz.node_rank;
+  a->wt.nnodes = a->rz.nnodes;
+  a->wt.nnodes_max = a->args->nnodes_max;
+  double iv = a->args->monitor_interval * 1000;
+  a->wt.interval_ms = iv < 1 ? 1 : (int)iv;
+  /* a node is dead when its counter stood still this long; never less than a few intervals */
+  int64_t hb = dtr__param_int("DTRAIN_HEARTBEAT_TIMEOUT_MS", 5000);
+  int64_t hb_min = 3 * (int64_t)a->wt.interval_ms + 1000;
+  a->wt.hb_timeout_ms = (int)(hb < hb_min ? hb_min : hb > 86400000 ? 86400000 : hb);
+  a->wt.hosts = a->rz.hosts;
+  a->wt.restart_count = a->restart_count;
+  a->wt.evfd = a->evfd;
+
+  dtr_result rc = spawn_all(a, err, sizeof err);
+  if (rc != DTR_OK) {
+    DTR_ERROR("%s", err);
+    a->outcome = OUT_ERROR;
+    begin_stop(a);
+  }
+  if (pthread_create(&a->wt.th, NULL, watcher_main, &a->wt) == 0) {
+    a->wt.started = 1;
+  } else {
+    DTR_ERROR("cannot start the watcher thread");
+    set_outcome(a, OUT_ERROR);
+    begin_stop(a);
+  }
+
+  int cap = 2 + 2 * a->nw;
+  struct pollfd *pf = calloc((size_t)cap, sizeof *pf);
+  int *map = calloc((size_t)cap, sizeof *map);
+  if (!pf || !map) {
+    set_outcome(a, OUT_ERROR);
+    begin_stop(a);
+  }
+  on_children(a); /* an exec failure may already be reaped-able; also handles nproc workers exiting at once */
+  while (pf && map) {
+    if (a->outcome != OUT_NONE && running_count(a) == 0) break;
+    int n = 0;
+    pf[n++] = (struct pollfd){.fd = cfg->sigfd, .events = POLLIN};
+    pf[n++] = (struct pollfd){.fd = a->evfd, .events = POLLIN};
+    for (int i = 0; i < a->nw; i++)
+      for (int s = 0; s < 2; s++)
+        if (a->w[i].fd[s] >= 0) {
+          map[n] = i * 2 + s;
+          pf[n++] = (struct pollfd){.fd = a->w[i].fd[s], .events = POLLIN};
+        }
+    int timeout = (a->stopping && !a->killed) ? dtr__ms_left(a->kill_deadline) : -1;
+    int pr = poll(pf, (nfds_t)n, timeout);
+    if (pr < 0 && errno != EINTR) {
+      DTR_ERROR("poll: %s", strerror(errno));
+      set_outcome(a, OUT_ERROR);
+      begin_stop(a);
+    }
+    if (a->stopping && !a->killed && dtr__ms_left(a->kill_deadline) == 0) {
+      a->killed = 1;
+      if (running_count(a) > 0)
+        DTR_WARN("%d worker%s still running %.1f s after SIGTERM; sending SIGKILL", running_count(a),
+                 running_count(a) == 1 ? "" : "s", a->args->grace_period);
+      for (int i = 0; i < a->nw; i++)
+        if (a->w[i].running) dtr__worker_signal(&a->w[i], SIGKILL);
+    }
+    if (pr <= 0) continue;
+    for (int k = 2; k < n; k++) {
+      if (!(pf[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      dtr__worker *w = &a->w[map[k] / 2];
+      int s = map[k] % 2;
+      if (w->fd[s] >= 0 && !dtr__out_rank_drain(w->out, s, w->fd[s])) {
+        close(w->fd[s]);
+        w->fd[s] = -1;
+      }
+    }
+    if (pf[0].revents & POLLIN) {
+      struct signalfd_siginfo si;
+      while (read(cfg->sigfd, &si, sizeof si) == (ssize_t)sizeof si) on_signal(a, (int)si.ssi_signo);
+    }
+    if (pf[1].revents & POLLIN) on_event(a);
+  }
+  free(pf);
+  free(map);
+
+  /* the attempt is over: nothing of it may outlive it */
+  for (int i = 0; i < a->nw; i++) {
+    dtr__worker *w = &a->w[i];
+    if (w->pid > 0) {
+      if (w->running) {
+        dtr__worker_signal(w, SIGKILL);
+        int st;
+        waitpid(w->pid, &st, 0);
+        w->running = 0;
+      }
+      kill(-w->pid, SIGKILL); /* leftovers of its process group */
+      dtr__watchdog_remove(cfg->watchdog, w->pid);
+    }
+    dtr__worker_close_pipes(w);
+    dtr__out_rank_destroy(w->out);
+  }
+  free(a->w);
+  a->w = NULL;
+  stop_watcher(a);
+  return a->outcome;
+}
+
+static void say_goodbye(agent *a, int wait_for_others) {
+  char key[DTR_STORE_MAX_KEY], sfx[64];
+  snprintf(sfx, sizeof sfx, "exited/%d", a->rz.node_rank);
+  key_of(a, key, sizeof key, sfx);
+  (void)dtr_store_set(a->cfg->main_store, key, "1", 1);
+  if (!wait_for_others || !a->cfg->hosting || a->rz.nnodes <= 1) return;
+  char **keys = calloc((size_t)a->rz.nnodes, sizeof *keys);
+  if (!keys) return;
+  /* a node declared dead will not say goodbye */
+  int dead = (a->have_first && strcmp(a->first.kind, "node") == 0) ? a->first.node_rank : -1;
+  int nk = 0, ok = 1;
+  for (int k = 0; k < a->rz.nnodes; k++) {
+    if (k == dead) continue;
+    snprintf(sfx, sizeof sfx, "exited/%d", k);
+    keys[nk] = malloc(DTR_STORE_MAX_KEY);
+    if (!keys[nk])
+      ok = 0;
+    else
+      key_of(a, keys[nk], DTR_STORE_MAX_KEY, sfx);
+    nk++;
+  }
+  /* the other agents may still be stopping their workers: give them the grace period and some */
+  int timeout = (int)(a->args->grace_period * 1000) + 5000;
+  if (ok && nk > 0 && dtr_store_wait(a->cfg->main_store, (const char *const *)keys, nk, timeout) != DTR_OK)
+    DTR_WARN("not every node said goodbye within %d ms; closing the store anyway", timeout);
+  for (int k = 0; k < nk; k++) free(keys[k]);
+  free(keys);
+}
+
+static void final_report(agent *a) {
+  if (!a->have_first) {
+    DTR_ERROR("the job failed (the failure record could not be read)");
+    return;
+  }
+  dtr__failure_print(&a->first);
+  if (a->cfg->error_file[0]) {
+    char err[512];
+    if (dtr__failure_write_file(&a->first, a->cfg->error_file, err, sizeof err) != DTR_OK)
+      DTR_WARN("%s", err);
+  }
+}
+
+int dtr__agent_run(const dtr__agent_cfg *cfg) {
+  agent *a = calloc(1, sizeof *a);
+  if (!a) return 1;
+  a->cfg = cfg;
+  a->args = cfg->args;
+  if (gethostname(a->hostname, sizeof a->hostname - 1) < 0) strcpy(a->hostname, "unknown");
+  a->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  int code = 1;
+  if (a->evfd < 0) {
+    DTR_ERROR("eventfd: %s", strerror(errno));
+    free(a);
+    return 1;
+  }
+  int last_call_ms = a->args->last_call >= 0 ? (int)(a->args->last_call * 1000)
+                                             : (int)dtr__param_int("DTRAIN_RDZV_LAST_CALL_MS", 1000);
+  for (;;) {
+    dtr__rdzv_cfg rc_cfg = {
+        .run_id = cfg->run_id,
+        .nnodes_min = a->args->nnodes_min,
+        .nnodes_max = a->args->nnodes_max,
+        .nproc = a->args->nproc_per_node,
+        .want_rank = a->args->node_rank,
+        .hostname = a->hostname,
+        .master_addr = a->args->master_addr,
+        .timeout_ms = (int64_t)(a->args->rdzv_timeout * 1000),
+        .last_call_ms = last_call_ms,
+        .prev_size = a->prev_size,
+        .prev_rank = a->prev_size > 0 ? a->rz.node_rank : -1,
+        .interrupted = rdzv_interrupted,
+        .ctx = a,
+    };
+    char err[1024];
+    dtr__rdzv_result_free(&a->rz);
+    dtr_result rc = dtr__rdzv_join(cfg->main_store, &rc_cfg, a->round, &a->rz, err, sizeof err);
+    if (rc == DTR_ERR_ABORTED && a->rz.interrupted_by) {
+      DTR_INFO("got SIG%s while waiting for the other nodes; giving up", sigabbrev_np(a->rz.interrupted_by));
+      code = 128 + a->rz.interrupted_by;
+      break;
+    }
+    if (rc != DTR_OK) {
+      if (rc == DTR_ERR_CONNECTION || rc == DTR_ERR_ABORTED)
+        DTR_ERROR("lost the rendezvous store at %s: %s", cfg->store_desc, err);
+      else
+        DTR_ERROR("%s", err);
+      code = 1;
+      break;
+    }
+    a->round = a->rz.round;
+    int first_rank = a->rz.node_rank * a->rz.nproc;
+    char ranks[48];
+    if (a->rz.nproc == 1)
+      snprintf(ranks, sizeof ranks, "rank %d", first_rank);
+    else
+      snprintf(ranks, sizeof ranks, "ranks %d-%d", first_rank, first_rank + a->rz.nproc - 1);
+    DTR_INFO("run %s attempt %d: node %d of %d, %s of %d, master %s:%d%s", cfg->run_id, a->round,
+             a->rz.node_rank, a->rz.nnodes, ranks, a->rz.world_size, a->rz.master_addr, a->rz.master_port,
+             a->restart_count ? " (restarted)" : "");
+    enum outcome o = run_attempt(a);
+    a->prev_size = a->rz.nnodes;
+    if (o == OUT_DONE) {
+      say_goodbye(a, 1);
+      code = 0;
+      break;
+    }
+    if (o == OUT_REJOIN) {
+      a->round++;
+      continue;
+    }
+    if (o == OUT_FAIL) {
+      char desc[512] = "a worker failed";
+      if (a->have_first) dtr__failure_describe(&a->first, desc, sizeof desc);
+      if (a->restart_count < a->args->max_restarts) {
+        a->restart_count++;
+        DTR_INFO("%s; restarting every worker (restart %d of %d)", desc, a->restart_count,
+                 a->args->max_restarts);
+        a->round++;
+        continue;
+      }
+      final_report(a);
+      say_goodbye(a, 1);
+      code = a->have_first ? dtr__failure_exit_code(&a->first) : 1;
+      break;
+    }
+    if (o == OUT_STOP) {
+      say_goodbye(a, 1);
+      code = 128 + (a->stop_sig > 0 ? a->stop_sig : SIGTERM);
+      break;
+    }
+    if (o == OUT_LOST) {
+      DTR_ERROR("lost the rendezvous store at %s: %s", cfg->store_desc, a->lost_msg);
+      if (a->have_first) final_report(a);
+      code = 1;
+      break;
+    }
+    say_goodbye(a, 0);
+    code = 1;
+    break;
+  }
+  dtr__rdzv_result_free(&a->rz);
+  close(a->evfd);
+  free(a);
+  return code;
+}

@@ -1,0 +1,10 @@
+/* The dtrain CLI's subcommands. main() dispatches argv[1] to one of these; each returns the process
+ * exit code (0 success, 2 bad usage, otherwise the failure's code) and never calls exit() itself. */
+#ifndef DTRAIN_LAUNCHER_COMMANDS_H
+#define DTRAIN_LAUNCHER_COMMANDS_H
+
+/* argv[0] is the subcommand name ("launch", "store"), argv[1..] its arguments. */
+int dtr_cmd_launch(int argc, char **argv);
+int dtr_cmd_store(int argc, char **argv);
+
+#endif

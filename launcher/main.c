@@ -1,0 +1,51 @@
+/* The dtrain CLI entry point: global flags (--help, --version) and dispatch to a subcommand. The only
+ * place in dtrain that exits. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "dtrain/common.h"
+#include "log.h"
+
+static void usage(FILE *f) {
+  fputs(
+      "usage: dtrain [--help] [--version] COMMAND [ARGS...]\n"
+      "\n"
+      "dtrain starts and supervises distributed training jobs.\n"
+      "\n"
+      "Commands:\n"
+      "  launch    run a program on every rank of this node, after a rendezvous with the other nodes\n"
+      "            (a drop-in for torchrun); see `dtrain launch --help`\n"
+      "  store     run a standalone rendezvous store; see `dtrain store --help`\n"
+      "\n"
+      "Options:\n"
+      "  -h, --help     this text\n"
+      "  --version      version and build features\n"
+      "\n"
+      "Environment: DTRAIN_LOG_LEVEL (error, warn, info, debug; default info), DTRAIN_JOB_TOKEN.\n",
+      f);
+}
+
+int main(int argc, char **argv) {
+  dtr__log_set_default(DTR_LOG_INFO);
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0 || strcmp(cmd, "version") == 0) {
+    printf("dtrain %s (features: %s)\n", dtr_version(), dtr_build_features());
+    return 0;
+  }
+  if (strcmp(cmd, "launch") == 0) return dtr_cmd_launch(argc - 1, argv + 1);
+  if (strcmp(cmd, "store") == 0) return dtr_cmd_store(argc - 1, argv + 1);
+  if (cmd[0] == '-')
+    fprintf(stderr, "dtrain: unknown option '%s' (try 'dtrain --help')\n", cmd);
+  else
+    fprintf(stderr, "dtrain: unknown command '%s' (try 'dtrain --help')\n", cmd);
+  return 2;
+}

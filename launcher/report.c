@@ -1,0 +1,328 @@
+/* Failure records as JSON (written and read back without a JSON library: the format is ours and
+ * flat), the console report and the error file. */
+#define _GNU_SOURCE
+#include "report.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+int dtr__failure_exit_code(const dtr__failure *f) {
+  if (f->signal > 0) return 128 + f->signal;
+  if (f->exit_code > 0 && f->exit_code < 256) return f->exit_code;
+  return 1;
+}
+
+void dtr__failure_describe(const dtr__failure *f, char *out, size_t cap) {
+  if (strcmp(f->kind, "node") == 0) {
+    snprintf(out, cap, "node %d (host %s) stopped heartbeating", f->node_rank, f->host);
+    return;
+  }
+  char how[96];
+  if (f->signal > 0) {
+    const char *abbrev = sigabbrev_np(f->signal);
+    snprintf(how, sizeof how, "was killed by SIG%s (signal %d)", abbrev ? abbrev : "?", f->signal);
+  } else {
+    snprintf(how, sizeof how, "exited with code %d", f->exit_code);
+  }
+  snprintf(out, cap, "rank %d (local rank %d on node %d, host %s, pid %d) %s", f->rank, f->local_rank,
+           f->node_rank, f->host, f->pid, how);
+}
+
+/* ---------------------------------------------------------------- JSON writing */
+
+typedef struct sbuf {
+  char *p;
+  size_t len, cap;
+  int oom;
+} sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n) {
+  if (b->oom) return;
+  if (b->len + n + 1 > b->cap) {
+    size_t nc = b->cap ? b->cap * 2 : 1024;
+    while (nc < b->len + n + 1) nc *= 2;
+    char *np = realloc(b->p, nc);
+    if (!np) {
+      b->oom = 1;
+      return;
+    }
+    b->p = np;
+    b->cap = nc;
+  }
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+  b->p[b->len] = '\0';
+}
+
+static void sb_puts(sbuf *b, const char *s) {
+  sb_put(b, s, strlen(s));
+}
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...) {
+  char tmp[256];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  if (n > 0) sb_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+static void sb_json_str(sbuf *b, const char *s) {
+  sb_put(b, "\"", 1);
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    char esc[8];
+    switch (*p) {
+      case '"':
+        sb_put(b, "\\\"", 2);
+        break;
+      case '\\':
+        sb_put(b, "\\\\", 2);
+        break;
+      case '\n':
+        sb_put(b, "\\n", 2);
+        break;
+      case '\t':
+        sb_put(b, "\\t", 2);
+        break;
+      case '\r':
+        sb_put(b, "\\r", 2);
+        break;
+      default:
+        if (*p < 0x20 || *p == 0x7f) {
+          snprintf(esc, sizeof esc, "\\u%04x", *p);
+          sb_put(b, esc, 6);
+        } else {
+          sb_put(b, (const char *)p, 1);
+        }
+    }
+  }
+  sb_put(b, "\"", 1);
+}
+
+char *dtr__failure_to_json(const dtr__failure *f) {
+  sbuf b = {0};
+  char desc[512];
+  dtr__failure_describe(f, desc, sizeof desc);
+  sb_puts(&b, "{\"kind\": ");
+  sb_json_str(&b, f->kind);
+  sb_printf(&b, ", \"node_rank\": %d, \"host\": ", f->node_rank);
+  sb_json_str(&b, f->host);
+  sb_printf(&b, ", \"rank\": %d, \"local_rank\": %d, \"exit_code\": %d, \"signal\": %d", f->rank,
+            f->local_rank, f->exit_code, f->signal);
+  const char *abbrev = f->signal > 0 ? sigabbrev_np(f->signal) : NULL;
+  if (abbrev) sb_printf(&b, ", \"signal_name\": \"SIG%s\"", abbrev);
+  sb_printf(&b,
+            ", \"dtrain_exit_code\": %d, \"pid\": %d, \"restart_count\": %d, \"attempt\": %d, \"run_id\": ",
+            dtr__failure_exit_code(f), f->pid, f->restart_count, f->attempt);
+  sb_json_str(&b, f->run_id);
+  sb_printf(&b, ", \"time\": %.3f, \"message\": ", f->time);
+  sb_json_str(&b, desc);
+  sb_puts(&b, ", \"last_lines\": [");
+  for (int i = 0; i < f->nlines; i++) {
+    if (i) sb_puts(&b, ", ");
+    sb_json_str(&b, f->lines[i]);
+  }
+  sb_puts(&b, "]}");
+  if (b.oom) {
+    free(b.p);
+    return NULL;
+  }
+  return b.p;
+}
+
+/* ---------------------------------------------------------------- JSON reading (our flat format) */
+
+typedef struct jp {
+  const char *p, *end;
+} jp;
+
+static void ws(jp *j) {
+  while (j->p < j->end && (*j->p == ' ' || *j->p == '\n' || *j->p == '\t' || *j->p == '\r')) j->p++;
+}
+
+static int lit(jp *j, char c) {
+  ws(j);
+  if (j->p < j->end && *j->p == c) {
+    j->p++;
+    return 1;
+  }
+  return 0;
+}
+
+/* Read a string into out (truncated to cap-1); out may be NULL to skip. */
+static int jstr(jp *j, char *out, size_t cap) {
+  if (!lit(j, '"')) return -1;
+  size_t n = 0;
+  while (j->p < j->end && *j->p != '"') {
+    char c = *j->p++;
+    if (c == '\\') {
+      if (j->p >= j->end) return -1;
+      char e = *j->p++;
+      switch (e) {
+        case 'n':
+          c = '\n';
+          break;
+        case 't':
+          c = '\t';
+          break;
+        case 'r':
+          c = '\r';
+          break;
+        case 'b':
+          c = '\b';
+          break;
+        case 'f':
+          c = '\f';
+          break;
+        case 'u': {
+          if (j->end - j->p < 4) return -1;
+          unsigned v = 0;
+          for (int k = 0; k < 4; k++) {
+            char h = *j->p++;
+            v <<= 4;
+            if (h >= '0' && h <= '9')
+              v |= (unsigned)(h - '0');
+            else if (h >= 'a' && h <= 'f')
+              v |= (unsigned)(h - 'a' + 10);
+            else if (h >= 'A' && h <= 'F')
+              v |= (unsigned)(h - 'A' + 10);
+            else
+              return -1;
+          }
+          c = v < 0x80 ? (char)v : '?';
+          break;
+        }
+        default:
+          c = e;
+      }
+    }
+    if (out && n + 1 < cap) out[n++] = c;
+  }
+  if (j->p >= j->end) return -1;
+  j->p++;
+  if (out && cap) out[n] = '\0';
+  return 0;
+}
+
+static int jnum(jp *j, double *v) {
+  ws(j);
+  char tmp[64];
+  size_t n = 0;
+  while (j->p < j->end && n + 1 < sizeof tmp && strchr("+-0123456789.eE", *j->p)) tmp[n++] = *j->p++;
+  tmp[n] = '\0';
+  if (n == 0) return -1;
+  char *e;
+  *v = strtod(tmp, &e);
+  return *e ? -1 : 0;
+}
+
+dtr_result dtr__failure_from_json(const char *json, size_t len, dtr__failure *f) {
+  memset(f, 0, sizeof *f);
+  f->rank = f->local_rank = -1;
+  jp j = {json, json + len};
+  if (!lit(&j, '{')) return DTR_ERR_PROTOCOL;
+  if (lit(&j, '}')) return DTR_OK;
+  for (int guard = 0; guard < 64; guard++) {
+    char key[64];
+    if (jstr(&j, key, sizeof key) || !lit(&j, ':')) return DTR_ERR_PROTOCOL;
+    ws(&j);
+    if (j.p >= j.end) return DTR_ERR_PROTOCOL;
+    if (*j.p == '"') {
+      char *dst = NULL;
+      size_t cap = 0;
+      if (!strcmp(key, "kind"))
+        dst = f->kind, cap = sizeof f->kind;
+      else if (!strcmp(key, "host"))
+        dst = f->host, cap = sizeof f->host;
+      else if (!strcmp(key, "run_id"))
+        dst = f->run_id, cap = sizeof f->run_id;
+      if (jstr(&j, dst, cap)) return DTR_ERR_PROTOCOL;
+    } else if (*j.p == '[') {
+      j.p++;
+      if (!lit(&j, ']')) {
+        for (;;) {
+          int keep = !strcmp(key, "last_lines") && f->nlines < DTR_OUT_TAIL_LINES;
+          if (jstr(&j, keep ? f->lines[f->nlines] : NULL, sizeof f->lines[0])) return DTR_ERR_PROTOCOL;
+          if (keep) f->nlines++;
+          if (lit(&j, ']')) break;
+          if (!lit(&j, ',')) return DTR_ERR_PROTOCOL;
+        }
+      }
+    } else {
+      double v;
+      if (jnum(&j, &v)) return DTR_ERR_PROTOCOL;
+      if (!strcmp(key, "node_rank"))
+        f->node_rank = (int)v;
+      else if (!strcmp(key, "rank"))
+        f->rank = (int)v;
+      else if (!strcmp(key, "local_rank"))
+        f->local_rank = (int)v;
+      else if (!strcmp(key, "exit_code"))
+        f->exit_code = (int)v;
+      else if (!strcmp(key, "signal"))
+        f->signal = (int)v;
+      else if (!strcmp(key, "pid"))
+        f->pid = (int)v;
+      else if (!strcmp(key, "restart_count"))
+        f->restart_count = (int)v;
+      else if (!strcmp(key, "attempt"))
+        f->attempt = (int)v;
+      else if (!strcmp(key, "time"))
+        f->time = v;
+    }
+    if (lit(&j, '}')) return DTR_OK;
+    if (!lit(&j, ',')) return DTR_ERR_PROTOCOL;
+  }
+  return DTR_ERR_PROTOCOL;
+}
+
+void dtr__failure_print(const dtr__failure *f) {
+  char desc[512];
+  dtr__failure_describe(f, desc, sizeof desc);
+  DTR_ERROR("job failed (restart %d, run %s); first failure: %s", f->restart_count, f->run_id, desc);
+  if (f->nlines > 0) {
+    DTR_ERROR("last %d line%s of rank %d:", f->nlines, f->nlines == 1 ? "" : "s", f->rank);
+    for (int i = 0; i < f->nlines; i++) DTR_ERROR("  | %s", f->lines[i]);
+  }
+}
+
+dtr_result dtr__failure_write_file(const dtr__failure *f, const char *path, char *err, size_t cap) {
+  char dir[PATH_MAX], tmp[PATH_MAX];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (slash && slash != dir) {
+    *slash = '\0';
+    if (dtr__mkdirs(dir) < 0)
+      return dtr__fail(err, cap, DTR_ERR_SYSTEM, "cannot create %s for the error file: %s", dir,
+                       strerror(errno));
+  }
+  char *json = dtr__failure_to_json(f);
+  if (!json) return dtr__fail(err, cap, DTR_ERR_NOMEM, "out of memory writing the error file");
+  snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  dtr_result rc = DTR_OK;
+  if (fd < 0) {
+    rc = dtr__fail(err, cap, DTR_ERR_SYSTEM, "cannot write error file %s: %s", path, strerror(errno));
+  } else {
+    size_t l = strlen(json);
+    json[l] = '\n'; /* overwrites the NUL; length known */
+    int bad = dtr__write_all(fd, json, l + 1) < 0;
+    bad |= close(fd) < 0;
+    if (bad || rename(tmp, path) < 0) {
+      rc = dtr__fail(err, cap, DTR_ERR_SYSTEM, "cannot write error file %s: %s", path, strerror(errno));
+      unlink(tmp);
+    }
+  }
+  free(json);
+  return rc;
+}

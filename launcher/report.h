@@ -1,0 +1,41 @@
+/* The failure record: which rank failed first, how, and what it printed last. It travels between
+ * agents as JSON in the store (the "fail" event), lands in the error file in the same JSON, and is
+ * printed on the console by every agent when the job gives up. */
+#ifndef DTRAIN_LAUNCHER_REPORT_H
+#define DTRAIN_LAUNCHER_REPORT_H
+
+#include <stddef.h>
+
+#include "dtrain/common.h"
+#include "output.h"
+
+typedef struct dtr__failure {
+  char kind[16]; /* "worker" (a rank exited badly) or "node" (an agent stopped heartbeating) */
+  int node_rank;
+  char host[256];
+  int rank, local_rank; /* -1 for a node failure */
+  int exit_code;        /* valid when signal == 0 */
+  int signal;           /* > 0: killed by this signal */
+  int pid;
+  int restart_count;
+  int attempt;
+  char run_id[129];
+  double time; /* seconds since the epoch */
+  int nlines;
+  char lines[DTR_OUT_TAIL_LINES][DTR_OUT_TAIL_LINE_MAX + 1];
+} dtr__failure;
+
+/* The exit code dtrain reports for this failure: the rank's code, 128+signal, 1 for a lost node. */
+int dtr__failure_exit_code(const dtr__failure *f);
+/* "exited with code 3" / "was killed by SIGKILL (signal 9)" / "stopped heartbeating". */
+void dtr__failure_describe(const dtr__failure *f, char *out, size_t cap);
+/* JSON text, malloc'ed (caller frees); NULL when out of memory. */
+char *dtr__failure_to_json(const dtr__failure *f);
+/* Parse what dtr__failure_to_json wrote. Unknown keys are skipped. DTR_ERR_PROTOCOL when malformed. */
+dtr_result dtr__failure_from_json(const char *json, size_t len, dtr__failure *f);
+/* The console report, several "dtrain error: ..." lines on stderr. */
+void dtr__failure_print(const dtr__failure *f);
+/* Write the JSON to path (parent directories created), atomically via a temporary file. */
+dtr_result dtr__failure_write_file(const dtr__failure *f, const char *path, char *err, size_t cap);
+
+#endif
