@@ -53,6 +53,27 @@ typedef struct launch_state {
   int sigfd;
 } launch_state;
 
+/* dtr_store_connect cut into slices of 250 ms, so that TERM/INT/HUP/QUIT (read from the signalfd; they
+ * are blocked) end a long wait for an unreachable store. *sig receives the signal (DTR_ERR_ABORTED). */
+static dtr_result connect_sliced(const char *host, int port, const char *token, int64_t total_ms, int sigfd,
+                                 int *sig, dtr_store **out, char *err, size_t cap) {
+  int64_t deadline = dtr__now_ms() + total_ms;
+  for (;;) {
+    int left = dtr__ms_left(deadline);
+    int slice = left > 250 ? 250 : left < 1 ? 1 : left;
+    dtr_result rc = dtr_store_connect(host, port, token, slice, out, err, cap);
+    if (rc != DTR_ERR_TIMEOUT || dtr__ms_left(deadline) == 0) return rc;
+    struct signalfd_siginfo si;
+    while (read(sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+      int s = (int)si.ssi_signo;
+      if (s == SIGTERM || s == SIGINT || s == SIGHUP || s == SIGQUIT) {
+        *sig = s;
+        return dtr__fail(err, cap, DTR_ERR_ABORTED, "interrupted by SIG%s", sigabbrev_np(s));
+      }
+    }
+  }
+}
+
 static int usage_error(const char *msg) {
   fprintf(stderr, CTX "%s\n", msg);
   return 2;
@@ -202,7 +223,7 @@ int dtr_cmd_launch(int argc, char **argv) {
   }
 
   /* ---- host or reach the store */
-  int hosting = 0;
+  int hosting = 0, sig = 0;
   char serr[512] = "";
   int64_t rdzv_ms = (int64_t)(args.rdzv_timeout * 1000);
   if (standalone || dtr__host_is_local(host)) {
@@ -219,7 +240,8 @@ int dtr_cmd_launch(int argc, char **argv) {
       st.server = NULL;
       /* taken: maybe by `dtrain store` or the agent of another node of this job */
       int probe_ms = rdzv_ms < 5000 ? (int)rdzv_ms : 5000;
-      rc = dtr_store_connect(host, port, token, probe_ms, &st.main_store, serr, sizeof serr);
+      rc = connect_sliced(host, port, token, probe_ms, st.sigfd, &sig, &st.main_store, serr, sizeof serr);
+      if (rc == DTR_ERR_ABORTED) goto interrupted;
       if (rc == DTR_ERR_AUTH) {
         fprintf(stderr,
                 CTX
@@ -240,9 +262,9 @@ int dtr_cmd_launch(int argc, char **argv) {
     }
   }
   if (!st.main_store) {
-    rc = dtr_store_connect(host, port, token,
-                           hosting ? 10000 : (int)(rdzv_ms > INT32_MAX ? INT32_MAX : rdzv_ms), &st.main_store,
-                           serr, sizeof serr);
+    rc = connect_sliced(host, port, token, hosting ? 10000 : rdzv_ms, st.sigfd, &sig, &st.main_store, serr,
+                        sizeof serr);
+    if (rc == DTR_ERR_ABORTED) goto interrupted;
     if (rc == DTR_ERR_AUTH) {
       fprintf(stderr,
               CTX
@@ -286,6 +308,12 @@ int dtr_cmd_launch(int argc, char **argv) {
       .watchdog = &st.wd,
   };
   code = dtr__agent_run(&cfg);
+  goto out;
+
+interrupted:
+  fprintf(stderr, CTX "got SIG%s while connecting to the rendezvous store at %s; giving up\n",
+          sigabbrev_np(sig), desc);
+  code = 128 + sig;
 
 out:
   dtr_store_close(st.watch_store);

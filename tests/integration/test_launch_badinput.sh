@@ -48,6 +48,16 @@ ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 grep -q "cannot reach the rendezvous store" "$T/err" || fail "unreachable: $(cat "$T/err")"
 expect 1 "no-such-host.invalid" -- launch --nnodes 2 --rdzv-endpoint no-such-host.invalid:29400 --rdzv-timeout 2 -- "$W" env
 
+# Ctrl-C while waiting for an unreachable store ends the wait at once (128+2)
+"$DTRAIN" launch --nnodes 2 --rdzv-endpoint 192.0.2.1:29400 --rdzv-timeout 60 -- "$W" env 2> "$T/int.err" &
+PIDS+=($!); ag=$!
+sleep 0.5
+kill -INT $ag
+for _ in $(seq 60); do kill -0 $ag 2>/dev/null || break; sleep 0.05; done
+kill -0 $ag 2>/dev/null && fail "SIGINT did not end the wait for an unreachable store within 3 s"
+wait $ag; rc=$?
+[ $rc = 130 ] || fail "SIGINT while connecting: exit $rc, want 130 ($(cat "$T/int.err"))"
+
 # a port held by something that is not a dtrain store
 port=$(free_port)
 /usr/bin/python3 -c '

@@ -43,6 +43,8 @@ d = json.load(open(sys.argv[1]))
 assert d["rank"] == 2 and d["exit_code"] == 7 and d["signal"] == 0 and d["node_rank"] == 0, d
 assert d["dtrain_exit_code"] == 7 and "rank 2 crashing on purpose with code 7" in d["last_lines"], d
 PY
+timeout 60 "$DTRAIN" launch --nproc-per-node 2 -- "$W" crash-once 1 > /dev/null 2>&1; rc=$?
+[ $rc = 3 ] || fail "crash-once 1 without restarts: exit $rc, want 3"
 # default error file under --log-dir
 timeout 60 "$DTRAIN" launch --nproc-per-node 1 --rdzv-id ef --log-dir "$T/l2" -- "$W" exit 4 > /dev/null 2>&1
 [ $? = 4 ] || fail "exit 4 expected"
