@@ -195,8 +195,8 @@ static void respond(conn *c, uint8_t flags, int64_t num, const void *item, size_
 
 /* ---------------------------------------------------------------- waiters */
 
-/* Unhook a waiter from everything and free it; the connection may serve its next request. */
-static void waiter_finish(dtr_store_server *s, waiter *w) {
+/* Unhook a waiter from its keys and the deadline heap, and free it. */
+static void waiter_free(dtr_store_server *s, waiter *w) {
   for (uint32_t i = 0; i < w->nlinks; i++) {
     dtr__st_entry *e = w->links[i].entry;
     if (!e) continue;
@@ -204,9 +204,15 @@ static void waiter_finish(dtr_store_server *s, waiter *w) {
     dtr__st_release_if_unused(&s->table, e);
   }
   heap_remove(s, w);
-  w->c->waiter = NULL;
-  ready_push(s, w->c);
   free(w);
+}
+
+/* A waiter was answered: free it; its connection may serve its next request. */
+static void waiter_finish(dtr_store_server *s, waiter *w) {
+  conn *c = w->c;
+  c->waiter = NULL;
+  waiter_free(s, w);
+  ready_push(s, c);
 }
 
 /* A key just gained a value: answer every GET parked on it and count it for every WAIT. */
@@ -430,17 +436,7 @@ static void execute(dtr_store_server *s, conn *c, const dtr__sp_request *req) {
 /* ---------------------------------------------------------------- connections */
 
 static void conn_close(dtr_store_server *s, conn *c) {
-  if (c->waiter) {
-    waiter *w = c->waiter;
-    for (uint32_t i = 0; i < w->nlinks; i++) {
-      dtr__st_entry *e = w->links[i].entry;
-      if (!e) continue;
-      dtr__st_link_remove(&w->links[i]);
-      dtr__st_release_if_unused(&s->table, e);
-    }
-    heap_remove(s, w);
-    free(w);
-  }
+  if (c->waiter) waiter_free(s, c->waiter);
   hello_unlink(s, c);
   ready_unlink(s, c);
   if (c->prev)

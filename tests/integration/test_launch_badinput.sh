@@ -3,13 +3,7 @@
 # one line on stderr that names the culprit, and nothing is left running.
 # ctest-labels: launch
 # ctest-timeout: 90
-set -u
-DTRAIN=${DTRAIN:?set by ctest}; BUILD=${DTRAIN_BUILD:?set by ctest}; W=$BUILD/bin/launch_worker
-T=$(mktemp -d); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do { kill -9 "$p"; wait "$p"; } 2>/dev/null; done; rm -rf "$T"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$(dirname "${BASH_SOURCE[0]}")/launch_lib.sh"
 
 # expect WANT_RC PATTERN -- dtrain args...: exit code, one stderr line matching PATTERN, within 20 s
 expect() {

@@ -3,10 +3,7 @@
 # `dtrain launch` with its [NODE:RANK] prefixes; two concurrent jobs get different MASTER_PORTs.
 # ctest-labels: launch
 # ctest-timeout: 60
-set -u
-DTRAIN=${DTRAIN:?set by ctest}; BUILD=${DTRAIN_BUILD:?set by ctest}; W=$BUILD/bin/launch_worker
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/launch_lib.sh"
 
 # ---- global flags
 out=$(timeout 10 "$DTRAIN" --version) || fail "--version exit $?"

@@ -5,22 +5,7 @@
 # store"; with --nnodes 1:2 a late node is admitted by restarting the running one.
 # ctest-labels: launch
 # ctest-timeout: 120
-set -u
-DTRAIN=${DTRAIN:?set by ctest}; BUILD=${DTRAIN_BUILD:?set by ctest}; W=$BUILD/bin/launch_worker
-T=$(mktemp -d); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do { kill -9 "$p"; wait "$p"; } 2>/dev/null; done; rm -rf "$T"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_exit() { # pid seconds -> exit code (agents run without `timeout` so that signals reach them)
-  for _ in $(seq $(( $2 * 20 ))); do kill -0 "$1" 2>/dev/null || break; sleep 0.05; done
-  kill -0 "$1" 2>/dev/null && { kill -9 "$1"; fail "agent $1 still running after $2 s"; }
-  wait "$1"
-}
-wait_grep() { # file pattern: up to 10 s
-  for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  fail "timed out waiting for '$2' in $1: $(cat "$1" 2>/dev/null)"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/launch_lib.sh"
 export DTRAIN_JOB_TOKEN=nodes-test-$RANDOM
 
 # ---- explicit node ranks win over the join order

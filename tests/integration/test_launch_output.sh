@@ -4,10 +4,7 @@
 # and for lines printed without a final newline).
 # ctest-labels: launch
 # ctest-timeout: 120
-set -u
-DTRAIN=${DTRAIN:?set by ctest}; BUILD=${DTRAIN_BUILD:?set by ctest}; W=$BUILD/bin/launch_worker
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/launch_lib.sh"
 
 check() { # file nranks nlines len
   /usr/bin/python3 - "$@" <<'PY' || exit 1

@@ -5,12 +5,7 @@
 # agents on this machine (--nnodes 2): a crash on node 1 restarts node 0's workers too.
 # ctest-labels: launch
 # ctest-timeout: 120
-set -u
-DTRAIN=${DTRAIN:?set by ctest}; BUILD=${DTRAIN_BUILD:?set by ctest}; W=$BUILD/bin/launch_worker
-T=$(mktemp -d); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do { kill -9 "$p"; wait "$p"; } 2>/dev/null; done; rm -rf "$T"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/launch_lib.sh"
 
 # ---- crash once, restart, succeed
 timeout 60 "$DTRAIN" launch --nproc-per-node 3 --max-restarts 1 --rdzv-id rs1 --log-dir "$T/logs" \

@@ -4,24 +4,9 @@
 # `kill -9` of the agent no process of the job survives, grandchildren included.
 # ctest-labels: launch
 # ctest-timeout: 90
-set -u
-DTRAIN=${DTRAIN:?set by ctest}; BUILD=${DTRAIN_BUILD:?set by ctest}; W=$BUILD/bin/launch_worker
-T=$(mktemp -d); PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do { kill -9 "$p"; wait "$p"; } 2>/dev/null; done
+source "$(dirname "${BASH_SOURCE[0]}")/launch_lib.sh"
+cleanup_extra() {
   [ -f "$T/gc" ] && for p in $(cat "$T/gc"); do kill -9 "$p" 2>/dev/null; done
-  rm -rf "$T"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-# alive: exists and is not a zombie (reparented zombies wait for init to reap them)
-alive() { local s; s=$(ps -o stat= -p "$1" 2>/dev/null) && [ -n "$s" ] && [[ $s != Z* ]]; }
-# wait_exit PID SECONDS: the agent's exit code, or fail after SECONDS (the agent runs without `timeout`
-# so that signals reach it directly)
-wait_exit() {
-  for _ in $(seq $(( $2 * 20 ))); do kill -0 "$1" 2>/dev/null || break; sleep 0.05; done
-  kill -0 "$1" 2>/dev/null && { kill -9 "$1"; fail "agent $1 still running after $2 s"; }
-  wait "$1"
 }
 wait_lines() { # file count pattern: up to 10 s
   local n

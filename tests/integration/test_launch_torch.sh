@@ -4,11 +4,8 @@
 # /usr/bin/python3 (the python3 on PATH may be another interpreter without torch).
 # ctest-labels: launch torch
 # ctest-timeout: 180
-set -u
-DTRAIN=${DTRAIN:?set by ctest}; SRC=${DTRAIN_SRC:?set by ctest}
+source "$(dirname "${BASH_SOURCE[0]}")/launch_lib.sh"
 PY=/usr/bin/python3
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
 $PY -c 'import torch.distributed' 2>/dev/null || fail "$PY cannot import torch.distributed (run scripts/install-deps.sh)"
 
 timeout 120 "$DTRAIN" launch --nproc-per-node 2 -- $PY "$SRC/tests/integration/torch_allreduce.py" \
