@@ -314,7 +314,7 @@ static void print_row(const series *s) {
 static void json_series(FILE *f, const series *s, int last) {
   fprintf(f, "    \"%s\": {\"runs\": %d, \"fail\": %d", s->name, s->n, s->fail);
   if (s->valid)
-    fprintf(f, ", \"min_ms\": %.3f, \"median_ms\": %.3f, \"p90_ms\": %.3f", s->min, s->median, s->p90);
+    fprintf(f, ", \"min_ms\": %.6f, \"median_ms\": %.6f, \"p90_ms\": %.6f", s->min, s->median, s->p90);
   fprintf(f, "}%s\n", last ? "" : ",");
 }
 

@@ -34,7 +34,8 @@ ok() { echo "ok: $*"; }
 cluster_start() {
   ns_setup "$1"
   ns_watchdog "$2"
-  TMP=$(ns_tmpdir)
+  ns_tmpdir
+  TMP=$NS_TMP
   export DTRAIN_JOB_TOKEN="cluster-test-$$-$RANDOM$RANDOM"
   echo "cluster: $1 nodes (${NS_SETUP_MS} ms to set up), prefix $NS_PREFIX, logs in $TMP"
 }

@@ -147,12 +147,12 @@ ns_wait_port() {
     "until (exec 3<>/dev/tcp/$host/$port) 2>/dev/null; do sleep 0.05; done"
 }
 
-# ns_tmpdir: a per-run temporary directory (echoed), removed on exit unless DTRAIN_KEEP_TMP=1.
+# ns_tmpdir: create the per-run temporary directory NS_TMP, removed on exit unless DTRAIN_KEEP_TMP=1.
+# Call it directly, not in $(...): a subshell's NS_TMP would never be cleaned up.
 ns_tmpdir() {
   if [[ -z $NS_TMP ]]; then
     NS_TMP=$(mktemp -d "${TMPDIR:-/tmp}/dtrain-cluster.XXXXXX") || ns__die "mktemp failed"
   fi
-  echo "$NS_TMP"
 }
 
 # ns_at_exit CMD: run CMD (eval'ed) during cleanup, before the namespaces go.

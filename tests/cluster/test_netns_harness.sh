@@ -17,6 +17,8 @@ set -euo pipefail
 source "$HERE/netns.sh"
 ns_setup 2
 echo "prefix \$NS_PREFIX"
+ns_tmpdir
+echo "tmp \$NS_TMP"
 ns_spawn 0 setsid sleep 300 </dev/null >/dev/null 2>&1
 ns_spawn 1 bash -c 'sleep 300 & sleep 300' </dev/null >/dev/null 2>&1
 echo ready
@@ -50,6 +52,8 @@ for how in normal fails term; do
   esac
   left=$(ip netns list | awk '{print $1}' | grep "^$prefix" || true)
   [[ -z $left ]] || fail "child ($how) left namespaces behind: $left"
+  ctmp=$(awk '/^tmp/{print $2}' "$out")
+  [[ -n $ctmp && ! -e $ctmp ]] || fail "child ($how) left its temporary directory '$ctmp'"
   # The sleeps carried a unique argument nowhere, so look for any sleep 300 whose parent chain was ours:
   # simplest is that no process still sits in a namespace called $prefix*, which ip can no longer show,
   # so check /proc for processes whose netns differs from ours and whose cmdline is "sleep 300".
@@ -76,6 +80,8 @@ prefix=$(awk '/^prefix/{print $2}' "$out")
 kill -KILL "$cpid"
 wait "$cpid" 2>/dev/null || true
 kill "$(awk '/^sleeper/{print $2}' "$out")" 2>/dev/null || true
+ctmp=$(awk '/^tmp/{print $2}' "$out")
+[[ $ctmp == */dtrain-cluster.* ]] && rm -rf "$ctmp"
 rm -f "$out"
 [[ -n $prefix && -n $(ip netns list | grep "^$prefix" || true) ]] || fail "the SIGKILLed child left nothing to reap?"
 
@@ -96,7 +102,8 @@ for k in 0 1 2; do
   ns_exec $k ip -o link show lo | grep -q "UP" || fail "lo is down in node $k"
 done
 
-tmp=$(ns_tmpdir)
+ns_tmpdir
+tmp=$NS_TMP
 port=29400
 ns_spawn 0 "$PY" -c "
 import socket, sys
