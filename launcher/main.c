@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "device.h"
 #include "dtrain/common.h"
 #include "log.h"
 
@@ -38,7 +39,10 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0 || strcmp(cmd, "version") == 0) {
-    printf("dtrain %s (features: %s)\n", dtr_version(), dtr_build_features());
+    char libs[256];
+    dtr__describe_libraries(libs, sizeof libs);
+    printf("dtrain %s (features: %s)\nlinked: %s; GPUs visible: %d\n", dtr_version(), dtr_build_features(), libs,
+           dtr__cuda_device_count());
     return 0;
   }
   if (strcmp(cmd, "launch") == 0) return dtr_cmd_launch(argc - 1, argv + 1);
