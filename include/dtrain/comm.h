@@ -1,0 +1,171 @@
+/* dtrain/comm.h — communicators: the path every gradient takes.
+ *
+ * A communicator joins `size` ranks (created together through the job's store) so they can run
+ * collective operations on buffers: all-reduce, reduce-scatter, all-gather, broadcast, reduce,
+ * all-to-all, barrier, and point-to-point send/recv (batched, so pipeline stages can exchange both
+ * ways at once). Sub-communicators for data, tensor and pipeline parallel groups come from
+ * dtr_comm_split (MPI_Comm_split semantics).
+ *
+ * Backends: "host" (shared memory between the ranks of one node; CPU buffers), "nccl" (GPU buffers,
+ * when built with CUDA) and "mpi" (when the job was started by mpirun and built with MPI).
+ *
+ * Ordering: operations are COLLECTIVE unless stated otherwise: every rank of the communicator must
+ * issue the same operations in the same order, with matching counts, types and roots.
+ *
+ * Asynchrony: every operation takes an optional `dtr_request **req`. NULL runs it to completion
+ * (blocking); otherwise it is queued, *req receives a handle, and the call returns at once. Buffers
+ * must stay valid and untouched until dtr_request_wait/test reports completion. Several operations may
+ * be in flight on one communicator; they complete in issue order.
+ *
+ * Deadlines: each operation must complete within the communicator's timeout (dtr_comm_config or
+ * DTRAIN_COMM_TIMEOUT_MS, default 600000). On expiry it fails with DTR_ERR_TIMEOUT and the last-error
+ * text names the ranks that had not arrived; the communicator is then aborted (every later operation
+ * fails with DTR_ERR_ABORTED) and its flight recorder (the last operations) is printed. A peer that
+ * dies mid-operation surfaces the same way on the survivors, within the deadline.
+ *
+ * Debug mode (DTRAIN_COMM_DEBUG=1): before each operation the ranks compare its sequence number,
+ * kind, count, type, reduction and root; the first mismatch fails with DTR_ERR_INVALID naming both
+ * sides.
+ *
+ * Types f16 and bf16 are accumulated in f32; every backend gives every rank the same bits, run after
+ * run, for the same inputs (the reduction order is fixed).
+ *
+ * Threads: one thread at a time may issue operations on a communicator. dtr_comm_abort,
+ * dtr_request_test and dtr_request_wait may be called from any thread.
+ */
+#ifndef DTRAIN_COMM_H
+#define DTRAIN_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtrain/common.h"
+#include "dtrain/store.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum dtr_dtype {
+  DTR_F32 = 0,
+  DTR_F64 = 1,
+  DTR_F16 = 2,
+  DTR_BF16 = 3,
+  DTR_I32 = 4,
+  DTR_I64 = 5,
+  DTR_U8 = 6,
+} dtr_dtype;
+
+typedef enum dtr_redop {
+  DTR_SUM = 0,
+  DTR_AVG = 1, /* sum divided by the communicator size (integers: truncated toward zero) */
+  DTR_MAX = 2,
+  DTR_MIN = 3,
+  DTR_PROD = 4,
+} dtr_redop;
+
+typedef enum dtr_backend {
+  DTR_BACKEND_HOST = 0,
+  DTR_BACKEND_NCCL = 1,
+  DTR_BACKEND_MPI = 2,
+} dtr_backend;
+
+/* Size in bytes of one element; 0 for an unknown type. Names for messages ("f32", "sum", "host"). */
+size_t dtr_dtype_size(dtr_dtype t);
+const char *dtr_dtype_name(dtr_dtype t);
+const char *dtr_redop_name(dtr_redop op);
+const char *dtr_backend_name(dtr_backend b);
+/* Parse "host" / "nccl" / "mpi" (and "f32", "bf16", ..., "sum", "avg", ...). DTR_ERR_INVALID otherwise. */
+dtr_result dtr_backend_parse(const char *s, dtr_backend *out);
+dtr_result dtr_dtype_parse(const char *s, dtr_dtype *out);
+dtr_result dtr_redop_parse(const char *s, dtr_redop *out);
+
+typedef struct dtr_comm dtr_comm;
+typedef struct dtr_request dtr_request;
+
+typedef struct dtr_comm_config {
+  dtr_backend backend;
+  int timeout_ms;   /* per operation; 0: DTRAIN_COMM_TIMEOUT_MS or 600000 */
+  int cuda_device;  /* nccl: the device this rank uses; -1: LOCAL_RANK */
+  const char *name; /* for messages and store keys; NULL: "world" */
+} dtr_comm_config;
+
+/* A config with defaults: host backend, default timeout, device -1, name "world". */
+dtr_comm_config dtr_comm_config_default(void);
+
+/* Create a communicator of `size` ranks; this process is `rank`. COLLECTIVE over those ranks: every
+ * one calls it with the same size, config name and backend, and the same store (which they use to
+ * find each other; the caller keeps ownership of the store and must keep it open until
+ * dtr_comm_destroy). On success *out is owned by the caller. On failure err names the cause. */
+dtr_result dtr_comm_create(dtr_store *store, int rank, int size, const dtr_comm_config *cfg, dtr_comm **out,
+                           char *err, size_t errcap);
+
+/* Split into sub-communicators: ranks passing the same color form one, ordered by (key, parent rank).
+ * color < 0: this rank joins none and *out is NULL. COLLECTIVE over the parent. The child keeps the
+ * parent's backend and timeout and must be destroyed before the parent. */
+dtr_result dtr_comm_split(dtr_comm *parent, int color, int key, dtr_comm **out);
+
+/* Abort: every pending and later operation fails with DTR_ERR_ABORTED. Safe from any thread. */
+void dtr_comm_abort(dtr_comm *c);
+/* Wait for queued operations (or fail them if aborted), release everything. NULL is fine. Not
+ * collective, but peers blocked in an operation with this rank will time out. */
+void dtr_comm_destroy(dtr_comm *c);
+
+int dtr_comm_rank(const dtr_comm *c);
+int dtr_comm_size(const dtr_comm *c);
+dtr_backend dtr_comm_backend(const dtr_comm *c);
+/* The detail of the last failure (names ranks, operation and sequence number). */
+const char *dtr_comm_last_error(const dtr_comm *c);
+/* Print the flight recorder (the last operations: sequence, kind, count, type, state, times). */
+void dtr_comm_dump_flight_recorder(const dtr_comm *c, int fd);
+
+/* ---- collective operations. send == recv is in-place (for all-gather: send may point at this
+ * rank's slice of recv; for reduce-scatter: recv may point at this rank's slice of send). */
+
+/* recv[i] = op over ranks of send[i], i < count, on every rank. */
+dtr_result dtr_all_reduce(dtr_comm *c, const void *send, void *recv, size_t count, dtr_dtype t, dtr_redop op,
+                          dtr_request **req);
+/* send holds size*recv_count elements; rank r receives the reduction of block r. */
+dtr_result dtr_reduce_scatter(dtr_comm *c, const void *send, void *recv, size_t recv_count, dtr_dtype t,
+                              dtr_redop op, dtr_request **req);
+/* recv holds size*send_count elements: block r is rank r's send. */
+dtr_result dtr_all_gather(dtr_comm *c, const void *send, void *recv, size_t send_count, dtr_dtype t,
+                          dtr_request **req);
+/* root's buf is copied to every rank's buf. */
+dtr_result dtr_broadcast(dtr_comm *c, void *buf, size_t count, dtr_dtype t, int root, dtr_request **req);
+/* The reduction lands in root's recv only (recv is ignored elsewhere and may be NULL). */
+dtr_result dtr_reduce(dtr_comm *c, const void *send, void *recv, size_t count, dtr_dtype t, dtr_redop op, int root,
+                      dtr_request **req);
+/* send and recv hold size*count elements; block j of rank i's send lands in block i of rank j's recv. */
+dtr_result dtr_all_to_all(dtr_comm *c, const void *send, void *recv, size_t count, dtr_dtype t, dtr_request **req);
+dtr_result dtr_barrier(dtr_comm *c, dtr_request **req);
+
+/* ---- point to point. Not collective: only the two ranks involved take part, and each pair's
+ * messages match in issue order. A batch runs its sends and receives concurrently, so two ranks may
+ * each send to and receive from the other in one batch without deadlock. */
+typedef struct dtr_p2p {
+  int is_send; /* 1: send buf to peer; 0: receive into buf from peer */
+  int peer;
+  void *buf;
+  size_t count;
+  dtr_dtype dtype;
+} dtr_p2p;
+
+dtr_result dtr_send(dtr_comm *c, const void *buf, size_t count, dtr_dtype t, int peer, dtr_request **req);
+dtr_result dtr_recv(dtr_comm *c, void *buf, size_t count, dtr_dtype t, int peer, dtr_request **req);
+/* ops is copied; the buffers it points at must stay valid until completion. */
+dtr_result dtr_p2p_batch(dtr_comm *c, const dtr_p2p *ops, int nops, dtr_request **req);
+
+/* ---- requests */
+
+/* *done = 1 when the operation finished (its result is then returned), else 0 and DTR_OK. */
+dtr_result dtr_request_test(dtr_request *r, int *done);
+/* Block until the operation finished; its result. The request stays valid until freed. */
+dtr_result dtr_request_wait(dtr_request *r);
+/* Free a request (waiting for it first if it has not finished). NULL is fine. */
+void dtr_request_free(dtr_request *r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DTRAIN_COMM_H */
