@@ -96,7 +96,10 @@ dtr_comm_config dtr_comm_config_default(void);
 /* Create a communicator of `size` ranks; this process is `rank`. COLLECTIVE over those ranks: every
  * one calls it with the same size, config name and backend, and the same store (which they use to
  * find each other; the caller keeps ownership of the store and must keep it open until
- * dtr_comm_destroy). On success *out is owned by the caller. On failure err names the cause. */
+ * dtr_comm_destroy). The mpi backend finds its peers through MPI: store may be NULL there, and rank
+ * and size must match MPI_COMM_WORLD. On success *out is owned by the caller. On failure err names
+ * the cause. The host backend currently joins the ranks of one node only (shared memory); ranks on
+ * several nodes get DTR_ERR_UNSUPPORTED until its TCP transport lands. */
 dtr_result dtr_comm_create(dtr_store *store, int rank, int size, const dtr_comm_config *cfg, dtr_comm **out,
                            char *err, size_t errcap);
 
