@@ -23,7 +23,12 @@ typedef enum dtr__op_kind {
 
 const char *dtr__op_kind_name(dtr__op_kind k);
 
-/* One operation as a backend sees it. Counts are in elements of dtype (see comm.h for each kind). */
+/* One operation as a backend sees it. Counts are in elements of dtype (see comm.h for each kind).
+ * As the core fills it: broadcast has send == recv == buf; root is -1 for kinds without a root (p2p:
+ * the first op's peer, for messages only); redop is DTR_SUM where the kind has none; barrier has
+ * count 0 and dtype u8. p2p ops number from their own counter (op->seq counts p2p calls on this rank
+ * only, not identical across ranks). On a size-1 communicator of the host or mpi backend the core
+ * performs every operation itself and calls no backend function at all (not even init). */
 typedef struct dtr__op {
   dtr__op_kind kind;
   uint64_t seq; /* 0, 1, 2, ... per communicator, identical on every rank for collectives */
@@ -65,7 +70,10 @@ struct dtr__backend {
    * COLLECTIVE. May use c->store (same thread). On failure writes c->err. */
   dtr_result (*init)(dtr_comm *c);
   /* Optional: build child from parent natively (MPI_Comm_split, ncclCommSplit). child has rank, size,
-   * prefix, world_ranks set. NULL: the core calls init on the child instead. COLLECTIVE over parent. */
+   * prefix, world_ranks set. NULL: the core calls init on the child instead. COLLECTIVE over parent.
+   * A rank with color < 0 calls it too, with a scratch child (rank -1, size 0, world_ranks unusable)
+   * whose impl, if the backend sets one, is destroyed right after; child size 1 is still split
+   * natively (the core then runs its ops locally but calls destroy). */
   dtr_result (*split)(dtr_comm *parent, dtr_comm *child, int color, int key);
   /* Run one operation to completion on the core's progress thread, before deadline (dtr__now_ms
    * clock). Poll c->aborted at least every 100 ms while waiting. On DTR_ERR_TIMEOUT write into
@@ -92,5 +100,12 @@ dtr_result dtr__comm_fail(dtr_comm *c, dtr_result rc, const char *fmt, ...) __at
  * for i < n, combined in that fixed order (so every rank gets the same bits), f16/bf16 accumulated in
  * f32 and rounded once; DTR_AVG divides the sum by avg_div. out may alias in[0]. */
 void dtr__reduce_n(void *out, const void *const *in, int nin, size_t n, dtr_dtype t, dtr_redop op, int avg_div);
+
+/* Scalar conversions used by dtr__reduce_n (round to nearest even; NaN stays NaN, quieted), for
+ * backends, tests and benchmarks that prepare or check f16/bf16 data. */
+float dtr__f16_to_f32(uint16_t h);
+uint16_t dtr__f32_to_f16(float f);
+float dtr__bf16_to_f32(uint16_t h);
+uint16_t dtr__f32_to_bf16(float f);
 
 #endif

@@ -8,6 +8,7 @@
  *
  * Backends: "host" (shared memory between the ranks of one node; CPU buffers), "nccl" (GPU buffers,
  * when built with CUDA) and "mpi" (when the job was started by mpirun and built with MPI).
+ * Buffers are host memory for host and mpi, CUDA device (or managed) memory for nccl.
  *
  * Ordering: operations are COLLECTIVE unless stated otherwise: every rank of the communicator must
  * issue the same operations in the same order, with matching counts, types and roots.
@@ -19,9 +20,10 @@
  *
  * Deadlines: each operation must complete within the communicator's timeout (dtr_comm_config or
  * DTRAIN_COMM_TIMEOUT_MS, default 600000). On expiry it fails with DTR_ERR_TIMEOUT and the last-error
- * text names the ranks that had not arrived; the communicator is then aborted (every later operation
+ * text names the ranks that had not arrived (host backend; MPI and NCCL cannot tell, and say so); the communicator is then aborted (every later operation
  * fails with DTR_ERR_ABORTED) and its flight recorder (the last operations) is printed. A peer that
- * dies mid-operation surfaces the same way on the survivors, within the deadline.
+ * dies mid-operation surfaces on the survivors within the deadline: as DTR_ERR_CONNECTION naming
+ * it when the backend can see the death (host: at once), else as DTR_ERR_TIMEOUT; either aborts.
  *
  * Debug mode (DTRAIN_COMM_DEBUG=1): before each operation the ranks compare its sequence number,
  * kind, count, type, reduction and root; the first mismatch fails with DTR_ERR_INVALID naming both
@@ -145,7 +147,9 @@ dtr_result dtr_barrier(dtr_comm *c, dtr_request **req);
 
 /* ---- point to point. Not collective: only the two ranks involved take part, and each pair's
  * messages match in issue order. A batch runs its sends and receives concurrently, so two ranks may
- * each send to and receive from the other in one batch without deadlock. */
+ * each send to and receive from the other in one batch without deadlock. Operations on one
+ * communicator run one at a time in issue order, so a rank that queues a recv before its own send
+ * to the same peer that does the same deadlocks: use dtr_p2p_batch, or opposite orders on the two. */
 typedef struct dtr_p2p {
   int is_send; /* 1: send buf to peer; 0: receive into buf from peer */
   int peer;

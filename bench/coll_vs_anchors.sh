@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# coll_vs_anchors.sh — dtrain's host all-reduce next to Open MPI and Gloo, in one table: f32 sum
+# all-reduce busbw (GB/s, 2(n-1)/n x algbw, slowest rank's mean per iteration) at 16, 64 and 256 MiB on
+# 2 and 4 ranks, for dtrain host (coll_perf under dtrain launch), dtrain's mpi backend (coll_perf
+# --backend mpi under mpirun), raw MPI_Allreduce (coll_perf --anchor-mpi under mpirun) and Gloo
+# (bench/gloo_allreduce.py, torch.distributed under dtrain launch with Debian's /usr/bin/python3), with
+# the ratios host/MPI and host/Gloo; then the 8-byte all-reduce latency on 4 ranks. Every run verifies
+# its results once per size (#wrong must be 0).
+#
+#   bench/coll_vs_anchors.sh [--build DIR] [--iters N] [--ranks "2 4"] [--sizes 16M,64M,256M]
+#
+# Exit status: 0, or 1 when a run failed or reported wrong results. About 1-2 minutes on 2 cores.
+set -euo pipefail
+SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${DTRAIN_BUILD:-$SRC/build}
+ITERS=5
+RANKS="2 4"
+SIZES=16M,64M,256M
+PY=/usr/bin/python3
+while (($#)); do
+  case $1 in
+    --build) BUILD=$2; shift 2 ;;
+    --iters) ITERS=$2; shift 2 ;;
+    --ranks) RANKS=$2; shift 2 ;;
+    --sizes) SIZES=$2; shift 2 ;;
+    -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "coll_vs_anchors.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+DTRAIN=$BUILD/bin/dtrain
+CP=$BUILD/bin/coll_perf
+[[ -x $CP && -x $DTRAIN ]] || { echo "coll_vs_anchors.sh: build $BUILD first (coll_perf, dtrain)" >&2; exit 2; }
+MPIRUN=(mpirun --allow-run-as-root --oversubscribe --bind-to none)
+command -v mpirun > /dev/null || { echo "coll_vs_anchors.sh: mpirun missing (apt-get install openmpi-bin)" >&2; exit 2; }
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/coll_vs_anchors.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+min=${SIZES%%,*}; max=${SIZES##*,}
+rc=0
+
+run() { # NAME TIMEOUT CMD... : run one measurement, keep its log, note a failure
+  local name=$1 tmo=$2; shift 2
+  if ! timeout -k 5 "$tmo" "$@" > "$TMP/$name.log" 2>&1; then
+    echo "coll_vs_anchors.sh: $name failed: $*" >&2; tail -n 8 "$TMP/$name.log" >&2; rc=1
+  fi
+}
+
+echo "# coll_vs_anchors: f32 sum all-reduce, sizes $SIZES, $ITERS iterations (+1 warm-up) per size, $(nproc) cores"
+for n in $RANKS; do
+  # sizes are powers of 4 apart (16M, 64M, 256M)
+  CPARGS=(-b "$min" -e "$max" -f 4 -n "$ITERS" -w 1 --check)
+  run host_$n 120 "$DTRAIN" launch --nproc-per-node "$n" -- "$CP" --backend host "${CPARGS[@]}" --json "$TMP/host_$n.json"
+  run mpi_$n 120 "${MPIRUN[@]}" -np "$n" "$CP" --backend mpi "${CPARGS[@]}" --json "$TMP/mpi_$n.json"
+  run raw_$n 120 "${MPIRUN[@]}" -np "$n" "$CP" --anchor-mpi "${CPARGS[@]}" --json "$TMP/raw_$n.json"
+  run gloo_$n 180 "$DTRAIN" launch --nproc-per-node "$n" -- "$PY" "$SRC/bench/gloo_allreduce.py" --sizes "$SIZES" \
+    --iters "$ITERS" --warmup 1 --json "$TMP/gloo_$n.json"
+done
+# 8-byte latency, 4 ranks
+LAT=(-b 8 -e 8 -n 2000 -w 200 --check)
+run lat_host 60 "$DTRAIN" launch --nproc-per-node 4 -- "$CP" --backend host "${LAT[@]}" --json "$TMP/lat_host.json"
+run lat_mpi 60 "${MPIRUN[@]}" -np 4 "$CP" --backend mpi "${LAT[@]}" --json "$TMP/lat_mpi.json"
+run lat_raw 60 "${MPIRUN[@]}" -np 4 "$CP" --anchor-mpi "${LAT[@]}" --json "$TMP/lat_raw.json"
+run lat_gloo 120 "$DTRAIN" launch --nproc-per-node 4 -- "$PY" "$SRC/bench/gloo_allreduce.py" --sizes 8 \
+  --iters 500 --warmup 50 --json "$TMP/lat_gloo.json"
+
+"$PY" - "$TMP" "$RANKS" <<'PYEOF' || rc=1
+import json, os, sys
+tmp, ranks = sys.argv[1], sys.argv[2].split()
+def load(name):
+    p = os.path.join(tmp, name + ".json")
+    try:
+        d = json.load(open(p))
+    except Exception:
+        return {}
+    return {r["size"]: r for r in d.get("results", [])}
+bad = 0
+def cell(rows, size, key="busbw", fmt="%8.3f"):
+    global bad
+    r = rows.get(size)
+    if r is None:
+        return "%8s" % "n/a"
+    if r.get("wrong", 0):
+        bad = 1
+        return "%8s" % "WRONG"
+    return fmt % r[key]
+def ratio(a, b, size):
+    ra, rb = a.get(size), b.get(size)
+    if not ra or not rb or not rb["busbw"]:
+        return "%6s" % "n/a"
+    return "%6.2f" % (ra["busbw"] / rb["busbw"])
+print()
+print("busbw (GB/s)       dtrain-host  dtrain-mpi  MPI_Allreduce    gloo   host/MPI  host/gloo")
+for n in ranks:
+    h, m, r, g = load("host_" + n), load("mpi_" + n), load("raw_" + n), load("gloo_" + n)
+    for size in sorted(set(h) | set(r) | set(g)):
+        print("%d ranks %5d MiB   %8s    %8s    %8s     %8s  %6s     %6s" % (int(n), size >> 20, cell(h, size), cell(m, size),
+              cell(r, size), cell(g, size), ratio(h, r, size), ratio(h, g, size)))
+print()
+print("8-byte all-reduce latency, 4 ranks (us, slowest rank's mean)")
+lh, lm, lr, lg = load("lat_host"), load("lat_mpi"), load("lat_raw"), load("lat_gloo")
+f = "%8.2f"
+print("  dtrain-host %s   dtrain-mpi %s   MPI_Allreduce %s   gloo %s" % (cell(lh, 8, "time_us", f), cell(lm, 8, "time_us", f),
+      cell(lr, 8, "time_us", f), cell(lg, 8, "time_us", f)))
+if lh.get(8) and lr.get(8):
+    print("  host/MPI latency ratio %.2f" % (lh[8]["time_us"] / lr[8]["time_us"]))
+sys.exit(bad)
+PYEOF
+exit $rc

@@ -1,0 +1,327 @@
+/* Collectives of the host backend, through the per-rank slots of the shared segment.
+ *
+ * Every operation is a sequence of rounds; a round uses one of two slot buffers (double-buffering, so
+ * a rank may fill buffer b^1 while slower ranks still read buffer b) and ends with a published step.
+ * Before writing into buffer b a rank waits until every rank published the step that ended the last
+ * round on b (usually long true). Reductions always combine rank 0, 1, ..., n-1 in that order with
+ * dtr__reduce_n, and every element is reduced by exactly one rank, so all ranks get the same bits on
+ * every run, whichever path (small or chunked) an operation takes.
+ *
+ * Large all-reduce (bandwidth-optimal): per chunk, each rank copies the n-1 pieces of its input that
+ * others reduce into its slot; sync; rank r reduces piece r over all ranks (its own piece straight
+ * from its input) into its slot; sync; everyone copies the n reduced pieces out. Small all-reduce
+ * (latency-optimal): copy in, one sync, every rank reduces the whole vector itself. */
+#include <stdint.h>
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "check.h"
+#include "comm_host_internal.h"
+
+#define PIECE_ALIGN 64 /* bytes: piece boundaries on cache lines */
+
+static dtr_result acquire(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline, int *b) {
+  *b = h->buf;
+  h->buf ^= 1;
+  return dtr__host_wait_step(c, h, -1, h->release[*b], op, deadline);
+}
+
+static void release(dtr__host *h, int b) {
+  dtr__host_publish(h);
+  h->release[b] = h->step;
+}
+
+static dtr_result wait_all(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline) {
+  return dtr__host_wait_step(c, h, -1, h->step, op, deadline);
+}
+
+/* Copy into memory this rank alone reads later (its recv) with streaming stores: large results do
+ * not fit in cache anyway, and skipping the read-for-ownership of the destination saves a third of
+ * the copy's memory traffic. Falls back to memcpy for small copies or CPUs without AVX2. */
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) static void copy_nt_avx2(uint8_t *dst, const uint8_t *src, size_t len) {
+  size_t head = (32 - ((uintptr_t)dst & 31)) & 31;
+  if (head > len) head = len;
+  memcpy(dst, src, head);
+  dst += head;
+  src += head;
+  len -= head;
+  size_t i = 0;
+  for (; i + 128 <= len; i += 128) {
+    __m256i a = _mm256_loadu_si256((const __m256i *)(src + i));
+    __m256i b = _mm256_loadu_si256((const __m256i *)(src + i + 32));
+    __m256i c = _mm256_loadu_si256((const __m256i *)(src + i + 64));
+    __m256i d = _mm256_loadu_si256((const __m256i *)(src + i + 96));
+    _mm256_stream_si256((__m256i *)(dst + i), a);
+    _mm256_stream_si256((__m256i *)(dst + i + 32), b);
+    _mm256_stream_si256((__m256i *)(dst + i + 64), c);
+    _mm256_stream_si256((__m256i *)(dst + i + 96), d);
+  }
+  memcpy(dst + i, src + i, len - i);
+}
+#endif
+
+static void copy_out(uint8_t *dst, const uint8_t *src, size_t len, int stream) {
+#if defined(__x86_64__)
+  if (stream && len >= 4096) {
+    copy_nt_avx2(dst, src, len);
+    return;
+  }
+#endif
+  (void)stream;
+  memcpy(dst, src, len);
+}
+
+static void stream_fence(int stream) {
+#if defined(__x86_64__)
+  if (stream) _mm_sfence();
+#endif
+  (void)stream;
+}
+
+/* Sub-buffer q (0..3) of rank j: the two slot buffers halved, for the pipelined all-reduce. */
+static uint8_t *sub(const dtr__host *h, size_t q, int j) {
+  return dtr__host_slot(h, (int)(q / 2), j) + (q % 2) * (h->slot_bytes / 2);
+}
+
+/* Piece j of a chunk of `total` elements split n ways on PIECE_ALIGN boundaries. */
+static void piece(size_t total, int n, int j, size_t es, size_t *off, size_t *len) {
+  size_t al = PIECE_ALIGN / es ? PIECE_ALIGN / es : 1;
+  size_t per = (total + (size_t)n - 1) / (size_t)n;
+  per = (per + al - 1) / al * al;
+  size_t o = per * (size_t)j;
+  if (o > total) o = total;
+  *off = o;
+  *len = total - o < per ? total - o : per;
+}
+
+static size_t elems_in(size_t bytes, size_t es) {
+  size_t e = bytes / es;
+  return e ? e : 1;
+}
+
+/* All-reduce (root < 0) or reduce to root, chunked and pipelined: phase t copies chunk t in, reduces
+ * this rank's piece of chunk t-1 and copies chunk t-2 out (every rank, or only root), then one
+ * barrier. Three chunk buffers rotate (the barrier after phase t means nobody still reads chunk t-2's
+ * buffer when chunk t+1 is written into it), so a chunk costs one sync. */
+static dtr_result pipelined(dtr_comm *c, dtr__host *h, const dtr__op *op, int root, int64_t deadline) {
+  const int n = h->n, r = h->r;
+  const size_t es = dtr_dtype_size(op->dtype), count = op->count;
+  const uint8_t *send = op->send;
+  uint8_t *recv = op->recv;
+  const void *in[n];
+  size_t ce = elems_in(h->chunk_bytes < h->slot_bytes / 2 ? h->chunk_bytes : h->slot_bytes / 2, es);
+  if (ce > PIECE_ALIGN) ce = ce / PIECE_ALIGN * PIECE_ALIGN;
+  const size_t nch = (count + ce - 1) / ce;
+  const int stream = h->stream_bytes && count * es >= h->stream_bytes;
+  for (int q = 0; q < 2; q++) DTR_CHECK(dtr__host_wait_step(c, h, -1, h->release[q], op, deadline));
+  for (size_t t = 0; t < nch + 2; t++) {
+    size_t po, pl;
+    if (t < nch) { /* copy in chunk t: the pieces the other ranks reduce */
+      size_t off = t * ce, len = count - off < ce ? count - off : ce;
+      uint8_t *mine = sub(h, t % 3, r);
+      for (int j = 0; j < n; j++) {
+        if (j == r) continue;
+        piece(len, n, j, es, &po, &pl);
+        memcpy(mine + po * es, send + (off + po) * es, pl * es);
+      }
+    }
+    if (t >= 1 && t <= nch) { /* reduce piece r of chunk t-1 (own piece straight from send) */
+      size_t off = (t - 1) * ce, len = count - off < ce ? count - off : ce;
+      piece(len, n, r, es, &po, &pl);
+      for (int j = 0; j < n; j++)
+        in[j] = j == r ? (const void *)(send + (off + po) * es) : sub(h, (t - 1) % 3, j) + po * es;
+      if (pl) dtr__reduce_n(sub(h, (t - 1) % 3, r) + po * es, in, n, pl, op->dtype, op->redop, n);
+    }
+    if (t >= 2 && (root < 0 || r == root)) { /* copy out chunk t-2 */
+      size_t off = (t - 2) * ce, len = count - off < ce ? count - off : ce;
+      for (int j = 0; j < n; j++) {
+        piece(len, n, j, es, &po, &pl);
+        copy_out(recv + (off + po) * es, sub(h, (t - 2) % 3, j) + po * es, pl * es, stream);
+      }
+      stream_fence(stream);
+    }
+    dtr__host_publish(h);
+    if (t + 1 < nch + 2) DTR_CHECK(wait_all(c, h, op, deadline));
+  }
+  h->release[0] = h->release[1] = h->step;
+  return DTR_OK;
+}
+
+static dtr_result all_reduce(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline) {
+  const int n = h->n, r = h->r;
+  const size_t es = dtr_dtype_size(op->dtype), count = op->count;
+  const void *in[n];
+  int b;
+  if (count * es > h->small_bytes) return pipelined(c, h, op, -1, deadline);
+  /* Small: copy in, one sync, every rank reduces the whole vector in rank order itself. */
+  DTR_CHECK(acquire(c, h, op, deadline, &b));
+  memcpy(dtr__host_slot(h, b, r), op->send, count * es);
+  dtr__host_publish(h);
+  DTR_CHECK(wait_all(c, h, op, deadline));
+  for (int j = 0; j < n; j++) in[j] = dtr__host_slot(h, b, j);
+  dtr__reduce_n(op->recv, in, n, count, op->dtype, op->redop, n);
+  release(h, b);
+  return DTR_OK;
+}
+
+/* Reduce to root: small ones are reduced by root alone after one sync; large ones pipelined. */
+static dtr_result reduce(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline) {
+  const int n = h->n, r = h->r, root = op->root;
+  const size_t es = dtr_dtype_size(op->dtype), count = op->count;
+  const void *in[n];
+  int b;
+  if (count * es > h->small_bytes) return pipelined(c, h, op, root, deadline);
+  DTR_CHECK(acquire(c, h, op, deadline, &b));
+  memcpy(dtr__host_slot(h, b, r), op->send, count * es);
+  dtr__host_publish(h);
+  if (r == root) {
+    DTR_CHECK(wait_all(c, h, op, deadline));
+    for (int j = 0; j < n; j++) in[j] = dtr__host_slot(h, b, j);
+    dtr__reduce_n(op->recv, in, n, count, op->dtype, op->redop, n);
+  }
+  release(h, b);
+  return DTR_OK;
+}
+
+/* send holds n blocks of count; rank r gets block r reduced. One sync per chunk. */
+static dtr_result reduce_scatter(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline) {
+  const int n = h->n, r = h->r;
+  const size_t es = dtr_dtype_size(op->dtype), count = op->count;
+  const uint8_t *send = op->send;
+  uint8_t *recv = op->recv;
+  const void *in[n];
+  /* recv may be this rank's block of send; dtr__reduce_n only allows out to alias in[0]. */
+  const uint8_t *own = send + (size_t)r * count * es;
+  const int alias = r != 0 && recv < own + count * es && own < recv + count * es;
+  const size_t ce = elems_in(h->slot_bytes / (size_t)n, es);
+  int b;
+  for (size_t off = 0; off < count; off += ce) {
+    size_t len = count - off < ce ? count - off : ce;
+    DTR_CHECK(acquire(c, h, op, deadline, &b));
+    uint8_t *mine = dtr__host_slot(h, b, r);
+    for (int j = 0; j < n; j++)
+      if (j != r || alias)
+        memcpy(mine + (size_t)j * ce * es, send + ((size_t)j * count + off) * es, len * es);
+    dtr__host_publish(h);
+    DTR_CHECK(wait_all(c, h, op, deadline));
+    for (int j = 0; j < n; j++)
+      in[j] =
+          j == r && !alias ? (const void *)(own + off * es) : dtr__host_slot(h, b, j) + (size_t)r * ce * es;
+    dtr__reduce_n(recv + off * es, in, n, len, op->dtype, op->redop, n);
+    release(h, b);
+  }
+  return DTR_OK;
+}
+
+static dtr_result all_gather(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline) {
+  const int n = h->n, r = h->r;
+  const size_t es = dtr_dtype_size(op->dtype), count = op->count;
+  const uint8_t *send = op->send;
+  uint8_t *recv = op->recv;
+  const size_t ce = elems_in(h->slot_bytes, es);
+  const int stream = h->stream_bytes && count * es * (size_t)n >= h->stream_bytes;
+  int b;
+  for (size_t off = 0; off < count; off += ce) {
+    size_t len = count - off < ce ? count - off : ce;
+    DTR_CHECK(acquire(c, h, op, deadline, &b));
+    memcpy(dtr__host_slot(h, b, r), send + off * es, len * es);
+    dtr__host_publish(h);
+    DTR_CHECK(wait_all(c, h, op, deadline));
+    for (int j = 0; j < n; j++) {
+      uint8_t *dst = recv + ((size_t)j * count + off) * es;
+      const uint8_t *src = j == r ? send + off * es : dtr__host_slot(h, b, j);
+      if (dst != src) copy_out(dst, src, len * es, stream);
+    }
+    stream_fence(stream);
+    release(h, b);
+  }
+  return DTR_OK;
+}
+
+/* Root fills the whole buffer (all n slots); the others copy out as soon as root published. */
+static dtr_result broadcast(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline) {
+  const int n = h->n, r = h->r, root = op->root;
+  const size_t es = dtr_dtype_size(op->dtype), count = op->count;
+  uint8_t *buf = op->recv ? op->recv : (uint8_t *)op->send;
+  const size_t ce = elems_in(h->slot_bytes * (size_t)n, es);
+  const int stream = h->stream_bytes && count * es >= h->stream_bytes;
+  int b;
+  for (size_t off = 0; off < count; off += ce) {
+    size_t len = count - off < ce ? count - off : ce;
+    if (r == root) {
+      DTR_CHECK(acquire(c, h, op, deadline, &b));
+      memcpy(dtr__host_slot(h, b, 0), buf + off * es, len * es);
+      dtr__host_publish(h);
+    } else {
+      b = h->buf;
+      h->buf ^= 1;
+      dtr__host_publish(h);
+      DTR_CHECK(dtr__host_wait_step(c, h, root, h->step, op, deadline));
+      copy_out(buf + off * es, dtr__host_slot(h, b, 0), len * es, stream);
+      stream_fence(stream);
+    }
+    release(h, b);
+  }
+  return DTR_OK;
+}
+
+static dtr_result all_to_all(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline) {
+  const int n = h->n, r = h->r;
+  const size_t es = dtr_dtype_size(op->dtype), count = op->count;
+  const uint8_t *send = op->send;
+  uint8_t *recv = op->recv;
+  const size_t ce = elems_in(h->slot_bytes / (size_t)n, es);
+  const int stream = h->stream_bytes && count * es * (size_t)n >= h->stream_bytes;
+  int b;
+  for (size_t off = 0; off < count; off += ce) {
+    size_t len = count - off < ce ? count - off : ce;
+    DTR_CHECK(acquire(c, h, op, deadline, &b));
+    uint8_t *mine = dtr__host_slot(h, b, r);
+    for (int j = 0; j < n; j++)
+      if (j != r) memcpy(mine + (size_t)j * ce * es, send + ((size_t)j * count + off) * es, len * es);
+    dtr__host_publish(h);
+    DTR_CHECK(wait_all(c, h, op, deadline));
+    for (int j = 0; j < n; j++) {
+      uint8_t *dst = recv + ((size_t)j * count + off) * es;
+      const uint8_t *src =
+          j == r ? send + ((size_t)r * count + off) * es : dtr__host_slot(h, b, j) + (size_t)r * ce * es;
+      if (dst != src) copy_out(dst, src, len * es, stream);
+    }
+    stream_fence(stream);
+    release(h, b);
+  }
+  return DTR_OK;
+}
+
+static dtr_result barrier(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline) {
+  dtr__host_publish(h);
+  return wait_all(c, h, op, deadline);
+}
+
+dtr_result dtr__host_collective(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline) {
+  if (op->kind != DTR__OP_BARRIER && dtr_dtype_size(op->dtype) == 0)
+    return dtr__comm_fail(c, DTR_ERR_INVALID, "host backend: unknown dtype %d", (int)op->dtype);
+  if (op->count == 0 && op->kind != DTR__OP_BARRIER) return DTR_OK; /* same on every rank: no steps */
+  switch (op->kind) {
+    case DTR__OP_ALL_REDUCE:
+      return all_reduce(c, h, op, deadline);
+    case DTR__OP_REDUCE_SCATTER:
+      return reduce_scatter(c, h, op, deadline);
+    case DTR__OP_ALL_GATHER:
+      return all_gather(c, h, op, deadline);
+    case DTR__OP_BROADCAST:
+      return broadcast(c, h, op, deadline);
+    case DTR__OP_REDUCE:
+      return reduce(c, h, op, deadline);
+    case DTR__OP_ALL_TO_ALL:
+      return all_to_all(c, h, op, deadline);
+    case DTR__OP_BARRIER:
+      return barrier(c, h, op, deadline);
+    default:
+      break;
+  }
+  return dtr__comm_fail(c, DTR_ERR_UNSUPPORTED, "host backend: operation %d is not supported", (int)op->kind);
+}

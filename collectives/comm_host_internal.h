@@ -1,0 +1,122 @@
+/* What the files of the host backend share: the layout of the shared-memory segment that joins the
+ * ranks of one node, the per-rank state, and the synchronisation primitives (step counters, doorbells,
+ * futex waits with deadlines, abort and dead-peer checks). */
+#ifndef DTRAIN_COLLECTIVES_COMM_HOST_INTERNAL_H
+#define DTRAIN_COLLECTIVES_COMM_HOST_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "comm_internal.h"
+
+#define DTR__HOST_MAGIC 0x6d68737274647444ull /* "DtdtrShm" */
+#define DTR__HOST_VERSION 1u
+#define DTR__HOST_LINE 128 /* keep writers of different ranks on different cache lines (and pairs) */
+
+/* Segment header: written by rank 0 before it publishes the segment's name, read-only after. Every
+ * size that changes how many steps an operation takes lives here, so all ranks agree on it. */
+typedef struct dtr__host_hdr {
+  uint64_t magic;
+  uint32_t version, nranks;
+  uint64_t total_bytes;
+  uint64_t slot_bytes;  /* per rank and buffer; two buffers (double-buffering) */
+  uint64_t chunk_bytes; /* all-reduce / reduce chunk, <= slot_bytes */
+  uint64_t small_bytes; /* all-reduce / reduce at most this size: latency path */
+  uint64_t ring_bytes;  /* per ordered pair of ranks (p2p) */
+  uint64_t off_ctl, off_chan, off_slots, off_rings;
+} dtr__host_hdr;
+
+/* One rank's control block. `step` is published by its owner only (monotonic, wraps); waiters sleep
+ * on it with FUTEX_WAIT and announce themselves in step_waiters so the owner only pays a FUTEX_WAKE
+ * syscall when someone sleeps. `bell` is rung by peers whenever a p2p channel of this rank moved. */
+typedef struct dtr__host_ctl {
+  _Atomic uint32_t step;
+  _Atomic uint32_t step_waiters;
+  char pad0[DTR__HOST_LINE - 8];
+  _Atomic uint32_t bell;
+  _Atomic uint32_t bell_waiters;
+  char pad1[DTR__HOST_LINE - 8];
+  int32_t pid;
+  _Atomic int32_t aborted; /* this rank aborted the communicator: peers fail at once */
+  char pad2[DTR__HOST_LINE - 8];
+} dtr__host_ctl;
+
+/* A single-producer single-consumer byte ring from rank i to rank j: head advanced by i, tail by j. */
+typedef struct dtr__host_chan {
+  _Atomic uint64_t head;
+  char pad0[DTR__HOST_LINE - 8];
+  _Atomic uint64_t tail;
+  char pad1[DTR__HOST_LINE - 8];
+} dtr__host_chan;
+
+typedef struct dtr__host {
+  int n, r;
+  int fd;
+  uint8_t *base;
+  size_t map_bytes;
+  char shm_name[64];
+  int unlinked;
+  dtr__host_hdr *hdr;
+  dtr__host_ctl *ctl;   /* n */
+  dtr__host_chan *chan; /* n*n, [from*n + to] */
+  uint8_t *slots;       /* [2][n][slot_bytes] */
+  uint8_t *rings;       /* [n*n][ring_bytes] */
+  size_t slot_bytes, chunk_bytes, small_bytes, ring_bytes;
+  uint32_t step;       /* the value this rank published last */
+  uint32_t release[2]; /* every rank past this step: buffer b may be overwritten */
+  int buf;             /* next buffer to use */
+  size_t stream_bytes; /* all-reduce results at least this large are written with streaming stores */
+  int spin;            /* polls before yielding */
+  int yields;          /* sched_yield calls before sleeping on the futex */
+  int64_t next_live_check;
+} dtr__host;
+
+static inline int dtr__host_ge(uint32_t v, uint32_t target) {
+  return (int32_t)(v - target) >= 0;
+}
+
+static inline uint8_t *dtr__host_slot(const dtr__host *h, int b, int j) {
+  return h->slots + ((size_t)b * (size_t)h->n + (size_t)j) * h->slot_bytes;
+}
+
+/* Futex on a 32-bit word in shared memory (not FUTEX_PRIVATE: the word is shared across processes). */
+void dtr__host_futex_wake(_Atomic uint32_t *addr);
+/* 0 on wake or value mismatch, -1 with errno ETIMEDOUT etc. */
+int dtr__host_futex_wait(_Atomic uint32_t *addr, uint32_t val, int ms);
+
+/* Publish the next step of this rank. */
+void dtr__host_publish(dtr__host *h);
+
+/* Wait until every rank in [0,n) (or only `only` when only >= 0) published `target`; the deadline,
+ * c->aborted, peers' abort flags and dead peers end the wait with an error naming the ranks. */
+dtr_result dtr__host_wait_step(dtr_comm *c, dtr__host *h, int only, uint32_t target, const dtr__op *op,
+                               int64_t deadline);
+
+/* Slow-path checks shared by every wait: our abort flag, a peer's abort, the deadline, a dead peer
+ * among `peers` (checked at most every 50 ms). Returns DTR_OK to keep waiting. `what` describes what
+ * we were waiting for, for the message. */
+typedef struct dtr__host_waitctx {
+  const int *peers; /* ranks we are waiting on */
+  int npeers;
+  const dtr__op *op;
+  int64_t deadline;
+  const char *what; /* e.g. "did not arrive" detail appended to messages (may be NULL) */
+} dtr__host_waitctx;
+dtr_result dtr__host_check(dtr_comm *c, dtr__host *h, const dtr__host_waitctx *w);
+/* Is rank j still attached (its lock on the segment is held)? */
+int dtr__host_peer_alive(const dtr__host *h, int j);
+/* How long one futex sleep may last so that aborts and deadlines are noticed. */
+int dtr__host_slice_ms(int64_t deadline);
+void dtr__host_relax(void);
+
+/* Segment lifecycle (comm_host_shm.c). */
+dtr_result dtr__host_init(dtr_comm *c);
+void dtr__host_abort(dtr_comm *c);
+void dtr__host_destroy(dtr_comm *c);
+
+/* Operations (comm_host_coll.c, comm_host_p2p.c). */
+dtr_result dtr__host_collective(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline);
+dtr_result dtr__host_p2p(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline);
+
+#endif

@@ -1,0 +1,357 @@
+/* The host backend's shared-memory segment: the ranks check through the store that they share a node
+ * (boot id, hostname, IPC namespace), rank 0 creates and sizes the segment, everyone maps it, and rank 0
+ * unlinks its name as soon as all have mapped it, so nothing is left in /dev/shm even after a crash. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "comm_host_internal.h"
+#include "log.h"
+#include "param.h"
+#include "sock.h"
+
+#define ALIGN_UP(x, a) (((x) + (a)-1) / (a) * (a))
+
+static void read_line(const char *path, char *out, size_t cap) {
+  out[0] = 0;
+  FILE *f = fopen(path, "r");
+  if (!f) return;
+  if (!fgets(out, (int)cap, f)) out[0] = 0;
+  fclose(f);
+  out[strcspn(out, "\n")] = 0;
+}
+
+/* "host=<name> boot=<id> ipc=<ns>": equal strings mean the ranks can share POSIX shared memory. */
+static void host_identity(char *out, size_t cap, char *hostname, size_t hcap) {
+  char boot[64], ipc[64];
+  read_line("/proc/sys/kernel/random/boot_id", boot, sizeof boot);
+  if (gethostname(hostname, hcap) != 0) snprintf(hostname, hcap, "?");
+  hostname[hcap - 1] = 0;
+  ssize_t k = readlink("/proc/self/ns/ipc", ipc, sizeof ipc - 1);
+  ipc[k > 0 ? k : 0] = 0;
+  snprintf(out, cap, "host=%s boot=%s ipc=%s", hostname, boot, ipc);
+}
+
+static dtr_result store_get_str(dtr_comm *c, const char *key, int64_t deadline, char **val) {
+  size_t len;
+  int left = dtr__ms_left(deadline);
+  dtr_result rc = dtr_store_get(c->store, key, left < 1 ? 1 : left, (void **)val, &len);
+  if (rc == DTR_ERR_TIMEOUT)
+    return dtr__comm_fail(c, rc,
+                          "host backend init: key %s did not appear within %d ms (a rank did not call "
+                          "dtr_comm_create?)",
+                          key, c->timeout_ms);
+  if (rc)
+    return dtr__comm_fail(c, rc, "host backend init: store get %s: %s", key, dtr_store_last_error(c->store));
+  return DTR_OK;
+}
+
+static dtr_result store_set_str(dtr_comm *c, const char *key, const char *val) {
+  dtr_result rc = dtr_store_set(c->store, key, val, strlen(val));
+  if (rc)
+    return dtr__comm_fail(c, rc, "host backend init: store set %s: %s", key, dtr_store_last_error(c->store));
+  return DTR_OK;
+}
+
+static void layout(dtr__host_hdr *hd, int n) {
+  size_t off = 4096;
+  hd->off_ctl = off;
+  off = ALIGN_UP(off + (size_t)n * sizeof(dtr__host_ctl), 4096);
+  hd->off_chan = off;
+  off = ALIGN_UP(off + (size_t)n * (size_t)n * sizeof(dtr__host_chan), 4096);
+  hd->off_slots = off;
+  off = ALIGN_UP(off + 2 * (size_t)n * hd->slot_bytes, 4096);
+  hd->off_rings = off;
+  off = ALIGN_UP(off + (size_t)n * (size_t)n * hd->ring_bytes, 4096);
+  hd->total_bytes = off;
+}
+
+static size_t param_bytes(const char *name, int64_t def, int64_t lo, int64_t hi) {
+  int64_t v = dtr__param_int(name, def);
+  if (v < lo || v > hi) {
+    DTR_WARN("%s=%lld is outside [%lld, %lld]; using %lld", name, (long long)v, (long long)lo, (long long)hi,
+             (long long)def);
+    v = def;
+  }
+  return (size_t)v;
+}
+
+static dtr_result create_segment(dtr_comm *c, dtr__host *h) {
+  uint64_t rnd = 0;
+  if (getrandom(&rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) rnd = (uint64_t)dtr__now_ms() * 2654435761u;
+  snprintf(h->shm_name, sizeof h->shm_name, "/dtrain.%d.%016llx", (int)getpid(), (unsigned long long)rnd);
+  dtr__host_hdr hd;
+  memset(&hd, 0, sizeof hd);
+  hd.magic = DTR__HOST_MAGIC;
+  hd.version = DTR__HOST_VERSION;
+  hd.nranks = (uint32_t)h->n;
+  /* 4 MiB per rank and buffer, less beyond 16 ranks so the slots stay within 128 MiB. */
+  int64_t slot = ((int64_t)64 << 20) / h->n;
+  if (slot > (4 << 20)) slot = 4 << 20;
+  if (slot < (256 << 10)) slot = 256 << 10;
+  hd.slot_bytes = ALIGN_UP(param_bytes("DTRAIN_SHM_SLOT_BYTES", slot, 4096, (int64_t)1 << 30), 4096);
+  /* All-reduce chunk: its working set (n slots of a chunk) should stay in cache while the next chunk
+   * is copied in. Measured on 2 cores (64 MiB, streaming stores on): 4 ranks best at 512 KiB-1 MiB
+   * (2 MiB: -20%), 2 ranks flat from 512 KiB to 2 MiB; so 4 MiB / n. */
+  int64_t chunk = ((int64_t)4 << 20) / h->n;
+  if (chunk < (128 << 10)) chunk = 128 << 10;
+  hd.chunk_bytes = ALIGN_UP(param_bytes("DTRAIN_SHM_CHUNK_BYTES", chunk, 4096, (int64_t)1 << 30), 4096);
+  if (hd.chunk_bytes > hd.slot_bytes) hd.chunk_bytes = hd.slot_bytes;
+  hd.small_bytes = param_bytes("DTRAIN_SHM_SMALL_BYTES", 16 << 10, 0, (int64_t)1 << 30);
+  if (hd.small_bytes > hd.slot_bytes) hd.small_bytes = hd.slot_bytes;
+  /* p2p rings: 256 KiB per ordered pair, less on big nodes (at most 64 MiB in all). */
+  size_t ring = param_bytes("DTRAIN_SHM_RING_BYTES", 256 << 10, 4096, (int64_t)1 << 30);
+  while (ring > 4096 && (size_t)h->n * (size_t)h->n * ring > ((size_t)64 << 20)) ring /= 2;
+  hd.ring_bytes = ALIGN_UP(ring, 4096);
+  layout(&hd, h->n);
+
+  h->fd = shm_open(h->shm_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (h->fd < 0)
+    return dtr__comm_fail(c, DTR_ERR_SYSTEM, "host backend: shm_open(%s): %s", h->shm_name, strerror(errno));
+  if (ftruncate(h->fd, (off_t)hd.total_bytes) != 0)
+    return dtr__comm_fail(c, DTR_ERR_SYSTEM, "host backend: ftruncate(%s, %llu): %s", h->shm_name,
+                          (unsigned long long)hd.total_bytes, strerror(errno));
+  h->map_bytes = hd.total_bytes;
+  h->base = mmap(NULL, h->map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, h->fd, 0);
+  if (h->base == MAP_FAILED) {
+    h->base = NULL;
+    return dtr__comm_fail(c, DTR_ERR_SYSTEM, "host backend: mmap %llu bytes of %s: %s",
+                          (unsigned long long)hd.total_bytes, h->shm_name, strerror(errno));
+  }
+  memcpy(h->base, &hd, sizeof hd);
+  return DTR_OK;
+}
+
+static dtr_result open_segment(dtr_comm *c, dtr__host *h) {
+  h->fd = shm_open(h->shm_name, O_RDWR | O_CLOEXEC, 0600);
+  if (h->fd < 0)
+    return dtr__comm_fail(c, DTR_ERR_SYSTEM, "host backend: rank %d cannot open rank 0's segment %s: %s",
+                          h->r, h->shm_name, strerror(errno));
+  struct stat st;
+  if (fstat(h->fd, &st) != 0 || (size_t)st.st_size < 4096)
+    return dtr__comm_fail(c, DTR_ERR_PROTOCOL, "host backend: segment %s is too small", h->shm_name);
+  h->map_bytes = (size_t)st.st_size;
+  h->base = mmap(NULL, h->map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, h->fd, 0);
+  if (h->base == MAP_FAILED) {
+    h->base = NULL;
+    return dtr__comm_fail(c, DTR_ERR_SYSTEM, "host backend: mmap %zu bytes of %s: %s", h->map_bytes,
+                          h->shm_name, strerror(errno));
+  }
+  const dtr__host_hdr *hd = (const dtr__host_hdr *)h->base;
+  if (hd->magic != DTR__HOST_MAGIC || hd->version != DTR__HOST_VERSION || hd->nranks != (uint32_t)h->n ||
+      hd->total_bytes != h->map_bytes)
+    return dtr__comm_fail(c, DTR_ERR_PROTOCOL,
+                          "host backend: segment %s is not a version-%u segment for %d ranks (magic %llx, "
+                          "version %u, %u ranks)",
+                          h->shm_name, DTR__HOST_VERSION, h->n, (unsigned long long)hd->magic, hd->version,
+                          hd->nranks);
+  return DTR_OK;
+}
+
+static dtr_result attach(dtr_comm *c, dtr__host *h) {
+  h->hdr = (dtr__host_hdr *)h->base;
+  h->ctl = (dtr__host_ctl *)(h->base + h->hdr->off_ctl);
+  h->chan = (dtr__host_chan *)(h->base + h->hdr->off_chan);
+  h->slots = h->base + h->hdr->off_slots;
+  h->rings = h->base + h->hdr->off_rings;
+  h->slot_bytes = h->hdr->slot_bytes;
+  h->chunk_bytes = h->hdr->chunk_bytes;
+  h->small_bytes = h->hdr->small_bytes;
+  h->ring_bytes = h->hdr->ring_bytes;
+  h->ctl[h->r].pid = (int32_t)getpid();
+  /* Our liveness lock: held until this description is closed (destroy or process exit). */
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = h->r;
+  fl.l_len = 1;
+  if (fcntl(h->fd, F_OFD_SETLK, &fl) != 0)
+    return dtr__comm_fail(c, DTR_ERR_SYSTEM, "host backend: rank %d cannot lock its byte of %s: %s", h->r,
+                          h->shm_name, strerror(errno));
+  return DTR_OK;
+}
+
+/* Polls before yielding. Long spins only pay when every rank owns a core and nothing else runs; on
+ * this kind of machine (2 cores, ranks >= cores, builds and tests beside us) a spinning rank steals the
+ * core from the one it waits for: measured 2 ranks, 64 MiB all-reduce 0.5-0.7 GB/s with 20000 polls,
+ * 1.9-2.7 GB/s with 32, under the same background load. */
+static int default_spin(int n) {
+  cpu_set_t set;
+  int cpus = 0;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) cpus = CPU_COUNT(&set);
+  if (cpus <= 0) cpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
+  return n * 2 <= cpus ? 2000 : 32;
+}
+
+static dtr_result init_impl(dtr_comm *c) {
+  dtr_result rc = DTR_OK;
+  char key[DTR_STORE_MAX_KEY], kp[600], id[512], host0[256], hostname[256], *val = NULL;
+  int64_t deadline = dtr__now_ms() + (c->timeout_ms > 0 ? c->timeout_ms : 600000);
+  dtr__host *h = calloc(1, sizeof *h);
+  if (!h) return dtr__comm_fail(c, DTR_ERR_NOMEM, "host backend: out of memory");
+  h->n = c->size;
+  h->r = c->rank;
+  h->fd = -1;
+  c->impl = h;
+  if (!c->store)
+    return dtr__comm_fail(c, DTR_ERR_INVALID, "host backend: a store is needed to find the other ranks");
+
+  /* A generation number keeps keys apart when a communicator of the same name is created again. */
+  int64_t v;
+  snprintf(key, sizeof key, "%shost/gen", c->prefix);
+  rc = dtr_store_add(c->store, key, 1, &v);
+  if (rc)
+    return dtr__comm_fail(c, rc, "host backend init: store add %s: %s", key, dtr_store_last_error(c->store));
+  snprintf(kp, sizeof kp, "%shost/%lld/", c->prefix, (long long)((v - 1) / h->n));
+
+  /* Same node? */
+  host_identity(id, sizeof id, hostname, sizeof hostname);
+  snprintf(key, sizeof key, "%sid/%d", kp, h->r);
+  DTR_CHECK(store_set_str(c, key, id));
+  char *id0 = NULL;
+  for (int j = 0; j < h->n; j++) {
+    snprintf(key, sizeof key, "%sid/%d", kp, j);
+    rc = store_get_str(c, key, deadline, &val);
+    if (rc) break;
+    if (j == 0) {
+      id0 = val;
+      val = NULL;
+      char *p = strstr(id0, "host="), *e;
+      snprintf(host0, sizeof host0, "%s", p ? p + 5 : "?");
+      if ((e = strchr(host0, ' '))) *e = 0;
+      continue;
+    }
+    if (strcmp(val, id0) != 0) {
+      char hj[256], *p = strstr(val, "host="), *e;
+      snprintf(hj, sizeof hj, "%s", p ? p + 5 : "?");
+      if ((e = strchr(hj, ' '))) *e = 0;
+      rc = dtr__comm_fail(c, DTR_ERR_UNSUPPORTED,
+                          "host backend: ranks 0 and %d are on different nodes (host %s, host %s%s); the TCP "
+                          "transport between nodes is not built yet",
+                          j, host0, hj, strcmp(host0, hj) ? "" : ", another boot or IPC namespace");
+      free(val);
+      val = NULL;
+      break;
+    }
+    free(val);
+    val = NULL;
+  }
+  free(id0);
+  if (rc) return rc;
+
+  /* Rank 0 creates the segment and publishes its name (or why it could not). */
+  snprintf(key, sizeof key, "%sseg", kp);
+  if (h->r == 0) {
+    rc = create_segment(c, h);
+    if (rc) {
+      char msg[1100];
+      snprintf(msg, sizeof msg, "!%s", c->err);
+      store_set_str(c, key, msg);
+      if (h->fd >= 0) shm_unlink(h->shm_name);
+      h->unlinked = 1;
+      return rc;
+    }
+    DTR_CHECK_GOTO(store_set_str(c, key, h->shm_name), rc, fail);
+  } else {
+    DTR_CHECK(store_get_str(c, key, deadline, &val));
+    if (val[0] == '!') {
+      rc =
+          dtr__comm_fail(c, DTR_ERR_SYSTEM, "host backend: rank 0 could not create the segment: %s", val + 1);
+      free(val);
+      return rc;
+    }
+    snprintf(h->shm_name, sizeof h->shm_name, "%s", val);
+    free(val);
+    val = NULL;
+    h->unlinked = 1; /* rank 0's job */
+    rc = open_segment(c, h);
+  }
+  if (rc == DTR_OK) rc = attach(c, h);
+
+  /* Everyone reports whether it mapped the segment; then rank 0 removes its name. */
+  snprintf(key, sizeof key, "%smapped/%d", kp, h->r);
+  if (rc == DTR_OK) {
+    DTR_CHECK_GOTO(store_set_str(c, key, "ok"), rc, fail);
+  } else {
+    char msg[1100];
+    snprintf(msg, sizeof msg, "!%s", c->err);
+    store_set_str(c, key, msg);
+    goto fail;
+  }
+  for (int j = 0; j < h->n; j++) {
+    snprintf(key, sizeof key, "%smapped/%d", kp, j);
+    DTR_CHECK_GOTO(store_get_str(c, key, deadline, &val), rc, fail);
+    if (val[0] == '!') {
+      rc = dtr__comm_fail(c, DTR_ERR_SYSTEM, "host backend: rank %d could not attach: %s", j, val + 1);
+      free(val);
+      goto fail;
+    }
+    free(val);
+    val = NULL;
+  }
+  if (h->r == 0 && !h->unlinked) {
+    shm_unlink(h->shm_name);
+    h->unlinked = 1;
+  }
+  /* Results of all-reduces from this size up are written to recv with streaming stores (measured +40%
+   * busbw at 64-256 MiB: no read-for-ownership of a destination that would not stay in cache). */
+  h->stream_bytes = (size_t)dtr__param_int("DTRAIN_SHM_STREAM_BYTES", 8 << 20);
+#if defined(__x86_64__)
+  if (!__builtin_cpu_supports("avx2")) h->stream_bytes = 0;
+#endif
+  h->spin = (int)dtr__param_int("DTRAIN_SHM_SPIN", default_spin(h->n));
+  if (h->spin < 0) h->spin = 0;
+  /* Then yield: on an oversubscribed node the rank we wait for is often runnable on our own core, and
+   * sched_yield hands it the core without the futex round trip (measured: 8-byte all-reduce with 4
+   * ranks on 2 cores 27 us with futex only, 5-8 us with yields). */
+  h->yields = (int)dtr__param_int("DTRAIN_SHM_YIELDS", 100);
+  if (h->yields < 0) h->yields = 0;
+  DTR_DEBUG(
+      "host backend: rank %d/%d attached %s (%zu bytes, slot %zu, chunk %zu, small %zu, ring %zu, spin %d)",
+      h->r, h->n, h->shm_name, h->map_bytes, h->slot_bytes, h->chunk_bytes, h->small_bytes, h->ring_bytes,
+      h->spin);
+  return DTR_OK;
+fail:
+  if (h->r == 0 && !h->unlinked && h->shm_name[0]) {
+    shm_unlink(h->shm_name);
+    h->unlinked = 1;
+  }
+  return rc;
+}
+
+dtr_result dtr__host_init(dtr_comm *c) {
+  dtr_result rc = init_impl(c);
+  if (rc != DTR_OK) dtr__host_destroy(c); /* leaves c->impl NULL; destroy after this is harmless */
+  return rc;
+}
+
+void dtr__host_abort(dtr_comm *c) {
+  dtr__host *h = c ? c->impl : NULL;
+  if (!h || !h->ctl) return;
+  atomic_store(&h->ctl[h->r].aborted, 1);
+  /* Wake whatever anyone sleeps on: our own waits (on peers' words) and the peers' waits on us. */
+  for (int j = 0; j < h->n; j++) {
+    dtr__host_futex_wake(&h->ctl[j].step);
+    dtr__host_futex_wake(&h->ctl[j].bell);
+  }
+}
+
+void dtr__host_destroy(dtr_comm *c) {
+  dtr__host *h = c ? c->impl : NULL;
+  if (!h) return;
+  if (h->r == 0 && !h->unlinked && h->shm_name[0]) shm_unlink(h->shm_name);
+  if (h->base) munmap(h->base, h->map_bytes);
+  if (h->fd >= 0) close(h->fd); /* drops our liveness lock */
+  free(h);
+  c->impl = NULL;
+}

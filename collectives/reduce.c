@@ -1,0 +1,284 @@
+/* dtr__reduce_n: the element-wise reduction every CPU backend runs in its inner loop, plus the
+ * f16/bf16 <-> f32 conversions it needs. Written for memory bandwidth: inputs are combined one block
+ * of BLK elements at a time in an L1-resident accumulator (so out may alias in[0] and the loops stay
+ * alias-free and vectorizable), always in the fixed order in[0] op in[1] op ... so every rank gets
+ * the same bits. f16/bf16 accumulate in f32 and are rounded (to nearest even) once. */
+#if defined(__GNUC__) && !defined(__clang__)
+/* -O2 in GCC 12 only vectorizes loops whose trip count is a known multiple of the vector width; this
+ * file is the hot loop of the host backend, so it gets the full vectorizer. */
+#pragma GCC optimize("O3")
+#endif
+
+#include <stdint.h>
+#include <string.h>
+
+#include "collectives/comm_internal.h"
+
+#define BLK 1024
+
+/* ---------------------------------------------------------------- conversions (branch-free so the
+ * vectorizer turns them into selects) */
+
+static inline float as_f32(uint32_t u) {
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+static inline uint32_t as_u32(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+/* All-ones when cond holds, else zero: selects written as masks stay branch-free through GCC's
+ * if-conversion, so these loops vectorize. */
+static inline uint32_t mask_if(int cond) { return (uint32_t)0 - (uint32_t)(cond != 0); }
+
+/* After F. Giesen's half_to_float: shift exponent and mantissa into place and rebias; inf/NaN get the
+ * f32 maximum exponent; zeros and subnormals are renormalised by one exact float subtraction. */
+static inline float f16_to_f32(uint16_t h) {
+  uint32_t em = (uint32_t)(h & 0x7fffu) << 13;
+  uint32_t exp = em & 0x0f800000u; /* 0x7c00 << 13 */
+  uint32_t u = em + 0x38000000u;   /* (127 - 15) << 23 */
+  u += mask_if(exp == 0x0f800000u) & 0x38000000u;
+  uint32_t sub = as_u32(as_f32(u + 0x00800000u) - as_f32(0x38800000u)); /* - 2^-14 */
+  uint32_t z = mask_if(exp == 0);
+  u = (sub & z) | (u & ~z);
+  u |= mask_if(em > 0x0f800000u) & 0x00400000u; /* NaN comes out quiet, payload kept (as F16C does) */
+  return as_f32(u | ((uint32_t)(h & 0x8000u) << 16));
+}
+
+/* Round to nearest even. Subnormal results come from one float addition of 0.5, whose rounding at
+ * 2^-24 is exactly f16's subnormal step; NaN stays NaN: quieted, sign and top payload bits kept. */
+static inline uint16_t f32_to_f16(float f) {
+  uint32_t u = as_u32(f);
+  uint32_t sign = (u >> 16) & 0x8000u;
+  uint32_t ua = u & 0x7fffffffu;
+  int32_t a = (int32_t)ua;
+  uint32_t norm = (ua + 0xc8000fffu + ((ua >> 13) & 1u)) >> 13; /* rebias by (15-127)<<23, round */
+  uint32_t sub = as_u32(as_f32(ua) + 0.5f) - 0x3f000000u;
+  uint32_t is_sub = mask_if(a < 0x38800000);  /* below 2^-14: subnormal */
+  uint32_t big = mask_if(a >= 0x47800000);    /* >= 65536 before rounding: inf, or NaN */
+  /* NaN: quiet, payload truncated, exactly like F16C's vcvtps2ph, so both paths give the same bits. */
+  uint32_t special = 0x7c00u | (mask_if(a > 0x7f800000) & (0x0200u | ((ua >> 13) & 0x3ffu)));
+  uint32_t r = (sub & is_sub) | (norm & ~is_sub);
+  r = (special & big) | (r & ~big);
+  return (uint16_t)(r | sign);
+}
+
+static inline float bf16_to_f32(uint16_t h) { return as_f32((uint32_t)h << 16); }
+
+static inline uint16_t f32_to_bf16(float f) {
+  uint32_t u = as_u32(f);
+  uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  uint32_t qnan = (u >> 16) | 0x40u;
+  uint32_t nan = mask_if((int32_t)(u & 0x7fffffffu) > 0x7f800000);
+  return (uint16_t)((qnan & nan) | (r & ~nan));
+}
+
+float dtr__f16_to_f32(uint16_t h) { return f16_to_f32(h); }
+uint16_t dtr__f32_to_f16(float f) { return f32_to_f16(f); }
+float dtr__bf16_to_f32(uint16_t h) { return bf16_to_f32(h); }
+uint16_t dtr__f32_to_bf16(float f) { return f32_to_bf16(f); }
+
+/* ---------------------------------------------------------------- combiners
+ * Floating MAX/MIN propagate NaN (like torch.max): the accumulator stays NaN once it is NaN, and a NaN
+ * input replaces it. Integer SUM/PROD wrap (two's complement), computed in unsigned arithmetic. */
+
+#define ID(x) (x)
+#define ADD(a, b) ((a) + (b))
+#define MUL(a, b) ((a) * (b))
+#define FMAX(a, b) (((a) > (b) || (a) != (a)) ? (a) : (b))
+#define FMIN(a, b) (((a) < (b) || (a) != (a)) ? (a) : (b))
+#define IMAX(a, b) ((a) > (b) ? (a) : (b))
+#define IMIN(a, b) ((a) < (b) ? (a) : (b))
+#define NOFIN(acc, div) (acc)
+
+/* x86-64: an AVX2 clone of every kernel, chosen at load time (ifunc) when the CPU has it; the f16
+ * conversions are arithmetic-bound at SSE2 width. Same operations, so the same bits either way. */
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define DTRAIN_NO_CLONES 1 /* ifunc resolvers run before the sanitizer runtime is up */
+#endif
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(DTRAIN_NO_CLONES)
+#define CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CLONES
+#endif
+
+/* One (type, op) kernel. T: element type, A: accumulator type, LOAD: T -> A, COMB: (A, A) -> A,
+ * FIN: (A, div) -> T. */
+#define KERNEL(fname, T, A, LOAD, COMB, FIN)                                        \
+  CLONES static void fname(void *out, const void *const *in, int nin, size_t n, int div) { \
+    T *o = (T *)out;                                                                \
+    A acc[BLK];                                                                     \
+    (void)div;                                                                      \
+    for (size_t base = 0; base < n; base += BLK) {                                  \
+      size_t m = n - base < BLK ? n - base : BLK;                                   \
+      const T *x = (const T *)in[0] + base;                                         \
+      int k = 1;                                                                    \
+      if (nin >= 2) {                                                               \
+        const T *y = (const T *)in[1] + base;                                       \
+        for (size_t i = 0; i < m; i++) acc[i] = COMB(LOAD(x[i]), LOAD(y[i]));       \
+        k = 2;                                                                      \
+      } else {                                                                      \
+        for (size_t i = 0; i < m; i++) acc[i] = LOAD(x[i]);                         \
+      }                                                                             \
+      for (; k < nin; k++) {                                                        \
+        const T *y = (const T *)in[k] + base;                                       \
+        for (size_t i = 0; i < m; i++) acc[i] = COMB(acc[i], LOAD(y[i]));           \
+      }                                                                             \
+      for (size_t i = 0; i < m; i++) o[base + i] = FIN(acc[i], div);                \
+    }                                                                               \
+  }
+
+/* f32 */
+#define FIN_AVG_F32(acc, div) ((acc) / (float)(div))
+KERNEL(r_f32_sum, float, float, ID, ADD, NOFIN)
+KERNEL(r_f32_avg, float, float, ID, ADD, FIN_AVG_F32)
+KERNEL(r_f32_max, float, float, ID, FMAX, NOFIN)
+KERNEL(r_f32_min, float, float, ID, FMIN, NOFIN)
+KERNEL(r_f32_prod, float, float, ID, MUL, NOFIN)
+/* f64 */
+#define FIN_AVG_F64(acc, div) ((acc) / (double)(div))
+KERNEL(r_f64_sum, double, double, ID, ADD, NOFIN)
+KERNEL(r_f64_avg, double, double, ID, ADD, FIN_AVG_F64)
+KERNEL(r_f64_max, double, double, ID, FMAX, NOFIN)
+KERNEL(r_f64_min, double, double, ID, FMIN, NOFIN)
+KERNEL(r_f64_prod, double, double, ID, MUL, NOFIN)
+/* bf16: f32 accumulators, one rounding at the end (f16 is below: it has a hardware path) */
+#define FIN_BF16(acc, div) f32_to_bf16(acc)
+#define FIN_BF16_AVG(acc, div) f32_to_bf16((acc) / (float)(div))
+KERNEL(r_bf16_sum, uint16_t, float, bf16_to_f32, ADD, FIN_BF16)
+KERNEL(r_bf16_avg, uint16_t, float, bf16_to_f32, ADD, FIN_BF16_AVG)
+KERNEL(r_bf16_max, uint16_t, float, bf16_to_f32, FMAX, FIN_BF16)
+KERNEL(r_bf16_min, uint16_t, float, bf16_to_f32, FMIN, FIN_BF16)
+KERNEL(r_bf16_prod, uint16_t, float, bf16_to_f32, MUL, FIN_BF16)
+/* i32: wrapping SUM/PROD in uint32; AVG sums exactly in int64 and truncates toward zero */
+#define LOAD_U32(x) ((uint32_t)(x))
+#define LOAD_I64(x) ((int64_t)(x))
+#define FIN_I32(acc, div) ((int32_t)(acc))
+#define FIN_I32_AVG(acc, div) ((int32_t)((acc) / (int64_t)(div)))
+KERNEL(r_i32_sum, int32_t, uint32_t, LOAD_U32, ADD, FIN_I32)
+KERNEL(r_i32_avg, int32_t, int64_t, LOAD_I64, ADD, FIN_I32_AVG)
+KERNEL(r_i32_max, int32_t, int32_t, ID, IMAX, NOFIN)
+KERNEL(r_i32_min, int32_t, int32_t, ID, IMIN, NOFIN)
+KERNEL(r_i32_prod, int32_t, uint32_t, LOAD_U32, MUL, FIN_I32)
+/* i64: AVG sums exactly in 128 bits */
+#define LOAD_U64(x) ((uint64_t)(x))
+#define LOAD_I128(x) ((__int128)(x))
+#define FIN_I64(acc, div) ((int64_t)(acc))
+#define FIN_I64_AVG(acc, div) ((int64_t)((acc) / (__int128)(div)))
+KERNEL(r_i64_sum, int64_t, uint64_t, LOAD_U64, ADD, FIN_I64)
+KERNEL(r_i64_avg, int64_t, __int128, LOAD_I128, ADD, FIN_I64_AVG)
+KERNEL(r_i64_max, int64_t, int64_t, ID, IMAX, NOFIN)
+KERNEL(r_i64_min, int64_t, int64_t, ID, IMIN, NOFIN)
+KERNEL(r_i64_prod, int64_t, uint64_t, LOAD_U64, MUL, FIN_I64)
+/* u8: SUM/PROD wrap mod 256; AVG sums in uint32 */
+#define LOAD_U32B(x) ((uint32_t)(x))
+#define FIN_U8(acc, div) ((uint8_t)(acc))
+#define FIN_U8_AVG(acc, div) ((uint8_t)((acc) / (uint32_t)(div)))
+KERNEL(r_u8_sum, uint8_t, uint8_t, ID, ADD, FIN_U8)
+KERNEL(r_u8_avg, uint8_t, uint32_t, LOAD_U32B, ADD, FIN_U8_AVG)
+KERNEL(r_u8_max, uint8_t, uint8_t, ID, IMAX, NOFIN)
+KERNEL(r_u8_min, uint8_t, uint8_t, ID, IMIN, NOFIN)
+KERNEL(r_u8_prod, uint8_t, uint8_t, ID, MUL, FIN_U8)
+
+/* f16: converted a block at a time into f32 scratch (with F16C's vcvtph2ps/vcvtps2ph where the CPU has
+ * them: the bit-twiddling conversions are the bottleneck otherwise), combined in f32, rounded once.
+ * The software conversions match F16C bit for bit, NaN payloads included. */
+static void cvt_f16_f32_sw(float *dst, const uint16_t *src, size_t m) {
+  for (size_t i = 0; i < m; i++) dst[i] = f16_to_f32(src[i]);
+}
+static void cvt_f32_f16_sw(uint16_t *dst, const float *src, size_t m) {
+  for (size_t i = 0; i < m; i++) dst[i] = f32_to_f16(src[i]);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#define HAVE_F16C_PATH 1
+__attribute__((target("avx2,f16c"))) static void cvt_f16_f32_hw(float *dst, const uint16_t *src, size_t m) {
+  size_t i = 0;
+  for (; i + 8 <= m; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+  for (; i < m; i++) dst[i] = f16_to_f32(src[i]);
+}
+__attribute__((target("avx2,f16c"))) static void cvt_f32_f16_hw(uint16_t *dst, const float *src, size_t m) {
+  size_t i = 0;
+  for (; i + 8 <= m; i += 8)
+    _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < m; i++) dst[i] = f32_to_f16(src[i]);
+}
+#endif
+
+/* acc op= x over m floats, with the same combiners as the other kernels. */
+CLONES static void comb_f32(float *acc, const float *x, size_t m, dtr_redop op) {
+  switch (op) {
+    case DTR_SUM:
+    case DTR_AVG:
+      for (size_t i = 0; i < m; i++) acc[i] = ADD(acc[i], x[i]);
+      break;
+    case DTR_PROD:
+      for (size_t i = 0; i < m; i++) acc[i] = MUL(acc[i], x[i]);
+      break;
+    case DTR_MAX:
+      for (size_t i = 0; i < m; i++) acc[i] = FMAX(acc[i], x[i]);
+      break;
+    case DTR_MIN:
+      for (size_t i = 0; i < m; i++) acc[i] = FMIN(acc[i], x[i]);
+      break;
+  }
+}
+
+CLONES static void div_f32(float *acc, size_t m, float d) {
+  for (size_t i = 0; i < m; i++) acc[i] = acc[i] / d;
+}
+
+static void reduce_f16(void *out, const void *const *in, int nin, size_t n, dtr_redop op, int div) {
+  void (*to32)(float *, const uint16_t *, size_t) = cvt_f16_f32_sw;
+  void (*to16)(uint16_t *, const float *, size_t) = cvt_f32_f16_sw;
+#ifdef HAVE_F16C_PATH
+  if (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2")) {
+    to32 = cvt_f16_f32_hw;
+    to16 = cvt_f32_f16_hw;
+  }
+#endif
+  float acc[BLK], x[BLK];
+  for (size_t base = 0; base < n; base += BLK) {
+    size_t m = n - base < BLK ? n - base : BLK;
+    to32(acc, (const uint16_t *)in[0] + base, m);
+    for (int k = 1; k < nin; k++) {
+      to32(x, (const uint16_t *)in[k] + base, m);
+      comb_f32(acc, x, m, op);
+    }
+    if (op == DTR_AVG) div_f32(acc, m, (float)div);
+    to16((uint16_t *)out + base, acc, m);
+  }
+}
+
+#define F16_KERNEL(fname, OP)                                                       \
+  static void fname(void *out, const void *const *in, int nin, size_t n, int div) { \
+    reduce_f16(out, in, nin, n, OP, div);                                           \
+  }
+F16_KERNEL(r_f16_sum, DTR_SUM)
+F16_KERNEL(r_f16_avg, DTR_AVG)
+F16_KERNEL(r_f16_max, DTR_MAX)
+F16_KERNEL(r_f16_min, DTR_MIN)
+F16_KERNEL(r_f16_prod, DTR_PROD)
+
+typedef void (*kernel_fn)(void *, const void *const *, int, size_t, int);
+
+/* Indexed [dtype][redop], in the enums' order. */
+static const kernel_fn kernels[7][5] = {
+    {r_f32_sum, r_f32_avg, r_f32_max, r_f32_min, r_f32_prod},
+    {r_f64_sum, r_f64_avg, r_f64_max, r_f64_min, r_f64_prod},
+    {r_f16_sum, r_f16_avg, r_f16_max, r_f16_min, r_f16_prod},
+    {r_bf16_sum, r_bf16_avg, r_bf16_max, r_bf16_min, r_bf16_prod},
+    {r_i32_sum, r_i32_avg, r_i32_max, r_i32_min, r_i32_prod},
+    {r_i64_sum, r_i64_avg, r_i64_max, r_i64_min, r_i64_prod},
+    {r_u8_sum, r_u8_avg, r_u8_max, r_u8_min, r_u8_prod},
+};
+
+void dtr__reduce_n(void *out, const void *const *in, int nin, size_t n, dtr_dtype t, dtr_redop op, int avg_div) {
+  if (nin <= 0 || n == 0 || (unsigned)t >= 7u || (unsigned)op >= 5u) return;
+  kernels[t][op](out, in, nin, n, avg_div > 0 ? avg_div : 1);
+}
