@@ -7,10 +7,12 @@
  * dtr__reduce_n, and every element is reduced by exactly one rank, so all ranks get the same bits on
  * every run, whichever path (small or chunked) an operation takes.
  *
- * Large all-reduce (bandwidth-optimal): per chunk, each rank copies the n-1 pieces of its input that
- * others reduce into its slot; sync; rank r reduces piece r over all ranks (its own piece straight
- * from its input) into its slot; sync; everyone copies the n reduced pieces out. Small all-reduce
- * (latency-optimal): copy in, one sync, every rank reduces the whole vector itself. */
+ * Large all-reduce (bandwidth-optimal): chunks flow through a three-stage pipeline; in phase t each
+ * rank copies into its slot the n-1 pieces of chunk t that the others reduce, reduces its own piece of
+ * chunk t-1 over all ranks (its own contribution straight from its input), and copies the n reduced
+ * pieces of chunk t-2 out; one barrier per phase. Small all-reduce (latency-optimal): copy in, one
+ * sync, every rank reduces the whole vector itself. Large results go to recv with streaming stores.
+ */
 #include <stdint.h>
 #include <string.h>
 #if defined(__x86_64__)

@@ -1,6 +1,7 @@
 /* Synchronisation of the host backend: step counters published in shared memory, waits that poll
- * briefly and then sleep on a futex (ranks often outnumber cores, so spinning long starves the rank
- * we wait for), and the slow-path checks every wait runs: abort, deadline, a peer that died. */
+ * briefly, then sched_yield, then sleep on a futex in slices of at most 50 ms (ranks often outnumber
+ * cores, so spinning long starves the rank we wait for), and the slow-path checks every wait runs:
+ * abort (ours or a peer's), deadline, a peer that died (its OFD lock on the segment is gone). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>

@@ -444,7 +444,11 @@ static void conn_close(dtr_store_server *s, conn *c) {
   else
     s->all = c->next;
   if (c->next) c->next->prev = c->prev;
-  close(c->fd); /* also removes it from the epoll set */
+  /* Deregister explicitly: close() drops the registration only when every copy of the socket is
+   * closed, and a process forked from ours (a worker before exec, the launcher's orphan guard) may
+   * still hold one; events would then arrive for a freed conn. */
+  epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
+  close(c->fd);
   dtr__sp_buf_free(&c->rbuf);
   dtr__sp_buf_free(&c->wbuf);
   free(c);
