@@ -70,6 +70,7 @@ typedef struct dtr__host {
   int spin;            /* polls before yielding */
   int yields;          /* sched_yield calls before sleeping on the futex */
   int64_t next_live_check;
+  struct dtr__host_tcp *tcp; /* set when the ranks span nodes: every operation goes over TCP instead */
 } dtr__host;
 
 static inline int dtr__host_ge(uint32_t v, uint32_t target) {

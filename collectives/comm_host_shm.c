@@ -1,6 +1,7 @@
 /* The host backend's shared-memory segment: the ranks check through the store that they share a node
  * (boot id, hostname, IPC namespace), rank 0 creates and sizes the segment, everyone maps it, and rank 0
- * unlinks its name as soon as all have mapped it, so nothing is left in /dev/shm even after a crash. */
+ * unlinks its name as soon as all have mapped it, so nothing is left in /dev/shm even after a crash.
+ * Ranks on several nodes get no segment: they connect through comm_host_tcp.c instead. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +16,7 @@
 
 #include "check.h"
 #include "comm_host_internal.h"
+#include "comm_host_tcp.h"
 #include "log.h"
 #include "param.h"
 #include "sock.h"
@@ -218,7 +220,8 @@ static dtr_result init_impl(dtr_comm *c) {
   host_identity(id, sizeof id, hostname, sizeof hostname);
   snprintf(key, sizeof key, "%sid/%d", kp, h->r);
   DTR_CHECK(store_set_str(c, key, id));
-  char *id0 = NULL;
+  char *id0 = NULL, hj[256] = "";
+  int multi = 0; /* the first rank on another node than rank 0's */
   for (int j = 0; j < h->n; j++) {
     snprintf(key, sizeof key, "%sid/%d", kp, j);
     rc = store_get_str(c, key, deadline, &val);
@@ -231,23 +234,28 @@ static dtr_result init_impl(dtr_comm *c) {
       if ((e = strchr(host0, ' '))) *e = 0;
       continue;
     }
-    if (strcmp(val, id0) != 0) {
-      char hj[256], *p = strstr(val, "host="), *e;
+    if (strcmp(val, id0) != 0 && !multi) {
+      char *p = strstr(val, "host="), *e;
       snprintf(hj, sizeof hj, "%s", p ? p + 5 : "?");
       if ((e = strchr(hj, ' '))) *e = 0;
-      rc = dtr__comm_fail(c, DTR_ERR_UNSUPPORTED,
-                          "host backend: ranks 0 and %d are on different nodes (host %s, host %s%s); the TCP "
-                          "transport between nodes is not built yet",
-                          j, host0, hj, strcmp(host0, hj) ? "" : ", another boot or IPC namespace");
-      free(val);
-      val = NULL;
-      break;
+      multi = j;
     }
     free(val);
     val = NULL;
   }
   free(id0);
   if (rc) return rc;
+  /* DTRAIN_HOST_TRANSPORT=tcp forces TCP on one node too (tests, benchmarks; every rank must set it). */
+  const char *force = dtr__param_str("DTRAIN_HOST_TRANSPORT", "auto");
+  if (!multi && force && strcmp(force, "tcp") == 0) {
+    DTR_DEBUG("host backend: DTRAIN_HOST_TRANSPORT=tcp: TCP transport on one node");
+    return dtr__host_tcp_init(c, kp, deadline, &h->tcp);
+  }
+  if (multi) { /* every rank read the same ids, so every rank takes this branch */
+    DTR_DEBUG("host backend: ranks 0 and %d are on different nodes (host %s, host %s): TCP transport", multi,
+              host0, hj);
+    return dtr__host_tcp_init(c, kp, deadline, &h->tcp);
+  }
 
   /* Rank 0 creates the segment and publishes its name (or why it could not). */
   snprintf(key, sizeof key, "%sseg", kp);
@@ -349,6 +357,7 @@ void dtr__host_abort(dtr_comm *c) {
 void dtr__host_destroy(dtr_comm *c) {
   dtr__host *h = c ? c->impl : NULL;
   if (!h) return;
+  dtr__host_tcp_destroy(h->tcp);
   if (h->r == 0 && !h->unlinked && h->shm_name[0]) shm_unlink(h->shm_name);
   if (h->base) munmap(h->base, h->map_bytes);
   if (h->fd >= 0) close(h->fd); /* drops our liveness lock */

@@ -1,0 +1,652 @@
+/* The host backend between nodes: one TCP connection per pair of ranks (full mesh), every operation
+ * described as an ordered list of byte segments to send to and receive from each peer, and all lists
+ * driven at once with poll() and non-blocking I/O, so no pair waits on another and nothing deadlocks.
+ *
+ * Reductions are direct: in each chunk rank j owns piece j; every rank sends piece j of its input to j,
+ * j reduces its piece over the inputs of ranks 0..n-1 IN THAT ORDER with dtr__reduce_n (the same bits
+ * as the shared-memory path and coll_check's reference), then sends the reduced piece to everyone. The
+ * gather of chunk t-1 travels in the same poll loop as the scatter of chunk t. Scratch memory is bounded
+ * by the chunk size (DTRAIN_TCP_CHUNK_BYTES, default 4 MiB), not the message size.
+ *
+ * Collectives carry no headers (every rank knows every length). p2p messages carry an 8-byte length
+ * header, so a send and a receive of different sizes fail with DTR_ERR_INVALID instead of
+ * desynchronising the stream. Collectives and p2p share the connections: a pair's p2p messages must be
+ * matched before either side starts the next collective (as the blocking API and batches do). */
+#define _GNU_SOURCE
+#include "comm_host_tcp.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "log.h"
+#include "param.h"
+#include "sock.h"
+
+#define TCP_MAGIC 0x7063745f72746444ull /* "Ddtr_tcp" */
+#define PIECE_ALIGN 64
+
+typedef struct seg {
+  uint8_t *p;
+  size_t len;
+  int check;     /* a p2p header received: must equal want */
+  uint64_t want;
+  int op;        /* p2p: the op index, for messages */
+} seg;
+
+typedef struct lane {
+  seg *v;
+  int n, cap, i;
+  size_t off;
+} lane;
+
+typedef struct peer {
+  int fd;
+  char addr[96];
+  lane tx, rx;
+} peer;
+
+typedef struct selfmsg {
+  uint8_t *data;
+  size_t len;
+  struct selfmsg *next;
+} selfmsg;
+
+struct dtr__host_tcp {
+  int n, r;
+  peer *p;
+  size_t chunk_bytes;
+  uint8_t *scratch, *mine;
+  size_t scratch_cap, mine_cap;
+  selfmsg *self_head, *self_tail; /* p2p to ourselves, in send order */
+};
+
+/* ---- segment lists */
+
+static int lane_push(lane *l, void *p, size_t len) {
+  if (len == 0) return 0;
+  if (l->n == l->cap) {
+    int cap = l->cap ? l->cap * 2 : 16;
+    seg *v = realloc(l->v, (size_t)cap * sizeof *v);
+    if (!v) return -1;
+    l->v = v;
+    l->cap = cap;
+  }
+  l->v[l->n++] = (seg){.p = p, .len = len, .check = 0, .want = 0, .op = -1};
+  return 0;
+}
+
+static void lanes_reset(dtr__host_tcp *t) {
+  for (int j = 0; j < t->n; j++) {
+    t->p[j].tx.n = t->p[j].tx.i = 0;
+    t->p[j].rx.n = t->p[j].rx.i = 0;
+    t->p[j].tx.off = t->p[j].rx.off = 0;
+  }
+}
+
+static dtr_result nomem(dtr_comm *c) { return dtr__comm_fail(c, DTR_ERR_NOMEM, "host backend tcp: out of memory"); }
+
+static dtr_result ensure(dtr_comm *c, uint8_t **buf, size_t *cap, size_t need) {
+  if (need <= *cap) return DTR_OK;
+  uint8_t *b = realloc(*buf, need);
+  if (!b) return nomem(c);
+  *buf = b;
+  *cap = need;
+  return DTR_OK;
+}
+
+static void op_name(const dtr__op *op, char *out, size_t cap) {
+  snprintf(out, cap, "%s seq %llu", dtr__op_kind_name(op->kind), (unsigned long long)op->seq);
+}
+
+/* Move bytes on every connection until every lane is empty. */
+static dtr_result xfer(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t deadline) {
+  const int n = t->n;
+  struct pollfd pf[n];
+  int who[n];
+  char what[96];
+  for (;;) {
+    int np = 0;
+    for (int j = 0; j < n; j++) {
+      if (j == t->r) continue;
+      peer *p = &t->p[j];
+      while (p->tx.i < p->tx.n) {
+        seg *s = &p->tx.v[p->tx.i];
+        ssize_t k = send(p->fd, s->p + p->tx.off, s->len - p->tx.off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (k > 0) {
+          p->tx.off += (size_t)k;
+          if (p->tx.off == s->len) p->tx.i++, p->tx.off = 0;
+          continue;
+        }
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        op_name(op, what, sizeof what);
+        return dtr__comm_fail(c, DTR_ERR_CONNECTION, "%s: rank %d (%s) closed the connection (send: %s)", what, j,
+                              p->addr, k < 0 ? strerror(errno) : "no progress");
+      }
+      while (p->rx.i < p->rx.n) {
+        seg *s = &p->rx.v[p->rx.i];
+        ssize_t k = recv(p->fd, s->p + p->rx.off, s->len - p->rx.off, MSG_DONTWAIT);
+        if (k > 0) {
+          p->rx.off += (size_t)k;
+          if (p->rx.off == s->len) {
+            if (s->check) {
+              uint64_t got;
+              memcpy(&got, s->p, sizeof got);
+              if (got != s->want)
+                return dtr__comm_fail(c, DTR_ERR_INVALID,
+                                      "p2p seq %llu: rank %d sent %llu bytes but this rank (%d) receives %llu",
+                                      (unsigned long long)op->seq, j, (unsigned long long)got, t->r,
+                                      (unsigned long long)s->want);
+            }
+            p->rx.i++, p->rx.off = 0;
+          }
+          continue;
+        }
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        op_name(op, what, sizeof what);
+        return dtr__comm_fail(c, DTR_ERR_CONNECTION, "%s: rank %d (%s) closed the connection (%s)", what, j,
+                              p->addr, k == 0 ? "end of stream" : strerror(errno));
+      }
+      short ev = (short)((p->tx.i < p->tx.n ? POLLOUT : 0) | (p->rx.i < p->rx.n ? POLLIN : 0));
+      if (ev) {
+        pf[np].fd = p->fd;
+        pf[np].events = ev;
+        pf[np].revents = 0;
+        who[np++] = j;
+      }
+    }
+    if (np == 0) return DTR_OK;
+    if (atomic_load(&c->aborted)) {
+      op_name(op, what, sizeof what);
+      return dtr__comm_fail(c, DTR_ERR_ABORTED, "%s: communicator aborted", what);
+    }
+    int left = dtr__ms_left(deadline);
+    if (deadline >= 0 && left <= 0) {
+      char late[512];
+      size_t o = 0;
+      late[0] = 0;
+      for (int i = 0; i < np && o < sizeof late - 80; i++) {
+        peer *p = &t->p[who[i]];
+        int w = snprintf(late + o, sizeof late - o, "%s%d (%s%s%s)", i ? ", " : "", who[i], p->addr,
+                         p->rx.i < p->rx.n ? ", data not arrived" : "",
+                         p->tx.i < p->tx.n ? ", not taking our data" : "");
+        if (w > 0) o += (size_t)w;
+      }
+      op_name(op, what, sizeof what);
+      return dtr__comm_fail(c, DTR_ERR_TIMEOUT, "%s: timed out after %d ms waiting for ranks %s", what,
+                            c->timeout_ms, late);
+    }
+    int slice = left < 0 || left > 100 ? 100 : left;
+    if (poll(pf, (nfds_t)np, slice) < 0 && errno != EINTR)
+      return dtr__comm_fail(c, DTR_ERR_SYSTEM, "host backend tcp: poll: %s", strerror(errno));
+  }
+}
+
+/* ---- collectives */
+
+/* Piece j of `total` elements split n ways on PIECE_ALIGN-byte boundaries (as the shm path). */
+static void piece(size_t total, int n, int j, size_t es, size_t *off, size_t *len) {
+  size_t al = PIECE_ALIGN / es ? PIECE_ALIGN / es : 1;
+  size_t per = (total + (size_t)n - 1) / (size_t)n;
+  per = (per + al - 1) / al * al;
+  size_t o = per * (size_t)j;
+  if (o > total) o = total;
+  *off = o;
+  *len = total - o < per ? total - o : per;
+}
+
+static int overlap(const void *a, size_t alen, const void *b, size_t blen) {
+  const uint8_t *x = a, *y = b;
+  return alen && blen && x < y + blen && y < x + alen;
+}
+
+enum { M_AR, M_RS, M_RED };
+
+/* All-reduce, reduce-scatter and reduce: per chunk, scatter the pieces to their owners, reduce our own
+ * in rank order, then send the reduced piece to every rank (all-reduce) or root (reduce). Phase k runs
+ * the scatter of chunk k and the gather of chunk k-1 in one poll loop. */
+static dtr_result reduce_family(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int mode, int64_t deadline) {
+  const int n = t->n, r = t->r, root = op->root;
+  const size_t es = dtr_dtype_size(op->dtype), count = op->count;
+  const uint8_t *send = op->send;
+  uint8_t *recv = op->recv;
+  size_t ce = t->chunk_bytes / es;
+  if (mode == M_RS) ce /= (size_t)n; /* a chunk covers n blocks */
+  if (ce > PIECE_ALIGN) ce = ce / PIECE_ALIGN * PIECE_ALIGN;
+  if (ce == 0) ce = 1;
+  if (ce > count) ce = count;
+  size_t maxp, dummy;
+  if (mode == M_RS)
+    maxp = ce;
+  else
+    piece(ce, n, 0, es, &dummy, &maxp);
+  DTR_CHECK(ensure(c, &t->scratch, &t->scratch_cap, (size_t)n * maxp * es));
+  DTR_CHECK(ensure(c, &t->mine, &t->mine_cap, maxp * es));
+  const size_t nch = (count + ce - 1) / ce;
+  const void *in[n];
+  uint8_t *prev_out = NULL; /* our reduced piece of the previous chunk */
+  size_t prev_off = 0, prev_len = 0;
+  for (size_t k = 0; k <= nch; k++) {
+    lanes_reset(t);
+    int bad = 0;
+    if (k >= 1 && mode != M_RS) { /* gather chunk k-1 */
+      size_t off = prev_off, len = prev_len, po, pl;
+      for (int j = 0; j < n; j++) {
+        if (j == r) continue;
+        if (mode == M_AR || r != root) {
+          if (mode == M_AR || j == root) {
+            size_t mo, ml;
+            piece(len, n, r, es, &mo, &ml);
+            bad |= lane_push(&t->p[j].tx, prev_out, ml * es);
+          }
+        }
+        if (mode == M_AR || r == root) {
+          piece(len, n, j, es, &po, &pl);
+          bad |= lane_push(&t->p[j].rx, recv + (off + po) * es, pl * es);
+        }
+      }
+    }
+    size_t off = k * ce, len = k < nch ? (count - off < ce ? count - off : ce) : 0;
+    size_t so[n], sl[n];
+    memset(so, 0, sizeof so);
+    memset(sl, 0, sizeof sl);
+    if (k < nch) { /* scatter chunk k */
+      for (int j = 0; j < n; j++) {
+        if (mode == M_RS) {
+          so[j] = (size_t)j * count + off;
+          sl[j] = len;
+        } else {
+          size_t po;
+          piece(len, n, j, es, &po, &sl[j]);
+          so[j] = off + po;
+        }
+      }
+      for (int j = 0; j < n; j++) {
+        if (j == r) continue;
+        bad |= lane_push(&t->p[j].tx, (void *)(send + so[j] * es), sl[j] * es);
+        bad |= lane_push(&t->p[j].rx, t->scratch + (size_t)j * maxp * es, sl[r] * es);
+      }
+    }
+    if (bad) return nomem(c);
+    DTR_CHECK(xfer(c, t, op, deadline));
+    if (k < nch) { /* reduce our piece of chunk k over ranks 0..n-1 */
+      const uint8_t *own = send + so[r] * es;
+      for (int j = 0; j < n; j++) in[j] = j == r ? (const void *)own : t->scratch + (size_t)j * maxp * es;
+      uint8_t *out;
+      if (mode == M_RS)
+        out = recv + off * es;
+      else if (mode == M_AR || r == root)
+        out = recv + so[r] * es;
+      else
+        out = t->mine;
+      size_t bytes = sl[r] * es;
+      if (bytes) {
+        if (r != 0 && overlap(out, bytes, own, bytes)) { /* dtr__reduce_n: out may alias in[0] only */
+          dtr__reduce_n(t->mine, in, n, sl[r], op->dtype, op->redop, n);
+          memcpy(out, t->mine, bytes);
+        } else {
+          dtr__reduce_n(out, in, n, sl[r], op->dtype, op->redop, n);
+        }
+      }
+      prev_out = out;
+      prev_off = off;
+      prev_len = len;
+    }
+  }
+  return DTR_OK;
+}
+
+static dtr_result all_gather(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t deadline) {
+  const int n = t->n, r = t->r;
+  const size_t bytes = op->count * dtr_dtype_size(op->dtype);
+  uint8_t *recv = op->recv;
+  int bad = 0;
+  lanes_reset(t);
+  for (int j = 0; j < n; j++) {
+    if (j == r) continue;
+    bad |= lane_push(&t->p[j].tx, (void *)op->send, bytes);
+    bad |= lane_push(&t->p[j].rx, recv + (size_t)j * bytes, bytes);
+  }
+  if (bad) return nomem(c);
+  if (recv + (size_t)r * bytes != (const uint8_t *)op->send) memcpy(recv + (size_t)r * bytes, op->send, bytes);
+  return xfer(c, t, op, deadline);
+}
+
+static dtr_result broadcast(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t deadline) {
+  const int n = t->n, r = t->r, root = op->root;
+  const size_t bytes = op->count * dtr_dtype_size(op->dtype);
+  uint8_t *buf = op->recv ? op->recv : (uint8_t *)op->send;
+  int bad = 0;
+  lanes_reset(t);
+  if (r == root) {
+    for (int j = 0; j < n; j++)
+      if (j != r) bad |= lane_push(&t->p[j].tx, buf, bytes);
+  } else {
+    bad |= lane_push(&t->p[root].rx, buf, bytes);
+  }
+  if (bad) return nomem(c);
+  return xfer(c, t, op, deadline);
+}
+
+/* Block j of our send to rank j, block j of our recv from rank j. When send and recv overlap (in
+ * place), chunks are received into scratch and copied once every send of the chunk left. */
+static dtr_result all_to_all(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t deadline) {
+  const int n = t->n, r = t->r;
+  const size_t es = dtr_dtype_size(op->dtype), count = op->count, bytes = count * es;
+  const uint8_t *send = op->send;
+  uint8_t *recv = op->recv;
+  int bad = 0;
+  if (!overlap(send, (size_t)n * bytes, recv, (size_t)n * bytes)) {
+    lanes_reset(t);
+    for (int j = 0; j < n; j++) {
+      if (j == r) continue;
+      bad |= lane_push(&t->p[j].tx, (void *)(send + (size_t)j * bytes), bytes);
+      bad |= lane_push(&t->p[j].rx, recv + (size_t)j * bytes, bytes);
+    }
+    if (bad) return nomem(c);
+    memcpy(recv + (size_t)r * bytes, send + (size_t)r * bytes, bytes);
+    return xfer(c, t, op, deadline);
+  }
+  size_t ce = t->chunk_bytes / es / (size_t)n;
+  if (ce == 0) ce = 1;
+  if (ce > count) ce = count;
+  DTR_CHECK(ensure(c, &t->scratch, &t->scratch_cap, (size_t)n * ce * es));
+  for (size_t off = 0; off < count; off += ce) {
+    size_t len = count - off < ce ? count - off : ce;
+    lanes_reset(t);
+    for (int j = 0; j < n; j++) {
+      if (j == r) continue;
+      bad |= lane_push(&t->p[j].tx, (void *)(send + ((size_t)j * count + off) * es), len * es);
+      bad |= lane_push(&t->p[j].rx, t->scratch + (size_t)j * ce * es, len * es);
+    }
+    if (bad) return nomem(c);
+    DTR_CHECK(xfer(c, t, op, deadline));
+    for (int j = 0; j < n; j++)
+      if (j != r) memcpy(recv + ((size_t)j * count + off) * es, t->scratch + (size_t)j * ce * es, len * es);
+  }
+  uint8_t *dst = recv + (size_t)r * bytes;
+  const uint8_t *src = send + (size_t)r * bytes;
+  if (dst != src) memmove(dst, src, bytes);
+  return DTR_OK;
+}
+
+static dtr_result barrier(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t deadline) {
+  const int n = t->n;
+  uint8_t one = 1, got[n];
+  int bad = 0;
+  lanes_reset(t);
+  for (int j = 0; j < n; j++) {
+    if (j == t->r) continue;
+    bad |= lane_push(&t->p[j].tx, &one, 1);
+    bad |= lane_push(&t->p[j].rx, &got[j], 1);
+  }
+  if (bad) return nomem(c);
+  return xfer(c, t, op, deadline);
+}
+
+/* ---- point to point */
+
+static dtr_result p2p(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t deadline) {
+  const int n = t->n, nops = op->np2p;
+  const dtr_p2p *ops = op->p2p;
+  if (nops <= 0) return DTR_OK;
+  uint64_t hdr[nops];
+  int bad = 0;
+  lanes_reset(t);
+  for (int i = 0; i < nops; i++) {
+    size_t es = dtr_dtype_size(ops[i].dtype);
+    if (ops[i].peer < 0 || ops[i].peer >= n || es == 0 || (ops[i].count && !ops[i].buf))
+      return dtr__comm_fail(c, DTR_ERR_INVALID, "host backend p2p: bad peer %d / dtype %d / buffer in op %d",
+                            ops[i].peer, (int)ops[i].dtype, i);
+  }
+  /* Messages to ourselves: sends are queued first, then receives take them in order. */
+  for (int i = 0; i < nops; i++) {
+    if (ops[i].peer != t->r || !ops[i].is_send) continue;
+    size_t len = ops[i].count * dtr_dtype_size(ops[i].dtype);
+    selfmsg *m = malloc(sizeof *m + len);
+    if (!m) return nomem(c);
+    m->data = (uint8_t *)(m + 1);
+    m->len = len;
+    m->next = NULL;
+    if (len) memcpy(m->data, ops[i].buf, len);
+    if (t->self_tail)
+      t->self_tail->next = m;
+    else
+      t->self_head = m;
+    t->self_tail = m;
+  }
+  for (int i = 0; i < nops; i++) {
+    if (ops[i].peer != t->r || ops[i].is_send) continue;
+    size_t len = ops[i].count * dtr_dtype_size(ops[i].dtype);
+    selfmsg *m = t->self_head;
+    if (!m)
+      return dtr__comm_fail(c, DTR_ERR_INVALID,
+                            "p2p seq %llu: rank %d receives from itself but sent itself nothing (it would "
+                            "wait forever)",
+                            (unsigned long long)op->seq, t->r);
+    t->self_head = m->next;
+    if (!t->self_head) t->self_tail = NULL;
+    size_t got = m->len;
+    if (got == len && len) memcpy(ops[i].buf, m->data, len);
+    free(m);
+    if (got != len)
+      return dtr__comm_fail(c, DTR_ERR_INVALID, "p2p seq %llu: rank %d sent %zu bytes but this rank (%d) receives %zu",
+                            (unsigned long long)op->seq, t->r, got, t->r, len);
+  }
+  for (int i = 0; i < nops; i++) {
+    const dtr_p2p *q = &ops[i];
+    if (q->peer == t->r) continue;
+    size_t len = q->count * dtr_dtype_size(q->dtype);
+    lane *l = q->is_send ? &t->p[q->peer].tx : &t->p[q->peer].rx;
+    hdr[i] = q->is_send ? (uint64_t)len : 0;
+    bad |= lane_push(l, &hdr[i], sizeof hdr[i]);
+    if (!bad && !q->is_send) {
+      seg *s = &l->v[l->n - 1];
+      s->check = 1;
+      s->want = len;
+      s->op = i;
+    }
+    bad |= lane_push(l, q->buf, len);
+  }
+  if (bad) return nomem(c);
+  return xfer(c, t, op, deadline);
+}
+
+dtr_result dtr__host_tcp_run(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t deadline) {
+  if (op->kind == DTR__OP_P2P) return p2p(c, t, op, deadline);
+  if (op->kind != DTR__OP_BARRIER && dtr_dtype_size(op->dtype) == 0)
+    return dtr__comm_fail(c, DTR_ERR_INVALID, "host backend: unknown dtype %d", (int)op->dtype);
+  if (op->count == 0 && op->kind != DTR__OP_BARRIER) return DTR_OK; /* same on every rank */
+  switch (op->kind) {
+    case DTR__OP_ALL_REDUCE:
+      return reduce_family(c, t, op, M_AR, deadline);
+    case DTR__OP_REDUCE_SCATTER:
+      return reduce_family(c, t, op, M_RS, deadline);
+    case DTR__OP_REDUCE:
+      return reduce_family(c, t, op, M_RED, deadline);
+    case DTR__OP_ALL_GATHER:
+      return all_gather(c, t, op, deadline);
+    case DTR__OP_BROADCAST:
+      return broadcast(c, t, op, deadline);
+    case DTR__OP_ALL_TO_ALL:
+      return all_to_all(c, t, op, deadline);
+    case DTR__OP_BARRIER:
+      return barrier(c, t, op, deadline);
+    default:
+      break;
+  }
+  return dtr__comm_fail(c, DTR_ERR_UNSUPPORTED, "host backend: operation %d is not supported", (int)op->kind);
+}
+
+/* ---- connection setup */
+
+typedef struct hello {
+  uint64_t magic;
+  uint32_t rank, size;
+} hello;
+
+static void tune(int fd, int bufbytes) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (bufbytes > 0) {
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufbytes, sizeof bufbytes);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufbytes, sizeof bufbytes);
+  }
+}
+
+static dtr_result init_impl(dtr_comm *c, dtr__host_tcp *t, const char *kp, int64_t deadline) {
+  char key[DTR_STORE_MAX_KEY], val[160], err[512];
+  const int n = t->n, r = t->r;
+  int lfd = -1, port = 0;
+  dtr_result rc;
+  const int bufbytes = (int)dtr__param_int("DTRAIN_TCP_SOCKBUF", 4 << 20);
+  const char *me = dtr_store_local_addr(c->store);
+  if (!me || !me[0])
+    return dtr__comm_fail(c, DTR_ERR_INTERNAL, "host backend tcp: the store connection has no local address");
+  rc = dtr__listen(me, 0, n + 8, &lfd, &port, err, sizeof err);
+  if (rc) return dtr__comm_fail(c, rc, "host backend tcp: rank %d cannot listen on %s: %s", r, me, err);
+  if (bufbytes > 0) tune(lfd, bufbytes); /* accepted sockets inherit the buffer sizes */
+  snprintf(key, sizeof key, "%stcp/%d", kp, r);
+  snprintf(val, sizeof val, "%s:%d", me, port);
+  rc = dtr_store_set(c->store, key, val, strlen(val));
+  if (rc) {
+    rc = dtr__comm_fail(c, rc, "host backend tcp: store set %s: %s", key, dtr_store_last_error(c->store));
+    goto out;
+  }
+  for (int j = 0; j < n; j++) {
+    if (j == r) continue;
+    char *v = NULL;
+    size_t len;
+    int left = dtr__ms_left(deadline);
+    snprintf(key, sizeof key, "%stcp/%d", kp, j);
+    rc = dtr_store_get(c->store, key, left < 1 ? 1 : left, (void **)&v, &len);
+    if (rc) {
+      rc = dtr__comm_fail(c, rc, "host backend tcp: rank %d did not publish its address (%s): %s", j, key,
+                          rc == DTR_ERR_TIMEOUT ? "timed out" : dtr_store_last_error(c->store));
+      goto out;
+    }
+    snprintf(t->p[j].addr, sizeof t->p[j].addr, "%s", v);
+    free(v);
+  }
+  /* Lower ranks: we connect and say who we are. */
+  for (int j = 0; j < r; j++) {
+    char host[96];
+    int pport;
+    rc = dtr__parse_hostport(t->p[j].addr, host, sizeof host, &pport, err, sizeof err);
+    if (!rc) rc = dtr__connect(host, pport, deadline, 50, &c->aborted, &t->p[j].fd, err, sizeof err);
+    if (rc) {
+      rc = dtr__comm_fail(c, rc, "host backend tcp: rank %d cannot connect to rank %d (%s): %s", r, j,
+                          t->p[j].addr, err);
+      goto out;
+    }
+    tune(t->p[j].fd, bufbytes);
+    hello hi = {TCP_MAGIC, (uint32_t)r, (uint32_t)n};
+    rc = dtr__write_full(t->p[j].fd, &hi, sizeof hi, deadline, &c->aborted, err, sizeof err);
+    if (rc) {
+      rc = dtr__comm_fail(c, rc, "host backend tcp: hello to rank %d (%s): %s", j, t->p[j].addr, err);
+      goto out;
+    }
+  }
+  /* Higher ranks: accept until each has said hello. */
+  for (int got = 0; got < n - 1 - r;) {
+    if (atomic_load(&c->aborted)) {
+      rc = dtr__comm_fail(c, DTR_ERR_ABORTED, "host backend tcp init: aborted");
+      goto out;
+    }
+    int left = dtr__ms_left(deadline);
+    if (left == 0) {
+      char late[256];
+      size_t o = 0;
+      late[0] = 0;
+      for (int j = r + 1; j < n && o < sizeof late - 16; j++)
+        if (t->p[j].fd < 0) o += (size_t)snprintf(late + o, sizeof late - o, " %d", j);
+      rc = dtr__comm_fail(c, DTR_ERR_TIMEOUT, "host backend tcp init: ranks%s did not connect to rank %d within %d ms",
+                          late, r, c->timeout_ms);
+      goto out;
+    }
+    struct pollfd pf = {lfd, POLLIN, 0};
+    int k = poll(&pf, 1, left < 0 || left > 100 ? 100 : left);
+    if (k <= 0) continue;
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    hello hi;
+    rc = dtr__read_full(fd, &hi, sizeof hi, deadline, &c->aborted, err, sizeof err);
+    if (rc || hi.magic != TCP_MAGIC || hi.size != (uint32_t)n || hi.rank <= (uint32_t)r || hi.rank >= (uint32_t)n ||
+        t->p[hi.rank].fd >= 0) {
+      char from[96];
+      dtr__sock_peer_name(fd, from, sizeof from);
+      DTR_WARN("host backend tcp: rank %d dropped a connection from %s (%s)", r, from,
+               rc ? err : "bad or duplicate hello");
+      close(fd);
+      rc = DTR_OK;
+      continue;
+    }
+    tune(fd, bufbytes);
+    t->p[hi.rank].fd = fd;
+    got++;
+  }
+  for (int j = 0; j < n; j++) {
+    if (j == r) continue;
+    int fl = fcntl(t->p[j].fd, F_GETFL);
+    if (fl < 0 || fcntl(t->p[j].fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+      rc = dtr__comm_fail(c, DTR_ERR_SYSTEM, "host backend tcp: fcntl: %s", strerror(errno));
+      goto out;
+    }
+  }
+  DTR_DEBUG("host backend tcp: rank %d/%d connected (listening on %s)", r, n, val);
+out:
+  if (lfd >= 0) close(lfd);
+  return rc;
+}
+
+dtr_result dtr__host_tcp_init(dtr_comm *c, const char *kp, int64_t deadline, dtr__host_tcp **out) {
+  *out = NULL;
+  dtr__host_tcp *t = calloc(1, sizeof *t);
+  if (!t) return nomem(c);
+  t->n = c->size;
+  t->r = c->rank;
+  t->p = calloc((size_t)t->n, sizeof *t->p);
+  if (!t->p) {
+    free(t);
+    return nomem(c);
+  }
+  for (int j = 0; j < t->n; j++) t->p[j].fd = -1;
+  int64_t chunk = dtr__param_int("DTRAIN_TCP_CHUNK_BYTES", 4 << 20);
+  if (chunk < 4096 || chunk > ((int64_t)1 << 30)) chunk = 4 << 20;
+  t->chunk_bytes = (size_t)chunk;
+  dtr_result rc = init_impl(c, t, kp, deadline);
+  if (rc) {
+    dtr__host_tcp_destroy(t);
+    return rc;
+  }
+  *out = t;
+  return DTR_OK;
+}
+
+void dtr__host_tcp_destroy(dtr__host_tcp *t) {
+  if (!t) return;
+  for (int j = 0; j < t->n; j++) {
+    if (t->p[j].fd >= 0) close(t->p[j].fd);
+    free(t->p[j].tx.v);
+    free(t->p[j].rx.v);
+  }
+  while (t->self_head) {
+    selfmsg *m = t->self_head;
+    t->self_head = m->next;
+    free(m);
+  }
+  free(t->p);
+  free(t->scratch);
+  free(t->mine);
+  free(t);
+}

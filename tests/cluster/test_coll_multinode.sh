@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The host backend across nodes (its TCP transport): coll_check --backend host on two namespace nodes,
+# 2 nodes x 1 rank and 2 nodes x 2 ranks, every result BIT-IDENTICAL to the rank-ordered reference.
+# Each agent runs in its own IPC and UTS namespace (hostname node<K>), so the ranks of different nodes
+# cannot share memory and the backend must take TCP (checked in the debug log of the 2x1 run). Then a
+# fault: a rank on node 1 is SIGKILLed mid-run; the ranks on node 0 must fail with "closed the
+# connection" at once instead of hanging, and both agents must exit.
+# ctest-labels: coll
+# ctest-timeout: 200
+set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/cluster_lib.sh"
+CC=$DTRAIN_BUILD/bin/coll_check
+[[ -x $CC ]] || { echo "FAIL: $CC is not built" >&2; exit 1; }
+command -v unshare >/dev/null || { echo "FAIL: unshare (util-linux) is not installed" >&2; exit 1; }
+cluster_start 2 190
+
+PORT=29600
+ADDR0=$(ns_addr 0)
+
+# node_start K TAG launch-args...: like agent_start, but in a fresh IPC + UTS namespace named node<K>.
+node_start() {
+  local k=$1 tag=$2
+  shift 2
+  echo "+ node $k: dtrain launch $*" >"$TMP/$tag.log"
+  ns_spawn "$k" unshare --ipc --uts -- bash -c 'hostname "$0" && exec "$@"' "node$k" "$DTRAIN" launch "$@" \
+    </dev/null >>"$TMP/$tag.log" 2>&1
+  AGENT_PID[$tag]=$NS_LAST_PID
+}
+
+# run_check TAG NPROC RDZV_ID [coll_check args...]: both agents exit 0 and every rank passes.
+run_check() {
+  local tag=$1 k=$2 id=$3 rc0 rc1 r n t0=$SECONDS
+  shift 3
+  local args=(--nnodes 2 --nproc-per-node "$k" --rdzv-endpoint "$ADDR0:$PORT" --rdzv-timeout 30 --rdzv-id "$id"
+    -- "$CC" --backend host --seed 77 --timeout-ms 30000 --max-seconds 120 "$@")
+  node_start 0 "$tag-node0" "${args[@]}"
+  node_start 1 "$tag-node1" "${args[@]}"
+  agent_wait "$tag-node0" 150; rc0=$AGENT_RC
+  agent_wait "$tag-node1" 150; rc1=$AGENT_RC
+  [[ $rc0 == 0 && $rc1 == 0 ]] || fail "$tag: agents exited $rc0 (node 0) and $rc1 (node 1), expected 0 and 0"
+  n=$((2 * k))
+  for ((r = 0; r < n; r++)); do
+    grep -Eq "^\[$((r / k)):$r\] coll_check rank $r: [0-9]+ checks, 0 failed \(host, $n ranks" \
+      "$TMP/$tag-node$((r / k)).log" || fail "$tag: rank $r printed no passing summary"
+  done
+  ok "$tag: coll_check --backend host on 2 nodes x $k ranks passed on every rank ($((SECONDS - t0)) s)"
+}
+
+DTRAIN_LOG_LEVEL=debug run_check 2x1 1 job1 --quick
+grep -q "TCP transport" "$TMP/2x1-node0.log" || fail "2x1: the host backend did not report the TCP transport"
+grep -q "host backend tcp: rank 1/2 connected" "$TMP/2x1-node1.log" || fail "2x1: rank 1 did not connect over TCP"
+run_check 2x2 2 job2 --quick
+
+# Fault: SIGKILL node 1's rank mid-run (full coll_check runs long enough to be caught mid-way).
+args=(--nnodes 2 --nproc-per-node 1 --rdzv-endpoint "$ADDR0:$PORT" --rdzv-timeout 30 --rdzv-id job3
+  -- "$CC" --backend host --full --seed 5 --timeout-ms 60000 --max-seconds 120)
+node_start 0 kill-node0 "${args[@]}"
+node_start 1 kill-node1 "${args[@]}"
+victim=""
+for ((i = 0; i < 400; i++)); do
+  [[ -z $victim ]] || break
+  for p in $(ns_pids 1); do [[ $(cat "/proc/$p/comm" 2>/dev/null) == coll_check ]] && victim=$p; done
+  sleep 0.05
+done
+[[ -n $victim ]] || fail "fault: coll_check never started on node 1"
+sleep 1.5
+kill -0 "$victim" 2>/dev/null || fail "fault: coll_check on node 1 finished before it could be killed"
+t_kill=$(date +%s%N)
+kill -KILL "$victim"
+agent_wait kill-node0 20; rc0=$AGENT_RC
+agent_wait kill-node1 20; rc1=$AGENT_RC
+ms=$((($(date +%s%N) - t_kill) / 1000000))
+[[ $rc0 != 124 && $rc1 != 124 ]] || fail "fault: an agent hung after the kill (node 0 rc $rc0, node 1 rc $rc1)"
+[[ $rc0 != 0 ]] || fail "fault: node 0's agent exited 0 although its peer rank was killed"
+ok "fault: node 1's rank killed mid-run; both agents exited within $ms ms (rc $rc0, $rc1)"
+if grep -q "closed the connection" "$TMP/kill-node0.log"; then
+  ok "fault: rank 0 reported: $(grep -m1 -o 'rank 1 ([^)]*) closed the connection' "$TMP/kill-node0.log")"
+else
+  echo "note: rank 0 was stopped by its agent before it reported the closed connection"
+fi
+
+no_workers_left || fail "processes still running in the nodes: $(ns_all_pids | xargs)"
+echo PASS
