@@ -6,7 +6,7 @@
  * ways at once). Sub-communicators for data, tensor and pipeline parallel groups come from
  * dtr_comm_split (MPI_Comm_split semantics).
  *
- * Backends: "host" (shared memory between the ranks of one node; CPU buffers), "nccl" (GPU buffers,
+ * Backends: "host" (shared memory between the ranks of one node, TCP when they span nodes; CPU buffers), "nccl" (GPU buffers,
  * when built with CUDA) and "mpi" (when the job was started by mpirun and built with MPI).
  * Buffers are host memory for host and mpi, CUDA device (or managed) memory for nccl.
  *
@@ -100,8 +100,8 @@ dtr_comm_config dtr_comm_config_default(void);
  * find each other; the caller keeps ownership of the store and must keep it open until
  * dtr_comm_destroy). The mpi backend finds its peers through MPI: store may be NULL there, and rank
  * and size must match MPI_COMM_WORLD. On success *out is owned by the caller. On failure err names
- * the cause. The host backend currently joins the ranks of one node only (shared memory); ranks on
- * several nodes get DTR_ERR_UNSUPPORTED until its TCP transport lands. */
+ * the cause. The host backend joins the ranks of one node through shared memory, and ranks on several
+ * nodes through TCP (each rank listens on the address it reaches the store from). */
 dtr_result dtr_comm_create(dtr_store *store, int rank, int size, const dtr_comm_config *cfg, dtr_comm **out,
                            char *err, size_t errcap);
 
