@@ -216,16 +216,30 @@ static dtr_result xfer(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t
     }
     int left = dtr__ms_left(deadline);
     if (deadline >= 0 && left <= 0) {
-      char late[512];
-      size_t o = 0;
-      late[0] = 0;
-      for (int i = 0; i < np && o < sizeof late - 80; i++) {
+      /* The peers that sent us the least of this operation are the late ones; the others are usually
+       * blocked on them (a pipelined or gathered step waits for every rank). */
+      char late[512], rest[256];
+      size_t o = 0, q = 0;
+      int minseg = -1;
+      late[0] = rest[0] = 0;
+      for (int i = 0; i < np; i++) {
         peer *p = &t->p[who[i]];
-        int w = snprintf(late + o, sizeof late - o, "%s%d (%s%s%s)", i ? ", " : "", who[i], p->addr,
-                         p->rx.i < p->rx.n ? ", data not arrived" : "",
-                         p->tx.i < p->tx.n ? ", not taking our data" : "");
-        if (w > 0) o += (size_t)w;
+        if (p->rx.i < p->rx.n && (minseg < 0 || p->rx.i < minseg)) minseg = p->rx.i;
       }
+      for (int i = 0; i < np; i++) {
+        peer *p = &t->p[who[i]];
+        int is_late = minseg < 0 || (p->rx.i < p->rx.n && p->rx.i == minseg);
+        int w;
+        if (is_late && o < sizeof late - 100) {
+          w = snprintf(late + o, sizeof late - o, "%s%d (%s%s)", o ? ", " : "", who[i], p->addr,
+                       p->rx.i < p->rx.n ? ": its data had not arrived" : ": not taking our data");
+          if (w > 0) o += (size_t)w;
+        } else if (!is_late && q < sizeof rest - 16) {
+          w = snprintf(rest + q, sizeof rest - q, "%s%d", q ? ", " : "", who[i]);
+          if (w > 0) q += (size_t)w;
+        }
+      }
+      if (q) snprintf(late + o, sizeof late - o, "; ranks %s sent part and wait like us", rest);
       op_name(op, what, sizeof what);
       return dtr__comm_fail(c, DTR_ERR_TIMEOUT, "%s: timed out after %d ms waiting for ranks %s", what,
                             c->timeout_ms, late);

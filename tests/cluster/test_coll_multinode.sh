@@ -6,13 +6,15 @@
 # fault: a rank on node 1 is SIGKILLed mid-run; the ranks on node 0 must fail with "closed the
 # connection" at once instead of hanging, and both agents must exit.
 # ctest-labels: coll
-# ctest-timeout: 200
+# Then transport faults with coll_fault: a rank that never arrives (timeout naming it) and a rank
+# that exits mid-series (the others fail naming it within the deadline).
+# ctest-timeout: 240
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/cluster_lib.sh"
 CC=$DTRAIN_BUILD/bin/coll_check
 [[ -x $CC ]] || { echo "FAIL: $CC is not built" >&2; exit 1; }
 command -v unshare >/dev/null || { echo "FAIL: unshare (util-linux) is not installed" >&2; exit 1; }
-cluster_start 2 190
+cluster_start 2 230
 
 PORT=29600
 ADDR0=$(ns_addr 0)
@@ -78,6 +80,34 @@ if grep -q "closed the connection" "$TMP/kill-node0.log"; then
 else
   echo "note: rank 0 was stopped by its agent before it reported the closed connection"
 fi
+
+# Transport-level faults (coll_fault, 2 nodes x 2 ranks), where the agents stay out of the way:
+# deadline: rank 3 (node 1) never joins an all-reduce: ranks 0-2 get DTR_ERR_TIMEOUT naming rank 3;
+# peer-exit: rank 1 _exit(0)s between large all-reduces: the others fail naming rank 1 within the deadline.
+CF=$DTRAIN_BUILD/bin/coll_fault
+run_fault() { # TAG MODE RDZV_ID
+  local tag=$1 mode=$2 id=$3 rc0 rc1 t0=$SECONDS
+  local args=(--nnodes 2 --nproc-per-node 2 --rdzv-endpoint "$ADDR0:$PORT" --rdzv-timeout 30 --rdzv-id "$id"
+    --max-restarts 0 -- "$CF" "$mode" --timeout-ms 1500)
+  node_start 0 "$tag-node0" "${args[@]}"
+  node_start 1 "$tag-node1" "${args[@]}"
+  agent_wait "$tag-node0" 60; rc0=$AGENT_RC
+  agent_wait "$tag-node1" 60; rc1=$AGENT_RC
+  [[ $rc0 == 0 && $rc1 == 0 ]] || fail "$tag: agents exited $rc0 (node 0) and $rc1 (node 1), expected 0 and 0"
+  grep -hE "coll_fault rank [0-9]+: .*FAILED" "$TMP/$tag-node0.log" "$TMP/$tag-node1.log" &&
+    fail "$tag: a rank failed its check"
+  ok "$tag ($((SECONDS - t0)) s): $(grep -h -m1 -o "coll_fault rank 0: .*" "$TMP/$tag-node0.log" | cut -c1-300)"
+}
+run_fault deadline deadline job4
+for r in 0 1 2; do
+  grep -Eq "^\[$((r / 2)):$r\] coll_fault rank $r: deadline ok: timeout after [0-9]+ ms naming rank 3" \
+    "$TMP/deadline-node$((r / 2)).log" || fail "deadline: rank $r gave no verdict naming rank 3"
+done
+run_fault peer-exit peer-exit job5
+for r in 0 2 3; do
+  grep -Eq "^\[$((r / 2)):$r\] coll_fault rank $r: peer-exit ok: all-reduce #[0-9]+ failed after" \
+    "$TMP/peer-exit-node$((r / 2)).log" || fail "peer-exit: rank $r gave no verdict"
+done
 
 no_workers_left || fail "processes still running in the nodes: $(ns_all_pids | xargs)"
 echo PASS
