@@ -53,6 +53,8 @@ typedef struct lane {
 
 typedef struct peer {
   int fd;
+  int closed;    /* the peer closed or reset the connection (stays so for later operations) */
+  char why[80];
   char addr[96];
   lane tx, rx;
 } peer;
@@ -135,6 +137,33 @@ static void op_name(const dtr__op *op, char *out, size_t cap) {
   snprintf(out, cap, "%s seq %llu", dtr__op_kind_name(op->kind), (unsigned long long)op->seq);
 }
 
+/* A peer that closed its connection fails the operation at once when it is the one we wait for (it
+ * sent us the least, or it cannot take data we have ready), or when nobody else is left to wait for.
+ * Otherwise it probably gave up on the same late rank as we will (its deadline came a little earlier):
+ * keep waiting, so that the timeout names that rank rather than the one that closed. */
+static dtr_result check_closed(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int live) {
+  int minseg = -1, any = 0;
+  for (int j = 0; j < t->n; j++) {
+    peer *p = &t->p[j];
+    if (j == t->r || !(p->tx.i < p->tx.n || p->rx.i < p->rx.n)) continue;
+    if (p->closed) any = 1;
+    if (p->rx.i < p->rx.n && (minseg < 0 || p->rx.i < minseg)) minseg = p->rx.i;
+  }
+  if (!any) return DTR_OK;
+  for (int j = 0; j < t->n; j++) {
+    peer *p = &t->p[j];
+    if (j == t->r || !p->closed || !(p->tx.i < p->tx.n || p->rx.i < p->rx.n)) continue;
+    int late = p->rx.i < p->rx.n ? p->rx.i == minseg : p->tx.v[p->tx.i].gate <= t->gate;
+    if (late || live == 0) {
+      char what[96];
+      op_name(op, what, sizeof what);
+      return dtr__comm_fail(c, DTR_ERR_CONNECTION, "%s: rank %d (%s) closed the connection (%s)", what, j,
+                            p->addr, p->why);
+    }
+  }
+  return DTR_OK;
+}
+
 /* Move bytes on every connection until every lane is empty. */
 static dtr_result xfer(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t deadline) {
   const int n = t->n;
@@ -146,7 +175,7 @@ static dtr_result xfer(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t
     for (int j = 0; j < n; j++) {
       if (j == t->r) continue;
       peer *p = &t->p[j];
-      while (p->tx.i < p->tx.n && p->tx.v[p->tx.i].gate <= t->gate) {
+      while (!p->closed && p->tx.i < p->tx.n && p->tx.v[p->tx.i].gate <= t->gate) {
         seg *s = &p->tx.v[p->tx.i];
         if (s->len == 0) {
           p->tx.i++;
@@ -160,11 +189,11 @@ static dtr_result xfer(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t
         }
         if (k < 0 && errno == EINTR) continue;
         if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        op_name(op, what, sizeof what);
-        return dtr__comm_fail(c, DTR_ERR_CONNECTION, "%s: rank %d (%s) closed the connection (send: %s)", what, j,
-                              p->addr, k < 0 ? strerror(errno) : "no progress");
+        p->closed = 1;
+        snprintf(p->why, sizeof p->why, "send: %s", k < 0 ? strerror(errno) : "no progress");
+        break;
       }
-      while (p->rx.i < p->rx.n && p->rx.v[p->rx.i].gate <= t->gate) {
+      while (!p->closed && p->rx.i < p->rx.n && p->rx.v[p->rx.i].gate <= t->gate) {
         seg *s = &p->rx.v[p->rx.i];
         if (s->len == 0) {
           if (s->counts) t->arrived[j]++;
@@ -191,11 +220,12 @@ static dtr_result xfer(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t
         }
         if (k < 0 && errno == EINTR) continue;
         if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        op_name(op, what, sizeof what);
-        return dtr__comm_fail(c, DTR_ERR_CONNECTION, "%s: rank %d (%s) closed the connection (%s)", what, j,
-                              p->addr, k == 0 ? "end of stream" : strerror(errno));
+        p->closed = 1;
+        snprintf(p->why, sizeof p->why, "%s", k == 0 ? "end of stream" : strerror(errno));
+        break;
       }
       if (p->tx.i < p->tx.n || p->rx.i < p->rx.n) pending = 1;
+      if (p->closed) continue;
       short ev = (short)((p->tx.i < p->tx.n && p->tx.v[p->tx.i].gate <= t->gate ? POLLOUT : 0) |
                          (p->rx.i < p->rx.n && p->rx.v[p->rx.i].gate <= t->gate ? POLLIN : 0));
       if (ev) {
@@ -206,6 +236,7 @@ static dtr_result xfer(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t
       }
     }
     if (t->hook && t->hook(t, t->hook_arg)) continue; /* something arrived: reduce before sleeping */
+    DTR_CHECK(check_closed(c, t, op, np));
     if (np == 0) {
       if (!pending) return DTR_OK;
       return dtr__comm_fail(c, DTR_ERR_INTERNAL, "host backend tcp: every connection waits on a gate");
