@@ -38,11 +38,11 @@
 typedef struct seg {
   uint8_t *p;
   size_t len;
-  int check;     /* a p2p header received: must equal want */
+  int check; /* a p2p header received: must equal want */
   uint64_t want;
-  int op;        /* p2p: the op index, for messages */
-  int64_t gate;  /* the lane waits here until t->gate >= gate (pipelined all-reduce) */
-  int counts;    /* an rx segment that bumps its peer's t->arrived when complete */
+  int op;       /* p2p: the op index, for messages */
+  int64_t gate; /* the lane waits here until t->gate >= gate (pipelined all-reduce) */
+  int counts;   /* an rx segment that bumps its peer's t->arrived when complete */
 } seg;
 
 typedef struct lane {
@@ -53,7 +53,7 @@ typedef struct lane {
 
 typedef struct peer {
   int fd;
-  int closed;    /* the peer closed or reset the connection (stays so for later operations) */
+  int closed; /* the peer closed or reset the connection (stays so for later operations) */
   char why[80];
   char addr[96];
   lane tx, rx;
@@ -122,7 +122,9 @@ static void lanes_reset(dtr__host_tcp *t) {
   t->hook_arg = NULL;
 }
 
-static dtr_result nomem(dtr_comm *c) { return dtr__comm_fail(c, DTR_ERR_NOMEM, "host backend tcp: out of memory"); }
+static dtr_result nomem(dtr_comm *c) {
+  return dtr__comm_fail(c, DTR_ERR_NOMEM, "host backend tcp: out of memory");
+}
 
 static dtr_result ensure(dtr_comm *c, uint8_t **buf, size_t *cap, size_t need) {
   if (need <= *cap) return DTR_OK;
@@ -208,10 +210,11 @@ static dtr_result xfer(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t
               uint64_t got;
               memcpy(&got, s->p, sizeof got);
               if (got != s->want)
-                return dtr__comm_fail(c, DTR_ERR_INVALID,
-                                      "p2p seq %llu: rank %d sent %llu bytes but this rank (%d) receives %llu",
-                                      (unsigned long long)op->seq, j, (unsigned long long)got, t->r,
-                                      (unsigned long long)s->want);
+                return dtr__comm_fail(
+                    c, DTR_ERR_INVALID,
+                    "p2p seq %llu: rank %d sent %llu bytes but this rank (%d) receives %llu",
+                    (unsigned long long)op->seq, j, (unsigned long long)got, t->r,
+                    (unsigned long long)s->want);
             }
             if (s->counts) t->arrived[j]++;
             p->rx.i++, p->rx.off = 0;
@@ -304,7 +307,8 @@ enum { M_AR, M_RS, M_RED };
 /* All-reduce, reduce-scatter and reduce: per chunk, scatter the pieces to their owners, reduce our own
  * in rank order, then send the reduced piece to every rank (all-reduce) or root (reduce). Phase k runs
  * the scatter of chunk k and the gather of chunk k-1 in one poll loop. */
-static dtr_result reduce_family(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int mode, int64_t deadline) {
+static dtr_result reduce_family(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int mode,
+                                int64_t deadline) {
   const int n = t->n, r = t->r, root = op->root;
   const size_t es = dtr_dtype_size(op->dtype), count = op->count;
   const uint8_t *send = op->send;
@@ -395,7 +399,6 @@ static dtr_result reduce_family(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op
   return DTR_OK;
 }
 
-
 /* Pipelined all-reduce. Every pair's stream carries, in this order, the scatter of chunks 0 and 1 and
  * then alternately the gather of chunk k-2 and the scatter of chunk k, so both sides agree on it without
  * headers; the poll loop never stops between chunks. Scatter pieces land in a two-slot scratch ring
@@ -428,7 +431,8 @@ static int ar_hook(dtr__host_tcp *t, void *arg) {
     uint8_t *out = (uint8_t *)op->recv + so * a->es;
     const void *in[n];
     for (int j = 0; j < n; j++)
-      in[j] = j == r ? (const void *)own : t->scratch + ((size_t)(k % 2) * (size_t)n + (size_t)j) * a->maxp * a->es;
+      in[j] = j == r ? (const void *)own
+                     : t->scratch + ((size_t)(k % 2) * (size_t)n + (size_t)j) * a->maxp * a->es;
     if (sl) {
       if (r != 0 && overlap(out, sl * a->es, own, sl * a->es)) {
         dtr__reduce_n(t->mine, in, n, sl, op->dtype, op->redop, n);
@@ -507,7 +511,8 @@ static dtr_result all_gather(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, i
     bad |= lane_push(&t->p[j].rx, recv + (size_t)j * bytes, bytes);
   }
   if (bad) return nomem(c);
-  if (recv + (size_t)r * bytes != (const uint8_t *)op->send) memcpy(recv + (size_t)r * bytes, op->send, bytes);
+  if (recv + (size_t)r * bytes != (const uint8_t *)op->send)
+    memcpy(recv + (size_t)r * bytes, op->send, bytes);
   return xfer(c, t, op, deadline);
 }
 
@@ -629,7 +634,8 @@ static dtr_result p2p(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t 
     if (got == len && len) memcpy(ops[i].buf, m->data, len);
     free(m);
     if (got != len)
-      return dtr__comm_fail(c, DTR_ERR_INVALID, "p2p seq %llu: rank %d sent %zu bytes but this rank (%d) receives %zu",
+      return dtr__comm_fail(c, DTR_ERR_INVALID,
+                            "p2p seq %llu: rank %d sent %zu bytes but this rank (%d) receives %zu",
                             (unsigned long long)op->seq, t->r, got, t->r, len);
   }
   for (int i = 0; i < nops; i++) {
@@ -760,8 +766,9 @@ static dtr_result init_impl(dtr_comm *c, dtr__host_tcp *t, const char *kp, int64
       late[0] = 0;
       for (int j = r + 1; j < n && o < sizeof late - 16; j++)
         if (t->p[j].fd < 0) o += (size_t)snprintf(late + o, sizeof late - o, " %d", j);
-      rc = dtr__comm_fail(c, DTR_ERR_TIMEOUT, "host backend tcp init: ranks%s did not connect to rank %d within %d ms",
-                          late, r, c->timeout_ms);
+      rc = dtr__comm_fail(c, DTR_ERR_TIMEOUT,
+                          "host backend tcp init: ranks%s did not connect to rank %d within %d ms", late, r,
+                          c->timeout_ms);
       goto out;
     }
     struct pollfd pf = {lfd, POLLIN, 0};
@@ -771,8 +778,8 @@ static dtr_result init_impl(dtr_comm *c, dtr__host_tcp *t, const char *kp, int64
     if (fd < 0) continue;
     hello hi;
     rc = dtr__read_full(fd, &hi, sizeof hi, deadline, &c->aborted, err, sizeof err);
-    if (rc || hi.magic != TCP_MAGIC || hi.size != (uint32_t)n || hi.rank <= (uint32_t)r || hi.rank >= (uint32_t)n ||
-        t->p[hi.rank].fd >= 0) {
+    if (rc || hi.magic != TCP_MAGIC || hi.size != (uint32_t)n || hi.rank <= (uint32_t)r ||
+        hi.rank >= (uint32_t)n || t->p[hi.rank].fd >= 0) {
       char from[96];
       dtr__sock_peer_name(fd, from, sizeof from);
       DTR_WARN("host backend tcp: rank %d dropped a connection from %s (%s)", r, from,
