@@ -273,7 +273,7 @@ static dtr_result xfer(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t
           if (w > 0) q += (size_t)w;
         }
       }
-      if (q) snprintf(late + o, sizeof late - o, "; ranks %s sent part and wait like us", rest);
+      if (q) snprintf(late + o, sizeof late - o, "; rank(s) %s sent part and wait like us", rest);
       op_name(op, what, sizeof what);
       return dtr__comm_fail(c, DTR_ERR_TIMEOUT, "%s: timed out after %d ms waiting for ranks %s", what,
                             c->timeout_ms, late);

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The host backend's TCP transport on one node (DTRAIN_HOST_TRANSPORT=tcp, no namespaces or root
+# needed): coll_check BIT-IDENTICAL to the rank-ordered reference on 2, 3 and 4 ranks, and the
+# coll_fault failure paths (deadline naming the missing rank, a peer leaving mid-series, abort from
+# another thread, debug-mode mismatch). The multi-node run is tests/cluster/test_coll_multinode.sh.
+# ctest-labels: coll
+# ctest-timeout: 300
+source "$(dirname "${BASH_SOURCE[0]}")/launch_lib.sh"
+CC=$BUILD/bin/coll_check
+CF=$BUILD/bin/coll_fault
+[ -x "$CC" ] && [ -x "$CF" ] || fail "coll_check / coll_fault not built"
+export DTRAIN_HOST_TRANSPORT=tcp
+
+for n in 2 3 4; do
+  rc=0
+  timeout -k 5 150 "$DTRAIN" launch --nproc-per-node "$n" -- "$CC" --backend host --seed $((2000 + n)) \
+    --timeout-ms 30000 --max-seconds 140 > "$T/out.$n" 2> "$T/err.$n" || rc=$?
+  [ $rc = 0 ] || { tail -n 40 "$T/out.$n" "$T/err.$n"; fail "coll_check over TCP on $n ranks exited $rc"; }
+  for ((r = 0; r < n; r++)); do
+    grep -Eq "^\[0:$r\] coll_check rank $r: [0-9]+ checks, 0 failed" "$T/out.$n" \
+      || fail "TCP, $n ranks: rank $r printed no passing summary"
+  done
+  echo "ok: coll_check over TCP, $n ranks: $(sed -n "s/^\[0:0\] coll_check rank 0: //p" "$T/out.$n")"
+done
+
+run_fault() { # NAME NPROC -- coll_fault args
+  local name=$1 n=$2 rc=0
+  shift 3
+  timeout -k 5 60 "$DTRAIN" launch --nproc-per-node "$n" --max-restarts 0 -- "$CF" "$@" \
+    > "$T/$name.out" 2> "$T/$name.err" || rc=$?
+  [ $rc = 0 ] || { cat "$T/$name.out"; tail -n 40 "$T/$name.err"; fail "$name over TCP: launch exited $rc"; }
+  grep -Eq "coll_fault rank [0-9]+: .*FAILED" "$T/$name.out" && fail "$name: $(grep FAILED "$T/$name.out")"
+  echo "ok: $name over TCP: $(grep -m1 -o "coll_fault rank 0: .*" "$T/$name.out" | cut -c1-200)"
+}
+run_fault deadline 3 -- deadline --timeout-ms 1500
+for r in 0 1; do
+  grep -Eq "^\[0:$r\] coll_fault rank $r: deadline ok: timeout after [0-9]+ ms naming rank 2" "$T/deadline.out" \
+    || fail "deadline: rank $r gave no verdict naming rank 2"
+done
+run_fault peer-exit 3 -- peer-exit --timeout-ms 1500
+for r in 0 2; do
+  grep -Eq "^\[0:$r\] coll_fault rank $r: peer-exit ok: all-reduce #[0-9]+ failed after" "$T/peer-exit.out" \
+    || fail "peer-exit: rank $r gave no verdict"
+done
+run_fault abort 2 -- abort
+grep -Eq "^\[0:0\] coll_fault rank 0: abort ok: unblocked" "$T/abort.out" || fail "abort: no verdict"
+DTRAIN_COMM_DEBUG=1 run_fault mismatch 2 -- mismatch --timeout-ms 1500
+echo PASS
