@@ -6,5 +6,8 @@
 /* argv[0] is the subcommand name ("launch", "store"), argv[1..] its arguments. */
 int dtr_cmd_launch(int argc, char **argv);
 int dtr_cmd_store(int argc, char **argv);
+int dtr_cmd_run(int argc, char **argv);   /* launch + train from a recipe */
+int dtr_cmd_train(int argc, char **argv); /* one rank of the built-in trainer */
+int dtr_cmd_ckpt(int argc, char **argv);  /* checkpoint tools: ls, verify, inspect, export, import */
 
 #endif

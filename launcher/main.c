@@ -17,6 +17,9 @@ static void usage(FILE *f) {
       "Commands:\n"
       "  launch    run a program on every rank of this node, after a rendezvous with the other nodes\n"
       "            (a drop-in for torchrun); see `dtrain launch --help`\n"
+      "  run       train a recipe on this node's ranks: launch + train; see `dtrain run --help`\n"
+      "  train     one rank of the built-in trainer (what `run` starts on every rank)\n"
+      "  ckpt      inspect, verify, export and import checkpoints; see `dtrain ckpt --help`\n"
       "  store     run a standalone rendezvous store; see `dtrain store --help`\n"
       "\n"
       "Options:\n"
@@ -47,6 +50,9 @@ int main(int argc, char **argv) {
   }
   if (strcmp(cmd, "launch") == 0) return dtr_cmd_launch(argc - 1, argv + 1);
   if (strcmp(cmd, "store") == 0) return dtr_cmd_store(argc - 1, argv + 1);
+  if (strcmp(cmd, "run") == 0) return dtr_cmd_run(argc - 1, argv + 1);
+  if (strcmp(cmd, "train") == 0) return dtr_cmd_train(argc - 1, argv + 1);
+  if (strcmp(cmd, "ckpt") == 0) return dtr_cmd_ckpt(argc - 1, argv + 1);
   if (cmd[0] == '-')
     fprintf(stderr, "dtrain: unknown option '%s' (try 'dtrain --help')\n", cmd);
   else

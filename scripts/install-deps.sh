@@ -10,7 +10,8 @@ PKGS=(
   openmpi-bin libopenmpi-dev
   slurm-wlm munge
   iproute2 iperf3 procps psmisc
-  python3 python3-torch            # torchrun anchor and the env:// compatibility test
+  python3 python3-torch            # torchrun anchor, env:// test, PyTorch reference model
+  gnuplot-nox                      # the trainer's loss-curve PNG
   redis-server redis-tools         # store benchmark anchor
 )
 

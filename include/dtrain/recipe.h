@@ -1,0 +1,117 @@
+/* dtrain/recipe.h — the recipe: one YAML file that says what to train, on how many ranks, and how.
+ *
+ * `dtrain run RECIPE` launches `dtrain train RECIPE` on every rank with the launch section's settings;
+ * the trainer reads the same file. Parsing is strict so that mistakes stop before any process starts:
+ * an unknown key is rejected with a suggestion ("did you mean 'n_head'?"), a wrong type or an
+ * impossible combination (dp*tp*pp != ranks, n_embd not divisible by n_head, a missing data file,
+ * a global batch that micro batches and DP ranks cannot make) is reported as `file:line:col: what`.
+ *
+ * Sections (docs/recipes.md is the reference, with every key, its type and default):
+ *   job         name, seed, run_dir
+ *   launch      nproc_per_node, nnodes, max_restarts, backend, rdzv settings
+ *   parallel    dp, tp, pp
+ *   model       vocab_size, block_size, n_layer, n_head, n_embd
+ *   data        kind (addition | text | tokens) and its settings
+ *   train       steps, batches, learning-rate schedule, AdamW, clipping, logging, buckets
+ *   checkpoint  dir, every, keep, async, level, resume
+ *
+ * Overrides: `section.key=value` strings (from the command line) are applied after the file and
+ * checked the same way; their messages name the override instead of a line.
+ */
+#ifndef DTRAIN_RECIPE_H
+#define DTRAIN_RECIPE_H
+
+#include <stdint.h>
+
+#include "dtrain/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DTR_RECIPE_STR 512
+
+typedef enum dtr_data_kind {
+  DTR_DATA_ADDITION = 0, /* synthetic: "123+456=579" sequences generated from the seed */
+  DTR_DATA_TEXT = 1,     /* any text file, byte-level tokens (vocab 256) */
+  DTR_DATA_TOKENS = 2,   /* a binary file of little-endian uint16 tokens */
+} dtr_data_kind;
+
+typedef struct dtr_recipe {
+  char path[DTR_RECIPE_STR]; /* the file it came from */
+
+  struct {
+    char name[128];
+    uint64_t seed;
+    char run_dir[DTR_RECIPE_STR]; /* metrics.csv, loss.png, default checkpoint dir; default runs/<name> */
+  } job;
+
+  struct {
+    int nproc_per_node;
+    int nnodes_min, nnodes_max; /* "2" or "1:4" */
+    int max_restarts;
+    char backend[16];     /* host | nccl | mpi */
+    char rdzv_endpoint[256]; /* host:port; "" = this node hosts the store */
+    char rdzv_id[128];
+    int node_rank;        /* -1: assigned by the rendezvous */
+  } launch;
+
+  struct {
+    int dp, tp, pp; /* dp 0 in the file means "the rest": world / (tp*pp) */
+  } parallel;
+
+  struct {
+    int vocab_size; /* 0: from the data (addition: 14, text: 256, tokens: required) */
+    int block_size; /* context length */
+    int n_layer, n_head, n_embd;
+  } model;
+
+  struct {
+    dtr_data_kind kind;
+    char path[DTR_RECIPE_STR]; /* text / tokens; relative paths are relative to the recipe file */
+    int digits;                /* addition: operand digits */
+  } data;
+
+  struct {
+    int64_t steps;
+    int global_batch; /* sequences per optimizer step, over all DP ranks */
+    int micro_batch;  /* sequences per rank per forward/backward; grad_accum = global/(micro*dp) */
+    double lr, min_lr;
+    int64_t warmup_steps; /* linear warmup, then cosine decay to min_lr at `steps` */
+    double weight_decay, beta1, beta2, eps;
+    double grad_clip; /* global-norm clipping; 0: off */
+    int log_every;
+    int eval_every; /* addition: exact-match accuracy on held-out problems; 0: off */
+    double bucket_mb, first_bucket_mb;
+    int overlap; /* all-reduce buckets while backward runs (1) or after it (0) */
+    int threads; /* compute threads per rank; 0: OMP_NUM_THREADS or 1 */
+    char precision[8]; /* fp32 | bf16 (bf16 only on GPU) */
+    char device[8];    /* cpu | cuda */
+  } train;
+
+  struct {
+    char dir[DTR_RECIPE_STR]; /* "" = <run_dir>/checkpoints */
+    int64_t every;            /* steps; 0: only at the end */
+    int keep;
+    int async;
+    int level;
+    int resume; /* load the newest checkpoint at start */
+  } checkpoint;
+} dtr_recipe;
+
+/* Defaults for every field (the values docs/recipes.md lists). */
+void dtr_recipe_defaults(dtr_recipe *r);
+
+/* Parse path into r, apply overrides ("train.steps=50"), validate. world: the number of ranks the
+ * recipe will run on, to check dp*tp*pp (0: take it from launch: nproc_per_node * nnodes_max).
+ * On failure err holds `file:line:col: message` (or `override 'k=v': message`) and r is unspecified. */
+dtr_result dtr_recipe_load(const char *path, const char *const *overrides, int noverrides, int world, dtr_recipe *r,
+                           char *err, size_t errcap);
+
+/* Write the effective recipe as YAML (every key, defaults included), e.g. into the run directory. */
+dtr_result dtr_recipe_write(const dtr_recipe *r, const char *path, char *err, size_t errcap);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DTRAIN_RECIPE_H */

@@ -1,0 +1,152 @@
+/* dtrain/runtime.h — what a training process needs around its model: who it is, its groups, and
+ * the data-parallel gradient exchange and optimizer the built-in trainer uses.
+ *
+ * dtr_init works out this process's identity from whichever launcher started it — dtrain launch
+ * (DTRAIN_STORE, RANK, ...), a torchrun-style environment (MASTER_ADDR/MASTER_PORT, RANK,
+ * WORLD_SIZE), Open MPI's mpirun (OMPI_COMM_WORLD_*), Slurm's srun (SLURM_PROCID, SLURM_NTASKS,
+ * SLURM_JOB_NODELIST in hostlist syntax) — or runs as a single process. It then builds the world
+ * communicator and a device mesh dp x tp x pp (= world size, else a clear error) in Megatron order:
+ * tensor-parallel ranks are adjacent (TP fastest), pipeline stages are furthest apart (PP slowest).
+ *
+ * The DP helper keeps every gradient in one flat buffer split into buckets (the first small, so the
+ * first all-reduce starts early); as backward finishes a range of gradients the caller marks it
+ * ready, and each bucket's asynchronous all-reduce starts the moment it is complete, so communication
+ * overlaps the rest of backward. Inner micro-steps of gradient accumulation skip the exchange.
+ *
+ * Threads: one thread uses a runtime and its helpers. Functions marked COLLECTIVE must be called by
+ * every rank of the named group in the same order.
+ */
+#ifndef DTRAIN_RUNTIME_H
+#define DTRAIN_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtrain/comm.h"
+#include "dtrain/common.h"
+#include "dtrain/recipe.h"
+#include "dtrain/store.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- identity */
+
+typedef enum dtr_launcher_kind {
+  DTR_LAUNCHER_SINGLE = 0, /* no launcher: rank 0 of 1 */
+  DTR_LAUNCHER_DTRAIN = 1, /* dtrain launch / dtrain run */
+  DTR_LAUNCHER_TORCHRUN = 2,
+  DTR_LAUNCHER_MPIRUN = 3,
+  DTR_LAUNCHER_SLURM = 4,
+} dtr_launcher_kind;
+
+typedef struct dtr_identity {
+  dtr_launcher_kind launcher;
+  int rank, world_size, local_rank, local_world_size, node_rank, nnodes;
+  char store_host[256]; /* where the job's store is (dtrain: DTRAIN_STORE; others: MASTER_ADDR or the
+                           first Slurm node), "" when none is needed (single, mpi backend) */
+  int store_port;
+  int store_is_ours; /* 1: rank 0 must host the store (torchrun/slurm/mpirun without dtrain launch) */
+} dtr_identity;
+
+/* Read the identity from an environment (envp NULL: this process's). Precedence: dtrain, torchrun,
+ * Open MPI, Slurm, single. Inconsistent values (RANK >= WORLD_SIZE, a bad hostlist) fail with
+ * DTR_ERR_INVALID naming the variable. Pure: starts nothing. */
+dtr_result dtr_identity_from_env(char *const *envp, dtr_identity *out, char *err, size_t errcap);
+
+/* Expand a Slurm hostlist ("gpu[01-04,07],login1") into at most cap names of up to 255 characters;
+ * *n receives the count. DTR_ERR_INVALID names the malformed part. */
+dtr_result dtr_hostlist_expand(const char *list, char (*names)[256], int cap, int *n, char *err, size_t errcap);
+
+/* ---- mesh */
+
+typedef struct dtr_mesh {
+  int dp, tp, pp;          /* sizes; dp*tp*pp = world size */
+  int dp_rank, tp_rank, pp_rank; /* this rank's coordinates */
+} dtr_mesh;
+
+/* Coordinates of `rank` in a dp x tp x pp mesh of `world` ranks (TP fastest, PP slowest): rank =
+ * pp_rank*(dp*tp) + dp_rank*tp + tp_rank. dp 0 means world/(tp*pp). DTR_ERR_INVALID with the sizes
+ * when they do not multiply to world. Pure. */
+dtr_result dtr_mesh_make(int world, int dp, int tp, int pp, int rank, dtr_mesh *out, char *err, size_t errcap);
+/* The world rank at given coordinates. */
+int dtr_mesh_rank_of(const dtr_mesh *m, int dp_rank, int tp_rank, int pp_rank);
+
+/* ---- runtime */
+
+typedef struct dtr_runtime dtr_runtime;
+
+typedef struct dtr_runtime_config {
+  dtr_backend backend;
+  int dp, tp, pp;   /* mesh; dp 0: the rest */
+  int timeout_ms;   /* communicator deadline; 0: default */
+  int store_timeout_ms; /* connecting to / hosting the store; 0: 60000 */
+} dtr_runtime_config;
+
+dtr_runtime_config dtr_runtime_config_default(void);
+
+/* Identity, store (connect, or host it on rank 0 when the launcher did not), world communicator,
+ * mesh and its dp/tp/pp communicators. COLLECTIVE over the job. On failure err names the cause. */
+dtr_result dtr_init(const dtr_runtime_config *cfg, dtr_runtime **out, char *err, size_t errcap);
+/* Destroy the communicators, the store client and a store this rank hosted. NULL is fine. */
+void dtr_finalize(dtr_runtime *rt);
+
+const dtr_identity *dtr_runtime_identity(const dtr_runtime *rt);
+const dtr_mesh *dtr_runtime_mesh(const dtr_runtime *rt);
+dtr_store *dtr_runtime_store(dtr_runtime *rt); /* NULL for the mpi backend without a store */
+dtr_comm *dtr_runtime_world(dtr_runtime *rt);
+dtr_comm *dtr_runtime_dp(dtr_runtime *rt); /* the ranks with the same tp and pp coordinates */
+dtr_comm *dtr_runtime_tp(dtr_runtime *rt);
+dtr_comm *dtr_runtime_pp(dtr_runtime *rt);
+
+/* ---- data-parallel gradient buckets */
+
+typedef struct dtr_dp_sync dtr_dp_sync;
+
+/* Buckets over grads[0..n): bucket 0 is the first_bucket_bytes at the END of the buffer (backward
+ * produces the last parameters first), then bucket_bytes each towards the start. overlap 0: nothing
+ * starts before dtr_dp_sync_finish. The comm (the DP group) and grads stay owned by the caller. */
+dtr_result dtr_dp_sync_create(dtr_comm *dp, float *grads, size_t n, size_t bucket_bytes, size_t first_bucket_bytes,
+                              int overlap, dtr_dp_sync **out);
+void dtr_dp_sync_destroy(dtr_dp_sync *s);
+/* grads[offset, offset+count) are final for this step; a bucket whose every element is final starts
+ * its asynchronous all-reduce (average over the DP group). COLLECTIVE over the DP group in effect:
+ * every rank marks the same ranges. */
+dtr_result dtr_dp_sync_ready(dtr_dp_sync *s, size_t offset, size_t count);
+/* Start whatever has not started, wait for every bucket; grads then hold the DP average on every
+ * rank. Resets the ready marks for the next step. */
+dtr_result dtr_dp_sync_finish(dtr_dp_sync *s);
+/* Seconds dtr_dp_sync_finish spent waiting in the last step, and in all steps. */
+double dtr_dp_sync_last_wait(const dtr_dp_sync *s);
+int dtr_dp_sync_num_buckets(const dtr_dp_sync *s);
+
+/* ---- optimizer */
+
+typedef struct dtr_adamw {
+  double lr, beta1, beta2, eps, weight_decay;
+  int64_t t;     /* steps taken */
+  float *m, *v;  /* first and second moments, n floats each, owned */
+  size_t n;
+} dtr_adamw;
+
+dtr_result dtr_adamw_init(dtr_adamw *o, size_t n, double beta1, double beta2, double eps, double weight_decay);
+void dtr_adamw_free(dtr_adamw *o);
+/* One step over params[0..n) with learning rate lr; decay applies where decay_mask[i] != 0 (NULL:
+ * everywhere). PyTorch's torch.optim.AdamW semantics (bias-corrected, decoupled decay). */
+void dtr_adamw_step(dtr_adamw *o, float *params, const float *grads, const uint8_t *decay_mask, double lr);
+/* Linear warmup over warmup steps to lr, cosine decay to min_lr at total steps (step counts from 0). */
+double dtr_lr_at(int64_t step, int64_t warmup, int64_t total, double lr, double min_lr);
+/* Scale grads so their global L2 norm is at most max_norm (0: no clipping); returns the norm before
+ * clipping. The norm is over the n floats given (callers with sharded grads all-reduce the square). */
+double dtr_clip_grad_norm(float *grads, size_t n, double max_norm);
+
+/* ---- the built-in trainer */
+
+/* Train the recipe on this process's rank (dtr_init inside). Returns DTR_OK when the steps are done. */
+dtr_result dtr_train(const dtr_recipe *r, char *err, size_t errcap);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DTRAIN_RUNTIME_H */

@@ -1,0 +1,11 @@
+/* `dtrain ckpt`: being written (placeholder so the CLI links while its owner works on it). */
+#include <stdio.h>
+
+#include "commands.h"
+
+int dtr_cmd_ckpt(int argc, char **argv) {
+  (void)argc;
+  (void)argv;
+  fprintf(stderr, "dtrain ckpt: not built yet\n");
+  return 2;
+}

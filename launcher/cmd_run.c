@@ -1,0 +1,11 @@
+/* `dtrain run`: being written (placeholder so the CLI links while its owner works on it). */
+#include <stdio.h>
+
+#include "commands.h"
+
+int dtr_cmd_run(int argc, char **argv) {
+  (void)argc;
+  (void)argv;
+  fprintf(stderr, "dtrain run: not built yet\n");
+  return 2;
+}
