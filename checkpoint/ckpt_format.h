@@ -126,16 +126,24 @@ typedef struct dtr__shard_index_entry {
 dtr_result dtr__shard_index(dtr__shard *s, const dtr__shard_index_entry **entries, int *n, char *err, size_t errcap);
 
 /* ---- codec.c: one chunk */
+/* A codec context holds one zstd compression and one decompression context, reused chunk after chunk
+ * (creating them per chunk costs more than compressing a small chunk). One thread uses a context at a
+ * time: a writer with N threads keeps N of them. No global state lives behind these calls. */
+typedef struct dtr__codec_ctx dtr__codec_ctx;
+/* DTR_ERR_NOMEM when zstd cannot allocate; *out is owned by the caller (dtr__codec_ctx_destroy). */
+dtr_result dtr__codec_ctx_create(dtr__codec_ctx **out);
+void dtr__codec_ctx_destroy(dtr__codec_ctx *cx); /* NULL is fine */
 /* The largest stored size of raw_bytes. */
 size_t dtr__codec_bound(size_t raw_bytes);
 /* Encode: picks the codec (planes for f32/f64/f16/bf16, plain zstd otherwise; raw when that is not
- * smaller). scratch must hold raw_bytes. */
-dtr_result dtr__codec_encode(const void *src, size_t raw_bytes, dtr_dtype t, int level, void *scratch, void *dst,
-                             size_t dst_cap, size_t *stored, uint32_t *codec);
+ * smaller). scratch must hold raw_bytes; dst_cap should be dtr__codec_bound(raw_bytes). level is a
+ * zstd level (0: 1). docs/checkpoint-format.md describes the stored bytes. */
+dtr_result dtr__codec_encode(dtr__codec_ctx *cx, const void *src, size_t raw_bytes, dtr_dtype t, int level,
+                             void *scratch, void *dst, size_t dst_cap, size_t *stored, uint32_t *codec);
 /* Decode exactly raw_bytes into dst; a malformed input is DTR_ERR_PROTOCOL, never a crash. scratch
  * must hold raw_bytes. */
-dtr_result dtr__codec_decode(uint32_t codec, const void *src, size_t stored, dtr_dtype t, void *dst,
-                             size_t raw_bytes, void *scratch);
+dtr_result dtr__codec_decode(dtr__codec_ctx *cx, uint32_t codec, const void *src, size_t stored, dtr_dtype t,
+                             void *dst, size_t raw_bytes, void *scratch);
 
 /* The paths of a step: "<dir>/step_%08lld", "<dir>/.tmp_step_%08lld", "<dir>/step_%08lld/rank_%05d.dtck". */
 void dtr__ckpt_step_dir(char *out, size_t cap, const char *dir, int64_t step);

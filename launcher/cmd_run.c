@@ -1,11 +1,298 @@
-/* `dtrain run`: being written (placeholder so the CLI links while its owner works on it). */
+/* `dtrain run RECIPE [section.key=value ...] [--dry-run] [launch flags]`: validate the recipe with the
+ * world its launch section makes, write the effective recipe into the run directory, then run `dtrain
+ * launch` with that launch section and `dtrain train RECIPE ...` (this same binary) as every rank's
+ * program. A recipe that does not validate stops here: nothing is created, nothing is started. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "commands.h"
+#include "dtrain/recipe.h"
+#include "launch_args.h"
+#include "output.h"
+
+#define CTX "dtrain run: "
+
+static void usage(FILE *f) {
+  fputs(
+      "usage: dtrain run RECIPE [section.key=value ...] [--dry-run] [launch flags]\n"
+      "\n"
+      "Train RECIPE on this node's ranks: `dtrain launch` with the recipe's launch section, running\n"
+      "`dtrain train RECIPE` on every rank. The recipe is checked first (file:line:col: what is wrong);\n"
+      "a bad recipe starts nothing. The effective recipe (every key, defaults filled in) is written to\n"
+      "RUN_DIR/recipe.yaml (job.run_dir, default runs/<job.name>). docs/recipes.md lists every key.\n"
+      "\n"
+      "  section.key=value         override one key after the file, e.g. train.steps=20\n"
+      "  --dry-run                 validate and print the effective recipe and the launch command; start "
+      "nothing\n"
+      "  -h, --help                this text\n"
+      "\n"
+      "Launch flags override the recipe's launch section: --nproc-per-node N|cpu|gpu|auto, --nnodes "
+      "N|MIN:MAX,\n"
+      "--node-rank R, --rdzv-endpoint HOST:PORT, --rdzv-id ID, --max-restarts N. These are passed on to\n"
+      "`dtrain launch` as they are: --standalone, --rdzv-timeout, --rdzv-backend, --rdzv-conf, "
+      "--monitor-interval,\n"
+      "--grace-period, --log-dir, --tee, --redirects, --master-addr, --master-port, --error-file, --role,\n"
+      "--start-method (see `dtrain launch --help`).\n"
+      "\n"
+      "Exit codes: 2 bad usage or an invalid recipe; otherwise those of `dtrain launch`.\n",
+      f);
+}
+
+/* Flags that become recipe overrides (so validation sees them) and flags passed to launch untouched. */
+typedef struct run_flag {
+  const char *name; /* dash spelling without "--" */
+  const char *key;  /* launch.* key, or NULL: passed through */
+  int has_value;
+} run_flag;
+
+static const run_flag run_flags[] = {
+    {"nproc-per-node", "launch.nproc_per_node", 1},
+    {"nnodes", "launch.nnodes", 1},
+    {"node-rank", "launch.node_rank", 1},
+    {"rdzv-endpoint", "launch.rdzv_endpoint", 1},
+    {"rdzv-id", "launch.rdzv_id", 1},
+    {"max-restarts", "launch.max_restarts", 1},
+    {"standalone", NULL, 0},
+    {"rdzv-timeout", NULL, 1},
+    {"rdzv-backend", NULL, 1},
+    {"rdzv-conf", NULL, 1},
+    {"monitor-interval", NULL, 1},
+    {"grace-period", NULL, 1},
+    {"log-dir", NULL, 1},
+    {"tee", NULL, 1},
+    {"redirects", NULL, 1},
+    {"master-addr", NULL, 1},
+    {"master-port", NULL, 1},
+    {"error-file", NULL, 1},
+    {"role", NULL, 1},
+    {"start-method", NULL, 1},
+};
+
+/* A growable argv of strings this command owns. */
+typedef struct strv {
+  char **v;
+  int n, cap;
+} strv;
+
+static int strv_push(strv *s, const char *x) {
+  if (s->n + 2 > s->cap) {
+    int cap = s->cap ? s->cap * 2 : 32;
+    char **v = realloc(s->v, (size_t)cap * sizeof *v);
+    if (!v) return -1;
+    s->v = v;
+    s->cap = cap;
+  }
+  if (!(s->v[s->n] = strdup(x))) return -1;
+  s->v[++s->n] = NULL;
+  return 0;
+}
+
+static void strv_free(strv *s) {
+  for (int i = 0; i < s->n; i++) free(s->v[i]);
+  free(s->v);
+}
+
+/* Shell-quote for the --dry-run line, so that it can be pasted. */
+static void print_quoted(FILE *f, const char *s) {
+  if (*s &&
+      strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+=.,/:@%") == strlen(s)) {
+    fputs(s, f);
+    return;
+  }
+  fputc('\'', f);
+  for (; *s; s++) {
+    if (*s == '\'')
+      fputs("'\\''", f);
+    else
+      fputc(*s, f);
+  }
+  fputc('\'', f);
+}
 
 int dtr_cmd_run(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  fprintf(stderr, "dtrain run: not built yet\n");
-  return 2;
+  strv overrides = {0}, flag_overrides = {0}, passthru = {0}, launch = {0};
+  const char *recipe = NULL;
+  int dry_run = 0, code = 2;
+  char err[2048];
+  static dtr_recipe r;
+
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      usage(stdout);
+      code = 0;
+      goto out;
+    }
+    if (!strcmp(a, "--dry-run") || !strcmp(a, "--dry_run")) {
+      dry_run = 1;
+      continue;
+    }
+    if (a[0] == '-' && a[1]) {
+      /* --flag, --flag=value, --flag value; underscores as dashes (torchrun spellings); -t/-r short forms */
+      char name[64];
+      const char *val = NULL;
+      const char *body = a[1] == '-' ? a + 2 : a + 1;
+      size_t nl = strcspn(body, "=");
+      if (nl >= sizeof name) nl = sizeof name - 1;
+      memcpy(name, body, nl);
+      name[nl] = '\0';
+      for (char *p = name; *p; p++)
+        if (*p == '_') *p = '-';
+      if (a[1] != '-') {
+        if (!strcmp(name, "t"))
+          strcpy(name, "tee");
+        else if (!strcmp(name, "r"))
+          strcpy(name, "redirects");
+        else
+          name[0] = '\0';
+      }
+      const run_flag *fl = NULL;
+      for (size_t k = 0; k < sizeof run_flags / sizeof run_flags[0]; k++)
+        if (!strcmp(run_flags[k].name, name)) fl = &run_flags[k];
+      if (!fl) {
+        fprintf(stderr, CTX "unknown option '%s' (try 'dtrain run --help')\n", a);
+        goto out;
+      }
+      if (body[nl] == '=') {
+        val = body + nl + 1;
+        if (!fl->has_value) {
+          fprintf(stderr, CTX "--%s takes no value (got '%s')\n", fl->name, a);
+          goto out;
+        }
+      } else if (fl->has_value) {
+        if (i + 1 >= argc) {
+          fprintf(stderr, CTX "--%s needs a value\n", fl->name);
+          goto out;
+        }
+        val = argv[++i];
+      }
+      char buf[DTR_LAUNCH_MAX_STR + 64];
+      if (fl->key) {
+        if (!strcmp(fl->name, "nproc-per-node")) {
+          int n;
+          char e[256];
+          if (dtr__launch_parse_nproc(val, &n, e, sizeof e) != DTR_OK) {
+            fprintf(stderr, CTX "%s\n", e);
+            goto out;
+          }
+          snprintf(buf, sizeof buf, "%s=%d", fl->key, n);
+        } else {
+          snprintf(buf, sizeof buf, "%s=%s", fl->key, val);
+        }
+        if (strv_push(&flag_overrides, buf) != 0) goto nomem;
+      } else {
+        snprintf(buf, sizeof buf, "--%s", fl->name);
+        if (strv_push(&passthru, buf) != 0 || (val && strv_push(&passthru, val) != 0)) goto nomem;
+      }
+      continue;
+    }
+    if (!recipe) {
+      recipe = a;
+    } else if (strchr(a, '=')) {
+      if (strv_push(&overrides, a) != 0) goto nomem;
+    } else {
+      fprintf(stderr, CTX "unexpected argument '%s' (overrides are section.key=value)\n", a);
+      goto out;
+    }
+  }
+  if (!recipe) {
+    fprintf(stderr, CTX "no recipe given (usage: dtrain run RECIPE [section.key=value ...] [--dry-run])\n");
+    goto out;
+  }
+
+  /* flags after the user's section.key=value words: a flag wins over launch.key=value */
+  for (int i = 0; i < flag_overrides.n; i++)
+    if (strv_push(&overrides, flag_overrides.v[i]) != 0) goto nomem;
+
+  /* ---- validate with the world the launch section makes; nothing has been started or created */
+  if (dtr_recipe_load(recipe, (const char *const *)overrides.v, overrides.n, 0, &r, err, sizeof err) !=
+      DTR_OK) {
+    fprintf(stderr, "%s\n", err);
+    goto out;
+  }
+
+  /* ---- the launch command: this binary's `train` as every rank's program */
+  char self[PATH_MAX];
+  ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (sl <= 0) {
+    fprintf(stderr, CTX "cannot find the dtrain binary (/proc/self/exe): %s\n", strerror(errno));
+    code = 1;
+    goto out;
+  }
+  self[sl] = '\0';
+  char num[64];
+  if (strv_push(&launch, "launch") != 0) goto nomem;
+  snprintf(num, sizeof num, "%d", r.launch.nproc_per_node);
+  if (strv_push(&launch, "--nproc-per-node") != 0 || strv_push(&launch, num) != 0) goto nomem;
+  if (r.launch.nnodes_min == r.launch.nnodes_max)
+    snprintf(num, sizeof num, "%d", r.launch.nnodes_max);
+  else
+    snprintf(num, sizeof num, "%d:%d", r.launch.nnodes_min, r.launch.nnodes_max);
+  if (strv_push(&launch, "--nnodes") != 0 || strv_push(&launch, num) != 0) goto nomem;
+  snprintf(num, sizeof num, "%d", r.launch.max_restarts);
+  if (strv_push(&launch, "--max-restarts") != 0 || strv_push(&launch, num) != 0) goto nomem;
+  if (r.launch.rdzv_endpoint[0] &&
+      (strv_push(&launch, "--rdzv-endpoint") != 0 || strv_push(&launch, r.launch.rdzv_endpoint) != 0))
+    goto nomem;
+  if (r.launch.rdzv_id[0] &&
+      (strv_push(&launch, "--rdzv-id") != 0 || strv_push(&launch, r.launch.rdzv_id) != 0))
+    goto nomem;
+  if (r.launch.node_rank >= 0) {
+    snprintf(num, sizeof num, "%d", r.launch.node_rank);
+    if (strv_push(&launch, "--node-rank") != 0 || strv_push(&launch, num) != 0) goto nomem;
+  }
+  for (int i = 0; i < passthru.n; i++)
+    if (strv_push(&launch, passthru.v[i]) != 0) goto nomem;
+  if (strv_push(&launch, "--") != 0 || strv_push(&launch, self) != 0 || strv_push(&launch, "train") != 0 ||
+      strv_push(&launch, r.path) != 0)
+    goto nomem;
+  for (int i = 0; i < overrides.n; i++)
+    if (strv_push(&launch, overrides.v[i]) != 0) goto nomem;
+
+  if (dry_run) {
+    if (dtr_recipe_write(&r, "-", err, sizeof err) != DTR_OK) {
+      fprintf(stderr, CTX "%s\n", err);
+      code = 1;
+      goto out;
+    }
+    fputs("# dtrain would run: dtrain", stdout);
+    for (int i = 0; i < launch.n; i++) {
+      fputc(' ', stdout);
+      print_quoted(stdout, launch.v[i]);
+    }
+    fputc('\n', stdout);
+    code = fflush(stdout) == 0 ? 0 : 1;
+    goto out;
+  }
+
+  /* ---- the run directory and its effective recipe */
+  char eff[PATH_MAX];
+  if (dtr__mkdirs(r.job.run_dir) < 0) {
+    fprintf(stderr, CTX "job.run_dir: cannot create %s: %s\n", r.job.run_dir, strerror(errno));
+    code = 1;
+    goto out;
+  }
+  snprintf(eff, sizeof eff, "%s/recipe.yaml", r.job.run_dir);
+  if (dtr_recipe_write(&r, eff, err, sizeof err) != DTR_OK) {
+    fprintf(stderr, CTX "%s\n", err);
+    code = 1;
+    goto out;
+  }
+  code = dtr_cmd_launch(launch.n, launch.v);
+  goto out;
+
+nomem:
+  fprintf(stderr, CTX "out of memory\n");
+  code = 1;
+out:
+  strv_free(&overrides);
+  strv_free(&flag_overrides);
+  strv_free(&passthru);
+  strv_free(&launch);
+  return code;
 }

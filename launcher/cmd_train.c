@@ -1,11 +1,76 @@
-/* `dtrain train`: being written (placeholder so the CLI links while its owner works on it). */
+/* `dtrain train RECIPE [section.key=value ...]`: one rank of the built-in trainer. `dtrain run` starts
+ * it on every rank; mpirun, srun or torchrun can start it too. The recipe is validated against the
+ * world size this process was started with before any communicator is built. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "commands.h"
+#include "dtrain/recipe.h"
+#include "dtrain/runtime.h"
+
+#define CTX "dtrain train: "
+
+static void usage(FILE *f) {
+  fputs(
+      "usage: dtrain train RECIPE [section.key=value ...]\n"
+      "\n"
+      "Train RECIPE on this process's rank: the worker that `dtrain run` starts on every rank. The rank and\n"
+      "world size come from the launcher's environment (dtrain launch, torchrun, mpirun, srun); alone it\n"
+      "runs as rank 0 of 1. Overrides such as train.steps=20 apply after the file (docs/recipes.md).\n"
+      "\n"
+      "Exit codes: 0 done, 2 bad usage or an invalid recipe (file:line:col: what), 1 training failed.\n",
+      f);
+}
 
 int dtr_cmd_train(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  fprintf(stderr, "dtrain train: not built yet\n");
-  return 2;
+  const char *recipe = NULL;
+  const char **overrides = calloc((size_t)argc, sizeof *overrides);
+  int nov = 0, code = 2;
+  if (!overrides) return 1;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      usage(stdout);
+      code = 0;
+      goto out;
+    }
+    if (a[0] == '-' && a[1]) {
+      fprintf(stderr, CTX "unknown option '%s' (try 'dtrain train --help')\n", a);
+      goto out;
+    }
+    if (!recipe) {
+      recipe = a;
+    } else if (strchr(a, '=')) {
+      overrides[nov++] = a;
+    } else {
+      fprintf(stderr, CTX "unexpected argument '%s' (overrides are section.key=value)\n", a);
+      goto out;
+    }
+  }
+  if (!recipe) {
+    fprintf(stderr, CTX "no recipe given (usage: dtrain train RECIPE [section.key=value ...])\n");
+    goto out;
+  }
+
+  /* the world this rank belongs to, exactly as dtr_init will see it */
+  char err[2048];
+  dtr_identity id;
+  if (dtr_identity_from_env(NULL, &id, err, sizeof err) != DTR_OK) {
+    fprintf(stderr, CTX "%s\n", err);
+    goto out;
+  }
+  static dtr_recipe r;
+  if (dtr_recipe_load(recipe, overrides, nov, id.world_size, &r, err, sizeof err) != DTR_OK) {
+    fprintf(stderr, "%s\n", err);
+    goto out;
+  }
+  code = 0;
+  if (dtr_train(&r, err, sizeof err) != DTR_OK) {
+    fprintf(stderr, CTX "rank %d: %s\n", id.rank, err);
+    code = 1;
+  }
+out:
+  free(overrides);
+  return code;
 }

@@ -1,0 +1,131 @@
+#!/usr/bin/python3
+"""The PyTorch side of bench/train_vs_torch.sh: the same GPT as dtrain's reference model (pre-norm
+blocks, causal attention, tanh-GELU MLP, tied output head), the same configs, batches and AdamW
+(lr 1e-3, betas 0.9/0.95, eps 1e-8, weight decay 0.1 on 2-D weights), fp32 on the CPU with
+torch.set_num_threads(threads). Prints lines in train_perf's format (or JSON with --json).
+usage: /usr/bin/python3 bench/torch_gpt.py [--model tiny|larger|all] [--threads 1,2] [--steps N]
+                                           [--warmup N] [--seconds S] [--json]"""
+import argparse
+import json
+import math
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MODELS = {
+    # name: (vocab, block, layers, heads, embd, batch, default steps)
+    "tiny": (14, 16, 2, 4, 64, 16, 200),
+    "larger": (256, 128, 4, 8, 256, 8, 10),
+}
+
+
+class Block(nn.Module):
+    def __init__(self, C, nh):
+        super().__init__()
+        self.nh = nh
+        self.ln1 = nn.LayerNorm(C)
+        self.qkv = nn.Linear(C, 3 * C)
+        self.attn_proj = nn.Linear(C, C)
+        self.ln2 = nn.LayerNorm(C)
+        self.fc = nn.Linear(C, 4 * C)
+        self.mlp_proj = nn.Linear(4 * C, C)
+
+    def forward(self, x, mask):
+        B, T, C = x.shape
+        hs = C // self.nh
+        q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
+        q = q.view(B, T, self.nh, hs).transpose(1, 2)
+        k = k.view(B, T, self.nh, hs).transpose(1, 2)
+        v = v.view(B, T, self.nh, hs).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))
+        att = F.softmax(att.masked_fill(mask[:T, :T] == 0, float("-inf")), dim=-1)
+        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
+        x = x + self.attn_proj(y)
+        return x + self.mlp_proj(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+
+
+class GPT(nn.Module):
+    def __init__(self, V, block, L, nh, C):
+        super().__init__()
+        self.wte = nn.Embedding(V, C)
+        self.wpe = nn.Embedding(block, C)
+        self.h = nn.ModuleList([Block(C, nh) for _ in range(L)])
+        self.lnf = nn.LayerNorm(C)
+        self.register_buffer("mask", torch.tril(torch.ones(block, block)))
+        for n, p in self.named_parameters():
+            if p.dim() == 2:
+                std = 0.02 / math.sqrt(2 * L) if n.endswith("proj.weight") else 0.02
+                nn.init.normal_(p, 0.0, std)
+            elif n.endswith("bias"):
+                nn.init.zeros_(p)
+
+    def forward(self, idx, targets):
+        B, T = idx.shape
+        x = self.wte(idx) + self.wpe(torch.arange(T))
+        for b in self.h:
+            x = b(x, self.mask)
+        logits = self.lnf(x) @ self.wte.weight.t()
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+
+
+def run(name, threads, steps, warmup, max_s):
+    V, block, L, nh, C, B, dsteps = MODELS[name]
+    steps = steps or dsteps
+    torch.set_num_threads(threads)
+    torch.manual_seed(1337)
+    model = GPT(V, block, L, nh, C)
+    decay = [p for p in model.parameters() if p.dim() == 2]
+    nodecay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": nodecay, "weight_decay": 0.0}],
+                            lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
+    g = torch.Generator().manual_seed(42)
+    data = torch.randint(0, V, (B, block + 1), generator=g)
+    x, y = data[:, :-1].contiguous(), data[:, 1:].contiguous()
+    nparams = sum(p.numel() for p in model.parameters())
+    done, t0, first, loss = 0, 0.0, 0.0, None
+    for it in range(warmup + steps):
+        if it == warmup:
+            t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=False)
+        loss = model(x, y)
+        loss.backward()
+        opt.step()
+        if it == 0:
+            first = loss.item()
+        if it >= warmup:
+            done += 1
+            if time.perf_counter() - t0 > max_s:
+                break
+    el = time.perf_counter() - t0
+    return dict(impl="torch", model=name, params=nparams, batch=B, T=block, threads=threads, steps=done,
+                step_ms=el / done * 1e3, tokens_per_s=done * B * block / el, loss_first=first, loss_last=loss.item())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="all", choices=["tiny", "larger", "all"])
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--steps", type=int, default=0)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    names = list(MODELS) if a.model == "all" else [a.model]
+    if not a.json:
+        print("# %-6s %10s %6s %5s %8s %6s %10s %12s %8s %8s" % ("model", "params", "batch", "T", "threads", "steps",
+                                                               "step_ms", "tokens/s", "loss0", "lossN"))
+    for name in names:
+        for th in [int(t) for t in a.threads.split(",")]:
+            r = run(name, th, a.steps, a.warmup, a.seconds)
+            if a.json:
+                print(json.dumps(r))
+            else:
+                print("%-8s %10d %6d %5d %8d %6d %10.3f %12.1f %8.4f %8.4f" % (
+                    r["model"], r["params"], r["batch"], r["T"], r["threads"], r["steps"], r["step_ms"],
+                    r["tokens_per_s"], r["loss_first"], r["loss_last"]), flush=True)
+
+
+if __name__ == "__main__":
+    main()

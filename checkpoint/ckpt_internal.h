@@ -1,0 +1,95 @@
+/* The checkpointer's private state, shared by ckpt.c (config, registration), ckpt_save.c (snapshot,
+ * background commit, rotation) and ckpt_load.c (newest valid step, resharding). Nothing outside
+ * checkpoint/ includes this. */
+#ifndef DTRAIN_CHECKPOINT_CKPT_INTERNAL_H
+#define DTRAIN_CHECKPOINT_CKPT_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "checkpoint/ckpt_format.h"
+#include "dtrain/ckpt.h"
+
+/* One registered tensor or blob. Scalars (ndim 0) are kept as ndim 1, shape [1], so box arithmetic
+ * has no special case; `scalar` remembers what goes into the manifest. */
+typedef struct dtr__ckpt_reg {
+  char *name;
+  int is_blob;
+  int scalar;
+  dtr_dtype dtype;
+  int ndim;
+  int64_t shape[DTR_CKPT_MAX_DIMS];
+  int64_t offset[DTR_CKPT_MAX_DIMS], extent[DTR_CKPT_MAX_DIMS];
+  int64_t save_offset[DTR_CKPT_MAX_DIMS], save_extent[DTR_CKPT_MAX_DIMS];
+  int saves; /* this rank writes a piece of it */
+  void *data;
+  size_t blob_size;
+} dtr__ckpt_reg;
+
+/* What the background writer owns: copies of every saved box and blob, taken before save returns. */
+typedef struct dtr__ckpt_snapshot {
+  int64_t step;
+  dtr_result failed; /* the snapshot could not be taken (the commit reports it to the peers) */
+  int n;
+  dtr__shard_source *sources;
+  int *reg_index; /* sources[i] is regs[reg_index[i]] */
+  void **buffers; /* point into ck->stage; not owned */
+  uint64_t raw_bytes;
+  double t_start;
+} dtr__ckpt_snapshot;
+
+struct dtr_ckpt {
+  char *dir;
+  char *job_id;
+  int keep, level, threads, timeout_ms;
+  uint64_t chunk_bytes;
+  int test_delay_ms; /* DTRAIN_CKPT_TEST_DELAY_MS: test-only pause between shard write and agreement */
+  dtr_comm *comm;    /* split from cfg->comm; NULL for a single rank */
+  int rank, world;
+
+  dtr__ckpt_reg *regs;
+  int nregs, capregs;
+
+  /* The save in flight. `busy` is set by the caller's thread and cleared by the writer under mu. */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  pthread_t thread;
+  int thread_live; /* a thread was started and not yet joined */
+  int busy;
+  int have_result; /* a finished save's result not yet reported by test/wait */
+  dtr_result result;
+  dtr__ckpt_snapshot snap;
+  void **stage; /* per registration: the snapshot's copy, kept between saves */
+  size_t *stage_cap;
+  int nstage;
+
+  dtr_ckpt_stats stats;
+  char err[2048];
+};
+
+/* ckpt_save.c: run the writer for ck->snap on this thread (sync save) or the background thread. */
+dtr_result dtr__ckpt_commit(dtr_ckpt *ck);
+void dtr__ckpt_snapshot_free(dtr__ckpt_snapshot *s);
+/* Remove .tmp_step_* directories left by crashed saves (rank 0 at create). */
+void dtr__ckpt_remove_stale(const char *dir);
+/* rm -rf of one directory (one level of files, as a checkpoint step has). */
+int dtr__ckpt_remove_dir(const char *path);
+/* fsync a directory by path. */
+int dtr__ckpt_fsync_dir(const char *path);
+
+/* Collectives over ck->comm (no-ops for a single rank) that give up after cfg.timeout_ms. */
+dtr_result dtr__ckpt_allreduce_i32(dtr_ckpt *ck, int32_t *v, int n, dtr_redop op, const char *what);
+dtr_result dtr__ckpt_bcast(dtr_ckpt *ck, void *buf, size_t bytes, const char *what);
+
+/* ckpt_paths.c: committed steps under dir, newest first (owned by caller, free()). */
+dtr_result dtr__ckpt_list_steps(const char *dir, int64_t **steps, int *n);
+/* The step `latest` names, or -1 when missing or malformed. */
+int64_t dtr__ckpt_read_latest(const char *dir);
+/* Replace <dir>/latest atomically: latest.tmp, fsync, rename, fsync dir. */
+dtr_result dtr__ckpt_write_latest(const char *dir, int64_t step, char *err, size_t errcap);
+
+/* Element count of a box; the product saturates at INT64_MAX (callers have validated it). */
+int64_t dtr__box_elems(int ndim, const int64_t *extent);
+double dtr__ckpt_now(void);
+
+#endif

@@ -1,0 +1,447 @@
+/* Loading: every rank tries the same candidate steps newest first; each checks the manifest against
+ * what it registered, then fills every held box from the saved boxes that overlap it, reading only
+ * the chunks that hold elements it still lacks (element ranges of a piece -> row segments of the held
+ * box). The ranks agree (all-reduce) before a step counts as loaded; a bad one is skipped by all. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "checkpoint/ckpt_internal.h"
+#include "common/check.h"
+#include "common/log.h"
+
+#define MAX_CANDIDATES 4096
+
+/* ------------------------------------------------------------------ boxes */
+
+typedef struct box {
+  int nd;
+  int64_t off[DTR_CKPT_MAX_DIMS], ext[DTR_CKPT_MAX_DIMS];
+} box;
+
+/* The piece's box in the registration's terms (a saved scalar has no dimensions; ours has [1]). */
+static box piece_box(const dtr__entry *e, const dtr__piece *p) {
+  box b;
+  memset(&b, 0, sizeof b);
+  if (e->ndim == 0) {
+    b.nd = 1;
+    b.ext[0] = 1;
+    return b;
+  }
+  b.nd = e->ndim;
+  memcpy(b.off, p->offset, sizeof b.off);
+  memcpy(b.ext, p->extent, sizeof b.ext);
+  return b;
+}
+
+static int boxes_meet(const box *a, const box *b) {
+  for (int d = 0; d < a->nd; d++)
+    if (a->off[d] >= b->off[d] + b->ext[d] || b->off[d] >= a->off[d] + a->ext[d] || !a->ext[d] || !b->ext[d])
+      return 0;
+  return 1;
+}
+
+/* Called for each run of consecutive elements that a range of a piece and the held box share:
+ * element `pi` of the piece (row-major in its box) is element `hi` of the held box, `len` of them. */
+typedef int (*seg_fn)(void *ctx, int64_t pi, int64_t hi, int64_t len);
+
+/* Visit the parts of piece elements [b, b+n) that fall inside held box h. Stops when fn returns
+ * non-zero and returns that value. */
+static int for_segments(const box *p, const box *h, int64_t b, int64_t n, seg_fn fn, void *ctx) {
+  int nd = p->nd;
+  int64_t inner = p->ext[nd - 1];
+  if (n <= 0 || inner <= 0) return 0;
+  int64_t r0 = b / inner, r1 = (b + n - 1) / inner;
+  int64_t hlo = h->off[nd - 1], hhi = hlo + h->ext[nd - 1];
+  for (int64_t row = r0; row <= r1; row++) {
+    /* The row's outer coordinates, last dimension first. */
+    int64_t rem = row, hrow = 0, stride = 1, inside = 1;
+    for (int d = nd - 2; d >= 0; d--) {
+      int64_t i = rem % p->ext[d];
+      rem /= p->ext[d];
+      int64_t g = p->off[d] + i;
+      if (g < h->off[d] || g >= h->off[d] + h->ext[d]) {
+        inside = 0;
+        break;
+      }
+      hrow += (g - h->off[d]) * stride;
+      stride *= h->ext[d];
+    }
+    if (!inside) continue;
+    int64_t start = row * inner;
+    int64_t lo = (b > start ? b : start) - start,
+            hi = ((b + n) < start + inner ? (b + n) : start + inner) - start;
+    int64_t a = p->off[nd - 1] + lo, z = p->off[nd - 1] + hi;
+    if (a < hlo) a = hlo;
+    if (z > hhi) z = hhi;
+    if (a >= z) continue;
+    int rc = fn(ctx, start + (a - p->off[nd - 1]), hrow * h->ext[nd - 1] + (a - hlo), z - a);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+static int seg_mark(void *ctx, int64_t pi, int64_t hi, int64_t len) {
+  (void)pi;
+  uint8_t *mask = ctx;
+  for (int64_t i = hi; i < hi + len; i++) mask[i >> 3] |= (uint8_t)(1u << (i & 7));
+  return 0;
+}
+
+static int seg_any_unset(void *ctx, int64_t pi, int64_t hi, int64_t len) {
+  (void)pi;
+  const uint8_t *mask = ctx;
+  for (int64_t i = hi; i < hi + len; i++)
+    if (!(mask[i >> 3] & (1u << (i & 7)))) return 1;
+  return 0;
+}
+
+typedef struct copy_ctx {
+  const char *src; /* the decoded chunk */
+  int64_t chunk_begin;
+  char *dst; /* the held box */
+  size_t es;
+  uint8_t *mask;
+} copy_ctx;
+
+static int seg_copy(void *ctx, int64_t pi, int64_t hi, int64_t len) {
+  copy_ctx *c = ctx;
+  memcpy(c->dst + (size_t)hi * c->es, c->src + (size_t)(pi - c->chunk_begin) * c->es, (size_t)len * c->es);
+  seg_mark(c->mask, pi, hi, len);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ one step on one rank */
+
+typedef struct loader {
+  dtr_ckpt *ck;
+  int64_t step;
+  char step_dir[4096];
+  dtr__manifest *m;
+  dtr__shard **shards; /* opened on first use, m->world of them */
+  void *buf;
+  size_t bufcap;
+  char *err;
+  size_t errcap;
+} loader;
+
+static dtr_result shard_of(loader *L, int rank, dtr__shard **out) {
+  if (!L->shards[rank]) {
+    char path[4096];
+    dtr__ckpt_shard_path(path, sizeof path, L->step_dir, rank);
+    DTR_CHECK(dtr__shard_open(path, L->ck->job_id[0] ? L->ck->job_id : NULL, L->step, rank, &L->shards[rank],
+                              L->err, L->errcap));
+    /* The index and footer sit at the end of the file: reading them (checksummed) catches a truncated
+     * or torn shard even when the chunks this rank needs happen to be intact. */
+    const dtr__shard_index_entry *ents;
+    int n;
+    DTR_CHECK(dtr__shard_index(L->shards[rank], &ents, &n, L->err, L->errcap));
+  }
+  *out = L->shards[rank];
+  return DTR_OK;
+}
+
+static dtr_result read_chunk(loader *L, const dtr__entry *e, const dtr__piece *p, const dtr__chunk *c,
+                             void *dst) {
+  dtr__shard *s;
+  DTR_CHECK(shard_of(L, p->rank, &s));
+  return dtr__shard_read_chunk(s, e->name, e->dtype, c, dst, L->err, L->errcap);
+}
+
+static void held_box(const dtr__ckpt_reg *r, box *h) {
+  memset(h, 0, sizeof *h);
+  h->nd = r->ndim;
+  memcpy(h->off, r->offset, sizeof h->off);
+  memcpy(h->ext, r->extent, sizeof h->ext);
+}
+
+/* Phase 1 for a tensor: the entry matches the registration and the saved boxes cover the held box. */
+static dtr_result check_tensor(loader *L, const dtr__ckpt_reg *r, const dtr__entry *e, const char *mpath) {
+  if (e->is_blob)
+    return dtr__fail(L->err, L->errcap, DTR_ERR_INVALID, "%s: '%s' is a blob there, a tensor here", mpath,
+                     r->name);
+  if (e->dtype != r->dtype)
+    return dtr__fail(L->err, L->errcap, DTR_ERR_INVALID, "%s: tensor '%s' was saved as %s, registered as %s",
+                     mpath, r->name, dtr_dtype_name(e->dtype), dtr_dtype_name(r->dtype));
+  int same = r->scalar ? e->ndim == 0
+                       : e->ndim == r->ndim && !memcmp(e->shape, r->shape, sizeof(int64_t) * (size_t)r->ndim);
+  if (!same) {
+    char a[256] = "", b[256] = "";
+    for (int d = 0; d < e->ndim; d++)
+      snprintf(a + strlen(a), sizeof a - strlen(a), "%s%" PRId64, d ? "," : "", e->shape[d]);
+    for (int d = 0; !r->scalar && d < r->ndim; d++)
+      snprintf(b + strlen(b), sizeof b - strlen(b), "%s%" PRId64, d ? "," : "", r->shape[d]);
+    return dtr__fail(L->err, L->errcap, DTR_ERR_INVALID,
+                     "%s: tensor '%s' was saved with shape [%s], registered as [%s]", mpath, r->name, a, b);
+  }
+  int64_t n = dtr__box_elems(r->ndim, r->extent);
+  if (n == 0) return DTR_OK;
+  uint8_t *mask = calloc((size_t)(n + 7) / 8, 1);
+  if (!mask) return DTR_ERR_NOMEM;
+  box h;
+  held_box(r, &h);
+  for (int j = 0; j < e->npieces; j++) {
+    box p = piece_box(e, &e->pieces[j]);
+    if (boxes_meet(&p, &h)) for_segments(&p, &h, 0, dtr__box_elems(p.nd, p.ext), seg_mark, mask);
+  }
+  int64_t missing = -1;
+  for (int64_t i = 0; i < n && missing < 0; i++)
+    if (!(mask[i >> 3] & (1u << (i & 7)))) missing = i;
+  free(mask);
+  if (missing < 0) return DTR_OK;
+  char coord[256] = "";
+  int64_t rem = missing, idx[DTR_CKPT_MAX_DIMS];
+  for (int d = r->ndim - 1; d >= 0; d--) {
+    idx[d] = r->offset[d] + rem % r->extent[d];
+    rem /= r->extent[d];
+  }
+  for (int d = 0; d < r->ndim; d++)
+    snprintf(coord + strlen(coord), sizeof coord - strlen(coord), "%s%" PRId64, d ? "," : "", idx[d]);
+  return dtr__fail(L->err, L->errcap, DTR_ERR_INVALID, "%s: tensor '%s': no saved piece holds element [%s]",
+                   mpath, r->name, coord);
+}
+
+static const dtr__piece *blob_piece(loader *L, const dtr__entry *e) {
+  const dtr__piece *zero = NULL;
+  for (int j = 0; j < e->npieces; j++) {
+    if (e->pieces[j].rank == L->ck->rank) return &e->pieces[j];
+    if (e->pieces[j].rank == 0) zero = &e->pieces[j];
+  }
+  return L->ck->rank >= L->m->world ? zero : NULL;
+}
+
+static dtr_result check_blob(loader *L, const dtr__ckpt_reg *r, const dtr__entry *e, const char *mpath) {
+  if (!e->is_blob)
+    return dtr__fail(L->err, L->errcap, DTR_ERR_INVALID, "%s: '%s' is a tensor there, a blob here", mpath,
+                     r->name);
+  const dtr__piece *p = blob_piece(L, e);
+  if (!p)
+    return dtr__fail(L->err, L->errcap, DTR_ERR_INVALID, "%s: blob '%s' has no copy for rank %d", mpath,
+                     r->name, L->ck->rank);
+  if (p->raw_bytes != r->blob_size)
+    return dtr__fail(L->err, L->errcap, DTR_ERR_INVALID,
+                     "%s: blob '%s' (rank %d's) was saved with %" PRIu64 " bytes, registered with %zu", mpath,
+                     r->name, p->rank, p->raw_bytes, r->blob_size);
+  return DTR_OK;
+}
+
+static void *grow(loader *L, size_t bytes) {
+  if (bytes > L->bufcap) {
+    void *n = realloc(L->buf, bytes);
+    if (!n) return NULL;
+    L->buf = n;
+    L->bufcap = bytes;
+  }
+  return L->buf;
+}
+
+/* Phase 2 for a tensor: read the chunks that hold elements this rank still lacks. */
+static dtr_result fill_tensor(loader *L, const dtr__ckpt_reg *r, const dtr__entry *e) {
+  int64_t n = dtr__box_elems(r->ndim, r->extent);
+  if (n == 0) return DTR_OK;
+  size_t es = dtr_dtype_size(r->dtype);
+  uint8_t *mask = calloc((size_t)(n + 7) / 8, 1);
+  if (!mask) return DTR_ERR_NOMEM;
+  box h;
+  held_box(r, &h);
+  dtr_result rc = DTR_OK;
+  for (int j = 0; j < e->npieces && rc == DTR_OK; j++) {
+    const dtr__piece *pc = &e->pieces[j];
+    box p = piece_box(e, pc);
+    if (!boxes_meet(&p, &h)) continue;
+    for (int k = 0; k < pc->nchunks && rc == DTR_OK; k++) {
+      const dtr__chunk *c = &pc->chunks[k];
+      if (!for_segments(&p, &h, (int64_t)c->elem_begin, (int64_t)c->elem_count, seg_any_unset, mask))
+        continue;
+      void *dst = grow(L, (size_t)c->elem_count * es);
+      if (!dst) {
+        rc = DTR_ERR_NOMEM;
+        break;
+      }
+      rc = read_chunk(L, e, pc, c, dst);
+      if (rc != DTR_OK) break;
+      copy_ctx cc = {dst, (int64_t)c->elem_begin, r->data, es, mask};
+      for_segments(&p, &h, (int64_t)c->elem_begin, (int64_t)c->elem_count, seg_copy, &cc);
+    }
+  }
+  free(mask);
+  return rc;
+}
+
+static dtr_result fill_blob(loader *L, const dtr__ckpt_reg *r, const dtr__entry *e) {
+  const dtr__piece *p = blob_piece(L, e);
+  for (int k = 0; k < p->nchunks; k++) {
+    const dtr__chunk *c = &p->chunks[k];
+    DTR_CHECK(read_chunk(L, e, p, c, (char *)r->data + c->elem_begin));
+  }
+  return DTR_OK;
+}
+
+static dtr_result try_step(dtr_ckpt *ck, int64_t step, char *err, size_t errcap) {
+  loader L;
+  memset(&L, 0, sizeof L);
+  L.ck = ck;
+  L.step = step;
+  L.err = err;
+  L.errcap = errcap;
+  dtr__ckpt_step_dir(L.step_dir, sizeof L.step_dir, ck->dir, step);
+  char mpath[4200];
+  snprintf(mpath, sizeof mpath, "%s/manifest.yaml", L.step_dir);
+  dtr_result rc = dtr__manifest_read(mpath, &L.m, err, errcap);
+  if (rc != DTR_OK) return rc;
+  const dtr__manifest *m = L.m;
+  if (m->step != step) {
+    rc = dtr__fail(err, errcap, DTR_ERR_PROTOCOL, "%s: says step %" PRId64 ", its directory step %" PRId64,
+                   mpath, m->step, step);
+    goto out;
+  }
+  if (ck->job_id[0] && strcmp(ck->job_id, m->job_id) != 0) {
+    rc = dtr__fail(err, errcap, DTR_ERR_INVALID, "%s: belongs to job '%s', this is job '%s'; not loading it",
+                   mpath, m->job_id, ck->job_id);
+    goto out;
+  }
+  /* Phase 1: everything checkable without reading a chunk, so a mismatch touches no memory. */
+  for (int i = 0; i < ck->nregs && rc == DTR_OK; i++) {
+    const dtr__ckpt_reg *r = &ck->regs[i];
+    const dtr__entry *e = dtr__manifest_find(m, r->name);
+    if (!e)
+      rc = dtr__fail(err, errcap, DTR_ERR_INVALID, "%s: has no %s '%s'", mpath,
+                     r->is_blob ? "blob" : "tensor", r->name);
+    else
+      rc = r->is_blob ? check_blob(&L, r, e, mpath) : check_tensor(&L, r, e, mpath);
+  }
+  if (rc != DTR_OK) goto out;
+  L.shards = calloc((size_t)m->world, sizeof *L.shards);
+  if (!L.shards) {
+    rc = DTR_ERR_NOMEM;
+    goto out;
+  }
+  /* Phase 2: chunks. */
+  for (int i = 0; i < ck->nregs && rc == DTR_OK; i++) {
+    const dtr__ckpt_reg *r = &ck->regs[i];
+    const dtr__entry *e = dtr__manifest_find(m, r->name);
+    rc = r->is_blob ? fill_blob(&L, r, e) : fill_tensor(&L, r, e);
+  }
+out:
+  if (L.shards)
+    for (int r = 0; r < m->world; r++) dtr__shard_close(L.shards[r]);
+  free(L.shards);
+  free(L.buf);
+  dtr__manifest_free(L.m);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ agreement */
+
+typedef struct shared_error {
+  int32_t rc;
+  char msg[1020];
+} shared_error;
+
+/* Rank 0's list of steps to try, newest first, shared with every rank. fixed >= 0: just that one. */
+static dtr_result candidates(dtr_ckpt *ck, int64_t fixed, int64_t *out, int32_t *n) {
+  *n = 0;
+  if (ck->rank == 0) {
+    struct stat st;
+    char p[4096];
+    if (fixed >= 0) {
+      dtr__ckpt_step_dir(p, sizeof p, ck->dir, fixed);
+      if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) out[(*n)++] = fixed;
+    } else {
+      int64_t latest = dtr__ckpt_read_latest(ck->dir);
+      if (latest >= 0) {
+        dtr__ckpt_step_dir(p, sizeof p, ck->dir, latest);
+        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode))
+          out[(*n)++] = latest;
+        else
+          DTR_WARN("%s/latest names step %lld, but %s does not exist; looking at the step directories",
+                   ck->dir, (long long)latest, p);
+      }
+      int64_t *steps;
+      int ns;
+      if (dtr__ckpt_list_steps(ck->dir, &steps, &ns) == DTR_OK) {
+        for (int i = 0; i < ns && *n < MAX_CANDIDATES; i++)
+          if (steps[i] != latest) out[(*n)++] = steps[i];
+        free(steps);
+      }
+    }
+  }
+  DTR_CHECK(dtr__ckpt_bcast(ck, n, sizeof *n, "sharing the candidate steps"));
+  if (*n < 0 || *n > MAX_CANDIDATES) return DTR_ERR_INTERNAL;
+  if (*n) DTR_CHECK(dtr__ckpt_bcast(ck, out, sizeof *out * (size_t)*n, "sharing the candidate steps"));
+  return DTR_OK;
+}
+
+static dtr_result load_impl(dtr_ckpt *ck, int64_t fixed, int64_t *loaded) {
+  if (!ck) return DTR_ERR_INVALID;
+  (void)dtr_ckpt_wait(ck); /* a failed save before this load was logged by its writer */
+  ck->err[0] = 0;
+  int64_t *cand = malloc(sizeof *cand * MAX_CANDIDATES);
+  if (!cand) return DTR_ERR_NOMEM;
+  int32_t n = 0;
+  dtr_result rc = candidates(ck, fixed, cand, &n);
+  if (rc != DTR_OK) goto out;
+  if (n == 0) {
+    rc = fixed >= 0 ? dtr__fail(ck->err, sizeof ck->err, DTR_ERR_NOT_FOUND, "%s: no step %lld", ck->dir,
+                                (long long)fixed)
+                    : dtr__fail(ck->err, sizeof ck->err, DTR_ERR_NOT_FOUND, "%s: no checkpoint", ck->dir);
+    goto out;
+  }
+  shared_error first;
+  memset(&first, 0, sizeof first);
+  for (int i = 0; i < n; i++) {
+    char lerr[1024] = "";
+    dtr_result lrc = try_step(ck, cand[i], lerr, sizeof lerr);
+    if (lrc != DTR_OK) DTR_WARN("rank %d: step %lld: %s", ck->rank, (long long)cand[i], lerr);
+    int32_t bad = lrc == DTR_OK ? ck->world : ck->rank;
+    DTR_CHECK_GOTO(dtr__ckpt_allreduce_i32(ck, &bad, 1, DTR_MIN, "agreeing on the loaded step"), rc, out);
+    if (bad == ck->world) {
+      if (loaded) *loaded = cand[i];
+      if (ck->rank == 0) DTR_INFO("loaded step %lld from %s", (long long)cand[i], ck->dir);
+      rc = DTR_OK;
+      goto out;
+    }
+    /* Every rank learns the lowest failing rank's reason, so all return the same error. */
+    shared_error e;
+    memset(&e, 0, sizeof e);
+    if (ck->rank == bad) {
+      e.rc = (int32_t)lrc;
+      snprintf(e.msg, sizeof e.msg, "rank %d: step %lld: %.960s", ck->rank, (long long)cand[i], lerr);
+    }
+    if (ck->comm) {
+      dtr_request *req = NULL;
+      rc = dtr_broadcast(ck->comm, &e, sizeof e, DTR_U8, bad, &req);
+      if (rc == DTR_OK) rc = dtr_request_wait(req);
+      dtr_request_free(req);
+      if (rc != DTR_OK) {
+        dtr__fail(ck->err, sizeof ck->err, rc, "checkpoint %s: sharing a load error failed: %s", ck->dir,
+                  dtr_comm_last_error(ck->comm));
+        goto out;
+      }
+    }
+    if (ck->rank == 0 && i + 1 < n)
+      DTR_WARN("skipping step %lld of %s (%s); trying step %lld", (long long)cand[i], ck->dir, e.msg,
+               (long long)cand[i + 1]);
+    if (i == 0) first = e;
+  }
+  rc = first.rc ? (dtr_result)first.rc : DTR_ERR_PROTOCOL;
+  dtr__fail(ck->err, sizeof ck->err, rc, "%s: no valid checkpoint among %d step(s); the newest: %s", ck->dir,
+            (int)n, first.msg);
+out:
+  free(cand);
+  return rc;
+}
+
+dtr_result dtr_ckpt_load(dtr_ckpt *ck, int64_t *step) {
+  return load_impl(ck, -1, step);
+}
+
+dtr_result dtr_ckpt_load_step(dtr_ckpt *ck, int64_t step) {
+  if (ck && step < 0)
+    return dtr__fail(ck->err, sizeof ck->err, DTR_ERR_INVALID, "step %lld: must be >= 0", (long long)step);
+  return load_impl(ck, step, NULL);
+}

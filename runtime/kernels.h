@@ -1,0 +1,71 @@
+/* CPU kernels of the reference GPT (fp32): matrix products through CBLAS, the rest as plain loops
+ * that OpenMP splits over rows or (batch, head) when it pays. The CUDA kernels (the .cu files) mirror
+ * these signatures with a _cuda suffix. Conventions: row-major, weights [out, in] like torch.nn.Linear;
+ * "fwd" overwrites its output; "bwd" ADDS into parameter gradients and, unless said otherwise, into
+ * the input gradient. Results are deterministic for a fixed thread count (no atomics, fixed splits).
+ * threads: OpenMP threads (<= 0 means 1); matrix products split their output over them and call a
+ * single-threaded OpenBLAS in each (dtr__kernels_set_threads makes OpenBLAS single-threaded). */
+#ifndef DTRAIN_RUNTIME_KERNELS_H
+#define DTRAIN_RUNTIME_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtrain/common.h"
+
+/* Layer-norm epsilon (as torch.nn.LayerNorm's default). */
+#define DTR_LN_EPS 1e-5f
+
+/* Make OpenBLAS (process-wide) single-threaded; threads is accepted for symmetry and ignored. */
+void dtr__kernels_set_threads(int threads);
+
+/* out[N,OC] = inp[N,C] @ w[OC,C]^T + bias[OC] (bias may be NULL). */
+void dtr__matmul_fwd_cpu(float *out, const float *inp, const float *w, const float *bias, int N, int C,
+                         int OC, int threads);
+/* dinp[N,C] += dout[N,OC] @ w (dinp NULL: skipped); dw[OC,C] += dout^T @ inp; dbias[OC] += column sums
+ * of dout (NULL: skipped). */
+void dtr__matmul_bwd_cpu(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                         const float *w, int N, int C, int OC, int threads);
+
+/* Per row of inp[N,C]: out = (x - mean) * rstd * w + b; mean[N] and rstd[N] are kept for backward. */
+void dtr__layernorm_fwd_cpu(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                            const float *b, int N, int C, int threads);
+/* dinp[N,C] += d/dinp; dw[C], db[C] += parameter gradients. */
+void dtr__layernorm_bwd_cpu(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                            const float *w, const float *mean, const float *rstd, int N, int C, int threads);
+
+/* GELU, tanh approximation (GPT-2; torch approximate='tanh'). bwd OVERWRITES dinp = dout * gelu'(inp);
+ * dinp may alias dout. */
+void dtr__gelu_fwd_cpu(float *out, const float *inp, size_t n, int threads);
+void dtr__gelu_bwd_cpu(float *dinp, const float *inp, const float *dout, size_t n, int threads);
+
+/* Causal multi-head self-attention over qkv[B,T,3C] (q, k, v blocks of C, head h at h*C/NH) into
+ * out[B,T,C]; att[B,NH,T,T] receives the softmax probabilities (zero above the diagonal) for backward.
+ * Scale 1/sqrt(C/NH). */
+dtr_result dtr__attention_fwd_cpu(float *out, float *att, const float *qkv, int B, int T, int C, int NH,
+                                  int threads);
+/* OVERWRITES dqkv[B,T,3C] with the gradient given dout[B,T,C]. DTR_ERR_NOMEM when the per-thread
+ * T x T scratch cannot be allocated. */
+dtr_result dtr__attention_bwd_cpu(float *dqkv, const float *dout, const float *att, const float *qkv, int B,
+                                  int T, int C, int NH, int threads);
+
+/* out = a + b over n floats (out may alias a or b). */
+void dtr__residual_fwd_cpu(float *out, const float *a, const float *b, size_t n, int threads);
+
+/* out[b,t,:] = wte[inp[b,t],:] + wpe[t,:]; ids must be in range (the caller validates). */
+void dtr__embedding_fwd_cpu(float *out, const int32_t *inp, const float *wte, const float *wpe, int B, int T,
+                            int C, int threads);
+/* dwte[inp[b,t],:] += dout[b,t,:]; dwpe[t,:] += dout[b,t,:] (dwpe NULL: skipped). */
+void dtr__embedding_bwd_cpu(float *dwte, float *dwpe, const float *dout, const int32_t *inp, int B, int T,
+                            int C, int threads);
+
+/* Row softmax of logits[N,V] into probs (may alias logits); losses[n] = -log p[target] for targets
+ * >= 0, 0 for -1 (targets NULL: no losses). */
+void dtr__softmax_xent_fwd_cpu(float *probs, float *losses, const float *logits, const int32_t *targets,
+                               int N, int V, int threads);
+/* OVERWRITES dlogits = (probs - onehot(target)) * dloss on scored rows, 0 on rows with target -1;
+ * dlogits may alias probs. */
+void dtr__softmax_xent_bwd_cpu(float *dlogits, const float *probs, const int32_t *targets, float dloss, int N,
+                               int V, int threads);
+
+#endif

@@ -1,0 +1,133 @@
+/* Writes one forward/backward of the reference GPT to a file for tests/integration/gpt_torch_ref.py:
+ * config, weights, inputs, targets (some -1), loss, logits and gradients, so PyTorch can rebuild the
+ * same model and compare. Format (little-endian): "DTRGPTD1", int32 V, block, layers, heads, embd, B,
+ * T, int64 nparams, f32 params[nparams], i32 inputs[B*T], i32 targets[B*T], f32 loss,
+ * f32 logits[B*T*V], f32 grads[nparams].
+ * usage: gpt_dump OUT [--vocab V] [--block N] [--layers L] [--heads H] [--embd C] [--batch B] [--T T]
+ *                    [--seed S] [--threads N] [--perturb X] [--accum K] */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/gpt.h"
+#include "runtime/gpt_internal.h"
+
+static uint64_t rng_state;
+static double urand(void) {
+  rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+  return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+
+static int write_all(FILE *f, const void *p, size_t n, const char *path) {
+  if (fwrite(p, 1, n, f) != n) {
+    fprintf(stderr, "gpt_dump: write to %s failed\n", path);
+    return -1;
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2 || !strcmp(argv[1], "--help")) {
+    fprintf(stderr,
+            "usage: gpt_dump OUT [--vocab V] [--block N] [--layers L] [--heads H] [--embd C] [--batch B] "
+            "[--T T]\n"
+            "                    [--seed S] [--threads N] [--perturb X] [--accum K]\n");
+    return 2;
+  }
+  const char *path = argv[1];
+  dtr_gpt_config cfg = {.vocab_size = 14, .block_size = 16, .n_layer = 2, .n_head = 4, .n_embd = 64};
+  int B = 4, T = -1, threads = 1, accum = 1;
+  long long seed = 1;
+  double perturb = 0.0;
+  for (int i = 2; i < argc; i++) {
+    const char *a = argv[i];
+    if (i + 1 >= argc) {
+      fprintf(stderr, "gpt_dump: %s needs a value\n", a);
+      return 2;
+    }
+    const char *v = argv[++i];
+    char *end;
+    double d = strtod(v, &end);
+    if (*end || end == v) {
+      fprintf(stderr, "gpt_dump: %s: bad number '%s'\n", a, v);
+      return 2;
+    }
+    if (!strcmp(a, "--vocab"))
+      cfg.vocab_size = (int)d;
+    else if (!strcmp(a, "--block"))
+      cfg.block_size = (int)d;
+    else if (!strcmp(a, "--layers"))
+      cfg.n_layer = (int)d;
+    else if (!strcmp(a, "--heads"))
+      cfg.n_head = (int)d;
+    else if (!strcmp(a, "--embd"))
+      cfg.n_embd = (int)d;
+    else if (!strcmp(a, "--batch"))
+      B = (int)d;
+    else if (!strcmp(a, "--T"))
+      T = (int)d;
+    else if (!strcmp(a, "--seed"))
+      seed = (long long)d;
+    else if (!strcmp(a, "--threads"))
+      threads = (int)d;
+    else if (!strcmp(a, "--perturb"))
+      perturb = d;
+    else if (!strcmp(a, "--accum"))
+      accum = (int)d;
+    else {
+      fprintf(stderr, "gpt_dump: unknown flag %s\n", a);
+      return 2;
+    }
+  }
+  if (T < 0) T = cfg.block_size;
+  if (accum < 1) accum = 1;
+  char err[256] = "";
+  dtr_gpt *m = NULL;
+  if (dtr_gpt_create(&cfg, (uint64_t)seed, threads, B, &m, err, sizeof err) != DTR_OK) {
+    fprintf(stderr, "gpt_dump: %s\n", err);
+    return 1;
+  }
+  size_t n = dtr_gpt_num_params(m);
+  float *p = dtr_gpt_params(m);
+  rng_state = (uint64_t)seed * 7919u + 1;
+  for (size_t i = 0; i < n; i++) p[i] += (float)((urand() - 0.5) * 2.0 * perturb);
+  int N = B * T, V = cfg.vocab_size;
+  int32_t *in = malloc((size_t)N * sizeof(int32_t)), *tg = malloc((size_t)N * sizeof(int32_t));
+  float *logits = malloc((size_t)N * V * sizeof(float));
+  if (!in || !tg || !logits) return 1;
+  for (int i = 0; i < N; i++) {
+    in[i] = (int32_t)(urand() * V);
+    tg[i] = urand() < 0.2 ? -1 : (int32_t)(urand() * V);
+  }
+  float loss = 0;
+  dtr_gpt_zero_grad(m);
+  /* accum > 1: the same batch K times with grad_scale 1/K, which must equal one plain backward */
+  for (int k = 0; k < accum; k++) {
+    if (dtr_gpt_forward(m, in, tg, B, T, &loss, logits) != DTR_OK ||
+        dtr_gpt_backward(m, 1.0f / (float)accum, NULL, NULL) != DTR_OK) {
+      fprintf(stderr, "gpt_dump: %s\n", dtr__gpt_last_error(m));
+      return 1;
+    }
+  }
+  FILE *f = fopen(path, "wb");
+  if (!f) {
+    perror(path);
+    return 1;
+  }
+  int32_t hdr[7] = {cfg.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.n_embd, B, T};
+  int64_t np = (int64_t)n;
+  int bad = write_all(f, "DTRGPTD1", 8, path) || write_all(f, hdr, sizeof hdr, path) ||
+            write_all(f, &np, sizeof np, path) || write_all(f, p, n * sizeof(float), path) ||
+            write_all(f, in, (size_t)N * sizeof(int32_t), path) ||
+            write_all(f, tg, (size_t)N * sizeof(int32_t), path) || write_all(f, &loss, sizeof loss, path) ||
+            write_all(f, logits, (size_t)N * V * sizeof(float), path) ||
+            write_all(f, dtr_gpt_grads(m), n * sizeof(float), path);
+  if (fclose(f) != 0) bad = 1;
+  printf("gpt_dump: %zu params, B=%d T=%d, loss %.6f -> %s\n", n, B, T, loss, path);
+  free(in);
+  free(tg);
+  free(logits);
+  dtr_gpt_destroy(m);
+  return bad ? 1 : 0;
+}

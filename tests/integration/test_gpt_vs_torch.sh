@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The reference GPT against PyTorch: gpt_dump writes weights, inputs, targets (some -1), dtrain's loss,
+# logits and gradients; gpt_torch_ref.py rebuilds the model in torch (float64) and compares (loss to
+# 1e-5 relative, logits and each gradient tensor to 1e-4 of their max). Several shapes, 1 and 2 threads,
+# T < block_size, perturbed weights, gradient accumulation; and a tampered dump must be caught.
+# ctest-labels: model torch
+# ctest-timeout: 300
+set -u
+BUILD=${DTRAIN_BUILD:?set by ctest}; SRC=${DTRAIN_SRC:?set by ctest}
+PY=/usr/bin/python3
+DUMP=$BUILD/bin/gpt_dump
+REF=$SRC/tests/integration/gpt_torch_ref.py
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+$PY -c 'import torch' 2>/dev/null || fail "$PY cannot import torch (run scripts/install-deps.sh)"
+[ -x "$DUMP" ] || fail "$DUMP not built"
+
+run_case() { # name, gpt_dump flags...
+  local name=$1; shift
+  timeout 120 "$DUMP" "$T/$name.bin" "$@" > "$T/$name.dump.log" 2>&1 || fail "$name: gpt_dump $*: $(cat "$T/$name.dump.log")"
+  timeout 120 $PY "$REF" "$T/$name.bin" > "$T/$name.ref.log" 2>&1 || fail "$name ($*): $(cat "$T/$name.ref.log")"
+  echo "$name: $(tr '\n' ' ' < "$T/$name.ref.log")"
+}
+
+run_case gpt-tiny
+run_case tiny-2threads --threads 2 --seed 3
+run_case perturbed --perturb 0.3 --T 11 --batch 3 --vocab 37 --layers 3 --embd 48 --heads 3 --seed 5
+run_case accumulate --perturb 0.2 --accum 3 --threads 2 --seed 9
+run_case larger --vocab 256 --block 128 --layers 4 --embd 256 --heads 8 --batch 2 --threads 2
+
+# the comparison must be able to fail: change one gradient (the last float of the file) and one logit
+$PY - "$T/perturbed.bin" "$T/bad_grad.bin" "$T/bad_logit.bin" <<'PY'
+import struct, sys
+raw = bytearray(open(sys.argv[1], "rb").read())
+g = bytearray(raw); v = struct.unpack_from("<f", g, len(g) - 4)[0]
+struct.pack_into("<f", g, len(g) - 4, v + 0.05 + abs(v) * 0.01)
+open(sys.argv[2], "wb").write(g)
+V, block, L, nh, C, B, T = struct.unpack_from("<7i", raw, 8); n = struct.unpack_from("<q", raw, 36)[0]
+lo = 44 + 4 * n + 8 * B * T + 4   # first logit
+l = bytearray(raw); v = struct.unpack_from("<f", l, lo)[0]
+struct.pack_into("<f", l, lo, v + 0.01)
+open(sys.argv[3], "wb").write(l)
+PY
+if $PY "$REF" "$T/bad_grad.bin" > "$T/bad_grad.log" 2>&1; then fail "a changed gradient was not detected: $(cat "$T/bad_grad.log")"; fi
+grep -q "grad lnf.b" "$T/bad_grad.log" || fail "the changed gradient was not named: $(cat "$T/bad_grad.log")"
+if $PY "$REF" "$T/bad_logit.bin" > "$T/bad_logit.log" 2>&1; then fail "a changed logit was not detected"; fi
+grep -q "logits differ" "$T/bad_logit.log" || fail "the changed logit was not named: $(cat "$T/bad_logit.log")"
+echo "PASS"
