@@ -583,8 +583,13 @@ dtr_result dtr__ckpt_commit(dtr_ckpt *ck) {
   ck->stats.total_s = dtr__ckpt_now() - s->t_start;
   ck->stats.raw_bytes = s->raw_bytes;
   ck->stats.stored_bytes = stored;
-  DTR_INFO("rank %d: step %lld committed (%.3f s, %" PRIu64 " -> %" PRIu64 " bytes)", ck->rank,
-           (long long)step, ck->stats.total_s, s->raw_bytes, stored);
+  /* One line per save for the job (rank 0), not one per rank. */
+  if (ck->rank == 0)
+    DTR_INFO("checkpoint step %lld committed in %s (%.3f s; rank 0's shard %" PRIu64 " -> %" PRIu64 " bytes)",
+             (long long)step, ck->dir, ck->stats.total_s, s->raw_bytes, stored);
+  else
+    DTR_DEBUG("rank %d: step %lld committed (%.3f s, %" PRIu64 " -> %" PRIu64 " bytes)", ck->rank,
+              (long long)step, ck->stats.total_s, s->raw_bytes, stored);
   goto out;
 
 fail:

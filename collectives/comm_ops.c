@@ -290,11 +290,16 @@ static void *progress_main(void *arg) {
     pthread_mutex_unlock(&k->mu);
     dtr_result rc = run_op(c, &r->op, now);
     pthread_mutex_lock(&k->mu);
-    finish_locked(k, r->fr_id, rc);
+    dtr__fr_set(k, r->fr_id, rc ? DTR__FR_FAILED : DTR__FR_DONE, dtr__coarse_ms(), rc);
     pthread_mutex_unlock(&k->mu);
     report_timeout(c, rc);
+    /* Complete the request before the communicator reads as idle: whoever waits for idle (split,
+     * destroy) must find every earlier request done. */
     req_complete(r, rc); /* r may be freed by its owner from here on */
     pthread_mutex_lock(&k->mu);
+    k->busy = 0;
+    if (k->head) pthread_cond_signal(&k->work);
+    pthread_cond_broadcast(&k->idle);
   }
   pthread_mutex_unlock(&k->mu);
   return NULL;

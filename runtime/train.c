@@ -17,6 +17,7 @@
 #include "runtime/train_internal.h"
 
 #define EVAL_PROBLEMS 256
+#define MAX_SKIPPED_IN_A_ROW 10
 
 typedef struct trainer {
   const dtr_recipe *r;
@@ -37,7 +38,7 @@ typedef struct trainer {
   size_t nparams;
   /* totals over this process's steps */
   double sum_step_s, sum_wait_s, sum_tokens;
-  int64_t steps_run;
+  int64_t steps_run, skipped, skipped_in_a_row;
   char *err;
   size_t errcap;
 } trainer;
@@ -211,8 +212,22 @@ static dtr_result train_step(trainer *t, int64_t step, double *loss, double *lr,
   *loss = mean;
   *gnorm = dtr_clip_grad_norm(dtr_gpt_grads(t->model), t->nparams, r->train.grad_clip);
   *lr = dtr_lr_at(step, r->train.warmup_steps, r->train.steps, r->train.lr, r->train.min_lr);
-  dtr_adamw_step(&t->opt, dtr_gpt_params(t->model), dtr_gpt_grads(t->model), t->decay, *lr);
   dtr__data_advance(t->data);
+  /* An overflowing batch must not poison the weights and moments: skip its update (every rank sees
+   * the same averaged gradients, so every rank skips), and give up when it keeps happening. */
+  if (!isfinite(*gnorm)) {
+    t->skipped++;
+    if (t->rank == 0) DTR_WARN("step %lld: gradient norm %g: update skipped", (long long)step + 1, *gnorm);
+    if (++t->skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW) {
+      return dtr__fail(t->err, t->errcap, DTR_ERR_INVALID,
+                       "training diverged: %d steps in a row up to step %lld had a non-finite gradient norm "
+                       "(lower train.lr=%g or set train.grad_clip)",
+                       MAX_SKIPPED_IN_A_ROW, (long long)step + 1, r->train.lr);
+    }
+    return DTR_OK;
+  }
+  t->skipped_in_a_row = 0;
+  dtr_adamw_step(&t->opt, dtr_gpt_params(t->model), dtr_gpt_grads(t->model), t->decay, *lr);
   return DTR_OK;
 }
 
@@ -295,9 +310,8 @@ static void summarize(trainer *t, int64_t start, double wall_s, double last_loss
   dtr__fmt_thousands(tps, tok, sizeof tok);
   if (!isnan(acc)) snprintf(accs, sizeof accs, " | accuracy %.1f%%", 100 * acc);
   printf(
-      "done: %lld steps in %.1f s | %s tok/s | loss %.4f -> %.4f%s | dp wait %.1f%% of step time (overlap "
-      "%s) | "
-      "weights xxh64 %016llx\n",
+      "done: %lld steps in %.1f s | %s tok/s | loss %.4f -> %.4f%s | "
+      "dp wait %.1f%% of step time (overlap %s) | weights xxh64 %016llx\n",
       (long long)t->steps_run, wall_s, tok, t->state.first_loss, last_loss, accs, 100 * wait_share,
       r->train.overlap ? "on" : "off", (unsigned long long)digest);
   fflush(stdout);
@@ -308,13 +322,12 @@ static void summarize(trainer *t, int64_t start, double wall_s, double last_loss
     DTR_WARN("%s: cannot write the summary", path);
     return;
   }
-  fprintf(f,
-          "steps=%lld\nstart_step=%lld\nsteps_run=%lld\ndp=%d\nthreads=%d\noverlap=%d\nwall_s=%.3f\ntokens_"
-          "per_s=%.1f\n"
-          "step_ms=%.3f\nfirst_loss=%.9g\nfinal_loss=%.9g\naccuracy=%.4f\ndp_wait_share=%.4f\nweights_xxh64=%"
-          "016llx\n",
-          (long long)r->train.steps, (long long)start, (long long)t->steps_run, t->dp, t->threads,
-          r->train.overlap, wall_s, tps, t->steps_run ? 1e3 * t->sum_step_s / (double)t->steps_run : 0.0,
+  fprintf(f, "steps=%lld\nstart_step=%lld\nsteps_run=%lld\nskipped_steps=%lld\n", (long long)r->train.steps,
+          (long long)start, (long long)t->steps_run, (long long)t->skipped);
+  fprintf(f, "dp=%d\nthreads=%d\noverlap=%d\n", t->dp, t->threads, r->train.overlap);
+  fprintf(f, "wall_s=%.3f\ntokens_per_s=%.1f\nstep_ms=%.3f\n", wall_s, tps,
+          t->steps_run ? 1e3 * t->sum_step_s / (double)t->steps_run : 0.0);
+  fprintf(f, "first_loss=%.9g\nfinal_loss=%.9g\naccuracy=%.4f\ndp_wait_share=%.4f\nweights_xxh64=%016llx\n",
           t->state.first_loss, last_loss, acc, wait_share, (unsigned long long)digest);
   fclose(f);
 }
@@ -330,11 +343,10 @@ static dtr_result run(trainer *t) {
     snprintf(rp, sizeof rp, "%s/recipe.yaml", r->job.run_dir);
     if (dtr_recipe_write(r, rp, e2, sizeof e2) != DTR_OK) DTR_WARN("%s: %s", rp, e2);
     print_header(t, start);
-    if (start >= steps)
-      printf(
-          "checkpoint step %lld: all %lld steps are done (remove %s or set checkpoint.resume=false to train "
-          "again)\n",
-          (long long)start, (long long)steps, r->checkpoint.dir);
+    if (start >= steps) {
+      printf("checkpoint step %lld: all %lld steps are done ", (long long)start, (long long)steps);
+      printf("(remove %s or set checkpoint.resume=false to train again)\n", r->checkpoint.dir);
+    }
   }
   fault_hook fault = fault_hook_read(t->rank);
   int addition = r->data.kind == DTR_DATA_ADDITION;

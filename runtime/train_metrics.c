@@ -53,7 +53,7 @@ static dtr_result keep_rows(const char *path, int64_t keep_step, char **out, siz
   FILE *f = fopen(path, "r");
   if (!f) return DTR_OK;
   char *buf = NULL, *line = NULL;
-  size_t cap = 0, n = 0, lcap = 0;
+  size_t n = 0, lcap = 0;
   FILE *mem = open_memstream(&buf, &n);
   if (!mem) {
     fclose(f);
@@ -66,7 +66,6 @@ static dtr_result keep_rows(const char *path, int64_t keep_step, char **out, siz
     if (end == line || *end != ',' || step > keep_step || step < 1) continue;
     fwrite(line, 1, (size_t)len, mem);
   }
-  (void)cap;
   free(line);
   fclose(f);
   fclose(mem);

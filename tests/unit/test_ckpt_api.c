@@ -387,7 +387,8 @@ static void test_not_found_and_bad_input(void) {
   CHECK_EQ_INT(dtr_ckpt_add_tensor(ck, &b3), DTR_ERR_INVALID);
   dtr_ckpt_tensor b4 = dtr_ckpt_tensor_full("", DTR_F32, 1, shape, v);
   CHECK_EQ_INT(dtr_ckpt_add_tensor(ck, &b4), DTR_ERR_INVALID);
-  dtr_ckpt_tensor b5 = dtr_ckpt_tensor_full("b5", DTR_F32, 9, shape, v);
+  const int64_t shape9[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+  dtr_ckpt_tensor b5 = dtr_ckpt_tensor_full("b5", DTR_F32, 9, shape9, v);
   CHECK_EQ_INT(dtr_ckpt_add_tensor(ck, &b5), DTR_ERR_INVALID);
   CHECK_EQ_INT(dtr_ckpt_save(ck, -1), DTR_ERR_INVALID);
 
