@@ -11,6 +11,7 @@
 
 #include "checkpoint/ckpt_internal.h"
 #include "common/check.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "common/param.h"
 
@@ -19,27 +20,6 @@ dtr_ckpt_config dtr_ckpt_config_default(const char *dir) {
   memset(&c, 0, sizeof c);
   c.dir = dir;
   return c;
-}
-
-/* mkdir -p; an existing directory is fine even on a read-only file system. */
-static int mkdir_p(const char *path) {
-  char p[4096];
-  size_t len = strlen(path);
-  if (len == 0 || len >= sizeof p) return errno = ENAMETOOLONG, -1;
-  memcpy(p, path, len + 1);
-  for (size_t i = 1; i <= len; i++) {
-    if (p[i] != '/' && p[i] != 0) continue;
-    char c = p[i];
-    p[i] = 0;
-    struct stat st;
-    if (stat(p, &st) != 0) {
-      if (mkdir(p, 0755) != 0 && errno != EEXIST) return -1;
-    } else if (!S_ISDIR(st.st_mode)) {
-      return errno = ENOTDIR, -1;
-    }
-    p[i] = c;
-  }
-  return 0;
 }
 
 dtr_result dtr_ckpt_create(const dtr_ckpt_config *cfg, dtr_ckpt **out, char *err, size_t errcap) {
@@ -77,7 +57,7 @@ dtr_result dtr_ckpt_create(const dtr_ckpt_config *cfg, dtr_ckpt **out, char *err
 
   /* Each rank creates the root itself (a shared file system may not show rank 0's mkdir at once). A
    * failure here is not fatal yet: a read-only, already existing directory still loads. */
-  int mk = mkdir_p(ck->dir);
+  int mk = dtr__mkdir_p(ck->dir, 0755);
   int mk_errno = errno;
   if (ck->rank == 0 && mk == 0) dtr__ckpt_remove_stale(ck->dir);
   if (cfg->comm) {

@@ -24,6 +24,7 @@ typedef struct dtr__ckpt_reg {
   int saves; /* this rank writes a piece of it */
   void *data;
   size_t blob_size;
+  int device; /* dtr_ckpt_device; DTR_CKPT_CUDA: data is device memory (ckpt_device.c copies it) */
 } dtr__ckpt_reg;
 
 /* What the background writer owns: copies of every saved box and blob, taken before save returns. */
@@ -65,6 +66,11 @@ struct dtr_ckpt {
 
   dtr_ckpt_stats stats;
   char err[2048];
+
+  /* Device tensors (ckpt_device.c): the CUDA device they live on and the checkpointer's own stream
+   * (a cudaStream_t, created with the first device tensor; NULL while there is none). */
+  int dev_id;
+  void *dev_stream;
 };
 
 /* ckpt_save.c: run the writer for ck->snap on this thread (sync save) or the background thread. */
@@ -87,6 +93,26 @@ dtr_result dtr__ckpt_list_steps(const char *dir, int64_t **steps, int *n);
 int64_t dtr__ckpt_read_latest(const char *dir);
 /* Replace <dir>/latest atomically: latest.tmp, fsync, rename, fsync dir. */
 dtr_result dtr__ckpt_write_latest(const char *dir, int64_t step, char *err, size_t errcap);
+
+/* ckpt_device.c: tensors in CUDA device memory. Every entry point exists in a build without CUDA
+ * (DTRAIN_HAVE_CUDA undefined), where registration refuses device tensors, so the copies are never
+ * reached there. All run on the caller's thread (never on the background writer). */
+/* Check t->device at registration; a DTR_CKPT_CUDA tensor's data must be device memory of the current
+ * device; the first one fixes ck->dev_id and creates ck->dev_stream. ck->err names the tensor. */
+dtr_result dtr__ckpt_dev_register(dtr_ckpt *ck, const dtr_ckpt_tensor *t);
+/* Snapshot staging memory: pinned (cudaHostAlloc) when `pinned` and the build has CUDA, else (or when
+ * pinning fails) malloc; dtr__ckpt_stage_free knows which (NULL is fine). */
+void *dtr__ckpt_stage_alloc(size_t bytes, int pinned);
+void dtr__ckpt_stage_free(void *p);
+/* Queue the copy of r's save box (device memory, row-major held box) into contiguous host dst on
+ * ck->dev_stream; dtr__ckpt_dev_sync waits for all queued copies. Failures name the tensor in ck->err. */
+dtr_result dtr__ckpt_dev_copy_out(dtr_ckpt *ck, const dtr__ckpt_reg *r, void *dst);
+dtr_result dtr__ckpt_dev_sync(dtr_ckpt *ck);
+/* Load: copy r's whole held box from contiguous host src to its device memory, waited for. */
+dtr_result dtr__ckpt_dev_upload(dtr_ckpt *ck, const dtr__ckpt_reg *r, const void *src, char *err,
+                                size_t errcap);
+/* Destroy the stream (at dtr_ckpt_destroy, after the writer finished). */
+void dtr__ckpt_dev_release(dtr_ckpt *ck);
 
 /* Element count of a box; the product saturates at INT64_MAX (callers have validated it). */
 int64_t dtr__box_elems(int ndim, const int64_t *extent);

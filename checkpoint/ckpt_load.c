@@ -125,6 +125,8 @@ typedef struct loader {
   dtr__shard **shards; /* opened on first use, m->world of them */
   void *buf;
   size_t bufcap;
+  void *held; /* a device tensor's held box, assembled on the host before one copy to the device */
+  size_t heldcap;
   char *err;
   size_t errcap;
 } loader;
@@ -239,11 +241,23 @@ static void *grow(loader *L, size_t bytes) {
   return L->buf;
 }
 
-/* Phase 2 for a tensor: read the chunks that hold elements this rank still lacks. */
+/* Phase 2 for a tensor: read the chunks that hold elements this rank still lacks. A device tensor's
+ * held box is filled on the host (phase 1 proved the pieces cover it) and then copied over at once. */
 static dtr_result fill_tensor(loader *L, const dtr__ckpt_reg *r, const dtr__entry *e) {
   int64_t n = dtr__box_elems(r->ndim, r->extent);
   if (n == 0) return DTR_OK;
   size_t es = dtr_dtype_size(r->dtype);
+  char *target = r->data;
+  if (r->device == DTR_CKPT_CUDA) {
+    size_t bytes = (size_t)n * es;
+    if (bytes > L->heldcap) {
+      void *h = realloc(L->held, bytes);
+      if (!h) return DTR_ERR_NOMEM;
+      L->held = h;
+      L->heldcap = bytes;
+    }
+    target = L->held;
+  }
   uint8_t *mask = calloc((size_t)(n + 7) / 8, 1);
   if (!mask) return DTR_ERR_NOMEM;
   box h;
@@ -264,11 +278,13 @@ static dtr_result fill_tensor(loader *L, const dtr__ckpt_reg *r, const dtr__entr
       }
       rc = read_chunk(L, e, pc, c, dst);
       if (rc != DTR_OK) break;
-      copy_ctx cc = {dst, (int64_t)c->elem_begin, r->data, es, mask};
+      copy_ctx cc = {dst, (int64_t)c->elem_begin, target, es, mask};
       for_segments(&p, &h, (int64_t)c->elem_begin, (int64_t)c->elem_count, seg_copy, &cc);
     }
   }
   free(mask);
+  if (rc == DTR_OK && r->device == DTR_CKPT_CUDA)
+    rc = dtr__ckpt_dev_upload(L->ck, r, target, L->err, L->errcap);
   return rc;
 }
 
@@ -331,6 +347,7 @@ out:
     for (int r = 0; r < m->world; r++) dtr__shard_close(L.shards[r]);
   free(L.shards);
   free(L.buf);
+  free(L.held);
   dtr__manifest_free(L.m);
   return rc;
 }

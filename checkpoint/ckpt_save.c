@@ -16,6 +16,7 @@
 #include "checkpoint/ckpt_internal.h"
 #include "common/check.h"
 #include "common/log.h"
+#include "common/strbuf.h"
 
 /* ------------------------------------------------------------------ file-system helpers */
 
@@ -208,41 +209,20 @@ dtr_result dtr__ckpt_bcast(dtr_ckpt *ck, void *buf, size_t bytes, const char *wh
 
 /* ------------------------------------------------------------------ the chunk lists, serialized */
 
-typedef struct wbuf {
-  unsigned char *p;
-  size_t len, cap;
-  int oom;
-} wbuf;
-
-static void put(wbuf *b, const void *v, size_t n) {
-  if (b->oom) return;
-  if (b->len + n > b->cap) {
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->len + n) cap *= 2;
-    unsigned char *np = realloc(b->p, cap);
-    if (!np) {
-      b->oom = 1;
-      return;
-    }
-    b->p = np;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->len, v, n);
-  b->len += n;
-}
-static void put_u64(wbuf *b, uint64_t v) {
-  put(b, &v, 8);
+/* The lists are built in a strbuf (its NUL terminator is never sent: only len bytes are). */
+static void put_u64(dtr__sbuf *b, uint64_t v) {
+  dtr__sbuf_put(b, &v, 8);
 }
 
 /* Every registered tensor (so an entry exists even where nothing is saved) and the piece, if any. */
-static void serialize(const dtr_ckpt *ck, const dtr__piece *pieces, wbuf *b) {
+static void serialize(const dtr_ckpt *ck, const dtr__piece *pieces, dtr__sbuf *b) {
   put_u64(b, (uint64_t)ck->nregs);
   int si = 0;
   for (int i = 0; i < ck->nregs; i++) {
     const dtr__ckpt_reg *r = &ck->regs[i];
     uint64_t nl = strlen(r->name);
     put_u64(b, nl);
-    put(b, r->name, nl);
+    dtr__sbuf_put(b, r->name, nl);
     put_u64(b, (uint64_t)r->is_blob);
     put_u64(b, (uint64_t)r->dtype);
     put_u64(b, (uint64_t)(r->scalar ? 0 : r->ndim));
@@ -442,7 +422,7 @@ dtr_result dtr__ckpt_commit(dtr_ckpt *ck) {
   dtr__piece *pieces = calloc((size_t)s->n + 1, sizeof *pieces);
   dtr__manifest m;
   memset(&m, 0, sizeof m);
-  wbuf wb = {0};
+  dtr__sbuf wb = {0};
   unsigned char *all = NULL;
   int64_t *lens = NULL;
   uint64_t stored = 0;
@@ -539,7 +519,7 @@ dtr_result dtr__ckpt_commit(dtr_ckpt *ck) {
     free(mine_pad);
     if (rc != DTR_OK) goto fail;
   } else {
-    all = wb.p;
+    all = (unsigned char *)wb.p;
     wb.p = NULL;
   }
 

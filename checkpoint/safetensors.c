@@ -14,7 +14,9 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fsutil.h"
 #include "log.h"
+#include "strbuf.h"
 
 static const struct {
   const char *name;
@@ -612,58 +614,6 @@ dtr_result dtr__sft_read(const dtr__sft_file *f, int i, void *dst, char *err, si
 
 /* ---------------------------------------------------------------- writer */
 
-typedef struct sbuf {
-  char *p;
-  size_t n, cap;
-  int oom;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-  if (b->oom) return;
-  if (b->n + n + 1 > b->cap) {
-    size_t nc = b->cap ? b->cap : 256;
-    while (nc < b->n + n + 1) nc *= 2;
-    char *np = realloc(b->p, nc);
-    if (!np) {
-      b->oom = 1;
-      return;
-    }
-    b->p = np;
-    b->cap = nc;
-  }
-  memcpy(b->p + b->n, s, n);
-  b->n += n;
-  b->p[b->n] = '\0';
-}
-static void sb_str(sbuf *b, const char *s) {
-  sb_put(b, s, strlen(s));
-}
-static void sb_fmt(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_fmt(sbuf *b, const char *fmt, ...) {
-  char tmp[128];
-  va_list ap;
-  va_start(ap, fmt);
-  int k = vsnprintf(tmp, sizeof tmp, fmt, ap);
-  va_end(ap);
-  if (k > 0) sb_put(b, tmp, (size_t)k < sizeof tmp ? (size_t)k : sizeof tmp - 1);
-}
-/* A JSON string literal; control characters escaped, UTF-8 passed through. */
-static void sb_json(sbuf *b, const char *s) {
-  sb_put(b, "\"", 1);
-  for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\') {
-      char e[2] = {'\\', (char)c};
-      sb_put(b, e, 2);
-    } else if (c < 0x20) {
-      sb_fmt(b, "\\u%04x", c);
-    } else {
-      sb_put(b, (const char *)&c, 1);
-    }
-  }
-  sb_put(b, "\"", 1);
-}
-
 struct dtr__sft_writer {
   char *path, *tmp;
   int fd;
@@ -672,13 +622,8 @@ struct dtr__sft_writer {
 };
 
 static dtr_result write_all(int fd, const void *buf, size_t n, const char *path, char *err, size_t errcap) {
-  size_t done = 0;
-  while (done < n) {
-    ssize_t w = write(fd, (const char *)buf + done, n - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return dtr__fail(err, errcap, DTR_ERR_SYSTEM, "%s: write failed: %s", path, strerror(errno));
-    done += (size_t)w;
-  }
+  if (dtr__write_all(fd, buf, n) != 0)
+    return dtr__fail(err, errcap, DTR_ERR_SYSTEM, "%s: write failed: %s", path, strerror(errno));
   return DTR_OK;
 }
 
@@ -696,7 +641,7 @@ dtr_result dtr__sft_writer_create(const char *path, const dtr__sft_tensor *tenso
                                   size_t errcap) {
   *out = NULL;
   dtr_result rc = DTR_OK;
-  sbuf b = {0};
+  dtr__sbuf b = {0};
   dtr__sft_writer *w = calloc(1, sizeof *w);
   if (!w) return dtr__fail(err, errcap, DTR_ERR_NOMEM, "%s: out of memory", path);
   w->fd = -1;
@@ -709,17 +654,17 @@ dtr_result dtr__sft_writer_create(const char *path, const dtr__sft_tensor *tenso
   }
   snprintf(w->tmp, plen + 5, "%s.tmp", path);
 
-  sb_str(&b, "{");
+  dtr__sbuf_puts(&b, "{");
   int first = 1;
   if (nmeta > 0) {
-    sb_str(&b, "\"__metadata__\":{");
+    dtr__sbuf_puts(&b, "\"__metadata__\":{");
     for (int i = 0; i < nmeta; i++) {
-      if (i) sb_str(&b, ",");
-      sb_json(&b, meta[i].key);
-      sb_str(&b, ":");
-      sb_json(&b, meta[i].value);
+      if (i) dtr__sbuf_puts(&b, ",");
+      dtr__sbuf_json_str(&b, meta[i].key, 0);
+      dtr__sbuf_puts(&b, ":");
+      dtr__sbuf_json_str(&b, meta[i].value, 0);
     }
-    sb_str(&b, "}");
+    dtr__sbuf_puts(&b, "}");
     first = 0;
   }
   uint64_t at = 0;
@@ -732,24 +677,25 @@ dtr_result dtr__sft_writer_create(const char *path, const dtr__sft_tensor *tenso
                      path, i, t->name ? t->name : "(null)");
       goto fail;
     }
-    if (!first) sb_str(&b, ",");
+    if (!first) dtr__sbuf_puts(&b, ",");
     first = 0;
-    sb_json(&b, t->name);
-    sb_fmt(&b, ":{\"dtype\":\"%s\",\"shape\":[", dn);
-    for (int d = 0; d < t->ndim; d++) sb_fmt(&b, "%s%lld", d ? "," : "", (long long)t->shape[d]);
-    sb_fmt(&b, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)at, (unsigned long long)(at + bytes));
+    dtr__sbuf_json_str(&b, t->name, 0);
+    dtr__sbuf_printf(&b, ":{\"dtype\":\"%s\",\"shape\":[", dn);
+    for (int d = 0; d < t->ndim; d++) dtr__sbuf_printf(&b, "%s%lld", d ? "," : "", (long long)t->shape[d]);
+    dtr__sbuf_printf(&b, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)at,
+                     (unsigned long long)(at + bytes));
     at += bytes;
   }
-  sb_str(&b, "}");
+  dtr__sbuf_puts(&b, "}");
   /* Pad with spaces so the data section starts 8-aligned, as the reference writer does. */
-  while (!b.oom && b.n % 8 != 0) sb_str(&b, " ");
+  while (!b.oom && b.len % 8 != 0) dtr__sbuf_puts(&b, " ");
   if (b.oom) {
     rc = dtr__fail(err, errcap, DTR_ERR_NOMEM, "%s: out of memory building the header", path);
     goto fail;
   }
-  if (b.n > DTR__SFT_MAX_HEADER) {
+  if (b.len > DTR__SFT_MAX_HEADER) {
     rc = dtr__fail(err, errcap, DTR_ERR_INVALID, "%s: header of %zu bytes exceeds the format's limit", path,
-                   b.n);
+                   b.len);
     goto fail;
   }
   w->total = at;
@@ -759,9 +705,9 @@ dtr_result dtr__sft_writer_create(const char *path, const dtr__sft_tensor *tenso
     goto fail;
   }
   unsigned char lenb[8];
-  for (int i = 0; i < 8; i++) lenb[i] = (unsigned char)((uint64_t)b.n >> (8 * i));
+  for (int i = 0; i < 8; i++) lenb[i] = (unsigned char)((uint64_t)b.len >> (8 * i));
   DTR_CHECK_GOTO(write_all(w->fd, lenb, 8, w->tmp, err, errcap), rc, fail);
-  DTR_CHECK_GOTO(write_all(w->fd, b.p, b.n, w->tmp, err, errcap), rc, fail);
+  DTR_CHECK_GOTO(write_all(w->fd, b.p, b.len, w->tmp, err, errcap), rc, fail);
   free(b.p);
   *out = w;
   return DTR_OK;

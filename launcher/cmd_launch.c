@@ -196,7 +196,7 @@ int dtr_cmd_launch(int argc, char **argv) {
     fprintf(stderr, CTX "the error file path is too long\n");
     goto out;
   }
-  if (log_run_dir[0] && dtr__mkdirs(log_run_dir) < 0) {
+  if (log_run_dir[0] && dtr__mkdir_p(log_run_dir, 0777) < 0) {
     fprintf(stderr, CTX "--log-dir: cannot create %s: %s\n", log_run_dir, strerror(errno));
     goto out;
   }

@@ -272,7 +272,7 @@ int dtr_cmd_run(int argc, char **argv) {
 
   /* ---- the run directory and its effective recipe */
   char eff[PATH_MAX];
-  if (dtr__mkdirs(r.job.run_dir) < 0) {
+  if (dtr__mkdir_p(r.job.run_dir, 0777) < 0) {
     fprintf(stderr, CTX "job.run_dir: cannot create %s: %s\n", r.job.run_dir, strerror(errno));
     code = 1;
     goto out;

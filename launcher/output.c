@@ -30,38 +30,6 @@ struct dtr__out_rank {
   int tail_next, tail_count;
 };
 
-int dtr__write_all(int fd, const void *buf, size_t len) {
-  const char *p = buf;
-  while (len > 0) {
-    ssize_t n = write(fd, p, len);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    p += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
-
-int dtr__mkdirs(const char *path) {
-  char tmp[PATH_MAX];
-  size_t l = strlen(path);
-  if (l == 0 || l >= sizeof tmp) {
-    errno = ENAMETOOLONG;
-    return -1;
-  }
-  memcpy(tmp, path, l + 1);
-  for (char *p = tmp + 1; *p; p++) {
-    if (*p != '/') continue;
-    *p = '\0';
-    if (mkdir(tmp, 0777) < 0 && errno != EEXIST) return -1;
-    *p = '/';
-  }
-  if (mkdir(tmp, 0777) < 0 && errno != EEXIST) return -1;
-  return 0;
-}
-
 dtr__out_rank *dtr__out_rank_create(int node, int rank, const int console_fd[2], int console_mask,
                                     const char *attempt_dir, char *err, size_t cap) {
   dtr__out_rank *r = calloc(1, sizeof *r);
@@ -79,7 +47,7 @@ dtr__out_rank *dtr__out_rank_create(int node, int rank, const int console_fd[2],
     return NULL;
   }
   if (attempt_dir) {
-    if (dtr__mkdirs(attempt_dir) < 0) {
+    if (dtr__mkdir_p(attempt_dir, 0777) < 0) {
       dtr__fail(err, cap, DTR_ERR_SYSTEM, "cannot create log directory %s: %s", attempt_dir, strerror(errno));
       dtr__out_rank_destroy(r);
       return NULL;

@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "dtrain/common.h"
+#include "fsutil.h" /* dtr__mkdir_p, dtr__write_all: used with these streams */
 
 #define DTR_OUT_MAX_LINE (64 * 1024) /* a longer line is split into pieces of this size */
 #define DTR_OUT_TAIL_LINES 20        /* lines kept per rank for the failure report */
@@ -33,10 +34,5 @@ void dtr__out_rank_flush(dtr__out_rank *r);
 int dtr__out_rank_tail(const dtr__out_rank *r, const char **lines, int max);
 /* Close files and free. NULL is fine. */
 void dtr__out_rank_destroy(dtr__out_rank *r);
-
-/* mkdir -p; returns 0 or -1 with errno. */
-int dtr__mkdirs(const char *path);
-/* write() all of buf, retrying EINTR and short writes. Returns 0 or -1. */
-int dtr__write_all(int fd, const void *buf, size_t len);
 
 #endif

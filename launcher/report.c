@@ -7,13 +7,13 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "strbuf.h"
 
 int dtr__failure_exit_code(const dtr__failure *f) {
   if (f->signal > 0) return 128 + f->signal;
@@ -39,100 +39,33 @@ void dtr__failure_describe(const dtr__failure *f, char *out, size_t cap) {
 
 /* ---------------------------------------------------------------- JSON writing */
 
-typedef struct sbuf {
-  char *p;
-  size_t len, cap;
-  int oom;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-  if (b->oom) return;
-  if (b->len + n + 1 > b->cap) {
-    size_t nc = b->cap ? b->cap * 2 : 1024;
-    while (nc < b->len + n + 1) nc *= 2;
-    char *np = realloc(b->p, nc);
-    if (!np) {
-      b->oom = 1;
-      return;
-    }
-    b->p = np;
-    b->cap = nc;
-  }
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  b->p[b->len] = '\0';
-}
-
-static void sb_puts(sbuf *b, const char *s) {
-  sb_put(b, s, strlen(s));
-}
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-  char tmp[256];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-  va_end(ap);
-  if (n > 0) sb_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
-static void sb_json_str(sbuf *b, const char *s) {
-  sb_put(b, "\"", 1);
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    char esc[8];
-    switch (*p) {
-      case '"':
-        sb_put(b, "\\\"", 2);
-        break;
-      case '\\':
-        sb_put(b, "\\\\", 2);
-        break;
-      case '\n':
-        sb_put(b, "\\n", 2);
-        break;
-      case '\t':
-        sb_put(b, "\\t", 2);
-        break;
-      case '\r':
-        sb_put(b, "\\r", 2);
-        break;
-      default:
-        if (*p < 0x20 || *p == 0x7f) {
-          snprintf(esc, sizeof esc, "\\u%04x", *p);
-          sb_put(b, esc, 6);
-        } else {
-          sb_put(b, (const char *)p, 1);
-        }
-    }
-  }
-  sb_put(b, "\"", 1);
-}
+/* Readable escapes (\n, \t, \r; DEL as \u007f): the error file is read by people too. */
+#define JSON_ESC (DTR__SBUF_JSON_SHORT | DTR__SBUF_JSON_DEL)
 
 char *dtr__failure_to_json(const dtr__failure *f) {
-  sbuf b = {0};
+  dtr__sbuf b = {0};
   char desc[512];
   dtr__failure_describe(f, desc, sizeof desc);
-  sb_puts(&b, "{\"kind\": ");
-  sb_json_str(&b, f->kind);
-  sb_printf(&b, ", \"node_rank\": %d, \"host\": ", f->node_rank);
-  sb_json_str(&b, f->host);
-  sb_printf(&b, ", \"rank\": %d, \"local_rank\": %d, \"exit_code\": %d, \"signal\": %d", f->rank,
-            f->local_rank, f->exit_code, f->signal);
+  dtr__sbuf_puts(&b, "{\"kind\": ");
+  dtr__sbuf_json_str(&b, f->kind, JSON_ESC);
+  dtr__sbuf_printf(&b, ", \"node_rank\": %d, \"host\": ", f->node_rank);
+  dtr__sbuf_json_str(&b, f->host, JSON_ESC);
+  dtr__sbuf_printf(&b, ", \"rank\": %d, \"local_rank\": %d, \"exit_code\": %d, \"signal\": %d", f->rank,
+                   f->local_rank, f->exit_code, f->signal);
   const char *abbrev = f->signal > 0 ? sigabbrev_np(f->signal) : NULL;
-  if (abbrev) sb_printf(&b, ", \"signal_name\": \"SIG%s\"", abbrev);
-  sb_printf(&b,
-            ", \"dtrain_exit_code\": %d, \"pid\": %d, \"restart_count\": %d, \"attempt\": %d, \"run_id\": ",
-            dtr__failure_exit_code(f), f->pid, f->restart_count, f->attempt);
-  sb_json_str(&b, f->run_id);
-  sb_printf(&b, ", \"time\": %.3f, \"message\": ", f->time);
-  sb_json_str(&b, desc);
-  sb_puts(&b, ", \"last_lines\": [");
+  if (abbrev) dtr__sbuf_printf(&b, ", \"signal_name\": \"SIG%s\"", abbrev);
+  dtr__sbuf_printf(
+      &b, ", \"dtrain_exit_code\": %d, \"pid\": %d, \"restart_count\": %d, \"attempt\": %d, \"run_id\": ",
+      dtr__failure_exit_code(f), f->pid, f->restart_count, f->attempt);
+  dtr__sbuf_json_str(&b, f->run_id, JSON_ESC);
+  dtr__sbuf_printf(&b, ", \"time\": %.3f, \"message\": ", f->time);
+  dtr__sbuf_json_str(&b, desc, JSON_ESC);
+  dtr__sbuf_puts(&b, ", \"last_lines\": [");
   for (int i = 0; i < f->nlines; i++) {
-    if (i) sb_puts(&b, ", ");
-    sb_json_str(&b, f->lines[i]);
+    if (i) dtr__sbuf_puts(&b, ", ");
+    dtr__sbuf_json_str(&b, f->lines[i], JSON_ESC);
   }
-  sb_puts(&b, "]}");
+  dtr__sbuf_puts(&b, "]}");
   if (b.oom) {
     free(b.p);
     return NULL;
@@ -302,7 +235,7 @@ dtr_result dtr__failure_write_file(const dtr__failure *f, const char *path, char
   char *slash = strrchr(dir, '/');
   if (slash && slash != dir) {
     *slash = '\0';
-    if (dtr__mkdirs(dir) < 0)
+    if (dtr__mkdir_p(dir, 0777) < 0)
       return dtr__fail(err, cap, DTR_ERR_SYSTEM, "cannot create %s for the error file: %s", dir,
                        strerror(errno));
   }

@@ -8,6 +8,16 @@
 #ifndef DTRAIN_RUNTIME_KERNELS_H
 #define DTRAIN_RUNTIME_KERNELS_H
 
+/* A hot loop compiled twice, for x86-64-v3 (AVX2 + FMA) and baseline x86-64, picked at load time: the
+ * project builds without -march, so without this nothing would use AVX2 or FMA instructions. Off under
+ * sanitizers (their instrumentation and ifuncs do not mix) and on other compilers. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__)
+#define DTR_VEC __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define DTR_VEC
+#endif
+
 #include <stddef.h>
 #include <stdint.h>
 

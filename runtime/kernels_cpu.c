@@ -9,12 +9,6 @@
 
 #include "runtime/kernels.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
-    !defined(__SANITIZE_THREAD__)
-#define DTR_VEC __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define DTR_VEC
-#endif
 #define DTR_INLINE static inline __attribute__((always_inline))
 
 static int nthreads(int threads) {

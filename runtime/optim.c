@@ -6,6 +6,7 @@
 
 #include "check.h"
 #include "dtrain/runtime.h"
+#include "runtime/kernels.h"
 
 dtr_result dtr_adamw_init(dtr_adamw *o, size_t n, double beta1, double beta2, double eps,
                           double weight_decay) {
@@ -38,7 +39,9 @@ void dtr_adamw_free(dtr_adamw *o) {
   o->n = 0;
 }
 
-void dtr_adamw_step(dtr_adamw *o, float *params, const float *grads, const uint8_t *decay_mask, double lr) {
+/* DTR_VEC: with FMA instructions fmaf is one instruction instead of a libm call (about 6x faster here);
+ * the arithmetic, and so the bits, are the same in both clones. */
+DTR_VEC void dtr_adamw_step(dtr_adamw *o, float *params, const float *grads, const uint8_t *decay_mask, double lr) {
   if (!o || !o->m || (o->n && (!params || !grads))) return;
   o->t++;
   o->lr = lr;

@@ -35,8 +35,13 @@
  * from the one given, so the background commit never shares one with the caller's operations.
  * Without a communicator (comm NULL) the checkpointer is a single rank (world 1): tools and tests.
  *
- * Threads: one thread at a time calls a checkpointer's functions. The background writer owns the
- * snapshot; the registered memory may change as soon as dtr_ckpt_save_async returns.
+ * Threads and the snapshot: one thread at a time calls a checkpointer's functions. The background
+ * writer owns the snapshot; the registered memory may change as soon as dtr_ckpt_save_async returns.
+ * The snapshot is the only part a caller waits for: a memcpy of host tensors, and for tensors in CUDA
+ * device memory (DTR_CKPT_CUDA) a device-to-host copy into pinned staging memory on the checkpointer's
+ * own stream, waited for once before save_async returns, so the wait is one copy at PCIe/NVLink speed.
+ * Work the caller queued on its own streams that writes registered device memory must be complete
+ * (say, its stream synchronized) before the save: the checkpointer's stream does not wait for others.
  */
 #ifndef DTRAIN_CKPT_H
 #define DTRAIN_CKPT_H
@@ -81,6 +86,15 @@ const char *dtr_ckpt_last_error(const dtr_ckpt *ck);
 /* One tensor as this rank sees it. Held box: offset[i] .. offset[i]+extent[i] of the global shape,
  * stored row-major and contiguous at data. Save box: save_offset/save_extent, inside the held box;
  * all save_extent zero means this rank saves nothing of this tensor. */
+/* Where a tensor's data lives. */
+typedef enum dtr_ckpt_device {
+  DTR_CKPT_HOST = 0, /* host memory (the default: a zeroed dtr_ckpt_tensor is a host tensor) */
+  DTR_CKPT_CUDA = 1, /* CUDA device memory of the device current when it is registered (cudaMalloc,
+                        or managed memory). Only in builds with CUDA and with a device: otherwise
+                        dtr_ckpt_add_tensor fails with DTR_ERR_UNSUPPORTED naming the tensor. Save
+                        copies it to pinned host memory; load copies the held box back to the device. */
+} dtr_ckpt_device;
+
 typedef struct dtr_ckpt_tensor {
   const char *name; /* unique per checkpointer; copied */
   dtr_dtype dtype;
@@ -90,7 +104,8 @@ typedef struct dtr_ckpt_tensor {
   int64_t extent[DTR_CKPT_MAX_DIMS];
   int64_t save_offset[DTR_CKPT_MAX_DIMS];
   int64_t save_extent[DTR_CKPT_MAX_DIMS];
-  void *data; /* host memory, owned by the caller, valid until dtr_ckpt_destroy */
+  void *data; /* owned by the caller, valid until dtr_ckpt_destroy; host memory unless `device` says */
+  int device; /* a dtr_ckpt_device: DTR_CKPT_HOST (0) or DTR_CKPT_CUDA */
 } dtr_ckpt_tensor;
 
 /* A tensor this rank holds whole and saves whole (offset 0, extent = save box = shape). */
@@ -101,16 +116,20 @@ dtr_ckpt_tensor dtr_ckpt_tensor_save_part(dtr_ckpt_tensor t, int part, int parts
 
 /* Register a tensor / a blob. Blobs are per rank: a load gives rank r the blob saved by rank r, or by
  * rank 0 when the saved job had fewer ranks; a blob whose saved size differs fails the load naming it.
- * DTR_ERR_INVALID names the field for a bad box, a duplicate name or a save in flight. */
+ * DTR_ERR_INVALID names the field for a bad box, a duplicate name or a save in flight, an unknown
+ * `device`, or a DTR_CKPT_CUDA tensor whose data is not device memory of the current device (or of
+ * another device than earlier device tensors: one device per checkpointer). DTR_ERR_UNSUPPORTED: a
+ * DTR_CKPT_CUDA tensor in a build without CUDA or on a machine without a CUDA device. Blobs are host
+ * memory. */
 dtr_result dtr_ckpt_add_tensor(dtr_ckpt *ck, const dtr_ckpt_tensor *t);
 dtr_result dtr_ckpt_add_blob(dtr_ckpt *ck, const char *name, void *data, size_t size);
 
 /* Save synchronously: snapshot, write, agree, commit, rotate. COLLECTIVE. DTR_OK only when the step
  * committed on every rank. */
 dtr_result dtr_ckpt_save(dtr_ckpt *ck, int64_t step);
-/* Save asynchronously: the snapshot (a memcpy of every saved box and blob) happens before it returns;
- * compression, writing and the commit run in the background. One save at a time: a second call first
- * waits for the previous. COLLECTIVE. */
+/* Save asynchronously: the snapshot (a memcpy of every saved box and blob; a device-to-host copy of
+ * device tensors, waited for) happens before it returns; compression, writing and the commit run in
+ * the background. One save at a time: a second call first waits for the previous. COLLECTIVE. */
 dtr_result dtr_ckpt_save_async(dtr_ckpt *ck, int64_t step);
 /* *done = 1 when no save is in flight (the last one's result is then returned once). Local. */
 dtr_result dtr_ckpt_test(dtr_ckpt *ck, int *done);

@@ -4,12 +4,10 @@
  * Built with -DDTRAIN_FUZZ_REPLAY it is a plain program that replays the files named on its command
  * line (or every file of a directory), which ctest runs over tests/fuzz/corpus_ckpt_manifest. */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "checkpoint/ckpt_format.h"
@@ -68,46 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 #ifdef DTRAIN_FUZZ_REPLAY
-static int replay_file(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    fprintf(stderr, "cannot open %s\n", path);
-    return 1;
-  }
-  static uint8_t buf[1 << 20];
-  size_t n = fread(buf, 1, sizeof buf, f);
-  fclose(f);
-  /* The whole input and a few prefixes (truncated manifests). */
-  LLVMFuzzerTestOneInput(buf, n);
-  for (size_t cut = n / 4; cut < n; cut += n / 4 ? n / 4 : 1) LLVMFuzzerTestOneInput(buf, cut);
-  return 0;
-}
-
-int main(int argc, char **argv) {
-  int files = 0, bad = 0;
-  for (int i = 1; i < argc; i++) {
-    struct stat st;
-    if (stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode)) {
-      DIR *d = opendir(argv[i]);
-      struct dirent *e;
-      while (d && (e = readdir(d)) != NULL && files < 10000) {
-        if (e->d_name[0] == '.') continue;
-        char p[4096];
-        snprintf(p, sizeof p, "%s/%s", argv[i], e->d_name);
-        bad += replay_file(p);
-        files++;
-      }
-      if (d) closedir(d);
-    } else {
-      bad += replay_file(argv[i]);
-      files++;
-    }
-  }
-  if (files == 0) {
-    fprintf(stderr, "usage: fuzz_ckpt_manifest_replay FILE|DIR...\n");
-    return 1;
-  }
-  printf("%d files replayed\n", files);
-  return bad ? 1 : 0;
-}
+#define DTR_REPLAY_PROG "fuzz_ckpt_manifest_replay"
+#define DTR_REPLAY_STEP(n) ((n) / 4) /* a few prefixes: each accepted input is written and re-read */
+#include "replay_main.h"
 #endif

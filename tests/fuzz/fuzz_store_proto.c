@@ -99,53 +99,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 #ifdef DTRAIN_FUZZ_REPLAY
-#include <dirent.h>
-#include <sys/stat.h>
-
-static int replay_file(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    fprintf(stderr, "cannot open %s\n", path);
-    return 1;
-  }
-  static uint8_t buf[1 << 20];
-  size_t n = fread(buf, 1, sizeof buf, f);
-  fclose(f);
-  /* Every prefix as well: each truncation point is an input the server can meet. */
-  for (size_t cut = 0; cut <= n; cut++) {
-    uint8_t *copy = malloc(cut ? cut : 1); /* an exact-size copy lets ASan catch over-reads */
-    memcpy(copy, buf, cut);
-    LLVMFuzzerTestOneInput(copy, cut);
-    free(copy);
-  }
-  printf("replayed %s (%zu bytes and its prefixes)\n", path, n);
-  return 0;
-}
-
-int main(int argc, char **argv) {
-  int files = 0, bad = 0;
-  for (int i = 1; i < argc; i++) {
-    struct stat st;
-    if (stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode)) {
-      DIR *d = opendir(argv[i]);
-      struct dirent *e;
-      while (d && (e = readdir(d)) != NULL && files < 10000) {
-        if (e->d_name[0] == '.') continue;
-        char p[4096];
-        snprintf(p, sizeof p, "%s/%s", argv[i], e->d_name);
-        bad += replay_file(p);
-        files++;
-      }
-      if (d) closedir(d);
-    } else {
-      bad += replay_file(argv[i]);
-      files++;
-    }
-  }
-  if (files == 0) {
-    fprintf(stderr, "usage: fuzz_store_proto_replay FILE|DIR...\n");
-    return 1;
-  }
-  return bad ? 1 : 0;
-}
+#define DTR_REPLAY_PROG "fuzz_store_proto_replay"
+#include "replay_main.h"
 #endif

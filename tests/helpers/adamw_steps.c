@@ -11,14 +11,8 @@
 #include <string.h>
 
 #include "dtrain/runtime.h"
+#include "mix64.h"
 
-static uint64_t mix(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ULL;
-  return x ^ (x >> 33);
-}
 static double unit(uint64_t k) { /* [-1, 1) */
   return (double)(mix(k) >> 11) / (double)(1ULL << 53) * 2.0 - 1.0;
 }

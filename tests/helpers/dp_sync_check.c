@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "dtrain/runtime.h"
+#include "mix64.h"
 #include "runtime/runtime_internal.h"
 
 static int g_rank = -1, g_world = 1;
@@ -41,14 +42,6 @@ static void on_alarm(int sig) {
   ssize_t w = write(2, msg, sizeof msg - 1);
   (void)w;
   _exit(3);
-}
-
-static uint64_t mix(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ULL;
-  return x ^ (x >> 33);
 }
 
 /* Rank r's gradient i at step s: a float in [-4, 4) with a full mantissa, so rounding order matters. */

@@ -1,0 +1,44 @@
+/* File-system helpers of fsutil.h (mkdir -p from the checkpoint writer, the trainer's metrics and the
+ * launcher's log directories; the write loop from the launcher and the safetensors writer). */
+#include "fsutil.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int dtr__mkdir_p(const char *path, mode_t mode) {
+  char p[PATH_MAX];
+  size_t len = strlen(path);
+  if (len == 0 || len >= sizeof p) return errno = ENAMETOOLONG, -1;
+  memcpy(p, path, len + 1);
+  /* Each prefix ending at a '/' (or the whole path), from the top down. */
+  for (size_t i = 1; i <= len; i++) {
+    if (p[i] != '/' && p[i] != '\0') continue;
+    char c = p[i];
+    p[i] = '\0';
+    struct stat st;
+    if (stat(p, &st) != 0) {
+      if (mkdir(p, mode) != 0 && errno != EEXIST) return -1;
+    } else if (!S_ISDIR(st.st_mode)) {
+      return errno = ENOTDIR, -1;
+    }
+    p[i] = c;
+  }
+  return 0;
+}
+
+int dtr__write_all(int fd, const void *buf, size_t len) {
+  const char *p = buf;
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
