@@ -234,7 +234,7 @@ static cudaError_t queue_copy_out(const dtr__ckpt_reg *r, char *dst, cudaStream_
     cudaError_t e;
     if (height == 1) {
       e = cudaMemcpyAsync(dst, src + off, width, cudaMemcpyDeviceToHost, s);
-    } else if (pitch <= INT_MAX) {
+    } else if (pitch <= INT_MAX && width <= INT_MAX) { /* cudaDeviceProp::memPitch, 2^31-1 on GPUs */
       e = cudaMemcpy2DAsync(dst, width, src + off, pitch, width, height, cudaMemcpyDeviceToHost, s);
     } else {
       e = cudaSuccess;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "collectives/comm_core.h"
+#include "fsutil.h"
 
 uint64_t dtr__fr_add(dtr__comm_core *k, const dtr__op *op, dtr__fr_state st, int64_t now) {
   uint64_t id = ++k->fr_next;
@@ -61,16 +62,6 @@ static const char *result_name(dtr_result rc) {
   }
 }
 
-static void write_all(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return;
-    p += w;
-    n -= (size_t)w;
-  }
-}
-
 void dtr_comm_dump_flight_recorder(const dtr_comm *c, int fd) {
   if (!c || !c->core) return;
   dtr__comm_core *k = dtr__core(c);
@@ -119,5 +110,5 @@ void dtr_comm_dump_flight_recorder(const dtr_comm *c, int fd) {
         e->t_end >= 0 ? t2 : "-", e->state == DTR__FR_DONE || e->state == DTR__FR_FAILED ? result_name(e->result) : "");
   }
 #undef OUT
-  write_all(fd, buf, len);
+  (void)dtr__write_all(fd, buf, len);
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fsutil.h"
 #include "runtime/train_internal.h"
 
 extern char **environ;
@@ -30,21 +31,6 @@ struct dtr__metrics {
   double win_ms, win_tokens;
   int64_t win_steps;
 };
-
-static int mkdir_p(const char *path) {
-  char p[DTR_RECIPE_STR];
-  size_t len = strlen(path);
-  if (len == 0 || len >= sizeof p) return errno = ENAMETOOLONG, -1;
-  memcpy(p, path, len + 1);
-  for (size_t i = 1; i <= len; i++) {
-    if (p[i] != '/' && p[i] != 0) continue;
-    char c = p[i];
-    p[i] = 0;
-    if (mkdir(p, 0755) != 0 && errno != EEXIST) return -1;
-    p[i] = c;
-  }
-  return 0;
-}
 
 /* Keep the header and rows with step <= keep_step of an existing file (a resumed run). */
 static dtr_result keep_rows(const char *path, int64_t keep_step, char **out, size_t *outlen) {
@@ -83,7 +69,7 @@ dtr_result dtr__metrics_open(const char *run_dir, int64_t start_step, int64_t to
   snprintf(m->csv_path, sizeof m->csv_path, "%s/metrics.csv", run_dir);
   m->total = total_steps;
   m->log_every = log_every > 0 ? log_every : 1;
-  if (mkdir_p(run_dir) != 0) {
+  if (dtr__mkdir_p(run_dir, 0755) != 0) {
     dtr_result rc = dtr__fail(err, errcap, DTR_ERR_SYSTEM, "job.run_dir %s: %s", run_dir, strerror(errno));
     free(m);
     return rc;
