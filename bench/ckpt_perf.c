@@ -8,7 +8,10 @@
  * >= 1.18, compress >= 0.7 GB/s, decompress >= 2 GB/s. --dump writes each tensor's raw bytes to
  * DIR/<name>.bin for the anchors in ckpt_vs_anchors.sh (zstd CLI, torch.save).
  *
- * Tensors (synthetic until the trainer exists; seeded, so every run sees the same bytes):
+ * --from EXPORT.safetensors takes real tensors instead: a trainer checkpoint exported with `dtrain ckpt
+ * export` (weights, their bf16 rounding, and AdamW's m and v).
+ *
+ * Synthetic tensors otherwise (seeded, so every run sees the same bytes):
  *   weight_bf16, weight_f32  ~ N(0, 0.02), the usual transformer init (bf16 rounded to nearest even)
  *   exp_avg_f32      Adam m, an EMA of gradients g ~ N(0, 1e-3): m ~ N(0, (0.23e-3)^2), where
  *                    0.23 = sqrt((1-b1)/(1+b1)) for b1 = 0.9
@@ -41,6 +44,7 @@
 #include <zstd.h>
 
 #include "checkpoint/ckpt_format.h"
+#include "checkpoint/safetensors.h"
 #include "dtrain/ckpt.h"
 #include "dtrain/comm.h"
 #include "dtrain/store.h"
@@ -49,7 +53,7 @@ typedef struct opts {
   const char *mode;
   size_t size, chunk;
   int level, reps, threshold, threads;
-  const char *json, *dump, *dir, *phase;
+  const char *json, *dump, *dir, *phase, *from;
 } opts;
 
 typedef struct tensor {
@@ -99,7 +103,7 @@ static int parse_bytes(const char *s, size_t *out) {
 static void usage(FILE *f) {
   fprintf(f,
           "usage: ckpt_perf codec [--size 64M] [--chunk 4M] [--level 1] [--reps 3] [--json FILE]\n"
-          "                       [--threshold] [--dump DIR] [--wall]\n"
+          "                       [--threshold] [--dump DIR] [--wall] [--from EXPORT.safetensors]\n"
           "       ckpt_perf save [--size 64M] [--chunk 4M] [--level 1] [--threads 1] [--reps 2] [--dir DIR]\n"
           "       dtrain launch --nproc-per-node N -- ckpt_perf reshard --phase save|load --dir DIR [--size "
           "64M]\n");
@@ -126,6 +130,8 @@ static int parse_args(int argc, char **argv, opts *o) {
       if (o->reps < 1 || o->reps > 100) return fprintf(stderr, "ckpt_perf: bad --reps %s\n", v), -1;
     } else if (ARG("--json")) {
       o->json = v;
+    } else if (ARG("--from")) {
+      o->from = v;
     } else if (ARG("--dump")) {
       o->dump = v;
     } else if (ARG("--dir")) {
@@ -217,6 +223,60 @@ static int make_tensors(size_t size, tensor *t) {
     }
   }
   return 0;
+}
+
+/* Real tensors instead of synthetic ones: a trainer checkpoint exported with `dtrain ckpt export`.
+ * weight_f32 = every F32 tensor not under adamw.; weight_bf16 = the same values rounded to bf16 (what a
+ * bf16 run keeps); exp_avg_f32 / exp_avg_sq_f32 = the tensors under adamw.m/ and adamw.v/. */
+static int append_tensor(tensor *t, const void *src, size_t bytes) {
+  void *p = realloc(t->data, t->bytes + bytes);
+  if (!p) return -1;
+  memcpy((char *)p + t->bytes, src, bytes);
+  t->data = p;
+  t->bytes += bytes;
+  return 0;
+}
+
+static int load_tensors(const char *path, tensor *t) {
+  t[0] = (tensor){"weight_bf16", DTR_BF16, 1.45, NULL, 0};
+  t[1] = (tensor){"weight_f32", DTR_F32, 1.18, NULL, 0};
+  t[2] = (tensor){"exp_avg_f32", DTR_F32, 1.18, NULL, 0};
+  t[3] = (tensor){"exp_avg_sq_f32", DTR_F32, 1.18, NULL, 0};
+  t[4] = (tensor){"(none)", DTR_F32, 0, NULL, 0};
+  char err[512];
+  dtr__sft_file *f = NULL;
+  if (dtr__sft_open(path, &f, err, sizeof err)) return fprintf(stderr, "ckpt_perf: %s\n", err), -1;
+  int rc = 0;
+  for (int i = 0; i < f->ntensors && !rc; i++) {
+    const dtr__sft_tensor *x = &f->tensors[i];
+    if (x->dtype != DTR_F32) continue;
+    size_t bytes = (size_t)(x->end - x->begin);
+    float *buf = malloc(bytes ? bytes : 1);
+    if (!buf || dtr__sft_read(f, i, buf, err, sizeof err)) {
+      fprintf(stderr, "ckpt_perf: %s\n", buf ? err : "out of memory");
+      free(buf);
+      rc = -1;
+      break;
+    }
+    int k = !strncmp(x->name, "adamw.m/", 8) ? 2 : !strncmp(x->name, "adamw.v/", 8) ? 3 : 1;
+    rc = append_tensor(&t[k], buf, bytes);
+    if (!rc && k == 1) {
+      size_t n = bytes / 4;
+      uint16_t *h = malloc(n * 2 + 2);
+      if (!h) rc = -1;
+      for (size_t j = 0; h && j < n; j++) h[j] = to_bf16(buf[j]);
+      if (!rc) rc = append_tensor(&t[0], h, n * 2);
+      free(h);
+    }
+    free(buf);
+  }
+  dtr__sft_close(f);
+  if (!rc && (!t[1].bytes || !t[2].bytes || !t[3].bytes)) {
+    fprintf(stderr, "ckpt_perf: %s lacks weights or adamw.m/ and adamw.v/ tensors (a trainer export?)\n",
+            path);
+    rc = -1;
+  }
+  return rc;
 }
 
 typedef struct row {
@@ -322,7 +382,8 @@ static int dump_tensor(const char *dir, const tensor *t) {
 
 static int mode_codec(const opts *o) {
   tensor t[NT];
-  if (make_tensors(o->size, t)) return fprintf(stderr, "ckpt_perf: out of memory\n"), 2;
+  if (o->from ? load_tensors(o->from, t) : make_tensors(o->size, t))
+    return fprintf(stderr, "ckpt_perf: %s\n", o->from ? "cannot use --from" : "out of memory"), 2;
   FILE *js = NULL;
   if (o->json && !(js = fopen(o->json, "w"))) fprintf(stderr, "ckpt_perf: cannot write %s\n", o->json);
   printf(
@@ -344,8 +405,11 @@ static int mode_codec(const opts *o) {
         o->level, o->chunk, use_wall ? "wall" : "thread_cpu");
   int missed = 0;
   long long wrong = 0;
+  if (o->from)
+    printf("# tensors: %s (a trainer checkpoint's export), weight_bf16 = its weights rounded\n", o->from);
   for (int k = 0; k < NT; k++) {
     row r;
+    if (!t[k].bytes) continue;
     if (o->dump && dump_tensor(o->dump, &t[k])) return 2;
     if (run_codec_row(o, &t[k], &r)) return fprintf(stderr, "ckpt_perf: %s failed\n", t[k].name), 2;
     wrong += r.wrong;

@@ -183,16 +183,29 @@ static void pack7(const uint8_t *p, size_t n, uint8_t *out) {
   }
 }
 
+static inline uint64_t spread7(uint64_t x, uint64_t fill) {
+  x = ((x & 0x00fffffff0000000ull) << 4) | (x & 0x000000000fffffffull);
+  x = ((x & 0x0fffc0000fffc000ull) << 2) | (x & 0x00003fff00003fffull);
+  x = ((x & 0x3f803f803f803f80ull) << 1) | (x & 0x007f007f007f007full);
+  return (x << 1) | fill;
+}
+
 static void unpack7(const uint8_t *in, size_t n, int bit0, uint8_t *p) {
   uint64_t fill = bit0 ? 0x0101010101010101ull : 0;
-  for (size_t i = 0; i < n; i += 8) {
+  size_t i = 0;
+  /* Whole blocks with fixed-size loads: reading 8 bytes at block j (7j .. 7j+7) stays inside the
+   * packed input while at least one more whole block follows it. */
+  for (; i + 16 <= n; i += 8) {
+    uint64_t x;
+    memcpy(&x, in + i / 8 * 7, 8);
+    x = spread7(x & 0x00ffffffffffffffull, fill);
+    memcpy(p + i, &x, 8);
+  }
+  for (; i < n; i += 8) {
     uint64_t x = 0;
     size_t r = n - i < 8 ? n - i : 8;
     memcpy(&x, in + i / 8 * 7, r == 8 ? 7 : (7 * r + 7) / 8);
-    x = ((x & 0x00fffffff0000000ull) << 4) | (x & 0x000000000fffffffull);
-    x = ((x & 0x0fffc0000fffc000ull) << 2) | (x & 0x00003fff00003fffull);
-    x = ((x & 0x3f803f803f803f80ull) << 1) | (x & 0x007f007f007f007full);
-    x = (x << 1) | fill;
+    x = spread7(x, fill);
     memcpy(p + i, &x, r);
   }
 }
