@@ -12,6 +12,7 @@
 
 #include "commands.h"
 #include "dtrain/recipe.h"
+#include "dtrain/runtime.h"
 #include "launch_args.h"
 #include "output.h"
 
@@ -212,6 +213,11 @@ int dtr_cmd_run(int argc, char **argv) {
   /* ---- validate with the world the launch section makes; nothing has been started or created */
   if (dtr_recipe_load(recipe, (const char *const *)overrides.v, overrides.n, 0, &r, err, sizeof err) !=
       DTR_OK) {
+    fprintf(stderr, "%s\n", err);
+    goto out;
+  }
+  /* A valid recipe the built-in trainer cannot run yet (tp, pp, cuda) stops here too, not on every rank. */
+  if (dtr_train_check(&r, err, sizeof err) != DTR_OK) {
     fprintf(stderr, "%s\n", err);
     goto out;
   }

@@ -62,7 +62,7 @@ static dtr_result on_grads_ready(void *arg, size_t offset, size_t count) {
   return dtr_dp_sync_ready((dtr_dp_sync *)arg, offset, count);
 }
 
-static dtr_result check_recipe(const dtr_recipe *r, char *err, size_t errcap) {
+dtr_result dtr_train_check(const dtr_recipe *r, char *err, size_t errcap) {
   if (r->parallel.tp > 1 || r->parallel.pp > 1) {
     return dtr__fail(err, errcap, DTR_ERR_UNSUPPORTED,
                      "%s: parallel.tp=%d pp=%d: the built-in trainer is data parallel only (tp 1, pp 1)",
@@ -87,7 +87,7 @@ static dtr_result setup(trainer *t) {
   const dtr_recipe *r = t->r;
   char *err = t->err;
   size_t errcap = t->errcap;
-  DTR_CHECK(check_recipe(r, err, errcap));
+  DTR_CHECK(dtr_train_check(r, err, errcap));
   t->threads = r->train.threads > 0 ? r->train.threads : (int)dtr__param_int("OMP_NUM_THREADS", 1);
   if (t->threads < 1) t->threads = 1;
 

@@ -143,6 +143,11 @@ double dtr_clip_grad_norm(float *grads, size_t n, double max_norm);
 
 /* ---- the built-in trainer */
 
+/* Whether the built-in trainer can run a valid recipe: DTR_ERR_UNSUPPORTED naming the key for what it
+ * does not do yet (tp or pp > 1, device cuda, precision bf16). Pure; `dtrain run` calls it before
+ * starting any rank. */
+dtr_result dtr_train_check(const dtr_recipe *r, char *err, size_t errcap);
+
 /* Train the recipe on this process's rank (dtr_init inside). Returns DTR_OK when the steps are done. */
 dtr_result dtr_train(const dtr_recipe *r, char *err, size_t errcap);
 

@@ -67,6 +67,9 @@ bad $'train:\n  precision: bf16\n' 2 \
 bad "" 2 "override 'train.stepz=20': unknown key 'stepz' in train (did you mean 'steps'?)" \
   -- run "$T/ok.yaml" train.stepz=20
 bad "" 2 "override 'train.steps=many': train.steps: expected an integer, got 'many'" -- run "$T/ok.yaml" train.steps=many
+# valid, but beyond what the built-in trainer does yet: refused by run before any rank starts
+bad "" 2 "$T/ok.yaml: parallel.tp=2 pp=1: the built-in trainer is data parallel only (tp 1, pp 1)" \
+  -- run "$T/ok.yaml" parallel.tp=2 parallel.dp=1
 bad "" 2 "$T/ok.yaml:17:17: train: global_batch 8 is not a multiple of micro_batch 2 x dp 3 = 6" \
   -- run "$T/ok.yaml" --nproc-per-node 3
 bad "" 2 "override 'parallel.dp=4': parallel: dp*tp*pp = 4*1*1 = 4, but the launch section makes 2 ranks (nproc_per_node 2 x nnodes 1)" \
