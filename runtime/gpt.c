@@ -8,9 +8,10 @@
 
 #include "check.h"
 #include "runtime/gpt_internal.h"
+#include "runtime/gpt_layout.h"
 #include "runtime/kernels.h"
 
-#define PER_LAYER 12
+#define PER_LAYER DTR_GPT_PER_LAYER
 
 static void *xalloc(size_t nfloats) {
   size_t bytes = (nfloats ? nfloats : 1) * sizeof(float);
@@ -39,39 +40,6 @@ static void fill_normal(float *p, size_t n, float std, uint64_t *s) {
   }
 }
 
-static void add_tensor(dtr_gpt *m, const char *name, int64_t d0, int64_t d1) {
-  dtr_gpt_param *t = &m->tensors[m->ntensors++];
-  snprintf(t->name, sizeof t->name, "%s", name);
-  t->ndim = d1 > 0 ? 2 : 1;
-  t->shape[0] = d0;
-  t->shape[1] = d1 > 0 ? d1 : 0;
-  t->count = (size_t)d0 * (size_t)(d1 > 0 ? d1 : 1);
-  t->offset = m->nparams;
-  t->decay = t->ndim == 2;
-  m->nparams += t->count;
-}
-
-static void build_table(dtr_gpt *m) {
-  const dtr_gpt_config *c = &m->cfg;
-  int64_t C = c->n_embd;
-  char name[64];
-  add_tensor(m, "wte", c->vocab_size, C);
-  add_tensor(m, "wpe", c->block_size, C);
-  static const char *const names[PER_LAYER] = {"ln1.w",       "ln1.b",       "attn.qkv.w", "attn.qkv.b",
-                                               "attn.proj.w", "attn.proj.b", "ln2.w",      "ln2.b",
-                                               "mlp.fc.w",    "mlp.fc.b",    "mlp.proj.w", "mlp.proj.b"};
-  const int64_t shapes[PER_LAYER][2] = {{C, 0}, {C, 0}, {3 * C, C}, {3 * C, 0}, {C, C},     {C, 0},
-                                        {C, 0}, {C, 0}, {4 * C, C}, {4 * C, 0}, {C, 4 * C}, {C, 0}};
-  for (int l = 0; l < c->n_layer; l++) {
-    for (int k = 0; k < PER_LAYER; k++) {
-      snprintf(name, sizeof name, "h.%d.%s", l, names[k]);
-      add_tensor(m, name, shapes[k][0], shapes[k][1]);
-    }
-  }
-  add_tensor(m, "lnf.w", C, 0);
-  add_tensor(m, "lnf.b", C, 0);
-}
-
 void dtr__gpt_views(const dtr_gpt *m, float *base, float **wte, float **wpe, dtr__gpt_layer *layers,
                     float **lnfw, float **lnfb) {
   const dtr_gpt_param *t = m->tensors;
@@ -93,45 +61,22 @@ const char *dtr__gpt_last_error(const dtr_gpt *m) {
   return m ? m->err : "no model";
 }
 
-static dtr_result check_config(const dtr_gpt_config *c, int max_batch, char *err, size_t errcap) {
-  if (!c) return dtr__fail(err, errcap, DTR_ERR_INVALID, "gpt config: NULL");
-  const struct {
-    const char *name;
-    int v;
-  } f[] = {{"vocab_size", c->vocab_size}, {"block_size", c->block_size}, {"n_layer", c->n_layer},
-           {"n_head", c->n_head},         {"n_embd", c->n_embd},         {"max_batch", max_batch}};
-  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
-    if (f[i].v <= 0)
-      return dtr__fail(err, errcap, DTR_ERR_INVALID, "gpt config: %s must be > 0 (got %d)", f[i].name,
-                       f[i].v);
-  if (c->n_embd % c->n_head != 0)
-    return dtr__fail(err, errcap, DTR_ERR_INVALID,
-                     "gpt config: n_embd (%d) must be a multiple of n_head (%d)", c->n_embd, c->n_head);
-  /* every index into the activations must fit in size_t comfortably and a row index in int */
-  double acts = (double)max_batch * c->block_size *
-                ((double)c->n_layer * (16.0 * c->n_embd + c->n_head * (double)c->block_size) + c->vocab_size +
-                 16.0 * c->n_embd);
-  if (acts > 1e11 || (double)max_batch * c->block_size * c->vocab_size > 2e9)
-    return dtr__fail(err, errcap, DTR_ERR_INVALID,
-                     "gpt config: activations for max_batch %d are too large (%.3g floats)", max_batch, acts);
-  return DTR_OK;
-}
-
 dtr_result dtr_gpt_create(const dtr_gpt_config *cfg, uint64_t seed, int threads, int max_batch, dtr_gpt **out,
                           char *err, size_t errcap) {
   dtr_result rc = DTR_OK;
   if (!out) return dtr__fail(err, errcap, DTR_ERR_INVALID, "dtr_gpt_create: out is NULL");
   *out = NULL;
-  DTR_CHECK(check_config(cfg, max_batch, err, errcap));
+  DTR_CHECK(dtr__gpt_check_config(cfg, max_batch, "gpt", err, errcap));
   dtr_gpt *m = calloc(1, sizeof *m);
   if (!m) return dtr__fail(err, errcap, DTR_ERR_NOMEM, "gpt: out of memory");
   m->cfg = *cfg;
   m->threads = threads > 0 ? threads : 1;
   m->max_batch = max_batch;
   int L = cfg->n_layer;
-  m->tensors = calloc((size_t)(4 + PER_LAYER * L), sizeof *m->tensors);
+  m->ntensors = dtr__gpt_num_tensors(cfg);
+  m->tensors = calloc((size_t)m->ntensors, sizeof *m->tensors);
   if (!m->tensors) goto nomem;
-  build_table(m);
+  m->nparams = dtr__gpt_layout(cfg, m->tensors);
   m->params = xalloc(m->nparams);
   m->grads = xalloc(m->nparams);
   if (!m->params || !m->grads) goto nomem;

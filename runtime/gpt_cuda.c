@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "runtime/gpt_layout.h"
 
 #ifdef DTRAIN_HAVE_CUDA
 #define HAVE_CUDA 1
@@ -16,7 +17,7 @@
 #define HAVE_CUDA 0
 #endif
 
-#define PER_LAYER 12
+#define PER_LAYER DTR_GPT_PER_LAYER
 #define MAX_LAYERS 64
 
 /* Index of each per-layer tensor in the table, after wte and wpe (gpt.h's order). */
@@ -68,40 +69,6 @@ static dtr_result op_fail(dtr_gpt_cuda *m, dtr_result rc, const char *call) {
 
 /* ---------------------------------------------------------------- table */
 
-static void add_tensor(dtr_gpt_cuda *m, const char *name, int64_t d0, int64_t d1) {
-  dtr_gpt_param *t = &m->tensors[m->ntensors++];
-  snprintf(t->name, sizeof t->name, "%s", name);
-  t->ndim = d1 > 0 ? 2 : 1;
-  t->shape[0] = d0;
-  t->shape[1] = d1 > 0 ? d1 : 0;
-  t->count = (size_t)d0 * (size_t)(d1 > 0 ? d1 : 1);
-  t->offset = m->nparams;
-  t->decay = t->ndim == 2;
-  m->nparams += t->count;
-}
-
-/* The table of gpt.c's build_table (gpt.h is the contract; gpt_cuda_check compares both tables). */
-static void build_table(dtr_gpt_cuda *m) {
-  const dtr_gpt_config *c = &m->cfg;
-  int64_t C = c->n_embd;
-  char name[64];
-  add_tensor(m, "wte", c->vocab_size, C);
-  add_tensor(m, "wpe", c->block_size, C);
-  static const char *const names[PER_LAYER] = {"ln1.w",       "ln1.b",       "attn.qkv.w", "attn.qkv.b",
-                                               "attn.proj.w", "attn.proj.b", "ln2.w",      "ln2.b",
-                                               "mlp.fc.w",    "mlp.fc.b",    "mlp.proj.w", "mlp.proj.b"};
-  const int64_t shapes[PER_LAYER][2] = {{C, 0}, {C, 0}, {3 * C, C}, {3 * C, 0}, {C, C},     {C, 0},
-                                        {C, 0}, {C, 0}, {4 * C, C}, {4 * C, 0}, {C, 4 * C}, {C, 0}};
-  for (int l = 0; l < c->n_layer; l++) {
-    for (int k = 0; k < PER_LAYER; k++) {
-      snprintf(name, sizeof name, "h.%d.%s", l, names[k]);
-      add_tensor(m, name, shapes[k][0], shapes[k][1]);
-    }
-  }
-  add_tensor(m, "lnf.w", C, 0);
-  add_tensor(m, "lnf.b", C, 0);
-}
-
 /* Tensor i as the matmuls and norms read it (bf16 copy or fp32 master), and its gradient. */
 static const void *W(const dtr_gpt_cuda *m, int i) {
   size_t off = m->tensors[i].offset;
@@ -111,39 +78,11 @@ static float *G(const dtr_gpt_cuda *m, int i) {
   return m->grads + m->tensors[i].offset;
 }
 static int LT(int l, int k) { /* table index of layer l's tensor k */
-  return 2 + l * PER_LAYER + k;
+  return dtr__gpt_layer_tensor(l, k);
 }
 /* Element i of an activation buffer of the model's dtype. */
 static void *E(const dtr_gpt_cuda *m, void *base, size_t i) {
   return (char *)base + i * m->es;
-}
-
-/* The checks of gpt.c's check_config (static there), so both models accept the same configs. */
-static dtr_result check_config(const dtr_gpt_config *c, int max_batch, char *err, size_t errcap) {
-  if (!c) return dtr__fail(err, errcap, DTR_ERR_INVALID, "gpt_cuda config: NULL");
-  const struct {
-    const char *name;
-    int v;
-  } f[] = {{"vocab_size", c->vocab_size}, {"block_size", c->block_size}, {"n_layer", c->n_layer},
-           {"n_head", c->n_head},         {"n_embd", c->n_embd},         {"max_batch", max_batch}};
-  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
-    if (f[i].v <= 0)
-      return dtr__fail(err, errcap, DTR_ERR_INVALID, "gpt_cuda config: %s must be > 0 (got %d)", f[i].name,
-                       f[i].v);
-  if (c->n_embd % c->n_head != 0)
-    return dtr__fail(err, errcap, DTR_ERR_INVALID,
-                     "gpt_cuda config: n_embd (%d) must be a multiple of n_head (%d)", c->n_embd, c->n_head);
-  if (c->n_layer > MAX_LAYERS)
-    return dtr__fail(err, errcap, DTR_ERR_UNSUPPORTED, "gpt_cuda config: n_layer %d > %d", c->n_layer,
-                     MAX_LAYERS);
-  double acts = (double)max_batch * c->block_size *
-                ((double)c->n_layer * (16.0 * c->n_embd + c->n_head * (double)c->block_size) + c->vocab_size +
-                 16.0 * c->n_embd);
-  if (acts > 1e11 || (double)max_batch * c->block_size * c->vocab_size > 2e9)
-    return dtr__fail(err, errcap, DTR_ERR_INVALID,
-                     "gpt_cuda config: activations for max_batch %d are too large (%.3g elements)", max_batch,
-                     acts);
-  return DTR_OK;
 }
 
 /* ---------------------------------------------------------------- create / destroy */
@@ -209,7 +148,10 @@ dtr_result dtr_gpt_cuda_create(const dtr_gpt_config *cfg, const float *params, s
                                size_t errcap) {
   if (!out) return dtr__fail(err, errcap, DTR_ERR_INVALID, "dtr_gpt_cuda_create: out is NULL");
   *out = NULL;
-  DTR_CHECK(check_config(cfg, max_batch, err, errcap));
+  DTR_CHECK(dtr__gpt_check_config(cfg, max_batch, "gpt_cuda", err, errcap));
+  if (cfg->n_layer > MAX_LAYERS)
+    return dtr__fail(err, errcap, DTR_ERR_UNSUPPORTED, "gpt_cuda config: n_layer %d > %d", cfg->n_layer,
+                     MAX_LAYERS);
   if (precision != DTR_CUDA_F32 && precision != DTR_CUDA_BF16)
     return dtr__fail(err, errcap, DTR_ERR_INVALID, "gpt_cuda: precision %d is neither f32 nor bf16",
                      (int)precision);
@@ -225,14 +167,15 @@ dtr_result dtr_gpt_cuda_create(const dtr_gpt_config *cfg, const float *params, s
   m->dt = precision;
   m->es = dtr__cuda_dtype_size(precision);
   m->max_batch = max_batch;
-  m->tensors = calloc((size_t)(4 + PER_LAYER * cfg->n_layer), sizeof *m->tensors);
+  m->ntensors = dtr__gpt_num_tensors(cfg);
+  m->tensors = calloc((size_t)m->ntensors, sizeof *m->tensors);
   size_t BT = (size_t)max_batch * cfg->block_size;
   m->host_losses = calloc(BT, sizeof(float));
   if (!m->tensors || !m->host_losses) {
     rc = dtr__fail(err, errcap, DTR_ERR_NOMEM, "gpt_cuda: out of memory");
     goto fail;
   }
-  build_table(m);
+  m->nparams = dtr__gpt_layout(cfg, m->tensors);
   if (nparams != m->nparams) {
     rc = dtr__fail(err, errcap, DTR_ERR_INVALID,
                    "gpt_cuda: %zu initial params given but this config has %zu (vocab %d, block %d, %d "

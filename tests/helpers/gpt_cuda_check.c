@@ -25,8 +25,9 @@
 #define TOL_LOSS_BF16 2e-2
 #define MIN_COS_BF16 0.99
 #define TOL_NORM_BF16 0.10
-#define TOL_ADAM_F32 1e-3 /* Adam's g/sqrt(v) turns rounding-level gradient differences into lr-sized steps \
-                           */
+#define TOL_ADAM_F32                                                                     \
+  1e-3 /* Adam's g/sqrt(v) turns rounding-level gradient differences into lr-sized steps \
+        */
 #define TOL_ADAM_BF16 3e-2
 
 typedef struct cfgcase {
