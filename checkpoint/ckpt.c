@@ -87,11 +87,12 @@ void dtr_ckpt_destroy(dtr_ckpt *ck) {
   if (!ck) return;
   (void)dtr_ckpt_wait(ck); /* the writer thread logged a failure */
   dtr__ckpt_snapshot_free(&ck->snap);
-  for (int i = 0; i < ck->nstage; i++) free(ck->stage[i]);
+  for (int i = 0; i < ck->nstage; i++) dtr__ckpt_stage_free(ck->stage[i]);
   free(ck->stage);
   free(ck->stage_cap);
   for (int i = 0; i < ck->nregs; i++) free(ck->regs[i].name);
   free(ck->regs);
+  dtr__ckpt_dev_release(ck);
   dtr_comm_destroy(ck->comm);
   pthread_mutex_destroy(&ck->mu);
   pthread_cond_destroy(&ck->cv);
@@ -223,6 +224,8 @@ dtr_result dtr_ckpt_add_tensor(dtr_ckpt *ck, const dtr_ckpt_tensor *t) {
   }
   if (!t->data && dtr__box_elems(r.ndim, r.extent) > 0)
     return dtr__fail(ck->err, sizeof ck->err, DTR_ERR_INVALID, "tensor '%s': data is NULL", nm);
+  DTR_CHECK(dtr__ckpt_dev_register(ck, t)); /* DTR_CKPT_CUDA: a build and a device that can copy it */
+  r.device = t->device;
   DTR_CHECK(push_reg(ck, &r, nm));
   return DTR_OK;
 }

@@ -72,7 +72,8 @@ void dtr__ckpt_snapshot_free(dtr__ckpt_snapshot *s) {
 }
 
 /* Registration i's staging buffer of at least `bytes`. Kept from one save to the next, so a snapshot
- * after the first is a memcpy into memory already faulted in (it is what the caller waits for). */
+ * after the first is a memcpy into memory already faulted in (it is what the caller waits for). A
+ * device tensor's is pinned, so its device-to-host copy runs at full link speed. */
 static void *stage_buffer(dtr_ckpt *ck, int i, size_t bytes) {
   if (ck->nstage < ck->nregs) {
     void **b = realloc(ck->stage, sizeof *b * (size_t)ck->nregs);
@@ -86,8 +87,8 @@ static void *stage_buffer(dtr_ckpt *ck, int i, size_t bytes) {
   }
   if (!bytes) bytes = 1;
   if (ck->stage_cap[i] < bytes) {
-    free(ck->stage[i]);
-    ck->stage[i] = malloc(bytes);
+    dtr__ckpt_stage_free(ck->stage[i]);
+    ck->stage[i] = dtr__ckpt_stage_alloc(bytes, ck->regs[i].device == DTR_CKPT_CUDA);
     ck->stage_cap[i] = ck->stage[i] ? bytes : 0;
   }
   return ck->stage[i];
@@ -117,6 +118,7 @@ static void copy_box_out(const dtr__ckpt_reg *r, void *dst) {
 }
 
 static dtr_result snapshot(dtr_ckpt *ck, int64_t step) {
+  dtr_result drc = DTR_OK;
   dtr__ckpt_snapshot *s = &ck->snap;
   dtr__ckpt_snapshot_free(s);
   s->step = step;
@@ -137,6 +139,9 @@ static dtr_result snapshot(dtr_ckpt *ck, int64_t step) {
     if (!buf) goto nomem;
     if (r->is_blob) {
       if (bytes) memcpy(buf, r->data, bytes);
+    } else if (r->device == DTR_CKPT_CUDA) {
+      /* Queued on the checkpointer's stream: the host copies of the next registrations overlap it. */
+      DTR_CHECK_GOTO(dtr__ckpt_dev_copy_out(ck, r, buf), drc, devfail);
     } else {
       copy_box_out(r, buf);
     }
@@ -151,9 +156,15 @@ static dtr_result snapshot(dtr_ckpt *ck, int64_t step) {
     s->n++;
     s->raw_bytes += bytes;
   }
+  DTR_CHECK_GOTO(dtr__ckpt_dev_sync(ck), drc, devfail); /* the one wait for device tensors */
   ck->stats.blocking_s = dtr__ckpt_now() - s->t_start;
   return DTR_OK;
+devfail:
+  (void)dtr__ckpt_dev_sync(ck); /* no queued copy may still write into the staging */
+  dtr__ckpt_snapshot_free(s);
+  return drc;
 nomem:
+  (void)dtr__ckpt_dev_sync(ck); /* device copies queued before the failure */
   dtr__ckpt_snapshot_free(s);
   return dtr__fail(ck->err, sizeof ck->err, DTR_ERR_NOMEM, "step %lld: out of memory for the snapshot",
                    (long long)step);
