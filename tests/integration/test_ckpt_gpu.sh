@@ -8,28 +8,9 @@
 # ctest-labels: gpu ckpt
 # ctest-timeout: 300
 source "$(dirname "${BASH_SOURCE[0]}")/launch_lib.sh"
-CHK=$BUILD/bin/ckpt_gpu_check
-[ -x "$CHK" ] || fail "$CHK not built"
-
-rc=0
-timeout -k 5 240 "$CHK" "$T" > "$T/out" 2>&1 || rc=$?
-if ! nvidia-smi -L > /dev/null 2>&1; then
-  [ $rc = 77 ] || { cat "$T/out"; fail "no GPU here, but ckpt_gpu_check exited $rc instead of 77"; }
-  grep -q '^ok   device tensor refused: not supported' "$T/out" || { cat "$T/out"; fail "no clean refusal line"; }
-  echo "no CUDA device: skipped (nvidia-smi -L failed; $(grep -m1 'skipped' "$T/out"))"
-  exit 77
-fi
-features=$("$DTRAIN" --version | head -n1)
-grep -qw cuda <<< "$features" || fail "GPUs present but this build has no CUDA: $features"
-if [ $rc = 77 ]; then
-  cat "$T/out"
-  fail "nvidia-smi lists a GPU but ckpt_gpu_check found none usable"
-fi
-if [ $rc != 0 ]; then
-  grep -v '^ok' "$T/out" | tail -n 60
-  fail "ckpt_gpu_check exited $rc (repro: $CHK DIR)"
-fi
-grep -Eq '^ckpt_gpu_check: [0-9]+ checks, 0 failed$' "$T/out" || fail "no passing summary: $(tail -n 3 "$T/out")"
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_lib.sh"
+# Without a GPU the program must still have seen a device tensor refused cleanly.
+GPU_NODEV_EXPECT='^ok   device tensor refused: not supported' gpu_run_check ckpt_gpu_check "$T"
 n=$(grep -c '^ok' "$T/out")
 [ "$n" -ge 20 ] || { cat "$T/out"; fail "only $n passing check lines; expected every tensor of both steps"; }
 grep -E '^(snapshot|sync save|async save):' "$T/out"

@@ -5,29 +5,8 @@
 # ctest-labels: gpu
 # ctest-timeout: 300
 source "$(dirname "${BASH_SOURCE[0]}")/launch_lib.sh"
-CHK=$BUILD/bin/gpu_kernels_check
-[ -x "$CHK" ] || fail "$CHK not built"
-
-rc=0
-timeout -k 5 240 "$CHK" > "$T/out" 2>&1 || rc=$?
-if ! nvidia-smi -L > /dev/null 2>&1; then
-  # No GPU: the check must still have run its no-device checks and skipped with a reason.
-  [ $rc = 77 ] || { cat "$T/out"; fail "no GPU here, but gpu_kernels_check exited $rc instead of 77"; }
-  echo "no CUDA device: skipped (nvidia-smi -L failed; $(grep -m1 'skipped' "$T/out"))"
-  exit 77
-fi
-# A GPU without CUDA in the build is a build problem, not missing hardware.
-features=$("$DTRAIN" --version | head -n1)
-grep -qw cuda <<< "$features" || fail "GPUs present but this build has no CUDA: $features"
-if [ $rc = 77 ]; then
-  cat "$T/out"
-  fail "nvidia-smi lists a GPU but gpu_kernels_check found none usable"
-fi
-if [ $rc != 0 ]; then
-  grep -v '^ok' "$T/out" | tail -n 60
-  fail "gpu_kernels_check exited $rc (repro: $CHK)"
-fi
-grep -Eq '^gpu_kernels_check: [0-9]+ checks, 0 failed$' "$T/out" || fail "no passing summary: $(tail -n 3 "$T/out")"
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_lib.sh"
+gpu_run_check gpu_kernels_check
 n=$(grep -c '^ok' "$T/out")
 [ "$n" -ge 60 ] || fail "only $n passing check lines; expected every op, dtype and shape"
 tail -n 1 "$T/out"
