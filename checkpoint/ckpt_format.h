@@ -1,6 +1,6 @@
 /* The checkpoint's on-disk pieces as the rest of checkpoint/ sees them: the manifest (manifest.c,
  * YAML through libyaml) and the shard files (shard_write.c / shard_read.c, chunks through codec.c).
- * docs/checkpoint.md describes the bytes; this header is the contract between those files, the
+ * docs/checkpoint-format.md describes the bytes; this header is the contract between those files, the
  * checkpointer (ckpt.c and friends) and the `dtrain ckpt` tools. */
 #ifndef DTRAIN_CHECKPOINT_FORMAT_H
 #define DTRAIN_CHECKPOINT_FORMAT_H
@@ -104,8 +104,9 @@ dtr_result dtr__shard_write(const char *path, const dtr__shard_source *sources, 
 
 /* ---- shard_read.c */
 typedef struct dtr__shard dtr__shard;
-/* Open a shard and check its header: magic, version (newer: refused), job id (when job_id is not NULL
- * or ""), step and rank. err names the file. */
+/* Open a shard and check its header: magic, version (newer: DTR_ERR_UNSUPPORTED), job id (when job_id
+ * is not NULL or ""), step (unless step < 0) and rank (unless rank < 0); a mismatch is
+ * DTR_ERR_PROTOCOL. err names the file. */
 dtr_result dtr__shard_open(const char *path, const char *job_id, int64_t step, int rank, dtr__shard **out,
                            char *err, size_t errcap);
 void dtr__shard_close(dtr__shard *s);

@@ -135,7 +135,8 @@ static dtr_result shard_of(loader *L, int rank, dtr__shard **out) {
   if (!L->shards[rank]) {
     char path[4096];
     dtr__ckpt_shard_path(path, sizeof path, L->step_dir, rank);
-    DTR_CHECK(dtr__shard_open(path, L->ck->job_id[0] ? L->ck->job_id : NULL, L->step, rank, &L->shards[rank],
+    /* Shards must belong to their manifest's job (the manifest was checked against ours already). */
+    DTR_CHECK(dtr__shard_open(path, L->m->job_id[0] ? L->m->job_id : NULL, L->step, rank, &L->shards[rank],
                               L->err, L->errcap));
     /* The index and footer sit at the end of the file: reading them (checksummed) catches a truncated
      * or torn shard even when the chunks this rank needs happen to be intact. */
@@ -315,7 +316,8 @@ static dtr_result try_step(dtr_ckpt *ck, int64_t step, char *err, size_t errcap)
                    mpath, m->step, step);
     goto out;
   }
-  if (ck->job_id[0] && strcmp(ck->job_id, m->job_id) != 0) {
+  /* A checkpoint of no job (an import without --job-id) initialises any run. */
+  if (ck->job_id[0] && m->job_id[0] && strcmp(ck->job_id, m->job_id) != 0) {
     rc = dtr__fail(err, errcap, DTR_ERR_INVALID, "%s: belongs to job '%s', this is job '%s'; not loading it",
                    mpath, m->job_id, ck->job_id);
     goto out;

@@ -8,7 +8,7 @@
  * then writes a YAML manifest naming every tensor, its global shape and dtype, and which shard holds
  * which box, where its chunks lie and their checksums.
  *
- * On disk (docs/checkpoint.md has the byte layout):
+ * On disk (docs/checkpoint.md has the protocol, docs/checkpoint-format.md the bytes):
  *
  *     <dir>/step_00000100/manifest.yaml
  *     <dir>/step_00000100/rank_00003.dtck
@@ -68,7 +68,8 @@ typedef struct dtr_ckpt_config {
   int level;            /* zstd level; 0: DTRAIN_CKPT_LEVEL or the default (1, chosen for throughput) */
   size_t chunk_bytes;   /* uncompressed bytes per chunk; 0: 4 MiB */
   int threads;          /* background compression threads; 0: 1 */
-  const char *job_id;   /* recorded in manifests; a load refuses a checkpoint of another job. NULL: "" (any) */
+  const char *job_id;   /* recorded in manifests; a load refuses a checkpoint of another job (one saved
+                           with no job id loads anywhere). NULL: "" (loads any job's) */
   int timeout_ms;       /* agreement between ranks; 0: the communicator's timeout */
 } dtr_ckpt_config;
 
@@ -83,9 +84,6 @@ void dtr_ckpt_destroy(dtr_ckpt *ck);
 /* Detail of the last failure: the file, chunk, rank, step or key. */
 const char *dtr_ckpt_last_error(const dtr_ckpt *ck);
 
-/* One tensor as this rank sees it. Held box: offset[i] .. offset[i]+extent[i] of the global shape,
- * stored row-major and contiguous at data. Save box: save_offset/save_extent, inside the held box;
- * all save_extent zero means this rank saves nothing of this tensor. */
 /* Where a tensor's data lives. */
 typedef enum dtr_ckpt_device {
   DTR_CKPT_HOST = 0, /* host memory (the default: a zeroed dtr_ckpt_tensor is a host tensor) */
@@ -95,6 +93,9 @@ typedef enum dtr_ckpt_device {
                         copies it to pinned host memory; load copies the held box back to the device. */
 } dtr_ckpt_device;
 
+/* One tensor as this rank sees it. Held box: offset[i] .. offset[i]+extent[i] of the global shape,
+ * stored row-major and contiguous at data. Save box: save_offset/save_extent, inside the held box;
+ * all save_extent zero means this rank saves nothing of this tensor. */
 typedef struct dtr_ckpt_tensor {
   const char *name; /* unique per checkpointer; copied */
   dtr_dtype dtype;

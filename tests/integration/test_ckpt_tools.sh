@@ -240,6 +240,10 @@ expect_rc 0 "$T/exp" "$DTRAIN" ckpt export "$T/c7" "$T/c7.safetensors" --blobs
 expect_rc 1 "$T/imp" "$DTRAIN" ckpt import "$T/in.safetensors" "$T/c7" --step 7
 has "$T/imp" "step_00000007 already exists"
 echo "ok: import of a python-written file loads on 1, 3 and 4 ranks"
+# imported without --job-id: a checkpoint of no job, which initialises a run of any job
+expect_rc 0 "$T/imp" "$DTRAIN" ckpt import "$T/in.safetensors" "$T/c8" --step 7
+launch 2 check "$T/c8" --layout a --saved-world 1 --job-id some-run
+echo "ok: an import without --job-id loads into a run with a job id"
 
 # ---- bad input
 head -c 1000 "$T/in.safetensors" > "$T/trunc.safetensors"
