@@ -371,7 +371,12 @@ static dtr_result run(trainer *t) {
     dtr__metrics_step(t->metrics, &rec);
     fault_hook_fire(&fault, t->rank, s + 1);
     if (r->checkpoint.every > 0 && (s + 1) % r->checkpoint.every == 0 && s + 1 < steps) {
-      DTR_CHECK(dtr__train_ckpt_save(t->ck, s + 1, t->err, t->errcap));
+      /* A save that fails (disk full, a read-only directory) loses this checkpoint, not the run: the
+       * newest committed one is untouched and training goes on. Only the final save is required. */
+      if (dtr__train_ckpt_save(t->ck, s + 1, t->err, t->errcap) != DTR_OK) {
+        if (t->rank == 0) DTR_WARN("%s; training goes on", t->err);
+        t->err[0] = 0;
+      }
       saved = s + 1;
     }
   }
