@@ -81,7 +81,7 @@ void dtr__ckpt_stage_free(void *p) {
 
 /* ------------------------------------------------------------------ registration */
 
-#ifndef DTRAIN_HAVE_CUDA
+static dtr_result register_cuda(dtr_ckpt *ck, const dtr_ckpt_tensor *t);
 
 dtr_result dtr__ckpt_dev_register(dtr_ckpt *ck, const dtr_ckpt_tensor *t) {
   if (t->device == DTR_CKPT_HOST) return DTR_OK;
@@ -89,6 +89,13 @@ dtr_result dtr__ckpt_dev_register(dtr_ckpt *ck, const dtr_ckpt_tensor *t) {
     return dtr__fail(ck->err, sizeof ck->err, DTR_ERR_INVALID,
                      "tensor '%s': device %d: expected DTR_CKPT_HOST (0) or DTR_CKPT_CUDA (1)", t->name,
                      t->device);
+  return register_cuda(ck, t);
+}
+
+#ifndef DTRAIN_HAVE_CUDA
+
+/* A DTR_CKPT_CUDA tensor: this build's checks (no CUDA: refused; CUDA: the pointer and device). */
+static dtr_result register_cuda(dtr_ckpt *ck, const dtr_ckpt_tensor *t) {
   return dtr__fail(ck->err, sizeof ck->err, DTR_ERR_UNSUPPORTED,
                    "tensor '%s': registered in CUDA device memory (DTR_CKPT_CUDA), but this build of dtrain "
                    "has no CUDA (configure with the CUDA toolkit and DTRAIN_CUDA=AUTO or ON)",
@@ -145,12 +152,8 @@ static const char *memory_type_name(enum cudaMemoryType t) {
   return "unknown";
 }
 
-dtr_result dtr__ckpt_dev_register(dtr_ckpt *ck, const dtr_ckpt_tensor *t) {
-  if (t->device == DTR_CKPT_HOST) return DTR_OK;
-  if (t->device != DTR_CKPT_CUDA)
-    return dtr__fail(ck->err, sizeof ck->err, DTR_ERR_INVALID,
-                     "tensor '%s': device %d: expected DTR_CKPT_HOST (0) or DTR_CKPT_CUDA (1)", t->name,
-                     t->device);
+/* A DTR_CKPT_CUDA tensor: this build's checks (no CUDA: refused; CUDA: the pointer and device). */
+static dtr_result register_cuda(dtr_ckpt *ck, const dtr_ckpt_tensor *t) {
   if (dtr__cuda_device_count() < 1)
     return dtr__fail(ck->err, sizeof ck->err, DTR_ERR_UNSUPPORTED,
                      "tensor '%s': registered in CUDA device memory (DTR_CKPT_CUDA), but no CUDA device is "

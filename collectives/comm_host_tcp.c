@@ -83,19 +83,6 @@ struct dtr__host_tcp {
 
 /* ---- segment lists */
 
-static int lane_push(lane *l, void *p, size_t len) {
-  if (len == 0) return 0;
-  if (l->n == l->cap) {
-    int cap = l->cap ? l->cap * 2 : 16;
-    seg *v = realloc(l->v, (size_t)cap * sizeof *v);
-    if (!v) return -1;
-    l->v = v;
-    l->cap = cap;
-  }
-  l->v[l->n++] = (seg){.p = p, .len = len, .check = 0, .want = 0, .op = -1, .gate = 0, .counts = 0};
-  return 0;
-}
-
 /* Push with a gate (see seg) and, for receives, whether completion counts as an arrival. */
 static int lane_push_g(lane *l, void *p, size_t len, int64_t gate, int counts) {
   if (len == 0 && !counts) return 0;
@@ -108,6 +95,10 @@ static int lane_push_g(lane *l, void *p, size_t len, int64_t gate, int counts) {
   }
   l->v[l->n++] = (seg){.p = p, .len = len, .check = 0, .want = 0, .op = -1, .gate = gate, .counts = counts};
   return 0;
+}
+
+static int lane_push(lane *l, void *p, size_t len) {
+  return lane_push_g(l, p, len, 0, 0);
 }
 
 static void lanes_reset(dtr__host_tcp *t) {
