@@ -7,67 +7,21 @@ usage: /usr/bin/python3 bench/torch_gpt.py [--model tiny|larger|all] [--threads 
                                            [--warmup N] [--seconds S] [--json]"""
 import argparse
 import json
-import math
+import os
+import sys
 import time
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
+
+# The model the correctness test validated (tests/integration/gpt_torch_ref.py), not a copy of it.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
+from gpt_torch_model import GPT  # noqa: E402
 
 MODELS = {
     # name: (vocab, block, layers, heads, embd, batch, default steps)
     "tiny": (14, 16, 2, 4, 64, 16, 200),
     "larger": (256, 128, 4, 8, 256, 8, 10),
 }
-
-
-class Block(nn.Module):
-    def __init__(self, C, nh):
-        super().__init__()
-        self.nh = nh
-        self.ln1 = nn.LayerNorm(C)
-        self.qkv = nn.Linear(C, 3 * C)
-        self.attn_proj = nn.Linear(C, C)
-        self.ln2 = nn.LayerNorm(C)
-        self.fc = nn.Linear(C, 4 * C)
-        self.mlp_proj = nn.Linear(4 * C, C)
-
-    def forward(self, x, mask):
-        B, T, C = x.shape
-        hs = C // self.nh
-        q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
-        q = q.view(B, T, self.nh, hs).transpose(1, 2)
-        k = k.view(B, T, self.nh, hs).transpose(1, 2)
-        v = v.view(B, T, self.nh, hs).transpose(1, 2)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))
-        att = F.softmax(att.masked_fill(mask[:T, :T] == 0, float("-inf")), dim=-1)
-        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
-        x = x + self.attn_proj(y)
-        return x + self.mlp_proj(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
-
-
-class GPT(nn.Module):
-    def __init__(self, V, block, L, nh, C):
-        super().__init__()
-        self.wte = nn.Embedding(V, C)
-        self.wpe = nn.Embedding(block, C)
-        self.h = nn.ModuleList([Block(C, nh) for _ in range(L)])
-        self.lnf = nn.LayerNorm(C)
-        self.register_buffer("mask", torch.tril(torch.ones(block, block)))
-        for n, p in self.named_parameters():
-            if p.dim() == 2:
-                std = 0.02 / math.sqrt(2 * L) if n.endswith("proj.weight") else 0.02
-                nn.init.normal_(p, 0.0, std)
-            elif n.endswith("bias"):
-                nn.init.zeros_(p)
-
-    def forward(self, idx, targets):
-        B, T = idx.shape
-        x = self.wte(idx) + self.wpe(torch.arange(T))
-        for b in self.h:
-            x = b(x, self.mask)
-        logits = self.lnf(x) @ self.wte.weight.t()
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
 
 
 def run(name, threads, steps, warmup, max_s):
@@ -89,7 +43,7 @@ def run(name, threads, steps, warmup, max_s):
         if it == warmup:
             t0 = time.perf_counter()
         opt.zero_grad(set_to_none=False)
-        loss = model(x, y)
+        _, loss = model(x, y)
         loss.backward()
         opt.step()
         if it == 0:
