@@ -350,3 +350,14 @@ int dtr_comm_rank(const dtr_comm *c) { return c ? c->rank : -1; }
 int dtr_comm_size(const dtr_comm *c) { return c ? c->size : 0; }
 dtr_backend dtr_comm_backend(const dtr_comm *c) { return c ? c->backend_kind : DTR_BACKEND_HOST; }
 const char *dtr_comm_last_error(const dtr_comm *c) { return c ? c->err : "communicator is NULL"; }
+
+dtr_result dtr_comm_set_cuda_stream(dtr_comm *c, void *stream) {
+  if (!c) return DTR_ERR_INVALID;
+  if (!c->be || !c->be->stream_event || !c->be->event_release)
+    return dtr__comm_fail(c, DTR_ERR_UNSUPPORTED,
+                          "dtr_comm_set_cuda_stream on communicator %s: the %s backend moves host memory and "
+                          "orders nothing after a CUDA stream (only nccl does)",
+                          c->name, dtr_backend_name(c->backend_kind));
+  c->cuda_stream = stream;
+  return DTR_OK;
+}

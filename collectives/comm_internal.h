@@ -40,6 +40,8 @@ typedef struct dtr__op {
   int root;
   dtr_p2p *p2p; /* DTR__OP_P2P: the batch (owned by the core) */
   int np2p;
+  void *cuda_event; /* set when c->cuda_stream was: recorded on it at issue (be->stream_event); run must
+                       order the operation after it; the core releases it (be->event_release) */
 } dtr__op;
 
 typedef struct dtr__backend dtr__backend;
@@ -54,6 +56,7 @@ struct dtr_comm {
   char prefix[256];    /* unique store-key prefix of this communicator: "comm/<run>/<name>/" */
   int timeout_ms;
   int cuda_device;
+  void *cuda_stream;   /* dtr_comm_set_cuda_stream's (issuing thread only); NULL: no ordering */
   int debug;           /* DTRAIN_COMM_DEBUG */
   int *world_ranks;    /* rank in the root communicator of each member (size entries) */
   dtr_comm *parent;
@@ -83,6 +86,11 @@ struct dtr__backend {
   void (*abort)(dtr_comm *c);
   /* Release the backend state. Not collective. */
   void (*destroy)(dtr_comm *c);
+  /* Optional (nccl; NULL elsewhere, and then dtr_comm_set_cuda_stream is unsupported): record an event
+   * on the caller's CUDA stream on the issuing thread, *event receiving it. */
+  dtr_result (*stream_event)(dtr_comm *c, void *stream, void **event);
+  /* Release an event of stream_event once its operation ran, failed or was never run (any thread). */
+  void (*event_release)(dtr_comm *c, void *event);
 };
 
 extern const dtr__backend dtr__backend_host;
@@ -100,6 +108,16 @@ dtr_result dtr__comm_fail(dtr_comm *c, dtr_result rc, const char *fmt, ...) __at
  * for i < n, combined in that fixed order (so every rank gets the same bits), f16/bf16 accumulated in
  * f32 and rounded once; DTR_AVG divides the sum by avg_div. out may alias in[0]. */
 void dtr__reduce_n(void *out, const void *const *in, int nin, size_t n, dtr_dtype t, dtr_redop op, int avg_div);
+
+/* The same reduction split over several calls (a chain of ranks, each adding its inputs in rank order):
+ * acc = acc_in (NULL: in[0] is the first operand) op in[0] op ... op in[nin-1]. With final == 0, out
+ * receives the accumulator, dtr__reduce_acc_size(t, op) bytes per element (f32 for f16/bf16, int64 for
+ * i32 AVG, ...), to pass on as the next call's acc_in; with final != 0 it receives n elements of t
+ * (AVG divided by avg_div, f16/bf16 rounded once). Folding in[0..k-1] and then in[k..] onto that gives
+ * the bits of dtr__reduce_n over all of them. out may equal acc_in or in[0] (same address). */
+void dtr__reduce_fold(void *out, const void *acc_in, const void *const *in, int nin, size_t n, dtr_dtype t,
+                      dtr_redop op, int final, int avg_div);
+size_t dtr__reduce_acc_size(dtr_dtype t, dtr_redop op);
 
 /* Scalar conversions used by dtr__reduce_n (round to nearest even; NaN stays NaN, quieted), for
  * backends, tests and benchmarks that prepare or check f16/bf16 data. */

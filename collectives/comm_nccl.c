@@ -431,7 +431,15 @@ static dtr_result nccl_run(dtr_comm *c, const dtr__op *op, int64_t deadline) {
   void *scratch = NULL;
   char what[96];
   snprintf(what, sizeof what, "%s #%llu", dtr__op_kind_name(op->kind), (unsigned long long)op->seq);
-  dtr_result rc = enqueue(c, m, op, &scratch);
+  /* dtr_comm_set_cuda_stream: the producer's work up to the issue comes first. A failure here leaves
+   * this rank out of a collective its peers entered: abort, as a failed enqueue does. */
+  dtr_result rc = op->cuda_event ? DTR_CUDA(c, cudaStreamWaitEvent(m->stream, (cudaEvent_t)op->cuda_event, 0))
+                                 : DTR_OK;
+  if (rc != DTR_OK) {
+    kill_comm(m);
+    return rc;
+  }
+  rc = enqueue(c, m, op, &scratch);
   if (rc == DTR_OK) {
     /* In nonblocking mode the enqueue itself may still be in progress. */
     rc = wait_ready(c, m->comm, deadline, what, 1);
@@ -475,6 +483,32 @@ static dtr_result nccl_run(dtr_comm *c, const dtr__op *op, int64_t deadline) {
   return rc;
 }
 
+/* dtr_comm_set_cuda_stream: an event on the caller's stream, recorded on the issuing thread, created on
+ * the communicator's device (the stream's, by contract); the caller's current device is kept. */
+static dtr_result nccl_stream_event(dtr_comm *c, void *stream, void **event) {
+  nccl_impl *m = c->impl;
+  *event = NULL;
+  int prev = -1;
+  DTR_CHECK(DTR_CUDA(c, cudaGetDevice(&prev)));
+  if (prev != m->device) DTR_CHECK(DTR_CUDA(c, cudaSetDevice(m->device)));
+  cudaEvent_t ev = NULL;
+  dtr_result rc = DTR_CUDA(c, cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+  if (rc == DTR_OK) {
+    rc = DTR_CUDA(c, cudaEventRecord(ev, (cudaStream_t)stream));
+    if (rc != DTR_OK) cudaEventDestroy(ev);
+  }
+  if (prev != m->device) cudaSetDevice(prev);
+  if (rc == DTR_OK) *event = ev;
+  return rc;
+}
+
+/* cudaStreamWaitEvent captured the event when it was called: destroying it now is safe even if the
+ * recorded work has not finished (CUDA releases it once it has). */
+static void nccl_event_release(dtr_comm *c, void *event) {
+  (void)c;
+  cudaEventDestroy((cudaEvent_t)event);
+}
+
 const dtr__backend dtr__backend_nccl = {
     .name = "nccl",
     .init = nccl_init,
@@ -482,6 +516,8 @@ const dtr__backend dtr__backend_nccl = {
     .run = nccl_run,
     .abort = NULL, /* run polls c->aborted and aborts the NCCL communicator itself, on its own thread */
     .destroy = nccl_destroy,
+    .stream_event = nccl_stream_event,
+    .event_release = nccl_event_release,
 };
 
 #endif /* DTRAIN_HAVE_CUDA */

@@ -234,6 +234,19 @@ static dtr_result debug_check(dtr_comm *c, const dtr__op *op, int64_t deadline) 
 
 /* ---------------------------------------------------------------- running one operation */
 
+/* dtr_comm_set_cuda_stream: the event that orders op after the caller's stream, recorded now (on the
+ * issuing thread, which is what "at the moment of issue" means), and its release once op is over. */
+static dtr_result mark_stream(dtr_comm *c, dtr__op *op) {
+  dtr_result rc = c->be->stream_event(c, c->cuda_stream, &op->cuda_event);
+  if (rc != DTR_OK) op->cuda_event = NULL;
+  return rc;
+}
+
+static void drop_event(dtr_comm *c, dtr__op *op) {
+  if (op->cuda_event) c->be->event_release(c, op->cuda_event);
+  op->cuda_event = NULL;
+}
+
 /* Run op on this thread (the only one inside the backend now), started at `now`. An expired deadline
  * or a broken transport aborts the communicator. */
 static dtr_result run_op(dtr_comm *c, const dtr__op *op, int64_t now) {
@@ -289,6 +302,7 @@ static void *progress_main(void *arg) {
     dtr__fr_set(k, r->fr_id, DTR__FR_RUNNING, now, DTR_OK);
     pthread_mutex_unlock(&k->mu);
     dtr_result rc = run_op(c, &r->op, now);
+    drop_event(c, &r->op); /* an op failed as aborted never reached the backend: released all the same */
     pthread_mutex_lock(&k->mu);
     dtr__fr_set(k, r->fr_id, rc ? DTR__FR_FAILED : DTR__FR_DONE, dtr__coarse_ms(), rc);
     pthread_mutex_unlock(&k->mu);
@@ -349,10 +363,13 @@ static dtr_result submit(dtr_comm *c, dtr__op *op, const dtr_p2p *p2p, int np2p,
   dtr__comm_core *k = dtr__core(c);
   op->seq = op->kind == DTR__OP_P2P ? k->next_p2p_seq++ : c->next_seq++;
   if (atomic_load_explicit(&c->aborted, memory_order_acquire)) return aborted_error(c, op);
+  if (c->cuda_stream) DTR_CHECK(mark_stream(c, op)); /* host and mpi: this pointer test is all it costs */
   if (!req) {
     dtr_p2p small[DTR__P2P_INLINE], *copy = small;
-    if (np2p > DTR__P2P_INLINE && !(copy = malloc(sizeof *copy * (size_t)np2p)))
+    if (np2p > DTR__P2P_INLINE && !(copy = malloc(sizeof *copy * (size_t)np2p))) {
+      drop_event(c, op);
       return dtr__comm_fail(c, DTR_ERR_NOMEM, "out of memory copying a p2p batch of %d ops", np2p);
+    }
     if (np2p) {
       memcpy(copy, p2p, sizeof *copy * (size_t)np2p);
       op->p2p = copy;
@@ -364,6 +381,7 @@ static dtr_result submit(dtr_comm *c, dtr__op *op, const dtr_p2p *p2p, int np2p,
       uint64_t id = dtr__fr_add(k, op, DTR__FR_RUNNING, now);
       pthread_mutex_unlock(&k->mu);
       dtr_result rc = run_op(c, op, now);
+      drop_event(c, op);
       pthread_mutex_lock(&k->mu);
       finish_locked(k, id, rc);
       pthread_mutex_unlock(&k->mu);
@@ -376,10 +394,14 @@ static dtr_result submit(dtr_comm *c, dtr__op *op, const dtr_p2p *p2p, int np2p,
   }
 
   dtr_request stack_req, *r = req ? malloc(sizeof *r) : &stack_req;
-  if (!r) return dtr__comm_fail(c, DTR_ERR_NOMEM, "out of memory for a request");
+  if (!r) {
+    drop_event(c, op);
+    return dtr__comm_fail(c, DTR_ERR_NOMEM, "out of memory for a request");
+  }
   req_init(r);
   r->op = *op;
   if (np2p && req_set_p2p(r, p2p, np2p) != DTR_OK) {
+    drop_event(c, op);
     req_release(r);
     if (r != &stack_req) free(r);
     return dtr__comm_fail(c, DTR_ERR_NOMEM, "out of memory copying a p2p batch of %d ops", np2p);

@@ -486,6 +486,18 @@ static dtr_result validate(ctx *c, int world) {
   if (!strcmp(r->launch.backend, "nccl") && strcmp(r->train.device, "cuda") != 0)
     return fail_at(c, blame(c, 2, K("launch", "backend"), K("train", "device")),
                    "launch.backend nccl needs train.device cuda (NCCL moves GPU memory)");
+  if (!strcmp(r->train.device, "cuda")) {
+#ifndef DTRAIN_HAVE_CUDA
+    return fail_at(c, K("train", "device"),
+                   "train.device cuda: this dtrain was built without CUDA (rebuild where the CUDA toolkit and "
+                   "NCCL are, cmake -DDTRAIN_CUDA=ON), or train on the cpu");
+#endif
+    /* The gradients live in GPU memory: only NCCL moves them (host and mpi move host memory). */
+    if (strcmp(r->launch.backend, "nccl") != 0)
+      return fail_at(c, blame(c, 2, K("launch", "backend"), K("train", "device")),
+                     "train.device cuda needs launch.backend nccl, not %s (the gradients live in GPU memory)",
+                     r->launch.backend);
+  }
 
   /* ---- checkpoint */
   if (r->checkpoint.every < 0)

@@ -1,5 +1,6 @@
 /* dtr_init / dtr_finalize: identity from the environment, the job's store (joined, or hosted by rank 0
- * when the launcher brought none), the world communicator and the dp/tp/pp groups of the mesh.
+ * when the launcher brought none), the world communicator and the dp/tp/pp groups of the mesh, and on
+ * request an nccl communicator over the DP group for gradients in GPU memory (device: the local rank).
  *
  * Store rule for launchers without a store (torchrun-style, Slurm, mpirun; docs/environment.md,
  * "Runtime identity"): rank 0 listens on every address at DTRAIN_STORE_PORT, else MASTER_PORT + 1,
@@ -13,6 +14,7 @@
 #include <time.h>
 
 #include "check.h"
+#include "device.h"
 #include "param.h"
 #include "runtime/runtime_internal.h"
 
@@ -22,12 +24,15 @@ struct dtr_runtime {
   dtr_store *store;
   dtr_store_server *server; /* the store this rank hosts, or NULL */
   dtr_comm *world, *dp, *tp, *pp;
+  dtr_comm *dp_nccl; /* cfg.nccl_dp: the DP group again, on nccl, for GPU buffers */
+  int cuda_device;
   int store_timeout_ms;
 };
 
 dtr_runtime_config dtr_runtime_config_default(void) {
   dtr_runtime_config c = {
-      .backend = DTR_BACKEND_HOST, .dp = 0, .tp = 1, .pp = 1, .timeout_ms = 0, .store_timeout_ms = 0};
+      .backend = DTR_BACKEND_HOST, .dp = 0, .tp = 1, .pp = 1, .timeout_ms = 0, .store_timeout_ms = 0,
+      .nccl_dp = 0, .cuda_device = -1};
   return c;
 }
 
@@ -103,6 +108,17 @@ static dtr_result host_job_store(dtr_runtime *rt, char *err, size_t errcap) {
   return DTR_OK;
 }
 
+/* The identity's local rank, not the comm's own LOCAL_RANK fallback: mpirun and srun do not set
+ * LOCAL_RANK, and every nccl communicator of this rank must sit on one device. A rank that sees a
+ * single device has it to itself (CUDA_VISIBLE_DEVICES per rank, as Slurm's --gpus-per-task does):
+ * device 0. The CUDA runtime is asked only where nccl is used. */
+static int pick_cuda_device(const dtr_runtime_config *cfg, const dtr_identity *id) {
+  if (cfg->cuda_device >= 0) return cfg->cuda_device;
+  int nccl = cfg->nccl_dp || cfg->backend == DTR_BACKEND_NCCL;
+  if (nccl && id->local_rank > 0 && dtr__cuda_device_count() == 1) return 0;
+  return id->local_rank;
+}
+
 static dtr_result split(dtr_runtime *rt, int color, int key, dtr_comm **out, const char *what, char *err,
                         size_t errcap) {
   dtr_result rc = dtr_comm_split(rt->world, color, key, out);
@@ -150,10 +166,11 @@ dtr_result dtr_init(const dtr_runtime_config *cfg_in, dtr_runtime **out, char *e
     DTR_CHECK_GOTO(host_job_store(rt, err, errcap), rc, fail);
   }
 
+  rt->cuda_device = pick_cuda_device(&cfg, &rt->id);
   dtr_comm_config cc = dtr_comm_config_default();
   cc.backend = cfg.backend;
   cc.timeout_ms = cfg.timeout_ms;
-  cc.cuda_device = -1;
+  cc.cuda_device = rt->cuda_device;
   cc.name = "world";
   rc = dtr_comm_create(rt->store, rt->id.rank, rt->id.world_size, &cc, &rt->world, e2, sizeof e2);
   if (rc) {
@@ -173,6 +190,23 @@ dtr_result dtr_init(const dtr_runtime_config *cfg_in, dtr_runtime **out, char *e
   DTR_CHECK_GOTO(
       split(rt, m->dp_rank * m->tp + m->tp_rank, m->pp_rank, &rt->pp, "pipeline-parallel", err, errcap), rc,
       fail);
+  if (cfg.nccl_dp) {
+    /* Created, not split: the parent is on another backend. Named by its color so that the store keys
+     * of different DP groups never meet. */
+    char name[64];
+    snprintf(name, sizeof name, "dp_nccl.%d", m->pp_rank * m->tp + m->tp_rank);
+    dtr_comm_config nc = dtr_comm_config_default();
+    nc.backend = DTR_BACKEND_NCCL;
+    nc.timeout_ms = cfg.timeout_ms;
+    nc.cuda_device = rt->cuda_device;
+    nc.name = name;
+    rc = dtr_comm_create(rt->store, m->dp_rank, m->dp, &nc, &rt->dp_nccl, e2, sizeof e2);
+    if (rc) {
+      dtr__fail(err, errcap, rc, "dtr_init (%s, rank %d of %d): the nccl data-parallel communicator: %s",
+                launcher_name(rt->id.launcher), rt->id.rank, rt->id.world_size, e2);
+      goto fail;
+    }
+  }
   DTR_DEBUG("dtr_init: %s rank %d of %d (node %d of %d), mesh dp %d x tp %d x pp %d at (%d, %d, %d)",
             launcher_name(rt->id.launcher), rt->id.rank, rt->id.world_size, rt->id.node_rank, rt->id.nnodes,
             m->dp, m->tp, m->pp, m->dp_rank, m->tp_rank, m->pp_rank);
@@ -185,6 +219,7 @@ fail:
 
 void dtr_finalize(dtr_runtime *rt) {
   if (!rt) return;
+  dtr_comm_destroy(rt->dp_nccl);
   dtr_comm_destroy(rt->pp);
   dtr_comm_destroy(rt->tp);
   dtr_comm_destroy(rt->dp);
@@ -250,4 +285,10 @@ dtr_comm *dtr_runtime_tp(dtr_runtime *rt) {
 }
 dtr_comm *dtr_runtime_pp(dtr_runtime *rt) {
   return rt ? rt->pp : NULL;
+}
+dtr_comm *dtr_runtime_dp_nccl(dtr_runtime *rt) {
+  return rt ? rt->dp_nccl : NULL;
+}
+int dtr_runtime_cuda_device(const dtr_runtime *rt) {
+  return rt ? rt->cuda_device : -1;
 }

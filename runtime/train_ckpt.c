@@ -17,18 +17,19 @@ struct dtr__train_ckpt {
   dtr_data *data;
 };
 
-static dtr_result add_copy(dtr_ckpt *ck, const char *prefix, const dtr_gpt_param *p, float *base, int dp_rank,
-                           int dp) {
+static dtr_result add_copy(dtr_ckpt *ck, const char *prefix, const dtr_gpt_param *p, float *base, int device,
+                           int dp_rank, int dp) {
   char name[DTR_CKPT_MAX_NAME];
   snprintf(name, sizeof name, "%s%s", prefix, p->name);
   dtr_ckpt_tensor t = dtr_ckpt_tensor_full(name, DTR_F32, p->ndim, p->shape, base + p->offset);
+  t.device = device;
   t = dtr_ckpt_tensor_save_part(t, dp_rank, dp);
   return dtr_ckpt_add_tensor(ck, &t);
 }
 
 dtr_result dtr__train_ckpt_create(const dtr_recipe *r, const char *dir, dtr_comm *comm, int dp_rank, int dp,
-                                  dtr_gpt *model, dtr_adamw *opt, dtr__train_state *state, dtr_data *data,
-                                  dtr__train_ckpt **out, char *err, size_t errcap) {
+                                  const dtr__train_bufs *bufs, dtr_adamw *opt, dtr__train_state *state,
+                                  dtr_data *data, dtr__train_ckpt **out, char *err, size_t errcap) {
   dtr_result rc = DTR_OK;
   *out = NULL;
   dtr__train_ckpt *c = calloc(1, sizeof *c);
@@ -43,11 +44,12 @@ dtr_result dtr__train_ckpt_create(const dtr_recipe *r, const char *dir, dtr_comm
   cfg.level = r->checkpoint.level;
   cfg.job_id = r->job.name;
   DTR_CHECK_GOTO(dtr_ckpt_create(&cfg, &c->ck, err, errcap), rc, fail);
-  for (int i = 0; i < dtr_gpt_num_tensors(model); i++) {
-    const dtr_gpt_param *p = dtr_gpt_tensor(model, i);
-    DTR_CHECK_GOTO(add_copy(c->ck, "model/", p, dtr_gpt_params(model), dp_rank, dp), rc, reg_fail);
-    DTR_CHECK_GOTO(add_copy(c->ck, "adamw.m/", p, opt->m, dp_rank, dp), rc, reg_fail);
-    DTR_CHECK_GOTO(add_copy(c->ck, "adamw.v/", p, opt->v, dp_rank, dp), rc, reg_fail);
+  /* The same names and slabs on either device: a checkpoint of a cuda run loads into a cpu run. */
+  for (int i = 0; i < bufs->ntensors; i++) {
+    const dtr_gpt_param *p = &bufs->tab[i];
+    DTR_CHECK_GOTO(add_copy(c->ck, "model/", p, bufs->params, bufs->device, dp_rank, dp), rc, reg_fail);
+    DTR_CHECK_GOTO(add_copy(c->ck, "adamw.m/", p, bufs->adam_m, bufs->device, dp_rank, dp), rc, reg_fail);
+    DTR_CHECK_GOTO(add_copy(c->ck, "adamw.v/", p, bufs->adam_v, bufs->device, dp_rank, dp), rc, reg_fail);
   }
   DTR_CHECK_GOTO(dtr_ckpt_add_blob(c->ck, "train_state", state, sizeof *state), rc, reg_fail);
   DTR_CHECK_GOTO(dtr_ckpt_add_blob(c->ck, "data_pos", dtr__data_pos(data), sizeof(dtr_data_pos)), rc,

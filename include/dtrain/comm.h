@@ -124,6 +124,19 @@ const char *dtr_comm_last_error(const dtr_comm *c);
 /* Print the flight recorder (the last operations: sequence, kind, count, type, state, times). */
 void dtr_comm_dump_flight_recorder(const dtr_comm *c, int fd);
 
+/* Order GPU work (nccl backend): every operation ISSUED on c after this call is ordered after the work
+ * queued on `stream` (a cudaStream_t passed as void *) at the moment it is issued. The issuing call
+ * records a CUDA event on stream in the calling thread, and the backend's own stream waits on that
+ * event before the NCCL call, so a producer may issue an all-reduce of a buffer its kernels are still
+ * writing, without synchronizing first (the DP gradient buckets issued from backward). Completion is
+ * unchanged: when dtr_request_wait/test (or a blocking call) reports it, the result is ready on the
+ * device; the producer's stream itself is not made to wait for the operation. stream NULL stops the
+ * ordering. The stream must belong to c's device and outlive the operations issued while it is set;
+ * children of dtr_comm_split do not inherit it. Not collective; call it from the thread that issues
+ * operations. DTR_ERR_UNSUPPORTED on the host and mpi backends (their buffers are host memory, which
+ * the caller orders itself); DTR_ERR_INVALID for a NULL c. */
+dtr_result dtr_comm_set_cuda_stream(dtr_comm *c, void *stream);
+
 /* ---- collective operations. send == recv is in-place (for all-gather: send may point at this
  * rank's slice of recv; for reduce-scatter: recv may point at this rank's slice of send). */
 

@@ -82,6 +82,12 @@ typedef struct dtr_runtime_config {
   int dp, tp, pp;   /* mesh; dp 0: the rest */
   int timeout_ms;   /* communicator deadline; 0: default */
   int store_timeout_ms; /* connecting to / hosting the store; 0: 60000 */
+  int nccl_dp;      /* 1: also an nccl communicator over this rank's DP group (dtr_runtime_dp_nccl) for
+                       buffers in GPU memory, beside the groups above, which stay on `backend` (host
+                       memory: checkpoint agreement, losses, metrics). Needs a build with CUDA. */
+  int cuda_device;  /* the device of nccl communicators (nccl_dp, or backend nccl); -1: the identity's
+                       local rank (LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID), or 0 where
+                       this process sees one device only (CUDA_VISIBLE_DEVICES set per rank) */
 } dtr_runtime_config;
 
 dtr_runtime_config dtr_runtime_config_default(void);
@@ -99,6 +105,11 @@ dtr_comm *dtr_runtime_world(dtr_runtime *rt);
 dtr_comm *dtr_runtime_dp(dtr_runtime *rt); /* the ranks with the same tp and pp coordinates */
 dtr_comm *dtr_runtime_tp(dtr_runtime *rt);
 dtr_comm *dtr_runtime_pp(dtr_runtime *rt);
+/* The nccl communicator over this rank's DP group (cfg.nccl_dp), NULL otherwise. Ranks as in
+ * dtr_runtime_dp; its device is dtr_runtime_cuda_device. */
+dtr_comm *dtr_runtime_dp_nccl(dtr_runtime *rt);
+/* The CUDA device this rank's nccl communicators use (cfg.cuda_device's rule); -1 for NULL. */
+int dtr_runtime_cuda_device(const dtr_runtime *rt);
 
 /* ---- data-parallel gradient buckets */
 
@@ -144,8 +155,8 @@ double dtr_clip_grad_norm(float *grads, size_t n, double max_norm);
 /* ---- the built-in trainer */
 
 /* Whether the built-in trainer can run a valid recipe: DTR_ERR_UNSUPPORTED naming the key for what it
- * does not do yet (tp or pp > 1, device cuda, precision bf16). Pure; `dtrain run` calls it before
- * starting any rank. */
+ * does not do yet (tp or pp > 1; on the cpu, precision other than fp32; device cuda in a build without
+ * CUDA, or without launch.backend nccl). Pure; `dtrain run` calls it before starting any rank. */
 dtr_result dtr_train_check(const dtr_recipe *r, char *err, size_t errcap);
 
 /* Train the recipe on this process's rank (dtr_init inside). Returns DTR_OK when the steps are done. */

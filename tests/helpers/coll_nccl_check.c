@@ -2,7 +2,8 @@
  *   dtrain launch --nproc-per-node <gpus> -- coll_nccl_check [--count N]
  * Inputs are small integers written to device buffers, so sums are exact in every type; AVG of floats is
  * compared within a relative tolerance (NCCL pre-multiplies by 1/n), everything else bit for bit. Covers
- * every collective, in-place forms, a p2p batch, send/recv, two requests in flight, and split.
+ * every collective, in-place forms, a p2p batch, send/recv, two requests in flight, split, and ordering
+ * after a caller's stream (dtr_comm_set_cuda_stream).
  * Helpers are compiled without the CUDA headers, so the few CUDA runtime calls needed (malloc, memcpy,
  * free, set device) are looked up in the libcudart that libdtrain already loaded.
  * Prints "coll_nccl_check rank R: N checks, F failed"; exit 0 when F == 0, 1 otherwise, 2 for setup
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dtrain/comm.h"
 #include "dtrain/store.h"
@@ -22,6 +24,11 @@ typedef int (*cuda_free_fn)(void *);
 typedef int (*cuda_memcpy_fn)(void *, const void *, size_t, int);
 typedef int (*cuda_int_fn)(int);
 typedef int (*cuda_count_fn)(int *);
+typedef int (*cuda_stream_create_fn)(void **);
+typedef int (*cuda_stream_fn)(void *);
+typedef int (*cuda_host_func_fn)(void *, void (*)(void *), void *);
+typedef int (*cuda_memcpy_async_fn)(void *, const void *, size_t, int, void *);
+typedef int (*cuda_malloc_host_fn)(void **, size_t);
 enum { H2D = 1, D2H = 2 }; /* cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost */
 
 static struct {
@@ -30,6 +37,11 @@ static struct {
   cuda_memcpy_fn memcpy_;
   cuda_int_fn set_device;
   cuda_count_fn device_count;
+  cuda_stream_create_fn stream_create;
+  cuda_stream_fn stream_sync, stream_destroy, free_host;
+  cuda_host_func_fn launch_host_func;
+  cuda_memcpy_async_fn memcpy_async;
+  cuda_malloc_host_fn malloc_host;
 } cu;
 
 static int g_rank, g_size;
@@ -45,7 +57,16 @@ static int load_cuda(void) {
   cu.memcpy_ = (cuda_memcpy_fn)dlsym(h, "cudaMemcpy");
   cu.set_device = (cuda_int_fn)dlsym(h, "cudaSetDevice");
   cu.device_count = (cuda_count_fn)dlsym(h, "cudaGetDeviceCount");
-  return cu.malloc_ && cu.free_ && cu.memcpy_ && cu.set_device && cu.device_count;
+  cu.stream_create = (cuda_stream_create_fn)dlsym(h, "cudaStreamCreate");
+  cu.stream_sync = (cuda_stream_fn)dlsym(h, "cudaStreamSynchronize");
+  cu.stream_destroy = (cuda_stream_fn)dlsym(h, "cudaStreamDestroy");
+  cu.free_host = (cuda_stream_fn)dlsym(h, "cudaFreeHost");
+  cu.launch_host_func = (cuda_host_func_fn)dlsym(h, "cudaLaunchHostFunc");
+  cu.memcpy_async = (cuda_memcpy_async_fn)dlsym(h, "cudaMemcpyAsync");
+  cu.malloc_host = (cuda_malloc_host_fn)dlsym(h, "cudaMallocHost");
+  return cu.malloc_ && cu.free_ && cu.memcpy_ && cu.set_device && cu.device_count && cu.stream_create &&
+         cu.stream_sync && cu.stream_destroy && cu.free_host && cu.launch_host_func && cu.memcpy_async &&
+         cu.malloc_host;
 }
 
 static void *dalloc(size_t bytes) {
@@ -336,6 +357,50 @@ static void suite(dtr_comm *c, size_t n) {
   g_rank = sr;
 }
 
+/* Holds the caller's stream back, so that an all-reduce NOT ordered after it would read stale data. */
+static void sleep_50ms(void *arg) {
+  (void)arg;
+  struct timespec ts = {0, 50 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+}
+
+/* dtr_comm_set_cuda_stream: the input reaches the device on the caller's stream only after a 50 ms host
+ * function; an all-reduce issued right after must still see it (size x pattern), not the zeros before. */
+static void stream_ordering(dtr_comm *c, size_t n) {
+  int size = dtr_comm_size(c);
+  size_t bytes = n * 4;
+  float *pinned = NULL, *zero = calloc(n + 1, 4), *back = calloc(n + 1, 4);
+  void *s = NULL, *d = dalloc(bytes);
+  if (!zero || !back || cu.malloc_host((void **)&pinned, bytes + 4) != 0 || cu.stream_create(&s) != 0) exit(2);
+  for (size_t i = 0; i < n; i++) pinned[i] = (float)(i % 13 + 1);
+  to_dev(d, zero, bytes);
+  int setup = cu.launch_host_func(s, sleep_50ms, NULL) == 0 &&
+              cu.memcpy_async(d, pinned, bytes, H2D, s) == 0;
+  dtr_request *r = NULL;
+  dtr_result rc = setup ? dtr_comm_set_cuda_stream(c, s) : DTR_ERR_SYSTEM;
+  if (rc == DTR_OK) rc = dtr_all_reduce(c, d, d, n, DTR_F32, DTR_SUM, &r);
+  if (rc == DTR_OK) rc = dtr_request_wait(r);
+  dtr_request_free(r);
+  if (dtr_comm_set_cuda_stream(c, NULL) != DTR_OK && rc == DTR_OK) rc = DTR_ERR_INTERNAL;
+  if (ok(c, rc, "all_reduce ordered after the caller's stream")) {
+    to_host(back, d, bytes);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += back[i] != (float)size * (float)(i % 13 + 1);
+    g_checks++;
+    if (bad) {
+      fprintf(stderr, "coll_nccl_check rank %d: stream ordering: %zu of %zu values wrong (first %g)\n", g_rank,
+              bad, n, (double)back[0]);
+      g_failed++;
+    }
+  }
+  cu.stream_sync(s);
+  cu.stream_destroy(s);
+  cu.free_host(pinned);
+  cu.free_(d);
+  free(zero);
+  free(back);
+}
+
 static int env_int(const char *k, int d) {
   const char *v = getenv(k);
   return v && *v ? atoi(v) : d;
@@ -388,6 +453,7 @@ int main(int argc, char **argv) {
   suite(c, n);
   suite(c, 7);
   suite(c, 0);
+  stream_ordering(c, n);
   /* split: even and odd ranks, reversed by key */
   dtr_comm *sub = NULL;
   if (ok(c, dtr_comm_split(c, g_rank % 2, g_size - g_rank, &sub), "split") && sub) {

@@ -66,7 +66,7 @@ class GPT(nn.Module):
     def forward(self, idx, targets):
         """(logits, mean cross-entropy over targets != -1)"""
         B, T = idx.shape
-        x = self.wte(idx) + self.wpe(torch.arange(T))
+        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
         for b in self.h:
             x = b(x, self.mask)
         logits = self.lnf(x) @ self.wte.weight.t()  # tied output head

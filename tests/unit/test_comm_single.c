@@ -147,6 +147,13 @@ static void test_bad_args(dtr_comm *c) {
   CHECK_EQ_INT(dtr_all_reduce(c, NULL, f, 4, DTR_F32, DTR_SUM, &r), DTR_ERR_INVALID);
   CHECK(r == NULL);
   CHECK_EQ_INT(dtr_all_reduce(NULL, f, f, 4, DTR_F32, DTR_SUM, NULL), DTR_ERR_INVALID);
+  /* ordering after a CUDA stream is an nccl feature; the communicator keeps working after the refusal */
+  CHECK_EQ_INT(dtr_comm_set_cuda_stream(c, (void *)1), DTR_ERR_UNSUPPORTED);
+  CHECK(strstr(dtr_comm_last_error(c), "only nccl") != NULL);
+  CHECK_EQ_INT(dtr_comm_set_cuda_stream(NULL, NULL), DTR_ERR_INVALID);
+  f[0] = 3.0f;
+  CHECK_EQ_INT(dtr_all_reduce(c, f, f, 1, DTR_F32, DTR_SUM, NULL), DTR_OK);
+  CHECK(f[0] == 3.0f);
 }
 
 static void test_async(dtr_comm *c) {

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# The trainer on a GPU (train.device cuda, launch.backend nccl), with a gpt-tiny-sized model on the
+# addition task, 1 rank, 50 steps:
+#  - fp32 on cuda follows the cpu run of the same recipe (same seed, same data, same initial weights):
+#    step 1's loss within 1e-4 relative (only rounding differs), steps 1-10 within 1e-2 and all 50
+#    steps within 5e-2 absolute (AdamW amplifies rounding differences of near-zero gradients, and the
+#    GPU's atomics add in no fixed order); gradient norms of step 1 within 1e-3 relative;
+#  - bf16 mixed precision: every loss finite, the mean of the last 5 below 80% of the first;
+#  - resume on cuda: a run started from the uninterrupted run's own checkpoint of step 30 (weights,
+#    AdamW moments, data position) reproduces that run's losses of steps 31-50 within 1e-3 absolute
+#    (not bit for bit: the device's weight-gradient sums use atomics); a run killed after step 35
+#    (DTRAIN_TRAIN_FAULT_STEP) is restarted, resumes from its own checkpoint at step 30 (or 20) and
+#    stays within 2e-2 of the uninterrupted run (their first 30 steps already differ by atomics);
+#  - with 2 GPUs, 2 DP ranks over NCCL (same global batch) follow the 1-rank cuda run within the same
+#    tolerances as cpu vs cuda; with 1 GPU that part is skipped and says so.
+# Everywhere: the recipe checks (cuda needs launch.backend nccl; a build without CUDA refuses cuda,
+# naming file:line:col). Without a GPU (`nvidia-smi -L` fails, as gpu_lib.sh decides) the rest skips (77).
+# ctest-labels: gpu train
+# ctest-timeout: 600
+source "$(dirname "${BASH_SOURCE[0]}")/launch_lib.sh"
+
+cat > "$T/r.yaml" <<YAML
+job:
+  name: gpu
+  seed: 11
+launch:
+  nproc_per_node: 1
+  max_restarts: 1
+  backend: nccl
+parallel:
+  dp: 0
+model:
+  block_size: 11
+  n_layer: 2
+  n_head: 4
+  n_embd: 64
+data:
+  kind: addition
+  digits: 3
+train:
+  device: cuda
+  precision: fp32
+  steps: 50
+  global_batch: 32
+  micro_batch: 16
+  lr: 3.0e-3
+  warmup_steps: 5
+  log_every: 10
+  eval_every: 50
+  threads: 1
+  bucket_mb: 0.05
+  first_bucket_mb: 0.02
+checkpoint:
+  every: 10
+  keep: 3
+  async: true
+YAML
+
+# ---- recipe checks: they need no GPU
+features=$("$DTRAIN" --version | head -n1)
+if grep -qw cuda <<< "$features"; then
+  "$DTRAIN" run "$T/r.yaml" --dry-run > "$T/dry.out" 2>&1 || fail "a cuda recipe is refused by a build with CUDA: $(cat "$T/dry.out")"
+  "$DTRAIN" run "$SRC/recipes/gpt-small-gpu.yaml" --dry-run > "$T/dry2.out" 2>&1 \
+    || fail "recipes/gpt-small-gpu.yaml: $(cat "$T/dry2.out")"
+else
+  "$DTRAIN" run "$T/r.yaml" --dry-run > "$T/dry.out" 2>&1 && fail "a build without CUDA accepted train.device cuda"
+  grep -Eq "r.yaml:[0-9]+:[0-9]+: train.device cuda: this dtrain was built without CUDA" "$T/dry.out" \
+    || fail "no clear refusal: $(cat "$T/dry.out")"
+  echo "ok: a build without CUDA refuses train.device cuda: $(head -1 "$T/dry.out")"
+fi
+rc=0
+"$DTRAIN" run "$T/r.yaml" launch.backend=host --dry-run > "$T/host.out" 2>&1 || rc=$?
+[ $rc = 2 ] || fail "train.device cuda with launch.backend host: exit $rc, expected 2: $(cat "$T/host.out")"
+grep -Eq "override 'launch.backend=host': train.device cuda needs launch.backend nccl|built without CUDA" "$T/host.out" \
+  || fail "cuda with the host backend: $(cat "$T/host.out")"
+echo "ok: recipe checks"
+
+if ! nvidia-smi -L > /dev/null 2>&1; then
+  echo "no CUDA device: skipped (nvidia-smi -L failed; the recipe checks above ran)"
+  exit 77
+fi
+grep -qw cuda <<< "$features" || fail "GPUs present but this build has no CUDA: $features"
+ngpu=$(nvidia-smi -L | grep -c '^GPU')
+
+run() { # run NAME [overrides...]: trains into $T/NAME
+  local name=$1; shift
+  timeout 200 "$DTRAIN" run "$T/r.yaml" job.run_dir="$T/$name" "$@" > "$T/$name.out" 2> "$T/$name.err" \
+    || fail "run $name exit $?: $(tail -20 "$T/$name.err")"
+}
+# compare A B STEP1_REL EARLY_ABS ALL_ABS [FROM_STEP]: losses of metrics.csv A and B
+compare() {
+  /usr/bin/python3 - "$@" <<'PY'
+import csv, math, sys
+a, b = (list(csv.DictReader(open(f))) for f in sys.argv[1:3])
+rel1, early, tol = (float(x) for x in sys.argv[3:6])
+frm = int(sys.argv[6]) if len(sys.argv) > 6 else 1
+assert len(a) == len(b) == 50, f"{len(a)} and {len(b)} rows, expected 50"
+la = [float(r["loss"]) for r in a]; lb = [float(r["loss"]) for r in b]
+assert all(math.isfinite(x) for x in la + lb), "a loss is not finite"
+d = [abs(x - y) for x, y in zip(la, lb)][frm - 1:]
+if frm == 1:
+    r1 = abs(la[0] - lb[0]) / abs(la[0])
+    g1 = abs(float(a[0]["grad_norm"]) - float(b[0]["grad_norm"])) / float(a[0]["grad_norm"])
+    assert r1 <= rel1, f"step 1 loss {la[0]} vs {lb[0]}: relative {r1:.2e} > {rel1}"
+    assert g1 <= 1e-3, f"step 1 gradient norm {a[0]['grad_norm']} vs {b[0]['grad_norm']}: relative {g1:.2e}"
+assert max(d[:10]) <= early, f"steps {frm}-{frm + 9}: max |diff| {max(d[:10]):.2e} > {early}"
+i = max(range(len(d)), key=d.__getitem__)
+assert d[i] <= tol, f"step {i + frm}: loss {la[i + frm - 1]} vs {lb[i + frm - 1]} (|diff| {d[i]:.2e} > {tol})"
+print(f"max |loss diff| {max(d):.2e} over steps {frm}-50 (first {la[0]:.6f} / {lb[0]:.6f}, last {la[-1]:.4f} / {lb[-1]:.4f})")
+PY
+}
+
+# ---- fp32: cuda against the cpu
+run cpu train.device=cpu launch.backend=host
+run f32
+grep -q "device cuda:0 fp32" "$T/f32.out" || fail "the cuda run did not say it ran on cuda:0 fp32: $(head -3 "$T/f32.out")"
+out=$(compare "$T/cpu/metrics.csv" "$T/f32/metrics.csv" 1e-4 1e-2 5e-2 2>&1) || fail "cuda fp32 vs cpu: $out"
+echo "ok: cuda fp32 follows the cpu: $out"
+
+# ---- bf16: learns
+run bf16 train.precision=bf16
+grep -q "device cuda:0 bf16" "$T/bf16.out" || fail "the bf16 run: $(head -3 "$T/bf16.out")"
+/usr/bin/python3 - "$T/bf16/metrics.csv" <<'PY' || fail "bf16 did not learn"
+import csv, math, sys
+l = [float(r["loss"]) for r in csv.DictReader(open(sys.argv[1]))]
+assert len(l) == 50 and all(math.isfinite(x) for x in l), l
+last = sum(l[-5:]) / 5
+assert last < 0.8 * l[0], f"bf16 loss {l[0]:.4f} -> {last:.4f} (mean of the last 5): not below 80%"
+print(f"ok: bf16 loss {l[0]:.4f} -> {last:.4f} (mean of the last 5 steps)")
+PY
+
+# ---- resume on cuda from the uninterrupted run's checkpoint of step 30 (and its metrics up to there)
+[ -d "$T/f32/checkpoints/step_00000030" ] || fail "the cuda run kept no checkpoint of step 30: $(ls "$T/f32/checkpoints")"
+mkdir -p "$T/res/checkpoints"
+cp -r "$T/f32/checkpoints/step_00000030" "$T/res/checkpoints/"
+echo 30 > "$T/res/checkpoints/latest"
+cp "$T/f32/metrics.csv" "$T/res/"
+run res
+grep -q "resumed from checkpoint step 30" "$T/res.out" || fail "no resume from step 30: $(head -5 "$T/res.out")"
+out=$(compare "$T/f32/metrics.csv" "$T/res/metrics.csv" 0 1e-3 1e-3 31 2>&1) || fail "resumed from step 30: $out"
+echo "ok: resumed on cuda from the run's own step 30: $out"
+
+# ---- killed after step 35, restarted by dtrain launch, resumed from its own checkpoint
+DTRAIN_TRAIN_FAULT_STEP=35 run kill
+grep -q "DTRAIN_TRAIN_FAULT_STEP=35: killing this rank after step 35" "$T/kill.out" "$T/kill.err" \
+  || fail "the fault hook did not fire: $(tail -5 "$T/kill.err")"
+from=$(grep -o 'resumed from checkpoint step [0-9]*' "$T/kill.out" | grep -o '[0-9]*$')
+[ "$from" = 30 ] || [ "$from" = 20 ] || fail "expected a resume from step 30 (or 20): '$from'"
+[ "$(wc -l < "$T/kill/metrics.csv")" = 51 ] || fail "resumed metrics.csv: $(wc -l < "$T/kill/metrics.csv") lines"
+out=$(compare "$T/f32/metrics.csv" "$T/kill/metrics.csv" 0 2e-2 2e-2 $((from + 1)) 2>&1) \
+  || fail "killed and resumed cuda run vs uninterrupted: $out"
+echo "ok: killed after step 35, resumed from step $from on cuda: $out"
+
+# ---- 2 DP ranks over NCCL
+if [ "$ngpu" -ge 2 ]; then
+  run dp2 launch.nproc_per_node=2
+  grep -q "2 DP ranks" "$T/dp2.out" || fail "the 2-rank run: $(head -3 "$T/dp2.out")"
+  out=$(compare "$T/f32/metrics.csv" "$T/dp2/metrics.csv" 1e-4 1e-2 5e-2 2>&1) || fail "2 ranks vs 1 on cuda: $out"
+  echo "ok: 2 DP ranks over NCCL follow 1 rank: $out"
+else
+  echo "skipped: 2 DP ranks over NCCL (this machine has $ngpu GPU)"
+fi
+echo PASS
