@@ -9,7 +9,8 @@
  * size is the total buffer: for reducescatter the send buffer, for allgather the receive buffer, for
  * alltoall either one. --check verifies one extra run per size against a serial reference (exact for
  * host; cref_tolerance for mpi/nccl floats) and counts wrong elements across ranks. --threshold-busbw
- * exits 1 when the best busbw is below it; any #wrong also exits 1. */
+ * exits 1 when the best busbw is below it; any #wrong also exits 1. --inplace (allreduce only) passes the
+ * receive buffer as the send buffer (MPI_IN_PLACE for --anchor-mpi), the way gradients are reduced. */
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>
@@ -42,6 +43,7 @@ typedef struct opts {
   double step;
   int iters, warmup; /* 0: automatic by size */
   int check, anchor_mpi, timeout_ms;
+  int inplace; /* allreduce: send == recv */
   const char *json;
   double threshold;
 } opts;
@@ -82,7 +84,7 @@ static void usage(FILE *f) {
           "                 [--backend host|mpi|nccl] [--anchor-mpi] [--dtype f32|f64|f16|bf16|i32|i64|u8]\n"
           "                 [--redop sum|avg|max|min|prod] [-b|--min-bytes 8] [-e|--max-bytes 256M]\n"
           "                 [-f|--step-factor 2] [-n|--iters N] [-w|--warmup N] [-c|--check]\n"
-          "                 [--json FILE] [--threshold-busbw GB/s] [--timeout-ms MS]\n");
+          "                 [--json FILE] [--threshold-busbw GB/s] [--timeout-ms MS] [--inplace]\n");
 }
 
 static int parse_args(int argc, char **argv, opts *o) {
@@ -123,6 +125,8 @@ static int parse_args(int argc, char **argv, opts *o) {
       o->check = 1;
     } else if (!strcmp(a, "--anchor-mpi")) {
       o->anchor_mpi = 1;
+    } else if (!strcmp(a, "--inplace")) {
+      o->inplace = 1;
     } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
       usage(stdout);
       exit(0);
@@ -135,6 +139,7 @@ static int parse_args(int argc, char **argv, opts *o) {
   if (o->step <= 1.0) return fprintf(stderr, "coll_perf: --step-factor must be > 1\n"), -1;
   if (o->min_bytes > o->max_bytes) return fprintf(stderr, "coll_perf: --min-bytes > --max-bytes\n"), -1;
   if (o->iters < 0 || o->warmup < 0) return fprintf(stderr, "coll_perf: negative --iters/--warmup\n"), -1;
+  if (o->inplace && o->op != OP_AR) return fprintf(stderr, "coll_perf: --inplace is for --op allreduce only\n"), -1;
   return 0;
 }
 
@@ -220,13 +225,14 @@ static MPI_Op mpi_op(dtr_redop op) {
 /* count: elements per rank block (allreduce, broadcast, reduce: the whole buffer) */
 static dtr_result run_op(bench *b, const void *send, void *recv, size_t count) {
   const opts *o = &b->o;
+  if (o->inplace) send = recv;
 #ifdef DTRAIN_HAVE_MPI
   if (o->anchor_mpi) {
     MPI_Datatype t = mpi_type(o->dtype);
     MPI_Op op = mpi_op(o->redop);
     int n = (int)count, e;
     switch (o->op) {
-      case OP_AR: e = MPI_Allreduce(send, recv, n, t, op, MPI_COMM_WORLD); break;
+      case OP_AR: e = MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, n, t, op, MPI_COMM_WORLD); break;
       case OP_RS: e = MPI_Reduce_scatter_block(send, recv, n, t, op, MPI_COMM_WORLD); break;
       case OP_AG: e = MPI_Allgather(send, n, t, recv, n, t, MPI_COMM_WORLD); break;
       case OP_BC: e = MPI_Bcast(recv, n, t, 0, MPI_COMM_WORLD); break;
@@ -323,7 +329,7 @@ static int64_t check_once(bench *b, void *send, void *recv, size_t count, size_t
       break;
   }
   buf_put(b, send, hs, send_elems * es);
-  buf_put(b, recv, hr, recv_elems * es);
+  buf_put(b, recv, o->inplace ? hs : hr, recv_elems * es); /* in place: the input is in recv */
   *rcp = run_op(b, send, recv, count);
   dev_sync(b);
   buf_get(b, hr, recv, recv_elems * es);

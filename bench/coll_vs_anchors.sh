@@ -4,7 +4,8 @@
 # 2 and 4 ranks, for dtrain host (coll_perf under dtrain launch), dtrain's mpi backend (coll_perf
 # --backend mpi under mpirun), raw MPI_Allreduce (coll_perf --anchor-mpi under mpirun) and Gloo
 # (bench/gloo_allreduce.py, torch.distributed under dtrain launch with Debian's /usr/bin/python3), with
-# the ratios host/MPI and host/Gloo; then the 8-byte all-reduce latency on 4 ranks. Every run verifies
+# the ratios host/MPI, mpi/MPI (dtrain's mpi backend against the raw MPI_Allreduce it runs beside) and
+# host/Gloo; then the 8-byte all-reduce latency on 4 ranks. Every run verifies
 # its results once per size (#wrong must be 0).
 #
 #   bench/coll_vs_anchors.sh [--build DIR] [--iters N] [--ranks "2 4"] [--sizes 16M,64M,256M]
@@ -23,7 +24,7 @@ while (($#)); do
     --iters) ITERS=$2; shift 2 ;;
     --ranks) RANKS=$2; shift 2 ;;
     --sizes) SIZES=$2; shift 2 ;;
-    -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "coll_vs_anchors.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -88,12 +89,12 @@ def ratio(a, b, size):
         return "%6s" % "n/a"
     return "%6.2f" % (ra["busbw"] / rb["busbw"])
 print()
-print("busbw (GB/s)       dtrain-host  dtrain-mpi  MPI_Allreduce    gloo   host/MPI  host/gloo")
+print("busbw (GB/s)       dtrain-host  dtrain-mpi  MPI_Allreduce    gloo   host/MPI  mpi/MPI  host/gloo")
 for n in ranks:
     h, m, r, g = load("host_" + n), load("mpi_" + n), load("raw_" + n), load("gloo_" + n)
     for size in sorted(set(h) | set(r) | set(g)):
-        print("%d ranks %5d MiB   %8s    %8s    %8s     %8s  %6s     %6s" % (int(n), size >> 20, cell(h, size), cell(m, size),
-              cell(r, size), cell(g, size), ratio(h, r, size), ratio(h, g, size)))
+        print("%d ranks %5d MiB   %8s    %8s    %8s     %8s  %6s   %6s     %6s" % (int(n), size >> 20, cell(h, size),
+              cell(m, size), cell(r, size), cell(g, size), ratio(h, r, size), ratio(m, r, size), ratio(h, g, size)))
 print()
 print("8-byte all-reduce latency, 4 ranks (us, slowest rank's mean)")
 lh, lm, lr, lg = load("lat_host"), load("lat_mpi"), load("lat_raw"), load("lat_gloo")
@@ -102,6 +103,8 @@ print("  dtrain-host %s   dtrain-mpi %s   MPI_Allreduce %s   gloo %s" % (cell(lh
       cell(lr, 8, "time_us", f), cell(lg, 8, "time_us", f)))
 if lh.get(8) and lr.get(8):
     print("  host/MPI latency ratio %.2f" % (lh[8]["time_us"] / lr[8]["time_us"]))
+if lm.get(8) and lr.get(8):
+    print("  mpi/MPI latency ratio %.2f" % (lm[8]["time_us"] / lr[8]["time_us"]))
 sys.exit(bad)
 PYEOF
 exit $rc

@@ -1,14 +1,20 @@
-/* The mpi backend: each operation is posted as one nonblocking MPI call (or a batch of Isend/Irecv)
- * on a duplicate of MPI_COMM_WORLD or a split of it, then driven by an MPI_Test loop that honours the
- * core's deadline and the communicator's abort flag. Used when mpirun started the job; host buffers.
+/* The mpi backend: MPI's lifecycle, the request set every operation waits on, and the data-movement
+ * operations. Used when mpirun started the job; host buffers. Reductions are in comm_mpi_reduce.c.
  *
- * f16/bf16: a 2-byte MPI datatype with user reductions that widen to f32, combine two vectors and
- * round back (through dtr__reduce_n). MPI combines partial results pairwise along its own tree or
- * ring, so these types are rounded at every step rather than once as on the host backend: the result
- * is the same bits on every rank and in every run (Open MPI picks its algorithm from sizes alone),
- * but may differ in the last place from the host backend. DTR_AVG is MPI_SUM followed by a local
- * division; u8 and i32 are summed in 64 bits first so the average is exact (truncated toward zero).
- * Floating MAX/MIN are MPI's, which do not promise the host backend's NaN propagation.
+ * Everything except barrier and broadcast runs over MPI_Isend/MPI_Irecv of bytes that we schedule
+ * ourselves, then waits in an MPI_Testall loop that honours the core's deadline and the abort flag.
+ * Why not MPI's nonblocking collectives: Open MPI's come from libnbc, whose MPI_Iallreduce (4.1)
+ * reduces the whole buffer up a binomial tree to rank 0 and broadcasts it back, unsegmented, whenever
+ * there are fewer than 4 ranks, the buffer is under 64 KiB or the call is in place (the usual gradient
+ * case), and otherwise runs a ring of one unsegmented block per rank; either advances only inside
+ * MPI_Test. MPI also reduces floats in an order of its own choosing, and f16/bf16 only through user
+ * ops that round at every step. Our reductions combine ranks 0..n-1 in that order with dtr__reduce_n,
+ * so every rank gets the host backend's bits. Measured with bench/coll_perf on 2 cores shared with other
+ * jobs (ranges over interleaved runs): f32 sum 16-256 MiB busbw, 2 ranks 2.4-5.1 GB/s against 0.8-3.2
+ * for MPI_Allreduce and 1.4-2.7 for the libnbc path; 4 ranks 0.6-2.9 against 0.4-1.1 and 0.6-1.0;
+ * f16 16 MiB on 2 ranks 5.3-6.3 ms against 11.1-12.4 ms through user ops. Every message is cut into
+ * pieces of at most DTRAIN_MPI_MAX_COUNT bytes (default INT_MAX, MPI's int count), so any size_t
+ * count works.
  *
  * Lifecycle: MPI is started by the first mpi communicator (unless the program started it) and
  * finalized when the last one is destroyed, on that thread; MPI cannot start twice, so a later
@@ -28,9 +34,16 @@
 #include <time.h>
 
 #include "check.h"
-#include "collectives/comm_internal.h"
+#include "collectives/comm_mpi_internal.h"
 #include "log.h"
+#include "param.h"
 #include "sock.h"
+
+/* Defaults of DTRAIN_MPI_CHUNK_BYTES and DTRAIN_MPI_SMALL_BYTES. Chunks of 32-64 KiB were slower on 2
+ * ranks from 256 KiB to 4 MiB (1 MiB all-reduce: 160-220 us against 120-140 us), and 128 KiB to 1 MiB
+ * could not be told apart at 16-256 MiB under this machine's noise. */
+#define DEFAULT_CHUNK_BYTES (256 << 10)
+#define DEFAULT_SMALL_BYTES (16 << 10)
 
 /* MPI is one per process, so its lifecycle is process-global state that no dtrain context can own
  * (the one exception to "no global mutable state"): whether dtrain started MPI (and therefore must
@@ -52,18 +65,6 @@ static void call_lock(void) {
 static void call_unlock(void) {
   if (atomic_load_explicit(&g_serialize, memory_order_relaxed)) pthread_mutex_unlock(&g_call_lock);
 }
-
-enum { HALF_F16 = 0, HALF_BF16 = 1, NHALF = 2 };
-enum { HOP_SUM = 0, HOP_MAX, HOP_MIN, HOP_PROD, NHOP };
-
-typedef struct mpi_impl {
-  MPI_Comm comm;
-  MPI_Datatype half; /* two contiguous bytes: one f16 or bf16 element */
-  MPI_Op half_ops[NHALF][NHOP];
-  MPI_Op u8_sum, u8_prod; /* see u8_sum_fn */
-  int types_ready;
-  int abandoned; /* an operation of this communicator is still pending inside MPI */
-} mpi_impl;
 
 /* ---------------------------------------------------------------- errors */
 
@@ -90,9 +91,8 @@ static dtr_result class_to_result(int cls) {
   }
 }
 
-/* The one converter for MPI error codes (CONVENTIONS 4): DTR_OK, or the mapped result with the MPI
- * error string recorded in c->err. `call` is the stringified call; its argument list is left out. */
-static dtr_result mpi_result(dtr_comm *c, int code, const char *call) {
+/* `call` is the stringified call; its argument list is left out of the message. */
+dtr_result dtr__mpi_result(dtr_comm *c, int code, const char *call) {
   if (code == MPI_SUCCESS) return DTR_OK;
   char msg[MPI_MAX_ERROR_STRING] = "unknown MPI error";
   int len = 0, cls = MPI_ERR_UNKNOWN;
@@ -101,119 +101,6 @@ static dtr_result mpi_result(dtr_comm *c, int code, const char *call) {
   int namelen = (int)strcspn(call, "(");
   return dtr__comm_fail(c, class_to_result(cls), "mpi: %.*s failed on rank %d of %s: %s", namelen, call,
                         c->rank, c->name, msg);
-}
-#define DTR_MPI(c, call) mpi_result((c), (call), #call)
-
-/* ---------------------------------------------------------------- types and reductions */
-
-/* MPI computes inout = in op inout; these ops are commutative, so the operand order only decides
- * which buffer dtr__reduce_n may overwrite (it allows out to alias its first input). */
-#define DTR_USER_OP(fname, dtype, redop)                                 \
-  static void fname(void *in, void *inout, int *len, MPI_Datatype *dt) { \
-    (void)dt;                                                            \
-    const void *src[2] = {inout, in};                                    \
-    dtr__reduce_n(inout, src, 2, (size_t)*len, (dtype), (redop), 1);     \
-  }
-DTR_USER_OP(f16_sum, DTR_F16, DTR_SUM)
-DTR_USER_OP(f16_max, DTR_F16, DTR_MAX)
-DTR_USER_OP(f16_min, DTR_F16, DTR_MIN)
-DTR_USER_OP(f16_prod, DTR_F16, DTR_PROD)
-DTR_USER_OP(bf16_sum, DTR_BF16, DTR_SUM)
-DTR_USER_OP(bf16_max, DTR_BF16, DTR_MAX)
-DTR_USER_OP(bf16_min, DTR_BF16, DTR_MIN)
-DTR_USER_OP(bf16_prod, DTR_BF16, DTR_PROD)
-
-/* Open MPI 4.1's AVX reduction component saturates 8-bit sums (255 + 2 gives 255) instead of wrapping
- * as C and every other dtrain backend do, so u8 SUM and PROD use our kernel. */
-DTR_USER_OP(u8_sum_fn, DTR_U8, DTR_SUM)
-DTR_USER_OP(u8_prod_fn, DTR_U8, DTR_PROD)
-
-static MPI_User_function *const half_fns[NHALF][NHOP] = {
-    {f16_sum, f16_max, f16_min, f16_prod},
-    {bf16_sum, bf16_max, bf16_min, bf16_prod},
-};
-
-static dtr_result types_create(dtr_comm *c, mpi_impl *m) {
-  DTR_CHECK(DTR_MPI(c, MPI_Type_contiguous(2, MPI_BYTE, &m->half)));
-  DTR_CHECK(DTR_MPI(c, MPI_Type_commit(&m->half)));
-  m->types_ready = 1;
-  for (int t = 0; t < NHALF; t++)
-    for (int o = 0; o < NHOP; o++) m->half_ops[t][o] = MPI_OP_NULL;
-  m->u8_sum = m->u8_prod = MPI_OP_NULL;
-  DTR_CHECK(DTR_MPI(c, MPI_Op_create(u8_sum_fn, 1, &m->u8_sum)));
-  DTR_CHECK(DTR_MPI(c, MPI_Op_create(u8_prod_fn, 1, &m->u8_prod)));
-  for (int t = 0; t < NHALF; t++)
-    for (int o = 0; o < NHOP; o++)
-      DTR_CHECK(DTR_MPI(c, MPI_Op_create(half_fns[t][o], 1, &m->half_ops[t][o])));
-  return DTR_OK;
-}
-
-static void types_free(mpi_impl *m) {
-  if (!m->types_ready) return;
-  for (int t = 0; t < NHALF; t++)
-    for (int o = 0; o < NHOP; o++)
-      if (m->half_ops[t][o] != MPI_OP_NULL) MPI_Op_free(&m->half_ops[t][o]);
-  if (m->u8_sum != MPI_OP_NULL) MPI_Op_free(&m->u8_sum);
-  if (m->u8_prod != MPI_OP_NULL) MPI_Op_free(&m->u8_prod);
-  MPI_Type_free(&m->half);
-  m->types_ready = 0;
-}
-
-static dtr_result mpi_type(dtr_comm *c, const mpi_impl *m, dtr_dtype t, MPI_Datatype *out) {
-  switch (t) {
-    case DTR_F32:
-      *out = MPI_FLOAT;
-      return DTR_OK;
-    case DTR_F64:
-      *out = MPI_DOUBLE;
-      return DTR_OK;
-    case DTR_I32:
-      *out = MPI_INT32_T;
-      return DTR_OK;
-    case DTR_I64:
-      *out = MPI_INT64_T;
-      return DTR_OK;
-    case DTR_U8:
-      *out = MPI_UINT8_T;
-      return DTR_OK;
-    case DTR_F16:
-    case DTR_BF16:
-      *out = m->half;
-      return DTR_OK;
-  }
-  return dtr__comm_fail(c, DTR_ERR_INVALID, "mpi: unknown dtype %d", (int)t);
-}
-
-static dtr_result mpi_op(dtr_comm *c, const mpi_impl *m, dtr_dtype t, dtr_redop op, MPI_Op *out) {
-  int hop;
-  switch (op) {
-    case DTR_SUM:
-    case DTR_AVG:
-      hop = HOP_SUM;
-      break; /* AVG: summed here, divided after completion */
-    case DTR_MAX:
-      hop = HOP_MAX;
-      break;
-    case DTR_MIN:
-      hop = HOP_MIN;
-      break;
-    case DTR_PROD:
-      hop = HOP_PROD;
-      break;
-    default:
-      return dtr__comm_fail(c, DTR_ERR_INVALID, "mpi: unknown reduction %d", (int)op);
-  }
-  if (t == DTR_F16 || t == DTR_BF16) {
-    *out = m->half_ops[t == DTR_F16 ? HALF_F16 : HALF_BF16][hop];
-    return DTR_OK;
-  }
-  if (t == DTR_U8 && (hop == HOP_SUM || hop == HOP_PROD)) {
-    *out = hop == HOP_SUM ? m->u8_sum : m->u8_prod;
-    return DTR_OK;
-  }
-  static const MPI_Op native[NHOP] = {MPI_SUM, MPI_MAX, MPI_MIN, MPI_PROD};
-  *out = native[hop];
-  return DTR_OK;
 }
 
 /* ---------------------------------------------------------------- lifecycle */
@@ -260,9 +147,20 @@ static dtr_result ensure_mpi_started(dtr_comm *c) {
   return DTR_OK;
 }
 
-/* Give a fresh MPI communicator to c (errors returned instead of aborting the job; our types). */
+/* A size setting, clamped into [lo, hi] with a warning naming it. */
+static size_t param_bytes(const char *name, int64_t def, int64_t lo, int64_t hi) {
+  int64_t v = dtr__param_int(name, def);
+  if (v < lo || v > hi) {
+    DTR_WARN("%s=%lld is outside [%lld, %lld]; using %lld", name, (long long)v, (long long)lo, (long long)hi,
+             (long long)def);
+    v = def;
+  }
+  return (size_t)v;
+}
+
+/* Give a fresh MPI communicator to c (errors returned instead of aborting the job; our settings). */
 static dtr_result adopt(dtr_comm *c, MPI_Comm comm) {
-  mpi_impl *m = calloc(1, sizeof *m);
+  dtr__mpi *m = calloc(1, sizeof *m);
   if (!m) {
     MPI_Comm_free(&comm);
     return dtr__comm_fail(c, DTR_ERR_NOMEM, "mpi: out of memory creating communicator %s", c->name);
@@ -270,8 +168,18 @@ static dtr_result adopt(dtr_comm *c, MPI_Comm comm) {
   m->comm = comm;
   c->impl = m;
   g_live_comms++;
+  /* At least 8 bytes, so that one element of every type fits in a message. */
+  m->max_bytes = param_bytes("DTRAIN_MPI_MAX_COUNT", INT_MAX, 8, INT_MAX);
+  m->chunk_bytes = param_bytes("DTRAIN_MPI_CHUNK_BYTES", DEFAULT_CHUNK_BYTES, 64, (int64_t)1 << 30);
+  if (m->chunk_bytes > m->max_bytes) m->chunk_bytes = m->max_bytes;
+  m->small_bytes = param_bytes("DTRAIN_MPI_SMALL_BYTES", DEFAULT_SMALL_BYTES, 0, (int64_t)1 << 30);
+  m->nap_us = (int)param_bytes("DTRAIN_MPI_NAP_US", 0, 0, 100000);
+  if (m->max_bytes != INT_MAX) /* a test setting: say it took effect */
+    DTR_INFO(
+        "mpi: communicator %s: at most %zu bytes per MPI call (DTRAIN_MPI_MAX_COUNT), reduction chunks of "
+        "%zu",
+        c->name, m->max_bytes, m->chunk_bytes);
   DTR_CHECK(DTR_MPI(c, MPI_Comm_set_errhandler(m->comm, MPI_ERRORS_RETURN)));
-  DTR_CHECK(types_create(c, m));
   return DTR_OK;
 }
 
@@ -312,7 +220,7 @@ out:
  * must have drained the parent's queue first: MPI requires the same order of collectives on the parent
  * on every rank, and this runs on the caller's thread. */
 static dtr_result mpi_split(dtr_comm *parent, dtr_comm *child, int color, int key) {
-  mpi_impl *pm = parent->impl;
+  dtr__mpi *pm = parent->impl;
   dtr_result rc = DTR_OK;
   MPI_Comm nc = MPI_COMM_NULL;
   call_lock();
@@ -349,12 +257,12 @@ static dtr_result mpi_split(dtr_comm *parent, dtr_comm *child, int color, int ke
 }
 
 static void mpi_destroy(dtr_comm *c) {
-  mpi_impl *m = c->impl;
+  dtr__mpi *m = c->impl;
   if (!m) return;
   pthread_mutex_lock(&g_lifecycle);
   call_lock();
-  /* Freeing handles that an abandoned operation still uses is allowed: MPI frees them when it ends. */
-  types_free(m);
+  /* Freeing a communicator that an abandoned operation still uses is allowed: MPI frees it when the
+   * operation ends. */
   if (m->comm != MPI_COMM_NULL) MPI_Comm_free(&m->comm);
   call_unlock();
   free(m);
@@ -374,254 +282,178 @@ static void mpi_destroy(dtr_comm *c) {
   pthread_mutex_unlock(&g_lifecycle);
 }
 
-/* ---------------------------------------------------------------- running one operation */
+/* ---------------------------------------------------------------- the request set */
 
-static dtr_result check_count(dtr_comm *c, const dtr__op *op, size_t count) {
-  if (count > (size_t)INT_MAX)
-    return dtr__comm_fail(
-        c, DTR_ERR_UNSUPPORTED,
-        "mpi: %s #%llu on %s: count %zu exceeds MPI's int count limit (%d); split the buffer",
-        dtr__op_kind_name(op->kind), (unsigned long long)op->seq, c->name, count, INT_MAX);
+static dtr_result reqs_grow(dtr_comm *c, dtr__mpi_reqs *q) {
+  if (q->n < q->cap) return DTR_OK;
+  int cap = q->cap ? 2 * q->cap : 16;
+  MPI_Request *r = realloc(q->r, (size_t)cap * sizeof *r);
+  if (r) q->r = r;
+  int *peer = r ? realloc(q->peer, (size_t)cap * sizeof *peer) : NULL;
+  if (peer) q->peer = peer;
+  char *is_recv = peer ? realloc(q->is_recv, (size_t)cap) : NULL;
+  if (!is_recv) return dtr__comm_fail(c, DTR_ERR_NOMEM, "mpi: out of memory for %d requests", cap);
+  q->is_recv = is_recv;
+  q->cap = cap;
   return DTR_OK;
 }
 
-/* The MPI requests of one posted operation, and any scratch it needs. */
-typedef struct posted {
-  MPI_Request one;
-  MPI_Request *reqs; /* &one or malloc'ed (p2p batches) */
-  int n;
-  void *tmp;         /* in-place reduce-scatter: the result, copied to op->recv afterwards */
-  int64_t *wide;     /* integer AVG: the operands widened to i64 ... */
-  int64_t *wide_out; /* ... and where the wide sums land (== wide except for reduce-scatter) */
-  int abandoned;     /* left pending inside MPI: reqs, tmp and wide must outlive us (leaked on purpose) */
-} posted;
-
-/* Integer AVG must equal the exact sum divided (the host backend sums i32 in 64 bits and u8 in 32),
- * but MPI_SUM wraps in the element type: widen u8 and i32 to i64 for the reduction. i64 sums wrap
- * (an overflow of 2^63 in a sum of ranks is not a case worth 2x traffic). */
-static int avg_widens(const dtr__op *op) {
-  return op->redop == DTR_AVG && (op->dtype == DTR_U8 || op->dtype == DTR_I32) &&
-         (op->kind == DTR__OP_ALL_REDUCE || op->kind == DTR__OP_REDUCE_SCATTER || op->kind == DTR__OP_REDUCE);
+/* A slot for one more request; *out is set to MPI_REQUEST_NULL until the caller posts into it. */
+static dtr_result reqs_add(dtr_comm *c, dtr__mpi_reqs *q, int peer, int is_recv, MPI_Request **out) {
+  DTR_CHECK(reqs_grow(c, q));
+  q->r[q->n] = MPI_REQUEST_NULL;
+  q->peer[q->n] = peer;
+  q->is_recv[q->n] = (char)is_recv;
+  *out = &q->r[q->n++];
+  return DTR_OK;
 }
 
-static void widen(int64_t *w, const void *src, size_t n, dtr_dtype t) {
-  if (t == DTR_U8)
-    for (size_t i = 0; i < n; i++) w[i] = ((const uint8_t *)src)[i];
-  else
-    for (size_t i = 0; i < n; i++) w[i] = ((const int32_t *)src)[i];
+void dtr__mpi_reqs_free(dtr__mpi_reqs *q) {
+  free(q->r);
+  free(q->peer);
+  free(q->is_recv);
+  q->r = NULL, q->peer = NULL, q->is_recv = NULL;
+  q->n = q->cap = 0;
 }
 
-/* C division truncates toward zero, as comm.h specifies for integer AVG. */
-static void narrow_avg(void *dst, const int64_t *w, size_t n, dtr_dtype t, int size) {
-  if (t == DTR_U8)
-    for (size_t i = 0; i < n; i++) ((uint8_t *)dst)[i] = (uint8_t)(w[i] / size);
-  else
-    for (size_t i = 0; i < n; i++) ((int32_t *)dst)[i] = (int32_t)(w[i] / size);
-}
-
-static dtr_result post(dtr_comm *c, mpi_impl *m, const dtr__op *op, posted *p) {
-  MPI_Datatype dt = MPI_DATATYPE_NULL;
-  MPI_Op mop = MPI_OP_NULL;
-  const size_t es = dtr_dtype_size(op->dtype);
-  p->reqs = &p->one;
-  p->n = 1;
-  p->one = MPI_REQUEST_NULL;
-  if (op->kind != DTR__OP_BARRIER && op->kind != DTR__OP_P2P) {
-    DTR_CHECK(mpi_type(c, m, op->dtype, &dt));
-    DTR_CHECK(check_count(c, op, op->count));
+static dtr_result post_bytes(dtr_comm *c, dtr__mpi_reqs *q, void *buf, size_t bytes, int peer, int tag,
+                             int recv) {
+  dtr__mpi *m = c->impl;
+  for (size_t off = 0; off < bytes; off += m->max_bytes) {
+    int len = (int)(bytes - off < m->max_bytes ? bytes - off : m->max_bytes);
+    MPI_Request *r;
+    DTR_CHECK(reqs_add(c, q, peer, recv, &r));
+    call_lock();
+    int code = recv ? MPI_Irecv((char *)buf + off, len, MPI_BYTE, peer, tag, m->comm, r)
+                    : MPI_Isend((char *)buf + off, len, MPI_BYTE, peer, tag, m->comm, r);
+    call_unlock();
+    if (code != MPI_SUCCESS) return dtr__mpi_result(c, code, recv ? "MPI_Irecv" : "MPI_Isend");
   }
-  const int n = (int)op->count;
-  const void *send = op->send;
-
-  if (avg_widens(op)) {
-    size_t nin = op->kind == DTR__OP_REDUCE_SCATTER ? (size_t)c->size * op->count : op->count;
-    size_t nout = op->kind == DTR__OP_REDUCE_SCATTER ? op->count : 0; /* else reduced in place */
-    p->wide = malloc((nin + nout) * sizeof(int64_t) + 8);
-    if (!p->wide)
-      return dtr__comm_fail(c, DTR_ERR_NOMEM, "mpi: out of memory widening %s #%llu (%zu elements)",
-                            dtr__op_kind_name(op->kind), (unsigned long long)op->seq, nin + nout);
-    widen(p->wide, send, nin, op->dtype);
-    p->wide_out = nout ? p->wide + nin : p->wide;
-    p->n = 1;
-    switch (op->kind) {
-      case DTR__OP_ALL_REDUCE:
-        return DTR_MPI(c, MPI_Iallreduce(MPI_IN_PLACE, p->wide, n, MPI_INT64_T, MPI_SUM, m->comm, &p->one));
-      case DTR__OP_REDUCE_SCATTER:
-        return DTR_MPI(
-            c, MPI_Ireduce_scatter_block(p->wide, p->wide_out, n, MPI_INT64_T, MPI_SUM, m->comm, &p->one));
-      default: /* DTR__OP_REDUCE */
-        return DTR_MPI(c, MPI_Ireduce(c->rank == op->root ? MPI_IN_PLACE : (const void *)p->wide,
-                                      c->rank == op->root ? p->wide : NULL, n, MPI_INT64_T, MPI_SUM, op->root,
-                                      m->comm, &p->one));
-    }
-  }
-
-  switch (op->kind) {
-    case DTR__OP_ALL_REDUCE:
-      DTR_CHECK(mpi_op(c, m, op->dtype, op->redop, &mop));
-      if (send == op->recv) send = MPI_IN_PLACE;
-      return DTR_MPI(c, MPI_Iallreduce(send, op->recv, n, dt, mop, m->comm, &p->one));
-
-    case DTR__OP_REDUCE_SCATTER: {
-      DTR_CHECK(mpi_op(c, m, op->dtype, op->redop, &mop));
-      void *recv = op->recv;
-      /* In place means recv is this rank's block of send; MPI's in-place form would instead leave the
-       * result in block 0 (clobbering it), so reduce into scratch and copy. */
-      if ((const char *)send + (size_t)c->rank * op->count * es == (const char *)recv) {
-        p->tmp = malloc(op->count > 0 ? op->count * es : 1);
-        if (!p->tmp)
-          return dtr__comm_fail(c, DTR_ERR_NOMEM,
-                                "mpi: out of memory for reduce_scatter #%llu scratch (%zu bytes)",
-                                (unsigned long long)op->seq, op->count * es);
-        recv = p->tmp;
-      }
-      return DTR_MPI(c, MPI_Ireduce_scatter_block(send, recv, n, dt, mop, m->comm, &p->one));
-    }
-
-    case DTR__OP_ALL_GATHER: {
-      char *mine = (char *)op->recv + (size_t)c->rank * op->count * es;
-      if (send == mine) {
-        send = MPI_IN_PLACE;
-      } else if ((const char *)send < (char *)op->recv + (size_t)c->size * op->count * es &&
-                 (const char *)send + op->count * es > (const char *)op->recv) {
-        /* send overlaps recv elsewhere (send == recv on rank > 0): move it into place first. */
-        memmove(mine, send, op->count * es);
-        send = MPI_IN_PLACE;
-      }
-      return DTR_MPI(c, MPI_Iallgather(send, n, dt, op->recv, n, dt, m->comm, &p->one));
-    }
-
-    case DTR__OP_BROADCAST:
-      return DTR_MPI(c, MPI_Ibcast(op->recv ? op->recv : (void *)send, n, dt, op->root, m->comm, &p->one));
-
-    case DTR__OP_REDUCE:
-      DTR_CHECK(mpi_op(c, m, op->dtype, op->redop, &mop));
-      if (c->rank == op->root && send == op->recv) send = MPI_IN_PLACE;
-      return DTR_MPI(c, MPI_Ireduce(send, c->rank == op->root ? op->recv : NULL, n, dt, mop, op->root,
-                                    m->comm, &p->one));
-
-    case DTR__OP_ALL_TO_ALL:
-      if (send == op->recv) send = MPI_IN_PLACE;
-      return DTR_MPI(c, MPI_Ialltoall(send, n, dt, op->recv, n, dt, m->comm, &p->one));
-
-    case DTR__OP_BARRIER:
-      return DTR_MPI(c, MPI_Ibarrier(m->comm, &p->one));
-
-    case DTR__OP_P2P: {
-      if (op->np2p <= 0) {
-        p->n = 0;
-        return DTR_OK;
-      }
-      if (op->np2p > 1) {
-        p->reqs = malloc((size_t)op->np2p * sizeof *p->reqs);
-        if (!p->reqs) {
-          p->reqs = &p->one;
-          return dtr__comm_fail(c, DTR_ERR_NOMEM, "mpi: out of memory for a batch of %d p2p operations",
-                                op->np2p);
-        }
-      }
-      p->n = 0;
-      for (int i = 0; i < op->np2p; i++) {
-        const dtr_p2p *q = &op->p2p[i];
-        DTR_CHECK(mpi_type(c, m, q->dtype, &dt));
-        DTR_CHECK(check_count(c, op, q->count));
-        if (q->peer < 0 || q->peer >= c->size)
-          return dtr__comm_fail(c, DTR_ERR_INVALID,
-                                "mpi: p2p peer %d out of range (communicator %s has %d ranks)", q->peer,
-                                c->name, c->size);
-        /* One tag: MPI keeps each (source, tag, communicator) stream in order, which is the pairwise
-         * ordering comm.h promises. */
-        dtr_result rc =
-            q->is_send ? DTR_MPI(c, MPI_Isend(q->buf, (int)q->count, dt, q->peer, 0, m->comm, &p->reqs[i]))
-                       : DTR_MPI(c, MPI_Irecv(q->buf, (int)q->count, dt, q->peer, 0, m->comm, &p->reqs[i]));
-        if (rc != DTR_OK) return rc;
-        p->n = i + 1;
-      }
-      return DTR_OK;
-    }
-  }
-  return dtr__comm_fail(c, DTR_ERR_INVALID, "mpi: unknown operation kind %d", (int)op->kind);
+  return DTR_OK;
 }
 
-/* Stop waiting on requests that will not complete in time. Receives can be cancelled; collectives
- * cannot (MPI has no way to), so they stay pending, and MPI may still write into their buffers if the
- * peers ever arrive. The communicator is aborted by the core after this. */
-static void abandon(mpi_impl *m, posted *p) {
-  for (int i = 0; i < p->n; i++) {
-    if (p->reqs[i] == MPI_REQUEST_NULL) continue;
+dtr_result dtr__mpi_isend(dtr_comm *c, dtr__mpi_reqs *q, const void *buf, size_t bytes, int peer, int tag) {
+  return post_bytes(c, q, (void *)buf, bytes, peer, tag, 0);
+}
+
+dtr_result dtr__mpi_irecv(dtr_comm *c, dtr__mpi_reqs *q, void *buf, size_t bytes, int peer, int tag) {
+  return post_bytes(c, q, buf, bytes, peer, tag, 1);
+}
+
+/* Stop waiting on requests that will not complete in time. MPI cannot cancel collectives, nor sends
+ * reliably, so they stay pending, and MPI may still write into their buffers if the peers ever arrive;
+ * their owners must leak those buffers. The communicator is aborted by the core after this. */
+static void abandon(dtr__mpi *m, dtr__mpi_reqs *q) {
+  for (int i = 0; i < q->n; i++) {
+    if (q->r[i] == MPI_REQUEST_NULL) continue;
     int done = 0;
-    MPI_Request_get_status(p->reqs[i], &done, MPI_STATUS_IGNORE);
+    MPI_Request_get_status(q->r[i], &done, MPI_STATUS_IGNORE);
     if (!done) {
-      p->abandoned = 1;
+      q->abandoned = 1;
       m->abandoned = 1;
       atomic_store(&g_abandoned, 1);
     }
   }
 }
 
-/* For a timed-out p2p batch: which peers still owed us a message or had not taken ours. */
-static void describe_pending_peers(const dtr__op *op, const posted *p, char *out, size_t cap) {
-  size_t len = 0;
-  out[0] = '\0';
-  for (int i = 0; i < p->n && i < op->np2p && len + 32 < cap; i++) {
-    int done = 0;
-    if (p->reqs[i] != MPI_REQUEST_NULL)
-      MPI_Request_get_status(p->reqs[i], &done, MPI_STATUS_IGNORE);
-    else
-      done = 1;
-    if (!done)
-      len += (size_t)snprintf(out + len, cap - len, "%s%s %d", len ? ", " : "",
-                              op->p2p[i].is_send ? "send to" : "recv from", op->p2p[i].peer);
+int dtr__mpi_settle(dtr_comm *c, dtr__mpi_reqs *q) {
+  if (q->n > 0 && !q->abandoned) {
+    call_lock();
+    abandon(c->impl, q);
+    call_unlock();
   }
+  return q->abandoned;
+}
+
+/* Which peers still owed us a message or had not taken ours, e.g. "recv from 2, send to 2". */
+static void describe_pending_peers(const dtr__mpi_reqs *q, char *out, size_t cap) {
+  size_t len = 0;
+  int last_peer = -2, last_recv = -1;
+  out[0] = '\0';
+  for (int i = 0; i < q->n && len + 32 < cap; i++) {
+    int done = 1;
+    if (q->r[i] != MPI_REQUEST_NULL) MPI_Request_get_status(q->r[i], &done, MPI_STATUS_IGNORE);
+    if (done || q->peer[i] < 0 || (q->peer[i] == last_peer && q->is_recv[i] == last_recv)) continue;
+    len += (size_t)snprintf(out + len, cap - len, "%s%s %d", len ? ", " : "",
+                            q->is_recv[i] ? "recv from" : "send to", q->peer[i]);
+    last_peer = q->peer[i], last_recv = q->is_recv[i];
+  }
+}
+
+/* One MPI_Testall; *flag = 1 when everything in q completed. An MPI error abandons q. */
+static dtr_result test_once(dtr_comm *c, dtr__mpi_reqs *q, int *flag) {
+  *flag = 1;
+  if (q->n == 0) return DTR_OK;
+  call_lock();
+  int code = MPI_Testall(q->n, q->r, flag, MPI_STATUSES_IGNORE);
+  if (code != MPI_SUCCESS) abandon(c->impl, q);
+  call_unlock();
+  return dtr__mpi_result(c, code, "MPI_Testall");
+}
+
+dtr_result dtr__mpi_poke(dtr_comm *c, const dtr__op *op, dtr__mpi_reqs *q) {
+  int flag = 0;
+  (void)op;
+  return test_once(c, q, &flag);
 }
 
 /* Open MPI progresses a nonblocking operation only inside MPI calls (no progress thread), so sleeping
- * between tests stalls large transfers fragment by fragment. For the first second of an operation we
- * spin, yielding the CPU to whoever else is runnable (as MPI_Wait does); an operation still waiting
- * after that is most likely waiting for a late peer, and then short sleeps spare the core. */
-static void backoff(long spins, int64_t waited_ms) {
-  if (spins < 64) return;
-  if (waited_ms < 1000) {
+ * between tests stalls transfers. A wait polls, then polls yielding the CPU to whoever else is runnable
+ * (as MPI_Wait does when oversubscribed); a wait still going after a second most likely waits for a late
+ * peer, and then 100 us sleeps spare the core. DTRAIN_MPI_NAP_US > 0 sleeps that long between polls
+ * already after a few yields: on 2 cores, 4 ranks, f32 all-reduce 16-256 MiB under heavy background
+ * load (load average 10) it measured 1.1-1.6 GB/s busbw against 0.6-1.0 yielding, but under lighter
+ * load no better, and a nap costs mid-size operations a timer tick per wait (2 ranks, 256 KiB:
+ * 90-650 us against 70-110 us), so it is off by default. */
+static void backoff(const dtr__mpi *m, long spins, int64_t waited_ms) {
+  enum { SPINS = 16, YIELDS = 10 };
+  if (spins < SPINS) return;
+  if (waited_ms < 1000 && (m->nap_us == 0 || spins < SPINS + YIELDS)) {
     sched_yield();
     return;
   }
-  struct timespec ts = {0, 100000};
+  struct timespec ts = {0, (waited_ms < 1000 ? m->nap_us : 100) * 1000L};
   nanosleep(&ts, NULL);
 }
 
-static dtr_result wait_posted(dtr_comm *c, mpi_impl *m, const dtr__op *op, posted *p, int64_t deadline) {
+dtr_result dtr__mpi_wait(dtr_comm *c, const dtr__op *op, dtr__mpi_reqs *q, int64_t deadline) {
+  dtr__mpi *m = c->impl;
   const int64_t started = dtr__now_ms();
   for (long spins = 0;; spins++) {
     int flag = 0;
-    call_lock();
-    int code = p->n ? MPI_Testall(p->n, p->reqs, &flag, MPI_STATUSES_IGNORE) : MPI_SUCCESS;
-    call_unlock();
-    if (p->n == 0) flag = 1;
-    if (code != MPI_SUCCESS) {
-      call_lock();
-      abandon(m, p);
-      call_unlock();
-      return mpi_result(c, code, "MPI_Testall");
+    DTR_CHECK(test_once(c, q, &flag));
+    if (flag) {
+      q->n = 0;
+      return DTR_OK;
     }
-    if (flag) return DTR_OK;
     if (atomic_load(&c->aborted)) {
       call_lock();
-      abandon(m, p);
+      abandon(m, q);
       call_unlock();
       return dtr__comm_fail(c, DTR_ERR_ABORTED, "mpi: %s #%llu on %s aborted while in progress",
                             dtr__op_kind_name(op->kind), (unsigned long long)op->seq, c->name);
     }
-    if (deadline >= 0 && dtr__now_ms() >= deadline) {
+    int64_t now = dtr__now_ms();
+    if (deadline >= 0 && now >= deadline) {
       char who[512];
       call_lock();
-      if (op->kind == DTR__OP_P2P) describe_pending_peers(op, p, who, sizeof who);
-      abandon(m, p);
+      describe_pending_peers(q, who, sizeof who);
+      abandon(m, q);
       call_unlock();
       if (op->kind == DTR__OP_P2P)
         return dtr__comm_fail(
             c, DTR_ERR_TIMEOUT,
             "mpi: p2p #%llu on %s (rank %d) did not complete within %d ms; still pending: %s",
             (unsigned long long)op->seq, c->name, c->rank, c->timeout_ms, who);
+      /* Our own algorithms know whom they wait for: a rank that never sent is the likely culprit.
+       * MPI's collectives (barrier, broadcast) cannot tell. */
+      if (who[0])
+        return dtr__comm_fail(c, DTR_ERR_TIMEOUT,
+                              "mpi: %s #%llu (%zu x %s) on %s (rank %d of %d) did not complete within %d ms; "
+                              "still waiting on: %s (a rank that never sent had most likely not arrived; its "
+                              "flight recorder stops before this sequence number)",
+                              dtr__op_kind_name(op->kind), (unsigned long long)op->seq, op->count,
+                              dtr_dtype_name(op->dtype), c->name, c->rank, c->size, c->timeout_ms, who);
       return dtr__comm_fail(
           c, DTR_ERR_TIMEOUT,
           "mpi: %s #%llu (%zu x %s) on %s (rank %d of %d) did not complete within %d ms; MPI "
@@ -630,58 +462,165 @@ static dtr_result wait_posted(dtr_comm *c, mpi_impl *m, const dtr__op *op, poste
           dtr__op_kind_name(op->kind), (unsigned long long)op->seq, op->count, dtr_dtype_name(op->dtype),
           c->name, c->rank, c->size, c->timeout_ms);
     }
-    backoff(spins, dtr__now_ms() - started);
+    backoff(m, spins, now - started);
   }
 }
 
-static void divide_avg(dtr_comm *c, void *buf, size_t count, dtr_dtype t) {
-  const void *src[1] = {buf};
-  dtr__reduce_n(buf, src, 1, count, t, DTR_AVG, c->size);
+/* ---------------------------------------------------------------- data movement */
+
+/* Block j of a buffer of blocks of `bytes` bytes. */
+#define BLOCK(p, j, bytes) ((char *)(p) + (size_t)(j) * (bytes))
+
+/* Direct all-gather: this rank's block goes to every peer (its pieces in order), theirs come straight
+ * into recv. Peers are visited from rank+1 upward so that not everyone sends to rank 0 first. */
+static dtr_result run_all_gather(dtr_comm *c, const dtr__op *op, dtr__mpi_reqs *q, int64_t deadline) {
+  const size_t bytes = op->count * dtr_dtype_size(op->dtype);
+  char *mine = BLOCK(op->recv, c->rank, bytes);
+  if ((const char *)op->send != mine) memmove(mine, op->send, bytes); /* send may overlap recv */
+  for (int k = 1; k < c->size; k++) {
+    int to = (c->rank + k) % c->size, from = (c->rank - k + c->size) % c->size;
+    DTR_CHECK(dtr__mpi_irecv(c, q, BLOCK(op->recv, from, bytes), bytes, from, DTR__MPI_TAG_MOVE));
+    DTR_CHECK(dtr__mpi_isend(c, q, mine, bytes, to, DTR__MPI_TAG_MOVE));
+  }
+  return dtr__mpi_wait(c, op, q, deadline);
 }
 
+/* All-to-all. Out of place: every block straight to its rank. In place, a block must leave before its
+ * replacement lands: rounds pair each rank with one peer (round r pairs a and b with a + b = r mod n,
+ * so both sides agree), and the outgoing block goes through a bounded scratch piece by piece. */
+static dtr_result run_all_to_all(dtr_comm *c, const dtr__op *op, dtr__mpi_reqs *q, int64_t deadline) {
+  dtr__mpi *m = c->impl;
+  const size_t bytes = op->count * dtr_dtype_size(op->dtype);
+  const int n = c->size, me = c->rank;
+  if (op->send != op->recv) {
+    memcpy(BLOCK(op->recv, me, bytes), BLOCK(op->send, me, bytes), bytes);
+    for (int k = 1; k < n; k++) {
+      int to = (me + k) % n, from = (me - k + n) % n;
+      DTR_CHECK(dtr__mpi_irecv(c, q, BLOCK(op->recv, from, bytes), bytes, from, DTR__MPI_TAG_MOVE));
+      DTR_CHECK(dtr__mpi_isend(c, q, BLOCK(op->send, to, bytes), bytes, to, DTR__MPI_TAG_MOVE));
+    }
+    return dtr__mpi_wait(c, op, q, deadline);
+  }
+  size_t piece = m->chunk_bytes;
+  char *tmp = malloc(piece);
+  if (!tmp)
+    return dtr__comm_fail(c, DTR_ERR_NOMEM, "mpi: out of memory for all_to_all scratch (%zu bytes)", piece);
+  dtr_result rc = DTR_OK;
+  for (int r = 0; r < n && rc == DTR_OK; r++) {
+    int peer = (r - me + n) % n;
+    if (peer == me) continue;
+    char *blk = BLOCK(op->recv, peer, bytes);
+    for (size_t off = 0; off < bytes && rc == DTR_OK; off += piece) {
+      size_t len = bytes - off < piece ? bytes - off : piece;
+      memcpy(tmp, blk + off, len);
+      rc = dtr__mpi_irecv(c, q, blk + off, len, peer, DTR__MPI_TAG_MOVE);
+      if (rc == DTR_OK) rc = dtr__mpi_isend(c, q, tmp, len, peer, DTR__MPI_TAG_MOVE);
+      if (rc == DTR_OK) rc = dtr__mpi_wait(c, op, q, deadline);
+    }
+  }
+  if (rc == DTR_OK || !dtr__mpi_settle(c, q)) free(tmp); /* else a pending send may still read it */
+  return rc;
+}
+
+/* MPI's own broadcast (its trees beat direct sends beyond a few ranks), in pieces of at most
+ * max_bytes, a few in flight at a time (nonblocking collectives match in the order they are posted). */
+static dtr_result run_broadcast(dtr_comm *c, const dtr__op *op, dtr__mpi_reqs *q, int64_t deadline) {
+  dtr__mpi *m = c->impl;
+  const size_t bytes = op->count * dtr_dtype_size(op->dtype);
+  char *buf = op->recv ? op->recv : (char *)op->send;
+  enum { WINDOW = 4 };
+  for (size_t off = 0; off < bytes;) {
+    for (int w = 0; w < WINDOW && off < bytes; w++) {
+      int len = (int)(bytes - off < m->max_bytes ? bytes - off : m->max_bytes);
+      MPI_Request *r;
+      DTR_CHECK(reqs_add(c, q, -1, 0, &r));
+      call_lock();
+      int code = MPI_Ibcast(buf + off, len, MPI_BYTE, op->root, m->comm, r);
+      call_unlock();
+      if (code != MPI_SUCCESS) return dtr__mpi_result(c, code, "MPI_Ibcast");
+      off += (size_t)len;
+    }
+    DTR_CHECK(dtr__mpi_wait(c, op, q, deadline));
+  }
+  return DTR_OK;
+}
+
+static dtr_result run_barrier(dtr_comm *c, const dtr__op *op, dtr__mpi_reqs *q, int64_t deadline) {
+  dtr__mpi *m = c->impl;
+  MPI_Request *r;
+  DTR_CHECK(reqs_add(c, q, -1, 0, &r));
+  call_lock();
+  int code = MPI_Ibarrier(m->comm, r);
+  call_unlock();
+  DTR_CHECK(dtr__mpi_result(c, code, "MPI_Ibarrier"));
+  return dtr__mpi_wait(c, op, q, deadline);
+}
+
+/* A batch: every message posted at once, in issue order, each cut into pieces the same way on both
+ * sides; one tag, so MPI keeps each pair's messages in order, which is the ordering comm.h promises. */
+static dtr_result run_p2p(dtr_comm *c, const dtr__op *op, dtr__mpi_reqs *q, int64_t deadline) {
+  for (int i = 0; i < op->np2p; i++) {
+    const dtr_p2p *p = &op->p2p[i];
+    size_t es = dtr_dtype_size(p->dtype);
+    if (es == 0) return dtr__comm_fail(c, DTR_ERR_INVALID, "mpi: p2p: unknown dtype %d", (int)p->dtype);
+    if (p->peer < 0 || p->peer >= c->size)
+      return dtr__comm_fail(c, DTR_ERR_INVALID,
+                            "mpi: p2p peer %d out of range (communicator %s has %d ranks)", p->peer, c->name,
+                            c->size);
+    if (p->count > SIZE_MAX / es)
+      return dtr__comm_fail(c, DTR_ERR_INVALID, "mpi: p2p count %zu overflows", p->count);
+    if (p->is_send)
+      DTR_CHECK(dtr__mpi_isend(c, q, p->buf, p->count * es, p->peer, DTR__MPI_TAG_P2P));
+    else
+      DTR_CHECK(dtr__mpi_irecv(c, q, p->buf, p->count * es, p->peer, DTR__MPI_TAG_P2P));
+  }
+  return dtr__mpi_wait(c, op, q, deadline);
+}
+
+/* ---------------------------------------------------------------- running one operation */
+
 static dtr_result mpi_run(dtr_comm *c, const dtr__op *op, int64_t deadline) {
-  mpi_impl *m = c->impl;
   if (atomic_load(&c->aborted))
     return dtr__comm_fail(c, DTR_ERR_ABORTED, "mpi: %s #%llu on %s: communicator was aborted",
                           dtr__op_kind_name(op->kind), (unsigned long long)op->seq, c->name);
-  posted p = {0};
-  call_lock();
-  dtr_result rc = post(c, m, op, &p);
-  call_unlock();
-  if (rc == DTR_OK) {
-    rc = wait_posted(c, m, op, &p, deadline);
-  } else if (p.n > 0) {
-    /* A batch failed halfway: its posted part must not be left touching the buffers silently. */
-    call_lock();
-    abandon(m, &p);
-    call_unlock();
+  if (op->kind != DTR__OP_BARRIER && op->kind != DTR__OP_P2P) {
+    size_t es = dtr_dtype_size(op->dtype);
+    /* the largest buffer an operation touches is size * count elements */
+    if (es == 0 || op->count > SIZE_MAX / es / (size_t)c->size)
+      return dtr__comm_fail(c, DTR_ERR_INVALID, "mpi: %s #%llu on %s: %s count %zu",
+                            dtr__op_kind_name(op->kind), (unsigned long long)op->seq, c->name,
+                            es ? "overflowing" : "unknown dtype,", op->count);
   }
-  if (rc == DTR_OK && p.wide) {
-    if (op->kind != DTR__OP_REDUCE || c->rank == op->root)
-      narrow_avg(op->recv, p.wide_out, op->count, op->dtype, c->size);
-  } else if (rc == DTR_OK) {
-    const size_t es = dtr_dtype_size(op->dtype);
-    switch (op->kind) {
-      case DTR__OP_ALL_REDUCE:
-        if (op->redop == DTR_AVG) divide_avg(c, op->recv, op->count, op->dtype);
-        break;
-      case DTR__OP_REDUCE_SCATTER:
-        if (p.tmp) memcpy(op->recv, p.tmp, op->count * es);
-        if (op->redop == DTR_AVG) divide_avg(c, op->recv, op->count, op->dtype);
-        break;
-      case DTR__OP_REDUCE:
-        if (op->redop == DTR_AVG && c->rank == op->root) divide_avg(c, op->recv, op->count, op->dtype);
-        break;
-      default:
-        break;
-    }
+  dtr__mpi_reqs q = {0};
+  dtr_result rc;
+  switch (op->kind) {
+    case DTR__OP_ALL_REDUCE:
+    case DTR__OP_REDUCE_SCATTER:
+    case DTR__OP_REDUCE:
+      rc = dtr__mpi_reduction(c, op, deadline);
+      break;
+    case DTR__OP_ALL_GATHER:
+      rc = run_all_gather(c, op, &q, deadline);
+      break;
+    case DTR__OP_ALL_TO_ALL:
+      rc = run_all_to_all(c, op, &q, deadline);
+      break;
+    case DTR__OP_BROADCAST:
+      rc = run_broadcast(c, op, &q, deadline);
+      break;
+    case DTR__OP_BARRIER:
+      rc = run_barrier(c, op, &q, deadline);
+      break;
+    case DTR__OP_P2P:
+      rc = run_p2p(c, op, &q, deadline);
+      break;
+    default:
+      rc = dtr__comm_fail(c, DTR_ERR_INVALID, "mpi: unknown operation kind %d", (int)op->kind);
+      break;
   }
-  /* An abandoned operation may still write into tmp and its requests: leak them, never free under MPI. */
-  if (!p.abandoned) {
-    free(p.tmp);
-    free(p.wide);
-    if (p.reqs != &p.one) free(p.reqs);
-  }
+  /* A post that failed halfway leaves its earlier part pending: it must not touch buffers silently. */
+  if (rc != DTR_OK) dtr__mpi_settle(c, &q);
+  dtr__mpi_reqs_free(&q);
   return rc;
 }
 

@@ -20,7 +20,9 @@
  *
  * Deadlines: each operation must complete within the communicator's timeout (dtr_comm_config or
  * DTRAIN_COMM_TIMEOUT_MS, default 600000). On expiry it fails with DTR_ERR_TIMEOUT and the last-error
- * text names the ranks that had not arrived (host backend; MPI and NCCL cannot tell, and say so); the communicator is then aborted (every later operation
+ * text names the ranks that had not arrived (host backend, and the mpi backend's own algorithms, which
+ * name the ranks they still waited on; MPI's barrier and broadcast and NCCL cannot tell, and say so);
+ * the communicator is then aborted (every later operation
  * fails with DTR_ERR_ABORTED) and its flight recorder (the last operations) is printed. A peer that
  * dies mid-operation surfaces on the survivors within the deadline: as DTR_ERR_CONNECTION naming
  * it when the backend can see the death (host: at once), else as DTR_ERR_TIMEOUT; either aborts.

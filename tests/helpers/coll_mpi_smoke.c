@@ -1,17 +1,23 @@
 /* coll_mpi_smoke: a quick check of the mpi backend under mpirun (rank and size from OMPI_COMM_WORLD_*):
  * each operation on a few types, in-place forms, asynchronous requests, p2p batches and split, against
  * a serial reference computed from the same deterministic inputs. Exact comparison: the inputs are
- * small integers, so every sum is exact in every type (AVG: one f32 division, then rounding). Exit 0 when all
- * pass; prints each failure. Usage: mpirun -np N coll_mpi_smoke [--backend mpi|host] [--count N] [--fault
- * deadline|abort]
+ * small integers, so every sum is exact in every type (AVG: one f32 division, then rounding). Then the
+ * reductions (all-reduce in and out of place, reduce-scatter, reduce) on random floats for every type and
+ * reduction, compared BIT FOR BIT with coll_ref.h's serial reference in rank order: the mpi backend
+ * reduces in that order, like the host backend. Exit 0 when all pass; prints each failure. Usage: mpirun -np N coll_mpi_smoke [--backend mpi|host] [--count N] [--fault
+ * deadline|dead|abort]
  *   --fault deadline  rank size-1 never joins an all-reduce; the others must get DTR_ERR_TIMEOUT after the
- *                     1500 ms timeout (saying MPI cannot name the missing ranks), then DTR_ERR_ABORTED
+ *                     1500 ms timeout (naming rank size-1 as the one they still wait on), then DTR_ERR_ABORTED
+ *   --fault dead      rank size-1 SIGKILLs itself after one all-reduce while the others keep all-reducing
+ *                     (run with mpirun --mca orte_abort_on_non_zero_status 0, or mpirun kills them first): they
+ *                     must fail within the 1500 ms timeout naming it, then get DTR_ERR_ABORTED
  *   --fault abort     rank 0 waits on an all-reduce nobody joins (timeout 60 s); dtr_comm_abort from
  *                     another thread must end it with DTR_ERR_ABORTED at once
  *   Fault modes print "coll_mpi_smoke rank R: MODE ok" or "... FAILED: why" and leave with _exit (MPI
  *   cannot finalize with an abandoned operation), all ranks at the same moment. */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +26,7 @@
 #include <unistd.h>
 
 #include "dtrain/comm.h"
+#include "tests/helpers/coll_ref.h"
 
 static int g_rank, g_size, g_fail;
 
@@ -383,6 +390,58 @@ static void run_suite(dtr_comm *c, size_t n) {
   g_rank = save_r, g_size = save_s;
 }
 
+/* ---- bit-exact reductions against the serial reference (random inputs, rounding everywhere) */
+
+static void exact_compare(const char *what, const void *got, const void *want, size_t n, dtr_dtype t) {
+  size_t es = dtr_dtype_size(t);
+  for (size_t i = 0; i < n; i++) {
+    if (memcmp((const char *)got + i * es, (const char *)want + i * es, es) != 0) {
+      FAILF("%s (%s) count %zu: element %zu is %.9g, the serial reference %.9g (bits differ)", what,
+            dtr_dtype_name(t), n, i, cref_as_double((const char *)got + i * es, t),
+            cref_as_double((const char *)want + i * es, t));
+      return;
+    }
+  }
+}
+
+static void run_exact(dtr_comm *c, size_t n) {
+  int rank = dtr_comm_rank(c), size = dtr_comm_size(c), root = size - 1;
+  int *members = malloc(sizeof(int) * (size_t)size);
+  for (int r = 0; r < size; r++) members[r] = r;
+  for (int t = DTR_F32; t <= DTR_U8; t++) {
+    size_t es = dtr_dtype_size((dtr_dtype)t), tot = n * (size_t)size;
+    char *in = malloc(tot * es + 1), *out = malloc(tot * es + 1), *want = malloc(tot * es + 1);
+    for (int op = DTR_SUM; op <= DTR_PROD; op++) {
+      dtr_dtype dt = (dtr_dtype)t;
+      dtr_redop ro = (dtr_redop)op;
+      uint64_t tag = cref_tag(0x5eed, 1, dt, ro, n);
+      cref_reduce(want, dt, ro, tag, members, size, 0, tot);
+      for (int inplace = 0; inplace < 2; inplace++) { /* all-reduce over the first n elements */
+        cref_fill(in, dt, ro, tag, rank, 0, n);
+        dtr_result rc = dtr_all_reduce(c, in, inplace ? in : out, n, dt, ro, NULL);
+        if (rc != DTR_OK)
+          FAILF("exact all_reduce: %s: %s", dtr_strerror(rc), dtr_comm_last_error(c));
+        else
+          exact_compare(inplace ? "exact all_reduce in-place" : "exact all_reduce", inplace ? in : out, want, n, dt);
+      }
+      cref_fill(in, dt, ro, tag, rank, 0, tot); /* reduce-scatter: block r of the reference */
+      dtr_result rc = dtr_reduce_scatter(c, in, out, n, dt, ro, NULL);
+      if (rc != DTR_OK)
+        FAILF("exact reduce_scatter: %s: %s", dtr_strerror(rc), dtr_comm_last_error(c));
+      else
+        exact_compare("exact reduce_scatter", out, want + (size_t)rank * n * es, n, dt);
+      cref_fill(in, dt, ro, tag, rank, 0, n);
+      rc = dtr_reduce(c, in, rank == root ? out : NULL, n, dt, ro, root, NULL);
+      if (rc != DTR_OK)
+        FAILF("exact reduce: %s: %s", dtr_strerror(rc), dtr_comm_last_error(c));
+      else if (rank == root)
+        exact_compare("exact reduce", out, want, n, dt);
+    }
+    free(in), free(out), free(want);
+  }
+  free(members);
+}
+
 static double now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -408,7 +467,7 @@ static void fault_exit(double t0, int ok) {
 static void run_fault(const char *mode, dtr_comm_config cfg, double t0) {
   char err[512], why[1024] = "";
   dtr_comm *c = NULL;
-  cfg.timeout_ms = !strcmp(mode, "deadline") ? 1500 : 60000;
+  cfg.timeout_ms = !strcmp(mode, "deadline") || !strcmp(mode, "dead") ? 1500 : 60000;
   dtr_result rc = dtr_comm_create(NULL, g_rank, g_size, &cfg, &c, err, sizeof err);
   if (rc != DTR_OK) {
     printf("coll_mpi_smoke rank %d: %s FAILED: create: %s: %s\n", g_rank, mode, dtr_strerror(rc), err);
@@ -425,17 +484,46 @@ static void run_fault(const char *mode, dtr_comm_config cfg, double t0) {
     rc = dtr_all_reduce(c, v, v, 64, DTR_F32, DTR_SUM, NULL);
     double el = now_ms() - t;
     const char *e = dtr_comm_last_error(c);
+    char missing[64];
+    snprintf(missing, sizeof missing, "still waiting on: recv from %d", g_size - 1);
     if (rc != DTR_ERR_TIMEOUT)
       snprintf(why, sizeof why, "all_reduce returned %s, want timed out", dtr_strerror(rc));
     else if (el < 1400 || el > 3500)
       snprintf(why, sizeof why, "timed out after %.0f ms, want about 1500", el);
-    else if (!strstr(e, "MPI cannot tell which ranks"))
+    else if (!strstr(e, missing)) /* our all-reduce knows whom it waited for */
       snprintf(why, sizeof why, "error text lacks the reason: %s", e);
     else if ((rc = dtr_barrier(c, NULL)) != DTR_ERR_ABORTED)
       snprintf(why, sizeof why, "barrier after the timeout returned %s, want aborted", dtr_strerror(rc));
     ok = !why[0];
     printf("coll_mpi_smoke rank %d: deadline %s%s (%.0f ms: %s)\n", g_rank, ok ? "ok" : "FAILED: ", why, el,
            e);
+  } else if (!strcmp(mode, "dead")) {
+    /* 4 MiB all-reduces, so rank size-1 dies with transfers in flight on the others */
+    size_t n = 1u << 20;
+    float *b = calloc(n, sizeof *b);
+    rc = dtr_all_reduce(c, b, b, n, DTR_F32, DTR_SUM, NULL);
+    if (g_rank == g_size - 1) {
+      printf("coll_mpi_smoke rank %d: dead ok (killing itself)\n", g_rank);
+      fflush(stdout);
+      raise(SIGKILL);
+    }
+    double t = now_ms();
+    for (int i = 0; i < 1000 && rc == DTR_OK; i++) rc = dtr_all_reduce(c, b, b, n, DTR_F32, DTR_SUM, NULL);
+    double el = now_ms() - t;
+    const char *e = dtr_comm_last_error(c);
+    char missing[64];
+    snprintf(missing, sizeof missing, "recv from %d", g_size - 1);
+    if (rc != DTR_ERR_TIMEOUT && rc != DTR_ERR_CONNECTION)
+      snprintf(why, sizeof why, "all_reduce returned %s, want timed out or connection", dtr_strerror(rc));
+    else if (el > 3500)
+      snprintf(why, sizeof why, "the error took %.0f ms, want at most the 1500 ms timeout", el);
+    else if (rc == DTR_ERR_TIMEOUT && !strstr(e, missing))
+      snprintf(why, sizeof why, "error text does not name rank %d: %s", g_size - 1, e);
+    else if ((rc = dtr_barrier(c, NULL)) != DTR_ERR_ABORTED)
+      snprintf(why, sizeof why, "barrier after the failure returned %s, want aborted", dtr_strerror(rc));
+    ok = !why[0];
+    printf("coll_mpi_smoke rank %d: dead %s%s (%.0f ms: %s)\n", g_rank, ok ? "ok" : "FAILED: ", why, el, e);
+    free(b);
   } else if (!strcmp(mode, "abort")) {
     if (g_rank == 0) {
       dtr_request *req = NULL;
@@ -490,7 +578,7 @@ int main(int argc, char **argv) {
     } else if (!strcmp(argv[i], "--count") && i + 1 < argc) {
       n = (size_t)strtoull(argv[++i], NULL, 10);
     } else {
-      fprintf(stderr, "usage: coll_mpi_smoke [--backend mpi|host] [--count N] [--fault deadline|abort]\n");
+      fprintf(stderr, "usage: coll_mpi_smoke [--backend mpi|host] [--count N] [--fault deadline|dead|abort]\n");
       return 2;
     }
   }
@@ -516,6 +604,8 @@ int main(int argc, char **argv) {
   run_suite(world, n);
   run_suite(world, 1); /* tiny */
   run_suite(world, 0); /* empty */
+  static const size_t exact_sizes[] = {1, 5, 1000, 70001}; /* 70001: past the one-round path; many chunks under a small DTRAIN_MPI_MAX_COUNT */
+  for (size_t k = 0; k < sizeof exact_sizes / sizeof exact_sizes[0]; k++) run_exact(world, exact_sizes[k]);
 
   /* split: even and odd ranks, reversed order by key; the last rank (when size > 2) joins none. */
   int color = (wsize > 2 && wrank == wsize - 1) ? -1 : wrank % 2;

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The mpi backend under mpirun: coll_check's serial reference for every collective, type, reduction and
-# size on 1, 2 and 4 ranks (floats within coll_ref.h's tolerance, the rest exact); coll_mpi_smoke on 3
-# ranks (odd size, a rank outside every split group, u8 wrap-around, integer AVG); a rank that never
-# arrives (DTR_ERR_TIMEOUT after the deadline, then DTR_ERR_ABORTED); dtr_comm_abort from another
-# thread; and a rank/size that disagrees with MPI_COMM_WORLD.
+# size on 1, 2 and 4 ranks (floats within coll_ref.h's tolerance, the rest exact); the same on 2 and 4
+# ranks with DTRAIN_MPI_MAX_COUNT=1000, so every operation is cut into many pieces and pipeline chunks
+# (the path counts above INT_MAX take); coll_mpi_smoke on 3 ranks (odd size, a rank outside every split
+# group, u8 wrap-around, integer AVG, reductions bit-identical to the serial reference) and on 4 ranks
+# with the small DTRAIN_MPI_MAX_COUNT; a rank that never arrives (DTR_ERR_TIMEOUT after the deadline,
+# naming it, then DTR_ERR_ABORTED); a rank SIGKILLed during all-reduces (the survivors fail within the
+# deadline, naming it); dtr_comm_abort from another thread; and a rank/size that disagrees with
+# MPI_COMM_WORLD.
 # ctest-labels: mpi coll
-# ctest-timeout: 300
+# ctest-timeout: 500
 source "$(dirname "${BASH_SOURCE[0]}")/launch_lib.sh"
 CC=$BUILD/bin/coll_check
 SMOKE=$BUILD/bin/coll_mpi_smoke
@@ -21,38 +25,54 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_btl=self,vader
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe --bind-to none)
 
-# ---- coll_check on 1, 2, 4 ranks
-for n in 1 2 4; do
-  t0=$SECONDS rc=0
-  timeout -k 5 160 "${MPIRUN[@]}" -np "$n" "$CC" --backend mpi --seed $((2000 + n)) --timeout-ms 30000 \
-    --max-seconds 140 > "$T/out.$n" 2> "$T/err.$n" || rc=$?
+# ---- coll_check on 1, 2, 4 ranks, then chunked: MAX is DTRAIN_MPI_MAX_COUNT ("" = default)
+coll_check() { # NPROC MAX
+  local n=$1 max=$2 t0=$SECONDS rc=0 tag="$1${2:+.max$2}"
+  local env=()
+  [ -n "$max" ] && env=(-x DTRAIN_MPI_MAX_COUNT="$max")
+  timeout -k 5 160 "${MPIRUN[@]}" "${env[@]}" -np "$n" "$CC" --backend mpi --seed $((2000 + n)) --timeout-ms 30000 \
+    --max-seconds 140 > "$T/out.$tag" 2> "$T/err.$tag" || rc=$?
   if [ $rc != 0 ]; then
-    echo "---- stdout ($n ranks)"; tail -n 40 "$T/out.$n"
-    echo "---- stderr ($n ranks)"; tail -n 60 "$T/err.$n"
-    fail "coll_check --backend mpi on $n ranks exited $rc" \
-      "(repro: mpirun -np $n $CC --backend mpi --seed $((2000 + n)))"
+    echo "---- stdout ($n ranks)"; tail -n 40 "$T/out.$tag"
+    echo "---- stderr ($n ranks)"; tail -n 60 "$T/err.$tag"
+    fail "coll_check --backend mpi on $n ranks${max:+ with DTRAIN_MPI_MAX_COUNT=$max} exited $rc" \
+      "(repro: ${max:+DTRAIN_MPI_MAX_COUNT=$max }mpirun -np $n $CC --backend mpi --seed $((2000 + n)))"
   fi
   for ((r = 0; r < n; r++)); do
-    grep -Eq "^coll_check rank $r: [0-9]+ checks, 0 failed" "$T/out.$n" \
-      || fail "rank $r of $n printed no passing summary: $(grep "rank $r" "$T/out.$n" "$T/err.$n" | head -5)"
+    grep -Eq "^coll_check rank $r: [0-9]+ checks, 0 failed" "$T/out.$tag" \
+      || fail "rank $r of $n printed no passing summary: $(grep "rank $r" "$T/out.$tag" "$T/err.$tag" | head -5)"
   done
-  checks=$(sed -n "s/^coll_check rank 0: \([0-9]*\) checks.*/\1/p" "$T/out.$n")
+  checks=$(sed -n "s/^coll_check rank 0: \([0-9]*\) checks.*/\1/p" "$T/out.$tag")
   [ "${checks:-0}" -ge 400 ] || fail "only ${checks:-0} checks ran on $n ranks"
-  echo "ok: coll_check, $n ranks, $checks checks per rank, $((SECONDS - t0)) s"
-done
+  echo "ok: coll_check, $n ranks${max:+, DTRAIN_MPI_MAX_COUNT=$max}, $checks checks per rank, $((SECONDS - t0)) s"
+}
+for n in 1 2 4; do coll_check "$n" ""; done
+# 1000 bytes per MPI call: 4099 f64 elements take 33 pieces; reductions run in 125-element chunks
+for n in 2 4; do coll_check "$n" 1000; done
 
-# ---- the smoke test on an odd size (split leaves the last rank out)
-rc=0
-timeout -k 5 60 "${MPIRUN[@]}" -np 3 "$SMOKE" > "$T/smoke.out" 2> "$T/smoke.err" || rc=$?
-[ $rc = 0 ] && grep -q "3 rank(s), backend mpi: all checks passed" "$T/smoke.out" \
-  || fail "coll_mpi_smoke on 3 ranks exited $rc: $(grep -h FAIL "$T/smoke.err" | head -10)"
-echo "ok: coll_mpi_smoke, 3 ranks"
+# ---- the smoke test on an odd size (split leaves the last rank out), then chunked on 4 ranks
+smoke() { # NPROC MAX
+  local rc=0 tag="$1${2:+.max$2}" env=()
+  [ -n "$2" ] && env=(-x DTRAIN_MPI_MAX_COUNT="$2" -x DTRAIN_LOG_LEVEL=info)
+  timeout -k 5 60 "${MPIRUN[@]}" "${env[@]}" -np "$1" "$SMOKE" > "$T/smoke.$tag.out" 2> "$T/smoke.$tag.err" || rc=$?
+  [ $rc = 0 ] && grep -q "$1 rank(s), backend mpi: all checks passed" "$T/smoke.$tag.out" \
+    || fail "coll_mpi_smoke on $1 ranks${2:+ with DTRAIN_MPI_MAX_COUNT=$2} exited $rc: $(grep -h FAIL "$T/smoke.$tag.err" | head -10)"
+  if [ -n "$2" ]; then # the setting took effect on every rank
+    [ "$(grep -c "communicator world: at most $2 bytes per MPI call" "$T/smoke.$tag.err")" = "$1" ] \
+      || fail "DTRAIN_MPI_MAX_COUNT=$2 was not applied on every rank: $(head -5 "$T/smoke.$tag.err")"
+  fi
+  echo "ok: coll_mpi_smoke, $1 ranks${2:+, DTRAIN_MPI_MAX_COUNT=$2} (reductions bit-identical to the serial reference)"
+}
+smoke 3 ""
+smoke 4 1000
 
 # ---- faults. The ranks leave with _exit (MPI cannot finalize an abandoned operation), so mpirun reports
 # an abnormal end: judge by each rank's own verdict line.
-fault() { # MODE NPROC
-  local t0=$SECONDS
-  timeout -k 5 60 "${MPIRUN[@]}" -np "$2" "$SMOKE" --fault "$1" > "$T/$1.out" 2> "$T/$1.err"
+fault() { # MODE NPROC [MPIRUN OPTIONS...]
+  local t0=$SECONDS mode=$1 np=$2
+  shift 2
+  timeout -k 5 60 "${MPIRUN[@]}" "$@" -np "$np" "$SMOKE" --fault "$mode" > "$T/$mode.out" 2> "$T/$mode.err"
+  set -- "$mode" "$np"
   for ((r = 0; r < $2; r++)); do
     grep -q "^coll_mpi_smoke rank $r: $1 ok" "$T/$1.out" || {
       echo "---- stdout"; cat "$T/$1.out"; echo "---- stderr"; tail -n 30 "$T/$1.err"
@@ -62,11 +82,13 @@ fault() { # MODE NPROC
   echo "ok: fault $1, $2 ranks, $((SECONDS - t0)) s"
 }
 fault deadline 3
-grep -q "MPI cannot tell which ranks had not arrived" "$T/deadline.out" \
-  || fail "timeout text lacks the reason"
+[ "$(grep -c "did not complete within 1500 ms; still waiting on: recv from 2" "$T/deadline.out")" = 2 ] \
+  || fail "the timeout text of ranks 0 and 1 does not name rank 2: $(grep deadline "$T/deadline.out")"
 grep -q "flight recorder of communicator world" "$T/deadline.err" \
   || fail "no flight recorder printed on timeout"
 fault abort 2
+# a rank killed mid-job: mpirun would end the survivors at once; told not to, they must fail by the deadline
+fault dead 3 --mca orte_abort_on_non_zero_status 0
 
 # ---- rank/size that MPI_COMM_WORLD contradicts: a singleton MPI process told it is rank 1 of 2
 rc=0
