@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# coll_netns.sh — the host backend's TCP transport between two network-namespace nodes, next to what
-# the link itself carries: a 64 MiB f32 sum all-reduce (coll_perf --backend host, 2 nodes x 1 rank, each
-# agent in its own IPC/UTS namespace so the ranks must use TCP) and iperf3 between the same two
-# namespaces (-t 3, one stream). For 2 ranks all-reduce busbw = algbw x 2(n-1)/n = algbw: every rank
-# sends and receives the size once, so busbw is directly comparable with iperf3's throughput (the veth
-# link is full duplex and iperf3 drives one direction; the all-reduce drives both at once).
+# coll_netns.sh — the host backend's transports between network-namespace nodes, next to what the link
+# itself carries: a 64 MiB f32 sum all-reduce (coll_perf --backend host; each agent in its own IPC/UTS
+# namespace, so ranks of different nodes must use TCP) in these configurations:
+#   2 nodes x 1 rank   flat direct all-reduce, and the chain (DTRAIN_HOST_CHAIN_MIN_NODES=2)
+#   3 nodes x 1 rank   direct, chain with results back along it, chain with results sent directly
+#   4 nodes x 1 rank   direct and chain
+#   2 nodes x 2 ranks  hierarchical (shared memory + chain per rail), and the flat mesh (DTRAIN_HOST_HIER=0)
+#   3 nodes x 2 ranks  the same (--only 3x2; not in the default set)
+# and iperf3 between node 1 and node 0 (-t 3, one stream; and --bidir). busbw = algbw x 2(n-1)/n: what
+# each rank's link carries per direction, comparable with iperf3's one-way figure.
 #
-#   sudo bench/coll_netns.sh [--build DIR] [--iters N] [--size 64M]
+#   sudo bench/coll_netns.sh [--build DIR] [--iters N] [--size 64M] [--only 2x1|3x1|4x1|2x2|3x2] [--op allreduce]
+#
+# --op broadcast (etc.) measures another collective in the same configurations (the hierarchical
+# broadcast: N-1 TCP sends from the root, then the segment).
 #
 # Needs root (network namespaces) and iperf3. Only addresses inside the namespaces it creates are used.
 # Exit status 0, or 1 when a run failed or reported wrong results.
@@ -15,12 +22,16 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${DTRAIN_BUILD:-$SRC/build}
 ITERS=10
 SIZE=64M
+ONLY=""
+OP=allreduce
 while (($#)); do
   case $1 in
     --build) BUILD=$2; shift 2 ;;
     --iters) ITERS=$2; shift 2 ;;
     --size) SIZE=$2; shift 2 ;;
-    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
+    --only) ONLY=$2; shift 2 ;;
+    --op) OP=$2; shift 2 ;;
+    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "coll_netns.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -31,50 +42,89 @@ command -v iperf3 >/dev/null || { echo "coll_netns.sh: iperf3 is not installed" 
 set +e
 source "$SRC/tests/cluster/netns.sh"
 set -e
-ns_setup 2
-ns_watchdog 170
+ns_setup 4
+ns_watchdog 600
 ns_tmpdir
 T=$NS_TMP
 ADDR0=$(ns_addr 0)
 export DTRAIN_JOB_TOKEN="coll-netns-$$-$RANDOM"
+PORT=29700
+FAILED=0
+ROWS=()
 
-# all-reduce: one agent per node, coll_perf rank 0's table on node 0.
-pids=()
-for k in 0 1; do
-  ns_spawn "$k" unshare --ipc --uts -- bash -c 'hostname "$0" && exec "$@"' "node$k" "$DTRAIN" launch \
-    --nnodes 2 --nproc-per-node 1 --rdzv-endpoint "$ADDR0:29700" --rdzv-timeout 30 --rdzv-id bench -- \
-    "$PERF" --op allreduce --backend host --min-bytes "$SIZE" --max-bytes "$SIZE" -n "$ITERS" -w 2 -c \
-    --json "$T/perf$k.json" </dev/null >"$T/node$k.log" 2>&1
-  pids+=("$NS_LAST_PID")
-done
-rc=0
-for p in "${pids[@]}"; do wait "$p" || rc=$?; done
-if ((rc != 0)); then
-  echo "coll_netns.sh: coll_perf failed (rc $rc)" >&2
-  tail -n 30 "$T"/node*.log >&2
-  exit 1
-fi
-echo "== coll_perf --op allreduce --backend host, 2 nodes x 1 rank (TCP over veth), $SIZE f32 sum"
-grep -v '^+' "$T/node0.log" | sed 's/^\[[0-9:]*\] //'
-read -r busbw wrong < <(python3 - "$T/perf0.json" <<'PY'
+# perf TAG NNODES NPROC [VAR=value ...]: one coll_perf run; appends "TAG busbw wrong" to ROWS.
+perf() {
+  local tag=$1 nn=$2 k=$3 node rc=0
+  shift 3
+  local pids=()
+  PORT=$((PORT + 1))
+  for ((node = 0; node < nn; node++)); do
+    ns_spawn "$node" env "$@" unshare --ipc --uts -- bash -c 'hostname "$0" && exec "$@"' "node$node" "$DTRAIN" \
+      launch --nnodes "$nn" --nproc-per-node "$k" --rdzv-endpoint "$ADDR0:$PORT" --rdzv-timeout 30 --rdzv-id "b$PORT" \
+      -- "$PERF" --op "$OP" --backend host --min-bytes "$SIZE" --max-bytes "$SIZE" -n "$ITERS" -w 2 -c \
+      --json "$T/$tag.$node.json" </dev/null >"$T/$tag.$node.log" 2>&1
+    pids+=("$NS_LAST_PID")
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+  if ((rc != 0)); then
+    echo "coll_netns.sh: $tag: coll_perf failed (rc $rc)" >&2
+    tail -n 20 "$T/$tag".*.log >&2
+    FAILED=1
+    ROWS+=("$tag failed -")
+    return 0
+  fi
+  local row
+  row=$(python3 - "$T/$tag.0.json" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
-print("%.3f" % d["max_busbw"], d["wrong"])
+print("%.3f %.3f %d" % (d["max_busbw"], d["avg_busbw"], d["wrong"]))
 PY
 )
+  ((${row##* } == 0)) || FAILED=1
+  ROWS+=("$tag $row")
+  echo "== $tag ($*): max/avg busbw, #wrong: $row" >&2
+}
+
+want() { [[ -z $ONLY && $1 != 3x2 || $ONLY == "$1" ]]; }
+if want 2x1; then
+  perf 2x1-direct 2 1
+  perf 2x1-chain 2 1 DTRAIN_HOST_CHAIN_MIN_NODES=2 DTRAIN_HOST_CHAIN_MIN_BYTES=0
+fi
+if want 3x1; then
+  perf 3x1-direct 3 1 DTRAIN_HOST_CHAIN_MIN_NODES=99
+  perf 3x1-chain 3 1 DTRAIN_HOST_CHAIN_MIN_NODES=3 DTRAIN_HOST_CHAIN_MIN_BYTES=0
+  perf 3x1-chain-direct-result 3 1 DTRAIN_HOST_CHAIN_MIN_NODES=3 DTRAIN_HOST_CHAIN_MIN_BYTES=0 DTRAIN_HOST_CHAIN_DIRECT=1
+fi
+if want 4x1; then
+  perf 4x1-direct 4 1 DTRAIN_HOST_CHAIN_MIN_NODES=99
+  perf 4x1-chain 4 1 DTRAIN_HOST_CHAIN_MIN_NODES=4 DTRAIN_HOST_CHAIN_MIN_BYTES=0
+fi
+if want 3x2; then
+  perf 3x2-hier 3 2 DTRAIN_HOST_HIER_MIN_BYTES=0
+  perf 3x2-flat 3 2 DTRAIN_HOST_HIER=0
+fi
+if want 2x2; then
+  perf 2x2-hier 2 2 DTRAIN_HOST_HIER_MIN_BYTES=0
+  perf 2x2-flat 2 2 DTRAIN_HOST_HIER=0
+fi
 
 # iperf3 between the same namespaces, node 1 -> node 0.
 ns_spawn 0 iperf3 -s -B "$ADDR0" -p 5299 >"$T/iperf_s.log" 2>&1
 sleep 0.5 # (a probe connection would count as iperf3's client)
 ns_exec 1 iperf3 -c "$ADDR0" -p 5299 -t 3 -J >"$T/iperf.json"
 iperf=$(python3 -c 'import json,sys; print("%.3f" % (json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 8e9))' "$T/iperf.json")
-echo "== iperf3 -c $ADDR0 -t 3 (node 1 -> node 0): $iperf GB/s"
-# Context: the all-reduce moves data both ways at once; iperf3 --bidir shows what the link (and, on a
-# small machine, the CPUs running both stacks) carries per direction then.
+bidir="?"
 if ns_exec 1 iperf3 -c "$ADDR0" -p 5299 -t 3 --bidir -J >"$T/iperf_bidir.json" 2>/dev/null; then
   bidir=$(python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["end"]; print("%.3f" % (min(e["sum_received"]["bits_per_second"], e["sum_received_bidir_reverse"]["bits_per_second"]) / 8e9))' "$T/iperf_bidir.json" 2>/dev/null || echo "?")
-  echo "== iperf3 --bidir (both directions at once): $bidir GB/s per direction (the slower one)"
 fi
-ratio=$(python3 -c "print('%.0f' % (100 * float('$busbw') / float('$iperf')))")
-echo "all-reduce busbw $busbw GB/s = ${ratio}% of iperf3 $iperf GB/s (target >= 80%), #wrong $wrong"
-[[ $wrong == 0 ]] || exit 1
+
+echo
+echo "$OP ($SIZE f32 sum, $ITERS iterations), host backend between namespace nodes"
+printf '%-26s %12s %12s %7s %10s\n' config max_busbw avg_busbw '#wrong' '% iperf3'
+for row in "${ROWS[@]}"; do
+  read -r tag mx av wr <<<"$row"
+  pct=$(python3 -c "import sys; print('%.0f' % (100 * float(sys.argv[1]) / float(sys.argv[2])) if sys.argv[1] not in ('failed','-') else '-')" "$mx" "$iperf" 2>/dev/null || echo "-")
+  printf '%-26s %12s %12s %7s %10s\n' "$tag" "$mx" "${av:--}" "${wr:--}" "$pct"
+done
+echo "iperf3 -t 3 node 1 -> node 0: $iperf GB/s; --bidir: $bidir GB/s per direction (the slower one)"
+exit $FAILED

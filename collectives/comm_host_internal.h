@@ -11,7 +11,7 @@
 #include "comm_internal.h"
 
 #define DTR__HOST_MAGIC 0x6d68737274647444ull /* "DtdtrShm" */
-#define DTR__HOST_VERSION 1u
+#define DTR__HOST_VERSION 2u
 #define DTR__HOST_LINE 128 /* keep writers of different ranks on different cache lines (and pairs) */
 
 /* Segment header: written by rank 0 before it publishes the segment's name, read-only after. Every
@@ -40,6 +40,11 @@ typedef struct dtr__host_ctl {
   int32_t pid;
   _Atomic int32_t aborted; /* this rank aborted the communicator: peers fail at once */
   char pad2[DTR__HOST_LINE - 8];
+  /* Hierarchical communicators (comm_host_hier.c): why this rank gave up an operation (an error of the
+   * whole communicator, naming its ranks), written before `aborted`, so that the node's other ranks
+   * report the cause instead of "rank j aborted". why_rc 0: no reason given. */
+  int32_t why_rc;
+  char why[3 * DTR__HOST_LINE - 4];
 } dtr__host_ctl;
 
 /* A single-producer single-consumer byte ring from rank i to rank j: head advanced by i, tail by j. */
@@ -71,7 +76,26 @@ typedef struct dtr__host {
   int yields;          /* sched_yield calls before sleeping on the futex */
   int64_t next_live_check;
   struct dtr__host_tcp *tcp; /* set when the ranks span nodes: every operation goes over TCP instead */
+  struct dtr__host_hier *hier; /* set when they span nodes in equal blocks (comm_host_hier.c) */
 } dtr__host;
+
+/* A communicator whose ranks sit on N >= 2 nodes in contiguous blocks of L ranks each: a full TCP mesh
+ * (h->tcp) for every operation, plus, for large all-reduces, the node's own segment among its L ranks
+ * and a chain along the "rail" of the ranks with the same local index (comm_host_hier.c). */
+typedef struct dtr__host_hier {
+  int nodes, per_node; /* N, L */
+  int node, li;        /* this rank's node (block) and index inside it: rank = node * L + li */
+  dtr__host *local;    /* the node's segment, local ranks 0..L-1 (NULL when L == 1) */
+  int *rail;           /* the N communicator ranks li, L + li, 2L + li, ... in node order */
+  size_t min_bytes;    /* L > 1: all-reduces of at least this many bytes take the hierarchy */
+  size_t chain_bytes;  /* L == 1: all-reduces of at least this many bytes take the chain ... */
+  int chain_nodes;     /* ... when there are at least this many nodes */
+  int direct;          /* chain results sent by the last node to each (else back along the chain) */
+  size_t chunk_bytes;  /* outer chunk of the hierarchical all-reduce */
+  uint8_t *buf;        /* its scratch: all-to-all result, staging, result slice */
+  size_t buf_cap;
+  int used;            /* the hierarchical path ran (logged once at debug level) */
+} dtr__host_hier;
 
 static inline int dtr__host_ge(uint32_t v, uint32_t target) {
   return (int32_t)(v - target) >= 0;
@@ -115,6 +139,22 @@ void dtr__host_relax(void);
 dtr_result dtr__host_init(dtr_comm *c);
 void dtr__host_abort(dtr_comm *c);
 void dtr__host_destroy(dtr_comm *c);
+/* Create (h->r == 0) or open and attach the segment of the h->n ranks that h->r belongs to, its store
+ * keys under kp. COLLECTIVE over those h->n ranks. c is the communicator (store, deadline, errors;
+ * messages name ranks 0..h->n-1). On failure the caller still calls dtr__host_segment_release. */
+dtr_result dtr__host_segment_setup(dtr_comm *c, dtr__host *h, const char *kp, int64_t deadline);
+/* Unmap, close and (rank 0, if not yet done) unlink; h itself is not freed. */
+void dtr__host_segment_release(dtr__host *h);
+/* Set this rank's abort flag in the segment and wake every waiter. */
+void dtr__host_segment_abort(dtr__host *h);
+
+/* Hierarchical communicators (comm_host_hier.c). ids[j]: rank j's node identity string. Decides the
+ * topology; when it is hierarchical sets h->hier (and builds the node segment), else leaves it NULL
+ * and says why at debug level. h->tcp must be connected already. COLLECTIVE. */
+dtr_result dtr__host_hier_init(dtr_comm *c, dtr__host *h, char *const *ids, const char *kp, int64_t deadline);
+dtr_result dtr__host_hier_run(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline);
+void dtr__host_hier_abort(dtr__host *h);
+void dtr__host_hier_destroy(dtr__host *h);
 
 /* Operations (comm_host_coll.c, comm_host_p2p.c). */
 dtr_result dtr__host_collective(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline);

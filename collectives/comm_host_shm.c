@@ -1,7 +1,8 @@
 /* The host backend's shared-memory segment: the ranks check through the store that they share a node
  * (boot id, hostname, IPC namespace), rank 0 creates and sizes the segment, everyone maps it, and rank 0
  * unlinks its name as soon as all have mapped it, so nothing is left in /dev/shm even after a crash.
- * Ranks on several nodes get no segment: they connect through comm_host_tcp.c instead. */
+ * Ranks on several nodes connect through comm_host_tcp.c instead; when the nodes hold equal blocks of
+ * ranks, comm_host_hier.c adds one segment per node (built here, by dtr__host_segment_setup). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -77,16 +78,6 @@ static void layout(dtr__host_hdr *hd, int n) {
   hd->total_bytes = off;
 }
 
-static size_t param_bytes(const char *name, int64_t def, int64_t lo, int64_t hi) {
-  int64_t v = dtr__param_int(name, def);
-  if (v < lo || v > hi) {
-    DTR_WARN("%s=%lld is outside [%lld, %lld]; using %lld", name, (long long)v, (long long)lo, (long long)hi,
-             (long long)def);
-    v = def;
-  }
-  return (size_t)v;
-}
-
 static dtr_result create_segment(dtr_comm *c, dtr__host *h) {
   uint64_t rnd = 0;
   if (getrandom(&rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) rnd = (uint64_t)dtr__now_ms() * 2654435761u;
@@ -100,18 +91,20 @@ static dtr_result create_segment(dtr_comm *c, dtr__host *h) {
   int64_t slot = ((int64_t)64 << 20) / h->n;
   if (slot > (4 << 20)) slot = 4 << 20;
   if (slot < (256 << 10)) slot = 256 << 10;
-  hd.slot_bytes = ALIGN_UP(param_bytes("DTRAIN_SHM_SLOT_BYTES", slot, 4096, (int64_t)1 << 30), 4096);
+  hd.slot_bytes =
+      ALIGN_UP((size_t)dtr__param_range("DTRAIN_SHM_SLOT_BYTES", slot, 4096, (int64_t)1 << 30), 4096);
   /* All-reduce chunk: its working set (n slots of a chunk) should stay in cache while the next chunk
    * is copied in. Measured on 2 cores (64 MiB, streaming stores on): 4 ranks best at 512 KiB-1 MiB
    * (2 MiB: -20%), 2 ranks flat from 512 KiB to 2 MiB; so 4 MiB / n. */
   int64_t chunk = ((int64_t)4 << 20) / h->n;
   if (chunk < (128 << 10)) chunk = 128 << 10;
-  hd.chunk_bytes = ALIGN_UP(param_bytes("DTRAIN_SHM_CHUNK_BYTES", chunk, 4096, (int64_t)1 << 30), 4096);
+  hd.chunk_bytes =
+      ALIGN_UP((size_t)dtr__param_range("DTRAIN_SHM_CHUNK_BYTES", chunk, 4096, (int64_t)1 << 30), 4096);
   if (hd.chunk_bytes > hd.slot_bytes) hd.chunk_bytes = hd.slot_bytes;
-  hd.small_bytes = param_bytes("DTRAIN_SHM_SMALL_BYTES", 16 << 10, 0, (int64_t)1 << 30);
+  hd.small_bytes = (size_t)dtr__param_range("DTRAIN_SHM_SMALL_BYTES", 16 << 10, 0, (int64_t)1 << 30);
   if (hd.small_bytes > hd.slot_bytes) hd.small_bytes = hd.slot_bytes;
   /* p2p rings: 256 KiB per ordered pair, less on big nodes (at most 64 MiB in all). */
-  size_t ring = param_bytes("DTRAIN_SHM_RING_BYTES", 256 << 10, 4096, (int64_t)1 << 30);
+  size_t ring = (size_t)dtr__param_range("DTRAIN_SHM_RING_BYTES", 256 << 10, 4096, (int64_t)1 << 30);
   while (ring > 4096 && (size_t)h->n * (size_t)h->n * ring > ((size_t)64 << 20)) ring /= 2;
   hd.ring_bytes = ALIGN_UP(ring, 4096);
   layout(&hd, h->n);
@@ -195,68 +188,28 @@ static int default_spin(int n) {
   return n * 2 <= cpus ? 2000 : 32;
 }
 
-static dtr_result init_impl(dtr_comm *c) {
+/* DTRAIN_HOST_FAKE_NODES=k (tests, benchmarks; every rank sets it): the ranks of the root communicator
+ * count as k nodes of size/k contiguous ranks each, as if their node ids differed. A communicator's
+ * ranks are placed by their rank in the root communicator, so split children see the same nodes. */
+static void fake_node(const dtr_comm *c, char *id, size_t cap) {
+  int64_t k = dtr__param_int("DTRAIN_HOST_FAKE_NODES", 0);
+  if (k <= 1) return;
+  const dtr_comm *root = c;
+  while (root->parent) root = root->parent;
+  if (root->size % k != 0 || !c->world_ranks) {
+    DTR_WARN("DTRAIN_HOST_FAKE_NODES=%lld does not divide the root communicator's %d ranks: ignored",
+             (long long)k, root->size);
+    return;
+  }
+  int node = c->world_ranks[c->rank] / (int)(root->size / k);
+  size_t len = strlen(id);
+  snprintf(id + len, cap - len, " fake=%d", node);
+}
+
+/* The segment of the h->n ranks h->r belongs to, keys under kp. */
+dtr_result dtr__host_segment_setup(dtr_comm *c, dtr__host *h, const char *kp, int64_t deadline) {
   dtr_result rc = DTR_OK;
-  char key[DTR_STORE_MAX_KEY], kp[600], id[512], host0[256], hostname[256], *val = NULL;
-  int64_t deadline = dtr__now_ms() + (c->timeout_ms > 0 ? c->timeout_ms : 600000);
-  dtr__host *h = calloc(1, sizeof *h);
-  if (!h) return dtr__comm_fail(c, DTR_ERR_NOMEM, "host backend: out of memory");
-  h->n = c->size;
-  h->r = c->rank;
-  h->fd = -1;
-  c->impl = h;
-  if (!c->store)
-    return dtr__comm_fail(c, DTR_ERR_INVALID, "host backend: a store is needed to find the other ranks");
-
-  /* A generation number keeps keys apart when a communicator of the same name is created again. */
-  int64_t v;
-  snprintf(key, sizeof key, "%shost/gen", c->prefix);
-  rc = dtr_store_add(c->store, key, 1, &v);
-  if (rc)
-    return dtr__comm_fail(c, rc, "host backend init: store add %s: %s", key, dtr_store_last_error(c->store));
-  snprintf(kp, sizeof kp, "%shost/%lld/", c->prefix, (long long)((v - 1) / h->n));
-
-  /* Same node? */
-  host_identity(id, sizeof id, hostname, sizeof hostname);
-  snprintf(key, sizeof key, "%sid/%d", kp, h->r);
-  DTR_CHECK(store_set_str(c, key, id));
-  char *id0 = NULL, hj[256] = "";
-  int multi = 0; /* the first rank on another node than rank 0's */
-  for (int j = 0; j < h->n; j++) {
-    snprintf(key, sizeof key, "%sid/%d", kp, j);
-    rc = store_get_str(c, key, deadline, &val);
-    if (rc) break;
-    if (j == 0) {
-      id0 = val;
-      val = NULL;
-      char *p = strstr(id0, "host="), *e;
-      snprintf(host0, sizeof host0, "%s", p ? p + 5 : "?");
-      if ((e = strchr(host0, ' '))) *e = 0;
-      continue;
-    }
-    if (strcmp(val, id0) != 0 && !multi) {
-      char *p = strstr(val, "host="), *e;
-      snprintf(hj, sizeof hj, "%s", p ? p + 5 : "?");
-      if ((e = strchr(hj, ' '))) *e = 0;
-      multi = j;
-    }
-    free(val);
-    val = NULL;
-  }
-  free(id0);
-  if (rc) return rc;
-  /* DTRAIN_HOST_TRANSPORT=tcp forces TCP on one node too (tests, benchmarks; every rank must set it). */
-  const char *force = dtr__param_str("DTRAIN_HOST_TRANSPORT", "auto");
-  if (!multi && force && strcmp(force, "tcp") == 0) {
-    DTR_DEBUG("host backend: DTRAIN_HOST_TRANSPORT=tcp: TCP transport on one node");
-    return dtr__host_tcp_init(c, kp, deadline, &h->tcp);
-  }
-  if (multi) { /* every rank read the same ids, so every rank takes this branch */
-    DTR_DEBUG("host backend: ranks 0 and %d are on different nodes (host %s, host %s): TCP transport", multi,
-              host0, hj);
-    return dtr__host_tcp_init(c, kp, deadline, &h->tcp);
-  }
-
+  char key[DTR_STORE_MAX_KEY], *val = NULL;
   /* Rank 0 creates the segment and publishes its name (or why it could not). */
   snprintf(key, sizeof key, "%sseg", kp);
   if (h->r == 0) {
@@ -337,14 +290,75 @@ fail:
   return rc;
 }
 
+static dtr_result init_impl(dtr_comm *c) {
+  dtr_result rc = DTR_OK;
+  char key[DTR_STORE_MAX_KEY], kp[600], id[512], hostname[256], **ids = NULL;
+  int64_t deadline = dtr__now_ms() + (c->timeout_ms > 0 ? c->timeout_ms : 600000);
+  dtr__host *h = calloc(1, sizeof *h);
+  if (!h) return dtr__comm_fail(c, DTR_ERR_NOMEM, "host backend: out of memory");
+  h->n = c->size;
+  h->r = c->rank;
+  h->fd = -1;
+  c->impl = h;
+  if (!c->store)
+    return dtr__comm_fail(c, DTR_ERR_INVALID, "host backend: a store is needed to find the other ranks");
+
+  /* A generation number keeps keys apart when a communicator of the same name is created again. */
+  int64_t v;
+  snprintf(key, sizeof key, "%shost/gen", c->prefix);
+  rc = dtr_store_add(c->store, key, 1, &v);
+  if (rc)
+    return dtr__comm_fail(c, rc, "host backend init: store add %s: %s", key, dtr_store_last_error(c->store));
+  snprintf(kp, sizeof kp, "%shost/%lld/", c->prefix, (long long)((v - 1) / h->n));
+
+  /* Same node? Every rank reads every rank's identity, so every rank takes the same branch below. */
+  host_identity(id, sizeof id, hostname, sizeof hostname);
+  fake_node(c, id, sizeof id);
+  snprintf(key, sizeof key, "%sid/%d", kp, h->r);
+  DTR_CHECK(store_set_str(c, key, id));
+  ids = calloc((size_t)h->n, sizeof *ids);
+  if (!ids) return dtr__comm_fail(c, DTR_ERR_NOMEM, "host backend: out of memory");
+  int multi = 0; /* the first rank on another node than rank 0's */
+  for (int j = 0; j < h->n && rc == DTR_OK; j++) {
+    snprintf(key, sizeof key, "%sid/%d", kp, j);
+    rc = store_get_str(c, key, deadline, &ids[j]);
+    if (rc == DTR_OK && !multi && j > 0 && strcmp(ids[j], ids[0]) != 0) multi = j;
+  }
+  if (rc) goto out;
+  /* DTRAIN_HOST_TRANSPORT=tcp forces TCP on one node too (tests, benchmarks; every rank must set it). */
+  const char *force = dtr__param_str("DTRAIN_HOST_TRANSPORT", "auto");
+  if (!multi && force && strcmp(force, "tcp") == 0) {
+    DTR_DEBUG("host backend: DTRAIN_HOST_TRANSPORT=tcp: TCP transport on one node");
+    rc = dtr__host_tcp_init(c, kp, deadline, &h->tcp);
+    goto out;
+  }
+  if (multi) {
+    char h0[256], hj[256], *e;
+    const char *p0 = strstr(ids[0], "host="), *pj = strstr(ids[multi], "host=");
+    snprintf(h0, sizeof h0, "%s", p0 ? p0 + 5 : "?");
+    snprintf(hj, sizeof hj, "%s", pj ? pj + 5 : "?");
+    if ((e = strchr(h0, ' '))) *e = 0;
+    if ((e = strchr(hj, ' '))) *e = 0;
+    DTR_DEBUG("host backend: ranks 0 and %d are on different nodes (host %s, host %s): TCP transport", multi,
+              h0, hj);
+    rc = dtr__host_tcp_init(c, kp, deadline, &h->tcp);
+    if (rc == DTR_OK) rc = dtr__host_hier_init(c, h, ids, kp, deadline);
+    goto out;
+  }
+  rc = dtr__host_segment_setup(c, h, kp, deadline);
+out:
+  for (int j = 0; ids && j < h->n; j++) free(ids[j]);
+  free(ids);
+  return rc;
+}
+
 dtr_result dtr__host_init(dtr_comm *c) {
   dtr_result rc = init_impl(c);
   if (rc != DTR_OK) dtr__host_destroy(c); /* leaves c->impl NULL; destroy after this is harmless */
   return rc;
 }
 
-void dtr__host_abort(dtr_comm *c) {
-  dtr__host *h = c ? c->impl : NULL;
+void dtr__host_segment_abort(dtr__host *h) {
   if (!h || !h->ctl) return;
   atomic_store(&h->ctl[h->r].aborted, 1);
   /* Wake whatever anyone sleeps on: our own waits (on peers' words) and the peers' waits on us. */
@@ -354,13 +368,28 @@ void dtr__host_abort(dtr_comm *c) {
   }
 }
 
-void dtr__host_destroy(dtr_comm *c) {
+void dtr__host_abort(dtr_comm *c) {
   dtr__host *h = c ? c->impl : NULL;
   if (!h) return;
-  dtr__host_tcp_destroy(h->tcp);
+  dtr__host_segment_abort(h);
+  dtr__host_hier_abort(h); /* the node segment of a hierarchical communicator; TCP waits poll c->aborted */
+}
+
+void dtr__host_segment_release(dtr__host *h) {
   if (h->r == 0 && !h->unlinked && h->shm_name[0]) shm_unlink(h->shm_name);
   if (h->base) munmap(h->base, h->map_bytes);
   if (h->fd >= 0) close(h->fd); /* drops our liveness lock */
+  h->base = NULL;
+  h->ctl = NULL;
+  h->fd = -1;
+}
+
+void dtr__host_destroy(dtr_comm *c) {
+  dtr__host *h = c ? c->impl : NULL;
+  if (!h) return;
+  dtr__host_hier_destroy(h);
+  dtr__host_tcp_destroy(h->tcp);
+  dtr__host_segment_release(h);
   free(h);
   c->impl = NULL;
 }

@@ -40,9 +40,10 @@ typedef struct seg {
   size_t len;
   int check; /* a p2p header received: must equal want */
   uint64_t want;
-  int op;       /* p2p: the op index, for messages */
-  int64_t gate; /* the lane waits here until t->gate >= gate (pipelined all-reduce) */
-  int counts;   /* an rx segment that bumps its peer's t->arrived when complete */
+  int op;            /* p2p: the op index, for messages */
+  int64_t gate;      /* the lane waits here until *gv >= gate (pipelined all-reduce, chain) */
+  const int64_t *gv; /* the counter gate compares with: NULL for t->gate */
+  int counts;        /* an rx segment that bumps its peer's t->arrived when complete */
 } seg;
 
 typedef struct lane {
@@ -72,6 +73,9 @@ struct dtr__host_tcp {
   int pipeline; /* DTRAIN_TCP_PIPELINE: overlap gather and scatter in all-reduce */
   uint8_t *scratch, *mine;
   size_t scratch_cap, mine_cap;
+  size_t chain_chunk_bytes; /* DTRAIN_HOST_CHAIN_CHUNK_BYTES: the chain's pipeline unit */
+  uint8_t *chain_buf;       /* its rx and tx rings of accumulators */
+  size_t chain_cap;
   selfmsg *self_head, *self_tail; /* p2p to ourselves, in send order */
   /* Pipelined all-reduce: gate = chunks reduced so far; arrived[j] = counted rx segments done from j;
    * hook (when set) is called by xfer after every pass to reduce what has arrived. */
@@ -79,7 +83,15 @@ struct dtr__host_tcp {
   int64_t *arrived;
   int (*hook)(dtr__host_tcp *t, void *arg);
   void *hook_arg;
+  /* The chain's caller (comm_host_hier.c) may watch something else while xfer waits: a non-OK result
+   * ends the operation (it wrote c->err). */
+  dtr__host_tcp_watch watch;
+  void *watch_arg;
 };
+
+static inline int seg_ready(const dtr__host_tcp *t, const seg *s) {
+  return s->gate <= (s->gv ? *s->gv : t->gate);
+}
 
 /* ---- segment lists */
 
@@ -93,7 +105,16 @@ static int lane_push_g(lane *l, void *p, size_t len, int64_t gate, int counts) {
     l->v = v;
     l->cap = cap;
   }
-  l->v[l->n++] = (seg){.p = p, .len = len, .check = 0, .want = 0, .op = -1, .gate = gate, .counts = counts};
+  l->v[l->n++] =
+      (seg){.p = p, .len = len, .check = 0, .want = 0, .op = -1, .gate = gate, .gv = NULL, .counts = counts};
+  return 0;
+}
+
+/* Push gated on another counter than t->gate. */
+static int lane_push_gv(lane *l, void *p, size_t len, const int64_t *gv, int64_t gate, int counts) {
+  int n0 = l->n;
+  if (lane_push_g(l, p, len, gate, counts)) return -1;
+  if (l->n > n0) l->v[l->n - 1].gv = gv;
   return 0;
 }
 
@@ -111,6 +132,8 @@ static void lanes_reset(dtr__host_tcp *t) {
   t->gate = 0;
   t->hook = NULL;
   t->hook_arg = NULL;
+  t->watch = NULL;
+  t->watch_arg = NULL;
 }
 
 static dtr_result nomem(dtr_comm *c) {
@@ -146,7 +169,7 @@ static dtr_result check_closed(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op,
   for (int j = 0; j < t->n; j++) {
     peer *p = &t->p[j];
     if (j == t->r || !p->closed || !(p->tx.i < p->tx.n || p->rx.i < p->rx.n)) continue;
-    int late = p->rx.i < p->rx.n ? p->rx.i == minseg : p->tx.v[p->tx.i].gate <= t->gate;
+    int late = p->rx.i < p->rx.n ? p->rx.i == minseg : seg_ready(t, &p->tx.v[p->tx.i]);
     if (late || live == 0) {
       char what[96];
       op_name(op, what, sizeof what);
@@ -164,11 +187,11 @@ static dtr_result xfer(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t
   int who[n];
   char what[96];
   for (;;) {
-    int np = 0, pending = 0;
+    int np = 0, pending = 0, done = 0; /* done: segments completed in this pass */
     for (int j = 0; j < n; j++) {
       if (j == t->r) continue;
       peer *p = &t->p[j];
-      while (!p->closed && p->tx.i < p->tx.n && p->tx.v[p->tx.i].gate <= t->gate) {
+      while (!p->closed && p->tx.i < p->tx.n && seg_ready(t, &p->tx.v[p->tx.i])) {
         seg *s = &p->tx.v[p->tx.i];
         if (s->len == 0) {
           p->tx.i++;
@@ -177,7 +200,7 @@ static dtr_result xfer(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t
         ssize_t k = send(p->fd, s->p + p->tx.off, s->len - p->tx.off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (k > 0) {
           p->tx.off += (size_t)k;
-          if (p->tx.off == s->len) p->tx.i++, p->tx.off = 0;
+          if (p->tx.off == s->len) p->tx.i++, p->tx.off = 0, done++;
           continue;
         }
         if (k < 0 && errno == EINTR) continue;
@@ -186,11 +209,11 @@ static dtr_result xfer(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t
         snprintf(p->why, sizeof p->why, "send: %s", k < 0 ? strerror(errno) : "no progress");
         break;
       }
-      while (!p->closed && p->rx.i < p->rx.n && p->rx.v[p->rx.i].gate <= t->gate) {
+      while (!p->closed && p->rx.i < p->rx.n && seg_ready(t, &p->rx.v[p->rx.i])) {
         seg *s = &p->rx.v[p->rx.i];
         if (s->len == 0) {
           if (s->counts) t->arrived[j]++;
-          p->rx.i++;
+          p->rx.i++, done++;
           continue;
         }
         ssize_t k = recv(p->fd, s->p + p->rx.off, s->len - p->rx.off, MSG_DONTWAIT);
@@ -208,7 +231,7 @@ static dtr_result xfer(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t
                     (unsigned long long)s->want);
             }
             if (s->counts) t->arrived[j]++;
-            p->rx.i++, p->rx.off = 0;
+            p->rx.i++, p->rx.off = 0, done++;
           }
           continue;
         }
@@ -220,8 +243,8 @@ static dtr_result xfer(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t
       }
       if (p->tx.i < p->tx.n || p->rx.i < p->rx.n) pending = 1;
       if (p->closed) continue;
-      short ev = (short)((p->tx.i < p->tx.n && p->tx.v[p->tx.i].gate <= t->gate ? POLLOUT : 0) |
-                         (p->rx.i < p->rx.n && p->rx.v[p->rx.i].gate <= t->gate ? POLLIN : 0));
+      short ev = (short)((p->tx.i < p->tx.n && seg_ready(t, &p->tx.v[p->tx.i]) ? POLLOUT : 0) |
+                         (p->rx.i < p->rx.n && seg_ready(t, &p->rx.v[p->rx.i]) ? POLLIN : 0));
       if (ev) {
         pf[np].fd = p->fd;
         pf[np].events = ev;
@@ -230,11 +253,14 @@ static dtr_result xfer(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t
       }
     }
     if (t->hook && t->hook(t, t->hook_arg)) continue; /* something arrived: reduce before sleeping */
+    if (t->watch) DTR_CHECK(t->watch(c, t->watch_arg));
     DTR_CHECK(check_closed(c, t, op, np));
-    if (np == 0) {
-      if (!pending) return DTR_OK;
+    if (np == 0 && !pending) return DTR_OK;
+    /* A segment that completed may have opened a gate of a peer handled earlier in this pass (the
+     * chain forwards a result once it arrived from the other side): look again before sleeping. */
+    if (done) continue;
+    if (np == 0)
       return dtr__comm_fail(c, DTR_ERR_INTERNAL, "host backend tcp: every connection waits on a gate");
-    }
     if (atomic_load(&c->aborted)) {
       op_name(op, what, sizeof what);
       return dtr__comm_fail(c, DTR_ERR_ABORTED, "%s: communicator aborted", what);
@@ -487,6 +513,115 @@ static dtr_result all_reduce(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, i
   dtr_result rc = xfer(c, t, op, deadline);
   t->hook = NULL;
   t->hook_arg = NULL;
+  return rc;
+}
+
+/* ---- the rank-ordered chain (dtr__host_tcp_chain)
+ *
+ * Member k receives the accumulator of chunk q from member k-1 into slot q % CHAIN_DEPTH of its rx
+ * ring (the receive waits until chunk q - CHAIN_DEPTH was folded: t->gate counts folded chunks), folds
+ * its inputs onto it into slot q % CHAIN_DEPTH of its tx ring (once the send of chunk q - CHAIN_DEPTH
+ * left: the tx lane to k+1 holds only accumulators, so its segment index counts them) and sends that
+ * on; the last member folds straight into out, finalised. Results travel back member by member (each
+ * forwards chunk q once it arrived: gated on t->arrived of the member after it) or, with `direct`,
+ * from the last member to every other one. Each link carries every byte once per direction. */
+#define CHAIN_DEPTH 4
+
+typedef struct chain_state {
+  const dtr__op *op;
+  const void *const *in;
+  int nin;
+  uint8_t *out;
+  size_t count, ic, nch, es, asz;
+  int prev, next; /* communicator ranks of the neighbours, -1 at the ends */
+  int avg_div;
+  uint8_t *rxring, *txring;
+} chain_state;
+
+static int chain_hook(dtr__host_tcp *t, void *arg) {
+  chain_state *a = arg;
+  const int nin = a->nin, last = a->next < 0;
+  int did = 0;
+  while ((size_t)t->gate < a->nch) {
+    int64_t q = t->gate;
+    if (a->prev >= 0 && t->arrived[a->prev] <= q) break; /* its accumulator has not arrived */
+    if (!last && q >= CHAIN_DEPTH && t->p[a->next].tx.i < q - CHAIN_DEPTH + 1) break; /* tx slot busy */
+    size_t off = (size_t)q * a->ic, len = a->count - off < a->ic ? a->count - off : a->ic;
+    const void *in[nin > 0 ? nin : 1];
+    for (int k = 0; k < nin; k++) in[k] = (const uint8_t *)a->in[k] + off * a->es;
+    const size_t slot = (size_t)(q % CHAIN_DEPTH) * a->ic * a->asz;
+    const void *acc = a->prev >= 0 ? a->rxring + slot : NULL;
+    void *dst = last ? a->out + off * a->es : a->txring + slot;
+    dtr__reduce_fold(dst, acc, in, nin, len, a->op->dtype, a->op->redop, last, a->avg_div);
+    t->gate++;
+    did = 1;
+  }
+  return did;
+}
+
+dtr_result dtr__host_tcp_chain(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, const int *members, int nm,
+                               int pos, const void *const *in, int nin, size_t count, void *out, int avg_div,
+                               int direct, dtr__host_tcp_watch watch, void *watch_arg, int64_t deadline) {
+  chain_state a = {.op = op, .in = in, .nin = nin, .out = out, .count = count, .avg_div = avg_div};
+  a.es = dtr_dtype_size(op->dtype);
+  a.asz = dtr__reduce_acc_size(op->dtype, op->redop);
+  if (nm < 2 || pos < 0 || pos >= nm || members[pos] != t->r || a.es == 0 || a.asz == 0 ||
+      (pos == 0 && nin < 1))
+    return dtr__comm_fail(c, DTR_ERR_INTERNAL,
+                          "host backend tcp: bad chain (%d members, position %d, %d inputs)", nm, pos, nin);
+  if (count == 0) return DTR_OK;
+  a.prev = pos > 0 ? members[pos - 1] : -1;
+  a.next = pos < nm - 1 ? members[pos + 1] : -1;
+  size_t ic = t->chain_chunk_bytes / a.asz;
+  if (ic > PIECE_ALIGN) ic = ic / PIECE_ALIGN * PIECE_ALIGN;
+  if (ic == 0) ic = 1;
+  if (ic > count) ic = count;
+  a.ic = ic;
+  a.nch = (count + ic - 1) / ic;
+  const size_t ring = CHAIN_DEPTH * ic * a.asz;
+  DTR_CHECK(ensure(c, &t->chain_buf, &t->chain_cap, 2 * ring));
+  a.rxring = t->chain_buf;
+  a.txring = t->chain_buf + ring;
+  lanes_reset(t);
+  int bad = 0;
+  uint8_t *o = out;
+  const int lastr = members[nm - 1];
+  for (size_t q = 0; q < a.nch; q++) {
+    size_t off = q * ic, len = count - off < ic ? count - off : ic;
+    const size_t slot = (q % CHAIN_DEPTH) * ic * a.asz;
+    /* accumulators forward */
+    if (a.prev >= 0)
+      bad |= lane_push_g(&t->p[a.prev].rx, a.rxring + slot, len * a.asz, (int64_t)q - CHAIN_DEPTH + 1, 1);
+    if (a.next >= 0) bad |= lane_push_g(&t->p[a.next].tx, a.txring + slot, len * a.asz, (int64_t)q + 1, 0);
+    /* results back */
+    if (direct) {
+      if (a.next < 0) {
+        for (int k = 0; k < nm - 1; k++)
+          bad |= lane_push_g(&t->p[members[k]].tx, o + off * a.es, len * a.es, (int64_t)q + 1, 0);
+      } else {
+        bad |= lane_push_g(&t->p[lastr].rx, o + off * a.es, len * a.es, 0, 0);
+      }
+    } else {
+      if (a.next >= 0) bad |= lane_push_g(&t->p[a.next].rx, o + off * a.es, len * a.es, 0, 1);
+      if (a.prev >= 0) {
+        if (a.next < 0)
+          bad |= lane_push_g(&t->p[a.prev].tx, o + off * a.es, len * a.es, (int64_t)q + 1, 0);
+        else
+          bad |= lane_push_gv(&t->p[a.prev].tx, o + off * a.es, len * a.es, &t->arrived[a.next],
+                              (int64_t)q + 1, 0);
+      }
+    }
+  }
+  if (bad) return nomem(c);
+  t->hook = chain_hook;
+  t->hook_arg = &a;
+  t->watch = watch;
+  t->watch_arg = watch_arg;
+  dtr_result rc = xfer(c, t, op, deadline);
+  t->hook = NULL;
+  t->hook_arg = NULL;
+  t->watch = NULL;
+  t->watch_arg = NULL;
   return rc;
 }
 
@@ -812,10 +947,12 @@ dtr_result dtr__host_tcp_init(dtr_comm *c, const char *kp, int64_t deadline, dtr
     return nomem(c);
   }
   for (int j = 0; j < t->n; j++) t->p[j].fd = -1;
-  int64_t chunk = dtr__param_int("DTRAIN_TCP_CHUNK_BYTES", 1 << 20);
-  if (chunk < 4096 || chunk > ((int64_t)1 << 30)) chunk = 1 << 20;
-  t->chunk_bytes = (size_t)chunk;
+  t->chunk_bytes = (size_t)dtr__param_range("DTRAIN_TCP_CHUNK_BYTES", 1 << 20, 4096, (int64_t)1 << 30);
   t->pipeline = dtr__param_int("DTRAIN_TCP_PIPELINE", 1) != 0;
+  /* The chain's unit: small enough that the pipeline fills fast, large enough that a fold and its
+   * send are not dominated by per-chunk overheads. */
+  t->chain_chunk_bytes =
+      (size_t)dtr__param_range("DTRAIN_HOST_CHAIN_CHUNK_BYTES", 512 << 10, 4096, (int64_t)1 << 28);
   dtr_result rc = init_impl(c, t, kp, deadline);
   if (rc) {
     dtr__host_tcp_destroy(t);
@@ -841,5 +978,6 @@ void dtr__host_tcp_destroy(dtr__host_tcp *t) {
   free(t->arrived);
   free(t->scratch);
   free(t->mine);
+  free(t->chain_buf);
   free(t);
 }

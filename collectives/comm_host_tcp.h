@@ -17,6 +17,20 @@ typedef struct dtr__host_tcp dtr__host_tcp;
 dtr_result dtr__host_tcp_init(dtr_comm *c, const char *kp, int64_t deadline, dtr__host_tcp **out);
 /* Run one operation (collective or p2p batch) to completion before deadline. */
 dtr_result dtr__host_tcp_run(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t deadline);
+/* Something the chain watches while it waits (the node's segment, for a hierarchical communicator):
+ * returns DTR_OK to go on, or an error it wrote into c->err. */
+typedef dtr_result (*dtr__host_tcp_watch)(dtr_comm *c, void *arg);
+/* The rank-ordered chain (hierarchical all-reduce, and the all-reduce of many nodes with one rank
+ * each): members[0..nm-1] are communicator ranks in fold order, this rank is members[pos]. Member 0
+ * folds its nin inputs (count elements of op->dtype each) in order into an accumulator (f32 for
+ * f16/bf16, see dtr__reduce_fold) and sends it to member 1, which folds its inputs onto it, and so on;
+ * the last member finalises (AVG divided by avg_div, f16/bf16 rounded once) into out, and the result
+ * travels back along the chain (direct: from the last member to every other) into every member's out.
+ * Pipelined in chunks of DTRAIN_HOST_CHAIN_CHUNK_BYTES of accumulator. out may be in[0] (in place).
+ * COLLECTIVE over the members, with the same count, op, nin-independent arguments. */
+dtr_result dtr__host_tcp_chain(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, const int *members, int nm,
+                               int pos, const void *const *in, int nin, size_t count, void *out, int avg_div,
+                               int direct, dtr__host_tcp_watch watch, void *watch_arg, int64_t deadline);
 /* Close the connections and free. NULL is fine. */
 void dtr__host_tcp_destroy(dtr__host_tcp *t);
 

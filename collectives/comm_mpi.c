@@ -147,17 +147,6 @@ static dtr_result ensure_mpi_started(dtr_comm *c) {
   return DTR_OK;
 }
 
-/* A size setting, clamped into [lo, hi] with a warning naming it. */
-static size_t param_bytes(const char *name, int64_t def, int64_t lo, int64_t hi) {
-  int64_t v = dtr__param_int(name, def);
-  if (v < lo || v > hi) {
-    DTR_WARN("%s=%lld is outside [%lld, %lld]; using %lld", name, (long long)v, (long long)lo, (long long)hi,
-             (long long)def);
-    v = def;
-  }
-  return (size_t)v;
-}
-
 /* Give a fresh MPI communicator to c (errors returned instead of aborting the job; our settings). */
 static dtr_result adopt(dtr_comm *c, MPI_Comm comm) {
   dtr__mpi *m = calloc(1, sizeof *m);
@@ -169,11 +158,13 @@ static dtr_result adopt(dtr_comm *c, MPI_Comm comm) {
   c->impl = m;
   g_live_comms++;
   /* At least 8 bytes, so that one element of every type fits in a message. */
-  m->max_bytes = param_bytes("DTRAIN_MPI_MAX_COUNT", INT_MAX, 8, INT_MAX);
-  m->chunk_bytes = param_bytes("DTRAIN_MPI_CHUNK_BYTES", DEFAULT_CHUNK_BYTES, 64, (int64_t)1 << 30);
+  m->max_bytes = (size_t)dtr__param_range("DTRAIN_MPI_MAX_COUNT", INT_MAX, 8, INT_MAX);
+  m->chunk_bytes =
+      (size_t)dtr__param_range("DTRAIN_MPI_CHUNK_BYTES", DEFAULT_CHUNK_BYTES, 64, (int64_t)1 << 30);
   if (m->chunk_bytes > m->max_bytes) m->chunk_bytes = m->max_bytes;
-  m->small_bytes = param_bytes("DTRAIN_MPI_SMALL_BYTES", DEFAULT_SMALL_BYTES, 0, (int64_t)1 << 30);
-  m->nap_us = (int)param_bytes("DTRAIN_MPI_NAP_US", 0, 0, 100000);
+  m->small_bytes =
+      (size_t)dtr__param_range("DTRAIN_MPI_SMALL_BYTES", DEFAULT_SMALL_BYTES, 0, (int64_t)1 << 30);
+  m->nap_us = (int)dtr__param_range("DTRAIN_MPI_NAP_US", 0, 0, 100000);
   if (m->max_bytes != INT_MAX) /* a test setting: say it took effect */
     DTR_INFO(
         "mpi: communicator %s: at most %zu bytes per MPI call (DTRAIN_MPI_MAX_COUNT), reduction chunks of "

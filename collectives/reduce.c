@@ -132,57 +132,93 @@ uint16_t dtr__f32_to_bf16(float f) { return f32_to_bf16(f); }
     }                                                                               \
   }
 
+/* One (type, op) partial fold for chains of ranks (dtr__reduce_fold): the accumulator starts from
+ * acc_in (type A, as KERNEL keeps it) or from in[0], takes in[0..nin-1] in order with the same
+ * combiner, and leaves either the accumulator (final == 0, type A) or FIN of it (type T). A fold split
+ * over several calls therefore gives exactly KERNEL's bits. out may alias acc_in or in[0]. */
+#define FOLD(fname, T, A, LOAD, COMB, FIN)                                                                    \
+  CLONES static void fname(void *out, const void *acc_in, const void *const *in, int nin, size_t n, int final, \
+                           int div) {                                                                         \
+    A acc[BLK];                                                                                               \
+    (void)div;                                                                                                \
+    for (size_t base = 0; base < n; base += BLK) {                                                            \
+      size_t m = n - base < BLK ? n - base : BLK;                                                             \
+      int k = 0;                                                                                              \
+      if (acc_in) {                                                                                           \
+        const A *a = (const A *)acc_in + base;                                                                \
+        for (size_t i = 0; i < m; i++) acc[i] = a[i];                                                         \
+      } else {                                                                                                \
+        const T *x = (const T *)in[0] + base;                                                                 \
+        for (size_t i = 0; i < m; i++) acc[i] = LOAD(x[i]);                                                   \
+        k = 1;                                                                                                \
+      }                                                                                                       \
+      for (; k < nin; k++) {                                                                                  \
+        const T *y = (const T *)in[k] + base;                                                                 \
+        for (size_t i = 0; i < m; i++) acc[i] = COMB(acc[i], LOAD(y[i]));                                     \
+      }                                                                                                       \
+      if (final) {                                                                                            \
+        T *o = (T *)out + base;                                                                               \
+        for (size_t i = 0; i < m; i++) o[i] = FIN(acc[i], div);                                               \
+      } else {                                                                                                \
+        A *o = (A *)out + base;                                                                               \
+        for (size_t i = 0; i < m; i++) o[i] = acc[i];                                                         \
+      }                                                                                                       \
+    }                                                                                                         \
+  }
+#define KF(name, T, A, LOAD, COMB, FIN) \
+  KERNEL(r_##name, T, A, LOAD, COMB, FIN) FOLD(f_##name, T, A, LOAD, COMB, FIN)
+
 /* f32 */
 #define FIN_AVG_F32(acc, div) ((acc) / (float)(div))
-KERNEL(r_f32_sum, float, float, ID, ADD, NOFIN)
-KERNEL(r_f32_avg, float, float, ID, ADD, FIN_AVG_F32)
-KERNEL(r_f32_max, float, float, ID, FMAX, NOFIN)
-KERNEL(r_f32_min, float, float, ID, FMIN, NOFIN)
-KERNEL(r_f32_prod, float, float, ID, MUL, NOFIN)
+KF(f32_sum, float, float, ID, ADD, NOFIN)
+KF(f32_avg, float, float, ID, ADD, FIN_AVG_F32)
+KF(f32_max, float, float, ID, FMAX, NOFIN)
+KF(f32_min, float, float, ID, FMIN, NOFIN)
+KF(f32_prod, float, float, ID, MUL, NOFIN)
 /* f64 */
 #define FIN_AVG_F64(acc, div) ((acc) / (double)(div))
-KERNEL(r_f64_sum, double, double, ID, ADD, NOFIN)
-KERNEL(r_f64_avg, double, double, ID, ADD, FIN_AVG_F64)
-KERNEL(r_f64_max, double, double, ID, FMAX, NOFIN)
-KERNEL(r_f64_min, double, double, ID, FMIN, NOFIN)
-KERNEL(r_f64_prod, double, double, ID, MUL, NOFIN)
+KF(f64_sum, double, double, ID, ADD, NOFIN)
+KF(f64_avg, double, double, ID, ADD, FIN_AVG_F64)
+KF(f64_max, double, double, ID, FMAX, NOFIN)
+KF(f64_min, double, double, ID, FMIN, NOFIN)
+KF(f64_prod, double, double, ID, MUL, NOFIN)
 /* bf16: f32 accumulators, one rounding at the end (f16 is below: it has a hardware path) */
 #define FIN_BF16(acc, div) f32_to_bf16(acc)
 #define FIN_BF16_AVG(acc, div) f32_to_bf16((acc) / (float)(div))
-KERNEL(r_bf16_sum, uint16_t, float, bf16_to_f32, ADD, FIN_BF16)
-KERNEL(r_bf16_avg, uint16_t, float, bf16_to_f32, ADD, FIN_BF16_AVG)
-KERNEL(r_bf16_max, uint16_t, float, bf16_to_f32, FMAX, FIN_BF16)
-KERNEL(r_bf16_min, uint16_t, float, bf16_to_f32, FMIN, FIN_BF16)
-KERNEL(r_bf16_prod, uint16_t, float, bf16_to_f32, MUL, FIN_BF16)
+KF(bf16_sum, uint16_t, float, bf16_to_f32, ADD, FIN_BF16)
+KF(bf16_avg, uint16_t, float, bf16_to_f32, ADD, FIN_BF16_AVG)
+KF(bf16_max, uint16_t, float, bf16_to_f32, FMAX, FIN_BF16)
+KF(bf16_min, uint16_t, float, bf16_to_f32, FMIN, FIN_BF16)
+KF(bf16_prod, uint16_t, float, bf16_to_f32, MUL, FIN_BF16)
 /* i32: wrapping SUM/PROD in uint32; AVG sums exactly in int64 and truncates toward zero */
 #define LOAD_U32(x) ((uint32_t)(x))
 #define LOAD_I64(x) ((int64_t)(x))
 #define FIN_I32(acc, div) ((int32_t)(acc))
 #define FIN_I32_AVG(acc, div) ((int32_t)((acc) / (int64_t)(div)))
-KERNEL(r_i32_sum, int32_t, uint32_t, LOAD_U32, ADD, FIN_I32)
-KERNEL(r_i32_avg, int32_t, int64_t, LOAD_I64, ADD, FIN_I32_AVG)
-KERNEL(r_i32_max, int32_t, int32_t, ID, IMAX, NOFIN)
-KERNEL(r_i32_min, int32_t, int32_t, ID, IMIN, NOFIN)
-KERNEL(r_i32_prod, int32_t, uint32_t, LOAD_U32, MUL, FIN_I32)
+KF(i32_sum, int32_t, uint32_t, LOAD_U32, ADD, FIN_I32)
+KF(i32_avg, int32_t, int64_t, LOAD_I64, ADD, FIN_I32_AVG)
+KF(i32_max, int32_t, int32_t, ID, IMAX, NOFIN)
+KF(i32_min, int32_t, int32_t, ID, IMIN, NOFIN)
+KF(i32_prod, int32_t, uint32_t, LOAD_U32, MUL, FIN_I32)
 /* i64: AVG sums exactly in 128 bits */
 #define LOAD_U64(x) ((uint64_t)(x))
 #define LOAD_I128(x) ((__int128)(x))
 #define FIN_I64(acc, div) ((int64_t)(acc))
 #define FIN_I64_AVG(acc, div) ((int64_t)((acc) / (__int128)(div)))
-KERNEL(r_i64_sum, int64_t, uint64_t, LOAD_U64, ADD, FIN_I64)
-KERNEL(r_i64_avg, int64_t, __int128, LOAD_I128, ADD, FIN_I64_AVG)
-KERNEL(r_i64_max, int64_t, int64_t, ID, IMAX, NOFIN)
-KERNEL(r_i64_min, int64_t, int64_t, ID, IMIN, NOFIN)
-KERNEL(r_i64_prod, int64_t, uint64_t, LOAD_U64, MUL, FIN_I64)
+KF(i64_sum, int64_t, uint64_t, LOAD_U64, ADD, FIN_I64)
+KF(i64_avg, int64_t, __int128, LOAD_I128, ADD, FIN_I64_AVG)
+KF(i64_max, int64_t, int64_t, ID, IMAX, NOFIN)
+KF(i64_min, int64_t, int64_t, ID, IMIN, NOFIN)
+KF(i64_prod, int64_t, uint64_t, LOAD_U64, MUL, FIN_I64)
 /* u8: SUM/PROD wrap mod 256; AVG sums in uint32 */
 #define LOAD_U32B(x) ((uint32_t)(x))
 #define FIN_U8(acc, div) ((uint8_t)(acc))
 #define FIN_U8_AVG(acc, div) ((uint8_t)((acc) / (uint32_t)(div)))
-KERNEL(r_u8_sum, uint8_t, uint8_t, ID, ADD, FIN_U8)
-KERNEL(r_u8_avg, uint8_t, uint32_t, LOAD_U32B, ADD, FIN_U8_AVG)
-KERNEL(r_u8_max, uint8_t, uint8_t, ID, IMAX, NOFIN)
-KERNEL(r_u8_min, uint8_t, uint8_t, ID, IMIN, NOFIN)
-KERNEL(r_u8_prod, uint8_t, uint8_t, ID, MUL, FIN_U8)
+KF(u8_sum, uint8_t, uint8_t, ID, ADD, FIN_U8)
+KF(u8_avg, uint8_t, uint32_t, LOAD_U32B, ADD, FIN_U8_AVG)
+KF(u8_max, uint8_t, uint8_t, ID, IMAX, NOFIN)
+KF(u8_min, uint8_t, uint8_t, ID, IMIN, NOFIN)
+KF(u8_prod, uint8_t, uint8_t, ID, MUL, FIN_U8)
 
 /* f16: converted a block at a time into f32 scratch (with F16C's vcvtph2ps/vcvtps2ph where the CPU has
  * them: the bit-twiddling conversions are the bottleneck otherwise), combined in f32, rounded once.
@@ -255,6 +291,40 @@ static void reduce_f16(void *out, const void *const *in, int nin, size_t n, dtr_
   }
 }
 
+/* The f16 fold: f32 accumulator, as reduce_f16. */
+static void fold_f16(void *out, const void *acc_in, const void *const *in, int nin, size_t n, dtr_redop op,
+                     int final, int div) {
+  void (*to32)(float *, const uint16_t *, size_t) = cvt_f16_f32_sw;
+  void (*to16)(uint16_t *, const float *, size_t) = cvt_f32_f16_sw;
+#ifdef HAVE_F16C_PATH
+  if (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2")) {
+    to32 = cvt_f16_f32_hw;
+    to16 = cvt_f32_f16_hw;
+  }
+#endif
+  float acc[BLK], x[BLK];
+  for (size_t base = 0; base < n; base += BLK) {
+    size_t m = n - base < BLK ? n - base : BLK;
+    int k = 0;
+    if (acc_in) {
+      memcpy(acc, (const float *)acc_in + base, m * sizeof(float));
+    } else {
+      to32(acc, (const uint16_t *)in[0] + base, m);
+      k = 1;
+    }
+    for (; k < nin; k++) {
+      to32(x, (const uint16_t *)in[k] + base, m);
+      comb_f32(acc, x, m, op);
+    }
+    if (final) {
+      if (op == DTR_AVG) div_f32(acc, m, (float)div);
+      to16((uint16_t *)out + base, acc, m);
+    } else {
+      memcpy((float *)out + base, acc, m * sizeof(float));
+    }
+  }
+}
+
 #define F16_KERNEL(fname, OP)                                                       \
   static void fname(void *out, const void *const *in, int nin, size_t n, int div) { \
     reduce_f16(out, in, nin, n, OP, div);                                           \
@@ -277,6 +347,51 @@ static const kernel_fn kernels[7][5] = {
     {r_i64_sum, r_i64_avg, r_i64_max, r_i64_min, r_i64_prod},
     {r_u8_sum, r_u8_avg, r_u8_max, r_u8_min, r_u8_prod},
 };
+
+typedef void (*fold_fn)(void *, const void *, const void *const *, int, size_t, int, int);
+
+#define F16_FOLD(fname, OP)                                                                                \
+  static void fname(void *out, const void *acc_in, const void *const *in, int nin, size_t n, int final, \
+                    int div) {                                                                           \
+    fold_f16(out, acc_in, in, nin, n, OP, final, div);                                                   \
+  }
+F16_FOLD(f_f16_sum, DTR_SUM)
+F16_FOLD(f_f16_avg, DTR_AVG)
+F16_FOLD(f_f16_max, DTR_MAX)
+F16_FOLD(f_f16_min, DTR_MIN)
+F16_FOLD(f_f16_prod, DTR_PROD)
+
+static const fold_fn folds[7][5] = {
+    {f_f32_sum, f_f32_avg, f_f32_max, f_f32_min, f_f32_prod},
+    {f_f64_sum, f_f64_avg, f_f64_max, f_f64_min, f_f64_prod},
+    {f_f16_sum, f_f16_avg, f_f16_max, f_f16_min, f_f16_prod},
+    {f_bf16_sum, f_bf16_avg, f_bf16_max, f_bf16_min, f_bf16_prod},
+    {f_i32_sum, f_i32_avg, f_i32_max, f_i32_min, f_i32_prod},
+    {f_i64_sum, f_i64_avg, f_i64_max, f_i64_min, f_i64_prod},
+    {f_u8_sum, f_u8_avg, f_u8_max, f_u8_min, f_u8_prod},
+};
+
+/* The accumulator types of the kernels above, in bytes. */
+static const unsigned char acc_bytes[7][5] = {
+    {4, 4, 4, 4, 4},  /* f32 */
+    {8, 8, 8, 8, 8},  /* f64 */
+    {4, 4, 4, 4, 4},  /* f16: f32 */
+    {4, 4, 4, 4, 4},  /* bf16: f32 */
+    {4, 8, 4, 4, 4},  /* i32: AVG in int64 */
+    {8, 16, 8, 8, 8}, /* i64: AVG in int128 */
+    {1, 4, 1, 1, 1},  /* u8: AVG in uint32 */
+};
+
+size_t dtr__reduce_acc_size(dtr_dtype t, dtr_redop op) {
+  if ((unsigned)t >= 7u || (unsigned)op >= 5u) return 0;
+  return acc_bytes[t][op];
+}
+
+void dtr__reduce_fold(void *out, const void *acc_in, const void *const *in, int nin, size_t n, dtr_dtype t,
+                      dtr_redop op, int final, int avg_div) {
+  if (n == 0 || (unsigned)t >= 7u || (unsigned)op >= 5u || nin < 0 || (!acc_in && nin <= 0)) return;
+  folds[t][op](out, acc_in, in, nin, n, final, avg_div > 0 ? avg_div : 1);
+}
 
 void dtr__reduce_n(void *out, const void *const *in, int nin, size_t n, dtr_dtype t, dtr_redop op, int avg_div) {
   if (nin <= 0 || n == 0 || (unsigned)t >= 7u || (unsigned)op >= 5u) return;

@@ -23,3 +23,13 @@ int64_t dtr__param_int(const char *name, int64_t def) {
   }
   return x;
 }
+
+int64_t dtr__param_range(const char *name, int64_t def, int64_t lo, int64_t hi) {
+  int64_t v = dtr__param_int(name, def);
+  if (v < lo || v > hi) {
+    DTR_WARN("%s=%lld is outside [%lld, %lld]; using %lld", name, (long long)v, (long long)lo, (long long)hi,
+             (long long)def);
+    v = def;
+  }
+  return v;
+}

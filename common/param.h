@@ -10,5 +10,8 @@ const char *dtr__param_str(const char *name, const char *def);
 /* The variable as an integer, or def when unset; a malformed value logs a warning naming the
  * variable and yields def. */
 int64_t dtr__param_int(const char *name, int64_t def);
+/* dtr__param_int kept within [lo, hi]: a value outside logs a warning naming the variable and the range,
+ * and yields def (sizes, counts, timeouts). */
+int64_t dtr__param_range(const char *name, int64_t def, int64_t lo, int64_t hi);
 
 #endif

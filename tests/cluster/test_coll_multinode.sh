@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# The host backend across nodes (its TCP transport): coll_check --backend host on two namespace nodes,
-# 2 nodes x 1 rank and 2 nodes x 2 ranks, every result BIT-IDENTICAL to the rank-ordered reference.
-# Each agent runs in its own IPC and UTS namespace (hostname node<K>), so the ranks of different nodes
-# cannot share memory and the backend must take TCP (checked in the debug log of the 2x1 run). Then a
+# The host backend across nodes (its TCP transport): coll_check --backend host on namespace nodes,
+# 2 nodes x 1 rank (flat TCP mesh), 2 nodes x 2 ranks (hierarchical: shared memory inside each node, a
+# chain per rail between them) and 3 nodes x 1 rank (the chain of nodes), every result BIT-IDENTICAL to
+# the rank-ordered reference; --big adds all-reduces of 4 and 12 MiB so the hierarchical and chained
+# paths run (checked in the debug log). Each agent runs in its own IPC and UTS namespace (hostname
+# node<K>), so the ranks of different nodes cannot share memory and the backend must take TCP. Then a
 # fault: a rank on node 1 is SIGKILLed mid-run; the ranks on node 0 must fail with "closed the
 # connection" at once instead of hanging, and both agents must exit.
 # ctest-labels: coll
 # Then transport faults with coll_fault: a rank that never arrives (timeout naming it) and a rank
 # that exits mid-series (the others fail naming it within the deadline).
-# ctest-timeout: 240
+# ctest-timeout: 300
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/cluster_lib.sh"
 CC=$DTRAIN_BUILD/bin/coll_check
 [[ -x $CC ]] || { echo "FAIL: $CC is not built" >&2; exit 1; }
 command -v unshare >/dev/null || { echo "FAIL: unshare (util-linux) is not installed" >&2; exit 1; }
-cluster_start 2 230
+cluster_start 3 280
 
 PORT=29600
 ADDR0=$(ns_addr 0)
@@ -29,29 +31,45 @@ node_start() {
   AGENT_PID[$tag]=$NS_LAST_PID
 }
 
-# run_check TAG NPROC RDZV_ID [coll_check args...]: both agents exit 0 and every rank passes.
+# run_check TAG NNODES NPROC RDZV_ID [coll_check args...]: every agent exits 0 and every rank passes.
 run_check() {
-  local tag=$1 k=$2 id=$3 rc0 rc1 r n t0=$SECONDS
-  shift 3
-  local args=(--nnodes 2 --nproc-per-node "$k" --rdzv-endpoint "$ADDR0:$PORT" --rdzv-timeout 30 --rdzv-id "$id"
+  local tag=$1 nn=$2 k=$3 id=$4 r n node t0=$SECONDS
+  shift 4
+  local args=(--nnodes "$nn" --nproc-per-node "$k" --rdzv-endpoint "$ADDR0:$PORT" --rdzv-timeout 30 --rdzv-id "$id"
     -- "$CC" --backend host --seed 77 --timeout-ms 30000 --max-seconds 120 "$@")
-  node_start 0 "$tag-node0" "${args[@]}"
-  node_start 1 "$tag-node1" "${args[@]}"
-  agent_wait "$tag-node0" 150; rc0=$AGENT_RC
-  agent_wait "$tag-node1" 150; rc1=$AGENT_RC
-  [[ $rc0 == 0 && $rc1 == 0 ]] || fail "$tag: agents exited $rc0 (node 0) and $rc1 (node 1), expected 0 and 0"
-  n=$((2 * k))
+  for ((node = 0; node < nn; node++)); do node_start "$node" "$tag-node$node" "${args[@]}"; done
+  local rcs=()
+  for ((node = 0; node < nn; node++)); do
+    agent_wait "$tag-node$node" 150
+    rcs+=("$AGENT_RC")
+  done
+  for ((node = 0; node < nn; node++)); do
+    [[ ${rcs[node]} == 0 ]] || fail "$tag: the agents exited ${rcs[*]} (node 0, 1, ...), expected 0 each"
+  done
+  n=$((nn * k))
   for ((r = 0; r < n; r++)); do
     grep -Eq "^\[$((r / k)):$r\] coll_check rank $r: [0-9]+ checks, 0 failed \(host, $n ranks" \
       "$TMP/$tag-node$((r / k)).log" || fail "$tag: rank $r printed no passing summary"
   done
-  ok "$tag: coll_check --backend host on 2 nodes x $k ranks passed on every rank ($((SECONDS - t0)) s)"
+  ok "$tag: coll_check --backend host on $nn nodes x $k ranks passed on every rank ($((SECONDS - t0)) s)"
 }
 
-DTRAIN_LOG_LEVEL=debug run_check 2x1 1 job1 --quick
+DTRAIN_LOG_LEVEL=debug run_check 2x1 2 1 job1 --quick
 grep -q "TCP transport" "$TMP/2x1-node0.log" || fail "2x1: the host backend did not report the TCP transport"
 grep -q "host backend tcp: rank 1/2 connected" "$TMP/2x1-node1.log" || fail "2x1: rank 1 did not connect over TCP"
-run_check 2x2 2 job2 --quick
+# 2 nodes x 2 ranks: hierarchical, and the MiB-size all-reduces took that path on every rank.
+DTRAIN_LOG_LEVEL=debug run_check 2x2 2 2 job2 --quick --big
+for r in 0 1 2 3; do
+  grep -Eq "^\[$((r / 2)):$r\] .*host backend: rank $r: first hierarchical all-reduce" "$TMP/2x2-node$((r / 2)).log" \
+    || fail "2x2: rank $r never took the hierarchical all-reduce"
+done
+grep -q "host backend: hierarchical: 2 nodes x 2 ranks" "$TMP/2x2-node1.log" || fail "2x2: not hierarchical"
+# 3 nodes x 1 rank: the chain of nodes for the large all-reduces (by default only from 16 nodes).
+DTRAIN_LOG_LEVEL=debug DTRAIN_HOST_CHAIN_MIN_NODES=3 run_check 3x1 3 1 job2b --quick --big
+for r in 0 1 2; do
+  grep -Eq "^\[$r:$r\] .*host backend: rank $r: first chained all-reduce" "$TMP/3x1-node$r.log" \
+    || fail "3x1: rank $r never took the chained all-reduce"
+done
 
 # Fault: SIGKILL node 1's rank mid-run (full coll_check runs long enough to be caught mid-way).
 args=(--nnodes 2 --nproc-per-node 1 --rdzv-endpoint "$ADDR0:$PORT" --rdzv-timeout 30 --rdzv-id job3
@@ -83,7 +101,8 @@ fi
 
 # Transport-level faults (coll_fault, 2 nodes x 2 ranks), where the agents stay out of the way:
 # deadline: rank 3 (node 1) never joins an all-reduce: ranks 0-2 get DTR_ERR_TIMEOUT naming rank 3;
-# peer-exit: rank 1 _exit(0)s between large all-reduces: the others fail naming rank 1 within the deadline.
+# peer-exit: rank 1 _exit(0)s between large (16 MiB: hierarchical) all-reduces: the others fail naming
+# rank 1 within the deadline (rank 2 hears of it from rank 3, its node's rank on rank 1's rail).
 CF=$DTRAIN_BUILD/bin/coll_fault
 run_fault() { # TAG MODE RDZV_ID
   local tag=$1 mode=$2 id=$3 rc0 rc1 t0=$SECONDS

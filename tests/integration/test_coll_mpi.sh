@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The mpi backend under mpirun: coll_check's serial reference for every collective, type, reduction and
-# size on 1, 2 and 4 ranks (floats within coll_ref.h's tolerance, the rest exact); the same on 2 and 4
+# size on 1, 2 and 4 ranks (bit-identical, floats included); the same on 2 and 4
 # ranks with DTRAIN_MPI_MAX_COUNT=1000, so every operation is cut into many pieces and pipeline chunks
 # (the path counts above INT_MAX take); coll_mpi_smoke on 3 ranks (odd size, a rank outside every split
 # group, u8 wrap-around, integer AVG, reductions bit-identical to the serial reference) and on 4 ranks

@@ -1,5 +1,6 @@
 /* dtr__reduce_n against a naive element-by-element reference for every dtype x reduction, at sizes
- * around the kernel's block size, in place and out of place; and the f16/bf16 conversions: every f16
+ * around the kernel's block size, in place and out of place; dtr__reduce_fold (the chained form) bit
+ * for bit against dtr__reduce_n over every cut of its inputs; and the f16/bf16 conversions: every f16
  * and bf16 value round-trips, halfway cases round to even, specials (inf, NaN, subnormals, signed
  * zero) come out right. Bit-exact: the reduction order is fixed, so there is no tolerance. */
 // ctest-timeout: 120
@@ -307,6 +308,95 @@ static void test_reduce_specifics(void) {
   CHECK(isnan(z[0]) && isnan(z[1]));
 }
 
+/* dtr__reduce_fold, the chain's kernel: the inputs cut into consecutive groups (every cut of up to 8
+ * inputs into 1-3 groups, the accumulator passed from call to call as a chain of nodes passes it) give
+ * the bits of dtr__reduce_n over all of them; the first group starts without an accumulator. In place
+ * too: the accumulator folded onto itself, the final result written over in[0]. */
+static int fold_chain(void *out, void *acc, void *const *in, int nin, const int *cut, int ncut, size_t n,
+                      dtr_dtype t, dtr_redop op, int div) {
+  /* groups [0, cut[0]), [cut[0], cut[1]), ..., [cut[ncut-1], nin) */
+  int lo = 0;
+  for (int g = 0; g <= ncut; g++) {
+    int hi = g < ncut ? cut[g] : nin;
+    int last = g == ncut;
+    const void *const *grp = (const void *const *)in + lo;
+    dtr__reduce_fold(last ? out : acc, g ? acc : NULL, grp, hi - lo, n, t, op, last, div);
+    lo = hi;
+  }
+  return 0;
+}
+
+static void test_fold_matches_reduce(void) {
+  static const size_t sizes[] = {1, 7, 1023, 1024, 1025, 3001};
+  int bad = 0, cases = 0;
+  for (int t = 0; t < 7; t++) {
+    size_t es = dtr_dtype_size((dtr_dtype)t);
+    for (int op = 0; op < 5; op++) {
+      size_t asz = dtr__reduce_acc_size((dtr_dtype)t, (dtr_redop)op);
+      CHECK(asz >= es);
+      for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        size_t n = sizes[si];
+        for (int nin = 1; nin <= 8; nin++) {
+          int div = nin + (int)(rnd() % 3);
+          void *in[8];
+          for (int k = 0; k < nin; k++) {
+            in[k] = malloc(n * es);
+            fill(in[k], n, (dtr_dtype)t, (dtr_redop)op);
+          }
+          void *ref = malloc(n * es), *out = malloc(n * es), *acc = malloc(n * asz), *keep = malloc(n * es);
+          dtr__reduce_n(ref, (const void *const *)in, nin, n, (dtr_dtype)t, (dtr_redop)op, div);
+          /* one cut and two cuts at every position (groups non-empty) and no cut */
+          for (int a = 0; a < nin; a++) {
+            for (int b = a; b < nin; b++) {
+              int cut[2] = {a, b}, ncut = a == 0 ? 0 : (b == a ? 1 : 2);
+              if (a == 0 && b != 0) continue;
+              memset(out, 0xa5, n * es);
+              fold_chain(out, acc, in, nin, cut, ncut, n, (dtr_dtype)t, (dtr_redop)op, div);
+              int ok = memcmp(out, ref, n * es) == 0;
+              /* in place: the last group's result over its first input */
+              memcpy(keep, in[ncut ? cut[ncut - 1] : 0], n * es);
+              fold_chain(in[ncut ? cut[ncut - 1] : 0], acc, in, nin, cut, ncut, n, (dtr_dtype)t, (dtr_redop)op,
+                         div);
+              ok = ok && memcmp(in[ncut ? cut[ncut - 1] : 0], ref, n * es) == 0;
+              memcpy(in[ncut ? cut[ncut - 1] : 0], keep, n * es);
+              if (!ok) {
+                if (bad < 10)
+                  fprintf(stderr, "fold mismatch: %s %s n=%zu nin=%d cuts %d/%d/%d\n", dtr_dtype_name((dtr_dtype)t),
+                          dtr_redop_name((dtr_redop)op), n, nin, ncut, a, b);
+                bad++;
+              }
+              cases++;
+            }
+          }
+          /* finalising an accumulator with no further inputs */
+          dtr__reduce_fold(acc, NULL, (const void *const *)in, nin, n, (dtr_dtype)t, (dtr_redop)op, 0, div);
+          dtr__reduce_fold(out, acc, NULL, 0, n, (dtr_dtype)t, (dtr_redop)op, 1, div);
+          if (memcmp(out, ref, n * es) != 0) {
+            if (bad < 10)
+              fprintf(stderr, "fold finalise-only mismatch: %s %s n=%zu nin=%d\n", dtr_dtype_name((dtr_dtype)t),
+                      dtr_redop_name((dtr_redop)op), n, nin);
+            bad++;
+          }
+          for (int k = 0; k < nin; k++) free(in[k]);
+          free(ref), free(out), free(acc), free(keep);
+        }
+      }
+    }
+  }
+  printf("fold: %d chains\n", cases);
+  CHECK(cases > 1000);
+  CHECK_EQ_INT(bad, 0);
+  /* The accumulator really is wider where the kernel's is: i32 AVG of INT32_MAX twice is exact. */
+  int32_t a = INT32_MAX, o;
+  int64_t acc64;
+  const void *one[1] = {&a};
+  dtr__reduce_fold(&acc64, NULL, one, 1, 1, DTR_I32, DTR_AVG, 0, 2);
+  dtr__reduce_fold(&o, &acc64, one, 1, 1, DTR_I32, DTR_AVG, 1, 2);
+  CHECK_EQ_INT(o, INT32_MAX);
+  CHECK_EQ_INT((int)dtr__reduce_acc_size(DTR_BF16, DTR_SUM), 4);
+  CHECK_EQ_INT((int)dtr__reduce_acc_size(DTR_F16, DTR_MAX), 4);
+}
+
 /* The kernel may convert f16 with F16C instructions: every f16 value (NaNs included) and a spread of
  * f32 roundings must come out exactly as the scalar conversions say. */
 static void test_kernel_matches_scalar(void) {
@@ -363,6 +453,7 @@ int main(void) {
   test_reduce_specifics();
   test_reduce_all();
   test_kernel_matches_scalar();
+  test_fold_matches_reduce();
   report_speed();
   return TEST_EXIT();
 }

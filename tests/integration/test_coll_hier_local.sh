@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The host backend's hierarchical all-reduce on one machine (DTRAIN_HOST_FAKE_NODES=k: the ranks count
+# as k nodes of contiguous ranks, so each fake node gets its own shared-memory segment and the nodes
+# talk TCP): coll_check BIT-IDENTICAL to the rank-ordered reference on 4 ranks as 2 nodes, 6 as 3, 8 as
+# 4 and 8 as 2, and on 4 ranks as 4 nodes (one rank per node: the chain alone). --big adds all-reduces of
+# 4 and 12 MiB, and small chunk settings make them cross many outer chunks, wrap the chain's rings and
+# end ragged. The "-all" cases set the thresholds to 0 so that all sizes (1 element, counts below the
+# number of local ranks, ...) take the hierarchical all-reduce and broadcast; every case checks in the
+# debug log that the hierarchical (or chained) all-reduce ran on every rank.
+# Then a rank that dies mid all-reduce: every other rank fails naming it, within the deadline.
+# ctest-labels: coll
+# ctest-timeout: 600
+source "$(dirname "${BASH_SOURCE[0]}")/launch_lib.sh"
+CC=$BUILD/bin/coll_check
+CF=$BUILD/bin/coll_fault
+[ -x "$CC" ] && [ -x "$CF" ] || fail "coll_check / coll_fault not built"
+
+# run_case NAME NPROC FAKE_NODES [coll_check args...]: every rank passes, and the hierarchical (or
+# chained) all-reduce ran on every rank (its debug line).
+run_case() {
+  local name=$1 n=$2 k=$3 rc=0 how
+  shift 3
+  DTRAIN_HOST_FAKE_NODES=$k DTRAIN_LOG_LEVEL=debug timeout -k 5 200 "$DTRAIN" launch --nproc-per-node "$n" -- \
+    "$CC" --backend host --seed $((3000 + n * 10 + k)) --timeout-ms 60000 --max-seconds 190 "$@" \
+    > "$T/$name.out" 2> "$T/$name.err" || rc=$?
+  [ $rc = 0 ] || { grep -v "dtrain debug" "$T/$name.out" "$T/$name.err" | tail -n 40; fail "$name: coll_check exited $rc"; }
+  for ((r = 0; r < n; r++)); do
+    grep -Eq "^\[0:$r\] coll_check rank $r: [0-9]+ checks, 0 failed" "$T/$name.out" \
+      || fail "$name: rank $r printed no passing summary"
+  done
+  how=hierarchical
+  ((n == k)) && how=chained
+  for ((r = 0; r < n; r++)); do
+    grep -Eq "^\[0:$r\] .*host backend: rank $r: first $how all-reduce" "$T/$name.err" \
+      || fail "$name: rank $r never took the $how all-reduce"
+  done
+  grep -q "host backend: hierarchical: $k nodes x $((n / k)) ranks" "$T/$name.err" \
+    || fail "$name: the world communicator was not $k nodes x $((n / k)) ranks"
+  echo "ok: $name ($k nodes x $((n / k)) ranks): $(sed -n "s/^\[0:0\] coll_check rank 0: //p" "$T/$name.out")"
+}
+
+# Default thresholds and chunks, with the MiB-size cases.
+run_case 2x2 4 2 --quick --big
+DTRAIN_HOST_CHAIN_MIN_NODES=2 run_case 4x1 4 4 --quick --big
+# Everything hierarchical, small chunks: many outer chunks, the chain's rings wrap, ragged ends,
+# slices shorter than the alignment or empty.
+export DTRAIN_HOST_HIER_MIN_BYTES=0 DTRAIN_HOST_CHAIN_MIN_BYTES=0 DTRAIN_HOST_CHAIN_MIN_NODES=2
+export DTRAIN_HOST_HIER_CHUNK_BYTES=65536 DTRAIN_HOST_CHAIN_CHUNK_BYTES=4096
+run_case 2x2-all 4 2
+run_case 3x2-all 6 3 --quick --big
+run_case 4x2-all 8 4 --quick
+run_case 2x4-all 8 2 --quick --big
+run_case 4x1-all 4 4 --quick --big
+DTRAIN_HOST_CHAIN_DIRECT=1 run_case 3x1-direct 3 3 --quick --big
+unset DTRAIN_HOST_HIER_CHUNK_BYTES DTRAIN_HOST_CHAIN_CHUNK_BYTES
+
+# A rank leaves in the middle of a 16 MiB all-reduce (2 fake nodes x 2 ranks): the others must fail
+# with a timeout or connection error naming rank 1 within the deadline (coll_fault checks each).
+rc=0
+DTRAIN_HOST_FAKE_NODES=2 timeout -k 5 60 "$DTRAIN" launch --nproc-per-node 4 --max-restarts 0 -- \
+  "$CF" peer-exit --timeout-ms 3000 > "$T/exit.out" 2> "$T/exit.err" || rc=$?
+[ $rc = 0 ] || { cat "$T/exit.out"; tail -n 40 "$T/exit.err"; fail "peer-exit: launch exited $rc"; }
+grep -E "coll_fault rank [0-9]+: .*FAILED" "$T/exit.out" && fail "peer-exit: a rank failed its check"
+for r in 0 2 3; do
+  grep -Eq "^\[0:$r\] coll_fault rank $r: peer-exit ok: all-reduce #[0-9]+ failed after" "$T/exit.out" \
+    || fail "peer-exit: rank $r gave no verdict"
+done
+echo "ok: peer-exit, 2 fake nodes x 2 ranks: $(grep -m1 -o "coll_fault rank 2: .*" "$T/exit.out" | cut -c1-300)"
+echo PASS
