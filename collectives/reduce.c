@@ -269,29 +269,8 @@ CLONES static void div_f32(float *acc, size_t m, float d) {
   for (size_t i = 0; i < m; i++) acc[i] = acc[i] / d;
 }
 
-static void reduce_f16(void *out, const void *const *in, int nin, size_t n, dtr_redop op, int div) {
-  void (*to32)(float *, const uint16_t *, size_t) = cvt_f16_f32_sw;
-  void (*to16)(uint16_t *, const float *, size_t) = cvt_f32_f16_sw;
-#ifdef HAVE_F16C_PATH
-  if (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2")) {
-    to32 = cvt_f16_f32_hw;
-    to16 = cvt_f32_f16_hw;
-  }
-#endif
-  float acc[BLK], x[BLK];
-  for (size_t base = 0; base < n; base += BLK) {
-    size_t m = n - base < BLK ? n - base : BLK;
-    to32(acc, (const uint16_t *)in[0] + base, m);
-    for (int k = 1; k < nin; k++) {
-      to32(x, (const uint16_t *)in[k] + base, m);
-      comb_f32(acc, x, m, op);
-    }
-    if (op == DTR_AVG) div_f32(acc, m, (float)div);
-    to16((uint16_t *)out + base, acc, m);
-  }
-}
-
-/* The f16 fold: f32 accumulator, as reduce_f16. */
+/* The f16 fold: an f32 accumulator (acc_in: carried over from an earlier call), rounded once when final;
+ * dtr__reduce_n's f16 kernels are the fold of everything at once. */
 static void fold_f16(void *out, const void *acc_in, const void *const *in, int nin, size_t n, dtr_redop op,
                      int final, int div) {
   void (*to32)(float *, const uint16_t *, size_t) = cvt_f16_f32_sw;
@@ -327,7 +306,7 @@ static void fold_f16(void *out, const void *acc_in, const void *const *in, int n
 
 #define F16_KERNEL(fname, OP)                                                       \
   static void fname(void *out, const void *const *in, int nin, size_t n, int div) { \
-    reduce_f16(out, in, nin, n, OP, div);                                           \
+    fold_f16(out, NULL, in, nin, n, OP, 1, div);                                    \
   }
 F16_KERNEL(r_f16_sum, DTR_SUM)
 F16_KERNEL(r_f16_avg, DTR_AVG)
