@@ -107,66 +107,43 @@ uint16_t dtr__f32_to_bf16(float f) { return f32_to_bf16(f); }
 #endif
 
 /* One (type, op) kernel. T: element type, A: accumulator type, LOAD: T -> A, COMB: (A, A) -> A,
- * FIN: (A, div) -> T. */
-#define KERNEL(fname, T, A, LOAD, COMB, FIN)                                        \
-  CLONES static void fname(void *out, const void *const *in, int nin, size_t n, int div) { \
-    T *o = (T *)out;                                                                \
-    A acc[BLK];                                                                     \
-    (void)div;                                                                      \
-    for (size_t base = 0; base < n; base += BLK) {                                  \
-      size_t m = n - base < BLK ? n - base : BLK;                                   \
-      const T *x = (const T *)in[0] + base;                                         \
-      int k = 1;                                                                    \
-      if (nin >= 2) {                                                               \
-        const T *y = (const T *)in[1] + base;                                       \
-        for (size_t i = 0; i < m; i++) acc[i] = COMB(LOAD(x[i]), LOAD(y[i]));       \
-        k = 2;                                                                      \
-      } else {                                                                      \
-        for (size_t i = 0; i < m; i++) acc[i] = LOAD(x[i]);                         \
-      }                                                                             \
-      for (; k < nin; k++) {                                                        \
-        const T *y = (const T *)in[k] + base;                                       \
-        for (size_t i = 0; i < m; i++) acc[i] = COMB(acc[i], LOAD(y[i]));           \
-      }                                                                             \
-      for (size_t i = 0; i < m; i++) o[base + i] = FIN(acc[i], div);                \
-    }                                                                               \
+ * FIN: (A, div) -> T. The accumulator starts from acc_in (type A: an earlier call's, for chains of
+ * ranks) or from in[0], takes in[0..nin-1] in order, and leaves either the accumulator (final == 0,
+ * type A) or FIN of it (type T). dtr__reduce_n is one call with acc_in NULL and final set, so a fold
+ * split over several calls gives exactly its bits. out may alias acc_in or in[0]. */
+#define KF(name, T, A, LOAD, COMB, FIN)                                                                      \
+  CLONES static void f_##name(void *out, const void *acc_in, const void *const *in, int nin, size_t n,       \
+                              int final, int div) {                                                          \
+    A acc[BLK];                                                                                              \
+    (void)div;                                                                                               \
+    for (size_t base = 0; base < n; base += BLK) {                                                           \
+      size_t m = n - base < BLK ? n - base : BLK;                                                            \
+      int k = 0;                                                                                             \
+      if (acc_in) {                                                                                          \
+        const A *a = (const A *)acc_in + base;                                                               \
+        for (size_t i = 0; i < m; i++) acc[i] = a[i];                                                        \
+      } else if (nin >= 2) { /* the first pair in one pass */                                                \
+        const T *x = (const T *)in[0] + base, *y = (const T *)in[1] + base;                                  \
+        for (size_t i = 0; i < m; i++) acc[i] = COMB(LOAD(x[i]), LOAD(y[i]));                                \
+        k = 2;                                                                                               \
+      } else {                                                                                               \
+        const T *x = (const T *)in[0] + base;                                                                \
+        for (size_t i = 0; i < m; i++) acc[i] = LOAD(x[i]);                                                  \
+        k = 1;                                                                                               \
+      }                                                                                                      \
+      for (; k < nin; k++) {                                                                                 \
+        const T *y = (const T *)in[k] + base;                                                                \
+        for (size_t i = 0; i < m; i++) acc[i] = COMB(acc[i], LOAD(y[i]));                                    \
+      }                                                                                                      \
+      if (final) {                                                                                           \
+        T *o = (T *)out + base;                                                                              \
+        for (size_t i = 0; i < m; i++) o[i] = FIN(acc[i], div);                                              \
+      } else {                                                                                               \
+        A *o = (A *)out + base;                                                                              \
+        for (size_t i = 0; i < m; i++) o[i] = acc[i];                                                        \
+      }                                                                                                      \
+    }                                                                                                        \
   }
-
-/* One (type, op) partial fold for chains of ranks (dtr__reduce_fold): the accumulator starts from
- * acc_in (type A, as KERNEL keeps it) or from in[0], takes in[0..nin-1] in order with the same
- * combiner, and leaves either the accumulator (final == 0, type A) or FIN of it (type T). A fold split
- * over several calls therefore gives exactly KERNEL's bits. out may alias acc_in or in[0]. */
-#define FOLD(fname, T, A, LOAD, COMB, FIN)                                                                    \
-  CLONES static void fname(void *out, const void *acc_in, const void *const *in, int nin, size_t n, int final, \
-                           int div) {                                                                         \
-    A acc[BLK];                                                                                               \
-    (void)div;                                                                                                \
-    for (size_t base = 0; base < n; base += BLK) {                                                            \
-      size_t m = n - base < BLK ? n - base : BLK;                                                             \
-      int k = 0;                                                                                              \
-      if (acc_in) {                                                                                           \
-        const A *a = (const A *)acc_in + base;                                                                \
-        for (size_t i = 0; i < m; i++) acc[i] = a[i];                                                         \
-      } else {                                                                                                \
-        const T *x = (const T *)in[0] + base;                                                                 \
-        for (size_t i = 0; i < m; i++) acc[i] = LOAD(x[i]);                                                   \
-        k = 1;                                                                                                \
-      }                                                                                                       \
-      for (; k < nin; k++) {                                                                                  \
-        const T *y = (const T *)in[k] + base;                                                                 \
-        for (size_t i = 0; i < m; i++) acc[i] = COMB(acc[i], LOAD(y[i]));                                     \
-      }                                                                                                       \
-      if (final) {                                                                                            \
-        T *o = (T *)out + base;                                                                               \
-        for (size_t i = 0; i < m; i++) o[i] = FIN(acc[i], div);                                               \
-      } else {                                                                                                \
-        A *o = (A *)out + base;                                                                               \
-        for (size_t i = 0; i < m; i++) o[i] = acc[i];                                                         \
-      }                                                                                                       \
-    }                                                                                                         \
-  }
-#define KF(name, T, A, LOAD, COMB, FIN) \
-  KERNEL(r_##name, T, A, LOAD, COMB, FIN) FOLD(f_##name, T, A, LOAD, COMB, FIN)
 
 /* f32 */
 #define FIN_AVG_F32(acc, div) ((acc) / (float)(div))
@@ -269,8 +246,8 @@ CLONES static void div_f32(float *acc, size_t m, float d) {
   for (size_t i = 0; i < m; i++) acc[i] = acc[i] / d;
 }
 
-/* The f16 fold: an f32 accumulator (acc_in: carried over from an earlier call), rounded once when final;
- * dtr__reduce_n's f16 kernels are the fold of everything at once. */
+/* The f16 kernel (as KF): an f32 accumulator (acc_in: carried over from an earlier call), rounded once
+ * when final. */
 static void fold_f16(void *out, const void *acc_in, const void *const *in, int nin, size_t n, dtr_redop op,
                      int final, int div) {
   void (*to32)(float *, const uint16_t *, size_t) = cvt_f16_f32_sw;
@@ -303,29 +280,6 @@ static void fold_f16(void *out, const void *acc_in, const void *const *in, int n
     }
   }
 }
-
-#define F16_KERNEL(fname, OP)                                                       \
-  static void fname(void *out, const void *const *in, int nin, size_t n, int div) { \
-    fold_f16(out, NULL, in, nin, n, OP, 1, div);                                    \
-  }
-F16_KERNEL(r_f16_sum, DTR_SUM)
-F16_KERNEL(r_f16_avg, DTR_AVG)
-F16_KERNEL(r_f16_max, DTR_MAX)
-F16_KERNEL(r_f16_min, DTR_MIN)
-F16_KERNEL(r_f16_prod, DTR_PROD)
-
-typedef void (*kernel_fn)(void *, const void *const *, int, size_t, int);
-
-/* Indexed [dtype][redop], in the enums' order. */
-static const kernel_fn kernels[7][5] = {
-    {r_f32_sum, r_f32_avg, r_f32_max, r_f32_min, r_f32_prod},
-    {r_f64_sum, r_f64_avg, r_f64_max, r_f64_min, r_f64_prod},
-    {r_f16_sum, r_f16_avg, r_f16_max, r_f16_min, r_f16_prod},
-    {r_bf16_sum, r_bf16_avg, r_bf16_max, r_bf16_min, r_bf16_prod},
-    {r_i32_sum, r_i32_avg, r_i32_max, r_i32_min, r_i32_prod},
-    {r_i64_sum, r_i64_avg, r_i64_max, r_i64_min, r_i64_prod},
-    {r_u8_sum, r_u8_avg, r_u8_max, r_u8_min, r_u8_prod},
-};
 
 typedef void (*fold_fn)(void *, const void *, const void *const *, int, size_t, int, int);
 
@@ -374,5 +328,5 @@ void dtr__reduce_fold(void *out, const void *acc_in, const void *const *in, int 
 
 void dtr__reduce_n(void *out, const void *const *in, int nin, size_t n, dtr_dtype t, dtr_redop op, int avg_div) {
   if (nin <= 0 || n == 0 || (unsigned)t >= 7u || (unsigned)op >= 5u) return;
-  kernels[t][op](out, in, nin, n, avg_div > 0 ? avg_div : 1);
+  folds[t][op](out, NULL, in, nin, n, 1, avg_div > 0 ? avg_div : 1);
 }
