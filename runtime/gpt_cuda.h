@@ -4,7 +4,9 @@
  * fp32 device buffers laid out like dtr_gpt_params / dtr_gpt_grads. With precision DTR_CUDA_BF16 the
  * activations are bf16 and the matrix products read a bf16 copy of the parameters (refreshed by every
  * AdamW step and set_params): mixed precision, fp32 accumulation and fp32 gradients. With DTR_CUDA_F32
- * everything is fp32 and the results match the CPU model to rounding.
+ * everything is fp32 and the results match the CPU model to rounding. Either way the model is
+ * deterministic: the same weights and batches give the same losses, gradients and updates, bit for bit,
+ * on every run (same GPU model and software versions; see kernels_cuda.h).
  *
  * A build without CUDA has every function: create returns DTR_ERR_UNSUPPORTED (after checking the
  * config), so callers decide at run time. A model is not thread-safe; use it from one thread, which

@@ -52,6 +52,8 @@ static dtr_result cublas_open(dtr_cuda_ctx *c) {
       {(void **)&c->fn.destroy, "cublasDestroy_v2"},
       {(void **)&c->fn.set_stream, "cublasSetStream_v2"},
       {(void **)&c->fn.set_math_mode, "cublasSetMathMode"},
+      {(void **)&c->fn.set_workspace, "cublasSetWorkspace_v2"},
+      {(void **)&c->fn.set_atomics_mode, "cublasSetAtomicsMode"},
       {(void **)&c->fn.gemm_ex, "cublasGemmEx"},
       {(void **)&c->fn.gemm_strided_batched_ex, "cublasGemmStridedBatchedEx"},
       {(void **)&c->fn.status_string, "cublasGetStatusString"},
@@ -103,6 +105,23 @@ dtr_result dtr__cuda_ctx_create(int device, dtr_cuda_ctx **out, char *err, size_
   /* Default math with CUBLAS_COMPUTE_32F: fp32 GEMMs stay pure fp32 (TF32 would need opting in), bf16
    * ones use tensor cores with fp32 accumulation. */
   DTR_CHECK_GOTO(DTR_CUBLAS(c, c->fn.set_math_mode(c->blas, CUBLAS_DEFAULT_MATH)), rc, fail);
+  /* Reproducible GEMMs. cuBLAS promises bitwise-identical results run after run for one toolkit
+   * version on GPUs of the same architecture and SM count, but only while a single stream is active:
+   * with concurrent streams (NCCL's kernels run beside ours) it may pick other internal workspaces and
+   * kernels. A workspace owned by this handle (cublasSetWorkspace, the documented remedy, like
+   * CUBLAS_WORKSPACE_CONFIG without needing the environment) keeps the guarantee; the size is the one
+   * cuBLAS recommends (32 MiB on Hopper and later, 4 MiB before); it is set after cublasSetStream,
+   * which would reset it to the default pool. Atomics stay disallowed (the default, set explicitly): no
+   * cuBLAS routine may then use a non-deterministic variant. */
+  {
+    int major = 0;
+    DTR_CHECK_GOTO(DTR_CU(c, cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device)), rc,
+                   fail);
+    size_t ws = (size_t)(major >= 9 ? 32 : 4) << 20;
+    DTR_CHECK_GOTO(DTR_CU(c, cudaMalloc(&c->blas_ws, ws)), rc, fail);
+    DTR_CHECK_GOTO(DTR_CUBLAS(c, c->fn.set_workspace(c->blas, c->blas_ws, ws)), rc, fail);
+  }
+  DTR_CHECK_GOTO(DTR_CUBLAS(c, c->fn.set_atomics_mode(c->blas, CUBLAS_ATOMICS_NOT_ALLOWED)), rc, fail);
   *out = c;
   return DTR_OK;
 fail:
@@ -116,6 +135,7 @@ void dtr__cuda_ctx_destroy(dtr_cuda_ctx *c) {
   if (c->stream) (void)cudaStreamSynchronize(c->stream);
   if (c->scratch) (void)cudaFree(c->scratch);
   if (c->blas) (void)c->fn.destroy(c->blas);
+  if (c->blas_ws) (void)cudaFree(c->blas_ws); /* after the handle that uses it */
   if (c->fn.lib) dlclose(c->fn.lib);
   if (c->stream) (void)cudaStreamDestroy(c->stream);
   (void)cudaGetLastError();
@@ -146,6 +166,28 @@ dtr_result dtr__cuda_scratch(dtr_cuda_ctx *c, size_t bytes, void **out) {
   }
   *out = c->scratch;
   return DTR_OK;
+}
+
+/* One thread per column; the loop over rows is the fixed order (see the header). */
+__global__ void sum_partials_kernel(float *dst_a, float *dst_b, const float *part, int nparts, int n) {
+  size_t width = dst_b ? 2 * (size_t)n : (size_t)n;
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < width;
+       i += (size_t)gridDim.x * blockDim.x) {
+    float s = 0.0f;
+    for (int p = 0; p < nparts; p++) s += part[(size_t)p * width + i];
+    if (i < (size_t)n)
+      dst_a[i] += s;
+    else
+      dst_b[i - n] += s;
+  }
+}
+
+dtr_result dtr__cuda_sum_partials(dtr_cuda_ctx *c, float *dst_a, float *dst_b, const float *part, int nparts,
+                                  int n) {
+  if (n <= 0 || nparts <= 0) return DTR_OK;
+  size_t width = dst_b ? 2 * (size_t)n : (size_t)n;
+  sum_partials_kernel<<<dtr__cuda_grid(c, width, 256), 256, 0, c->stream>>>(dst_a, dst_b, part, nparts, n);
+  return DTR_CU_LAUNCHED(c, "sum_partials_kernel");
 }
 
 unsigned dtr__cuda_grid(const dtr_cuda_ctx *c, size_t n, unsigned block) {

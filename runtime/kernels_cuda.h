@@ -14,9 +14,15 @@
  * asynchronous on the context's stream: a result is ready after dtr__cuda_sync or a download. A
  * context is not thread-safe; use it from one thread at a time, with its device current (create makes
  * it current on the calling thread). Launch failures and bad arguments return non-zero with the
- * detail in dtr__cuda_ctx_error; a kernel fault surfaces at the next sync. Weight-gradient reductions
- * (matmul dbias, layernorm dw/db, embeddings) and sumsq combine partial sums with fp32 atomics, so those
- * sums are not bitwise deterministic from run to run (unlike kernels_cpu.c); the rest is. */
+ * detail in dtr__cuda_ctx_error; a kernel fault surfaces at the next sync.
+ *
+ * Deterministic: the same inputs give the same output bits on every run. No op adds floats with
+ * atomics; every reduction (row statistics, weight gradients: matmul dbias, layernorm dw/db, embedding
+ * dwte/dwpe, and sumsq) adds in an order fixed by the problem's shape alone (partials per block, then
+ * a second pass over the blocks in order), and the cuBLAS handle is set up for reproducible GEMMs (see
+ * dtr__cuda_ctx_create). Scope: the same GPU model, build, and CUDA/cuBLAS versions (cuBLAS's own
+ * promise; our kernels do not depend on the SM count). fp32 embedding gradients add in the order of
+ * kernels_cpu.c; other sums differ from the CPU's by rounding only. */
 #ifndef DTRAIN_RUNTIME_KERNELS_CUDA_H
 #define DTRAIN_RUNTIME_KERNELS_CUDA_H
 
@@ -42,10 +48,11 @@ typedef struct dtr_cuda_ctx dtr_cuda_ctx;
 /* Bytes per element of dt (4 or 2); 0 for an unknown dtype. */
 size_t dtr__cuda_dtype_size(dtr_cuda_dtype dt);
 
-/* ---- context: device, stream, cuBLAS handle, scratch memory for attention */
+/* ---- context: device, stream, cuBLAS handle, scratch memory (attention, the reductions' partials) */
 
 /* Select device (cudaSetDevice on the calling thread), create a stream and a cuBLAS handle (pure fp32
- * math: no TF32, so fp32 results match the CPU to rounding). On failure *out is NULL and err says why
+ * math: no TF32, so fp32 results match the CPU to rounding; its own workspace of 4 MiB, 32 MiB on
+ * Hopper and later, and no atomics, for reproducible results). On failure *out is NULL and err says why
  * (no device: DTR_ERR_UNSUPPORTED; a build without CUDA: DTR_ERR_UNSUPPORTED). */
 dtr_result dtr__cuda_ctx_create(int device, dtr_cuda_ctx **out, char *err, size_t errcap);
 /* Waits for queued work, then frees everything the context owns. NULL is accepted. */
@@ -112,7 +119,8 @@ dtr_result dtr__add_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *y, const void
 dtr_result dtr__embedding_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, const int32_t *inp,
                                    const void *wte, const void *wpe, int B, int T, int C, int V);
 /* dwte[inp[b,t],:] += dout[b,t,:]; dwpe[t,:] += dout[b,t,:] (fp32; dwpe NULL: skipped; ids outside
- * [0,V) are ignored). */
+ * [0,V) are ignored). Each element adds its terms in increasing b*T + t (as kernels_cpu.c), through a
+ * counting sort of the ids on the device (context scratch: (2V + 1 + 2BT) ints). */
 dtr_result dtr__embedding_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, float *dwte, float *dwpe,
                                    const void *dout, const int32_t *inp, int B, int T, int C, int V);
 
@@ -141,7 +149,8 @@ dtr_result dtr__adamw_cuda(dtr_cuda_ctx *c, float *params, uint16_t *params_bf16
                            const dtr_cuda_adamw_hp *hp);
 
 /* sum of x[i]^2 over n fp32 elements into *out_dev (one fp32 on the device; overwritten): the global
- * gradient norm for clipping without a round trip per tensor. */
+ * gradient norm for clipping without a round trip per tensor. Fixed order: per-block partials (at most
+ * 1024, in context scratch), then added in block order. */
 dtr_result dtr__sumsq_cuda(dtr_cuda_ctx *c, float *out_dev, const float *x, size_t n);
 
 #ifdef __cplusplus

@@ -23,6 +23,8 @@ struct dtr__cublas_fns {
   decltype(&cublasDestroy_v2) destroy;
   decltype(&cublasSetStream_v2) set_stream;
   decltype(&cublasSetMathMode) set_math_mode;
+  decltype(&cublasSetWorkspace_v2) set_workspace;
+  decltype(&cublasSetAtomicsMode) set_atomics_mode;
   /* Spelled out: C++ overloads these names (a cudaDataType computeType variant). */
   cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void *,
                             const void *, cudaDataType, int, const void *, cudaDataType, int, const void *, void *,
@@ -42,6 +44,7 @@ struct dtr_cuda_ctx {
   cudaStream_t stream;
   dtr__cublas_fns fn;
   cublasHandle_t blas;
+  void *blas_ws; /* the handle's own cuBLAS workspace (reproducible GEMMs, see ctx_create) */
   void *scratch; /* grown on demand; only ever used by ops on this context's stream */
   size_t scratch_bytes;
   char err[512];
@@ -65,8 +68,18 @@ dtr_result dtr__cuda_invalid(dtr_cuda_ctx *c, const char *op, const char *what);
     if (!(cond)) return dtr__cuda_invalid((c), (op), #cond); \
   } while (0)
 
-/* A device scratch buffer of at least bytes (previous contents are not kept). */
+/* A device scratch buffer of at least bytes (previous contents are not kept). One buffer per context,
+ * shared by every op: an op may use it only between its own launches (stream order keeps the next op's
+ * writes behind them). It grows to the largest request and then stays: steady state allocates nothing. */
 dtr_result dtr__cuda_scratch(dtr_cuda_ctx *c, size_t bytes, void **out);
+
+/* The second pass of every weight-gradient reduction (no float atomics anywhere: bitwise the same sums
+ * run after run). part holds nparts rows of width n (dst_b NULL) or 2n (dst_b set); for each column i
+ * one thread adds the rows in increasing row order, s = ((p0 + p1) + p2) + ..., then dst_a[i] += s
+ * (columns [0,n)) or dst_b[i - n] += s (columns [n,2n)). The launch grid only decides which thread
+ * takes a column, never the order of its additions. */
+dtr_result dtr__cuda_sum_partials(dtr_cuda_ctx *c, float *dst_a, float *dst_b, const float *part, int nparts,
+                                  int n);
 
 /* Row-major C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C, batch times with element strides;
  * A and B have type ab (storage dtype), C has type cdt; fp32 compute. transA: A is stored [K,M]. */

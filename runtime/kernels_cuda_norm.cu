@@ -27,17 +27,20 @@ __global__ void layernorm_fwd_kernel(T *out, float *mean, float *rstd, const T *
   }
 }
 
-/* Rows are spread over a grid sized to the device; each block keeps its partial dw, db in shared
- * memory (2*C floats, each column owned by one thread) and adds them to the fp32 gradients once, so
- * atomics cost O(blocks * C) instead of O(N * C). Without room in shared memory (huge C) the partials
- * go straight to global atomics. */
+/* Rows are spread over LN_BWD_BLOCKS blocks, block k taking rows k, k + gridDim.x, ... in increasing
+ * order. Each block sums its rows' dw, db contributions into its own partial row part[k] = [dw C | db C]
+ * (column i and C + i are owned by one thread in every loop, so no races and a fixed order), kept in
+ * shared memory when 2*C floats fit and in the global part row otherwise (same additions, same order),
+ * and written to the global part row at the end. dtr__cuda_sum_partials then adds the blocks' rows in
+ * block order: no atomics, the same bits run after run. */
 template <typename T>
-__global__ void layernorm_bwd_kernel(T *dinp, float *dw, float *db, const T *dout, const T *inp, const T *w,
+__global__ void layernorm_bwd_kernel(T *dinp, float *part_out, const T *dout, const T *inp, const T *w,
                                      const float *mean, const float *rstd, int N, int C, int use_shared) {
-  extern __shared__ float part[]; /* [0,C): dw, [C,2C): db, when use_shared */
+  extern __shared__ float sh_part[]; /* [0,C): dw, [C,2C): db, when use_shared */
   __shared__ float sh[32];
-  if (use_shared)
-    for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) part[i] = 0.0f;
+  float *out = part_out + (size_t)blockIdx.x * 2 * C;
+  float *part = use_shared ? sh_part : out;
+  for (int i = threadIdx.x; i < C; i += blockDim.x) part[i] = part[C + i] = 0.0f;
   for (int row = blockIdx.x; row < N; row += gridDim.x) {
     const T *x = inp + (size_t)row * C, *g = dout + (size_t)row * C;
     T *dx = dinp + (size_t)row * C;
@@ -54,23 +57,20 @@ __global__ void layernorm_bwd_kernel(T *dinp, float *dw, float *db, const T *dou
       float gi = dtr__ld(g + i), norm = (dtr__ld(x + i) - m) * r;
       float dn = gi * dtr__ld(w + i);
       dtr__st(dx + i, dtr__ld(dx + i) + (dn - dn_mean - norm * dnn_mean) * r);
-      if (use_shared) {
-        part[i] += gi * norm;
-        part[C + i] += gi;
-      } else {
-        atomicAdd(dw + i, gi * norm);
-        atomicAdd(db + i, gi);
-      }
+      part[i] += gi * norm;
+      part[C + i] += gi;
     }
   }
-  if (use_shared) {
-    __syncthreads();
+  if (use_shared)
     for (int i = threadIdx.x; i < C; i += blockDim.x) {
-      atomicAdd(dw + i, part[i]);
-      atomicAdd(db + i, part[C + i]);
+      out[i] = part[i];
+      out[C + i] = part[C + i];
     }
-  }
 }
+
+/* Blocks of the backward (fewer when N is smaller): a constant, not the device's SM count, so the
+ * order of the dw, db sums does not change with the GPU either. */
+#define LN_BWD_BLOCKS 256
 
 dtr_result dtr__layernorm_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, float *mean, float *rstd,
                                    const void *inp, const void *w, const void *b, int N, int C) {
@@ -99,18 +99,19 @@ dtr_result dtr__layernorm_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *din
   size_t shmem = 2 * (size_t)C * sizeof(float);
   int use_shared = shmem <= 32 * 1024; /* leaves room for several blocks per SM */
   if (!use_shared) shmem = 0;
-  unsigned grid = (unsigned)(c->num_sms * 2);
-  if (grid > (unsigned)N) grid = (unsigned)N;
-  if (grid < 1) grid = 1;
+  unsigned grid = N < LN_BWD_BLOCKS ? (unsigned)N : LN_BWD_BLOCKS;
+  void *part;
+  DTR_CHECK(dtr__cuda_scratch(c, (size_t)grid * 2 * C * sizeof(float), &part));
   if (dt == DTR_CUDA_BF16)
     layernorm_bwd_kernel<<<grid, block, shmem, c->stream>>>(
-        (dtr__bf16 *)dinp, dw, db, (const dtr__bf16 *)dout, (const dtr__bf16 *)inp, (const dtr__bf16 *)w,
-        mean, rstd, N, C, use_shared);
+        (dtr__bf16 *)dinp, (float *)part, (const dtr__bf16 *)dout, (const dtr__bf16 *)inp,
+        (const dtr__bf16 *)w, mean, rstd, N, C, use_shared);
   else
-    layernorm_bwd_kernel<<<grid, block, shmem, c->stream>>>((float *)dinp, dw, db, (const float *)dout,
+    layernorm_bwd_kernel<<<grid, block, shmem, c->stream>>>((float *)dinp, (float *)part, (const float *)dout,
                                                             (const float *)inp, (const float *)w, mean, rstd,
                                                             N, C, use_shared);
-  return DTR_CU_LAUNCHED(c, "layernorm_bwd_kernel");
+  DTR_CHECK(DTR_CU_LAUNCHED(c, "layernorm_bwd_kernel"));
+  return dtr__cuda_sum_partials(c, dw, db, (const float *)part, (int)grid, C);
 }
 
 /* ---------------------------------------------------------------- softmax + cross-entropy */

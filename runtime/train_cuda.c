@@ -114,9 +114,11 @@ dtr_result dtr__gpu_grads_step(dtr__gpu *g, const dtr__step_data *d, int64_t ste
   double sumsq = 0;
   rc = dtr_gpt_cuda_grad_sumsq(g->model, &sumsq);
   if (rc != DTR_OK) return model_fail(g, err, errcap, rc, "gradient norm");
-  /* Every rank holds the same averaged gradients, but the device's sum of squares adds with atomics in
-   * no fixed order: average it with the loss so that every rank clips (or skips) alike and the replicas
-   * stay identical. */
+  /* The device's sum of squares adds in a fixed order (kernels_cuda_elem.cu), so it is the same bits on
+   * every run, and every rank, holding the same all-reduced gradients, computes the same value. It still
+   * rides along with the loss's all-reduce (free: one message either way): averaging identical values
+   * keeps them identical on every rank, and the ranks clip (or skip) alike even if a collective ever
+   * handed them gradients that differ in the last bit, so the replicas can never drift apart. */
   double both[2] = {sum / d->accum, sumsq};
   rc = dtr_all_reduce(host_dp, both, both, 2, DTR_F64, DTR_AVG, NULL);
   if (rc != DTR_OK) return dtr__fail(err, errcap, rc, "loss all-reduce: %s", dtr_comm_last_error(host_dp));

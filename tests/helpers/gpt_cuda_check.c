@@ -2,7 +2,9 @@
  * and batches: parameter tables, losses, logits, accumulated gradients and the ready-callback order in
  * fp32 (loss 1e-5 relative, gradients 1e-4 of each tensor's max abs) and bf16 mixed precision (loss
  * 2e-2 relative, gradients per tensor cosine > 0.99 and norm within 10%), AdamW steps that track the CPU
- * optimizer, then tokens/s of forward + backward + AdamW on the CPU and the GPU.
+ * optimizer, determinism (two runs from the same weights and batches: losses, every gradient, the
+ * gradient norm and the weights after AdamW bit-identical), then tokens/s of forward + backward + AdamW
+ * on the CPU and the GPU.
  * Exits 77 with a reason when there is no CUDA device (after checking that create refuses cleanly), 1
  * on any failure. */
 #include <stdarg.h>
@@ -356,6 +358,99 @@ done:
   free(mask);
 }
 
+/* ---- determinism: two models made from the same weights run the same micro-steps on the same batches
+ * (token ids drawn from 3 values, so each used dwte row sums a third of the positions); every loss, all
+ * gradients, the gradient sum of squares, and the weights and moments after an AdamW step must be
+ * bit-identical between the two (memcmp), as two runs of a training job must be. */
+static size_t first_diff(const void *a, const void *b, size_t n, size_t es) {
+  size_t i = 0;
+  while (i < n && memcmp((const char *)a + i * es, (const char *)b + i * es, es) == 0) i++;
+  return i;
+}
+
+#define REPEAT_STEPS 2
+static void check_repeat(const cfgcase *cc, dtr_cuda_dtype dt) {
+  const dtr_gpt_config *c = &cc->cfg;
+  int B = cc->B, T = c->block_size, N = B * T, V = c->vocab_size;
+  dtr_gpt *cpu = make_cpu(cc, 5);
+  size_t n = cpu ? dtr_gpt_num_params(cpu) : 0;
+  int32_t *in = malloc((size_t)N * sizeof(int32_t)), *tg = malloc((size_t)N * sizeof(int32_t));
+  float *grads[2] = {malloc((n ? n : 1) * sizeof(float)), malloc((n ? n : 1) * sizeof(float))};
+  float *params[2] = {malloc((n ? n : 1) * sizeof(float)), malloc((n ? n : 1) * sizeof(float))};
+  float *moments[2] = {malloc((n ? n : 1) * sizeof(float)), malloc((n ? n : 1) * sizeof(float))};
+  float loss[2][REPEAT_STEPS + 1];
+  double ss[2] = {0, 0};
+  dtr_gpt_cuda *gpu = NULL;
+  if (!cpu || !in || !tg || !grads[0] || !grads[1] || !params[0] || !params[1] || !moments[0] ||
+      !moments[1]) {
+    check(0, "%-5s %-8s repeat: out of host memory", dtname(dt), cc->name);
+    goto done;
+  }
+  make_batch(in, tg, N, V);
+  for (int i = 0; i < N; i++) in[i] = (int32_t)(next_u64() % 3); /* few ids, each at many positions */
+  for (int run = 0; run < 2; run++) {
+    gpu = make_gpu(cc, cpu, dt);
+    if (!gpu) goto done;
+    dtr_result rc = dtr_gpt_cuda_zero_grad(gpu);
+    /* two accumulated micro-steps (full block, then a shorter T), as in check_pass */
+    for (int s = 0; s < REPEAT_STEPS && rc == DTR_OK; s++) {
+      int Ts = s == 0 || T < 4 ? T : T - 3;
+      rc = dtr_gpt_cuda_forward(gpu, in, tg, B, Ts, &loss[run][s], NULL);
+      if (rc == DTR_OK) rc = dtr_gpt_cuda_backward(gpu, 0.5f, NULL, NULL);
+    }
+    if (rc == DTR_OK) rc = dtr_gpt_cuda_get_grads(gpu, grads[run]);
+    if (rc == DTR_OK) rc = dtr_gpt_cuda_grad_sumsq(gpu, &ss[run]);
+    dtr_cuda_adamw_hp hp = {.lr = 1e-3f,
+                            .beta1 = 0.9f,
+                            .beta2 = 0.95f,
+                            .eps = 1e-8f,
+                            .weight_decay = 0.1f,
+                            .grad_scale = 0.5f,
+                            .step = 1};
+    if (rc == DTR_OK) rc = dtr_gpt_cuda_adamw(gpu, &hp);
+    if (rc == DTR_OK) rc = dtr_gpt_cuda_forward(gpu, in, tg, B, T, &loss[run][REPEAT_STEPS], NULL);
+    if (rc == DTR_OK) rc = dtr_gpt_cuda_get_params(gpu, params[run]);
+    if (rc == DTR_OK)
+      rc = dtr__cuda_download(dtr_gpt_cuda_ctx(gpu), moments[run], dtr_gpt_cuda_adam_v_dev(gpu),
+                              n * sizeof(float));
+    if (rc != DTR_OK) {
+      check(0, "%-5s %-8s repeat run %d: %s (%s)", dtname(dt), cc->name, run + 1, dtr_strerror(rc),
+            dtr_gpt_cuda_last_error(gpu));
+      goto done;
+    }
+    dtr_gpt_cuda_destroy(gpu);
+    gpu = NULL;
+  }
+  size_t at = first_diff(loss[0], loss[1], REPEAT_STEPS + 1, sizeof(float));
+  check(at == REPEAT_STEPS + 1, "%-5s %-8s repeat: %d losses bit-identical in two runs (%.9g, %.9g, %.9g)%s",
+        dtname(dt), cc->name, REPEAT_STEPS + 1, loss[0][0], loss[0][1], loss[0][2],
+        at <= REPEAT_STEPS ? " -- differ" : "");
+  for (int i = 0; i < dtr_gpt_num_tensors(cpu); i++) {
+    const dtr_gpt_param *t = dtr_gpt_tensor(cpu, i);
+    at = first_diff(grads[0] + t->offset, grads[1] + t->offset, t->count, sizeof(float));
+    check(at == t->count, "%-5s %-8s repeat: grads %-20s bit-identical in two runs%s", dtname(dt), cc->name,
+          t->name, at == t->count ? "" : " -- they differ");
+    if (at < t->count)
+      printf("       first difference at [%zu]: %.9g vs %.9g\n", at, grads[0][t->offset + at],
+             grads[1][t->offset + at]);
+  }
+  check(memcmp(&ss[0], &ss[1], sizeof ss[0]) == 0, "%-5s %-8s repeat: grad sumsq bit-identical (%.9g, %.9g)",
+        dtname(dt), cc->name, ss[0], ss[1]);
+  check(memcmp(params[0], params[1], n * sizeof(float)) == 0 &&
+            memcmp(moments[0], moments[1], n * sizeof(float)) == 0,
+        "%-5s %-8s repeat: weights and AdamW v after a step bit-identical", dtname(dt), cc->name);
+done:
+  dtr_gpt_cuda_destroy(gpu);
+  dtr_gpt_destroy(cpu);
+  free(in);
+  free(tg);
+  for (int k = 0; k < 2; k++) {
+    free(grads[k]);
+    free(params[k]);
+    free(moments[k]);
+  }
+}
+
 /* ---- speed: forward + backward + AdamW, tokens per second, bounded by count and time */
 static double cpu_speed(const cfgcase *cc, const int32_t *in, const int32_t *tg) {
   int B = cc->B, T = cc->cfg.block_size;
@@ -482,6 +577,13 @@ int main(void) {
     for (size_t d = 0; d < 2; d++) check_pass(&cases[i], dts[d]);
   for (size_t d = 0; d < 2; d++) check_adamw(&cases[0], dts[d]);
   for (size_t d = 0; d < 2; d++) check_adamw(&cases[1], dts[d]);
+  /* determinism: a batch of 8 x 128 rows spreads the reductions over many blocks */
+  const cfgcase rep[] = {
+      {"odd", {.vocab_size = 97, .block_size = 37, .n_layer = 2, .n_head = 3, .n_embd = 48}, 3},
+      {"larger", {.vocab_size = 256, .block_size = 128, .n_layer = 4, .n_head = 8, .n_embd = 256}, 8},
+  };
+  for (size_t i = 0; i < sizeof rep / sizeof rep[0]; i++)
+    for (size_t d = 0; d < 2; d++) check_repeat(&rep[i], dts[d]);
   if (!g_failed) {
     const cfgcase timed[] = {
         {"gpt-tiny", {.vocab_size = 14, .block_size = 16, .n_layer = 2, .n_head = 4, .n_embd = 64}, 32},

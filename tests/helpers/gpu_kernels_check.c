@@ -1,6 +1,8 @@
 /* Checks every GPU kernel of runtime/kernels_cuda.h against a plain C reference computed here in
  * double, in fp32 (tolerance 1e-4) and bf16 mixed precision (2e-2), on two shapes (small and odd,
  * medium). Backward ops start from non-zero gradients so "adds into" and "overwrites" are both checked.
+ * The weight-gradient reductions and sumsq also run twice at many-block shapes and must give the same
+ * bits both times (and embedding gradients the bits of the CPU's fp32 order).
  * Exits 77 with a reason when there is no CUDA device (or the build has no CUDA), 1 on any failure. */
 #include <math.h>
 #include <stdint.h>
@@ -580,6 +582,199 @@ static void check_adamw(const shape *s) {
   compare("convert", "f32>bf16", DTR_CUDA_BF16, s, from_dev(d_b, n, DTR_CUDA_F32), rb, n, 0.0);
 }
 
+/* ---------------------------------------------------------------- determinism */
+
+/* The reductions that once added with float atomics (matmul dbias, layernorm dw/db, embedding
+ * dwte/dwpe, sumsq) at shapes that spread them over many blocks (8192 rows) with odd sizes: each op runs
+ * twice from the same starting buffers and both results must be bit-identical (memcmp), besides
+ * matching the double reference within the usual tolerance. The GEMM outputs of the same calls (dinp,
+ * dw: cuBLAS) are held to the same bits too. */
+static void same_bits(const char *op, const char *what, dtr_cuda_dtype dt, const shape *s, const float *a,
+                      const float *b, size_t n) {
+  g_checks++;
+  int ok = a && b && memcmp(a, b, n * sizeof(float)) == 0;
+  size_t at = 0;
+  while (!ok && a && b && at < n && memcmp(a + at, b + at, sizeof(float)) == 0) at++;
+  if (!ok) g_failed++;
+  printf("%s %-20s %-8s %-4s B=%d T=%d C=%d NH=%d V=%d  two runs bit-identical", ok ? "ok  " : "FAIL", op,
+         what, dt == DTR_CUDA_BF16 ? "bf16" : "f32", s->B, s->T, s->C, s->NH, s->V);
+  if (!ok && a && b && at < n)
+    printf(" (first difference at [%zu]: %.9g vs %.9g)", at, (double)a[at], (double)b[at]);
+  printf("\n");
+}
+
+/* s->B * s->T rows, s->C inputs, s->V outputs (the bias length). */
+static void repeat_matmul(dtr_cuda_dtype dt, const shape *s) {
+  int N = s->B * s->T, C = s->C, OC = s->V;
+  size_t nc = (size_t)N * C, noc = (size_t)N * OC, ow = (size_t)OC * C;
+  double tol = tol_of(dt);
+  float *inp = rand_host(nc, 1.0f, 0.0f, dt), *w = rand_host(ow, 0.1f, 0.0f, dt);
+  float *dout = rand_host(noc, 1.0f, 0.0f, dt), *dinp0 = rand_host(nc, 1.0f, 0.0f, dt);
+  float *dw0 = rand_host(ow, 1.0f, 0.0f, DTR_CUDA_F32), *db0 = rand_host(OC, 1.0f, 0.0f, DTR_CUDA_F32);
+  void *d_inp = to_dev(inp, nc, dt), *d_w = to_dev(w, ow, dt), *d_dout = to_dev(dout, noc, dt);
+  if (!d_inp || !d_w || !d_dout || !dinp0 || !dw0 || !db0) return;
+  float *gi[2], *gw[2], *gb[2];
+  for (int run = 0; run < 2; run++) {
+    void *d_dinp = to_dev(dinp0, nc, dt), *d_dw = to_dev(dw0, ow, DTR_CUDA_F32),
+         *d_db = to_dev(db0, OC, DTR_CUDA_F32);
+    if (!d_dinp || !d_dw || !d_db) return;
+    API(dtr__matmul_bwd_cuda(g_ctx, dt, d_dinp, d_dw, d_db, d_dout, d_inp, d_w, N, C, OC));
+    gi[run] = from_dev(d_dinp, nc, dt);
+    gw[run] = from_dev(d_dw, ow, DTR_CUDA_F32);
+    gb[run] = from_dev(d_db, OC, DTR_CUDA_F32);
+  }
+  double *rdb = ref_from(db0, OC), *rdw = ref_from(dw0, ow);
+  if (!rdb || !rdw) return;
+  for (int n = 0; n < N; n++)
+    for (int o = 0; o < OC; o++) {
+      double g = dout[(size_t)n * OC + o];
+      rdb[o] += g;
+      for (int c = 0; c < C; c++) rdw[(size_t)o * C + c] += g * inp[(size_t)n * C + c];
+    }
+  compare("matmul_bwd x2", "dbias", dt, s, gb[0], rdb, OC, tol);
+  compare("matmul_bwd x2", "dw", dt, s, gw[0], rdw, ow, tol);
+  same_bits("matmul_bwd x2", "dbias", dt, s, gb[0], gb[1], OC);
+  same_bits("matmul_bwd x2", "dw", dt, s, gw[0], gw[1], ow);
+  same_bits("matmul_bwd x2", "dinp", dt, s, gi[0], gi[1], nc);
+}
+
+/* s->B * s->T rows of s->C: C above 4096 takes the kernel's global-memory partials. */
+static void repeat_layernorm(dtr_cuda_dtype dt, const shape *s) {
+  int N = s->B * s->T, C = s->C;
+  size_t nc = (size_t)N * C;
+  double tol = tol_of(dt);
+  float *x = rand_host(nc, 2.0f, 3.0f, dt), *w = rand_host(C, 0.5f, 1.0f, dt),
+        *dout = rand_host(nc, 1.0f, 0.0f, dt);
+  float *dinp0 = rand_host(nc, 1.0f, 0.0f, dt), *dw0 = rand_host(C, 1.0f, 0.0f, DTR_CUDA_F32),
+        *db0 = rand_host(C, 1.0f, 0.0f, DTR_CUDA_F32);
+  float *fm = hmalloc(N * sizeof(float)), *fr = hmalloc(N * sizeof(float));
+  double *rm = ref_alloc(N), *rr = ref_alloc(N);
+  if (!x || !w || !dout || !dinp0 || !dw0 || !db0 || !fm || !fr || !rm || !rr) return;
+  for (int n = 0; n < N; n++) {
+    const float *xr = x + (size_t)n * C;
+    double m = 0.0, v = 0.0;
+    for (int c = 0; c < C; c++) m += xr[c];
+    m /= C;
+    for (int c = 0; c < C; c++) v += (xr[c] - m) * (xr[c] - m);
+    rm[n] = m;
+    rr[n] = 1.0 / ref_sqrt(v / C + 1e-5);
+    fm[n] = (float)rm[n];
+    fr[n] = (float)rr[n];
+  }
+  void *d_x = to_dev(x, nc, dt), *d_w = to_dev(w, C, dt), *d_dout = to_dev(dout, nc, dt);
+  void *d_m = to_dev(fm, N, DTR_CUDA_F32), *d_r = to_dev(fr, N, DTR_CUDA_F32);
+  if (!d_x || !d_w || !d_dout || !d_m || !d_r) return;
+  float *gi[2], *gw[2], *gb[2];
+  for (int run = 0; run < 2; run++) {
+    void *d_dinp = to_dev(dinp0, nc, dt), *d_dw = to_dev(dw0, C, DTR_CUDA_F32),
+         *d_db = to_dev(db0, C, DTR_CUDA_F32);
+    if (!d_dinp || !d_dw || !d_db) return;
+    API(dtr__layernorm_bwd_cuda(g_ctx, dt, d_dinp, d_dw, d_db, d_dout, d_x, d_w, d_m, d_r, N, C));
+    gi[run] = from_dev(d_dinp, nc, dt);
+    gw[run] = from_dev(d_dw, C, DTR_CUDA_F32);
+    gb[run] = from_dev(d_db, C, DTR_CUDA_F32);
+  }
+  double *rdw = ref_from(dw0, C), *rdb = ref_from(db0, C);
+  if (!rdw || !rdb) return;
+  for (int n = 0; n < N; n++)
+    for (int c = 0; c < C; c++) {
+      double g = dout[(size_t)n * C + c];
+      rdw[c] += g * (x[(size_t)n * C + c] - rm[n]) * rr[n];
+      rdb[c] += g;
+    }
+  compare("layernorm_bwd x2", "dw", dt, s, gw[0], rdw, C, tol);
+  compare("layernorm_bwd x2", "db", dt, s, gb[0], rdb, C, tol);
+  same_bits("layernorm_bwd x2", "dw", dt, s, gw[0], gw[1], C);
+  same_bits("layernorm_bwd x2", "db", dt, s, gb[0], gb[1], C);
+  same_bits("layernorm_bwd x2", "dinp", dt, s, gi[0], gi[1], nc);
+}
+
+/* Few distinct ids (V small) so every dwte row sums hundreds of positions, plus two ids outside [0,V)
+ * that dwte ignores (dwpe still takes their rows). Besides the double reference, the result must equal
+ * bit for bit the fp32 sum in the CPU's order (dout rows added for bt = 0, 1, ... onto the old value). */
+static void repeat_embedding(dtr_cuda_dtype dt, const shape *s) {
+  int B = s->B, T = s->T, C = s->C, V = s->V, BT = B * T;
+  size_t btc = (size_t)BT * C, vc = (size_t)V * C, tc = (size_t)T * C;
+  double tol = tol_of(dt);
+  int32_t *ids = hmalloc((size_t)BT * sizeof(int32_t));
+  float *dout = rand_host(btc, 1.0f, 0.0f, dt), *dwte0 = rand_host(vc, 1.0f, 0.0f, DTR_CUDA_F32),
+        *dwpe0 = rand_host(tc, 1.0f, 0.0f, DTR_CUDA_F32);
+  float *fte = hmalloc(vc * sizeof(float)), *fpe = hmalloc(tc * sizeof(float));
+  double *rte = ref_from(dwte0, vc), *rpe = ref_from(dwpe0, tc);
+  if (!ids || !dout || !dwte0 || !dwpe0 || !fte || !fpe || !rte || !rpe) return;
+  for (int i = 0; i < BT; i++) ids[i] = (int32_t)((frand() + 1.0f) * 0.5f * (V - 1) + 0.5f);
+  ids[BT / 3] = -1;
+  ids[BT - 2] = V;
+  memcpy(fte, dwte0, vc * sizeof(float));
+  memcpy(fpe, dwpe0, tc * sizeof(float));
+  for (int bt = 0; bt < BT; bt++)
+    for (int c = 0; c < C; c++) {
+      float g = dout[(size_t)bt * C + c];
+      if (ids[bt] >= 0 && ids[bt] < V) {
+        rte[(size_t)ids[bt] * C + c] += g;
+        fte[(size_t)ids[bt] * C + c] += g;
+      }
+      rpe[(size_t)(bt % T) * C + c] += g;
+      fpe[(size_t)(bt % T) * C + c] += g;
+    }
+  void *d_ids = ids_to_dev(ids, BT), *d_dout = to_dev(dout, btc, dt);
+  if (!d_ids || !d_dout) return;
+  float *gte[2], *gpe[2];
+  for (int run = 0; run < 2; run++) {
+    void *d_dwte = to_dev(dwte0, vc, DTR_CUDA_F32), *d_dwpe = to_dev(dwpe0, tc, DTR_CUDA_F32);
+    if (!d_dwte || !d_dwpe) return;
+    API(dtr__embedding_bwd_cuda(g_ctx, dt, d_dwte, d_dwpe, d_dout, d_ids, B, T, C, V));
+    gte[run] = from_dev(d_dwte, vc, DTR_CUDA_F32);
+    gpe[run] = from_dev(d_dwpe, tc, DTR_CUDA_F32);
+  }
+  compare("embedding_bwd x2", "dwte", dt, s, gte[0], rte, vc, tol);
+  compare("embedding_bwd x2", "dwpe", dt, s, gpe[0], rpe, tc, tol);
+  same_bits("embedding_bwd x2", "dwte", dt, s, gte[0], gte[1], vc);
+  same_bits("embedding_bwd x2", "dwpe", dt, s, gpe[0], gpe[1], tc);
+  same_bits("embedding_bwd cpu", "dwte", dt, s, gte[0], fte, vc);
+  same_bits("embedding_bwd cpu", "dwpe", dt, s, gpe[0], fpe, tc);
+}
+
+static void repeat_sumsq(size_t n) {
+  shape s = {1, (int)n, 1, 1, 1};
+  float *x = rand_host(n, 1.0f, 0.0f, DTR_CUDA_F32), *got = hmalloc(2 * sizeof(float));
+  void *d_x = to_dev(x, n, DTR_CUDA_F32), *d_out = to_dev(x, 1, DTR_CUDA_F32);
+  if (!d_x || !d_out || !got) return;
+  double rs = 0.0;
+  for (size_t i = 0; i < n; i++) rs += (double)x[i] * x[i];
+  for (int run = 0; run < 2; run++) {
+    API(dtr__sumsq_cuda(g_ctx, d_out, d_x, n));
+    API(dtr__cuda_download(g_ctx, got + run, d_out, sizeof(float)));
+  }
+  compare("sumsq x2", "out", DTR_CUDA_F32, &s, got, &rs, 1, TOL_F32);
+  same_bits("sumsq x2", "out", DTR_CUDA_F32, &s, got, got + 1, 1);
+}
+
+static void check_repeats(void) {
+  const dtr_cuda_dtype dts[] = {DTR_CUDA_F32, DTR_CUDA_BF16};
+  const shape mm = {4, 2048, 24, 1, 77};          /* N 8192, OC 77: 64 row splits of dbias */
+  const shape mm_odd = {1, 8191, 13, 1, 33};      /* odd everything */
+  const shape ln = {4, 2048, 99, 1, 1};           /* 256 blocks of 32 rows, shared-memory partials */
+  const shape ln_wide = {1, 37, 4099, 1, 1};      /* 2C floats beyond 32 KiB: global partials */
+  const shape emb = {4, 2048, 37, 1, 11};         /* each id at ~745 positions */
+  const shape emb_wide = {2, 1000, 24, 1, 50257}; /* GPT-2's vocabulary: mostly empty rows */
+  for (int d = 0; d < 2; d++) {
+    const shape *sm[] = {&mm, &mm_odd}, *sl[] = {&ln, &ln_wide}, *se[] = {&emb, &emb_wide};
+    for (int k = 0; k < 2; k++) {
+      repeat_matmul(dts[d], sm[k]);
+      release_all();
+      repeat_layernorm(dts[d], sl[k]);
+      release_all();
+      repeat_embedding(dts[d], se[k]);
+      release_all();
+    }
+  }
+  repeat_sumsq(3000017); /* 1024 blocks */
+  release_all();
+  repeat_sumsq(1000); /* 4 blocks */
+  release_all();
+}
+
 /* Timings at GPT-2 small sizes (B=8, T=1024, C=768, NH=12), printed for information only: the
  * reference above decides pass or fail. Each op runs once to warm up, then `iters` times. */
 static double now_s(void) {
@@ -683,6 +878,7 @@ int main(void) {
     check_adamw(&shapes[si]);
     release_all();
   }
+  check_repeats();
   check_invalid();
   if (!g_failed) time_ops();
   release_all();
