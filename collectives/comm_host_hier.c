@@ -1,6 +1,8 @@
 /* Hierarchical host communicators: ranks on N >= 2 nodes in contiguous blocks of L ranks each. Every
  * operation runs over the full TCP mesh (comm_host_tcp.c) except large broadcasts (root to one rank per
- * node over TCP, then each node's segment) and large all-reduces, which go
+ * node over TCP, then each node's segment), large all-gathers (each block to the rail, then the
+ * segment), large reduce-scatters when turned on (hier_reduce_scatter: the all-reduce's steps with the
+ * results sent only to their owners) and large all-reduces, which go
  *   a. all-to-all over the node's shared-memory segment: local rank i gets slice i of every local input;
  *   b. a chain along the rail (ranks i, L+i, 2L+i, ...): node 0's rank folds its L slices in rank
  *      order into an accumulator, node 1's folds its own onto it, ..., the last node finalises and the
@@ -11,6 +13,7 @@
  * the serial reference. With L == 1 the chain alone is the all-reduce of many nodes. */
 #define _GNU_SOURCE
 #include <ctype.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,6 +196,13 @@ dtr_result dtr__host_hier_init(dtr_comm *c, dtr__host *h, char *const *ids, cons
    * direct pieces get small and each rank drives many connections: from 16 nodes and 1 MiB, a
    * default not measured here (knobs below). */
   x->min_bytes = (size_t)dtr__param_int("DTRAIN_HOST_HIER_MIN_BYTES", 16 << 10);
+  /* The hierarchical reduce-scatter moves fewer bytes between nodes than the flat mesh when L(N-1) > N
+   * (by N/(L(N-1)): 1/2 on 2 nodes x 4 ranks), but its steps run one after the other (segment, chain
+   * in one direction, segment) where the flat mesh keeps every connection busy both ways at once: on
+   * namespace nodes of one 2-core machine it reached 55-80% of the flat mesh's busbw at 64 MiB on 2x2,
+   * 3x2 and 2x4 (docs/collectives.md). So it is off unless asked for (-1: off). */
+  const int64_t rs = dtr__param_int("DTRAIN_HOST_HIER_RS_MIN_BYTES", -1);
+  x->rs_min_bytes = rs < 0 ? SIZE_MAX : (size_t)rs;
   x->chain_bytes = (size_t)dtr__param_int("DTRAIN_HOST_CHAIN_MIN_BYTES", 1 << 20);
   x->chain_nodes = (int)dtr__param_int("DTRAIN_HOST_CHAIN_MIN_NODES", 16);
   /* Result slices back along the chain (default) or straight from the last node (measured equal on 3
@@ -250,10 +260,54 @@ void dtr__host_hier_destroy(dtr__host *h) {
 /* ---- all-reduce */
 
 static void note_use(dtr_comm *c, dtr__host_hier *x, const dtr__op *op, const char *how) {
-  if (x->used) return;
-  x->used = 1;
-  DTR_DEBUG("host backend: rank %d: first %s all-reduce (seq %llu, %zu bytes, %d nodes x %d ranks)", c->rank,
-            how, (unsigned long long)op->seq, op->count * dtr_dtype_size(op->dtype), x->nodes, x->per_node);
+  const unsigned bit = 1u << ((unsigned)op->kind & 31u);
+  if (x->used & bit) return;
+  x->used |= bit;
+  const char *what = op->kind == DTR__OP_REDUCE_SCATTER ? "reduce-scatter"
+                     : op->kind == DTR__OP_ALL_GATHER   ? "all-gather"
+                                                        : "all-reduce";
+  DTR_DEBUG("host backend: rank %d: first %s %s (seq %llu, %zu bytes, %d nodes x %d ranks)", c->rank, how,
+            what, (unsigned long long)op->seq, op->count * dtr_dtype_size(op->dtype), x->nodes, x->per_node);
+}
+
+/* x->buf of at least need bytes. */
+static dtr_result scratch(dtr_comm *c, dtr__host_hier *x, size_t need, const char *what) {
+  if (x->buf_cap >= need) return DTR_OK;
+  uint8_t *b = realloc(x->buf, need);
+  if (!b) return dtr__comm_fail(c, DTR_ERR_NOMEM, "host backend: out of memory (hierarchical %s)", what);
+  x->buf = b;
+  x->buf_cap = need;
+  return DTR_OK;
+}
+
+/* After the chain or the rail exchange failed on TCP: a rail peer that closed or stalled may have given
+ * up because of a rank of this node (it died, or gave a reason): that one is the cause to report. */
+static dtr_result rail_fail(dtr_comm *c, dtr__host_hier *x, dtr_result rc) {
+  if ((rc == DTR_ERR_CONNECTION || rc == DTR_ERR_TIMEOUT) && x->local) {
+    x->local->next_live_check = 0;
+    dtr_result lc = watch_local(c, x);
+    if (lc) return lc;
+  }
+  if (rc != DTR_ERR_TIMEOUT) return rc;
+  /* A rail peer that does not come is often blocked on a rank of its own node that stalls (alive, so
+   * nothing closed): only that node's ranks can see which one, and their errors name it. Say so, with
+   * the candidates, rather than let the rail peer look like the culprit. */
+  char msg[sizeof c->err], nodes[160];
+  size_t o = 0;
+  pthread_mutex_lock(&c->mu);
+  snprintf(msg, sizeof msg, "%s", c->err);
+  pthread_mutex_unlock(&c->mu);
+  nodes[0] = 0;
+  if (!strstr(msg, "waiting for rank")) return rc;
+  for (int k = 0; k < x->nodes && o + 24 < sizeof nodes; k++)
+    if (k != x->node)
+      o += (size_t)snprintf(nodes + o, sizeof nodes - o, "%s%d-%d", o ? ", " : "", k * x->per_node,
+                            k * x->per_node + x->per_node - 1);
+  return dtr__comm_fail(
+      c, rc,
+      "%s (hierarchical: the ranks waited on are this rank's rail peers; one of them may be "
+      "blocked on a stalled rank of its own node, ranks %s, which that node's errors name)",
+      msg, nodes);
 }
 
 static dtr_result hier_all_reduce(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline) {
@@ -265,12 +319,7 @@ static dtr_result hier_all_reduce(dtr_comm *c, dtr__host *h, const dtr__op *op, 
   per_max = per_max / al * al;
   if (per_max < al) per_max = al;
   const size_t blk = (size_t)L * per_max * es;
-  if (x->buf_cap < 2 * blk + per_max * es) {
-    uint8_t *b = realloc(x->buf, 2 * blk + per_max * es);
-    if (!b) return dtr__comm_fail(c, DTR_ERR_NOMEM, "host backend: out of memory (hierarchical all-reduce)");
-    x->buf = b;
-    x->buf_cap = 2 * blk + per_max * es;
-  }
+  DTR_CHECK(scratch(c, x, 2 * blk + per_max * es, "all-reduce"));
   uint8_t *A = x->buf, *S = x->buf + blk, *R = x->buf + 2 * blk;
   const uint8_t *send = op->send;
   uint8_t *recv = op->recv;
@@ -303,16 +352,9 @@ static dtr_result hier_all_reduce(dtr_comm *c, dtr__host *h, const dtr__op *op, 
     size_t so = (size_t)x->li * per, sl = so >= m ? 0 : (m - so < per ? m - so : per);
     if (sl) {
       for (int j = 0; j < L; j++) in[j] = A + (size_t)j * per * es;
-      rc = dtr__host_tcp_chain(c, h->tcp, op, x->rail, x->nodes, x->node, in, L, sl, R, c->size, direct,
+      rc = dtr__host_tcp_chain(c, h->tcp, op, x->rail, x->nodes, x->node, in, L, sl, R, c->size, direct, 0,
                                watch_local, x, deadline);
-      if (rc == DTR_ERR_CONNECTION || rc == DTR_ERR_TIMEOUT) {
-        /* A rail peer that closed or stalled may have given up because of a rank of this node (it died,
-         * or gave a reason): that one is the cause to report. Look once more, liveness included. */
-        x->local->next_live_check = 0;
-        dtr_result lc = watch_local(c, x);
-        if (lc) return lc;
-      }
-      if (rc) return rc;
+      if (rc) return rail_fail(c, x, rc);
     }
     /* c. every local rank's result slice into recv */
     sub = (dtr__op){.kind = DTR__OP_ALL_GATHER,
@@ -331,13 +373,127 @@ static dtr_result hier_all_reduce(dtr_comm *c, dtr__host *h, const dtr__op *op, 
   return DTR_OK;
 }
 
+/* Reduce-scatter (send: n blocks of count; rank b gets block b folded over ranks 0..n-1). Per outer chunk
+ * of m elements of every block, split into L sub-slices of `per` (local rank i owns sub-slice i):
+ *   a. pack: sub-slice i of every block, for each i in turn (zero padded to per), and an all-to-all
+ *      over the segment: local rank i then holds sub-slice i of every block from each local rank;
+ *   b. the chain along the rail over those n sub-slices, every local input folded in rank order, with
+ *      `part` = L * per: the last node sends the finalised sub-slices of node k's L blocks to node k
+ *      only (each result byte crosses TCP once, to its owner);
+ *   c. an all-to-all over the segment of the node's L result sub-slices: rank b gets the L sub-slices
+ *      of its block chunk, in order.
+ * Scratch: two buffers of n * m elements (pack, all-to-all result) and the chain's n * per results,
+ * with n * m * es <= DTRAIN_HOST_HIER_CHUNK_BYTES. The fold order is the all-reduce's: bit-identical. */
+static dtr_result hier_reduce_scatter(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline) {
+  dtr__host_hier *x = h->hier;
+  const int L = x->per_node, n = c->size;
+  const size_t es = dtr_dtype_size(op->dtype), count = op->count;
+  const size_t al = PIECE_ALIGN / es ? PIECE_ALIGN / es : 1;
+  size_t per_max = x->chunk_bytes / es / (size_t)L / (size_t)n;
+  per_max = per_max / al * al;
+  if (per_max < al) per_max = al;
+  const size_t blk = (size_t)n * (size_t)L * per_max * es;
+  DTR_CHECK(scratch(c, x, 2 * blk + (size_t)n * per_max * es, "reduce-scatter"));
+  uint8_t *S = x->buf, *A = x->buf + blk, *R = x->buf + 2 * blk;
+  const uint8_t *send = op->send;
+  uint8_t *recv = op->recv;
+  const void *in[L];
+  note_use(c, x, op, "hierarchical");
+  for (size_t off = 0; off < count;) {
+    const size_t m = count - off < (size_t)L * per_max ? count - off : (size_t)L * per_max;
+    size_t per = (m + (size_t)L - 1) / (size_t)L;
+    per = (per + al - 1) / al * al;
+    const int full = m == (size_t)L * per;
+    /* a. S[i][b]: sub-slice i of block b's chunk */
+    for (int i = 0; i < L; i++) {
+      const size_t lo = (size_t)i * per, len = lo >= m ? 0 : (m - lo < per ? m - lo : per);
+      for (int b = 0; b < n; b++) {
+        uint8_t *d = S + ((size_t)i * (size_t)n + (size_t)b) * per * es;
+        memcpy(d, send + ((size_t)b * count + off + lo) * es, len * es);
+        if (len < per) memset(d + len * es, 0, (per - len) * es);
+      }
+    }
+    dtr__op sub = {.kind = DTR__OP_ALL_TO_ALL,
+                   .seq = op->seq,
+                   .send = S,
+                   .recv = A,
+                   .count = (size_t)n * per * es,
+                   .dtype = DTR_U8,
+                   .redop = DTR_SUM,
+                   .root = -1};
+    dtr_result rc = dtr__host_collective(c, x->local, &sub, deadline);
+    if (rc) return local_fail(c, x, rc, "reduce-scatter, the all-to-all");
+    /* b. A[j]: local rank j's n sub-slices; node k's L blocks are part k of the result */
+    for (int j = 0; j < L; j++) in[j] = A + (size_t)j * (size_t)n * per * es;
+    rc = dtr__host_tcp_chain(c, h->tcp, op, x->rail, x->nodes, x->node, in, L, (size_t)n * per, R, n, 1,
+                             (size_t)L * per, watch_local, x, deadline);
+    if (rc) return rail_fail(c, x, rc);
+    /* c. R's part of this node: [local rank j][per] -> rank j, in local rank order */
+    uint8_t *T = full ? recv + off * es : S;
+    sub = (dtr__op){.kind = DTR__OP_ALL_TO_ALL,
+                    .seq = op->seq,
+                    .send = R + (size_t)x->node * (size_t)L * per * es,
+                    .recv = T,
+                    .count = per * es,
+                    .dtype = DTR_U8,
+                    .redop = DTR_SUM,
+                    .root = -1};
+    rc = dtr__host_collective(c, x->local, &sub, deadline);
+    if (rc) return local_fail(c, x, rc, "reduce-scatter, the second all-to-all");
+    if (!full) memcpy(recv + off * es, T, m * es); /* the sub-slices are adjacent: [i*per, ...) */
+    off += m;
+  }
+  return DTR_OK;
+}
+
+/* All-gather: each rank sends its block over TCP to its rail peers only (every byte crosses each node
+ * pair once) and receives theirs at their final places in recv; then, node by node, an all-gather over
+ * the segment completes each node's L contiguous blocks (in place: a rank's own block is skipped). No
+ * scratch memory. */
+static dtr_result hier_all_gather(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline) {
+  dtr__host_hier *x = h->hier;
+  const int L = x->per_node, N = x->nodes;
+  const size_t bytes = op->count * dtr_dtype_size(op->dtype);
+  uint8_t *recv = op->recv;
+  dtr_p2p p[2 * N];
+  int np = 0;
+  note_use(c, x, op, "hierarchical");
+  for (int k = 0; k < N; k++) {
+    if (k == x->node) continue;
+    p[np++] =
+        (dtr_p2p){.is_send = 1, .peer = x->rail[k], .buf = (void *)op->send, .count = bytes, .dtype = DTR_U8};
+    p[np++] = (dtr_p2p){.is_send = 0,
+                        .peer = x->rail[k],
+                        .buf = recv + (size_t)x->rail[k] * bytes,
+                        .count = bytes,
+                        .dtype = DTR_U8};
+  }
+  dtr__op t = {.kind = DTR__OP_P2P, .seq = op->seq, .dtype = DTR_U8, .root = p[0].peer, .p2p = p, .np2p = np};
+  dtr_result rc = dtr__host_tcp_p2p_step(c, h->tcp, &t, deadline);
+  if (rc) return rail_fail(c, x, rc);
+  for (int k = 0; k < N; k++) {
+    const int me = k * L + x->li;
+    dtr__op sub = {.kind = DTR__OP_ALL_GATHER,
+                   .seq = op->seq,
+                   .send = k == x->node ? op->send : recv + (size_t)me * bytes,
+                   .recv = recv + (size_t)k * (size_t)L * bytes,
+                   .count = bytes,
+                   .dtype = DTR_U8,
+                   .redop = DTR_SUM,
+                   .root = -1};
+    if ((rc = dtr__host_collective(c, x->local, &sub, deadline)))
+      return local_fail(c, x, rc, "all-gather, the segment's step");
+  }
+  return DTR_OK;
+}
+
 /* One rank per node: the chain over the whole communicator. */
 static dtr_result chain_all_reduce(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline) {
   dtr__host_hier *x = h->hier;
   const void *in[1] = {op->send};
   note_use(c, x, op, "chained");
   return dtr__host_tcp_chain(c, h->tcp, op, x->rail, x->nodes, x->node, in, 1, op->count, op->recv, c->size,
-                             x->direct, NULL, NULL, deadline);
+                             x->direct, 0, NULL, NULL, deadline);
 }
 
 /* Broadcast: the root sends to the rank with its local index on every other node (N-1 messages over
@@ -360,7 +516,7 @@ static dtr_result hier_broadcast(dtr_comm *c, dtr__host *h, const dtr__op *op, i
   if (np) {
     dtr__op t = {
         .kind = DTR__OP_P2P, .seq = op->seq, .dtype = op->dtype, .root = p[0].peer, .p2p = p, .np2p = np};
-    if ((rc = dtr__host_tcp_run(c, h->tcp, &t, deadline))) return rc;
+    if ((rc = dtr__host_tcp_p2p_step(c, h->tcp, &t, deadline))) return rc;
   }
   dtr__op sub = {.kind = DTR__OP_BROADCAST,
                  .seq = op->seq,
@@ -391,6 +547,17 @@ dtr_result dtr__host_hier_run(dtr_comm *c, dtr__host *h, const dtr__op *op, int6
       if (rc) give_up(c, x, rc);
       return rc;
     }
+  }
+  /* Reduce-scatter and all-gather by the size of the whole (n-block) buffer. */
+  const size_t all = op->count * dtr_dtype_size(op->dtype) * (size_t)c->size;
+  if (x->per_node > 1 && op->count > 0 &&
+      ((op->kind == DTR__OP_REDUCE_SCATTER && all >= x->rs_min_bytes &&
+        dtr__reduce_acc_size(op->dtype, op->redop) > 0) ||
+       (op->kind == DTR__OP_ALL_GATHER && all >= x->min_bytes && dtr_dtype_size(op->dtype) > 0))) {
+    dtr_result rc = op->kind == DTR__OP_REDUCE_SCATTER ? hier_reduce_scatter(c, h, op, deadline)
+                                                       : hier_all_gather(c, h, op, deadline);
+    if (rc) give_up(c, x, rc);
+    return rc;
   }
   if (op->kind == DTR__OP_BROADCAST && x->per_node > 1 && op->count > 0 && dtr_dtype_size(op->dtype) > 0 &&
       op->root >= 0 && op->root < c->size && op->count * dtr_dtype_size(op->dtype) >= x->min_bytes) {

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "comm_internal.h"
 
@@ -75,26 +76,28 @@ typedef struct dtr__host {
   int spin;            /* polls before yielding */
   int yields;          /* sched_yield calls before sleeping on the futex */
   int64_t next_live_check;
-  struct dtr__host_tcp *tcp; /* set when the ranks span nodes: every operation goes over TCP instead */
+  struct dtr__host_tcp *tcp;   /* set when the ranks span nodes: every operation goes over TCP instead */
   struct dtr__host_hier *hier; /* set when they span nodes in equal blocks (comm_host_hier.c) */
 } dtr__host;
 
 /* A communicator whose ranks sit on N >= 2 nodes in contiguous blocks of L ranks each: a full TCP mesh
- * (h->tcp) for every operation, plus, for large all-reduces, the node's own segment among its L ranks
- * and a chain along the "rail" of the ranks with the same local index (comm_host_hier.c). */
+ * (h->tcp) for every operation, plus, for large all-reduces, reduce-scatters, all-gathers and
+ * broadcasts, the node's own segment among its L ranks and the "rail" of the ranks with the same local
+ * index (a chain for reductions; comm_host_hier.c). */
 typedef struct dtr__host_hier {
   int nodes, per_node; /* N, L */
   int node, li;        /* this rank's node (block) and index inside it: rank = node * L + li */
   dtr__host *local;    /* the node's segment, local ranks 0..L-1 (NULL when L == 1) */
   int *rail;           /* the N communicator ranks li, L + li, 2L + li, ... in node order */
   size_t min_bytes;    /* L > 1: all-reduces of at least this many bytes take the hierarchy */
+  size_t rs_min_bytes; /* L > 1: reduce-scatters of at least this many bytes (all n blocks); SIZE_MAX: off */
   size_t chain_bytes;  /* L == 1: all-reduces of at least this many bytes take the chain ... */
   int chain_nodes;     /* ... when there are at least this many nodes */
   int direct;          /* chain results sent by the last node to each (else back along the chain) */
-  size_t chunk_bytes;  /* outer chunk of the hierarchical all-reduce */
-  uint8_t *buf;        /* its scratch: all-to-all result, staging, result slice */
+  size_t chunk_bytes;  /* outer chunk of the hierarchical all-reduce and reduce-scatter */
+  uint8_t *buf;        /* their scratch: all-to-all results, staging, result slices */
   size_t buf_cap;
-  int used;            /* the hierarchical path ran (logged once at debug level) */
+  unsigned used; /* bit 1 << kind: its hierarchical path ran (logged once, debug) */
 } dtr__host_hier;
 
 static inline int dtr__host_ge(uint32_t v, uint32_t target) {
@@ -131,6 +134,10 @@ typedef struct dtr__host_waitctx {
 dtr_result dtr__host_check(dtr_comm *c, dtr__host *h, const dtr__host_waitctx *w);
 /* Is rank j still attached (its lock on the segment is held)? */
 int dtr__host_peer_alive(const dtr__host *h, int j);
+/* An OFD write lock on bytes [start, start+len) of fd (len 0: to the end of the file). cmd F_OFD_SETLK
+ * takes it (0, or -1 when held elsewhere or on error); F_OFD_GETLK asks (1 held by another open file,
+ * 0 free, -1 cannot tell). */
+int dtr__host_lock(int fd, off_t start, off_t len, int cmd);
 /* How long one futex sleep may last so that aborts and deadlines are noticed. */
 int dtr__host_slice_ms(int64_t deadline);
 void dtr__host_relax(void);

@@ -1,18 +1,24 @@
 /* The host backend's shared-memory segment: the ranks check through the store that they share a node
  * (boot id, hostname, IPC namespace), rank 0 creates and sizes the segment, everyone maps it, and rank 0
- * unlinks its name as soon as all have mapped it, so nothing is left in /dev/shm even after a crash.
+ * unlinks its name as soon as all have mapped it. A crash before that cannot leak the name for long:
+ * every attached rank holds a lock on the segment (rank 0 from the moment it creates it), a rank that
+ * gives up while rank 0 is dead unlinks the name itself, and every creator first removes the dtrain
+ * names in /dev/shm that no live process holds a lock on (left by a job that died whole).
  * Ranks on several nodes connect through comm_host_tcp.c instead; when the nodes hold equal blocks of
  * ranks, comm_host_hier.c adds one segment per node (built here, by dtr__host_segment_setup). */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -78,10 +84,61 @@ static void layout(dtr__host_hdr *hd, int n) {
   hd->total_bytes = off;
 }
 
+/* Lock byte j of the segment open on fd (this rank's liveness lock; see dtr__host_peer_alive). */
+static int lock_byte(int fd, int j) {
+  return dtr__host_lock(fd, j, 1, F_OFD_SETLK);
+}
+
+/* Remove the names of dead segments: "dtrain.<pid>.<16 hex>.lk" in /dev/shm that no process holds a
+ * lock on. Every rank locks its byte while attached and rank 0 from the moment it creates the name (the
+ * ".lk" suffix promises that), so an unlocked segment was left by ranks that all died before its name
+ * was unlinked. The one gap, a creator between shm_open and its lock (microseconds), shows as an empty
+ * file: those are left alone unless older than a minute. Names without the suffix come from older
+ * versions, whose rank 0 locked only after publishing the name: they go once ten minutes old. Segments
+ * of other users cannot be opened and are skipped. */
+static void remove_stale(void) {
+  DIR *d = opendir("/dev/shm");
+  if (!d) return;
+  struct dirent *e;
+  int removed = 0;
+  while ((e = readdir(d)) != NULL) {
+    int pid = 0, used = 0;
+    char hex[17];
+    if (sscanf(e->d_name, "dtrain.%d.%16[0-9a-f]%n", &pid, hex, &used) != 2 || strlen(hex) != 16) continue;
+    const int legacy = strcmp(e->d_name + used, "") == 0;
+    if (!legacy && strcmp(e->d_name + used, ".lk") != 0) continue;
+    char name[300];
+    snprintf(name, sizeof name, "/%s", e->d_name);
+    int fd = shm_open(name, O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) continue;
+    struct stat st;
+    int unlocked = dtr__host_lock(fd, 0, 0, F_OFD_GETLK) == 0; /* length 0: the whole file */
+    int old = fstat(fd, &st) == 0 &&
+              (legacy ? st.st_ctime + 600 < time(NULL) : st.st_size > 0 || st.st_ctime + 60 < time(NULL));
+    if (unlocked && old && shm_unlink(name) == 0) removed++;
+    close(fd);
+  }
+  closedir(d);
+  if (removed) DTR_INFO("host backend: removed %d stale shared-memory segment(s) left by dead jobs", removed);
+}
+
+/* DTRAIN_HOST_TEST_CRASH=created|published (tests only): the segment's rank 0 kills itself with
+ * SIGKILL right after creating the segment, or after publishing its name, before the others mapped it
+ * (the moments when its name is in /dev/shm with nobody yet to unlink it). Says which name first. */
+static void test_crash(const dtr__host *h, const char *when) {
+  const char *v = dtr__param_str("DTRAIN_HOST_TEST_CRASH", "");
+  if (h->r != 0 || !v || strcmp(v, when) != 0) return;
+  fprintf(stderr, "dtrain: DTRAIN_HOST_TEST_CRASH=%s: rank 0 (pid %d) dies holding segment %s\n", when,
+          (int)getpid(), h->shm_name);
+  fflush(stderr);
+  raise(SIGKILL);
+}
+
 static dtr_result create_segment(dtr_comm *c, dtr__host *h) {
+  remove_stale();
   uint64_t rnd = 0;
   if (getrandom(&rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) rnd = (uint64_t)dtr__now_ms() * 2654435761u;
-  snprintf(h->shm_name, sizeof h->shm_name, "/dtrain.%d.%016llx", (int)getpid(), (unsigned long long)rnd);
+  snprintf(h->shm_name, sizeof h->shm_name, "/dtrain.%d.%016llx.lk", (int)getpid(), (unsigned long long)rnd);
   dtr__host_hdr hd;
   memset(&hd, 0, sizeof hd);
   hd.magic = DTR__HOST_MAGIC;
@@ -112,6 +169,10 @@ static dtr_result create_segment(dtr_comm *c, dtr__host *h) {
   h->fd = shm_open(h->shm_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (h->fd < 0)
     return dtr__comm_fail(c, DTR_ERR_SYSTEM, "host backend: shm_open(%s): %s", h->shm_name, strerror(errno));
+  /* At once, so that remove_stale of another job never takes a live segment for a dead one. */
+  if (lock_byte(h->fd, 0) != 0)
+    return dtr__comm_fail(c, DTR_ERR_SYSTEM, "host backend: rank 0 cannot lock its byte of %s: %s",
+                          h->shm_name, strerror(errno));
   if (ftruncate(h->fd, (off_t)hd.total_bytes) != 0)
     return dtr__comm_fail(c, DTR_ERR_SYSTEM, "host backend: ftruncate(%s, %llu): %s", h->shm_name,
                           (unsigned long long)hd.total_bytes, strerror(errno));
@@ -164,13 +225,7 @@ static dtr_result attach(dtr_comm *c, dtr__host *h) {
   h->ring_bytes = h->hdr->ring_bytes;
   h->ctl[h->r].pid = (int32_t)getpid();
   /* Our liveness lock: held until this description is closed (destroy or process exit). */
-  struct flock fl;
-  memset(&fl, 0, sizeof fl);
-  fl.l_type = F_WRLCK;
-  fl.l_whence = SEEK_SET;
-  fl.l_start = h->r;
-  fl.l_len = 1;
-  if (fcntl(h->fd, F_OFD_SETLK, &fl) != 0)
+  if (lock_byte(h->fd, h->r) != 0)
     return dtr__comm_fail(c, DTR_ERR_SYSTEM, "host backend: rank %d cannot lock its byte of %s: %s", h->r,
                           h->shm_name, strerror(errno));
   return DTR_OK;
@@ -222,7 +277,9 @@ dtr_result dtr__host_segment_setup(dtr_comm *c, dtr__host *h, const char *kp, in
       h->unlinked = 1;
       return rc;
     }
+    test_crash(h, "created");
     DTR_CHECK_GOTO(store_set_str(c, key, h->shm_name), rc, fail);
+    test_crash(h, "published");
   } else {
     DTR_CHECK(store_get_str(c, key, deadline, &val));
     if (val[0] == '!') {
@@ -286,6 +343,12 @@ fail:
   if (h->r == 0 && !h->unlinked && h->shm_name[0]) {
     shm_unlink(h->shm_name);
     h->unlinked = 1;
+  }
+  /* Rank 0 died before it could unlink the name (its lock is gone): we are the ones left to do it. A
+   * live rank 0 keeps that job, so that ranks still opening the segment can report their own error. */
+  if (h->r != 0 && h->fd >= 0 && h->shm_name[0] && !dtr__host_peer_alive(h, 0)) {
+    if (shm_unlink(h->shm_name) == 0)
+      DTR_DEBUG("host backend: rank %d removed segment %s: rank 0 died before it could", h->r, h->shm_name);
   }
   return rc;
 }

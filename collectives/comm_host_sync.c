@@ -51,18 +51,22 @@ void dtr__host_publish(dtr__host *h) {
   if (atomic_load(&me->step_waiters) != 0) dtr__host_futex_wake(&me->step);
 }
 
-int dtr__host_peer_alive(const dtr__host *h, int j) {
-  /* Each rank holds an OFD write lock on byte j of the segment while attached; the kernel drops it
-   * when the process exits (however it dies), so "unlocked" means gone. Unlike kill(pid, 0) this is
-   * immune to pid reuse, zombies and ranks that share a process. */
+int dtr__host_lock(int fd, off_t start, off_t len, int cmd) {
   struct flock fl;
   memset(&fl, 0, sizeof fl);
   fl.l_type = F_WRLCK;
   fl.l_whence = SEEK_SET;
-  fl.l_start = j;
-  fl.l_len = 1;
-  if (fcntl(h->fd, F_OFD_GETLK, &fl) < 0) return 1; /* cannot tell: assume alive */
-  return fl.l_type != F_UNLCK;
+  fl.l_start = start;
+  fl.l_len = len;
+  if (fcntl(fd, cmd, &fl) < 0) return -1;
+  return cmd == F_OFD_GETLK ? fl.l_type != F_UNLCK : 0;
+}
+
+int dtr__host_peer_alive(const dtr__host *h, int j) {
+  /* Each rank holds an OFD write lock on byte j of the segment while attached; the kernel drops it
+   * when the process exits (however it dies), so "unlocked" means gone. Unlike kill(pid, 0) this is
+   * immune to pid reuse, zombies and ranks that share a process. Cannot tell: assume alive. */
+  return dtr__host_lock(h->fd, j, 1, F_OFD_GETLK) != 0;
 }
 
 static const char *kind_name(const dtr__op *op) {

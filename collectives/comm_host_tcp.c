@@ -11,8 +11,10 @@
  *
  * Collectives carry no headers (every rank knows every length). p2p messages carry an 8-byte length
  * header, so a send and a receive of different sizes fail with DTR_ERR_INVALID instead of
- * desynchronising the stream. Collectives and p2p share the connections: a pair's p2p messages must be
- * matched before either side starts the next collective (as the blocking API and batches do). */
+ * desynchronising the stream. Each pair has two connections: one for collectives and one for the
+ * caller's p2p messages, so a message sent before a collective and received after it (a send completes
+ * once the kernel buffered it) never lands in the collective's stream. Collectives that move their
+ * data as p2p steps (dtr__host_tcp_p2p_step) stay on the collective connection. */
 #define _GNU_SOURCE
 #include "comm_host_tcp.h"
 
@@ -52,10 +54,14 @@ typedef struct lane {
   size_t off;
 } lane;
 
-typedef struct peer {
+typedef struct conn {
   int fd;
   int closed; /* the peer closed or reset the connection (stays so for later operations) */
   char why[80];
+} conn;
+
+typedef struct peer {
+  conn coll, p2p; /* the collective stream and the caller's p2p stream */
   char addr[96];
   lane tx, rx;
 } peer;
@@ -77,6 +83,7 @@ struct dtr__host_tcp {
   uint8_t *chain_buf;       /* its rx and tx rings of accumulators */
   size_t chain_cap;
   selfmsg *self_head, *self_tail; /* p2p to ourselves, in send order */
+  int on_p2p;                     /* xfer drives the p2p connections (the caller's p2p operation) */
   /* Pipelined all-reduce: gate = chunks reduced so far; arrived[j] = counted rx segments done from j;
    * hook (when set) is called by xfer after every pass to reduce what has arrived. */
   int64_t gate;
@@ -134,6 +141,12 @@ static void lanes_reset(dtr__host_tcp *t) {
   t->hook_arg = NULL;
   t->watch = NULL;
   t->watch_arg = NULL;
+  t->on_p2p = 0;
+}
+
+/* The connection to peer j this operation uses. */
+static conn *cx(dtr__host_tcp *t, int j) {
+  return t->on_p2p ? &t->p[j].p2p : &t->p[j].coll;
 }
 
 static dtr_result nomem(dtr_comm *c) {
@@ -162,19 +175,20 @@ static dtr_result check_closed(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op,
   for (int j = 0; j < t->n; j++) {
     peer *p = &t->p[j];
     if (j == t->r || !(p->tx.i < p->tx.n || p->rx.i < p->rx.n)) continue;
-    if (p->closed) any = 1;
+    if (cx(t, j)->closed) any = 1;
     if (p->rx.i < p->rx.n && (minseg < 0 || p->rx.i < minseg)) minseg = p->rx.i;
   }
   if (!any) return DTR_OK;
   for (int j = 0; j < t->n; j++) {
     peer *p = &t->p[j];
-    if (j == t->r || !p->closed || !(p->tx.i < p->tx.n || p->rx.i < p->rx.n)) continue;
+    conn *k = cx(t, j);
+    if (j == t->r || !k->closed || !(p->tx.i < p->tx.n || p->rx.i < p->rx.n)) continue;
     int late = p->rx.i < p->rx.n ? p->rx.i == minseg : seg_ready(t, &p->tx.v[p->tx.i]);
     if (late || live == 0) {
       char what[96];
       op_name(op, what, sizeof what);
       return dtr__comm_fail(c, DTR_ERR_CONNECTION, "%s: rank %d (%s) closed the connection (%s)", what, j,
-                            p->addr, p->why);
+                            p->addr, k->why);
     }
   }
   return DTR_OK;
@@ -191,13 +205,14 @@ static dtr_result xfer(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t
     for (int j = 0; j < n; j++) {
       if (j == t->r) continue;
       peer *p = &t->p[j];
-      while (!p->closed && p->tx.i < p->tx.n && seg_ready(t, &p->tx.v[p->tx.i])) {
+      conn *cn = cx(t, j);
+      while (!cn->closed && p->tx.i < p->tx.n && seg_ready(t, &p->tx.v[p->tx.i])) {
         seg *s = &p->tx.v[p->tx.i];
         if (s->len == 0) {
           p->tx.i++;
           continue;
         }
-        ssize_t k = send(p->fd, s->p + p->tx.off, s->len - p->tx.off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t k = send(cn->fd, s->p + p->tx.off, s->len - p->tx.off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (k > 0) {
           p->tx.off += (size_t)k;
           if (p->tx.off == s->len) p->tx.i++, p->tx.off = 0, done++;
@@ -205,18 +220,18 @@ static dtr_result xfer(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t
         }
         if (k < 0 && errno == EINTR) continue;
         if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        p->closed = 1;
-        snprintf(p->why, sizeof p->why, "send: %s", k < 0 ? strerror(errno) : "no progress");
+        cn->closed = 1;
+        snprintf(cn->why, sizeof cn->why, "send: %s", k < 0 ? strerror(errno) : "no progress");
         break;
       }
-      while (!p->closed && p->rx.i < p->rx.n && seg_ready(t, &p->rx.v[p->rx.i])) {
+      while (!cn->closed && p->rx.i < p->rx.n && seg_ready(t, &p->rx.v[p->rx.i])) {
         seg *s = &p->rx.v[p->rx.i];
         if (s->len == 0) {
           if (s->counts) t->arrived[j]++;
           p->rx.i++, done++;
           continue;
         }
-        ssize_t k = recv(p->fd, s->p + p->rx.off, s->len - p->rx.off, MSG_DONTWAIT);
+        ssize_t k = recv(cn->fd, s->p + p->rx.off, s->len - p->rx.off, MSG_DONTWAIT);
         if (k > 0) {
           p->rx.off += (size_t)k;
           if (p->rx.off == s->len) {
@@ -237,16 +252,16 @@ static dtr_result xfer(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t
         }
         if (k < 0 && errno == EINTR) continue;
         if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        p->closed = 1;
-        snprintf(p->why, sizeof p->why, "%s", k == 0 ? "end of stream" : strerror(errno));
+        cn->closed = 1;
+        snprintf(cn->why, sizeof cn->why, "%s", k == 0 ? "end of stream" : strerror(errno));
         break;
       }
       if (p->tx.i < p->tx.n || p->rx.i < p->rx.n) pending = 1;
-      if (p->closed) continue;
+      if (cn->closed) continue;
       short ev = (short)((p->tx.i < p->tx.n && seg_ready(t, &p->tx.v[p->tx.i]) ? POLLOUT : 0) |
                          (p->rx.i < p->rx.n && seg_ready(t, &p->rx.v[p->rx.i]) ? POLLIN : 0));
       if (ev) {
-        pf[np].fd = p->fd;
+        pf[np].fd = cn->fd;
         pf[np].events = ev;
         pf[np].revents = 0;
         who[np++] = j;
@@ -524,7 +539,8 @@ static dtr_result all_reduce(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, i
  * left: the tx lane to k+1 holds only accumulators, so its segment index counts them) and sends that
  * on; the last member folds straight into out, finalised. Results travel back member by member (each
  * forwards chunk q once it arrived: gated on t->arrived of the member after it) or, with `direct`,
- * from the last member to every other one. Each link carries every byte once per direction. */
+ * from the last member to every other one, or (part, reduce-scatter) each member's part alone from the
+ * last member to it. Each link carries every byte once per direction. */
 #define CHAIN_DEPTH 4
 
 typedef struct chain_state {
@@ -561,14 +577,16 @@ static int chain_hook(dtr__host_tcp *t, void *arg) {
 
 dtr_result dtr__host_tcp_chain(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, const int *members, int nm,
                                int pos, const void *const *in, int nin, size_t count, void *out, int avg_div,
-                               int direct, dtr__host_tcp_watch watch, void *watch_arg, int64_t deadline) {
+                               int direct, size_t part, dtr__host_tcp_watch watch, void *watch_arg,
+                               int64_t deadline) {
   chain_state a = {.op = op, .in = in, .nin = nin, .out = out, .count = count, .avg_div = avg_div};
   a.es = dtr_dtype_size(op->dtype);
   a.asz = dtr__reduce_acc_size(op->dtype, op->redop);
   if (nm < 2 || pos < 0 || pos >= nm || members[pos] != t->r || a.es == 0 || a.asz == 0 ||
-      (pos == 0 && nin < 1))
+      (pos == 0 && nin < 1) || (part && part * (size_t)nm != count))
     return dtr__comm_fail(c, DTR_ERR_INTERNAL,
-                          "host backend tcp: bad chain (%d members, position %d, %d inputs)", nm, pos, nin);
+                          "host backend tcp: bad chain (%d members, position %d, %d inputs, part %zu of %zu)",
+                          nm, pos, nin, part, count);
   if (count == 0) return DTR_OK;
   a.prev = pos > 0 ? members[pos - 1] : -1;
   a.next = pos < nm - 1 ? members[pos + 1] : -1;
@@ -594,7 +612,22 @@ dtr_result dtr__host_tcp_chain(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op,
       bad |= lane_push_g(&t->p[a.prev].rx, a.rxring + slot, len * a.asz, (int64_t)q - CHAIN_DEPTH + 1, 1);
     if (a.next >= 0) bad |= lane_push_g(&t->p[a.next].tx, a.txring + slot, len * a.asz, (int64_t)q + 1, 0);
     /* results back */
-    if (direct) {
+    if (part) { /* only the part of member k to member k, [k*part, (k+1)*part) within this chunk */
+      if (a.next < 0) {
+        for (int k = 0; k < nm - 1; k++) {
+          size_t lo = (size_t)k * part, hi = lo + part;
+          lo = lo > off ? lo : off;
+          hi = hi < off + len ? hi : off + len;
+          if (lo < hi)
+            bad |= lane_push_g(&t->p[members[k]].tx, o + lo * a.es, (hi - lo) * a.es, (int64_t)q + 1, 0);
+        }
+      } else {
+        size_t lo = (size_t)pos * part, hi = lo + part;
+        lo = lo > off ? lo : off;
+        hi = hi < off + len ? hi : off + len;
+        if (lo < hi) bad |= lane_push_g(&t->p[lastr].rx, o + lo * a.es, (hi - lo) * a.es, 0, 0);
+      }
+    } else if (direct) {
       if (a.next < 0) {
         for (int k = 0; k < nm - 1; k++)
           bad |= lane_push_g(&t->p[members[k]].tx, o + off * a.es, len * a.es, (int64_t)q + 1, 0);
@@ -716,13 +749,16 @@ static dtr_result barrier(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int6
 
 /* ---- point to point */
 
-static dtr_result p2p(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t deadline) {
+/* A batch of sends and receives, on the p2p connections (own_stream: the caller's messages) or on the
+ * collective ones (a collective's step). */
+static dtr_result p2p(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int own_stream, int64_t deadline) {
   const int n = t->n, nops = op->np2p;
   const dtr_p2p *ops = op->p2p;
   if (nops <= 0) return DTR_OK;
   uint64_t hdr[nops];
   int bad = 0;
   lanes_reset(t);
+  t->on_p2p = own_stream;
   for (int i = 0; i < nops; i++) {
     size_t es = dtr_dtype_size(ops[i].dtype);
     if (ops[i].peer < 0 || ops[i].peer >= n || es == 0 || (ops[i].count && !ops[i].buf))
@@ -783,8 +819,12 @@ static dtr_result p2p(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t 
   return xfer(c, t, op, deadline);
 }
 
+dtr_result dtr__host_tcp_p2p_step(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t deadline) {
+  return p2p(c, t, op, 0, deadline);
+}
+
 dtr_result dtr__host_tcp_run(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, int64_t deadline) {
-  if (op->kind == DTR__OP_P2P) return p2p(c, t, op, deadline);
+  if (op->kind == DTR__OP_P2P) return p2p(c, t, op, 1, deadline);
   if (op->kind != DTR__OP_BARRIER && dtr_dtype_size(op->dtype) == 0)
     return dtr__comm_fail(c, DTR_ERR_INVALID, "host backend: unknown dtype %d", (int)op->dtype);
   if (op->count == 0 && op->kind != DTR__OP_BARRIER) return DTR_OK; /* same on every rank */
@@ -815,6 +855,8 @@ dtr_result dtr__host_tcp_run(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, i
 typedef struct hello {
   uint64_t magic;
   uint32_t rank, size;
+  uint32_t p2p; /* 0: the collective connection, 1: the p2p one */
+  uint32_t pad;
 } hello;
 
 static void tune(int fd, int bufbytes) {
@@ -835,7 +877,7 @@ static dtr_result init_impl(dtr_comm *c, dtr__host_tcp *t, const char *kp, int64
   const char *me = dtr_store_local_addr(c->store);
   if (!me || !me[0])
     return dtr__comm_fail(c, DTR_ERR_INTERNAL, "host backend tcp: the store connection has no local address");
-  rc = dtr__listen(me, 0, n + 8, &lfd, &port, err, sizeof err);
+  rc = dtr__listen(me, 0, 2 * n + 8, &lfd, &port, err, sizeof err);
   if (rc) return dtr__comm_fail(c, rc, "host backend tcp: rank %d cannot listen on %s: %s", r, me, err);
   if (bufbytes > 0) tune(lfd, bufbytes); /* accepted sockets inherit the buffer sizes */
   snprintf(key, sizeof key, "%stcp/%d", kp, r);
@@ -860,27 +902,30 @@ static dtr_result init_impl(dtr_comm *c, dtr__host_tcp *t, const char *kp, int64
     snprintf(t->p[j].addr, sizeof t->p[j].addr, "%s", v);
     free(v);
   }
-  /* Lower ranks: we connect and say who we are. */
+  /* Lower ranks: we connect twice (collectives, p2p) and say who we are and which one it is. */
   for (int j = 0; j < r; j++) {
-    char host[96];
-    int pport;
-    rc = dtr__parse_hostport(t->p[j].addr, host, sizeof host, &pport, err, sizeof err);
-    if (!rc) rc = dtr__connect(host, pport, deadline, 50, &c->aborted, &t->p[j].fd, err, sizeof err);
-    if (rc) {
-      rc = dtr__comm_fail(c, rc, "host backend tcp: rank %d cannot connect to rank %d (%s): %s", r, j,
-                          t->p[j].addr, err);
-      goto out;
-    }
-    tune(t->p[j].fd, bufbytes);
-    hello hi = {TCP_MAGIC, (uint32_t)r, (uint32_t)n};
-    rc = dtr__write_full(t->p[j].fd, &hi, sizeof hi, deadline, &c->aborted, err, sizeof err);
-    if (rc) {
-      rc = dtr__comm_fail(c, rc, "host backend tcp: hello to rank %d (%s): %s", j, t->p[j].addr, err);
-      goto out;
+    for (int k = 0; k < 2; k++) {
+      conn *cn = k ? &t->p[j].p2p : &t->p[j].coll;
+      char host[96];
+      int pport;
+      rc = dtr__parse_hostport(t->p[j].addr, host, sizeof host, &pport, err, sizeof err);
+      if (!rc) rc = dtr__connect(host, pport, deadline, 50, &c->aborted, &cn->fd, err, sizeof err);
+      if (rc) {
+        rc = dtr__comm_fail(c, rc, "host backend tcp: rank %d cannot connect to rank %d (%s): %s", r, j,
+                            t->p[j].addr, err);
+        goto out;
+      }
+      tune(cn->fd, bufbytes);
+      hello hi = {TCP_MAGIC, (uint32_t)r, (uint32_t)n, (uint32_t)k, 0};
+      rc = dtr__write_full(cn->fd, &hi, sizeof hi, deadline, &c->aborted, err, sizeof err);
+      if (rc) {
+        rc = dtr__comm_fail(c, rc, "host backend tcp: hello to rank %d (%s): %s", j, t->p[j].addr, err);
+        goto out;
+      }
     }
   }
-  /* Higher ranks: accept until each has said hello. */
-  for (int got = 0; got < n - 1 - r;) {
+  /* Higher ranks: accept until each has said hello on both connections. */
+  for (int got = 0; got < 2 * (n - 1 - r);) {
     if (atomic_load(&c->aborted)) {
       rc = dtr__comm_fail(c, DTR_ERR_ABORTED, "host backend tcp init: aborted");
       goto out;
@@ -891,7 +936,8 @@ static dtr_result init_impl(dtr_comm *c, dtr__host_tcp *t, const char *kp, int64
       size_t o = 0;
       late[0] = 0;
       for (int j = r + 1; j < n && o < sizeof late - 16; j++)
-        if (t->p[j].fd < 0) o += (size_t)snprintf(late + o, sizeof late - o, " %d", j);
+        if (t->p[j].coll.fd < 0 || t->p[j].p2p.fd < 0)
+          o += (size_t)snprintf(late + o, sizeof late - o, " %d", j);
       rc = dtr__comm_fail(c, DTR_ERR_TIMEOUT,
                           "host backend tcp init: ranks%s did not connect to rank %d within %d ms", late, r,
                           c->timeout_ms);
@@ -904,8 +950,11 @@ static dtr_result init_impl(dtr_comm *c, dtr__host_tcp *t, const char *kp, int64
     if (fd < 0) continue;
     hello hi;
     rc = dtr__read_full(fd, &hi, sizeof hi, deadline, &c->aborted, err, sizeof err);
-    if (rc || hi.magic != TCP_MAGIC || hi.size != (uint32_t)n || hi.rank <= (uint32_t)r ||
-        hi.rank >= (uint32_t)n || t->p[hi.rank].fd >= 0) {
+    conn *cn = NULL;
+    if (!rc && hi.magic == TCP_MAGIC && hi.size == (uint32_t)n && hi.rank > (uint32_t)r &&
+        hi.rank < (uint32_t)n && hi.p2p <= 1)
+      cn = hi.p2p ? &t->p[hi.rank].p2p : &t->p[hi.rank].coll;
+    if (!cn || cn->fd >= 0) {
       char from[96];
       dtr__sock_peer_name(fd, from, sizeof from);
       DTR_WARN("host backend tcp: rank %d dropped a connection from %s (%s)", r, from,
@@ -915,13 +964,14 @@ static dtr_result init_impl(dtr_comm *c, dtr__host_tcp *t, const char *kp, int64
       continue;
     }
     tune(fd, bufbytes);
-    t->p[hi.rank].fd = fd;
+    cn->fd = fd;
     got++;
   }
-  for (int j = 0; j < n; j++) {
-    if (j == r) continue;
-    int fl = fcntl(t->p[j].fd, F_GETFL);
-    if (fl < 0 || fcntl(t->p[j].fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+  for (int j = 0; j < 2 * n; j++) {
+    if (j / 2 == r) continue;
+    int fd = j % 2 ? t->p[j / 2].p2p.fd : t->p[j / 2].coll.fd;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
       rc = dtr__comm_fail(c, DTR_ERR_SYSTEM, "host backend tcp: fcntl: %s", strerror(errno));
       goto out;
     }
@@ -946,7 +996,7 @@ dtr_result dtr__host_tcp_init(dtr_comm *c, const char *kp, int64_t deadline, dtr
     free(t);
     return nomem(c);
   }
-  for (int j = 0; j < t->n; j++) t->p[j].fd = -1;
+  for (int j = 0; j < t->n; j++) t->p[j].coll.fd = t->p[j].p2p.fd = -1;
   t->chunk_bytes = (size_t)dtr__param_range("DTRAIN_TCP_CHUNK_BYTES", 1 << 20, 4096, (int64_t)1 << 30);
   t->pipeline = dtr__param_int("DTRAIN_TCP_PIPELINE", 1) != 0;
   /* The chain's unit: small enough that the pipeline fills fast, large enough that a fold and its
@@ -965,7 +1015,8 @@ dtr_result dtr__host_tcp_init(dtr_comm *c, const char *kp, int64_t deadline, dtr
 void dtr__host_tcp_destroy(dtr__host_tcp *t) {
   if (!t) return;
   for (int j = 0; j < t->n; j++) {
-    if (t->p[j].fd >= 0) close(t->p[j].fd);
+    if (t->p[j].coll.fd >= 0) close(t->p[j].coll.fd);
+    if (t->p[j].p2p.fd >= 0) close(t->p[j].p2p.fd);
     free(t->p[j].tx.v);
     free(t->p[j].rx.v);
   }

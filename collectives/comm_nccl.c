@@ -406,7 +406,7 @@ static dtr_result enqueue(dtr_comm *c, nccl_impl *m, const dtr__op *op, void **s
       if (rc != DTR_OK) return rc;
       for (int i = 0; i < op->np2p && rc == DTR_OK; i++) {
         const dtr_p2p *q = &op->p2p[i];
-        ncclDataType_t qt;
+        ncclDataType_t qt = ncclUint8;
         rc = nccl_type(c, q->dtype, &qt);
         if (rc != DTR_OK) break;
         rc = q->is_send ? DTR_NCCL(c, ncclSend(q->buf, q->count, qt, q->peer, m->comm, m->stream))

@@ -164,7 +164,12 @@ dtr_result dtr_barrier(dtr_comm *c, dtr_request **req);
  * messages match in issue order. A batch runs its sends and receives concurrently, so two ranks may
  * each send to and receive from the other in one batch without deadlock. Operations on one
  * communicator run one at a time in issue order, so a rank that queues a recv before its own send
- * to the same peer that does the same deadlocks: use dtr_p2p_batch, or opposite orders on the two. */
+ * to the same peer that does the same deadlocks: use dtr_p2p_batch, or opposite orders on the two.
+ * A send completes once its data is buffered on the host backend (a message up to the pair's buffer:
+ * 256 KiB of shared-memory ring, the TCP socket buffers), and may wait for the receiver on mpi (large
+ * messages) and nccl. p2p messages never mix with collectives' data, so a small message sent before a
+ * collective and received after it arrives intact on host; portable code matches a pair's messages
+ * before either side starts the next collective. */
 typedef struct dtr_p2p {
   int is_send; /* 1: send buf to peer; 0: receive into buf from peer */
   int peer;

@@ -2,11 +2,13 @@
 # The host backend across nodes (its TCP transport): coll_check --backend host on namespace nodes,
 # 2 nodes x 1 rank (flat TCP mesh), 2 nodes x 2 ranks (hierarchical: shared memory inside each node, a
 # chain per rail between them) and 3 nodes x 1 rank (the chain of nodes), every result BIT-IDENTICAL to
-# the rank-ordered reference; --big adds all-reduces of 4 and 12 MiB so the hierarchical and chained
-# paths run (checked in the debug log). Each agent runs in its own IPC and UTS namespace (hostname
-# node<K>), so the ranks of different nodes cannot share memory and the backend must take TCP. Then a
-# fault: a rank on node 1 is SIGKILLed mid-run; the ranks on node 0 must fail with "closed the
-# connection" at once instead of hanging, and both agents must exit.
+# the rank-ordered reference; --big adds all-reduces of 4 and 12 MiB (and reduce-scatters, all-gathers
+# of 4 MiB blocks) so the hierarchical and chained paths run (checked in the debug log: 2x2 takes the
+# hierarchical all-reduce, reduce-scatter (turned on: off by default) and all-gather on every rank).
+# Each agent runs in its own IPC and UTS namespace (hostname node<K>), so the ranks of different nodes
+# cannot share memory and the backend must take TCP. Then a fault: a rank on node 1 is SIGKILLed
+# mid-run; the ranks on node 0 must fail with "closed the connection" at once instead of hanging, and
+# both agents must exit.
 # ctest-labels: coll
 # Then transport faults with coll_fault: a rank that never arrives (timeout naming it) and a rank
 # that exits mid-series (the others fail naming it within the deadline).
@@ -58,10 +60,12 @@ DTRAIN_LOG_LEVEL=debug run_check 2x1 2 1 job1 --quick
 grep -q "TCP transport" "$TMP/2x1-node0.log" || fail "2x1: the host backend did not report the TCP transport"
 grep -q "host backend tcp: rank 1/2 connected" "$TMP/2x1-node1.log" || fail "2x1: rank 1 did not connect over TCP"
 # 2 nodes x 2 ranks: hierarchical, and the MiB-size all-reduces took that path on every rank.
-DTRAIN_LOG_LEVEL=debug run_check 2x2 2 2 job2 --quick --big
-for r in 0 1 2 3; do
-  grep -Eq "^\[$((r / 2)):$r\] .*host backend: rank $r: first hierarchical all-reduce" "$TMP/2x2-node$((r / 2)).log" \
-    || fail "2x2: rank $r never took the hierarchical all-reduce"
+DTRAIN_LOG_LEVEL=debug DTRAIN_HOST_HIER_RS_MIN_BYTES=16384 run_check 2x2 2 2 job2 --quick --big
+for op in all-reduce reduce-scatter all-gather; do
+  for r in 0 1 2 3; do
+    grep -Eq "^\[$((r / 2)):$r\] .*host backend: rank $r: first hierarchical $op" "$TMP/2x2-node$((r / 2)).log" \
+      || fail "2x2: rank $r never took the hierarchical $op"
+  done
 done
 grep -q "host backend: hierarchical: 2 nodes x 2 ranks" "$TMP/2x2-node1.log" || fail "2x2: not hierarchical"
 # 3 nodes x 1 rank: the chain of nodes for the large all-reduces (by default only from 16 nodes).

@@ -827,7 +827,8 @@ int main(int argc, char **argv) {
       fprintf(stderr, "coll_check: count %zu done (%.1f s, %ld checks so far)\n", n, now_s() - t0, x.checks);
   }
   /* --big: all-reduces of a few MiB, beyond the chunk sizes of every path (the hierarchical one's
-   * outer chunks, its chain's inner chunks, ragged ends), in the types whose accumulators differ. */
+   * outer chunks, its chain's inner chunks, ragged ends), in the types whose accumulators differ; at
+   * the first size also reduce-scatters and all-gathers of that count per rank (per block). */
   static const size_t big_sizes[] = {1048579, 3145739};
   static const dtr_dtype big_types[] = {DTR_F32, DTR_BF16, DTR_F16, DTR_I32};
   static const dtr_redop big_ops[] = {DTR_SUM, DTR_AVG, DTR_MAX};
@@ -843,10 +844,18 @@ int main(int argc, char **argv) {
         cref_reduce(ref, t, op, tag, x.world, x.size, 0, n);
         check_all_reduce(&x, t, op, n, ref, tag);
         free(ref);
+        /* reduce-scatter blocks of 1 Mi elements: n MiB-blocks cross the hierarchical outer chunks
+         * (sum and avg: the accumulators that differ; max would add time, not paths) */
+        if (si == 0 && op != DTR_MAX) check_reduce_scatter(&x, t, op, n, cref_tag(seed, K_RS, t, op, n));
+      }
+      if (si == 0 && (big_types[ti] == DTR_F32 || big_types[ti] == DTR_F16)) { /* 4- and 2-byte elements */
+        const dtr_dtype t = big_types[ti];
+        const size_t n = big_sizes[si];
+        check_all_gather(&x, t, n, cref_tag(seed, K_AG, t, DTR_SUM, n));
       }
     }
     if (x.rank == 0)
-      fprintf(stderr, "coll_check: big all-reduce count %zu done (%.1f s, %ld checks so far)\n", big_sizes[si],
+      fprintf(stderr, "coll_check: big count %zu done (%.1f s, %ld checks so far)\n", big_sizes[si],
               now_s() - t0, x.checks);
   }
   check_barrier(&x, store, 4);

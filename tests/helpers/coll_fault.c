@@ -2,12 +2,16 @@
  *   coll_fault deadline    rank size-1 never calls the all-reduce (sleeps, exits 0); the others must get
  *                          DTR_ERR_TIMEOUT after about the comm timeout (--timeout-ms, default 1500), with
  *                          an error text naming the missing rank, and DTR_ERR_ABORTED afterwards
+ *   coll_fault deadline-large  the same with a 256 KiB all-reduce (hierarchical on fake nodes: ranks
+ *                          of other nodes wait on their rail peer, and must still name the missing rank)
  *   coll_fault peer-exit   rank 1 _exit(0)s in the middle of a series of large all-reduces; the others
  *                          must fail (timeout or connection error) naming rank 1 within the deadline
  *   coll_fault abort       rank 0 blocks in an all-reduce nobody else joins (timeout 60 s); another
  *                          thread's dtr_comm_abort must unblock it with DTR_ERR_ABORTED at once
  *   coll_fault mismatch    with DTRAIN_COMM_DEBUG=1: rank 0 reduces 1024 elements, the others 1000;
  *                          every rank must get DTR_ERR_INVALID naming both counts
+ *   coll_fault create      create the communicator, one all-reduce checked, destroy (a plain job: with
+ *                          DTRAIN_HOST_TEST_CRASH set, rank 0 dies inside the create instead)
  * Each rank prints "coll_fault rank R: MODE ok ..." or "... FAILED: why" and exits 0 or 1, so the
  * launcher's exit status is the verdict. A watchdog bounds every run to 60 s. */
 #define _GNU_SOURCE
@@ -84,15 +88,16 @@ static int names_number(const char *text, long v) {
 }
 
 /* ---- deadline: the last rank never arrives */
-static int mode_deadline(dtr_comm *c, int rank, int size, int timeout_ms) {
+static int mode_deadline(dtr_comm *c, int rank, int size, int timeout_ms, size_t count) {
   int missing = size - 1;
   if (rank == missing) {
     sleep_ms(timeout_ms + 4000); /* well past the others' verdicts */
     return verdict_ok("stayed away for %d ms", timeout_ms + 4000);
   }
-  float buf[1024] = {0};
+  static float buf[1 << 16];
+  if (count > sizeof buf / sizeof buf[0]) return verdict_fail("count %zu too large", count);
   double t0 = now_ms();
-  dtr_result rc = dtr_all_reduce(c, buf, buf, 1024, DTR_F32, DTR_SUM, NULL);
+  dtr_result rc = dtr_all_reduce(c, buf, buf, count, DTR_F32, DTR_SUM, NULL);
   double el = now_ms() - t0;
   char e[1024];
   snprintf(e, sizeof e, "%s", dtr_comm_last_error(c)); /* the next operation overwrites it */
@@ -102,7 +107,7 @@ static int mode_deadline(dtr_comm *c, int rank, int size, int timeout_ms) {
   if (!names_rank(e, missing)) return verdict_fail("the error does not name missing rank %d: '%s'", missing, e);
   /* the communicator is aborted now: a later operation fails at once */
   double t1 = now_ms();
-  rc = dtr_all_reduce(c, buf, buf, 1024, DTR_F32, DTR_SUM, NULL);
+  rc = dtr_all_reduce(c, buf, buf, count, DTR_F32, DTR_SUM, NULL);
   if (rc != DTR_ERR_ABORTED)
     return verdict_fail("the operation after the timeout returned %s, expected aborted", dtr_strerror(rc));
   if (now_ms() - t1 > 1000) return verdict_fail("the operation after the timeout took %.0f ms", now_ms() - t1);
@@ -208,6 +213,15 @@ static int mode_mismatch(dtr_comm *c, int rank, int size) {
   return verdict_ok("invalid after %.0f ms: %s", el, e);
 }
 
+static int mode_create(dtr_comm *c, int rank, int size) {
+  double v = rank + 1;
+  dtr_result rc = dtr_all_reduce(c, &v, &v, 1, DTR_F64, DTR_SUM, NULL);
+  if (rc != DTR_OK) return verdict_fail("all-reduce: %s: %s", dtr_strerror(rc), dtr_comm_last_error(c));
+  double want = (double)size * (size + 1) / 2;
+  if (v != want) return verdict_fail("all-reduce gave %g, expected %g", v, want);
+  return verdict_ok("all-reduce gave %g", v);
+}
+
 static void on_alarm(int sig) {
   (void)sig;
   static const char msg[] = "coll_fault: watchdog expired (60 s), giving up\n";
@@ -218,7 +232,7 @@ static void on_alarm(int sig) {
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: coll_fault deadline|peer-exit|abort|mismatch [--timeout-ms MS]\n");
+    fprintf(stderr, "usage: coll_fault deadline|deadline-large|peer-exit|abort|mismatch|create [--timeout-ms MS]\n");
     return 2;
   }
   g_mode = argv[1];
@@ -248,13 +262,17 @@ int main(int argc, char **argv) {
   if (rc != DTR_OK) return verdict_fail("dtr_comm_create: %s: %s", dtr_strerror(rc), err);
   int v;
   if (!strcmp(g_mode, "deadline"))
-    v = mode_deadline(c, rank, size, timeout_ms);
+    v = mode_deadline(c, rank, size, timeout_ms, 1024);
+  else if (!strcmp(g_mode, "deadline-large"))
+    v = mode_deadline(c, rank, size, timeout_ms, 1 << 16);
   else if (!strcmp(g_mode, "peer-exit"))
     v = mode_peer_exit(c, rank, size, timeout_ms);
   else if (!strcmp(g_mode, "abort"))
     v = mode_abort(c, rank, size);
   else if (!strcmp(g_mode, "mismatch"))
     v = mode_mismatch(c, rank, size);
+  else if (!strcmp(g_mode, "create"))
+    v = mode_create(c, rank, size);
   else {
     fprintf(stderr, "coll_fault: unknown mode %s\n", g_mode);
     v = 2;

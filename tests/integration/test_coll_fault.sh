@@ -3,8 +3,10 @@
 # the others time out after the deadline with an error naming it; (b) a rank that exits in the middle
 # of large all-reduces is reported by the survivors within the deadline instead of hanging; (c)
 # dtr_comm_abort from another thread unblocks a blocked all-reduce; (d) DTRAIN_COMM_DEBUG=1 turns
-# mismatched counts into DTR_ERR_INVALID naming both. Every rank prints its verdict and exits 0/1, so
-# the launch's exit status (the first failing rank's code, --max-restarts 0) is the verdict.
+# mismatched counts into DTR_ERR_INVALID naming both; (e) a rank 0 killed while its new segment's
+# name is in /dev/shm leaves nothing there once the next job has started. Every rank prints its
+# verdict and exits 0/1, so the launch's exit status (the first failing rank's code, --max-restarts 0)
+# is the verdict.
 # ctest-labels: coll
 # ctest-timeout: 180
 source "$(dirname "${BASH_SOURCE[0]}")/launch_lib.sh"
@@ -52,5 +54,23 @@ unset DTRAIN_COMM_DEBUG
 for r in 0 1; do
   grep -Eq "^\[0:$r\] coll_fault rank $r: mismatch ok: invalid" "$T/mismatch.out" \
     || fail "mismatch: rank $r gave no verdict: $(cat "$T/mismatch.out")"
+done
+# (e) rank 0 dies (SIGKILL) while the segment's name is in /dev/shm and nobody else could unlink it:
+# right after creating it, and after publishing it before the others mapped it. The name may stay
+# while the job dies; the next job's creator removes it (no live process holds its lock), and that
+# job works. DTRAIN_HOST_TEST_CRASH is the library's fault-injection hook.
+for when in created published; do
+  rc=0
+  DTRAIN_HOST_TEST_CRASH=$when timeout -k 5 40 "$DTRAIN" launch --nproc-per-node 3 --max-restarts 0 -- \
+    "$CF" create --timeout-ms 3000 > "$T/crash-$when.out" 2> "$T/crash-$when.err" || rc=$?
+  [ $rc != 0 ] || fail "crash-$when: the job passed although rank 0 was to die"
+  seg=$(sed -n "s/.*DTRAIN_HOST_TEST_CRASH=$when: rank 0 (pid [0-9]*) dies holding segment \/\(dtrain\.[0-9]*\.[0-9a-f]*\.lk\)$/\1/p" \
+    "$T/crash-$when.err" | head -n 1)
+  [ -n "$seg" ] || { tail -n 20 "$T/crash-$when.err"; fail "crash-$when: rank 0 did not die at the hook"; }
+  left=no
+  [ -e "/dev/shm/$seg" ] && left=yes
+  run_fault "after-$when" 3 40 -- create --timeout-ms 10000
+  [ -e "/dev/shm/$seg" ] && fail "crash-$when: /dev/shm/$seg is still there after the next job"
+  echo "ok: crash-$when: /dev/shm/$seg left by the dead job: $left; removed by the next one"
 done
 echo "PASS"

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The host backend's hierarchical all-reduce on one machine (DTRAIN_HOST_FAKE_NODES=k: the ranks count
-# as k nodes of contiguous ranks, so each fake node gets its own shared-memory segment and the nodes
-# talk TCP): coll_check BIT-IDENTICAL to the rank-ordered reference on 4 ranks as 2 nodes, 6 as 3, 8 as
+# The host backend's hierarchical all-reduce, reduce-scatter and all-gather on one machine
+# (DTRAIN_HOST_FAKE_NODES=k: the ranks count as k nodes of contiguous ranks, so each fake node gets its
+# own shared-memory segment and the nodes talk TCP): coll_check BIT-IDENTICAL to the rank-ordered reference on 4 ranks as 2 nodes, 6 as 3, 8 as
 # 4 and 8 as 2, and on 4 ranks as 4 nodes (one rank per node: the chain alone). --big adds all-reduces of
-# 4 and 12 MiB, and small chunk settings make them cross many outer chunks, wrap the chain's rings and
-# end ragged. The "-all" cases set the thresholds to 0 so that all sizes (1 element, counts below the
-# number of local ranks, ...) take the hierarchical all-reduce and broadcast; every case checks in the
-# debug log that the hierarchical (or chained) all-reduce ran on every rank.
-# Then a rank that dies mid all-reduce: every other rank fails naming it, within the deadline.
+# 4 and 12 MiB and reduce-scatters / all-gathers of 4 MiB blocks, and small chunk settings make them
+# cross many outer chunks, wrap the chain's rings and end ragged. The "-all" cases set the thresholds
+# to 0 so that all sizes (1 element, counts below the number of local ranks, ...) take the hierarchical
+# paths; every case checks in the debug log that the hierarchical (or chained) all-reduce, and with
+# several ranks per node the hierarchical reduce-scatter and all-gather, ran on every rank.
+# Then a rank that dies mid all-reduce: every other rank fails naming it, within the deadline; and a
+# rank that stalls alive: every other rank times out naming it.
 # ctest-labels: coll
 # ctest-timeout: 600
 source "$(dirname "${BASH_SOURCE[0]}")/launch_lib.sh"
@@ -30,21 +32,29 @@ run_case() {
   done
   how=hierarchical
   ((n == k)) && how=chained
-  for ((r = 0; r < n; r++)); do
-    grep -Eq "^\[0:$r\] .*host backend: rank $r: first $how all-reduce" "$T/$name.err" \
-      || fail "$name: rank $r never took the $how all-reduce"
+  local ops="all-reduce"
+  ((n == k)) || ops="all-reduce reduce-scatter all-gather"
+  for op in $ops; do
+    for ((r = 0; r < n; r++)); do
+      grep -Eq "^\[0:$r\] .*host backend: rank $r: first $how $op" "$T/$name.err" \
+        || fail "$name: rank $r never took the $how $op"
+    done
   done
   grep -q "host backend: hierarchical: $k nodes x $((n / k)) ranks" "$T/$name.err" \
     || fail "$name: the world communicator was not $k nodes x $((n / k)) ranks"
   echo "ok: $name ($k nodes x $((n / k)) ranks): $(sed -n "s/^\[0:0\] coll_check rank 0: //p" "$T/$name.out")"
 }
 
+# The hierarchical reduce-scatter is off by default (slower than the flat mesh on one machine):
+# every case here turns it on from 16 KiB (the "-all" cases from 0 bytes).
+export DTRAIN_HOST_HIER_RS_MIN_BYTES=16384
 # Default thresholds and chunks, with the MiB-size cases.
 run_case 2x2 4 2 --quick --big
 DTRAIN_HOST_CHAIN_MIN_NODES=2 run_case 4x1 4 4 --quick --big
 # Everything hierarchical, small chunks: many outer chunks, the chain's rings wrap, ragged ends,
 # slices shorter than the alignment or empty.
 export DTRAIN_HOST_HIER_MIN_BYTES=0 DTRAIN_HOST_CHAIN_MIN_BYTES=0 DTRAIN_HOST_CHAIN_MIN_NODES=2
+export DTRAIN_HOST_HIER_RS_MIN_BYTES=0
 export DTRAIN_HOST_HIER_CHUNK_BYTES=65536 DTRAIN_HOST_CHAIN_CHUNK_BYTES=4096
 run_case 2x2-all 4 2
 run_case 3x2-all 6 3 --quick --big
@@ -66,4 +76,17 @@ for r in 0 2 3; do
     || fail "peer-exit: rank $r gave no verdict"
 done
 echo "ok: peer-exit, 2 fake nodes x 2 ranks: $(grep -m1 -o "coll_fault rank 2: .*" "$T/exit.out" | cut -c1-300)"
+# A rank that stalls (alive) in a hierarchical all-reduce (2 fake nodes x 2 ranks, rank 3 stays away):
+# every other rank times out with an error that names rank 3, including rank 0, whose rail peer (rank
+# 2) is the one it waits on (its message lists node 1's ranks as the candidates).
+rc=0
+DTRAIN_HOST_FAKE_NODES=2 timeout -k 5 60 "$DTRAIN" launch --nproc-per-node 4 --max-restarts 0 -- \
+  "$CF" deadline-large --timeout-ms 1500 > "$T/stall.out" 2> "$T/stall.err" || rc=$?
+[ $rc = 0 ] || { cat "$T/stall.out"; tail -n 40 "$T/stall.err"; fail "stall: launch exited $rc"; }
+grep -E "coll_fault rank [0-9]+: .*FAILED" "$T/stall.out" && fail "stall: a rank failed its check"
+for r in 0 1 2; do
+  grep -Eq "^\[0:$r\] coll_fault rank $r: deadline-large ok: timeout after [0-9]+ ms naming rank 3" "$T/stall.out" \
+    || fail "stall: rank $r gave no verdict"
+done
+echo "ok: stall, 2 fake nodes x 2 ranks: $(grep -m1 -o "coll_fault rank 0: .*" "$T/stall.out" | cut -c1-400)"
 echo PASS
