@@ -167,7 +167,7 @@ static dtr_result get_u64(parse_ctx *x, const yaml_node_t *n, const char *key, u
 }
 
 static dtr_result get_int(parse_ctx *x, const yaml_node_t *n, const char *key, int lo, int hi, int *out) {
-  int64_t v;
+  int64_t v = 0;
   DTR_CHECK(get_i64(x, n, key, lo, hi, &v));
   *out = (int)v;
   return DTR_OK;

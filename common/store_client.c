@@ -403,7 +403,7 @@ dtr_result dtr_store_list(dtr_store *c, const char *prefix, char ***keys, int *n
   if (!out) return dtr__fail(c->err, sizeof c->err, DTR_ERR_NOMEM, "list: out of memory");
   const uint8_t *cur = r.items;
   for (uint32_t i = 0; i < r.nitems; i++) {
-    void *p;
+    void *p = NULL;
     if (copy_item(c, dtr__sp_next_item(&cur), &p, NULL)) {
       dtr_store_free_list(out, (int)i);
       return DTR_ERR_NOMEM;

@@ -263,15 +263,16 @@ static dtr_result apply_override(ctx *c, const char *ov) {
   return DTR_OK;
 }
 
-/* dir + "/" + rel into out (DTR_RECIPE_STR), unless rel is already absolute. */
+/* dir + "/" + rel into out (DTR_RECIPE_STR), unless rel is already absolute; out may be rel. -1 when
+ * the result does not fit. */
 static int join_path(const char *dir, const char *rel, char *out) {
-  char tmp[DTR_RECIPE_STR * 2 + 2];
-  if (rel[0] == '/')
-    snprintf(tmp, sizeof tmp, "%s", rel);
-  else
-    snprintf(tmp, sizeof tmp, "%s/%s", dir, rel);
-  if (strlen(tmp) >= DTR_RECIPE_STR) return -1;
-  strcpy(out, tmp);
+  const size_t rl = strlen(rel), dl = rel[0] == '/' ? 0 : strlen(dir) + 1;
+  if (dl + rl >= DTR_RECIPE_STR) return -1;
+  memmove(out + dl, rel, rl + 1);
+  if (dl) {
+    memcpy(out, dir, dl - 1);
+    out[dl - 1] = '/';
+  }
   return 0;
 }
 
@@ -385,6 +386,13 @@ static dtr_result validate(ctx *c, int world) {
     return fail_at(c, blame(c, 2, K("parallel", "pp"), K("model", "n_layer")),
                    "model: n_layer %d is fewer than parallel.pp %d (every pipeline stage needs a layer)",
                    r->model.n_layer, r->parallel.pp);
+  /* A consistent tp x pp mesh is valid for dtr_init, but the built-in trainer shards nothing. */
+  if (r->parallel.tp > 1 || r->parallel.pp > 1)
+    return fail_at(
+        c, r->parallel.tp > 1 ? K("parallel", "tp") : K("parallel", "pp"),
+        "parallel: tp %d, pp %d: the built-in trainer is data parallel only (tp 1, pp 1; a program "
+        "of your own gets the tp x pp mesh from dtr_init)",
+        r->parallel.tp, r->parallel.pp);
   int kv = K("model", "vocab_size");
   if (r->model.vocab_size < 0 || r->model.vocab_size > 65536)
     return fail_at(c, kv, "model.vocab_size: %d is not between 0 (from the data) and 65536",

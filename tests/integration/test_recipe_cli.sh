@@ -67,8 +67,8 @@ bad $'train:\n  precision: bf16\n' 2 \
 bad "" 2 "override 'train.stepz=20': unknown key 'stepz' in train (did you mean 'steps'?)" \
   -- run "$T/ok.yaml" train.stepz=20
 bad "" 2 "override 'train.steps=many': train.steps: expected an integer, got 'many'" -- run "$T/ok.yaml" train.steps=many
-# valid, but beyond what the built-in trainer does yet: refused by run before any rank starts
-bad "" 2 "$T/ok.yaml: parallel.tp=2 pp=1: the built-in trainer is data parallel only (tp 1, pp 1)" \
+# a consistent mesh, but beyond what the built-in trainer does: refused before any rank starts
+bad "" 2 "override 'parallel.tp=2': parallel: tp 2, pp 1: the built-in trainer is data parallel only (tp 1, pp 1; a program of your own gets the tp x pp mesh from dtr_init)" \
   -- run "$T/ok.yaml" parallel.tp=2 parallel.dp=1
 bad "" 2 "$T/ok.yaml:17:17: train: global_batch 8 is not a multiple of micro_batch 2 x dp 3 = 6" \
   -- run "$T/ok.yaml" --nproc-per-node 3

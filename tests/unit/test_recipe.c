@@ -303,6 +303,15 @@ static void test_combinations(void) {
       NULL);
   BAD("model:\n  n_layer: 2\nparallel:\n  pp: 4\n", 4,
       "%P:4:7: model: n_layer 2 is fewer than parallel.pp 4 (every pipeline stage needs a layer)", NULL);
+  /* a consistent mesh, but the built-in trainer is data parallel only */
+  BAD("launch:\n  nproc_per_node: 2\nparallel:\n  tp: 2\nmodel:\n  n_head: 4\n", 0,
+      "%P:4:7: parallel: tp 2, pp 1: the built-in trainer is data parallel only (tp 1, pp 1; a program of "
+      "your own gets the tp x pp mesh from dtr_init)",
+      NULL);
+  BAD("launch:\n  nproc_per_node: 2\nparallel:\n  pp: 2\n", 0,
+      "%P:4:7: parallel: tp 1, pp 2: the built-in trainer is data parallel only (tp 1, pp 1; a program of "
+      "your own gets the tp x pp mesh from dtr_init)",
+      NULL);
   BAD("model:\n  block_size: 0\n", 0, "%P:2:15: model.block_size: 0 must be at least 1", NULL);
   BAD("model:\n  block_size: 8\ndata:\n  digits: 3\n", 0,
       "%P:2:15: model.block_size 8 is too short for 3-digit addition (needs 11 tokens)", NULL);
