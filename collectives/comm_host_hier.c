@@ -310,14 +310,35 @@ static dtr_result rail_fail(dtr_comm *c, dtr__host_hier *x, dtr_result rc) {
       msg, nodes);
 }
 
+/* Outer chunks of the hierarchical all-reduce and reduce-scatter: a chunk of m elements (of each
+ * block) is cut into L slices of `per` elements on PIECE_ALIGN-byte boundaries, local rank i owning
+ * slice i; `groups` (1, or n blocks) x L slices of per_max fit in DTRAIN_HOST_HIER_CHUNK_BYTES. */
+typedef struct slicing {
+  size_t L, al, per_max;
+} slicing;
+
+static slicing slicing_for(const dtr__host_hier *x, size_t es, size_t groups) {
+  slicing g = {.L = (size_t)x->per_node, .al = PIECE_ALIGN / es ? PIECE_ALIGN / es : 1};
+  g.per_max = x->chunk_bytes / es / g.L / groups / g.al * g.al;
+  if (g.per_max < g.al) g.per_max = g.al;
+  return g;
+}
+
+/* The chunk at off: *m elements of the count - off left, slices of *per; 1 when the L slices cover it
+ * exactly (otherwise the last slices are short or empty: the ragged last chunk). */
+static int chunk_at(const slicing *g, size_t count, size_t off, size_t *m, size_t *per) {
+  const size_t most = g->L * g->per_max;
+  *m = count - off < most ? count - off : most;
+  *per = ((*m + g->L - 1) / g->L + g->al - 1) / g->al * g->al;
+  return *m == g->L * *per;
+}
+
 static dtr_result hier_all_reduce(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline) {
   dtr__host_hier *x = h->hier;
   const int L = x->per_node;
   const size_t es = dtr_dtype_size(op->dtype), count = op->count;
-  const size_t al = PIECE_ALIGN / es ? PIECE_ALIGN / es : 1;
-  size_t per_max = x->chunk_bytes / es / (size_t)L;
-  per_max = per_max / al * al;
-  if (per_max < al) per_max = al;
+  const slicing g = slicing_for(x, es, 1);
+  const size_t per_max = g.per_max;
   const size_t blk = (size_t)L * per_max * es;
   DTR_CHECK(scratch(c, x, 2 * blk + per_max * es, "all-reduce"));
   uint8_t *A = x->buf, *S = x->buf + blk, *R = x->buf + 2 * blk;
@@ -327,10 +348,8 @@ static dtr_result hier_all_reduce(dtr_comm *c, dtr__host *h, const dtr__op *op, 
   const void *in[L];
   note_use(c, x, op, "hierarchical");
   for (size_t off = 0; off < count;) {
-    const size_t m = count - off < (size_t)L * per_max ? count - off : (size_t)L * per_max;
-    size_t per = (m + (size_t)L - 1) / (size_t)L;
-    per = (per + al - 1) / al * al;
-    const int full = m == (size_t)L * per;
+    size_t m, per;
+    const int full = chunk_at(&g, count, off, &m, &per);
     const uint8_t *src = send + off * es;
     if (!full) { /* the ragged last chunk: padded copies */
       memcpy(S, src, m * es);
@@ -388,10 +407,8 @@ static dtr_result hier_reduce_scatter(dtr_comm *c, dtr__host *h, const dtr__op *
   dtr__host_hier *x = h->hier;
   const int L = x->per_node, n = c->size;
   const size_t es = dtr_dtype_size(op->dtype), count = op->count;
-  const size_t al = PIECE_ALIGN / es ? PIECE_ALIGN / es : 1;
-  size_t per_max = x->chunk_bytes / es / (size_t)L / (size_t)n;
-  per_max = per_max / al * al;
-  if (per_max < al) per_max = al;
+  const slicing g = slicing_for(x, es, (size_t)n);
+  const size_t per_max = g.per_max;
   const size_t blk = (size_t)n * (size_t)L * per_max * es;
   DTR_CHECK(scratch(c, x, 2 * blk + (size_t)n * per_max * es, "reduce-scatter"));
   uint8_t *S = x->buf, *A = x->buf + blk, *R = x->buf + 2 * blk;
@@ -400,10 +417,8 @@ static dtr_result hier_reduce_scatter(dtr_comm *c, dtr__host *h, const dtr__op *
   const void *in[L];
   note_use(c, x, op, "hierarchical");
   for (size_t off = 0; off < count;) {
-    const size_t m = count - off < (size_t)L * per_max ? count - off : (size_t)L * per_max;
-    size_t per = (m + (size_t)L - 1) / (size_t)L;
-    per = (per + al - 1) / al * al;
-    const int full = m == (size_t)L * per;
+    size_t m, per;
+    const int full = chunk_at(&g, count, off, &m, &per);
     /* a. S[i][b]: sub-slice i of block b's chunk */
     for (int i = 0; i < L; i++) {
       const size_t lo = (size_t)i * per, len = lo >= m ? 0 : (m - lo < per ? m - lo : per);

@@ -967,13 +967,15 @@ static dtr_result init_impl(dtr_comm *c, dtr__host_tcp *t, const char *kp, int64
     cn->fd = fd;
     got++;
   }
-  for (int j = 0; j < 2 * n; j++) {
-    if (j / 2 == r) continue;
-    int fd = j % 2 ? t->p[j / 2].p2p.fd : t->p[j / 2].coll.fd;
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
-      rc = dtr__comm_fail(c, DTR_ERR_SYSTEM, "host backend tcp: fcntl: %s", strerror(errno));
-      goto out;
+  for (int j = 0; j < n; j++) {
+    if (j == r) continue;
+    const int fds[2] = {t->p[j].coll.fd, t->p[j].p2p.fd};
+    for (int k = 0; k < 2; k++) {
+      int fl = fcntl(fds[k], F_GETFL);
+      if (fl < 0 || fcntl(fds[k], F_SETFL, fl | O_NONBLOCK) < 0) {
+        rc = dtr__comm_fail(c, DTR_ERR_SYSTEM, "host backend tcp: fcntl: %s", strerror(errno));
+        goto out;
+      }
     }
   }
   DTR_DEBUG("host backend tcp: rank %d/%d connected (listening on %s)", r, n, val);

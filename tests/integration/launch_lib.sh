@@ -23,6 +23,20 @@ wait_exit() {
   kill -0 "$1" 2>/dev/null && { kill -9 "$1"; fail "agent $1 still running after $2 s"; }
   wait "$1"
 }
+# run_coll_fault NAME NPROC MAX_SECONDS -- coll_fault args: $CF on NPROC ranks of one launch (no
+# restarts), output in $T/NAME.out and $T/NAME.err; fails when the launch exits non-zero (every rank
+# exits with its verdict) or any rank printed FAILED.
+run_coll_fault() {
+  local name=$1 n=$2 max=$3 t0=$SECONDS rc=0
+  shift 4
+  timeout -k 5 "$max" "$DTRAIN" launch --nproc-per-node "$n" --max-restarts 0 -- "$CF" "$@" \
+    > "$T/$name.out" 2> "$T/$name.err" || rc=$?
+  if [ $rc != 0 ]; then
+    echo "---- stdout"; cat "$T/$name.out"; echo "---- stderr"; tail -n 40 "$T/$name.err"
+    fail "$name: launch exited $rc after $((SECONDS - t0)) s (repro: ${DTRAIN_COMM_DEBUG:+DTRAIN_COMM_DEBUG=1 }$DTRAIN launch --nproc-per-node $n -- $CF $*)"
+  fi
+  if grep -q "FAILED" "$T/$name.out"; then fail "$name: $(grep FAILED "$T/$name.out")"; fi
+}
 # wait_grep FILE PATTERN: up to 10 s
 wait_grep() {
   for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done

@@ -67,11 +67,7 @@ unset DTRAIN_HOST_HIER_CHUNK_BYTES DTRAIN_HOST_CHAIN_CHUNK_BYTES
 
 # A rank leaves in the middle of a 16 MiB all-reduce (2 fake nodes x 2 ranks): the others must fail
 # with a timeout or connection error naming rank 1 within the deadline (coll_fault checks each).
-rc=0
-DTRAIN_HOST_FAKE_NODES=2 timeout -k 5 60 "$DTRAIN" launch --nproc-per-node 4 --max-restarts 0 -- \
-  "$CF" peer-exit --timeout-ms 3000 > "$T/exit.out" 2> "$T/exit.err" || rc=$?
-[ $rc = 0 ] || { cat "$T/exit.out"; tail -n 40 "$T/exit.err"; fail "peer-exit: launch exited $rc"; }
-grep -E "coll_fault rank [0-9]+: .*FAILED" "$T/exit.out" && fail "peer-exit: a rank failed its check"
+DTRAIN_HOST_FAKE_NODES=2 run_coll_fault exit 4 60 -- peer-exit --timeout-ms 3000
 for r in 0 2 3; do
   grep -Eq "^\[0:$r\] coll_fault rank $r: peer-exit ok: all-reduce #[0-9]+ failed after" "$T/exit.out" \
     || fail "peer-exit: rank $r gave no verdict"
@@ -80,11 +76,7 @@ echo "ok: peer-exit, 2 fake nodes x 2 ranks: $(grep -m1 -o "coll_fault rank 2: .
 # A rank that stalls (alive) in a hierarchical all-reduce (2 fake nodes x 2 ranks, rank 3 stays away):
 # every other rank times out with an error that names rank 3, including rank 0, whose rail peer (rank
 # 2) is the one it waits on (its message lists node 1's ranks as the candidates).
-rc=0
-DTRAIN_HOST_FAKE_NODES=2 timeout -k 5 60 "$DTRAIN" launch --nproc-per-node 4 --max-restarts 0 -- \
-  "$CF" deadline-large --timeout-ms 1500 > "$T/stall.out" 2> "$T/stall.err" || rc=$?
-[ $rc = 0 ] || { cat "$T/stall.out"; tail -n 40 "$T/stall.err"; fail "stall: launch exited $rc"; }
-grep -E "coll_fault rank [0-9]+: .*FAILED" "$T/stall.out" && fail "stall: a rank failed its check"
+DTRAIN_HOST_FAKE_NODES=2 run_coll_fault stall 4 60 -- deadline-large --timeout-ms 1500
 for r in 0 1 2; do
   grep -Eq "^\[0:$r\] coll_fault rank $r: deadline-large ok: timeout after [0-9]+ ms naming rank 3" "$T/stall.out" \
     || fail "stall: rank $r gave no verdict"

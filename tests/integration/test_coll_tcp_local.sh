@@ -24,13 +24,8 @@ for n in 2 3 4; do
 done
 
 run_fault() { # NAME NPROC -- coll_fault args
-  local name=$1 n=$2 rc=0
-  shift 3
-  timeout -k 5 60 "$DTRAIN" launch --nproc-per-node "$n" --max-restarts 0 -- "$CF" "$@" \
-    > "$T/$name.out" 2> "$T/$name.err" || rc=$?
-  [ $rc = 0 ] || { cat "$T/$name.out"; tail -n 40 "$T/$name.err"; fail "$name over TCP: launch exited $rc"; }
-  grep -Eq "coll_fault rank [0-9]+: .*FAILED" "$T/$name.out" && fail "$name: $(grep FAILED "$T/$name.out")"
-  echo "ok: $name over TCP: $(grep -m1 -o "coll_fault rank 0: .*" "$T/$name.out" | cut -c1-200)"
+  run_coll_fault "$1" "$2" 60 "${@:3}"
+  echo "ok: $1 over TCP: $(grep -m1 -o "coll_fault rank 0: .*" "$T/$1.out" | cut -c1-200)"
 }
 run_fault deadline 3 -- deadline --timeout-ms 1500
 for r in 0 1; do
