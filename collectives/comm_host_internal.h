@@ -73,6 +73,7 @@ typedef struct dtr__host {
   uint32_t release[2]; /* every rank past this step: buffer b may be overwritten */
   int buf;             /* next buffer to use */
   size_t stream_bytes; /* all-reduce results at least this large are written with streaming stores */
+  int stream_in;       /* every rank has a core of its own: large all-reduce copy-ins stream too */
   int spin;            /* polls before yielding */
   int yields;          /* sched_yield calls before sleeping on the futex */
   int64_t next_live_check;

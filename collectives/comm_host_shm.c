@@ -231,16 +231,13 @@ static dtr_result attach(dtr_comm *c, dtr__host *h) {
   return DTR_OK;
 }
 
-/* Polls before yielding. Long spins only pay when every rank owns a core and nothing else runs; on
- * this kind of machine (2 cores, ranks >= cores, builds and tests beside us) a spinning rank steals the
- * core from the one it waits for: measured 2 ranks, 64 MiB all-reduce 0.5-0.7 GB/s with 20000 polls,
- * 1.9-2.7 GB/s with 32, under the same background load. */
-static int default_spin(int n) {
+/* The CPUs this process may run on. */
+static int cpus_usable(void) {
   cpu_set_t set;
   int cpus = 0;
   if (sched_getaffinity(0, sizeof set, &set) == 0) cpus = CPU_COUNT(&set);
   if (cpus <= 0) cpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
-  return n * 2 <= cpus ? 2000 : 32;
+  return cpus;
 }
 
 /* DTRAIN_HOST_FAKE_NODES=k (tests, benchmarks; every rank sets it): the ranks of the root communicator
@@ -327,7 +324,13 @@ dtr_result dtr__host_segment_setup(dtr_comm *c, dtr__host *h, const char *kp, in
 #if defined(__x86_64__)
   if (!__builtin_cpu_supports("avx2")) h->stream_bytes = 0;
 #endif
-  h->spin = (int)dtr__param_int("DTRAIN_SHM_SPIN", default_spin(h->n));
+  int cpus = cpus_usable();
+  h->stream_in = h->n <= cpus; /* see pipelined in comm_host_coll.c */
+  /* Polls before yielding. Long spins only pay when every rank owns a core and nothing else runs; on
+   * this kind of machine (2 cores, ranks >= cores, builds and tests beside us) a spinning rank steals
+   * the core from the one it waits for: measured 2 ranks, 64 MiB all-reduce 0.5-0.7 GB/s with 20000
+   * polls, 1.9-2.7 GB/s with 32, under the same background load. */
+  h->spin = (int)dtr__param_int("DTRAIN_SHM_SPIN", h->n * 2 <= cpus ? 2000 : 32);
   if (h->spin < 0) h->spin = 0;
   /* Then yield: on an oversubscribed node the rank we wait for is often runnable on our own core, and
    * sched_yield hands it the core without the futex round trip (measured: 8-byte all-reduce with 4
