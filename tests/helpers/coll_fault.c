@@ -111,7 +111,12 @@ static int mode_deadline(dtr_comm *c, int rank, int size, int timeout_ms, size_t
   if (rc != DTR_ERR_ABORTED)
     return verdict_fail("the operation after the timeout returned %s, expected aborted", dtr_strerror(rc));
   if (now_ms() - t1 > 1000) return verdict_fail("the operation after the timeout took %.0f ms", now_ms() - t1);
-  return verdict_ok("timeout after %.0f ms naming rank %d: %s", el, missing, e);
+  int v = verdict_ok("timeout after %.0f ms naming rank %d: %s", el, missing, e);
+  /* Stay until the other waiting ranks have reached their own deadlines (they started within a few ms
+   * of us, and the missing rank stays longer still): exiting now would close our connections, and a
+   * rank a few ms behind would fail on that instead of timing out. */
+  sleep_ms(2000);
+  return v;
 }
 
 /* ---- peer-exit: rank 1 leaves in the middle of a large all-reduce */
