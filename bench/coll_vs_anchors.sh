@@ -6,25 +6,34 @@
 # (bench/gloo_allreduce.py, torch.distributed under dtrain launch with Debian's /usr/bin/python3), with
 # the ratios host/MPI, mpi/MPI (dtrain's mpi backend against the raw MPI_Allreduce it runs beside) and
 # host/Gloo; then the 8-byte all-reduce latency on 4 ranks. Every run verifies
-# its results once per size (#wrong must be 0).
+# its results once per size (#wrong must be 0). All four reduce in place (coll_perf --inplace,
+# MPI_IN_PLACE), as torch.distributed's all_reduce always does and as the trainer reduces its gradients;
+# --out-of-place gives dtrain and MPI separate send and receive buffers instead (Gloo stays in place).
+# The four run in turn, --rounds times (default 3), and each cell is the median of its rounds, so a
+# burst of load on a shared machine moves one round, not one column; --rounds 1 shows single runs.
 #
-#   bench/coll_vs_anchors.sh [--build DIR] [--iters N] [--ranks "2 4"] [--sizes 16M,64M,256M]
+#   bench/coll_vs_anchors.sh [--build DIR] [--iters N] [--rounds R] [--ranks "2 4"] [--sizes 16M,64M,256M]
+#                            [--out-of-place]
 #
-# Exit status: 0, or 1 when a run failed or reported wrong results. About 1-2 minutes on 2 cores.
+# Exit status: 0, or 1 when a run failed or reported wrong results. About 1-2 minutes per round on 2 cores.
 set -euo pipefail
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${DTRAIN_BUILD:-$SRC/build}
 ITERS=5
+ROUNDS=3
 RANKS="2 4"
 SIZES=16M,64M,256M
+PLACE=(--inplace)
 PY=/usr/bin/python3
 while (($#)); do
   case $1 in
     --build) BUILD=$2; shift 2 ;;
     --iters) ITERS=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
     --ranks) RANKS=$2; shift 2 ;;
     --sizes) SIZES=$2; shift 2 ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    --out-of-place) PLACE=(); shift ;;
+    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "coll_vs_anchors.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -45,34 +54,45 @@ run() { # NAME TIMEOUT CMD... : run one measurement, keep its log, note a failur
   fi
 }
 
-echo "# coll_vs_anchors: f32 sum all-reduce, sizes $SIZES, $ITERS iterations (+1 warm-up) per size, $(nproc) cores"
-for n in $RANKS; do
-  # sizes are powers of 4 apart (16M, 64M, 256M)
-  CPARGS=(-b "$min" -e "$max" -f 4 -n "$ITERS" -w 1 --check)
-  run host_$n 120 "$DTRAIN" launch --nproc-per-node "$n" -- "$CP" --backend host "${CPARGS[@]}" --json "$TMP/host_$n.json"
-  run mpi_$n 120 "${MPIRUN[@]}" -np "$n" "$CP" --backend mpi "${CPARGS[@]}" --json "$TMP/mpi_$n.json"
-  run raw_$n 120 "${MPIRUN[@]}" -np "$n" "$CP" --anchor-mpi "${CPARGS[@]}" --json "$TMP/raw_$n.json"
-  run gloo_$n 180 "$DTRAIN" launch --nproc-per-node "$n" -- "$PY" "$SRC/bench/gloo_allreduce.py" --sizes "$SIZES" \
-    --iters "$ITERS" --warmup 1 --json "$TMP/gloo_$n.json"
+echo "# coll_vs_anchors: f32 sum all-reduce $([[ ${#PLACE[@]} -gt 0 ]] && echo "in place" || echo "out of place (Gloo in place)"), sizes $SIZES, $ITERS iterations (+1 warm-up) per size, median of $ROUNDS rounds, $(nproc) cores"
+for ((k = 0; k < ROUNDS; k++)); do
+  for n in $RANKS; do
+    # sizes are powers of 4 apart (16M, 64M, 256M)
+    CPARGS=(-b "$min" -e "$max" -f 4 -n "$ITERS" -w 1 --check "${PLACE[@]}")
+    run host_${n}_$k 120 "$DTRAIN" launch --nproc-per-node "$n" -- "$CP" --backend host "${CPARGS[@]}" \
+      --json "$TMP/host_${n}_$k.json"
+    run mpi_${n}_$k 120 "${MPIRUN[@]}" -np "$n" "$CP" --backend mpi "${CPARGS[@]}" --json "$TMP/mpi_${n}_$k.json"
+    run raw_${n}_$k 120 "${MPIRUN[@]}" -np "$n" "$CP" --anchor-mpi "${CPARGS[@]}" --json "$TMP/raw_${n}_$k.json"
+    run gloo_${n}_$k 180 "$DTRAIN" launch --nproc-per-node "$n" -- "$PY" "$SRC/bench/gloo_allreduce.py" \
+      --sizes "$SIZES" --iters "$ITERS" --warmup 1 --json "$TMP/gloo_${n}_$k.json"
+  done
+  # 8-byte latency, 4 ranks
+  LAT=(-b 8 -e 8 -n 2000 -w 200 --check "${PLACE[@]}")
+  run lat_host_$k 60 "$DTRAIN" launch --nproc-per-node 4 -- "$CP" --backend host "${LAT[@]}" --json "$TMP/lat_host_$k.json"
+  run lat_mpi_$k 60 "${MPIRUN[@]}" -np 4 "$CP" --backend mpi "${LAT[@]}" --json "$TMP/lat_mpi_$k.json"
+  run lat_raw_$k 60 "${MPIRUN[@]}" -np 4 "$CP" --anchor-mpi "${LAT[@]}" --json "$TMP/lat_raw_$k.json"
+  run lat_gloo_$k 120 "$DTRAIN" launch --nproc-per-node 4 -- "$PY" "$SRC/bench/gloo_allreduce.py" --sizes 8 \
+    --iters 500 --warmup 50 --json "$TMP/lat_gloo_$k.json"
 done
-# 8-byte latency, 4 ranks
-LAT=(-b 8 -e 8 -n 2000 -w 200 --check)
-run lat_host 60 "$DTRAIN" launch --nproc-per-node 4 -- "$CP" --backend host "${LAT[@]}" --json "$TMP/lat_host.json"
-run lat_mpi 60 "${MPIRUN[@]}" -np 4 "$CP" --backend mpi "${LAT[@]}" --json "$TMP/lat_mpi.json"
-run lat_raw 60 "${MPIRUN[@]}" -np 4 "$CP" --anchor-mpi "${LAT[@]}" --json "$TMP/lat_raw.json"
-run lat_gloo 120 "$DTRAIN" launch --nproc-per-node 4 -- "$PY" "$SRC/bench/gloo_allreduce.py" --sizes 8 \
-  --iters 500 --warmup 50 --json "$TMP/lat_gloo.json"
 
-"$PY" - "$TMP" "$RANKS" <<'PYEOF' || rc=1
-import json, os, sys
-tmp, ranks = sys.argv[1], sys.argv[2].split()
+"$PY" - "$TMP" "$RANKS" "$ROUNDS" <<'PYEOF' || rc=1
+import json, os, statistics, sys
+tmp, ranks, rounds = sys.argv[1], sys.argv[2].split(), int(sys.argv[3])
 def load(name):
-    p = os.path.join(tmp, name + ".json")
-    try:
-        d = json.load(open(p))
-    except Exception:
-        return {}
-    return {r["size"]: r for r in d.get("results", [])}
+    """{size: row} with busbw and time_us the medians over the rounds that have the size; wrong summed."""
+    runs = []
+    for k in range(rounds):
+        try:
+            runs.append({r["size"]: r for r in json.load(open(os.path.join(tmp, "%s_%d.json" % (name, k))))["results"]})
+        except Exception:
+            pass
+    out = {}
+    for size in set().union(*runs) if runs else ():
+        rows = [r[size] for r in runs if size in r]
+        out[size] = {"busbw": statistics.median(r["busbw"] for r in rows),
+                     "time_us": statistics.median(r["time_us"] for r in rows),
+                     "wrong": sum(r.get("wrong", 0) for r in rows)}
+    return out
 bad = 0
 def cell(rows, size, key="busbw", fmt="%8.3f"):
     global bad
