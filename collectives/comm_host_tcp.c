@@ -877,6 +877,12 @@ static dtr_result init_impl(dtr_comm *c, dtr__host_tcp *t, const char *kp, int64
   const char *me = dtr_store_local_addr(c->store);
   if (!me || !me[0])
     return dtr__comm_fail(c, DTR_ERR_INTERNAL, "host backend tcp: the store connection has no local address");
+  /* 2(n-1) connections and the listener: the usual soft limit of 1024 descriptors runs out near 500
+   * ranks, so raise it here, before anything is published, or fail at once naming the limit. */
+  long raised = 0;
+  rc = dtr__fd_room(2 * (n - 1) + 1, &raised, err, sizeof err);
+  if (rc) return dtr__comm_fail(c, rc, "host backend tcp: rank %d of %d: %s", r, n, err);
+  if (raised) DTR_DEBUG("host backend tcp: rank %d raised its open-file limit to %ld", r, raised);
   rc = dtr__listen(me, 0, 2 * n + 8, &lfd, &port, err, sizeof err);
   if (rc) return dtr__comm_fail(c, rc, "host backend tcp: rank %d cannot listen on %s: %s", r, me, err);
   if (bufbytes > 0) tune(lfd, bufbytes); /* accepted sockets inherit the buffer sizes */
@@ -947,6 +953,11 @@ static dtr_result init_impl(dtr_comm *c, dtr__host_tcp *t, const char *kp, int64
     int k = poll(&pf, 1, left < 0 || left > 100 ? 100 : left);
     if (k <= 0) continue;
     int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)) {
+      rc = dtr__comm_fail(c, DTR_ERR_SYSTEM, "host backend tcp: rank %d cannot accept a connection: %s", r,
+                          strerror(errno)); /* poll would report the listener ready forever */
+      goto out;
+    }
     if (fd < 0) continue;
     hello hi;
     rc = dtr__read_full(fd, &hi, sizeof hi, deadline, &c->aborted, err, sizeof err);

@@ -3,6 +3,7 @@
 #include "sock.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -133,6 +135,44 @@ static dtr_result wait_fd(int fd, short events, int64_t deadline, const atomic_i
   }
 }
 
+/* Descriptors open in this process (the entries of /proc/self/fd, less the directory's own). */
+static long fds_open(void) {
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) return 0;
+  long k = 0;
+  for (struct dirent *e; (e = readdir(d));)
+    if (e->d_name[0] != '.') k++;
+  closedir(d);
+  return k > 0 ? k - 1 : 0;
+}
+
+dtr_result dtr__fd_room(int more, long *raised_to, char *err, size_t cap) {
+  enum { MARGIN = 64 }; /* files, pipes and sockets opened meanwhile */
+  *raised_to = 0;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return DTR_OK;
+  long open_now = fds_open();
+  rlim_t need = (rlim_t)open_now + (rlim_t)more, want = need + MARGIN;
+  if (rl.rlim_cur >= want) return DTR_OK;
+  if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need)
+    return dtr__fail(
+        err, cap, DTR_ERR_SYSTEM,
+        "%ld descriptors are open and %d more sockets are needed, but the hard open-file limit is "
+        "%llu: raise it (ulimit -Hn, LimitNOFILE= or nofile in limits.conf)",
+        open_now, more, (unsigned long long)rl.rlim_max);
+  /* Raise with headroom for later communicators (splits build meshes of their own), not to the hard
+   * limit itself, which may be huge and slows programs that close every descriptor up to it. */
+  rlim_t to = want * 2 > want + 1024 ? want * 2 : want + 1024;
+  if (rl.rlim_max != RLIM_INFINITY && to > rl.rlim_max) to = rl.rlim_max;
+  if (to <= rl.rlim_cur) return DTR_OK; /* at the hard limit already, which still fits */
+  rl.rlim_cur = to;
+  if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+    return dtr__fail(err, cap, DTR_ERR_SYSTEM, "cannot raise the open-file limit to %llu: %s",
+                     (unsigned long long)to, strerror(errno));
+  *raised_to = (long)to;
+  return DTR_OK;
+}
+
 dtr_result dtr__connect(const char *host, int port, int64_t deadline, int retry_ms,
                         const atomic_int *abort_flag, int *fd_out, char *err, size_t cap) {
   int last_errno = 0;
@@ -142,6 +182,12 @@ dtr_result dtr__connect(const char *host, int port, int64_t deadline, int retry_
     if (rc) return rc;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
       int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)) {
+        int e = errno; /* out of descriptors or memory: waiting will not help */
+        freeaddrinfo(res);
+        return dtr__fail(err, cap, DTR_ERR_SYSTEM, "cannot open a socket to connect to %s:%d: %s", host, port,
+                         strerror(e));
+      }
       if (fd < 0) {
         last_errno = errno;
         continue;

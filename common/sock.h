@@ -44,6 +44,10 @@ void dtr__sock_peer_name(int fd, char *out, size_t cap);
 dtr_result dtr__find_free_port(const char *host, int *port, char *err, size_t cap);
 /* True when host (a name or numeric address) resolves to an address of one of this host's interfaces. */
 int dtr__host_is_local(const char *host);
+/* Make room for `more` descriptors beyond those open now (plus a margin): when the soft open-file limit
+ * is too low, raise it (toward the hard limit, never past it); when even the hard limit is too low,
+ * fail saying so. *raised_to is the new soft limit when it was raised, else 0. */
+dtr_result dtr__fd_room(int more, long *raised_to, char *err, size_t cap);
 /* Fill buf with cryptographically random bytes (getrandom). */
 dtr_result dtr__random_bytes(void *buf, size_t len);
 
