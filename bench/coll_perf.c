@@ -4,7 +4,8 @@
  *   mpirun -np 4 coll_perf --anchor-mpi ...       (raw MPI_Allreduce & co., the anchor; MPI builds only)
  * Rank 0 prints one row per size: size count type redop time(us) algbw(GB/s) busbw(GB/s) #wrong, where
  * time is the slowest rank's average per iteration, algbw = size / time and busbw = algbw times
- * 2(n-1)/n (allreduce), (n-1)/n (reducescatter, allgather, alltoall) or 1 (broadcast, reduce), so a
+ * 2(n-1)/n (allreduce), (n-1)/n (reducescatter, allgather, alltoall) or 1 (broadcast, reduce, and
+ * sendrecv: every rank sends size bytes to the next rank and receives as many from the previous), so a
  * busbw is comparable with the hardware's bandwidth whatever the rank count (nccl-tests' PERFORMANCE.md).
  * size is the total buffer: for reducescatter the send buffer, for allgather the receive buffer, for
  * alltoall either one. --check verifies one extra run per size against a serial reference (exact for
@@ -31,8 +32,9 @@
 #include <cuda_runtime.h>
 #endif
 
-typedef enum { OP_AR, OP_RS, OP_AG, OP_BC, OP_RED, OP_A2A } bench_op;
-static const char *OP_NAMES[] = {"allreduce", "reducescatter", "allgather", "broadcast", "reduce", "alltoall"};
+typedef enum { OP_AR, OP_RS, OP_AG, OP_BC, OP_RED, OP_A2A, OP_SR, OP_COUNT } bench_op;
+static const char *OP_NAMES[] = {"allreduce", "reducescatter", "allgather", "broadcast",
+                                 "reduce",    "alltoall",      "sendrecv"};
 
 typedef struct opts {
   bench_op op;
@@ -80,7 +82,7 @@ static int parse_bytes(const char *s, size_t *out) {
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: coll_perf [--op allreduce|reducescatter|allgather|broadcast|reduce|alltoall]\n"
+          "usage: coll_perf [--op allreduce|reducescatter|allgather|broadcast|reduce|alltoall|sendrecv]\n"
           "                 [--backend host|mpi|nccl] [--anchor-mpi] [--dtype f32|f64|f16|bf16|i32|i64|u8]\n"
           "                 [--redop sum|avg|max|min|prod] [-b|--min-bytes 8] [-e|--max-bytes 256M]\n"
           "                 [-f|--step-factor 2] [-n|--iters N] [-w|--warmup N] [-c|--check]\n"
@@ -95,9 +97,9 @@ static int parse_args(int argc, char **argv, opts *o) {
 #define ARG(s1, s2) ((!strcmp(a, s1) || !strcmp(a, s2)) && v && (i++, 1))
     if (ARG("--op", "-o")) {
       int k;
-      for (k = 0; k < 6 && strcmp(v, OP_NAMES[k]); k++) {
+      for (k = 0; k < OP_COUNT && strcmp(v, OP_NAMES[k]); k++) {
       }
-      if (k == 6) return fprintf(stderr, "coll_perf: unknown --op %s\n", v), -1;
+      if (k == OP_COUNT) return fprintf(stderr, "coll_perf: unknown --op %s\n", v), -1;
       o->op = (bench_op)k;
     } else if (ARG("--backend", "-B")) {
       if (dtr_backend_parse(v, &o->backend) != DTR_OK) return fprintf(stderr, "coll_perf: bad --backend %s\n", v), -1;
@@ -237,6 +239,10 @@ static dtr_result run_op(bench *b, const void *send, void *recv, size_t count) {
       case OP_AG: e = MPI_Allgather(send, n, t, recv, n, t, MPI_COMM_WORLD); break;
       case OP_BC: e = MPI_Bcast(recv, n, t, 0, MPI_COMM_WORLD); break;
       case OP_RED: e = MPI_Reduce(send, recv, n, t, op, 0, MPI_COMM_WORLD); break;
+      case OP_SR:
+        e = MPI_Sendrecv(send, n, t, (b->rank + 1) % b->size, 0, recv, n, t, (b->rank + b->size - 1) % b->size, 0,
+                         MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        break;
       default: e = MPI_Alltoall(send, n, t, recv, n, t, MPI_COMM_WORLD); break;
     }
     return e == MPI_SUCCESS ? DTR_OK : DTR_ERR_CONNECTION;
@@ -248,6 +254,11 @@ static dtr_result run_op(bench *b, const void *send, void *recv, size_t count) {
     case OP_AG: return dtr_all_gather(b->c, send, recv, count, o->dtype, NULL);
     case OP_BC: return dtr_broadcast(b->c, recv, count, o->dtype, 0, NULL);
     case OP_RED: return dtr_reduce(b->c, send, recv, count, o->dtype, o->redop, 0, NULL);
+    case OP_SR: { /* a pipeline's exchange: send to the next rank, receive from the previous, at once */
+      dtr_p2p ops[2] = {{1, (b->rank + 1) % b->size, (void *)send, count, o->dtype},
+                        {0, (b->rank + b->size - 1) % b->size, recv, count, o->dtype}};
+      return dtr_p2p_batch(b->c, ops, 2, NULL);
+    }
     default: return dtr_all_to_all(b->c, send, recv, count, o->dtype, NULL);
   }
 }
@@ -327,6 +338,8 @@ static int64_t check_once(bench *b, void *send, void *recv, size_t count, size_t
     case OP_A2A:
       for (int r = 0; r < n; r++) cref_fill(want + (size_t)r * count * es, o->dtype, rop, tag, r, (size_t)me * count, count);
       break;
+    case OP_SR: cref_fill(want, o->dtype, rop, tag, (me + n - 1) % n, 0, count); break;
+    case OP_COUNT: break;
   }
   buf_put(b, send, hs, send_elems * es);
   buf_put(b, recv, o->inplace ? hs : hr, recv_elems * es); /* in place: the input is in recv */
@@ -427,7 +440,7 @@ int main(int argc, char **argv) {
            OP_NAMES[o->op], backend_name, n, dtr_dtype_name(o->dtype), reduces ? dtr_redop_name(o->redop) : "none",
            o->min_bytes, o->max_bytes, o->step, o->iters ? "fixed" : "auto", o->check ? "on" : "off");
     printf("# busbw = algbw x %s; time = slowest rank's mean per iteration\n",
-           o->op == OP_AR ? "2(n-1)/n" : (o->op == OP_BC || o->op == OP_RED) ? "1" : "(n-1)/n");
+           o->op == OP_AR ? "2(n-1)/n" : (o->op == OP_BC || o->op == OP_RED || o->op == OP_SR) ? "1" : "(n-1)/n");
     printf("%12s %12s %6s %6s %12s %12s %12s %7s\n", "size", "count", "type", "redop", "time(us)", "algbw(GB/s)",
            "busbw(GB/s)", "#wrong");
     fflush(stdout);
