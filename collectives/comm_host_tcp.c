@@ -953,7 +953,7 @@ static dtr_result init_impl(dtr_comm *c, dtr__host_tcp *t, const char *kp, int64
     int k = poll(&pf, 1, left < 0 || left > 100 ? 100 : left);
     if (k <= 0) continue;
     int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)) {
+    if (fd < 0 && dtr__fd_exhausted(errno)) {
       rc = dtr__comm_fail(c, DTR_ERR_SYSTEM, "host backend tcp: rank %d cannot accept a connection: %s", r,
                           strerror(errno)); /* poll would report the listener ready forever */
       goto out;

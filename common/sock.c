@@ -173,6 +173,8 @@ dtr_result dtr__fd_room(int more, long *raised_to, char *err, size_t cap) {
   return DTR_OK;
 }
 
+int dtr__fd_exhausted(int err) { return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM; }
+
 dtr_result dtr__connect(const char *host, int port, int64_t deadline, int retry_ms,
                         const atomic_int *abort_flag, int *fd_out, char *err, size_t cap) {
   int last_errno = 0;
@@ -182,8 +184,8 @@ dtr_result dtr__connect(const char *host, int port, int64_t deadline, int retry_
     if (rc) return rc;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
       int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-      if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)) {
-        int e = errno; /* out of descriptors or memory: waiting will not help */
+      if (fd < 0 && dtr__fd_exhausted(errno)) {
+        int e = errno;
         freeaddrinfo(res);
         return dtr__fail(err, cap, DTR_ERR_SYSTEM, "cannot open a socket to connect to %s:%d: %s", host, port,
                          strerror(e));

@@ -48,6 +48,9 @@ int dtr__host_is_local(const char *host);
  * is too low, raise it (toward the hard limit, never past it); when even the hard limit is too low,
  * fail saying so. *raised_to is the new soft limit when it was raised, else 0. */
 dtr_result dtr__fd_room(int more, long *raised_to, char *err, size_t cap);
+/* True for the errno values of socket/accept that waiting will not cure (out of descriptors or
+ * memory): callers fail at once instead of retrying until their deadline. */
+int dtr__fd_exhausted(int err);
 /* Fill buf with cryptographically random bytes (getrandom). */
 dtr_result dtr__random_bytes(void *buf, size_t len);
 
