@@ -37,6 +37,16 @@ run_coll_fault() {
   fi
   if grep -q "FAILED" "$T/$name.out"; then fail "$name: $(grep FAILED "$T/$name.out")"; fi
 }
+# expect_verdicts NAME PATTERN RANK...: each RANK printed "coll_fault rank R: PATTERN" (an extended
+# regular expression) in run_coll_fault NAME's output; otherwise fail, showing that output.
+expect_verdicts() {
+  local name=$1 pat=$2 r
+  shift 2
+  for r in "$@"; do
+    grep -Eq "^\[0:$r\] coll_fault rank $r: $pat" "$T/$name.out" \
+      || fail "$name: rank $r gave no verdict matching '$pat': $(cat "$T/$name.out")"
+  done
+}
 # wait_grep FILE PATTERN: up to 10 s
 wait_grep() {
   for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done

@@ -21,33 +21,25 @@ run_fault() { # NAME NPROC MAX_SECONDS -- coll_fault args
 
 # (a) deadline: rank 2 of 3 never calls the all-reduce; comm timeout 1500 ms
 run_fault deadline 3 40 -- deadline --timeout-ms 1500
-for r in 0 1; do
-  grep -Eq "^\[0:$r\] coll_fault rank $r: deadline ok: timeout after [0-9]+ ms naming rank 2" "$T/deadline.out" \
-    || fail "deadline: rank $r gave no verdict: $(cat "$T/deadline.out")"
-  # comm.h: on expiry the flight recorder (the last operations) is printed
+expect_verdicts deadline "deadline ok: timeout after [0-9]+ ms naming rank 2" 0 1
+for r in 0 1; do # comm.h: on expiry the flight recorder (the last operations) is printed
   cat "$T/deadline.out" "$T/deadline.err" | grep -q "^\[0:$r\] .*flight recorder" \
     || fail "deadline: rank $r printed no flight recorder"
 done
 
 # (b) rank 1 of 3 leaves in the middle of a series of 16 MiB all-reduces
 run_fault peer-exit 3 60 -- peer-exit --timeout-ms 1500
-for r in 0 2; do
-  grep -Eq "^\[0:$r\] coll_fault rank $r: peer-exit ok: all-reduce #[0-9]+ failed after" "$T/peer-exit.out" \
-    || fail "peer-exit: rank $r gave no verdict: $(cat "$T/peer-exit.out")"
-done
+expect_verdicts peer-exit "peer-exit ok: all-reduce #[0-9]+ failed after" 0 2
 
 # (c) abort from another thread, timeout 60 s so only the abort can end the wait
 run_fault abort 2 40 -- abort
-grep -Eq "^\[0:0\] coll_fault rank 0: abort ok: unblocked" "$T/abort.out" || fail "abort: no verdict: $(cat "$T/abort.out")"
+expect_verdicts abort "abort ok: unblocked" 0
 
 # (d) debug mode: mismatched counts
 export DTRAIN_COMM_DEBUG=1
 run_fault mismatch 2 40 -- mismatch --timeout-ms 10000
 unset DTRAIN_COMM_DEBUG
-for r in 0 1; do
-  grep -Eq "^\[0:$r\] coll_fault rank $r: mismatch ok: invalid" "$T/mismatch.out" \
-    || fail "mismatch: rank $r gave no verdict: $(cat "$T/mismatch.out")"
-done
+expect_verdicts mismatch "mismatch ok: invalid" 0 1
 # (e) rank 0 dies (SIGKILL) while the segment's name is in /dev/shm and nobody else could unlink it:
 # right after creating it, and after publishing it before the others mapped it. The name may stay
 # while the job dies; the next job's creator removes it (no live process holds its lock), and that

@@ -68,18 +68,12 @@ unset DTRAIN_HOST_HIER_CHUNK_BYTES DTRAIN_HOST_CHAIN_CHUNK_BYTES
 # A rank leaves in the middle of a 16 MiB all-reduce (2 fake nodes x 2 ranks): the others must fail
 # with a timeout or connection error naming rank 1 within the deadline (coll_fault checks each).
 DTRAIN_HOST_FAKE_NODES=2 run_coll_fault exit 4 60 -- peer-exit --timeout-ms 3000
-for r in 0 2 3; do
-  grep -Eq "^\[0:$r\] coll_fault rank $r: peer-exit ok: all-reduce #[0-9]+ failed after" "$T/exit.out" \
-    || fail "peer-exit: rank $r gave no verdict"
-done
+expect_verdicts exit "peer-exit ok: all-reduce #[0-9]+ failed after" 0 2 3
 echo "ok: peer-exit, 2 fake nodes x 2 ranks: $(grep -m1 -o "coll_fault rank 2: .*" "$T/exit.out" | cut -c1-300)"
 # A rank that stalls (alive) in a hierarchical all-reduce (2 fake nodes x 2 ranks, rank 3 stays away):
 # every other rank times out with an error that names rank 3, including rank 0, whose rail peer (rank
 # 2) is the one it waits on (its message lists node 1's ranks as the candidates).
 DTRAIN_HOST_FAKE_NODES=2 run_coll_fault stall 4 60 -- deadline-large --timeout-ms 1500
-for r in 0 1 2; do
-  grep -Eq "^\[0:$r\] coll_fault rank $r: deadline-large ok: timeout after [0-9]+ ms naming rank 3" "$T/stall.out" \
-    || fail "stall: rank $r gave no verdict"
-done
+expect_verdicts stall "deadline-large ok: timeout after [0-9]+ ms naming rank 3" 0 1 2
 echo "ok: stall, 2 fake nodes x 2 ranks: $(grep -m1 -o "coll_fault rank 0: .*" "$T/stall.out" | cut -c1-400)"
 echo PASS
