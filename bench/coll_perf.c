@@ -240,8 +240,8 @@ static dtr_result run_op(bench *b, const void *send, void *recv, size_t count) {
       case OP_BC: e = MPI_Bcast(recv, n, t, 0, MPI_COMM_WORLD); break;
       case OP_RED: e = MPI_Reduce(send, recv, n, t, op, 0, MPI_COMM_WORLD); break;
       case OP_SR:
-        e = MPI_Sendrecv(send, n, t, (b->rank + 1) % b->size, 0, recv, n, t, (b->rank + b->size - 1) % b->size, 0,
-                         MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        e = MPI_Sendrecv(send, n, t, (b->rank + 1) % b->size, 0, recv, n, t,
+                         (b->rank + b->size - 1) % b->size, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
         break;
       default: e = MPI_Alltoall(send, n, t, recv, n, t, MPI_COMM_WORLD); break;
     }
@@ -440,7 +440,9 @@ int main(int argc, char **argv) {
            OP_NAMES[o->op], backend_name, n, dtr_dtype_name(o->dtype), reduces ? dtr_redop_name(o->redop) : "none",
            o->min_bytes, o->max_bytes, o->step, o->iters ? "fixed" : "auto", o->check ? "on" : "off");
     printf("# busbw = algbw x %s; time = slowest rank's mean per iteration\n",
-           o->op == OP_AR ? "2(n-1)/n" : (o->op == OP_BC || o->op == OP_RED || o->op == OP_SR) ? "1" : "(n-1)/n");
+           o->op == OP_AR                                          ? "2(n-1)/n"
+           : (o->op == OP_BC || o->op == OP_RED || o->op == OP_SR) ? "1"
+                                                                   : "(n-1)/n");
     printf("%12s %12s %6s %6s %12s %12s %12s %7s\n", "size", "count", "type", "redop", "time(us)", "algbw(GB/s)",
            "busbw(GB/s)", "#wrong");
     fflush(stdout);

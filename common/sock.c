@@ -173,7 +173,9 @@ dtr_result dtr__fd_room(int more, long *raised_to, char *err, size_t cap) {
   return DTR_OK;
 }
 
-int dtr__fd_exhausted(int err) { return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM; }
+int dtr__fd_exhausted(int err) {
+  return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
 
 dtr_result dtr__connect(const char *host, int port, int64_t deadline, int retry_ms,
                         const atomic_int *abort_flag, int *fd_out, char *err, size_t cap) {
