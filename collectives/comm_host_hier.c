@@ -333,6 +333,12 @@ static int chunk_at(const slicing *g, size_t count, size_t off, size_t *m, size_
   return *m == g->L * *per;
 }
 
+/* Elements of slice i (of `per`) that fall inside a chunk of m: per, fewer, or 0 in a ragged chunk. */
+static size_t slice_len(size_t m, size_t per, size_t i) {
+  const size_t lo = i * per;
+  return lo >= m ? 0 : (m - lo < per ? m - lo : per);
+}
+
 static dtr_result hier_all_reduce(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline) {
   dtr__host_hier *x = h->hier;
   const int L = x->per_node;
@@ -368,7 +374,7 @@ static dtr_result hier_all_reduce(dtr_comm *c, dtr__host *h, const dtr__op *op, 
     dtr_result rc = dtr__host_collective(c, x->local, &sub, deadline);
     if (rc) return local_fail(c, x, rc, "all-reduce, the all-to-all");
     /* b. the chain over this rank's slice (the same length on every node's rank li) */
-    size_t so = (size_t)x->li * per, sl = so >= m ? 0 : (m - so < per ? m - so : per);
+    const size_t sl = slice_len(m, per, (size_t)x->li);
     if (sl) {
       for (int j = 0; j < L; j++) in[j] = A + (size_t)j * per * es;
       rc = dtr__host_tcp_chain(c, h->tcp, op, x->rail, x->nodes, x->node, in, L, sl, R, c->size, direct, 0,
@@ -421,7 +427,7 @@ static dtr_result hier_reduce_scatter(dtr_comm *c, dtr__host *h, const dtr__op *
     const int full = chunk_at(&g, count, off, &m, &per);
     /* a. S[i][b]: sub-slice i of block b's chunk */
     for (int i = 0; i < L; i++) {
-      const size_t lo = (size_t)i * per, len = lo >= m ? 0 : (m - lo < per ? m - lo : per);
+      const size_t lo = (size_t)i * per, len = slice_len(m, per, (size_t)i);
       for (int b = 0; b < n; b++) {
         uint8_t *d = S + ((size_t)i * (size_t)n + (size_t)b) * per * es;
         memcpy(d, send + ((size_t)b * count + off + lo) * es, len * es);

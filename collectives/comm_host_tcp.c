@@ -543,6 +543,13 @@ static dtr_result all_reduce(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op, i
  * last member to it. Each link carries every byte once per direction. */
 #define CHAIN_DEPTH 4
 
+/* Member k's part [k*part, (k+1)*part) within the chunk [off, off+len): [*lo, *hi), maybe empty. */
+static void part_in_chunk(int k, size_t part, size_t off, size_t len, size_t *lo, size_t *hi) {
+  size_t a = (size_t)k * part, b = a + part;
+  *lo = a > off ? a : off;
+  *hi = b < off + len ? b : off + len;
+}
+
 typedef struct chain_state {
   const dtr__op *op;
   const void *const *in;
@@ -615,16 +622,14 @@ dtr_result dtr__host_tcp_chain(dtr_comm *c, dtr__host_tcp *t, const dtr__op *op,
     if (part) { /* only the part of member k to member k, [k*part, (k+1)*part) within this chunk */
       if (a.next < 0) {
         for (int k = 0; k < nm - 1; k++) {
-          size_t lo = (size_t)k * part, hi = lo + part;
-          lo = lo > off ? lo : off;
-          hi = hi < off + len ? hi : off + len;
+          size_t lo, hi;
+          part_in_chunk(k, part, off, len, &lo, &hi);
           if (lo < hi)
             bad |= lane_push_g(&t->p[members[k]].tx, o + lo * a.es, (hi - lo) * a.es, (int64_t)q + 1, 0);
         }
       } else {
-        size_t lo = (size_t)pos * part, hi = lo + part;
-        lo = lo > off ? lo : off;
-        hi = hi < off + len ? hi : off + len;
+        size_t lo, hi;
+        part_in_chunk(pos, part, off, len, &lo, &hi);
         if (lo < hi) bad |= lane_push_g(&t->p[lastr].rx, o + lo * a.es, (hi - lo) * a.es, 0, 0);
       }
     } else if (direct) {
