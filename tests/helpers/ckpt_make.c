@@ -21,6 +21,7 @@
 #include "dtrain/ckpt.h"
 #include "dtrain/comm.h"
 #include "dtrain/store.h"
+#include "tests/helpers/watchdog.h"
 
 enum { SPLIT0, SPLIT1, REPL_PART, REPL_R0 };
 
@@ -44,16 +45,6 @@ static const spec SPECS[] = {
 };
 #define NSPECS ((int)(sizeof SPECS / sizeof SPECS[0]))
 #define RNG_BYTES 24
-
-static int g_rank;
-static void on_alarm(int sig) {
-  (void)sig;
-  char msg[96];
-  int n =
-      snprintf(msg, sizeof msg, "ckpt_make rank %d: watchdog: still running after the time limit\n", g_rank);
-  if (write(2, msg, (size_t)n) < 0) _exit(3);
-  _exit(3);
-}
 
 static uint16_t f32_to_f16(float f) { /* exact for the values used here (no subnormals, no rounding) */
   uint32_t b;
@@ -208,9 +199,9 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (saved_world < 0) saved_world = world;
-  g_rank = rank;
-  signal(SIGALRM, on_alarm);
-  alarm(150);
+  char who[48];
+  snprintf(who, sizeof who, "ckpt_make rank %d", rank);
+  watchdog_start(who, 150);
 
   char err[1024] = "";
   dtr_store *store = NULL;

@@ -26,6 +26,7 @@
 #include "dtrain/comm.h"
 #include "dtrain/store.h"
 #include "tests/helpers/coll_ref.h"
+#include "tests/helpers/watchdog.h"
 
 enum { K_AR = 1, K_RS, K_AG, K_BC, K_RED, K_A2A, K_P2P, K_BATCH, K_SPLIT, K_TWO, K_ASYNC, K_DET };
 
@@ -687,16 +688,6 @@ static void check_determinism(ctx *x) {
 
 /* ---------------------------------------------------------------- main */
 
-static volatile sig_atomic_t g_rank = -1;
-static void on_alarm(int sig) {
-  (void)sig;
-  char msg[128];
-  int len = snprintf(msg, sizeof msg, "coll_check rank %d: watchdog expired, giving up\n", (int)g_rank);
-  ssize_t w = write(2, msg, (size_t)len);
-  (void)w;
-  _exit(3);
-}
-
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -764,9 +755,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "coll_check: no rank/size in the environment (run under dtrain launch or mpirun)\n");
     return 2;
   }
-  g_rank = x.rank;
-  signal(SIGALRM, on_alarm);
-  alarm((unsigned)max_seconds);
+  char who[48];
+  snprintf(who, sizeof who, "coll_check rank %d", x.rank);
+  watchdog_start(who, (unsigned)max_seconds);
   if (be == DTR_BACKEND_HOST && dtr_store_connect_env(30000, &store, err, sizeof err) != DTR_OK) {
     fprintf(stderr, "coll_check rank %d: cannot connect to the store: %s\n", x.rank, err);
     return 2;

@@ -27,6 +27,7 @@
 
 #include "dtrain/comm.h"
 #include "dtrain/store.h"
+#include "tests/helpers/watchdog.h"
 
 static int g_rank;
 static const char *g_mode;
@@ -227,14 +228,6 @@ static int mode_create(dtr_comm *c, int rank, int size) {
   return verdict_ok("all-reduce gave %g", v);
 }
 
-static void on_alarm(int sig) {
-  (void)sig;
-  static const char msg[] = "coll_fault: watchdog expired (60 s), giving up\n";
-  ssize_t w = write(2, msg, sizeof msg - 1);
-  (void)w;
-  _exit(3);
-}
-
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: coll_fault deadline|deadline-large|peer-exit|abort|mismatch|create [--timeout-ms MS]\n");
@@ -252,8 +245,7 @@ int main(int argc, char **argv) {
   }
   int rank = atoi(rs), size = atoi(ws);
   g_rank = rank;
-  signal(SIGALRM, on_alarm);
-  alarm(60);
+  watchdog_start("coll_fault", 60);
   char err[512] = "";
   dtr_store *store = NULL;
   if (dtr_store_connect_env(30000, &store, err, sizeof err) != DTR_OK) {

@@ -16,6 +16,7 @@
 
 #include "dtrain/comm.h"
 #include "dtrain/store.h"
+#include "tests/helpers/watchdog.h"
 
 #define ROUNDS 24
 #define MSG_WORDS 1024
@@ -26,14 +27,6 @@ static int fail(const char *what, const char *detail) {
   printf("coll_p2p_order rank %d: FAILED: %s%s%s\n", g_rank, what, detail ? ": " : "", detail ? detail : "");
   fflush(stdout);
   return 1;
-}
-
-static void on_alarm(int sig) {
-  (void)sig;
-  static const char msg[] = "coll_p2p_order: watchdog expired (60 s)\n";
-  ssize_t w = write(2, msg, sizeof msg - 1);
-  (void)w;
-  _exit(3);
 }
 
 /* The word rank `from` sends in round k at index i. */
@@ -49,8 +42,7 @@ int main(void) {
   }
   const int rank = atoi(rs), size = atoi(ws);
   g_rank = rank;
-  signal(SIGALRM, on_alarm);
-  alarm(60);
+  watchdog_start("coll_p2p_order", 60);
   char err[512] = "";
   dtr_store *store = NULL;
   if (dtr_store_connect_env(30000, &store, err, sizeof err) != DTR_OK) return fail("store", err);

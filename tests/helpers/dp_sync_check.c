@@ -20,6 +20,7 @@
 #include "dtrain/runtime.h"
 #include "mix64.h"
 #include "runtime/runtime_internal.h"
+#include "tests/helpers/watchdog.h"
 
 static int g_rank = -1, g_world = 1;
 static long checks, failed;
@@ -35,14 +36,6 @@ static long checks, failed;
       }                                                              \
     }                                                                \
   } while (0)
-
-static void on_alarm(int sig) {
-  (void)sig;
-  static const char msg[] = "dp_sync_check: watchdog expired, giving up\n";
-  ssize_t w = write(2, msg, sizeof msg - 1);
-  (void)w;
-  _exit(3);
-}
 
 /* Rank r's gradient i at step s: a float in [-4, 4) with a full mantissa, so rounding order matters. */
 static float grad_value(int r, size_t i, int s, uint64_t tag) {
@@ -263,8 +256,7 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
-  signal(SIGALRM, on_alarm);
-  alarm((unsigned)max_seconds);
+  watchdog_start("dp_sync_check", (unsigned)max_seconds);
   dtr_runtime_config cfg = dtr_runtime_config_default();
   cfg.timeout_ms = 60000;
   dtr_runtime *rt = NULL;

@@ -16,17 +16,10 @@
 #include <unistd.h>
 
 #include "dtrain/runtime.h"
+#include "tests/helpers/watchdog.h"
 
 static int g_rank = -1;
 static long checks, failed;
-
-static void on_alarm(int sig) {
-  (void)sig;
-  static const char msg[] = "runtime_check: watchdog expired, giving up\n";
-  ssize_t w = write(2, msg, sizeof msg - 1);
-  (void)w;
-  _exit(3);
-}
 
 #define EXPECT(cond, ...)                                          \
   do {                                                             \
@@ -118,8 +111,7 @@ int main(int argc, char **argv) {
   }
   cfg.timeout_ms = timeout_ms;
   cfg.store_timeout_ms = timeout_ms;
-  signal(SIGALRM, on_alarm);
-  alarm((unsigned)max_seconds);
+  watchdog_start("runtime_check", (unsigned)max_seconds);
   setvbuf(stdout, NULL, _IOLBF, 0);
   char err[1024] = "";
   dtr_identity pre;
