@@ -9,12 +9,16 @@
  *
  * Large all-reduce (bandwidth-optimal): chunks flow through a three-stage pipeline; in phase t each
  * rank copies into its slot the n-1 pieces of chunk t that the others reduce, reduces its own piece of
- * chunk t-1 over all ranks (its own contribution straight from its input), and copies the n reduced
- * pieces of chunk t-2 out; one barrier per phase. Small all-reduce (latency-optimal): copy in, one
- * sync, every rank reduces the whole vector itself. Large results go to recv with streaming stores.
+ * chunk t-1 over all ranks (its own contribution straight from its input, the result straight to its
+ * output and to its slot), and copies the n-1 other reduced pieces of chunk t-2 out; one barrier per
+ * phase. Each rank's piece is sized by the ranks' measured speed (comm_host_share.c). Small all-reduce
+ * (latency-optimal): copy in, one sync, every rank reduces the whole vector itself. Large results go
+ * to recv with streaming stores.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -89,15 +93,9 @@ static uint8_t *sub(const dtr__host *h, size_t q, int j) {
   return dtr__host_slot(h, (int)(q / 2), j) + (q % 2) * (h->slot_bytes / 2);
 }
 
-/* Piece j of a chunk of `total` elements split n ways on PIECE_ALIGN boundaries. */
-static void piece(size_t total, int n, int j, size_t es, size_t *off, size_t *len) {
-  size_t al = PIECE_ALIGN / es ? PIECE_ALIGN / es : 1;
-  size_t per = (total + (size_t)n - 1) / (size_t)n;
-  per = (per + al - 1) / al * al;
-  size_t o = per * (size_t)j;
-  if (o > total) o = total;
-  *off = o;
-  *len = total - o < per ? total - o : per;
+/* Piece j of a chunk of `total` elements: between the current cuts, on PIECE_ALIGN boundaries. */
+static void piece(const dtr__host *h, size_t total, int j, size_t es, size_t *off, size_t *len) {
+  dtr__host_share_piece(h->cut, total, PIECE_ALIGN / es ? PIECE_ALIGN / es : 1, j, off, len);
 }
 
 static size_t elems_in(size_t bytes, size_t es) {
@@ -105,14 +103,82 @@ static size_t elems_in(size_t bytes, size_t es) {
   return e ? e : 1;
 }
 
+/* Reduce this rank's piece (len elements of in[0..n-1]) one L1-sized block at a time, and copy each
+ * block to where it is wanted: this rank's result (mine) and its slot, from which the others copy it
+ * out (theirs); either may be NULL. Streaming stores when stream. Against reducing into the slot and
+ * copying the whole chunk out of the slots afterwards, this saves the read of the own piece back and
+ * the write-back of the slot's lines (interleaved runs, medians: 2 ranks +26-34% busbw at 16-256 MiB
+ * and +10-60% at 64 KiB-4 MiB, 4 ranks on 2 cores +4-7%). Small results are left in cache. */
+#define REDUCE_BLOCK 16384
+static void reduce_piece(const dtr__op *op, const void *const *in, int n, size_t len, uint8_t *mine,
+                         uint8_t *theirs, int stream) {
+  _Alignas(64) uint8_t blk[REDUCE_BLOCK];
+  const size_t es = dtr_dtype_size(op->dtype), be = REDUCE_BLOCK / es;
+  const void *at[n];
+  for (size_t o = 0; o < len; o += be) {
+    size_t m = len - o < be ? len - o : be;
+    for (int j = 0; j < n; j++) at[j] = (const uint8_t *)in[j] + o * es;
+    dtr__reduce_n(blk, at, n, m, op->dtype, op->redop, n);
+    if (mine) copy_stream(mine + o * es, blk, m * es, stream);
+    if (theirs) copy_stream(theirs + o * es, blk, m * es, stream);
+  }
+  stream_fence(stream);
+}
+
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* DTRAIN_HOST_TEST_SLOW_REDUCE=k (tests only): spin k-1 times as long as the reduce took, as a core
+ * k times slower at reducing would. */
+static void slow_down(int64_t took_ns, int k) {
+  int64_t until = now_ns() + took_ns * (k - 1);
+  while (now_ns() < until) dtr__host_relax();
+}
+
+/* All-reduces of at least this many chunks publish how long this rank was busy in them. */
+#define BALANCE_MIN_CHUNKS 8
+
+/* Move the piece cuts by the busy times the ranks published after the last measured all-reduce
+ * (comm_host_share.c). Every rank runs this at the same point of the same operation, after the
+ * release wait that makes those figures visible and before anyone can overwrite them (a rank writes
+ * its next figure only in the last phase of its next measured all-reduce, past that operation's first
+ * barrier). */
+static void rebalance(dtr__host *h) {
+  const int n = h->n;
+  uint64_t busy[n];
+  uint32_t before[n + 1];
+  memcpy(before, h->cut, sizeof before);
+  for (int j = 0; j < n; j++) busy[j] = h->ctl[j].busy_ns;
+  dtr__host_share_update(h->cut, busy, n);
+  if (h->r != 0 || dtr__log_level_get() < DTR_LOG_DEBUG) return;
+  uint32_t moved = 0;
+  for (int j = 0; j < n; j++) {
+    uint32_t was = before[j + 1] - before[j], now = h->cut[j + 1] - h->cut[j];
+    if ((was > now ? was - now : now - was) > moved) moved = was > now ? was - now : now - was;
+  }
+  if (moved < DTR__SHARE_ONE / 100) return;
+  char shares[160];
+  size_t len = 0;
+  for (int j = 0; j < n && len + 16 < sizeof shares; j++)
+    len += (size_t)snprintf(shares + len, sizeof shares - len, "%s%.1f%%", j ? " " : "",
+                            100.0 * (h->cut[j + 1] - h->cut[j]) / DTR__SHARE_ONE);
+  DTR_DEBUG("host backend: all-reduce pieces now %s%s (rank 0 was busy %.2f ms)", shares,
+            len + 16 < sizeof shares ? "" : " ...", (double)busy[0] / 1e6);
+}
+
 /* All-reduce (root < 0) or reduce to root, chunked and pipelined: phase t copies chunk t in, reduces
- * this rank's piece of chunk t-1 and copies chunk t-2 out (every rank, or only root), then one
- * barrier. Three chunk buffers rotate (the barrier after phase t means nobody still reads chunk t-2's
- * buffer when chunk t+1 is written into it), so a chunk costs one sync. Large copy-ins use streaming
- * stores when every rank has a core of its own (h->stream_in): a cached store must first take the line
- * from the cache of the rank that read it three phases ago, which costs more than that rank's later
- * fetch from memory (2 ranks: copy-in 2x faster, busbw +13-17% at 64 MiB and +30% at 256 MiB; 4 ranks
- * on 2 cores, where reader and writer often share a cache: -15%). */
+ * this rank's piece of chunk t-1 (straight to its own result, and to its slot for the others) and
+ * copies the other pieces of chunk t-2 out (every rank, or only root), then one barrier. Three chunk
+ * buffers rotate (the barrier after phase t means nobody still reads chunk t-2's buffer when chunk
+ * t+1 is written into it), so a chunk costs one sync. Large copy-ins use streaming stores when every
+ * rank has a core of its own (h->stream_in): a cached store must first take the line from the cache
+ * of the rank that read it three phases ago, which costs more than that rank's later fetch from
+ * memory (2 ranks: copy-in 2x faster, busbw +13-17% at 64 MiB and +30% at 256 MiB; 4 ranks on 2
+ * cores, where reader and writer often share a cache: -15%). The pieces follow h->cut, which large
+ * all-reduces keep balanced by the ranks' busy times (comm_host_share.c). */
 static dtr_result pipelined(dtr_comm *c, dtr__host *h, const dtr__op *op, int root, int64_t deadline) {
   const int n = h->n, r = h->r;
   const size_t es = dtr_dtype_size(op->dtype), count = op->count;
@@ -123,7 +189,12 @@ static dtr_result pipelined(dtr_comm *c, dtr__host *h, const dtr__op *op, int ro
   if (ce > PIECE_ALIGN) ce = ce / PIECE_ALIGN * PIECE_ALIGN;
   const size_t nch = (count + ce - 1) / ce;
   const int stream = h->stream_bytes && count * es >= h->stream_bytes;
+  const int gets = root < 0 || r == root;         /* this rank gets the result */
+  const int gives = root < 0 ? n > 1 : r != root; /* others copy its reduced piece out */
+  const int measure = h->balance && root < 0 && nch >= BALANCE_MIN_CHUNKS;
   for (int q = 0; q < 2; q++) DTR_CHECK(dtr__host_wait_step(c, h, -1, h->release[q], op, deadline));
+  if (h->busy_fresh) rebalance(h);
+  int64_t start = now_ns(), waited = 0;
   for (size_t t = 0; t < nch + 2; t++) {
     size_t po, pl;
     if (t < nch) { /* copy in chunk t: the pieces the other ranks reduce */
@@ -131,29 +202,39 @@ static dtr_result pipelined(dtr_comm *c, dtr__host *h, const dtr__op *op, int ro
       uint8_t *mine = sub(h, t % 3, r);
       for (int j = 0; j < n; j++) {
         if (j == r) continue;
-        piece(len, n, j, es, &po, &pl);
+        piece(h, len, j, es, &po, &pl);
         copy_stream(mine + po * es, send + (off + po) * es, pl * es, stream && h->stream_in);
       }
       stream_fence(stream && h->stream_in);
     }
     if (t >= 1 && t <= nch) { /* reduce piece r of chunk t-1 (own piece straight from send) */
       size_t off = (t - 1) * ce, len = count - off < ce ? count - off : ce;
-      piece(len, n, r, es, &po, &pl);
+      piece(h, len, r, es, &po, &pl);
       for (int j = 0; j < n; j++)
         in[j] = j == r ? (const void *)(send + (off + po) * es) : sub(h, (t - 1) % 3, j) + po * es;
-      if (pl) dtr__reduce_n(sub(h, (t - 1) % 3, r) + po * es, in, n, pl, op->dtype, op->redop, n);
+      int64_t r0 = h->slow_reduce > 1 ? now_ns() : 0;
+      reduce_piece(op, in, n, pl, gets ? recv + (off + po) * es : NULL,
+                   gives ? sub(h, (t - 1) % 3, r) + po * es : NULL, stream);
+      if (h->slow_reduce > 1) slow_down(now_ns() - r0, h->slow_reduce);
     }
-    if (t >= 2 && (root < 0 || r == root)) { /* copy out chunk t-2 */
+    if (t >= 2 && gets) { /* copy out the other pieces of chunk t-2 */
       size_t off = (t - 2) * ce, len = count - off < ce ? count - off : ce;
       for (int j = 0; j < n; j++) {
-        piece(len, n, j, es, &po, &pl);
+        if (j == r) continue;
+        piece(h, len, j, es, &po, &pl);
         copy_stream(recv + (off + po) * es, sub(h, (t - 2) % 3, j) + po * es, pl * es, stream);
       }
       stream_fence(stream);
     }
+    if (measure && t == nch + 1) h->ctl[r].busy_ns = (uint64_t)(now_ns() - start - waited);
     dtr__host_publish(h);
-    if (t + 1 < nch + 2) DTR_CHECK(wait_all(c, h, op, deadline));
+    if (t + 1 < nch + 2) {
+      int64_t w0 = now_ns();
+      DTR_CHECK(wait_all(c, h, op, deadline));
+      waited += now_ns() - w0;
+    }
   }
+  h->busy_fresh = measure;
   h->release[0] = h->release[1] = h->step;
   return DTR_OK;
 }

@@ -12,7 +12,7 @@
 #include "comm_internal.h"
 
 #define DTR__HOST_MAGIC 0x6d68737274647444ull /* "DtdtrShm" */
-#define DTR__HOST_VERSION 2u
+#define DTR__HOST_VERSION 3u
 #define DTR__HOST_LINE 128 /* keep writers of different ranks on different cache lines (and pairs) */
 
 /* Segment header: written by rank 0 before it publishes the segment's name, read-only after. Every
@@ -25,6 +25,7 @@ typedef struct dtr__host_hdr {
   uint64_t chunk_bytes; /* all-reduce / reduce chunk, <= slot_bytes */
   uint64_t small_bytes; /* all-reduce / reduce at most this size: latency path */
   uint64_t ring_bytes;  /* per ordered pair of ranks (p2p) */
+  uint64_t balance;     /* 1: all-reduce pieces follow the ranks' busy times (comm_host_share.c) */
   uint64_t off_ctl, off_chan, off_slots, off_rings;
 } dtr__host_hdr;
 
@@ -40,7 +41,10 @@ typedef struct dtr__host_ctl {
   char pad1[DTR__HOST_LINE - 8];
   int32_t pid;
   _Atomic int32_t aborted; /* this rank aborted the communicator: peers fail at once */
-  char pad2[DTR__HOST_LINE - 8];
+  /* How long this rank was busy (not waiting) in its last measured all-reduce; written before the
+   * operation's final step is published, read by every rank before its next one (comm_host_share.c). */
+  uint64_t busy_ns;
+  char pad2[DTR__HOST_LINE - 16];
   /* Hierarchical communicators (comm_host_hier.c): why this rank gave up an operation (an error of the
    * whole communicator, naming its ranks), written before `aborted`, so that the node's other ranks
    * report the cause instead of "rank j aborted". why_rc 0: no reason given. */
@@ -74,6 +78,10 @@ typedef struct dtr__host {
   int buf;             /* next buffer to use */
   size_t stream_bytes; /* all-reduce results at least this large are written with streaming stores */
   int stream_in;       /* every rank has a core of its own: large all-reduce copy-ins stream too */
+  uint32_t *cut;       /* n+1 piece boundaries of the pipelined all-reduce, in DTR__SHARE_ONE units */
+  int balance;         /* hdr->balance: large all-reduces measure busy times and move the cuts */
+  int slow_reduce;     /* DTRAIN_HOST_TEST_SLOW_REDUCE (tests): reduces take this many times as long */
+  int busy_fresh;      /* the last pipelined all-reduce published busy_ns: update cut before the next */
   int spin;            /* polls before yielding */
   int yields;          /* sched_yield calls before sleeping on the futex */
   int64_t next_live_check;
@@ -163,6 +171,17 @@ dtr_result dtr__host_hier_init(dtr_comm *c, dtr__host *h, char *const *ids, cons
 dtr_result dtr__host_hier_run(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline);
 void dtr__host_hier_abort(dtr__host *h);
 void dtr__host_hier_destroy(dtr__host *h);
+
+/* Piece shares of the pipelined all-reduce (comm_host_share.c): cut[0] = 0 <= cut[1] <= ... <= cut[n] =
+ * DTR__SHARE_ONE; rank j reduces the part of every chunk between cut[j] and cut[j+1]. */
+#define DTR__SHARE_ONE 65536u
+/* Equal shares. */
+void dtr__host_share_even(uint32_t *cut, int n);
+/* Move the shares against the ranks' measured busy times: one that was busy longer than the mean gets
+ * a smaller share. Integer arithmetic only, so every rank computes the same cuts from the same inputs. */
+void dtr__host_share_update(uint32_t *cut, const uint64_t *busy_ns, int n);
+/* Rank j's part [off, off+len) of a chunk of total elements; boundaries on multiples of align. */
+void dtr__host_share_piece(const uint32_t *cut, size_t total, size_t align, int j, size_t *off, size_t *len);
 
 /* Operations (comm_host_coll.c, comm_host_p2p.c). */
 dtr_result dtr__host_collective(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline);

@@ -158,6 +158,8 @@ static dtr_result create_segment(dtr_comm *c, dtr__host *h) {
   hd.chunk_bytes =
       ALIGN_UP((size_t)dtr__param_range("DTRAIN_SHM_CHUNK_BYTES", chunk, 4096, (int64_t)1 << 30), 4096);
   if (hd.chunk_bytes > hd.slot_bytes) hd.chunk_bytes = hd.slot_bytes;
+  /* Rank 0 decides for all: ranks that cut chunks differently would reduce some elements twice. */
+  hd.balance = dtr__param_int("DTRAIN_SHM_BALANCE", 1) != 0;
   hd.small_bytes = (size_t)dtr__param_range("DTRAIN_SHM_SMALL_BYTES", 16 << 10, 0, (int64_t)1 << 30);
   if (hd.small_bytes > hd.slot_bytes) hd.small_bytes = hd.slot_bytes;
   /* p2p rings: 256 KiB per ordered pair, less on big nodes (at most 64 MiB in all). */
@@ -223,6 +225,13 @@ static dtr_result attach(dtr_comm *c, dtr__host *h) {
   h->chunk_bytes = h->hdr->chunk_bytes;
   h->small_bytes = h->hdr->small_bytes;
   h->ring_bytes = h->hdr->ring_bytes;
+  h->balance = h->hdr->balance != 0;
+  /* DTRAIN_HOST_TEST_SLOW_REDUCE=k (tests only): this process's reduces take k times as long, as on a
+   * core k times slower at them; test_coll_balance.sh sets it on one rank. */
+  h->slow_reduce = (int)dtr__param_range("DTRAIN_HOST_TEST_SLOW_REDUCE", 1, 1, 100);
+  h->cut = calloc((size_t)h->n + 1, sizeof *h->cut);
+  if (!h->cut) return dtr__comm_fail(c, DTR_ERR_NOMEM, "host backend: %d piece cuts", h->n + 1);
+  dtr__host_share_even(h->cut, h->n);
   h->ctl[h->r].pid = (int32_t)getpid();
   /* Our liveness lock: held until this description is closed (destroy or process exit). */
   if (lock_byte(h->fd, h->r) != 0)
@@ -445,6 +454,8 @@ void dtr__host_segment_release(dtr__host *h) {
   if (h->r == 0 && !h->unlinked && h->shm_name[0]) shm_unlink(h->shm_name);
   if (h->base) munmap(h->base, h->map_bytes);
   if (h->fd >= 0) close(h->fd); /* drops our liveness lock */
+  free(h->cut);
+  h->cut = NULL;
   h->base = NULL;
   h->ctl = NULL;
   h->fd = -1;
