@@ -152,8 +152,11 @@ static dtr_result create_segment(dtr_comm *c, dtr__host *h) {
       ALIGN_UP((size_t)dtr__param_range("DTRAIN_SHM_SLOT_BYTES", slot, 4096, (int64_t)1 << 30), 4096);
   /* All-reduce chunk: its working set (n slots of a chunk) should stay in cache while the next chunk
    * is copied in. Measured on 2 cores (64 MiB, streaming stores on): 4 ranks best at 512 KiB-1 MiB
-   * (2 MiB: -20%), 2 ranks flat from 512 KiB to 2 MiB; so 4 MiB / n. */
+   * (2 MiB: -20%); 2 ranks, since the reduce writes straight to the result, 1 MiB against 2 MiB:
+   * +40-60% at 2-4 MiB (the working set of one chunk then stays in cache), within noise to +10% at
+   * 16-256 MiB; so 4 MiB / n, at most 1 MiB. */
   int64_t chunk = ((int64_t)4 << 20) / h->n;
+  if (chunk > (1 << 20)) chunk = 1 << 20;
   if (chunk < (128 << 10)) chunk = 128 << 10;
   hd.chunk_bytes =
       ALIGN_UP((size_t)dtr__param_range("DTRAIN_SHM_CHUNK_BYTES", chunk, 4096, (int64_t)1 << 30), 4096);
