@@ -2,8 +2,8 @@
 # The host backend's pipelined all-reduce gives a slow rank a smaller piece of every chunk
 # (collectives/comm_host_share.c), and the results stay exact while the pieces are uneven. Two ranks
 # on one node; rank 1's reduces take three times as long (DTRAIN_HOST_TEST_SLOW_REDUCE=3 spins after
-# each, as on a core three times slower at them). Its share must fall well below half (the balance is
-# about 10%), and coll_perf --check (run after the timed iterations, so on the moved cuts) must find
+# each, as on a core three times slower at them). Its share must fall well below half (it settles at
+# 10-20%), and coll_perf --check (run after the timed iterations, so on the moved cuts) must find
 # no wrong element, for f32 sum in place and bf16 avg out of place, at sizes that do not divide
 # evenly. With DTRAIN_SHM_BALANCE=0 (set on rank 0 only: rank 0 decides for the segment) the cuts must
 # stay even and the results exact too.
