@@ -18,13 +18,13 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
 #include "check.h"
 #include "comm_host_internal.h"
+#include "sock.h"
 
 #define PIECE_ALIGN 64 /* bytes: piece boundaries on cache lines */
 
@@ -125,17 +125,11 @@ static void reduce_piece(const dtr__op *op, const void *const *in, int n, size_t
   stream_fence(stream);
 }
 
-static int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* DTRAIN_HOST_TEST_SLOW_REDUCE=k (tests only): spin k-1 times as long as the reduce took, as a core
  * k times slower at reducing would. */
 static void slow_down(int64_t took_ns, int k) {
-  int64_t until = now_ns() + took_ns * (k - 1);
-  while (now_ns() < until) dtr__host_relax();
+  int64_t until = dtr__now_ns() + took_ns * (k - 1);
+  while (dtr__now_ns() < until) dtr__host_relax();
 }
 
 /* All-reduces of at least this many chunks publish how long this rank was busy in them. */
@@ -147,17 +141,18 @@ static void slow_down(int64_t took_ns, int k) {
  * its next figure only in the last phase of its next measured all-reduce, past that operation's first
  * barrier). */
 static void rebalance(dtr__host *h) {
-  const int n = h->n;
+  const int n = h->n, log = h->r == 0 && dtr__log_level_get() >= DTR_LOG_DEBUG;
   uint64_t busy[n];
   uint32_t before[n + 1];
-  memcpy(before, h->cut, sizeof before);
+  if (log) memcpy(before, h->cut, sizeof before);
   for (int j = 0; j < n; j++) busy[j] = h->ctl[j].busy_ns;
   dtr__host_share_update(h->cut, busy, n);
-  if (h->r != 0 || dtr__log_level_get() < DTR_LOG_DEBUG) return;
-  uint32_t moved = 0;
+  if (!log) return;
+  uint32_t moved = 0; /* the largest change of one rank's share: log only real moves */
   for (int j = 0; j < n; j++) {
     uint32_t was = before[j + 1] - before[j], now = h->cut[j + 1] - h->cut[j];
-    if ((was > now ? was - now : now - was) > moved) moved = was > now ? was - now : now - was;
+    uint32_t d = was > now ? was - now : now - was;
+    if (d > moved) moved = d;
   }
   if (moved < DTR__SHARE_ONE / 100) return;
   char shares[160];
@@ -194,7 +189,7 @@ static dtr_result pipelined(dtr_comm *c, dtr__host *h, const dtr__op *op, int ro
   const int measure = h->balance && root < 0 && nch >= BALANCE_MIN_CHUNKS;
   for (int q = 0; q < 2; q++) DTR_CHECK(dtr__host_wait_step(c, h, -1, h->release[q], op, deadline));
   if (h->busy_fresh) rebalance(h);
-  int64_t start = now_ns(), waited = 0;
+  int64_t start = dtr__now_ns(), waited = 0;
   for (size_t t = 0; t < nch + 2; t++) {
     size_t po, pl;
     if (t < nch) { /* copy in chunk t: the pieces the other ranks reduce */
@@ -212,10 +207,10 @@ static dtr_result pipelined(dtr_comm *c, dtr__host *h, const dtr__op *op, int ro
       piece(h, len, r, es, &po, &pl);
       for (int j = 0; j < n; j++)
         in[j] = j == r ? (const void *)(send + (off + po) * es) : sub(h, (t - 1) % 3, j) + po * es;
-      int64_t r0 = h->slow_reduce > 1 ? now_ns() : 0;
+      int64_t r0 = h->slow_reduce > 1 ? dtr__now_ns() : 0;
       reduce_piece(op, in, n, pl, gets ? recv + (off + po) * es : NULL,
                    gives ? sub(h, (t - 1) % 3, r) + po * es : NULL, stream);
-      if (h->slow_reduce > 1) slow_down(now_ns() - r0, h->slow_reduce);
+      if (h->slow_reduce > 1) slow_down(dtr__now_ns() - r0, h->slow_reduce);
     }
     if (t >= 2 && gets) { /* copy out the other pieces of chunk t-2 */
       size_t off = (t - 2) * ce, len = count - off < ce ? count - off : ce;
@@ -226,12 +221,12 @@ static dtr_result pipelined(dtr_comm *c, dtr__host *h, const dtr__op *op, int ro
       }
       stream_fence(stream);
     }
-    if (measure && t == nch + 1) h->ctl[r].busy_ns = (uint64_t)(now_ns() - start - waited);
+    if (measure && t == nch + 1) h->ctl[r].busy_ns = (uint64_t)(dtr__now_ns() - start - waited);
     dtr__host_publish(h);
     if (t + 1 < nch + 2) {
-      int64_t w0 = now_ns();
+      int64_t w0 = dtr__now_ns();
       DTR_CHECK(wait_all(c, h, op, deadline));
-      waited += now_ns() - w0;
+      waited += dtr__now_ns() - w0;
     }
   }
   h->busy_fresh = measure;

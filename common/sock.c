@@ -28,6 +28,12 @@ int64_t dtr__now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t dtr__now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 int dtr__ms_left(int64_t deadline) {
   if (deadline < 0) return -1;
   int64_t left = deadline - dtr__now_ms();

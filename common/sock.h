@@ -12,6 +12,8 @@
 
 /* Monotonic milliseconds, for deadlines. */
 int64_t dtr__now_ms(void);
+/* The same clock in nanoseconds, for timing work. */
+int64_t dtr__now_ns(void);
 /* Milliseconds left until deadline (never negative); deadline < 0 means "no deadline" -> -1. */
 int dtr__ms_left(int64_t deadline);
 
