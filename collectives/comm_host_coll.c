@@ -280,7 +280,7 @@ static dtr_result reduce_scatter(dtr_comm *c, dtr__host *h, const dtr__op *op, i
   /* recv may be this rank's block of send; dtr__reduce_n only allows out to alias in[0]. */
   const uint8_t *own = send + (size_t)r * count * es;
   const int alias = r != 0 && recv < own + count * es && own < recv + count * es;
-  const size_t ce = elems_in(h->slot_bytes / (size_t)n, es);
+  const size_t ce = elems_in(h->round_bytes / (size_t)n, es);
   int b;
   for (size_t off = 0; off < count; off += ce) {
     size_t len = count - off < ce ? count - off : ce;
@@ -305,7 +305,7 @@ static dtr_result all_gather(dtr_comm *c, dtr__host *h, const dtr__op *op, int64
   const size_t es = dtr_dtype_size(op->dtype), count = op->count;
   const uint8_t *send = op->send;
   uint8_t *recv = op->recv;
-  const size_t ce = elems_in(h->slot_bytes, es);
+  const size_t ce = elems_in(h->round_bytes, es);
   const int stream = h->stream_bytes && count * es * (size_t)n >= h->stream_bytes;
   int b;
   for (size_t off = 0; off < count; off += ce) {
@@ -325,12 +325,12 @@ static dtr_result all_gather(dtr_comm *c, dtr__host *h, const dtr__op *op, int64
   return DTR_OK;
 }
 
-/* Root fills the whole buffer (all n slots); the others copy out as soon as root published. */
+/* Root fills its round into the buffer; the others copy out as soon as root published. */
 static dtr_result broadcast(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline) {
-  const int n = h->n, r = h->r, root = op->root;
+  const int r = h->r, root = op->root;
   const size_t es = dtr_dtype_size(op->dtype), count = op->count;
   uint8_t *buf = op->recv ? op->recv : (uint8_t *)op->send;
-  const size_t ce = elems_in(h->slot_bytes * (size_t)n, es);
+  const size_t ce = elems_in(h->round_bytes, es);
   const int stream = h->stream_bytes && count * es >= h->stream_bytes;
   int b;
   for (size_t off = 0; off < count; off += ce) {
@@ -357,7 +357,7 @@ static dtr_result all_to_all(dtr_comm *c, dtr__host *h, const dtr__op *op, int64
   const size_t es = dtr_dtype_size(op->dtype), count = op->count;
   const uint8_t *send = op->send;
   uint8_t *recv = op->recv;
-  const size_t ce = elems_in(h->slot_bytes / (size_t)n, es);
+  const size_t ce = elems_in(h->round_bytes / (size_t)n, es);
   const int stream = h->stream_bytes && count * es * (size_t)n >= h->stream_bytes;
   int b;
   for (size_t off = 0; off < count; off += ce) {

@@ -12,7 +12,7 @@
 #include "comm_internal.h"
 
 #define DTR__HOST_MAGIC 0x6d68737274647444ull /* "DtdtrShm" */
-#define DTR__HOST_VERSION 3u
+#define DTR__HOST_VERSION 4u
 #define DTR__HOST_LINE 128 /* keep writers of different ranks on different cache lines (and pairs) */
 
 /* Segment header: written by rank 0 before it publishes the segment's name, read-only after. Every
@@ -24,6 +24,7 @@ typedef struct dtr__host_hdr {
   uint64_t slot_bytes;  /* per rank and buffer; two buffers (double-buffering) */
   uint64_t chunk_bytes; /* all-reduce / reduce chunk, <= slot_bytes */
   uint64_t small_bytes; /* all-reduce / reduce at most this size: latency path */
+  uint64_t round_bytes; /* reduce-scatter, all-gather, all-to-all, broadcast: slot bytes per round */
   uint64_t ring_bytes;  /* per ordered pair of ranks (p2p) */
   uint64_t balance;     /* 1: all-reduce pieces follow the ranks' busy times (comm_host_share.c) */
   uint64_t off_ctl, off_chan, off_slots, off_rings;
@@ -72,7 +73,7 @@ typedef struct dtr__host {
   dtr__host_chan *chan; /* n*n, [from*n + to] */
   uint8_t *slots;       /* [2][n][slot_bytes] */
   uint8_t *rings;       /* [n*n][ring_bytes] */
-  size_t slot_bytes, chunk_bytes, small_bytes, ring_bytes;
+  size_t slot_bytes, chunk_bytes, small_bytes, round_bytes, ring_bytes;
   uint32_t step;       /* the value this rank published last */
   uint32_t release[2]; /* every rank past this step: buffer b may be overwritten */
   int buf;             /* next buffer to use */
