@@ -116,6 +116,5 @@ void dtr__ckpt_dev_release(dtr_ckpt *ck);
 
 /* Element count of a box; the product saturates at INT64_MAX (callers have validated it). */
 int64_t dtr__box_elems(int ndim, const int64_t *extent);
-double dtr__ckpt_now(void);
 
 #endif

@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "checkpoint/ckpt_internal.h"
@@ -26,12 +25,6 @@ void dtr__ckpt_tmp_dir(char *out, size_t cap, const char *dir, int64_t step) {
 
 void dtr__ckpt_shard_path(char *out, size_t cap, const char *step_dir, int rank) {
   snprintf(out, cap, "%s/rank_%05d.dtck", step_dir, rank);
-}
-
-double dtr__ckpt_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 int64_t dtr__box_elems(int ndim, const int64_t *extent) {

@@ -16,6 +16,7 @@
 #include "checkpoint/ckpt_internal.h"
 #include "common/check.h"
 #include "common/log.h"
+#include "common/sock.h"
 #include "common/strbuf.h"
 
 /* ------------------------------------------------------------------ file-system helpers */
@@ -122,7 +123,7 @@ static dtr_result snapshot(dtr_ckpt *ck, int64_t step) {
   dtr__ckpt_snapshot *s = &ck->snap;
   dtr__ckpt_snapshot_free(s);
   s->step = step;
-  s->t_start = dtr__ckpt_now();
+  s->t_start = dtr__now_s();
   int n = 0;
   for (int i = 0; i < ck->nregs; i++) n += ck->regs[i].saves;
   s->sources = calloc((size_t)n + 1, sizeof *s->sources);
@@ -157,7 +158,7 @@ static dtr_result snapshot(dtr_ckpt *ck, int64_t step) {
     s->raw_bytes += bytes;
   }
   DTR_CHECK_GOTO(dtr__ckpt_dev_sync(ck), drc, devfail); /* the one wait for device tensors */
-  ck->stats.blocking_s = dtr__ckpt_now() - s->t_start;
+  ck->stats.blocking_s = dtr__now_s() - s->t_start;
   return DTR_OK;
 devfail:
   (void)dtr__ckpt_dev_sync(ck); /* no queued copy may still write into the staging */
@@ -179,10 +180,10 @@ static dtr_result coll_wait(dtr_ckpt *ck, dtr_result issued, dtr_request *req, c
     if (ck->timeout_ms <= 0) {
       rc = dtr_request_wait(req);
     } else {
-      double deadline = dtr__ckpt_now() + ck->timeout_ms / 1000.0;
+      double deadline = dtr__now_s() + ck->timeout_ms / 1000.0;
       int done = 0;
       while ((rc = dtr_request_test(req, &done)) == DTR_OK && !done) {
-        if (dtr__ckpt_now() > deadline) {
+        if (dtr__now_s() > deadline) {
           dtr_comm_abort(ck->comm);
           rc = dtr_request_wait(req);
           if (rc == DTR_OK || rc == DTR_ERR_ABORTED) rc = DTR_ERR_TIMEOUT;
@@ -573,7 +574,7 @@ dtr_result dtr__ckpt_commit(dtr_ckpt *ck) {
       dtr__fail(ck->err, sizeof ck->err, rc, "step %lld not committed: rank 0: %s", (long long)step, res.msg);
     goto fail;
   }
-  ck->stats.total_s = dtr__ckpt_now() - s->t_start;
+  ck->stats.total_s = dtr__now_s() - s->t_start;
   ck->stats.raw_bytes = s->raw_bytes;
   ck->stats.stored_bytes = stored;
   /* One line per save for the job (rank 0), not one per rank. */

@@ -34,6 +34,10 @@ int64_t dtr__now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+double dtr__now_s(void) {
+  return (double)dtr__now_ns() * 1e-9;
+}
+
 int dtr__ms_left(int64_t deadline) {
   if (deadline < 0) return -1;
   int64_t left = deadline - dtr__now_ms();

@@ -14,6 +14,8 @@
 int64_t dtr__now_ms(void);
 /* The same clock in nanoseconds, for timing work. */
 int64_t dtr__now_ns(void);
+/* The same clock in seconds, for reports and statistics. */
+double dtr__now_s(void);
 /* Milliseconds left until deadline (never negative); deadline < 0 means "no deadline" -> -1. */
 int dtr__ms_left(int64_t deadline);
 

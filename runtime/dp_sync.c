@@ -6,10 +6,10 @@
  * finishes on the last micro-step only, so the exchange runs once per optimizer step. */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "check.h"
 #include "runtime/runtime_internal.h"
+#include "sock.h"
 
 #define DEFAULT_BUCKET_BYTES ((size_t)25 << 20) /* PyTorch DDP's bucket_cap_mb */
 #define DEFAULT_FIRST_BYTES \
@@ -30,12 +30,6 @@ struct dtr_dp_sync {
   int nmarks, capmarks;
   double last_wait, total_wait;
 };
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 dtr_result dtr_dp_sync_create(dtr_comm *dp, float *grads, size_t n, size_t bucket_bytes,
                               size_t first_bucket_bytes, int overlap, dtr_dp_sync **out) {
@@ -184,7 +178,7 @@ dtr_result dtr_dp_sync_ready(dtr_dp_sync *s, size_t offset, size_t count) {
 
 dtr_result dtr_dp_sync_finish(dtr_dp_sync *s) {
   if (!s) return DTR_ERR_INVALID;
-  double t0 = now_s();
+  double t0 = dtr__now_s();
   dtr_result rc = DTR_OK;
   for (int i = 0; i < s->nb; i++) {
     if (s->req[i]) continue;
@@ -202,7 +196,7 @@ dtr_result dtr_dp_sync_finish(dtr_dp_sync *s) {
     dtr_request_free(s->req[i]);
     s->req[i] = NULL;
   }
-  s->last_wait = now_s() - t0;
+  s->last_wait = dtr__now_s() - t0;
   s->total_wait += s->last_wait;
   memset(s->ready, 0, sizeof *s->ready * (size_t)s->nb);
   s->nmarks = 0;

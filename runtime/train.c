@@ -10,13 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <xxhash.h>
 
 #include "check.h"
 #include "param.h"
 #include "runtime/gpt_internal.h"
 #include "runtime/train_internal.h"
+#include "sock.h"
 
 #define EVAL_PROBLEMS 256
 #define MAX_SKIPPED_IN_A_ROW 10
@@ -46,12 +46,6 @@ typedef struct trainer {
   char *err;
   size_t errcap;
 } trainer;
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static dtr_result gpt_fail(trainer *t, dtr_result rc, const char *what) {
   return dtr__fail(t->err, t->errcap, rc, "%s: %s", what, dtr__gpt_last_error(t->model));
@@ -425,13 +419,13 @@ static dtr_result run(trainer *t) {
   }
   fault_hook fault = fault_hook_read(t->rank);
   int addition = r->data.kind == DTR_DATA_ADDITION;
-  double t_begin = now_s(), last_loss = NAN, acc = NAN,
+  double t_begin = dtr__now_s(), last_loss = NAN, acc = NAN,
          tokens_per_step = (double)r->train.global_batch * t->T;
   int64_t saved = start;
   for (int64_t s = start; s < steps; s++) {
-    double t0 = now_s(), loss = 0, lr = 0, gnorm = 0;
+    double t0 = dtr__now_s(), loss = 0, lr = 0, gnorm = 0;
     DTR_CHECK(train_step(t, s, &loss, &lr, &gnorm));
-    double dt = now_s() - t0, wait = dtr_dp_sync_last_wait(t->sync);
+    double dt = dtr__now_s() - t0, wait = dtr_dp_sync_last_wait(t->sync);
     t->sum_step_s += dt;
     t->sum_wait_s += wait;
     t->sum_tokens += tokens_per_step;
@@ -461,7 +455,7 @@ static dtr_result run(trainer *t) {
     DTR_CHECK(dtr__train_ckpt_save(t->ck, steps, t->err, t->errcap));
   }
   DTR_CHECK(dtr__train_ckpt_wait(t->ck, t->err, t->errcap));
-  double wall = now_s() - t_begin;
+  double wall = dtr__now_s() - t_begin;
   /* The wait share averaged over the DP ranks (each waits for the slowest). */
   double share[2] = {t->sum_wait_s, t->sum_step_s};
   dtr_result rc = dtr_all_reduce(t->dp_comm, share, share, 2, DTR_F64, DTR_SUM, NULL);
