@@ -28,10 +28,19 @@
 
 #define PIECE_ALIGN 64 /* bytes: piece boundaries on cache lines */
 
+/* Wait until every rank passed step rel, one this rank passed when it last used some buffer. A rel
+ * that looks ahead of this rank's step was passed 2^31 or more steps ago (the counters wrap), and every
+ * rank is long past it. */
+static dtr_result wait_released(dtr_comm *c, dtr__host *h, uint32_t rel, const dtr__op *op,
+                                int64_t deadline) {
+  if (!dtr__host_ge(h->step, rel)) return DTR_OK;
+  return dtr__host_wait_step(c, h, -1, rel, op, deadline);
+}
+
 static dtr_result acquire(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline, int *b) {
   *b = h->buf;
   h->buf ^= 1;
-  return dtr__host_wait_step(c, h, -1, h->release[*b], op, deadline);
+  return wait_released(c, h, h->release[*b], op, deadline);
 }
 
 static void release(dtr__host *h, int b) {
@@ -187,7 +196,7 @@ static dtr_result pipelined(dtr_comm *c, dtr__host *h, const dtr__op *op, int ro
   const int gets = root < 0 || r == root;         /* this rank gets the result */
   const int gives = root < 0 ? n > 1 : r != root; /* others copy its reduced piece out */
   const int measure = h->balance && root < 0 && nch >= BALANCE_MIN_CHUNKS;
-  for (int q = 0; q < 2; q++) DTR_CHECK(dtr__host_wait_step(c, h, -1, h->release[q], op, deadline));
+  for (int q = 0; q < 2; q++) DTR_CHECK(wait_released(c, h, h->release[q], op, deadline));
   if (h->busy_fresh) rebalance(h);
   int64_t start = dtr__now_ns(), waited = 0;
   for (size_t t = 0; t < nch + 2; t++) {
@@ -325,11 +334,35 @@ static dtr_result all_gather(dtr_comm *c, dtr__host *h, const dtr__op *op, int64
   return DTR_OK;
 }
 
+/* A small broadcast in one step: root writes the next of its eager entries and publishes; the others
+ * copy it out and publish. An entry is rewritten DTR__HOST_EAGER calls later, once every rank is past
+ * the step that ended its last use, so a root runs up to that many calls ahead of its readers instead
+ * of waiting for the readers of the buffer it used two calls before (8 bytes in a loop, 4 ranks on 2
+ * cores: 13.6 us a call through the slots, 1.7-3.4 us eager; Open MPI's MPI_Bcast 0.6-0.9 us). */
+static dtr_result broadcast_eager(dtr_comm *c, dtr__host *h, const dtr__op *op, uint8_t *buf, size_t bytes,
+                                  int64_t deadline) {
+  const int e = h->eager_next, root = op->root;
+  uint8_t *entry = h->eager + ((size_t)root * DTR__HOST_EAGER + (size_t)e) * h->eager_bytes;
+  h->eager_next = (e + 1) % DTR__HOST_EAGER;
+  if (h->r == root) {
+    DTR_CHECK(wait_released(c, h, h->eager_release[e], op, deadline));
+    memcpy(entry, buf, bytes);
+    dtr__host_publish(h);
+  } else {
+    DTR_CHECK(dtr__host_wait_step(c, h, root, h->step + 1, op, deadline));
+    memcpy(buf, entry, bytes);
+    dtr__host_publish(h);
+  }
+  h->eager_release[e] = h->step;
+  return DTR_OK;
+}
+
 /* Root fills its round into the buffer; the others copy out as soon as root published. */
 static dtr_result broadcast(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline) {
   const int r = h->r, root = op->root;
   const size_t es = dtr_dtype_size(op->dtype), count = op->count;
   uint8_t *buf = op->recv ? op->recv : (uint8_t *)op->send;
+  if (count * es <= h->eager_bytes) return broadcast_eager(c, h, op, buf, count * es, deadline);
   const size_t ce = elems_in(h->round_bytes, es);
   const int stream = h->stream_bytes && count * es >= h->stream_bytes;
   int b;

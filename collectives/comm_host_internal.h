@@ -14,6 +14,7 @@
 #define DTR__HOST_MAGIC 0x6d68737274647444ull /* "DtdtrShm" */
 #define DTR__HOST_VERSION 4u
 #define DTR__HOST_LINE 128 /* keep writers of different ranks on different cache lines (and pairs) */
+#define DTR__HOST_EAGER 8  /* eager entries per rank: a broadcast's root may run this many calls ahead */
 
 /* Segment header: written by rank 0 before it publishes the segment's name, read-only after. Every
  * size that changes how many steps an operation takes lives here, so all ranks agree on it. */
@@ -25,9 +26,11 @@ typedef struct dtr__host_hdr {
   uint64_t chunk_bytes; /* all-reduce / reduce chunk, <= slot_bytes */
   uint64_t small_bytes; /* all-reduce / reduce at most this size: latency path */
   uint64_t round_bytes; /* reduce-scatter, all-gather, all-to-all, broadcast: slot bytes per round */
+  uint64_t eager_bytes; /* broadcasts of at most this size go through the eager entries (0: none) */
   uint64_t ring_bytes;  /* per ordered pair of ranks (p2p) */
   uint64_t balance;     /* 1: all-reduce pieces follow the ranks' busy times (comm_host_share.c) */
-  uint64_t off_ctl, off_chan, off_slots, off_rings;
+  uint64_t step0;       /* every rank's first step (0; DTRAIN_HOST_TEST_STEP0 in tests: counters wrap) */
+  uint64_t off_ctl, off_chan, off_slots, off_rings, off_eager;
 } dtr__host_hdr;
 
 /* One rank's control block. `step` is published by its owner only (monotonic, wraps); waiters sleep
@@ -73,10 +76,13 @@ typedef struct dtr__host {
   dtr__host_chan *chan; /* n*n, [from*n + to] */
   uint8_t *slots;       /* [2][n][slot_bytes] */
   uint8_t *rings;       /* [n*n][ring_bytes] */
-  size_t slot_bytes, chunk_bytes, small_bytes, round_bytes, ring_bytes;
+  uint8_t *eager;       /* [n][DTR__HOST_EAGER][eager_bytes]: small broadcasts, written by their root */
+  size_t slot_bytes, chunk_bytes, small_bytes, round_bytes, ring_bytes, eager_bytes;
   uint32_t step;       /* the value this rank published last */
   uint32_t release[2]; /* every rank past this step: buffer b may be overwritten */
   int buf;             /* next buffer to use */
+  uint32_t eager_release[DTR__HOST_EAGER]; /* every rank past this step: eager entry e may be rewritten */
+  int eager_next;                          /* next eager entry to use */
   size_t stream_bytes; /* all-reduce results at least this large are written with streaming stores */
   int stream_in;       /* every rank has a core of its own: large all-reduce copy-ins stream too */
   uint32_t *cut;       /* n+1 piece boundaries of the pipelined all-reduce, in DTR__SHARE_ONE units */

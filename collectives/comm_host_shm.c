@@ -81,6 +81,8 @@ static void layout(dtr__host_hdr *hd, int n) {
   off = ALIGN_UP(off + 2 * (size_t)n * hd->slot_bytes, 4096);
   hd->off_rings = off;
   off = ALIGN_UP(off + (size_t)n * (size_t)n * hd->ring_bytes, 4096);
+  hd->off_eager = off;
+  off = ALIGN_UP(off + (size_t)n * DTR__HOST_EAGER * hd->eager_bytes, 4096);
   hd->total_bytes = off;
 }
 
@@ -163,8 +165,15 @@ static dtr_result create_segment(dtr_comm *c, dtr__host *h) {
   if (hd.chunk_bytes > hd.slot_bytes) hd.chunk_bytes = hd.slot_bytes;
   /* Rank 0 decides for all: ranks that cut chunks differently would reduce some elements twice. */
   hd.balance = dtr__param_int("DTRAIN_SHM_BALANCE", 1) != 0;
+  /* DTRAIN_HOST_TEST_STEP0 (tests only): start every step counter here instead of at 0, so that a short
+   * job crosses the counters' wrap, and sees buffers whose last release (0, never used) lies 2^31 or
+   * more steps back (test_coll_host.sh). */
+  hd.step0 = (uint32_t)dtr__param_range("DTRAIN_HOST_TEST_STEP0", 0, 0, UINT32_MAX);
   hd.small_bytes = (size_t)dtr__param_range("DTRAIN_SHM_SMALL_BYTES", 16 << 10, 0, (int64_t)1 << 30);
   if (hd.small_bytes > hd.slot_bytes) hd.small_bytes = hd.slot_bytes;
+  /* Broadcasts up to the latency path's size, at most 64 KiB, go through eager entries, so that a
+   * root need not wait for the readers of its last call (comm_host_coll.c). */
+  hd.eager_bytes = ALIGN_UP(hd.small_bytes < (64 << 10) ? hd.small_bytes : (64 << 10), 64);
   /* The unpipelined collectives (copy into the slot, one sync, copy out) go in rounds of this many
    * bytes per rank, so that what a rank wrote is still in its cache when the others copy it out.
    * Measured on 2 cores, 1-64 MiB, interleaved against whole 4 MiB slots: 512 KiB gave 2 ranks
@@ -198,6 +207,8 @@ static dtr_result create_segment(dtr_comm *c, dtr__host *h) {
                           (unsigned long long)hd.total_bytes, h->shm_name, strerror(errno));
   }
   memcpy(h->base, &hd, sizeof hd);
+  dtr__host_ctl *ctl = (dtr__host_ctl *)(h->base + hd.off_ctl);
+  for (int j = 0; j < h->n; j++) atomic_store(&ctl[j].step, (uint32_t)hd.step0);
   return DTR_OK;
 }
 
@@ -233,10 +244,13 @@ static dtr_result attach(dtr_comm *c, dtr__host *h) {
   h->chan = (dtr__host_chan *)(h->base + h->hdr->off_chan);
   h->slots = h->base + h->hdr->off_slots;
   h->rings = h->base + h->hdr->off_rings;
+  h->eager = h->base + h->hdr->off_eager;
   h->slot_bytes = h->hdr->slot_bytes;
   h->chunk_bytes = h->hdr->chunk_bytes;
   h->small_bytes = h->hdr->small_bytes;
   h->round_bytes = h->hdr->round_bytes;
+  h->eager_bytes = h->hdr->eager_bytes;
+  h->step = (uint32_t)h->hdr->step0;
   h->ring_bytes = h->hdr->ring_bytes;
   h->balance = h->hdr->balance != 0;
   /* DTRAIN_HOST_TEST_SLOW_REDUCE=k (tests only): this process's reduces take k times as long, as on a

@@ -239,6 +239,47 @@ static void check_broadcast(ctx *x, dtr_dtype t, size_t n, uint64_t tag, int roo
   free(buf), free(want);
 }
 
+/* Small broadcasts back to back while the last rank starts late: the first 24 calls, all from root 0
+ * and all at most 16 KiB (the host backend's eager limit), let it run ahead of that rank by as many
+ * calls as the backend allows (the host backend's 8 eager entries, three times over), and it must not
+ * overwrite what that rank has yet to read. Then roots take turns, sizes cross the eager limit, and
+ * every 5th call is a small all-reduce, which shares the step counters. */
+static void check_broadcast_burst(ctx *x) {
+  enum { Q = 48, AHEAD = 24 };
+  static const size_t counts[] = {1, 7, 257, 4096, 4097};
+  int bad = 0;
+  if (x->rank == x->size - 1) nanosleep(&(struct timespec){0, 30 * 1000 * 1000}, NULL);
+  for (int k = 0; k < Q; k++) { /* every call on every rank, even after a mismatch: ranks stay in step */
+    size_t n = counts[k < AHEAD ? k % 4 : k % 5];
+    uint64_t tag = cref_tag(x->seed, K_BC, DTR_I32, DTR_SUM, 5000 + (size_t)k);
+    int32_t *buf = xmalloc(n * sizeof *buf), *want = xmalloc(n * sizeof *want);
+    char what[160];
+    if (k >= AHEAD && k % 5 == 0) {
+      snprintf(what, sizeof what, "broadcast burst: all_reduce %d of %zu", k, n);
+      cref_fill(buf, DTR_I32, DTR_SUM, tag, x->rank, 0, n);
+      cref_reduce(want, DTR_I32, DTR_SUM, tag, x->world, x->size, 0, n);
+      if (!rc_ok(x, x->c, dtr_all_reduce(x->c, buf, buf, n, DTR_I32, DTR_SUM, NULL), what))
+        bad = 1;
+      else
+        bad |= compare(x, what, buf, want, n, DTR_I32, DTR_SUM, 1, tag, x->world, x->size, 0) != 0;
+    } else {
+      int root = k < AHEAD ? 0 : k % x->size;
+      snprintf(what, sizeof what, "broadcast burst: call %d of %zu from root %d", k, n, root);
+      cref_fill(want, DTR_I32, DTR_SUM, tag, root, 0, n);
+      if (x->rank == root)
+        memcpy(buf, want, n * sizeof *buf);
+      else
+        fill_sentinel(buf, n * sizeof *buf);
+      if (!rc_ok(x, x->c, dtr_broadcast(x->c, buf, n, DTR_I32, root, NULL), what))
+        bad = 1;
+      else
+        bad |= compare(x, what, buf, want, n, DTR_I32, DTR_SUM, 0, tag, NULL, 0, 0) != 0;
+    }
+    free(buf), free(want);
+  }
+  tally(x, bad);
+}
+
 static void check_all_to_all(ctx *x, dtr_dtype t, size_t n, uint64_t tag) {
   size_t es = cref_esz(t), bytes = n * es, all = bytes * (size_t)x->size;
   char *send = xmalloc(all), *recv = xmalloc(all), *orig = xmalloc(all), *want = xmalloc(all), what[160];
@@ -854,6 +895,7 @@ int main(int argc, char **argv) {
   check_split_nested(&x);
   check_async(&x);
   check_many_in_flight(&x);
+  check_broadcast_burst(&x);
   check_determinism(&x);
   check_invalid(&x);
 

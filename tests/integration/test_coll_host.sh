@@ -2,7 +2,7 @@
 # The host (shared-memory) backend against coll_check's serial reference: every collective, type,
 # reduction, size, in-place and out-of-place, split groups, two communicators, async overlap and
 # determinism, BIT-IDENTICAL to a rank-ordered reduction, on 1, 2, 3, 4 ranks, and 8 ranks with --quick;
-# then 3 ranks with the smallest rounds.
+# then 3 ranks with the smallest rounds, and with step counters about to wrap.
 # ctest-labels: coll
 # ctest-timeout: 300
 source "$(dirname "${BASH_SOURCE[0]}")/launch_lib.sh"
@@ -37,4 +37,7 @@ run_check 8 --quick
 # rounds of 4 KiB: the unpipelined collectives take many rounds, with blocks of 1365 bytes per rank
 # (not a multiple of any element size), so every round boundary and ragged last round is checked
 DTRAIN_SHM_ROUND_BYTES=4096 run_check 3 --quick
+# step counters that start 296 steps before they wrap: the job crosses the wrap, and its first use of
+# each buffer and eager entry finds a last release (0) that looks 2^31 or more steps ahead
+DTRAIN_HOST_TEST_STEP0=4294967000 run_check 3 --quick
 echo "PASS"
