@@ -13,7 +13,9 @@
  * output and to its slot), and copies the n-1 other reduced pieces of chunk t-2 out; one barrier per
  * phase. Each rank's piece is sized by the ranks' measured speed (comm_host_share.c). Small all-reduce
  * (latency-optimal): copy in, one sync, every rank reduces the whole vector itself. Large results go
- * to recv with streaming stores.
+ * to recv with streaming stores. Reduce-scatter, all-gather, all-to-all and broadcast go in rounds of
+ * round_bytes per rank; small broadcasts skip the slots for the root's eager entries, so that a root
+ * may run several calls ahead of its readers.
  */
 #include <stdint.h>
 #include <stdio.h>
