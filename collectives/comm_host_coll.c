@@ -349,12 +349,11 @@ static dtr_result broadcast_eager(dtr_comm *c, dtr__host *h, const dtr__op *op, 
   if (h->r == root) {
     DTR_CHECK(wait_released(c, h, h->eager_release[e], op, deadline));
     memcpy(entry, buf, bytes);
-    dtr__host_publish(h);
   } else {
     DTR_CHECK(dtr__host_wait_step(c, h, root, h->step + 1, op, deadline));
     memcpy(buf, entry, bytes);
-    dtr__host_publish(h);
   }
+  dtr__host_publish(h);
   h->eager_release[e] = h->step;
   return DTR_OK;
 }
