@@ -10,10 +10,7 @@
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 static uint64_t next_u64(void) {
-  rng ^= rng << 13;
-  rng ^= rng >> 7;
-  rng ^= rng << 17;
-  return rng;
+  return test_xorshift64(&rng);
 }
 static double uniform(void) {
   return ((next_u64() >> 11) + 0.5) * (1.0 / 9007199254740992.0);

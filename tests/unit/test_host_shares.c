@@ -108,10 +108,7 @@ static void test_balances_a_slow_reducer(void) {
 
 static uint64_t rng = 0x243f6a8885a308d3ull;
 static uint64_t rnd(void) {
-  rng ^= rng << 13;
-  rng ^= rng >> 7;
-  rng ^= rng << 17;
-  return rng;
+  return test_xorshift64(&rng);
 }
 
 static void test_pieces_tile_the_chunk(void) {

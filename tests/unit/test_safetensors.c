@@ -321,7 +321,7 @@ static void test_mutations(void) {
     size_t n = len;
     int edits = 1 + (int)(x % 3);
     for (int e = 0; e < edits; e++) {
-      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      test_xorshift64(&x);
       if (n == 0) break;
       size_t at = (size_t)(x % n);
       switch ((x >> 20) % 3) {

@@ -3,6 +3,7 @@
 #ifndef DTRAIN_TEST_UTIL_H
 #define DTRAIN_TEST_UTIL_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -38,6 +39,14 @@ static int test_checks;
       test_failures++;                                                           \
     }                                                                            \
   } while (0)
+
+/* xorshift64: the tests' reproducible pseudo-random numbers, from a state each test seeds itself. */
+static inline uint64_t test_xorshift64(uint64_t *state) {
+  *state ^= *state << 13;
+  *state ^= *state >> 7;
+  *state ^= *state << 17;
+  return *state;
+}
 
 #define TEST_EXIT()                                                              \
   (printf("%d checks, %d failed\n", test_checks, test_failures), test_failures ? 1 : 0)
