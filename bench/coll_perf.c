@@ -69,10 +69,20 @@ static int parse_bytes(const char *s, size_t *out) {
   double v = strtod(s, &end);
   if (errno || end == s || v < 0) return -1;
   switch (toupper((unsigned char)*end)) {
-    case 'K': v *= 1024.0; end++; break;
-    case 'M': v *= 1024.0 * 1024; end++; break;
-    case 'G': v *= 1024.0 * 1024 * 1024; end++; break;
-    default: break;
+    case 'K':
+      v *= 1024.0;
+      end++;
+      break;
+    case 'M':
+      v *= 1024.0 * 1024;
+      end++;
+      break;
+    case 'G':
+      v *= 1024.0 * 1024 * 1024;
+      end++;
+      break;
+    default:
+      break;
   }
   if (*end == 'B' || *end == 'b') end++;
   if (*end) return -1;
@@ -90,8 +100,14 @@ static void usage(FILE *f) {
 }
 
 static int parse_args(int argc, char **argv, opts *o) {
-  *o = (opts){.op = OP_AR, .backend = DTR_BACKEND_HOST, .dtype = DTR_F32, .redop = DTR_SUM, .min_bytes = 8,
-              .max_bytes = 256u << 20, .step = 2, .timeout_ms = 600000};
+  *o = (opts){.op = OP_AR,
+              .backend = DTR_BACKEND_HOST,
+              .dtype = DTR_F32,
+              .redop = DTR_SUM,
+              .min_bytes = 8,
+              .max_bytes = 256u << 20,
+              .step = 2,
+              .timeout_ms = 600000};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define ARG(s1, s2) ((!strcmp(a, s1) || !strcmp(a, s2)) && v && (i++, 1))
@@ -102,11 +118,14 @@ static int parse_args(int argc, char **argv, opts *o) {
       if (k == OP_COUNT) return fprintf(stderr, "coll_perf: unknown --op %s\n", v), -1;
       o->op = (bench_op)k;
     } else if (ARG("--backend", "-B")) {
-      if (dtr_backend_parse(v, &o->backend) != DTR_OK) return fprintf(stderr, "coll_perf: bad --backend %s\n", v), -1;
+      if (dtr_backend_parse(v, &o->backend) != DTR_OK)
+        return fprintf(stderr, "coll_perf: bad --backend %s\n", v), -1;
     } else if (ARG("--dtype", "-d")) {
-      if (dtr_dtype_parse(v, &o->dtype) != DTR_OK) return fprintf(stderr, "coll_perf: bad --dtype %s\n", v), -1;
+      if (dtr_dtype_parse(v, &o->dtype) != DTR_OK)
+        return fprintf(stderr, "coll_perf: bad --dtype %s\n", v), -1;
     } else if (ARG("--redop", "-r")) {
-      if (dtr_redop_parse(v, &o->redop) != DTR_OK) return fprintf(stderr, "coll_perf: bad --redop %s\n", v), -1;
+      if (dtr_redop_parse(v, &o->redop) != DTR_OK)
+        return fprintf(stderr, "coll_perf: bad --redop %s\n", v), -1;
     } else if (ARG("--min-bytes", "-b")) {
       if (parse_bytes(v, &o->min_bytes)) return fprintf(stderr, "coll_perf: bad --min-bytes %s\n", v), -1;
     } else if (ARG("--max-bytes", "-e")) {
@@ -141,15 +160,21 @@ static int parse_args(int argc, char **argv, opts *o) {
   if (o->step <= 1.0) return fprintf(stderr, "coll_perf: --step-factor must be > 1\n"), -1;
   if (o->min_bytes > o->max_bytes) return fprintf(stderr, "coll_perf: --min-bytes > --max-bytes\n"), -1;
   if (o->iters < 0 || o->warmup < 0) return fprintf(stderr, "coll_perf: negative --iters/--warmup\n"), -1;
-  if (o->inplace && o->op != OP_AR) return fprintf(stderr, "coll_perf: --inplace is for --op allreduce only\n"), -1;
+  if (o->inplace && o->op != OP_AR)
+    return fprintf(stderr, "coll_perf: --inplace is for --op allreduce only\n"), -1;
   return 0;
 }
 
 static double bus_factor(bench_op op, int n) {
   switch (op) {
-    case OP_AR: return 2.0 * (n - 1) / n;
-    case OP_RS: case OP_AG: case OP_A2A: return (double)(n - 1) / n;
-    default: return 1.0;
+    case OP_AR:
+      return 2.0 * (n - 1) / n;
+    case OP_RS:
+    case OP_AG:
+    case OP_A2A:
+      return (double)(n - 1) / n;
+    default:
+      return 1.0;
   }
 }
 
@@ -205,21 +230,32 @@ static void dev_sync(bench *b) {
 #ifdef DTRAIN_HAVE_MPI
 static MPI_Datatype mpi_type(dtr_dtype t) {
   switch (t) {
-    case DTR_F32: return MPI_FLOAT;
-    case DTR_F64: return MPI_DOUBLE;
-    case DTR_I32: return MPI_INT32_T;
-    case DTR_I64: return MPI_INT64_T;
-    case DTR_U8: return MPI_UINT8_T;
-    default: return MPI_DATATYPE_NULL;
+    case DTR_F32:
+      return MPI_FLOAT;
+    case DTR_F64:
+      return MPI_DOUBLE;
+    case DTR_I32:
+      return MPI_INT32_T;
+    case DTR_I64:
+      return MPI_INT64_T;
+    case DTR_U8:
+      return MPI_UINT8_T;
+    default:
+      return MPI_DATATYPE_NULL;
   }
 }
 static MPI_Op mpi_op(dtr_redop op) {
   switch (op) {
-    case DTR_SUM: return MPI_SUM;
-    case DTR_MAX: return MPI_MAX;
-    case DTR_MIN: return MPI_MIN;
-    case DTR_PROD: return MPI_PROD;
-    default: return MPI_OP_NULL;
+    case DTR_SUM:
+      return MPI_SUM;
+    case DTR_MAX:
+      return MPI_MAX;
+    case DTR_MIN:
+      return MPI_MIN;
+    case DTR_PROD:
+      return MPI_PROD;
+    default:
+      return MPI_OP_NULL;
   }
 }
 #endif
@@ -234,38 +270,58 @@ static dtr_result run_op(bench *b, const void *send, void *recv, size_t count) {
     MPI_Op op = mpi_op(o->redop);
     int n = (int)count, e;
     switch (o->op) {
-      case OP_AR: e = MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, n, t, op, MPI_COMM_WORLD); break;
-      case OP_RS: e = MPI_Reduce_scatter_block(send, recv, n, t, op, MPI_COMM_WORLD); break;
-      case OP_AG: e = MPI_Allgather(send, n, t, recv, n, t, MPI_COMM_WORLD); break;
-      case OP_BC: e = MPI_Bcast(recv, n, t, 0, MPI_COMM_WORLD); break;
-      case OP_RED: e = MPI_Reduce(send, recv, n, t, op, 0, MPI_COMM_WORLD); break;
+      case OP_AR:
+        e = MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, n, t, op, MPI_COMM_WORLD);
+        break;
+      case OP_RS:
+        e = MPI_Reduce_scatter_block(send, recv, n, t, op, MPI_COMM_WORLD);
+        break;
+      case OP_AG:
+        e = MPI_Allgather(send, n, t, recv, n, t, MPI_COMM_WORLD);
+        break;
+      case OP_BC:
+        e = MPI_Bcast(recv, n, t, 0, MPI_COMM_WORLD);
+        break;
+      case OP_RED:
+        e = MPI_Reduce(send, recv, n, t, op, 0, MPI_COMM_WORLD);
+        break;
       case OP_SR:
         e = MPI_Sendrecv(send, n, t, (b->rank + 1) % b->size, 0, recv, n, t,
                          (b->rank + b->size - 1) % b->size, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
         break;
-      default: e = MPI_Alltoall(send, n, t, recv, n, t, MPI_COMM_WORLD); break;
+      default:
+        e = MPI_Alltoall(send, n, t, recv, n, t, MPI_COMM_WORLD);
+        break;
     }
     return e == MPI_SUCCESS ? DTR_OK : DTR_ERR_CONNECTION;
   }
 #endif
   switch (o->op) {
-    case OP_AR: return dtr_all_reduce(b->c, send, recv, count, o->dtype, o->redop, NULL);
-    case OP_RS: return dtr_reduce_scatter(b->c, send, recv, count, o->dtype, o->redop, NULL);
-    case OP_AG: return dtr_all_gather(b->c, send, recv, count, o->dtype, NULL);
-    case OP_BC: return dtr_broadcast(b->c, recv, count, o->dtype, 0, NULL);
-    case OP_RED: return dtr_reduce(b->c, send, recv, count, o->dtype, o->redop, 0, NULL);
+    case OP_AR:
+      return dtr_all_reduce(b->c, send, recv, count, o->dtype, o->redop, NULL);
+    case OP_RS:
+      return dtr_reduce_scatter(b->c, send, recv, count, o->dtype, o->redop, NULL);
+    case OP_AG:
+      return dtr_all_gather(b->c, send, recv, count, o->dtype, NULL);
+    case OP_BC:
+      return dtr_broadcast(b->c, recv, count, o->dtype, 0, NULL);
+    case OP_RED:
+      return dtr_reduce(b->c, send, recv, count, o->dtype, o->redop, 0, NULL);
     case OP_SR: { /* a pipeline's exchange: send to the next rank, receive from the previous, at once */
       dtr_p2p ops[2] = {{1, (b->rank + 1) % b->size, (void *)send, count, o->dtype},
                         {0, (b->rank + b->size - 1) % b->size, recv, count, o->dtype}};
       return dtr_p2p_batch(b->c, ops, 2, NULL);
     }
-    default: return dtr_all_to_all(b->c, send, recv, count, o->dtype, NULL);
+    default:
+      return dtr_all_to_all(b->c, send, recv, count, o->dtype, NULL);
   }
 }
 
 static dtr_result reduce_max_f64(bench *b, double *v) {
 #ifdef DTRAIN_HAVE_MPI
-  if (b->o.anchor_mpi) return MPI_Allreduce(MPI_IN_PLACE, v, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD) ? DTR_ERR_CONNECTION : DTR_OK;
+  if (b->o.anchor_mpi)
+    return MPI_Allreduce(MPI_IN_PLACE, v, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD) ? DTR_ERR_CONNECTION
+                                                                                  : DTR_OK;
 #endif
   /* a host scalar: on nccl this would need device memory, so the scalar travels through a buffer */
   double *d = buf_alloc(b, sizeof *v);
@@ -280,7 +336,9 @@ static dtr_result reduce_max_f64(bench *b, double *v) {
 
 static dtr_result sum_i64(bench *b, int64_t *v) {
 #ifdef DTRAIN_HAVE_MPI
-  if (b->o.anchor_mpi) return MPI_Allreduce(MPI_IN_PLACE, v, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD) ? DTR_ERR_CONNECTION : DTR_OK;
+  if (b->o.anchor_mpi)
+    return MPI_Allreduce(MPI_IN_PLACE, v, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD) ? DTR_ERR_CONNECTION
+                                                                                   : DTR_OK;
 #endif
   int64_t *d = buf_alloc(b, sizeof *v);
   if (!d) return DTR_ERR_NOMEM;
@@ -302,13 +360,14 @@ static dtr_result barrier(bench *b) {
 /* ---------------------------------------------------------------- checking */
 
 /* Fill this rank's send (and for broadcast root's buffer), run once, compare; wrong elements here. */
-static int64_t check_once(bench *b, void *send, void *recv, size_t count, size_t send_elems, size_t recv_elems,
-                          dtr_result *rcp) {
+static int64_t check_once(bench *b, void *send, void *recv, size_t count, size_t send_elems,
+                          size_t recv_elems, dtr_result *rcp) {
   const opts *o = &b->o;
   size_t es = cref_esz(o->dtype);
   int n = b->size, me = b->rank;
   uint64_t tag = cref_tag(0xc011, (int)o->op, o->dtype, o->redop, count);
-  char *hs = malloc(send_elems * es + 1), *hr = malloc(recv_elems * es + 1), *want = malloc(recv_elems * es + 1);
+  char *hs = malloc(send_elems * es + 1), *hr = malloc(recv_elems * es + 1),
+       *want = malloc(recv_elems * es + 1);
   int *world = malloc(sizeof(int) * (size_t)n);
   if (!hs || !hr || !want || !world) {
     free(hs), free(hr), free(want), free(world);
@@ -322,12 +381,17 @@ static int64_t check_once(bench *b, void *send, void *recv, size_t count, size_t
   cref_fill(hs, o->dtype, rop, tag, me, 0, send_elems);
   memset(hr, 0xa5, recv_elems * es);
   switch (o->op) {
-    case OP_AR: cref_reduce(want, o->dtype, rop, tag, world, n, 0, count); break;
+    case OP_AR:
+      cref_reduce(want, o->dtype, rop, tag, world, n, 0, count);
+      break;
     case OP_RED:
       cref_reduce(want, o->dtype, rop, tag, world, n, 0, count);
       if (me != 0) ncmp = 0;
       break;
-    case OP_RS: gbase = (size_t)me * count; cref_reduce(want, o->dtype, rop, tag, world, n, gbase, count); break;
+    case OP_RS:
+      gbase = (size_t)me * count;
+      cref_reduce(want, o->dtype, rop, tag, world, n, gbase, count);
+      break;
     case OP_AG:
       for (int r = 0; r < n; r++) cref_fill(want + (size_t)r * count * es, o->dtype, rop, tag, r, 0, count);
       break;
@@ -336,10 +400,14 @@ static int64_t check_once(bench *b, void *send, void *recv, size_t count, size_t
       if (me == 0) memcpy(hr, want, count * es);
       break;
     case OP_A2A:
-      for (int r = 0; r < n; r++) cref_fill(want + (size_t)r * count * es, o->dtype, rop, tag, r, (size_t)me * count, count);
+      for (int r = 0; r < n; r++)
+        cref_fill(want + (size_t)r * count * es, o->dtype, rop, tag, r, (size_t)me * count, count);
       break;
-    case OP_SR: cref_fill(want, o->dtype, rop, tag, (me + n - 1) % n, 0, count); break;
-    case OP_COUNT: break;
+    case OP_SR:
+      cref_fill(want, o->dtype, rop, tag, (me + n - 1) % n, 0, count);
+      break;
+    case OP_COUNT:
+      break;
   }
   buf_put(b, send, hs, send_elems * es);
   buf_put(b, recv, o->inplace ? hs : hr, recv_elems * es); /* in place: the input is in recv */
@@ -357,8 +425,8 @@ static int64_t check_once(bench *b, void *send, void *recv, size_t count, size_t
       if (d <= tol && -d <= tol) continue;
     }
     if (wrong++ < 3)
-      fprintf(stderr, "coll_perf rank %d: %s count %zu: index %zu expected %.9g got %.9g\n", me, OP_NAMES[o->op], count,
-              i, cref_as_double(w, o->dtype), cref_as_double(g, o->dtype));
+      fprintf(stderr, "coll_perf rank %d: %s count %zu: index %zu expected %.9g got %.9g\n", me,
+              OP_NAMES[o->op], count, i, cref_as_double(w, o->dtype), cref_as_double(g, o->dtype));
   }
   free(hs), free(hr), free(want), free(world);
   return wrong;
@@ -416,7 +484,8 @@ int main(int argc, char **argv) {
 #endif
     }
     if (o->backend != DTR_BACKEND_MPI && dtr_store_connect_env(30000, &store, err, sizeof err) != DTR_OK) {
-      fprintf(stderr, "coll_perf rank %d: cannot reach the store (run under dtrain launch): %s\n", b.rank, err);
+      fprintf(stderr, "coll_perf rank %d: cannot reach the store (run under dtrain launch): %s\n", b.rank,
+              err);
       return 2;
     }
     dtr_comm_config cfg = dtr_comm_config_default();
@@ -436,21 +505,27 @@ int main(int argc, char **argv) {
   int reduces = o->op == OP_AR || o->op == OP_RS || o->op == OP_RED;
   FILE *js = NULL;
   if (b.rank == 0) {
-    printf("# coll_perf: op %s, backend %s, %d ranks, dtype %s, redop %s, bytes %zu..%zu x%g, iters %s, check %s\n",
-           OP_NAMES[o->op], backend_name, n, dtr_dtype_name(o->dtype), reduces ? dtr_redop_name(o->redop) : "none",
-           o->min_bytes, o->max_bytes, o->step, o->iters ? "fixed" : "auto", o->check ? "on" : "off");
+    printf(
+        "# coll_perf: op %s, backend %s, %d ranks, dtype %s, redop %s, bytes %zu..%zu x%g, iters %s, check "
+        "%s\n",
+        OP_NAMES[o->op], backend_name, n, dtr_dtype_name(o->dtype),
+        reduces ? dtr_redop_name(o->redop) : "none", o->min_bytes, o->max_bytes, o->step,
+        o->iters ? "fixed" : "auto", o->check ? "on" : "off");
     printf("# busbw = algbw x %s; time = slowest rank's mean per iteration\n",
            o->op == OP_AR                                          ? "2(n-1)/n"
            : (o->op == OP_BC || o->op == OP_RED || o->op == OP_SR) ? "1"
                                                                    : "(n-1)/n");
-    printf("%12s %12s %6s %6s %12s %12s %12s %7s\n", "size", "count", "type", "redop", "time(us)", "algbw(GB/s)",
-           "busbw(GB/s)", "#wrong");
+    printf("%12s %12s %6s %6s %12s %12s %12s %7s\n", "size", "count", "type", "redop", "time(us)",
+           "algbw(GB/s)", "busbw(GB/s)", "#wrong");
     fflush(stdout);
     if (o->json && !(js = fopen(o->json, "w"))) fprintf(stderr, "coll_perf: cannot write %s\n", o->json);
     if (js)
-      fprintf(js, "{\"bench\": \"coll_perf\", \"op\": \"%s\", \"backend\": \"%s\", \"nranks\": %d, \"dtype\": \"%s\", "
-                  "\"redop\": \"%s\", \"results\": [",
-              OP_NAMES[o->op], backend_name, n, dtr_dtype_name(o->dtype), reduces ? dtr_redop_name(o->redop) : "none");
+      fprintf(js,
+              "{\"bench\": \"coll_perf\", \"op\": \"%s\", \"backend\": \"%s\", \"nranks\": %d, \"dtype\": "
+              "\"%s\", "
+              "\"redop\": \"%s\", \"results\": [",
+              OP_NAMES[o->op], backend_name, n, dtr_dtype_name(o->dtype),
+              reduces ? dtr_redop_name(o->redop) : "none");
   }
 
   int status = 0, first = 1;
@@ -477,7 +552,8 @@ int main(int argc, char **argv) {
     }
   }
   double last = -1;
-  for (double sz = (double)o->min_bytes; sz <= (double)o->max_bytes * 1.0000001 && nrows < 200; sz *= o->step) {
+  for (double sz = (double)o->min_bytes; sz <= (double)o->max_bytes * 1.0000001 && nrows < 200;
+       sz *= o->step) {
     size_t total = ((size_t)sz / unit) * unit; /* bytes */
     if (total == 0 || (double)total == last) continue;
     last = (double)total;
@@ -534,8 +610,9 @@ int main(int argc, char **argv) {
              reduces ? dtr_redop_name(o->redop) : "none", per * 1e6, algbw, busbw, ws);
       fflush(stdout);
       if (js)
-        fprintf(js, "%s\n  {\"size\": %zu, \"count\": %zu, \"iters\": %d, \"time_us\": %.3f, \"algbw\": %.6f, "
-                    "\"busbw\": %.6f, \"wrong\": %lld}",
+        fprintf(js,
+                "%s\n  {\"size\": %zu, \"count\": %zu, \"iters\": %d, \"time_us\": %.3f, \"algbw\": %.6f, "
+                "\"busbw\": %.6f, \"wrong\": %lld}",
                 first ? "" : ",", total, elems, iters, per * 1e6, algbw, busbw, (long long)wrong);
       first = 0;
     }
@@ -546,10 +623,12 @@ int main(int argc, char **argv) {
     printf("# Out of bounds values : %lld %s\n", (long long)total_wrong, total_wrong ? "FAILED" : "OK");
     printf("# Avg bus bandwidth    : %.3f GB/s (max %.3f)\n", nrows ? sum_busbw / nrows : 0.0, best_busbw);
     if (o->threshold > 0)
-      printf("# threshold %.3f GB/s: %s\n", o->threshold, best_busbw < o->threshold ? "BELOW (exit 1)" : "met");
+      printf("# threshold %.3f GB/s: %s\n", o->threshold,
+             best_busbw < o->threshold ? "BELOW (exit 1)" : "met");
     if (js) {
-      fprintf(js, "\n], \"max_busbw\": %.6f, \"avg_busbw\": %.6f, \"wrong\": %lld, \"threshold_busbw\": %.6f, "
-                  "\"status\": %d}\n",
+      fprintf(js,
+              "\n], \"max_busbw\": %.6f, \"avg_busbw\": %.6f, \"wrong\": %lld, \"threshold_busbw\": %.6f, "
+              "\"status\": %d}\n",
               best_busbw, nrows ? sum_busbw / nrows : 0.0, (long long)total_wrong, o->threshold, status);
       fclose(js);
     }

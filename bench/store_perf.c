@@ -9,8 +9,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/sock.h"
 #include "dtrain/store.h"
-#include "sock.h"
 
 typedef struct opts {
   const char *host, *token;

@@ -10,8 +10,8 @@
 #include <time.h>
 
 #include "dtrain/runtime.h"
-#include "runtime/gpt.h"
-#include "runtime/gpt_internal.h"
+#include "runtime/model/gpt.h"
+#include "runtime/model/gpt_internal.h"
 
 typedef struct {
   const char *name;

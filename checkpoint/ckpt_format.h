@@ -54,8 +54,8 @@ typedef struct dtr__manifest {
   int format; /* DTR__MANIFEST_VERSION */
   char *job_id;
   int64_t step;
-  int world;  /* shard files rank_00000 .. rank_{world-1} */
-  int level;  /* zstd level used */
+  int world; /* shard files rank_00000 .. rank_{world-1} */
+  int level; /* zstd level used */
   uint64_t chunk_bytes;
   char *created; /* UTC, ISO 8601 */
   uint64_t raw_bytes, stored_bytes;
@@ -99,8 +99,8 @@ typedef struct dtr__shard_params {
  * success pieces[i] receives sources[i]'s chunks (rank and raw_bytes set; the caller fills the box)
  * and owns pieces[i].chunks (free()). On failure the partial file is removed; err names path and cause
  * (ENOSPC, EROFS, EFBIG ... as text). */
-dtr_result dtr__shard_write(const char *path, const dtr__shard_source *sources, int n, const dtr__shard_params *p,
-                            dtr__piece *pieces, char *err, size_t errcap);
+dtr_result dtr__shard_write(const char *path, const dtr__shard_source *sources, int n,
+                            const dtr__shard_params *p, dtr__piece *pieces, char *err, size_t errcap);
 
 /* ---- shard_read.c */
 typedef struct dtr__shard dtr__shard;
@@ -124,7 +124,8 @@ typedef struct dtr__shard_index_entry {
   int nchunks;
   const dtr__chunk *chunks;
 } dtr__shard_index_entry;
-dtr_result dtr__shard_index(dtr__shard *s, const dtr__shard_index_entry **entries, int *n, char *err, size_t errcap);
+dtr_result dtr__shard_index(dtr__shard *s, const dtr__shard_index_entry **entries, int *n, char *err,
+                            size_t errcap);
 
 /* ---- codec.c: one chunk */
 /* A codec context holds one zstd compression and one decompression context, reused chunk after chunk

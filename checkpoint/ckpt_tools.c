@@ -13,11 +13,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "check.h"
 #include "checkpoint/ckpt_format.h"
 #include "checkpoint/safetensors.h"
+#include "common/check.h"
+#include "common/log.h"
 #include "dtrain/ckpt.h"
-#include "log.h"
 
 #define PATH_CAP 4096
 

@@ -13,10 +13,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "fsutil.h"
-#include "log.h"
-#include "strbuf.h"
+#include "common/check.h"
+#include "common/fsutil.h"
+#include "common/log.h"
+#include "common/strbuf.h"
 
 static const struct {
   const char *name;

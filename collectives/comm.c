@@ -7,10 +7,10 @@
 #include <string.h>
 
 #include "collectives/comm_core.h"
-#include "check.h"
-#include "log.h"
-#include "param.h"
-#include "sock.h"
+#include "common/check.h"
+#include "common/log.h"
+#include "common/param.h"
+#include "common/sock.h"
 
 static const dtr__backend *backend_for(dtr_backend b) {
   switch (b) {
@@ -31,7 +31,9 @@ static const dtr__backend *backend_for(dtr_backend b) {
 
 /* Size 1 needs no peers: on backends whose buffers are host memory the core does every operation as
  * a local copy. nccl buffers live on the GPU, so nccl always goes through its backend. */
-static int runs_locally(const dtr_comm *c) { return c->size == 1 && c->backend_kind != DTR_BACKEND_NCCL; }
+static int runs_locally(const dtr_comm *c) {
+  return c->size == 1 && c->backend_kind != DTR_BACKEND_NCCL;
+}
 
 /* A communicator with its core allocated and locks initialised; no backend state yet. */
 static dtr_comm *comm_alloc(int rank, int size) {
@@ -94,7 +96,8 @@ static dtr_result open_debug_store(dtr_comm *c) {
 static dtr_result comm_start(dtr_comm *c) {
   dtr__comm_core *k = dtr__core(c);
   k->local = runs_locally(c);
-  if (c->debug && c->size > 1 && (c->store || c->backend_kind != DTR_BACKEND_MPI)) DTR_CHECK(open_debug_store(c));
+  if (c->debug && c->size > 1 && (c->store || c->backend_kind != DTR_BACKEND_MPI))
+    DTR_CHECK(open_debug_store(c));
   if (!k->local && !k->be_ready) {
     DTR_CHECK(c->be->init(c));
     k->be_ready = 1;
@@ -119,20 +122,24 @@ dtr_result dtr_comm_create(dtr_store *store, int rank, int size, const dtr_comm_
   if (!cfg) cfg = &def;
   const char *name = cfg->name ? cfg->name : "world";
   if (!name_ok(name))
-    return dtr__fail(err, errcap, DTR_ERR_INVALID,
-                     "dtr_comm_create: bad communicator name \"%.80s\" (1-64 printable characters, no spaces or '#')",
-                     name);
+    return dtr__fail(
+        err, errcap, DTR_ERR_INVALID,
+        "dtr_comm_create: bad communicator name \"%.80s\" (1-64 printable characters, no spaces or '#')",
+        name);
   if (size < 1)
-    return dtr__fail(err, errcap, DTR_ERR_INVALID, "dtr_comm_create %s: size %d must be at least 1", name, size);
+    return dtr__fail(err, errcap, DTR_ERR_INVALID, "dtr_comm_create %s: size %d must be at least 1", name,
+                     size);
   if (rank < 0 || rank >= size)
     return dtr__fail(err, errcap, DTR_ERR_INVALID, "dtr_comm_create %s: rank %d is outside 0..%d", name, rank,
                      size - 1);
   if ((unsigned)cfg->backend > (unsigned)DTR_BACKEND_MPI)
-    return dtr__fail(err, errcap, DTR_ERR_INVALID, "dtr_comm_create %s: unknown backend %d", name, (int)cfg->backend);
+    return dtr__fail(err, errcap, DTR_ERR_INVALID, "dtr_comm_create %s: unknown backend %d", name,
+                     (int)cfg->backend);
   const dtr__backend *be = backend_for(cfg->backend);
   if (!be)
-    return dtr__fail(err, errcap, DTR_ERR_UNSUPPORTED, "dtr_comm_create %s: backend \"%s\" is not in this build (%s)",
-                     name, dtr_backend_name(cfg->backend),
+    return dtr__fail(err, errcap, DTR_ERR_UNSUPPORTED,
+                     "dtr_comm_create %s: backend \"%s\" is not in this build (%s)", name,
+                     dtr_backend_name(cfg->backend),
                      cfg->backend == DTR_BACKEND_NCCL ? "built without CUDA/NCCL" : "built without MPI");
   if (!store && cfg->backend != DTR_BACKEND_MPI)
     return dtr__fail(err, errcap, DTR_ERR_INVALID,
@@ -165,12 +172,14 @@ dtr_result dtr_comm_create(dtr_store *store, int rank, int size, const dtr_comm_
     snprintf(key, sizeof key, "comm/%s/a%s/%s/gen/%d", run, att, name, rank);
     rc = dtr_store_add(store, key, 1, &gen);
     if (rc) {
-      dtr__fail(err, errcap, rc, "dtr_comm_create %s: store add %s: %s", name, key, dtr_store_last_error(store));
+      dtr__fail(err, errcap, rc, "dtr_comm_create %s: store add %s: %s", name, key,
+                dtr_store_last_error(store));
       comm_free(c);
       return rc;
     }
   }
-  int pn = snprintf(c->prefix, sizeof c->prefix, "comm/%s/a%s/%s#%lld/", run, att, name, (long long)(gen - 1));
+  int pn =
+      snprintf(c->prefix, sizeof c->prefix, "comm/%s/a%s/%s#%lld/", run, att, name, (long long)(gen - 1));
   if (pn < 0 || pn >= (int)sizeof c->prefix) {
     comm_free(c);
     return dtr__fail(err, errcap, DTR_ERR_INVALID, "dtr_comm_create %s: DTRAIN_RUN_ID is too long", name);
@@ -178,13 +187,13 @@ dtr_result dtr_comm_create(dtr_store *store, int rank, int size, const dtr_comm_
 
   rc = comm_start(c);
   if (rc) {
-    dtr__fail(err, errcap, rc, "dtr_comm_create %s (rank %d of %d, %s backend): %s", name, rank, size, be->name,
-              c->err);
+    dtr__fail(err, errcap, rc, "dtr_comm_create %s (rank %d of %d, %s backend): %s", name, rank, size,
+              be->name, c->err);
     comm_free(c);
     return rc;
   }
-  DTR_DEBUG("comm %s: rank %d of %d on %s, prefix %s, timeout %d ms%s", c->name, rank, size, be->name, c->prefix,
-            c->timeout_ms, c->debug ? ", debug" : "");
+  DTR_DEBUG("comm %s: rank %d of %d on %s, prefix %s, timeout %d ms%s", c->name, rank, size, be->name,
+            c->prefix, c->timeout_ms, c->debug ? ", debug" : "");
   *out = c;
   return DTR_OK;
 }
@@ -206,8 +215,14 @@ static dtr_result exchange_colors(dtr_comm *p, int gen, int color, int key, memb
   if (!p->store) {
     int mine[2] = {color, key}, *got = malloc(sizeof(int) * 2 * (size_t)p->size);
     if (!got) return dtr__comm_fail(p, DTR_ERR_NOMEM, "dtr_comm_split: out of memory");
-    dtr__op op = {.kind = DTR__OP_ALL_GATHER, .seq = p->next_seq++, .send = mine, .recv = got, .count = 2,
-                  .dtype = DTR_I32, .redop = DTR_SUM, .root = -1};
+    dtr__op op = {.kind = DTR__OP_ALL_GATHER,
+                  .seq = p->next_seq++,
+                  .send = mine,
+                  .recv = got,
+                  .count = 2,
+                  .dtype = DTR_I32,
+                  .redop = DTR_SUM,
+                  .root = -1};
     dtr_result rc = dtr__core(p)->local ? DTR_OK : p->be->run(p, &op, dtr__now_ms() + p->timeout_ms);
     if (dtr__core(p)->local) memcpy(got, mine, sizeof mine);
     for (int r = 0; rc == DTR_OK && r < p->size; r++) all[r] = (member){got[2 * r], got[2 * r + 1], r};
@@ -227,9 +242,10 @@ static dtr_result exchange_colors(dtr_comm *p, int gen, int color, int key, memb
     int left = dtr__ms_left(deadline);
     rc = dtr_store_get(p->store, k, left > 0 ? left : 1, &val, &len);
     if (rc == DTR_ERR_TIMEOUT)
-      return dtr__comm_fail(p, rc, "dtr_comm_split of %s timed out after %d ms: rank %d never called it", p->name,
-                            p->timeout_ms, r);
-    if (rc) return dtr__comm_fail(p, rc, "dtr_comm_split: store get %s: %s", k, dtr_store_last_error(p->store));
+      return dtr__comm_fail(p, rc, "dtr_comm_split of %s timed out after %d ms: rank %d never called it",
+                            p->name, p->timeout_ms, r);
+    if (rc)
+      return dtr__comm_fail(p, rc, "dtr_comm_split: store get %s: %s", k, dtr_store_last_error(p->store));
     int pc, pk;
     if (sscanf((char *)val, "%d %d", &pc, &pk) != 2) {
       free(val);
@@ -243,19 +259,21 @@ static dtr_result exchange_colors(dtr_comm *p, int gen, int color, int key, memb
 }
 
 dtr_result dtr_comm_split(dtr_comm *parent, int color, int key, dtr_comm **out) {
-  if (!out) return parent ? dtr__comm_fail(parent, DTR_ERR_INVALID, "dtr_comm_split: out is NULL") : DTR_ERR_INVALID;
+  if (!out)
+    return parent ? dtr__comm_fail(parent, DTR_ERR_INVALID, "dtr_comm_split: out is NULL") : DTR_ERR_INVALID;
   *out = NULL;
   if (!parent) return DTR_ERR_INVALID;
   dtr_comm *p = parent;
   dtr__comm_core *pk = dtr__core(p);
   if (atomic_load(&p->aborted))
-    return dtr__comm_fail(p, DTR_ERR_ABORTED, "dtr_comm_split: communicator %s is aborted (cause: %s)", p->name,
-                          pk->abort_reason[0] ? pk->abort_reason : "unknown");
+    return dtr__comm_fail(p, DTR_ERR_ABORTED, "dtr_comm_split: communicator %s is aborted (cause: %s)",
+                          p->name, pk->abort_reason[0] ? pk->abort_reason : "unknown");
   dtr__core_hold(p); /* asynchronous operations first; then nobody else is inside the backend */
   int gen = pk->split_gen++;
   dtr_comm *child = NULL;
   member *all = calloc((size_t)p->size, sizeof *all);
-  dtr_result rc = all ? exchange_colors(p, gen, color, key, all) : dtr__comm_fail(p, DTR_ERR_NOMEM, "out of memory");
+  dtr_result rc =
+      all ? exchange_colors(p, gen, color, key, all) : dtr__comm_fail(p, DTR_ERR_NOMEM, "out of memory");
   if (rc) goto done;
 
   /* This rank's group, ordered by (key, parent rank). */
@@ -283,7 +301,8 @@ dtr_result dtr_comm_split(dtr_comm *parent, int color, int key, dtr_comm **out) 
       scratch->timeout_ms = p->timeout_ms;
       scratch->cuda_device = p->cuda_device;
       rc = p->be->split(p, scratch, color, key);
-      if (rc && scratch->err[0]) dtr__comm_fail(p, rc, "dtr_comm_split of %s (color %d): %s", p->name, color, scratch->err);
+      if (rc && scratch->err[0])
+        dtr__comm_fail(p, rc, "dtr_comm_split of %s (color %d): %s", p->name, color, scratch->err);
       if (scratch->impl && p->be->destroy) p->be->destroy(scratch);
       comm_free(scratch);
     }
@@ -306,7 +325,8 @@ dtr_result dtr_comm_split(dtr_comm *parent, int color, int key, dtr_comm **out) 
   snprintf(child->name, sizeof child->name, "%.100s/s%dc%d", p->name, gen, color);
   int pn = snprintf(child->prefix, sizeof child->prefix, "%ss%dc%d/", p->prefix, gen, color);
   if (pn < 0 || pn >= (int)sizeof child->prefix) {
-    rc = dtr__comm_fail(p, DTR_ERR_INVALID, "dtr_comm_split: the store prefix of %s's child grew too long", p->name);
+    rc = dtr__comm_fail(p, DTR_ERR_INVALID, "dtr_comm_split: the store prefix of %s's child grew too long",
+                        p->name);
     goto done;
   }
   for (int i = 0; i < n; i++) child->world_ranks[i] = p->world_ranks[all[i].prank];
@@ -321,7 +341,8 @@ dtr_result dtr_comm_split(dtr_comm *parent, int color, int key, dtr_comm **out) 
     rc = comm_start(child);
   }
   /* The backend may have written either communicator's error; keep whichever holds the detail. */
-  if (rc && child->err[0]) dtr__comm_fail(p, rc, "dtr_comm_split of %s into %s: %s", p->name, child->name, child->err);
+  if (rc && child->err[0])
+    dtr__comm_fail(p, rc, "dtr_comm_split of %s into %s: %s", p->name, child->name, child->err);
 
 done:
   dtr__core_release(p);
@@ -344,12 +365,22 @@ void dtr_comm_abort(dtr_comm *c) {
   if (k->be_ready && c->be && c->be->abort) c->be->abort(c);
 }
 
-void dtr_comm_destroy(dtr_comm *c) { comm_free(c); }
+void dtr_comm_destroy(dtr_comm *c) {
+  comm_free(c);
+}
 
-int dtr_comm_rank(const dtr_comm *c) { return c ? c->rank : -1; }
-int dtr_comm_size(const dtr_comm *c) { return c ? c->size : 0; }
-dtr_backend dtr_comm_backend(const dtr_comm *c) { return c ? c->backend_kind : DTR_BACKEND_HOST; }
-const char *dtr_comm_last_error(const dtr_comm *c) { return c ? c->err : "communicator is NULL"; }
+int dtr_comm_rank(const dtr_comm *c) {
+  return c ? c->rank : -1;
+}
+int dtr_comm_size(const dtr_comm *c) {
+  return c ? c->size : 0;
+}
+dtr_backend dtr_comm_backend(const dtr_comm *c) {
+  return c ? c->backend_kind : DTR_BACKEND_HOST;
+}
+const char *dtr_comm_last_error(const dtr_comm *c) {
+  return c ? c->err : "communicator is NULL";
+}
 
 dtr_result dtr_comm_set_cuda_stream(dtr_comm *c, void *stream) {
   if (!c) return DTR_ERR_INVALID;

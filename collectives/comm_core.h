@@ -23,9 +23,9 @@ typedef struct dtr__fr_entry {
   size_t count; /* p2p: elements over the whole batch */
   dtr_dtype dtype;
   dtr_redop redop;
-  int root;     /* p2p: the first op's peer */
+  int root; /* p2p: the first op's peer */
   int np2p;
-  int is_send;  /* p2p: the first op's direction */
+  int is_send; /* p2p: the first op's direction */
   dtr__fr_state state;
   int64_t t_queued, t_start, t_end;
   dtr_result result;
@@ -51,17 +51,17 @@ typedef struct dtr__comm_core {
   pthread_cond_t work; /* the progress thread: something to do */
   pthread_cond_t idle; /* split and destroy: queue drained and nobody inside the backend */
   dtr_request *head, *tail;
-  int busy;            /* a thread is running an operation (inline or progress thread) */
+  int busy; /* a thread is running an operation (inline or progress thread) */
   int stop;
   int thread_started;
   pthread_t thread;
-  int local;           /* size 1 on a host-memory backend: the core does every op itself */
-  int be_ready;        /* the backend's state exists (init or split succeeded) */
-  dtr_store *dbg_store; /* debug mode: a private connection usable from any one thread at a time */
+  int local;             /* size 1 on a host-memory backend: the core does every op itself */
+  int be_ready;          /* the backend's state exists (init or split succeeded) */
+  dtr_store *dbg_store;  /* debug mode: a private connection usable from any one thread at a time */
   uint64_t dbg_prev_seq; /* the last sequence number whose debug key this rank published, + 1 */
   uint64_t next_p2p_seq;
   int split_gen;
-  atomic_uint err_gen;  /* bumped by every dtr__comm_fail, to see whether a backend wrote c->err */
+  atomic_uint err_gen; /* bumped by every dtr__comm_fail, to see whether a backend wrote c->err */
   char abort_reason[512];
   int64_t t_created;
   uint64_t fr_next;
@@ -81,13 +81,15 @@ static inline int64_t dtr__coarse_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static inline dtr__comm_core *dtr__core(const dtr_comm *c) { return (dtr__comm_core *)c->core; }
+static inline dtr__comm_core *dtr__core(const dtr_comm *c) {
+  return (dtr__comm_core *)c->core;
+}
 
 /* comm_ops.c */
 dtr_result dtr__core_start(dtr_comm *c); /* start the progress thread */
 void dtr__core_hold(dtr_comm *c);        /* wait until the queue drained and nobody runs, then claim */
 void dtr__core_release(dtr_comm *c);
-void dtr__core_stop(dtr_comm *c);        /* drain, stop and join the progress thread */
+void dtr__core_stop(dtr_comm *c); /* drain, stop and join the progress thread */
 /* Mark c aborted, remembering why (the first reason wins). */
 void dtr__core_mark_aborted(dtr_comm *c, const char *reason);
 

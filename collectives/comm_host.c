@@ -3,8 +3,8 @@
  * comm_host_coll.c and point-to-point in comm_host_p2p.c. Ranks on several nodes use the TCP transport
  * of comm_host_tcp.c, and when the nodes hold equal blocks of ranks, the hierarchical all-reduce of
  * comm_host_hier.c (shared memory inside each node, a chain of nodes between them). */
-#include "comm_host_internal.h"
-#include "comm_host_tcp.h"
+#include "collectives/comm_host_internal.h"
+#include "collectives/comm_host_tcp.h"
 
 static dtr_result host_run(dtr_comm *c, const dtr__op *op, int64_t deadline) {
   dtr__host *h = c->impl;

@@ -24,9 +24,9 @@
 #include <immintrin.h>
 #endif
 
-#include "check.h"
-#include "comm_host_internal.h"
-#include "sock.h"
+#include "collectives/comm_host_internal.h"
+#include "common/check.h"
+#include "common/sock.h"
 
 #define PIECE_ALIGN 64 /* bytes: piece boundaries on cache lines */
 

@@ -18,12 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "check.h"
-#include "comm_host_internal.h"
-#include "comm_host_tcp.h"
-#include "log.h"
-#include "param.h"
-#include "sock.h"
+#include "collectives/comm_host_internal.h"
+#include "collectives/comm_host_tcp.h"
+#include "common/check.h"
+#include "common/log.h"
+#include "common/param.h"
+#include "common/sock.h"
 
 #define PIECE_ALIGN 64
 

@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "comm_internal.h"
+#include "collectives/comm_internal.h"
 
 #define DTR__HOST_MAGIC 0x6d68737274647444ull /* "DtdtrShm" */
 #define DTR__HOST_VERSION 4u
@@ -78,9 +78,9 @@ typedef struct dtr__host {
   uint8_t *rings;       /* [n*n][ring_bytes] */
   uint8_t *eager;       /* [n][DTR__HOST_EAGER][eager_bytes]: small broadcasts, written by their root */
   size_t slot_bytes, chunk_bytes, small_bytes, round_bytes, ring_bytes, eager_bytes;
-  uint32_t step;       /* the value this rank published last */
-  uint32_t release[2]; /* every rank past this step: buffer b may be overwritten */
-  int buf;             /* next buffer to use */
+  uint32_t step;                           /* the value this rank published last */
+  uint32_t release[2];                     /* every rank past this step: buffer b may be overwritten */
+  int buf;                                 /* next buffer to use */
   uint32_t eager_release[DTR__HOST_EAGER]; /* every rank past this step: eager entry e may be rewritten */
   int eager_next;                          /* next eager entry to use */
   size_t stream_bytes; /* all-reduce results at least this large are written with streaming stores */

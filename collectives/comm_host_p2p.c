@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "comm_host_internal.h"
-#include "sock.h"
+#include "collectives/comm_host_internal.h"
+#include "common/sock.h"
 
 #define HDR 8
 

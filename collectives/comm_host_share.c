@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "comm_host_internal.h"
+#include "collectives/comm_host_internal.h"
 
 /* A rank busy 10% longer than the mean loses 20% of its share, but at most a quarter (STEP_MAX of
  * 1024) per operation, so that one noisy figure cannot swing it. */

@@ -21,12 +21,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "comm_host_internal.h"
-#include "comm_host_tcp.h"
-#include "log.h"
-#include "param.h"
-#include "sock.h"
+#include "collectives/comm_host_internal.h"
+#include "collectives/comm_host_tcp.h"
+#include "common/check.h"
+#include "common/log.h"
+#include "common/param.h"
+#include "common/sock.h"
 
 #define ALIGN_UP(x, a) (((x) + (a)-1) / (a) * (a))
 

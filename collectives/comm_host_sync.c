@@ -14,8 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "comm_host_internal.h"
-#include "sock.h"
+#include "collectives/comm_host_internal.h"
+#include "common/sock.h"
 
 #define LIVE_CHECK_MS 50
 #define SLICE_MS 50

@@ -16,7 +16,7 @@
  * once the kernel buffered it) never lands in the collective's stream. Collectives that move their
  * data as p2p steps (dtr__host_tcp_p2p_step) stay on the collective connection. */
 #define _GNU_SOURCE
-#include "comm_host_tcp.h"
+#include "collectives/comm_host_tcp.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -29,10 +29,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "log.h"
-#include "param.h"
-#include "sock.h"
+#include "common/check.h"
+#include "common/log.h"
+#include "common/param.h"
+#include "common/sock.h"
 
 #define TCP_MAGIC 0x7063745f72746444ull /* "Ddtr_tcp" */
 #define PIECE_ALIGN 64

@@ -6,7 +6,7 @@
 
 #include <stdint.h>
 
-#include "comm_internal.h"
+#include "collectives/comm_internal.h"
 
 typedef struct dtr__host_tcp dtr__host_tcp;
 

@@ -50,21 +50,21 @@ struct dtr_comm {
   int rank, size;
   dtr_backend backend_kind;
   const dtr__backend *be;
-  void *impl;          /* the backend's state */
-  dtr_store *store;    /* the caller's; used only on the calling thread during create/split */
-  char name[128];      /* "world", "world/s0c1", ... */
-  char prefix[256];    /* unique store-key prefix of this communicator: "comm/<run>/<name>/" */
+  void *impl;       /* the backend's state */
+  dtr_store *store; /* the caller's; used only on the calling thread during create/split */
+  char name[128];   /* "world", "world/s0c1", ... */
+  char prefix[256]; /* unique store-key prefix of this communicator: "comm/<run>/<name>/" */
   int timeout_ms;
   int cuda_device;
-  void *cuda_stream;   /* dtr_comm_set_cuda_stream's (issuing thread only); NULL: no ordering */
-  int debug;           /* DTRAIN_COMM_DEBUG */
-  int *world_ranks;    /* rank in the root communicator of each member (size entries) */
+  void *cuda_stream; /* dtr_comm_set_cuda_stream's (issuing thread only); NULL: no ordering */
+  int debug;         /* DTRAIN_COMM_DEBUG */
+  int *world_ranks;  /* rank in the root communicator of each member (size entries) */
   dtr_comm *parent;
-  atomic_int aborted;  /* set by dtr_comm_abort or an expired deadline; backends poll it */
-  uint64_t next_seq;   /* next collective sequence number (issuing thread only) */
-  char err[1024];      /* last error (guarded by mu) */
+  atomic_int aborted; /* set by dtr_comm_abort or an expired deadline; backends poll it */
+  uint64_t next_seq;  /* next collective sequence number (issuing thread only) */
+  char err[1024];     /* last error (guarded by mu) */
   pthread_mutex_t mu;
-  void *core;          /* queue, progress thread, flight recorder: comm.c's */
+  void *core; /* queue, progress thread, flight recorder: comm.c's */
 };
 
 struct dtr__backend {
@@ -102,12 +102,14 @@ extern const dtr__backend dtr__backend_nccl;
 #endif
 
 /* Record an error in c->err (thread-safe) and return rc. */
-dtr_result dtr__comm_fail(dtr_comm *c, dtr_result rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+dtr_result dtr__comm_fail(dtr_comm *c, dtr_result rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* The reduction kernel shared by the CPU backends: out[i] = in[0][i] op in[1][i] op ... op in[nin-1][i]
  * for i < n, combined in that fixed order (so every rank gets the same bits), f16/bf16 accumulated in
  * f32 and rounded once; DTR_AVG divides the sum by avg_div. out may alias in[0]. */
-void dtr__reduce_n(void *out, const void *const *in, int nin, size_t n, dtr_dtype t, dtr_redop op, int avg_div);
+void dtr__reduce_n(void *out, const void *const *in, int nin, size_t n, dtr_dtype t, dtr_redop op,
+                   int avg_div);
 
 /* The same reduction split over several calls (a chain of ranks, each adding its inputs in rank order):
  * acc = acc_in (NULL: in[0] is the first operand) op in[0] op ... op in[nin-1]. With final == 0, out

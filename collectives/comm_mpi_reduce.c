@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "check.h"
 #include "collectives/comm_mpi_internal.h"
+#include "common/check.h"
 
 /* Elements reduced between two MPI_Testall calls: 64 KiB of output keeps the transfers moving without
  * making the test calls a cost of their own. */

@@ -17,11 +17,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "check.h"
 #include "collectives/comm_internal.h"
-#include "log.h"
-#include "param.h"
-#include "sock.h"
+#include "common/check.h"
+#include "common/log.h"
+#include "common/param.h"
+#include "common/sock.h"
 
 typedef struct nccl_impl {
   ncclComm_t comm;     /* NULL once aborted */
@@ -433,8 +433,8 @@ static dtr_result nccl_run(dtr_comm *c, const dtr__op *op, int64_t deadline) {
   snprintf(what, sizeof what, "%s #%llu", dtr__op_kind_name(op->kind), (unsigned long long)op->seq);
   /* dtr_comm_set_cuda_stream: the producer's work up to the issue comes first. A failure here leaves
    * this rank out of a collective its peers entered: abort, as a failed enqueue does. */
-  dtr_result rc = op->cuda_event ? DTR_CUDA(c, cudaStreamWaitEvent(m->stream, (cudaEvent_t)op->cuda_event, 0))
-                                 : DTR_OK;
+  dtr_result rc =
+      op->cuda_event ? DTR_CUDA(c, cudaStreamWaitEvent(m->stream, (cudaEvent_t)op->cuda_event, 0)) : DTR_OK;
   if (rc != DTR_OK) {
     kill_comm(m);
     return rc;

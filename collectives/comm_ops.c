@@ -9,9 +9,9 @@
 #include <unistd.h>
 
 #include "collectives/comm_core.h"
-#include "check.h"
-#include "log.h"
-#include "sock.h"
+#include "common/check.h"
+#include "common/log.h"
+#include "common/sock.h"
 
 /* ---------------------------------------------------------------- errors */
 
@@ -36,7 +36,8 @@ static void add_context(dtr_comm *c, const dtr__op *op) {
            (unsigned long long)op->seq);
   pthread_mutex_lock(&c->mu);
   size_t len = strlen(c->err);
-  if (!strstr(c->err, ctx + 1) && len + strlen(ctx) < sizeof c->err) memcpy(c->err + len, ctx, strlen(ctx) + 1);
+  if (!strstr(c->err, ctx + 1) && len + strlen(ctx) < sizeof c->err)
+    memcpy(c->err + len, ctx, strlen(ctx) + 1);
   pthread_mutex_unlock(&c->mu);
 }
 
@@ -129,17 +130,19 @@ static dtr_result local_p2p(dtr_comm *c, const dtr__op *op) {
     if (s >= op->np2p || r >= op->np2p) break;
     const dtr_p2p *a = &op->p2p[s], *b = &op->p2p[r];
     if (a->count != b->count || a->dtype != b->dtype)
-      return dtr__comm_fail(c, DTR_ERR_INVALID,
-                            "p2p with itself on communicator %s: send #%d has %zu %s but receive #%d expects %zu %s",
-                            c->name, s, a->count, dtr_dtype_name(a->dtype), r, b->count, dtr_dtype_name(b->dtype));
+      return dtr__comm_fail(
+          c, DTR_ERR_INVALID,
+          "p2p with itself on communicator %s: send #%d has %zu %s but receive #%d expects %zu %s", c->name,
+          s, a->count, dtr_dtype_name(a->dtype), r, b->count, dtr_dtype_name(b->dtype));
     if (a->count && a->buf != b->buf) memmove(b->buf, a->buf, a->count * dtr_dtype_size(a->dtype));
     s++, r++;
   }
   if (s < op->np2p || r < op->np2p)
-    return dtr__comm_fail(c, DTR_ERR_INVALID,
-                          "p2p with itself on communicator %s (size 1): a %s without a matching %s in the same "
-                          "batch would never complete",
-                          c->name, s < op->np2p ? "send" : "receive", s < op->np2p ? "receive" : "send");
+    return dtr__comm_fail(
+        c, DTR_ERR_INVALID,
+        "p2p with itself on communicator %s (size 1): a %s without a matching %s in the same "
+        "batch would never complete",
+        c->name, s < op->np2p ? "send" : "receive", s < op->np2p ? "receive" : "send");
   return DTR_OK;
 }
 
@@ -184,8 +187,9 @@ static dtr_result debug_check(dtr_comm *c, const dtr__op *op, int64_t deadline) 
   snprintf(key, sizeof key, "%sdbg/%llu/%d", c->prefix, (unsigned long long)op->seq, c->rank);
   dtr_result rc = dtr_store_set(k->dbg_store, key, mine, strlen(mine));
   if (rc)
-    return dtr__comm_fail(c, rc, "debug check of %s seq %llu: cannot publish %s: %s", dtr__op_kind_name(op->kind),
-                          (unsigned long long)op->seq, key, dtr_store_last_error(k->dbg_store));
+    return dtr__comm_fail(c, rc, "debug check of %s seq %llu: cannot publish %s: %s",
+                          dtr__op_kind_name(op->kind), (unsigned long long)op->seq, key,
+                          dtr_store_last_error(k->dbg_store));
   char *sig0 = NULL;
   for (int r = 0; r < c->size && rc == DTR_OK; r++) {
     void *v = NULL;
@@ -214,9 +218,10 @@ static dtr_result debug_check(dtr_comm *c, const dtr__op *op, int64_t deadline) 
       sig0 = v;
       v = NULL;
     } else if (strcmp(sig0, (char *)v) != 0) {
-      rc = dtr__comm_fail(c, DTR_ERR_INVALID,
-                          "collective mismatch on communicator %s: rank 0 issued \"%s\" but rank %d issued \"%s\"",
-                          c->name, sig0, r, (char *)v);
+      rc = dtr__comm_fail(
+          c, DTR_ERR_INVALID,
+          "collective mismatch on communicator %s: rank 0 issued \"%s\" but rank %d issued \"%s\"", c->name,
+          sig0, r, (char *)v);
     }
     free(v);
   }
@@ -224,7 +229,8 @@ static dtr_result debug_check(dtr_comm *c, const dtr__op *op, int64_t deadline) 
   if (rc == DTR_OK) {
     /* Everyone has published this seq, so everyone is done reading the previous one: drop ours. */
     if (k->dbg_prev_seq) {
-      snprintf(key, sizeof key, "%sdbg/%llu/%d", c->prefix, (unsigned long long)(k->dbg_prev_seq - 1), c->rank);
+      snprintf(key, sizeof key, "%sdbg/%llu/%d", c->prefix, (unsigned long long)(k->dbg_prev_seq - 1),
+               c->rank);
       dtr_store_delete(k->dbg_store, key, NULL);
     }
     k->dbg_prev_seq = op->seq + 1;
@@ -259,7 +265,8 @@ static dtr_result run_op(dtr_comm *c, const dtr__op *op, int64_t now) {
   if (rc == DTR_OK) rc = k->local ? local_run(c, op) : c->be->run(c, op, deadline);
   if (rc == DTR_OK) return DTR_OK;
   if (atomic_load(&k->err_gen) == gen0)
-    dtr__comm_fail(c, rc, "%s backend: %s failed: %s", c->be->name, dtr__op_kind_name(op->kind), dtr_strerror(rc));
+    dtr__comm_fail(c, rc, "%s backend: %s failed: %s", c->be->name, dtr__op_kind_name(op->kind),
+                   dtr_strerror(rc));
   add_context(c, op);
   if (rc == DTR_ERR_TIMEOUT || rc == DTR_ERR_CONNECTION || rc == DTR_ERR_PROTOCOL) {
     char why[sizeof c->err];
@@ -426,10 +433,12 @@ static dtr_result submit(dtr_comm *c, dtr__op *op, const dtr_p2p *p2p, int np2p,
 
 /* ---------------------------------------------------------------- argument checks */
 
-static const char *const api_names[] = {"dtr_all_reduce", "dtr_reduce_scatter", "dtr_all_gather", "dtr_broadcast",
-                                        "dtr_reduce",     "dtr_all_to_all",     "dtr_barrier",    "dtr_p2p_batch"};
+static const char *const api_names[] = {"dtr_all_reduce", "dtr_reduce_scatter", "dtr_all_gather",
+                                        "dtr_broadcast",  "dtr_reduce",         "dtr_all_to_all",
+                                        "dtr_barrier",    "dtr_p2p_batch"};
 
-static dtr_result bad(dtr_comm *c, const dtr__op *op, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static dtr_result bad(dtr_comm *c, const dtr__op *op, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static dtr_result bad(dtr_comm *c, const dtr__op *op, const char *fmt, ...) {
   char detail[256];
   va_list ap;
@@ -453,13 +462,16 @@ static dtr_result check_op(dtr_comm *c, const dtr__op *op) {
   if ((op->kind == DTR__OP_BROADCAST || op->kind == DTR__OP_REDUCE) && (op->root < 0 || op->root >= c->size))
     return bad(c, op, "root %d is not a rank of this communicator", op->root);
   size_t es = dtr_dtype_size(op->dtype);
-  size_t blocks = (op->kind == DTR__OP_REDUCE_SCATTER || op->kind == DTR__OP_ALL_GATHER ||
-                   op->kind == DTR__OP_ALL_TO_ALL) ? (size_t)c->size : 1;
+  size_t blocks =
+      (op->kind == DTR__OP_REDUCE_SCATTER || op->kind == DTR__OP_ALL_GATHER || op->kind == DTR__OP_ALL_TO_ALL)
+          ? (size_t)c->size
+          : 1;
   if (op->count > SIZE_MAX / es / blocks) return bad(c, op, "count %zu overflows the buffer size", op->count);
   if (op->count == 0) return DTR_OK;
   int need_send = op->kind != DTR__OP_BROADCAST;
   int need_recv = op->kind != DTR__OP_REDUCE || c->rank == op->root;
-  if (need_send && !op->send) return bad(c, op, "%s is NULL with count %zu", op->kind == DTR__OP_BROADCAST ? "buf" : "send", op->count);
+  if (need_send && !op->send)
+    return bad(c, op, "%s is NULL with count %zu", op->kind == DTR__OP_BROADCAST ? "buf" : "send", op->count);
   if (need_recv && !op->recv)
     return bad(c, op, "%s is NULL with count %zu", op->kind == DTR__OP_BROADCAST ? "buf" : "recv", op->count);
   return DTR_OK;
@@ -475,41 +487,72 @@ static dtr_result collective(dtr_comm *c, dtr__op *op, dtr_request **req) {
 
 dtr_result dtr_all_reduce(dtr_comm *c, const void *send, void *recv, size_t count, dtr_dtype t, dtr_redop op,
                           dtr_request **req) {
-  dtr__op o = {.kind = DTR__OP_ALL_REDUCE, .send = send, .recv = recv, .count = count, .dtype = t, .redop = op,
+  dtr__op o = {.kind = DTR__OP_ALL_REDUCE,
+               .send = send,
+               .recv = recv,
+               .count = count,
+               .dtype = t,
+               .redop = op,
                .root = -1};
   return collective(c, &o, req);
 }
 
 dtr_result dtr_reduce_scatter(dtr_comm *c, const void *send, void *recv, size_t recv_count, dtr_dtype t,
                               dtr_redop op, dtr_request **req) {
-  dtr__op o = {.kind = DTR__OP_REDUCE_SCATTER, .send = send, .recv = recv, .count = recv_count, .dtype = t,
-               .redop = op, .root = -1};
+  dtr__op o = {.kind = DTR__OP_REDUCE_SCATTER,
+               .send = send,
+               .recv = recv,
+               .count = recv_count,
+               .dtype = t,
+               .redop = op,
+               .root = -1};
   return collective(c, &o, req);
 }
 
 dtr_result dtr_all_gather(dtr_comm *c, const void *send, void *recv, size_t send_count, dtr_dtype t,
                           dtr_request **req) {
-  dtr__op o = {.kind = DTR__OP_ALL_GATHER, .send = send, .recv = recv, .count = send_count, .dtype = t,
-               .redop = DTR_SUM, .root = -1};
+  dtr__op o = {.kind = DTR__OP_ALL_GATHER,
+               .send = send,
+               .recv = recv,
+               .count = send_count,
+               .dtype = t,
+               .redop = DTR_SUM,
+               .root = -1};
   return collective(c, &o, req);
 }
 
 dtr_result dtr_broadcast(dtr_comm *c, void *buf, size_t count, dtr_dtype t, int root, dtr_request **req) {
-  dtr__op o = {.kind = DTR__OP_BROADCAST, .send = buf, .recv = buf, .count = count, .dtype = t, .redop = DTR_SUM,
+  dtr__op o = {.kind = DTR__OP_BROADCAST,
+               .send = buf,
+               .recv = buf,
+               .count = count,
+               .dtype = t,
+               .redop = DTR_SUM,
                .root = root};
   return collective(c, &o, req);
 }
 
-dtr_result dtr_reduce(dtr_comm *c, const void *send, void *recv, size_t count, dtr_dtype t, dtr_redop op, int root,
-                      dtr_request **req) {
-  dtr__op o = {.kind = DTR__OP_REDUCE, .send = send, .recv = recv, .count = count, .dtype = t, .redop = op,
+dtr_result dtr_reduce(dtr_comm *c, const void *send, void *recv, size_t count, dtr_dtype t, dtr_redop op,
+                      int root, dtr_request **req) {
+  dtr__op o = {.kind = DTR__OP_REDUCE,
+               .send = send,
+               .recv = recv,
+               .count = count,
+               .dtype = t,
+               .redop = op,
                .root = root};
   return collective(c, &o, req);
 }
 
-dtr_result dtr_all_to_all(dtr_comm *c, const void *send, void *recv, size_t count, dtr_dtype t, dtr_request **req) {
-  dtr__op o = {.kind = DTR__OP_ALL_TO_ALL, .send = send, .recv = recv, .count = count, .dtype = t,
-               .redop = DTR_SUM, .root = -1};
+dtr_result dtr_all_to_all(dtr_comm *c, const void *send, void *recv, size_t count, dtr_dtype t,
+                          dtr_request **req) {
+  dtr__op o = {.kind = DTR__OP_ALL_TO_ALL,
+               .send = send,
+               .recv = recv,
+               .count = count,
+               .dtype = t,
+               .redop = DTR_SUM,
+               .root = -1};
   return collective(c, &o, req);
 }
 
@@ -522,14 +565,16 @@ dtr_result dtr_p2p_batch(dtr_comm *c, const dtr_p2p *ops, int nops, dtr_request 
   if (req) *req = NULL;
   if (!c) return DTR_ERR_INVALID;
   dtr__op o = {.kind = DTR__OP_P2P, .dtype = DTR_U8, .redop = DTR_SUM, .root = -1, .np2p = nops};
-  if (nops < 0 || (nops > 0 && !ops)) return bad(c, &o, "%sbad batch of %d ops", ops ? "" : "ops is NULL: ", nops);
+  if (nops < 0 || (nops > 0 && !ops))
+    return bad(c, &o, "%sbad batch of %d ops", ops ? "" : "ops is NULL: ", nops);
   for (int i = 0; i < nops; i++) {
     const dtr_p2p *p = &ops[i];
     DTR_CHECK(check_dtype(c, &o, p->dtype));
     if (p->peer < 0 || p->peer >= c->size)
       return bad(c, &o, "op #%d: peer %d is not a rank of this communicator", i, p->peer);
     if (p->count && !p->buf) return bad(c, &o, "op #%d: buf is NULL with count %zu", i, p->count);
-    if (p->count > SIZE_MAX / dtr_dtype_size(p->dtype)) return bad(c, &o, "op #%d: count %zu overflows", i, p->count);
+    if (p->count > SIZE_MAX / dtr_dtype_size(p->dtype))
+      return bad(c, &o, "op #%d: count %zu overflows", i, p->count);
     o.count += p->count;
   }
   if (nops > 0) {

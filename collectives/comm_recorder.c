@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "collectives/comm_core.h"
-#include "fsutil.h"
+#include "common/fsutil.h"
 
 uint64_t dtr__fr_add(dtr__comm_core *k, const dtr__op *op, dtr__fr_state st, int64_t now) {
   uint64_t id = ++k->fr_next;
@@ -42,23 +42,34 @@ void dtr__fr_set(dtr__comm_core *k, uint64_t id, dtr__fr_state st, int64_t now, 
 
 static const char *state_name(dtr__fr_state s) {
   switch (s) {
-    case DTR__FR_QUEUED: return "queued";
-    case DTR__FR_RUNNING: return "running";
-    case DTR__FR_DONE: return "done";
-    case DTR__FR_FAILED: return "FAILED";
+    case DTR__FR_QUEUED:
+      return "queued";
+    case DTR__FR_RUNNING:
+      return "running";
+    case DTR__FR_DONE:
+      return "done";
+    case DTR__FR_FAILED:
+      return "FAILED";
   }
   return "?";
 }
 
 static const char *result_name(dtr_result rc) {
   switch (rc) {
-    case DTR_OK: return "ok";
-    case DTR_ERR_INVALID: return "invalid";
-    case DTR_ERR_TIMEOUT: return "timeout";
-    case DTR_ERR_CONNECTION: return "connection";
-    case DTR_ERR_ABORTED: return "aborted";
-    case DTR_ERR_NOMEM: return "nomem";
-    default: return dtr_strerror(rc);
+    case DTR_OK:
+      return "ok";
+    case DTR_ERR_INVALID:
+      return "invalid";
+    case DTR_ERR_TIMEOUT:
+      return "timeout";
+    case DTR_ERR_CONNECTION:
+      return "connection";
+    case DTR_ERR_ABORTED:
+      return "aborted";
+    case DTR_ERR_NOMEM:
+      return "nomem";
+    default:
+      return dtr_strerror(rc);
   }
 }
 
@@ -74,10 +85,10 @@ void dtr_comm_dump_flight_recorder(const dtr_comm *c, int fd) {
 
   char buf[DTR__FR_SIZE * 160 + 512];
   size_t len = 0;
-#define OUT(...)                                                                                  \
-  do {                                                                                            \
-    int n_ = snprintf(buf + len, sizeof buf - len, __VA_ARGS__);                                  \
-    if (n_ > 0) len = len + (size_t)n_ < sizeof buf ? len + (size_t)n_ : sizeof buf - 1;          \
+#define OUT(...)                                                                         \
+  do {                                                                                   \
+    int n_ = snprintf(buf + len, sizeof buf - len, __VA_ARGS__);                         \
+    if (n_ > 0) len = len + (size_t)n_ < sizeof buf ? len + (size_t)n_ : sizeof buf - 1; \
   } while (0)
   OUT("flight recorder of communicator %s (rank %d of %d, backend %s%s): last %llu of %llu operations, "
       "times in ms since creation\n",
@@ -103,11 +114,13 @@ void dtr_comm_dump_flight_recorder(const dtr_comm *c, int fd) {
     snprintf(t0, sizeof t0, "%lld", (long long)(e->t_queued - k->t_created));
     snprintf(t1, sizeof t1, "%lld", (long long)(e->t_start - k->t_created));
     snprintf(t2, sizeof t2, "%lld", (long long)(e->t_end - k->t_created));
-    int reduces = e->kind == DTR__OP_ALL_REDUCE || e->kind == DTR__OP_REDUCE_SCATTER || e->kind == DTR__OP_REDUCE;
+    int reduces =
+        e->kind == DTR__OP_ALL_REDUCE || e->kind == DTR__OP_REDUCE_SCATTER || e->kind == DTR__OP_REDUCE;
     OUT("  %8llu  %-14s %12zu %-5s %-5s %-10s %-8s %9s %9s %9s  %s\n", (unsigned long long)e->seq,
         dtr__op_kind_name(e->kind), e->count, e->kind == DTR__OP_BARRIER ? "-" : dtr_dtype_name(e->dtype),
         reduces ? dtr_redop_name(e->redop) : "-", who, state_name(e->state), t0, e->t_start >= 0 ? t1 : "-",
-        e->t_end >= 0 ? t2 : "-", e->state == DTR__FR_DONE || e->state == DTR__FR_FAILED ? result_name(e->result) : "");
+        e->t_end >= 0 ? t2 : "-",
+        e->state == DTR__FR_DONE || e->state == DTR__FR_FAILED ? result_name(e->result) : "");
   }
 #undef OUT
   (void)dtr__write_all(fd, buf, len);

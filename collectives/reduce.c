@@ -33,7 +33,9 @@ static inline uint32_t as_u32(float f) {
 
 /* All-ones when cond holds, else zero: selects written as masks stay branch-free through GCC's
  * if-conversion, so these loops vectorize. */
-static inline uint32_t mask_if(int cond) { return (uint32_t)0 - (uint32_t)(cond != 0); }
+static inline uint32_t mask_if(int cond) {
+  return (uint32_t)0 - (uint32_t)(cond != 0);
+}
 
 /* After F. Giesen's half_to_float: shift exponent and mantissa into place and rebias; inf/NaN get the
  * f32 maximum exponent; zeros and subnormals are renormalised by one exact float subtraction. */
@@ -58,8 +60,8 @@ static inline uint16_t f32_to_f16(float f) {
   int32_t a = (int32_t)ua;
   uint32_t norm = (ua + 0xc8000fffu + ((ua >> 13) & 1u)) >> 13; /* rebias by (15-127)<<23, round */
   uint32_t sub = as_u32(as_f32(ua) + 0.5f) - 0x3f000000u;
-  uint32_t is_sub = mask_if(a < 0x38800000);  /* below 2^-14: subnormal */
-  uint32_t big = mask_if(a >= 0x47800000);    /* >= 65536 before rounding: inf, or NaN */
+  uint32_t is_sub = mask_if(a < 0x38800000); /* below 2^-14: subnormal */
+  uint32_t big = mask_if(a >= 0x47800000);   /* >= 65536 before rounding: inf, or NaN */
   /* NaN: quiet, payload truncated, exactly like F16C's vcvtps2ph, so both paths give the same bits. */
   uint32_t special = 0x7c00u | (mask_if(a > 0x7f800000) & (0x0200u | ((ua >> 13) & 0x3ffu)));
   uint32_t r = (sub & is_sub) | (norm & ~is_sub);
@@ -67,7 +69,9 @@ static inline uint16_t f32_to_f16(float f) {
   return (uint16_t)(r | sign);
 }
 
-static inline float bf16_to_f32(uint16_t h) { return as_f32((uint32_t)h << 16); }
+static inline float bf16_to_f32(uint16_t h) {
+  return as_f32((uint32_t)h << 16);
+}
 
 static inline uint16_t f32_to_bf16(float f) {
   uint32_t u = as_u32(f);
@@ -77,10 +81,18 @@ static inline uint16_t f32_to_bf16(float f) {
   return (uint16_t)((qnan & nan) | (r & ~nan));
 }
 
-float dtr__f16_to_f32(uint16_t h) { return f16_to_f32(h); }
-uint16_t dtr__f32_to_f16(float f) { return f32_to_f16(f); }
-float dtr__bf16_to_f32(uint16_t h) { return bf16_to_f32(h); }
-uint16_t dtr__f32_to_bf16(float f) { return f32_to_bf16(f); }
+float dtr__f16_to_f32(uint16_t h) {
+  return f16_to_f32(h);
+}
+uint16_t dtr__f32_to_f16(float f) {
+  return f32_to_f16(f);
+}
+float dtr__bf16_to_f32(uint16_t h) {
+  return bf16_to_f32(h);
+}
+uint16_t dtr__f32_to_bf16(float f) {
+  return f32_to_bf16(f);
+}
 
 /* ---------------------------------------------------------------- combiners
  * Floating MAX/MIN propagate NaN (like torch.max): the accumulator stays NaN once it is NaN, and a NaN
@@ -111,38 +123,38 @@ uint16_t dtr__f32_to_bf16(float f) { return f32_to_bf16(f); }
  * ranks) or from in[0], takes in[0..nin-1] in order, and leaves either the accumulator (final == 0,
  * type A) or FIN of it (type T). dtr__reduce_n is one call with acc_in NULL and final set, so a fold
  * split over several calls gives exactly its bits. out may alias acc_in or in[0]. */
-#define KF(name, T, A, LOAD, COMB, FIN)                                                                      \
-  CLONES static void f_##name(void *out, const void *acc_in, const void *const *in, int nin, size_t n,       \
-                              int final, int div) {                                                          \
-    A acc[BLK];                                                                                              \
-    (void)div;                                                                                               \
-    for (size_t base = 0; base < n; base += BLK) {                                                           \
-      size_t m = n - base < BLK ? n - base : BLK;                                                            \
-      int k = 0;                                                                                             \
-      if (acc_in) {                                                                                          \
-        const A *a = (const A *)acc_in + base;                                                               \
-        for (size_t i = 0; i < m; i++) acc[i] = a[i];                                                        \
-      } else if (nin >= 2) { /* the first pair in one pass */                                                \
-        const T *x = (const T *)in[0] + base, *y = (const T *)in[1] + base;                                  \
-        for (size_t i = 0; i < m; i++) acc[i] = COMB(LOAD(x[i]), LOAD(y[i]));                                \
-        k = 2;                                                                                               \
-      } else {                                                                                               \
-        const T *x = (const T *)in[0] + base;                                                                \
-        for (size_t i = 0; i < m; i++) acc[i] = LOAD(x[i]);                                                  \
-        k = 1;                                                                                               \
-      }                                                                                                      \
-      for (; k < nin; k++) {                                                                                 \
-        const T *y = (const T *)in[k] + base;                                                                \
-        for (size_t i = 0; i < m; i++) acc[i] = COMB(acc[i], LOAD(y[i]));                                    \
-      }                                                                                                      \
-      if (final) {                                                                                           \
-        T *o = (T *)out + base;                                                                              \
-        for (size_t i = 0; i < m; i++) o[i] = FIN(acc[i], div);                                              \
-      } else {                                                                                               \
-        A *o = (A *)out + base;                                                                              \
-        for (size_t i = 0; i < m; i++) o[i] = acc[i];                                                        \
-      }                                                                                                      \
-    }                                                                                                        \
+#define KF(name, T, A, LOAD, COMB, FIN)                                                                \
+  CLONES static void f_##name(void *out, const void *acc_in, const void *const *in, int nin, size_t n, \
+                              int final, int div) {                                                    \
+    A acc[BLK];                                                                                        \
+    (void)div;                                                                                         \
+    for (size_t base = 0; base < n; base += BLK) {                                                     \
+      size_t m = n - base < BLK ? n - base : BLK;                                                      \
+      int k = 0;                                                                                       \
+      if (acc_in) {                                                                                    \
+        const A *a = (const A *)acc_in + base;                                                         \
+        for (size_t i = 0; i < m; i++) acc[i] = a[i];                                                  \
+      } else if (nin >= 2) { /* the first pair in one pass */                                          \
+        const T *x = (const T *)in[0] + base, *y = (const T *)in[1] + base;                            \
+        for (size_t i = 0; i < m; i++) acc[i] = COMB(LOAD(x[i]), LOAD(y[i]));                          \
+        k = 2;                                                                                         \
+      } else {                                                                                         \
+        const T *x = (const T *)in[0] + base;                                                          \
+        for (size_t i = 0; i < m; i++) acc[i] = LOAD(x[i]);                                            \
+        k = 1;                                                                                         \
+      }                                                                                                \
+      for (; k < nin; k++) {                                                                           \
+        const T *y = (const T *)in[k] + base;                                                          \
+        for (size_t i = 0; i < m; i++) acc[i] = COMB(acc[i], LOAD(y[i]));                              \
+      }                                                                                                \
+      if (final) {                                                                                     \
+        T *o = (T *)out + base;                                                                        \
+        for (size_t i = 0; i < m; i++) o[i] = FIN(acc[i], div);                                        \
+      } else {                                                                                         \
+        A *o = (A *)out + base;                                                                        \
+        for (size_t i = 0; i < m; i++) o[i] = acc[i];                                                  \
+      }                                                                                                \
+    }                                                                                                  \
   }
 
 /* f32 */
@@ -212,13 +224,15 @@ static void cvt_f32_f16_sw(uint16_t *dst, const float *src, size_t m) {
 #define HAVE_F16C_PATH 1
 __attribute__((target("avx2,f16c"))) static void cvt_f16_f32_hw(float *dst, const uint16_t *src, size_t m) {
   size_t i = 0;
-  for (; i + 8 <= m; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+  for (; i + 8 <= m; i += 8)
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
   for (; i < m; i++) dst[i] = f16_to_f32(src[i]);
 }
 __attribute__((target("avx2,f16c"))) static void cvt_f32_f16_hw(uint16_t *dst, const float *src, size_t m) {
   size_t i = 0;
   for (; i + 8 <= m; i += 8)
-    _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    _mm_storeu_si128((__m128i *)(dst + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
   for (; i < m; i++) dst[i] = f32_to_f16(src[i]);
 }
 #endif
@@ -283,10 +297,10 @@ static void fold_f16(void *out, const void *acc_in, const void *const *in, int n
 
 typedef void (*fold_fn)(void *, const void *, const void *const *, int, size_t, int, int);
 
-#define F16_FOLD(fname, OP)                                                                                \
+#define F16_FOLD(fname, OP)                                                                             \
   static void fname(void *out, const void *acc_in, const void *const *in, int nin, size_t n, int final, \
-                    int div) {                                                                           \
-    fold_f16(out, acc_in, in, nin, n, OP, final, div);                                                   \
+                    int div) {                                                                          \
+    fold_f16(out, acc_in, in, nin, n, OP, final, div);                                                  \
   }
 F16_FOLD(f_f16_sum, DTR_SUM)
 F16_FOLD(f_f16_avg, DTR_AVG)
@@ -326,7 +340,8 @@ void dtr__reduce_fold(void *out, const void *acc_in, const void *const *in, int 
   folds[t][op](out, acc_in, in, nin, n, final, avg_div > 0 ? avg_div : 1);
 }
 
-void dtr__reduce_n(void *out, const void *const *in, int nin, size_t n, dtr_dtype t, dtr_redop op, int avg_div) {
+void dtr__reduce_n(void *out, const void *const *in, int nin, size_t n, dtr_dtype t, dtr_redop op,
+                   int avg_div) {
   if (nin <= 0 || n == 0 || (unsigned)t >= 7u || (unsigned)op >= 5u) return;
   folds[t][op](out, NULL, in, nin, n, 1, avg_div > 0 ? avg_div : 1);
 }

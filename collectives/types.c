@@ -52,10 +52,12 @@ dtr_result dtr_dtype_parse(const char *s, dtr_dtype *out) {
   int i = lookup(s, dtype_names, COUNT_OF(dtype_names));
   if (i < 0 && s) {
     /* The spellings people type from PyTorch and numpy. */
-    static const struct { const char *alias; dtr_dtype t; } aliases[] = {
-        {"float32", DTR_F32}, {"float", DTR_F32},    {"float64", DTR_F64}, {"double", DTR_F64},
-        {"float16", DTR_F16}, {"half", DTR_F16},     {"bfloat16", DTR_BF16}, {"int32", DTR_I32},
-        {"int64", DTR_I64},   {"uint8", DTR_U8}};
+    static const struct {
+      const char *alias;
+      dtr_dtype t;
+    } aliases[] = {{"float32", DTR_F32}, {"float", DTR_F32}, {"float64", DTR_F64},   {"double", DTR_F64},
+                   {"float16", DTR_F16}, {"half", DTR_F16},  {"bfloat16", DTR_BF16}, {"int32", DTR_I32},
+                   {"int64", DTR_I64},   {"uint8", DTR_U8}};
     for (int k = 0; k < COUNT_OF(aliases); k++)
       if (strcmp(s, aliases[k].alias) == 0) i = (int)aliases[k].t;
   }

@@ -5,36 +5,35 @@
 
 #include <errno.h>
 
+#include "common/log.h"
 #include "dtrain/common.h"
-#include "log.h"
 
 /* Evaluate a dtr_result call; on failure log file:line at debug level and return it. */
-#define DTR_CHECK(call)                                                          \
-  do {                                                                           \
-    dtr_result dtr__rc_ = (call);                                                \
-    if (dtr__rc_ != DTR_OK) {                                                    \
-      DTR_DEBUG("%s failed: %s", #call, dtr_strerror(dtr__rc_));                 \
-      return dtr__rc_;                                                           \
-    }                                                                            \
+#define DTR_CHECK(call)                                          \
+  do {                                                           \
+    dtr_result dtr__rc_ = (call);                                \
+    if (dtr__rc_ != DTR_OK) {                                    \
+      DTR_DEBUG("%s failed: %s", #call, dtr_strerror(dtr__rc_)); \
+      return dtr__rc_;                                           \
+    }                                                            \
   } while (0)
 
 /* Evaluate a dtr_result call; on failure store it in rc and jump to label. */
-#define DTR_CHECK_GOTO(call, rc, label)                                          \
-  do {                                                                           \
-    (rc) = (call);                                                               \
-    if ((rc) != DTR_OK) {                                                        \
-      DTR_DEBUG("%s failed: %s", #call, dtr_strerror(rc));                       \
-      goto label;                                                                \
-    }                                                                            \
+#define DTR_CHECK_GOTO(call, rc, label)                    \
+  do {                                                     \
+    (rc) = (call);                                         \
+    if ((rc) != DTR_OK) {                                  \
+      DTR_DEBUG("%s failed: %s", #call, dtr_strerror(rc)); \
+      goto label;                                          \
+    }                                                      \
   } while (0)
 
 /* Convert an errno-style failure (call returned -1) into DTR_ERR_SYSTEM with a detail message. */
-#define DTR_SYSCHECK(call, errbuf, what)                                         \
-  do {                                                                           \
-    if ((call) < 0) {                                                            \
-      return dtr__fail((errbuf), sizeof(errbuf), DTR_ERR_SYSTEM, "%s: %s", (what), \
-                       strerror(errno));                                         \
-    }                                                                            \
+#define DTR_SYSCHECK(call, errbuf, what)                                                             \
+  do {                                                                                               \
+    if ((call) < 0) {                                                                                \
+      return dtr__fail((errbuf), sizeof(errbuf), DTR_ERR_SYSTEM, "%s: %s", (what), strerror(errno)); \
+    }                                                                                                \
   } while (0)
 
 #endif

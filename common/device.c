@@ -1,6 +1,6 @@
 /* Accelerator and MPI discovery. The CUDA and MPI calls are compiled only in builds that found them
  * (DTRAIN_HAVE_CUDA / DTRAIN_HAVE_MPI); every query here is safe before MPI_Init and without a GPU. */
-#include "device.h"
+#include "common/device.h"
 
 #include <stdio.h>
 #include <string.h>

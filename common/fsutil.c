@@ -1,6 +1,6 @@
 /* File-system helpers of fsutil.h (mkdir -p from the checkpoint writer, the trainer's metrics and the
  * launcher's log directories; the write loop from the launcher and the safetensors writer). */
-#include "fsutil.h"
+#include "common/fsutil.h"
 
 #include <errno.h>
 #include <limits.h>

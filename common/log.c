@@ -1,5 +1,5 @@
 /* Logging and last-error formatting. The level is read from DTRAIN_LOG_LEVEL once and cached. */
-#include "log.h"
+#include "common/log.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -9,7 +9,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "param.h"
+#include "common/param.h"
 
 static pthread_once_t level_once = PTHREAD_ONCE_INIT;
 static int default_level = DTR_LOG_WARN; /* set by main() before threads exist */
@@ -23,7 +23,9 @@ static void read_level(void) {
     if (strcasecmp(v, names[i]) == 0) env_level = i;
 }
 
-void dtr__log_set_default(dtr__log_level level) { default_level = level; }
+void dtr__log_set_default(dtr__log_level level) {
+  default_level = level;
+}
 
 dtr__log_level dtr__log_level_get(void) {
   pthread_once(&level_once, read_level);

@@ -20,8 +20,8 @@ void dtr__log(dtr__log_level level, const char *file, int line, const char *fmt,
 #define DTR_ERROR(...) dtr__log(DTR_LOG_ERROR, __FILE__, __LINE__, __VA_ARGS__)
 #define DTR_WARN(...) dtr__log(DTR_LOG_WARN, __FILE__, __LINE__, __VA_ARGS__)
 #define DTR_INFO(...) dtr__log(DTR_LOG_INFO, __FILE__, __LINE__, __VA_ARGS__)
-#define DTR_DEBUG(...)                                                        \
-  do {                                                                        \
+#define DTR_DEBUG(...)                                                                                   \
+  do {                                                                                                   \
     if (dtr__log_level_get() >= DTR_LOG_DEBUG) dtr__log(DTR_LOG_DEBUG, __FILE__, __LINE__, __VA_ARGS__); \
   } while (0)
 

@@ -1,10 +1,10 @@
 /* Environment settings: getenv with validation and a warning that names the bad variable. */
-#include "param.h"
+#include "common/param.h"
 
 #include <errno.h>
 #include <stdlib.h>
 
-#include "log.h"
+#include "common/log.h"
 
 const char *dtr__param_str(const char *name, const char *def) {
   const char *v = getenv(name);

@@ -3,25 +3,41 @@
 
 const char *dtr_strerror(dtr_result r) {
   switch (r) {
-    case DTR_OK: return "success";
-    case DTR_ERR_INVALID: return "invalid argument";
-    case DTR_ERR_NOMEM: return "out of memory";
-    case DTR_ERR_SYSTEM: return "system call failed";
-    case DTR_ERR_TIMEOUT: return "timed out";
-    case DTR_ERR_CONNECTION: return "connection failed";
-    case DTR_ERR_AUTH: return "authentication failed";
-    case DTR_ERR_PROTOCOL: return "protocol error";
-    case DTR_ERR_NOT_FOUND: return "not found";
-    case DTR_ERR_EXISTS: return "already exists";
-    case DTR_ERR_ABORTED: return "aborted";
-    case DTR_ERR_ADDRINUSE: return "address already in use";
-    case DTR_ERR_UNSUPPORTED: return "not supported by this build";
-    case DTR_ERR_INTERNAL: return "internal error";
+    case DTR_OK:
+      return "success";
+    case DTR_ERR_INVALID:
+      return "invalid argument";
+    case DTR_ERR_NOMEM:
+      return "out of memory";
+    case DTR_ERR_SYSTEM:
+      return "system call failed";
+    case DTR_ERR_TIMEOUT:
+      return "timed out";
+    case DTR_ERR_CONNECTION:
+      return "connection failed";
+    case DTR_ERR_AUTH:
+      return "authentication failed";
+    case DTR_ERR_PROTOCOL:
+      return "protocol error";
+    case DTR_ERR_NOT_FOUND:
+      return "not found";
+    case DTR_ERR_EXISTS:
+      return "already exists";
+    case DTR_ERR_ABORTED:
+      return "aborted";
+    case DTR_ERR_ADDRINUSE:
+      return "address already in use";
+    case DTR_ERR_UNSUPPORTED:
+      return "not supported by this build";
+    case DTR_ERR_INTERNAL:
+      return "internal error";
   }
   return "unknown dtrain result code";
 }
 
-const char *dtr_version(void) { return DTRAIN_VERSION_STRING; }
+const char *dtr_version(void) {
+  return DTRAIN_VERSION_STRING;
+}
 
 const char *dtr_build_features(void) {
   return "host"

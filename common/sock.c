@@ -1,6 +1,6 @@
 /* Socket helpers with deadlines, abort flags and EINTR retries; see sock.h. IPv4 and IPv6. */
 #define _GNU_SOURCE
-#include "sock.h"
+#include "common/sock.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "common/log.h"
 
 int64_t dtr__now_ms(void) {
   struct timespec ts;
@@ -52,8 +52,7 @@ dtr_result dtr__parse_hostport(const char *s, char *host, size_t hostcap, int *p
   size_t hlen;
   if (s[0] == '[') {
     const char *close = strchr(s, ']');
-    if (!close || close[1] != ':')
-      return dtr__fail(err, cap, DTR_ERR_INVALID, "'%s' is not [IPV6]:PORT", s);
+    if (!close || close[1] != ':') return dtr__fail(err, cap, DTR_ERR_INVALID, "'%s' is not [IPV6]:PORT", s);
     h = s + 1;
     hlen = (size_t)(close - h);
     colon = close + 1;
@@ -74,7 +73,8 @@ dtr_result dtr__parse_hostport(const char *s, char *host, size_t hostcap, int *p
   return DTR_OK;
 }
 
-static dtr_result resolve(const char *host, int port, int passive, struct addrinfo **res, char *err, size_t cap) {
+static dtr_result resolve(const char *host, int port, int passive, struct addrinfo **res, char *err,
+                          size_t cap) {
   struct addrinfo hints;
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
@@ -127,11 +127,13 @@ dtr_result dtr__listen(const char *host, int port, int backlog, int *fd_out, int
   return DTR_OK;
 }
 
-static int aborted(const atomic_int *flag) { return flag && atomic_load(flag); }
+static int aborted(const atomic_int *flag) {
+  return flag && atomic_load(flag);
+}
 
 /* poll() one fd for events until deadline, waking every 100 ms to look at the abort flag. */
-static dtr_result wait_fd(int fd, short events, int64_t deadline, const atomic_int *abort_flag, const char *what,
-                          char *err, size_t cap) {
+static dtr_result wait_fd(int fd, short events, int64_t deadline, const atomic_int *abort_flag,
+                          const char *what, char *err, size_t cap) {
   for (;;) {
     if (aborted(abort_flag)) return dtr__fail(err, cap, DTR_ERR_ABORTED, "%s aborted", what);
     int left = dtr__ms_left(deadline);
@@ -235,19 +237,21 @@ dtr_result dtr__connect(const char *host, int port, int64_t deadline, int retry_
       close(fd);
     }
     freeaddrinfo(res);
-    if (aborted(abort_flag)) return dtr__fail(err, cap, DTR_ERR_ABORTED, "connecting to %s:%d aborted", host, port);
+    if (aborted(abort_flag))
+      return dtr__fail(err, cap, DTR_ERR_ABORTED, "connecting to %s:%d aborted", host, port);
     int left = dtr__ms_left(deadline);
     if (retry_ms <= 0 || left == 0)
-      return dtr__fail(err, cap, left == 0 ? DTR_ERR_TIMEOUT : DTR_ERR_CONNECTION, "cannot connect to %s:%d: %s%s",
-                       host, port, strerror(last_errno), left == 0 ? " (deadline passed)" : "");
+      return dtr__fail(err, cap, left == 0 ? DTR_ERR_TIMEOUT : DTR_ERR_CONNECTION,
+                       "cannot connect to %s:%d: %s%s", host, port, strerror(last_errno),
+                       left == 0 ? " (deadline passed)" : "");
     int nap = (left > 0 && left < retry_ms) ? left : retry_ms;
     struct timespec ts = {nap / 1000, (long)(nap % 1000) * 1000000L};
     nanosleep(&ts, NULL);
   }
 }
 
-dtr_result dtr__write_full(int fd, const void *buf, size_t len, int64_t deadline, const atomic_int *abort_flag,
-                           char *err, size_t cap) {
+dtr_result dtr__write_full(int fd, const void *buf, size_t len, int64_t deadline,
+                           const atomic_int *abort_flag, char *err, size_t cap) {
   const char *p = buf;
   while (len > 0) {
     ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -267,8 +271,8 @@ dtr_result dtr__write_full(int fd, const void *buf, size_t len, int64_t deadline
   return DTR_OK;
 }
 
-dtr_result dtr__read_full(int fd, void *buf, size_t len, int64_t deadline, const atomic_int *abort_flag, char *err,
-                          size_t cap) {
+dtr_result dtr__read_full(int fd, void *buf, size_t len, int64_t deadline, const atomic_int *abort_flag,
+                          char *err, size_t cap) {
   char *p = buf;
   while (len > 0) {
     ssize_t n = recv(fd, p, len, MSG_DONTWAIT);
@@ -317,7 +321,8 @@ void dtr__sock_peer_name(int fd, char *out, size_t cap) {
   socklen_t sl = sizeof ss;
   char a[INET6_ADDRSTRLEN] = "?";
   int port = 0;
-  if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) sa_to_str((struct sockaddr *)&ss, a, sizeof a, &port);
+  if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+    sa_to_str((struct sockaddr *)&ss, a, sizeof a, &port);
   snprintf(out, cap, "%s:%d", a, port);
 }
 
@@ -341,7 +346,8 @@ int dtr__host_is_local(const char *host) {
       char want[INET6_ADDRSTRLEN];
       sa_to_str(ai->ai_addr, want, sizeof want, NULL);
       for (struct ifaddrs *i = ifs; i && !local; i = i->ifa_next) {
-        if (!i->ifa_addr || (i->ifa_addr->sa_family != AF_INET && i->ifa_addr->sa_family != AF_INET6)) continue;
+        if (!i->ifa_addr || (i->ifa_addr->sa_family != AF_INET && i->ifa_addr->sa_family != AF_INET6))
+          continue;
         char have[INET6_ADDRSTRLEN];
         sa_to_str(i->ifa_addr, have, sizeof have, NULL);
         if (strcmp(want, have) == 0) local = 1;

@@ -35,8 +35,8 @@ dtr_result dtr__connect(const char *host, int port, int64_t deadline, int retry_
 
 /* Write or read exactly len bytes before deadline (-1: none). A closed peer on read gives
  * DTR_ERR_CONNECTION. abort_flag (may be NULL) is polled at least every 100 ms. */
-dtr_result dtr__write_full(int fd, const void *buf, size_t len, int64_t deadline, const atomic_int *abort_flag,
-                           char *err, size_t cap);
+dtr_result dtr__write_full(int fd, const void *buf, size_t len, int64_t deadline,
+                           const atomic_int *abort_flag, char *err, size_t cap);
 dtr_result dtr__read_full(int fd, void *buf, size_t len, int64_t deadline, const atomic_int *abort_flag,
                           char *err, size_t cap);
 

@@ -11,11 +11,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "check.h"
+#include "common/check.h"
+#include "common/param.h"
+#include "common/sock.h"
+#include "common/store_proto.h"
 #include "dtrain/store.h"
-#include "param.h"
-#include "sock.h"
-#include "store_proto.h"
 
 /* A blocking call's server-side deadline is its timeout; the client waits this much longer for
  * the server's own timeout answer before it declares the server unresponsive. */

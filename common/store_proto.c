@@ -1,11 +1,11 @@
 /* The store's wire format: pure parsers (bounded reads only, so the fuzz target can hammer them) and
  * the encoders both ends use. See store_proto.h for the layout. */
-#include "store_proto.h"
+#include "common/store_proto.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "check.h"
+#include "common/check.h"
 
 static uint16_t get_u16(const uint8_t *p) {
   return (uint16_t)(p[0] | (p[1] << 8));

@@ -17,12 +17,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "check.h"
+#include "common/check.h"
+#include "common/param.h"
+#include "common/sock.h"
+#include "common/store_proto.h"
+#include "common/store_table.h"
 #include "dtrain/store.h"
-#include "param.h"
-#include "sock.h"
-#include "store_proto.h"
-#include "store_table.h"
 
 #define WBUF_HIGH (1u << 20)        /* stop reading a client's requests while this much output is queued */
 #define PARKED_RBUF_MAX (64u << 10) /* bytes a parked client may pipeline before we stop reading it */

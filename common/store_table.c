@@ -1,6 +1,6 @@
 /* The store server's key table (see store_table.h): chained hashing with power-of-two buckets that
  * double when the table fills. Keys come from authenticated clients, so FNV-1a is hash enough. */
-#include "store_table.h"
+#include "common/store_table.h"
 
 #include <stdlib.h>
 #include <string.h>

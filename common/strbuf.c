@@ -1,7 +1,7 @@
 /* The growable buffer of strbuf.h: one copy of what the checkpoint writers and the launcher's failure
  * records each carried. Output must stay byte-identical to theirs (tests compare the JSON), hence the
  * escaping flags rather than one house style. */
-#include "strbuf.h"
+#include "common/strbuf.h"
 
 #include <stdio.h>
 #include <stdlib.h>

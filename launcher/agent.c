@@ -2,7 +2,7 @@
  * a loop: the main thread waits in poll() and the watcher thread in a blocking store get, so a failure
  * anywhere reaches every agent as soon as the store delivers the event. */
 #define _GNU_SOURCE
-#include "agent.h"
+#include "launcher/agent.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -18,12 +18,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "log.h"
-#include "param.h"
-#include "rendezvous.h"
-#include "report.h"
-#include "sock.h"
+#include "common/check.h"
+#include "common/log.h"
+#include "common/param.h"
+#include "common/sock.h"
+#include "launcher/rendezvous.h"
+#include "launcher/report.h"
 
 /* ---------------------------------------------------------------- watcher thread */
 

@@ -10,9 +10,9 @@
 #define DTRAIN_LAUNCHER_AGENT_H
 
 #include "dtrain/store.h"
-#include "launch_args.h"
-#include "watchdog.h"
-#include "workers.h"
+#include "launcher/launch_args.h"
+#include "launcher/watchdog.h"
+#include "launcher/workers.h"
 
 typedef struct dtr__agent_cfg {
   const dtr_launch_args *args;

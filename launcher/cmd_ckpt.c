@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "checkpoint/ckpt_tools.h"
-#include "commands.h"
+#include "launcher/commands.h"
 
 static void usage(FILE *f) {
   fputs(

@@ -11,16 +11,16 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#include "agent.h"
-#include "commands.h"
+#include "common/log.h"
+#include "common/param.h"
+#include "common/sock.h"
 #include "dtrain/store.h"
-#include "launch_args.h"
-#include "log.h"
-#include "output.h"
-#include "param.h"
-#include "sock.h"
-#include "watchdog.h"
-#include "workers.h"
+#include "launcher/agent.h"
+#include "launcher/commands.h"
+#include "launcher/launch_args.h"
+#include "launcher/output.h"
+#include "launcher/watchdog.h"
+#include "launcher/workers.h"
 
 #define CTX "dtrain launch: "
 

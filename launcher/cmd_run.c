@@ -10,11 +10,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "commands.h"
 #include "dtrain/recipe.h"
 #include "dtrain/runtime.h"
-#include "launch_args.h"
-#include "output.h"
+#include "launcher/commands.h"
+#include "launcher/launch_args.h"
+#include "launcher/output.h"
 
 #define CTX "dtrain run: "
 

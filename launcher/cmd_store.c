@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "commands.h"
+#include "common/log.h"
+#include "common/param.h"
 #include "dtrain/store.h"
-#include "log.h"
-#include "param.h"
+#include "launcher/commands.h"
 
 static void usage(FILE *f) {
   fputs(

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "commands.h"
 #include "dtrain/recipe.h"
 #include "dtrain/runtime.h"
+#include "launcher/commands.h"
 
 #define CTX "dtrain train: "
 

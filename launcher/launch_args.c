@@ -2,7 +2,7 @@
  * --nproc-per-node, and `--flag=value` as often as `--flag value`, so every spelling is accepted; every
  * rejection names the flag and the offending value. */
 #define _GNU_SOURCE
-#include "launch_args.h"
+#include "launcher/launch_args.h"
 
 #include <errno.h>
 #include <math.h>
@@ -10,10 +10,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "device.h"
-#include "log.h"
-#include "sock.h"
+#include "common/check.h"
+#include "common/device.h"
+#include "common/log.h"
+#include "common/sock.h"
 
 enum kind { K_BOOL, K_STR };
 

@@ -3,10 +3,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "commands.h"
-#include "device.h"
+#include "common/device.h"
+#include "common/log.h"
 #include "dtrain/common.h"
-#include "log.h"
+#include "launcher/commands.h"
 
 static void usage(FILE *f) {
   fputs(
@@ -44,8 +44,8 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0 || strcmp(cmd, "version") == 0) {
     char libs[256];
     dtr__describe_libraries(libs, sizeof libs);
-    printf("dtrain %s (features: %s)\nlinked: %s; GPUs visible: %d\n", dtr_version(), dtr_build_features(), libs,
-           dtr__cuda_device_count());
+    printf("dtrain %s (features: %s)\nlinked: %s; GPUs visible: %d\n", dtr_version(), dtr_build_features(),
+           libs, dtr__cuda_device_count());
     return 0;
   }
   if (strcmp(cmd, "launch") == 0) return dtr_cmd_launch(argc - 1, argv + 1);

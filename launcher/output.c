@@ -1,7 +1,7 @@
 /* Line-prefixing fan-in of worker output. Whole lines only: a line is assembled in memory and leaves
  * in a single write(), so lines of different ranks never mix even when the console is one pipe. */
 #define _GNU_SOURCE
-#include "output.h"
+#include "launcher/output.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "common/log.h"
 
 typedef struct stream {
   char *buf; /* partial line, DTR_OUT_MAX_LINE bytes */

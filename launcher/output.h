@@ -7,8 +7,8 @@
 
 #include <stddef.h>
 
+#include "common/fsutil.h" /* dtr__mkdir_p, dtr__write_all: used with these streams */
 #include "dtrain/common.h"
-#include "fsutil.h" /* dtr__mkdir_p, dtr__write_all: used with these streams */
 
 #define DTR_OUT_MAX_LINE (64 * 1024) /* a longer line is split into pieces of this size */
 #define DTR_OUT_TAIL_LINES 20        /* lines kept per rank for the failure report */

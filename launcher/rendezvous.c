@@ -1,7 +1,7 @@
 /* Rendezvous rounds over the store; see rendezvous.h for the protocol. Every wait is a blocking store
  * call cut into slices of at most 200 ms, so a signal to the agent is noticed while it waits. */
 #define _GNU_SOURCE
-#include "rendezvous.h"
+#include "launcher/rendezvous.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -9,8 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "sock.h"
+#include "common/log.h"
+#include "common/sock.h"
 
 #define SLICE_MS 200
 

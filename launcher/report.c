@@ -1,7 +1,7 @@
 /* Failure records as JSON (written and read back without a JSON library: the format is ours and
  * flat), the console report and the error file. */
 #define _GNU_SOURCE
-#include "report.h"
+#include "launcher/report.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -12,8 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "strbuf.h"
+#include "common/log.h"
+#include "common/strbuf.h"
 
 int dtr__failure_exit_code(const dtr__failure *f) {
   if (f->signal > 0) return 128 + f->signal;

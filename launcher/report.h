@@ -7,7 +7,7 @@
 #include <stddef.h>
 
 #include "dtrain/common.h"
-#include "output.h"
+#include "launcher/output.h"
 
 typedef struct dtr__failure {
   char kind[16]; /* "worker" (a rank exited badly) or "node" (an agent stopped heartbeating) */

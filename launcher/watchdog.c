@@ -1,7 +1,7 @@
 /* Orphan guard process: see watchdog.h. The child side only uses read(), kill() and _exit(); it never
  * returns into the agent's code. */
 #define _GNU_SOURCE
-#include "watchdog.h"
+#include "launcher/watchdog.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,7 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "common/log.h"
 
 #define MAX_GROUPS 65536
 

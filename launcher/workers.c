@@ -1,7 +1,7 @@
 /* Spawning and reaping workers. The child between fork and exec only makes async-signal-safe calls:
  * the agent has threads (store server, watcher), so everything is prepared before fork. */
 #define _GNU_SOURCE
-#include "workers.h"
+#include "launcher/workers.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,8 +15,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "log.h"
+#include "common/check.h"
+#include "common/log.h"
 
 extern char **environ;
 

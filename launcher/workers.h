@@ -7,7 +7,7 @@
 #include <sys/types.h>
 
 #include "dtrain/common.h"
-#include "output.h"
+#include "launcher/output.h"
 
 /* A growable "KEY=VALUE" array, NULL-terminated for execve. */
 typedef struct dtr__env {

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "check.h"
-#include "param.h"
+#include "common/check.h"
+#include "common/param.h"
 #include "runtime/runtime_internal.h"
 
 /* Store ports derived from a job id fall in [DERIVED_PORT_BASE, DERIVED_PORT_BASE + DERIVED_PORT_SPAN):

@@ -13,9 +13,9 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "check.h"
-#include "device.h"
-#include "param.h"
+#include "common/check.h"
+#include "common/device.h"
+#include "common/param.h"
 #include "runtime/runtime_internal.h"
 
 struct dtr_runtime {
@@ -30,9 +30,14 @@ struct dtr_runtime {
 };
 
 dtr_runtime_config dtr_runtime_config_default(void) {
-  dtr_runtime_config c = {
-      .backend = DTR_BACKEND_HOST, .dp = 0, .tp = 1, .pp = 1, .timeout_ms = 0, .store_timeout_ms = 0,
-      .nccl_dp = 0, .cuda_device = -1};
+  dtr_runtime_config c = {.backend = DTR_BACKEND_HOST,
+                          .dp = 0,
+                          .tp = 1,
+                          .pp = 1,
+                          .timeout_ms = 0,
+                          .store_timeout_ms = 0,
+                          .nccl_dp = 0,
+                          .cuda_device = -1};
   return c;
 }
 

@@ -1,4 +1,4 @@
-/* Private declarations shared by runtime/identity.c, runtime/runtime.c and runtime/dp_sync.c (and the
+/* Private declarations shared by runtime/identity.c, runtime/runtime.c and runtime/parallel/dp_sync.c (and the
  * tests that look inside them): the store rules for launchers that bring no store, and the DP helper's
  * counters. Nothing here is part of the public API. */
 #ifndef DTRAIN_RUNTIME_INTERNAL_H

@@ -62,15 +62,15 @@ extern "C" {
 typedef struct dtr_ckpt dtr_ckpt;
 
 typedef struct dtr_ckpt_config {
-  const char *dir;      /* checkpoint root; created if missing */
-  dtr_comm *comm;       /* the ranks that save together; NULL: a single rank */
-  int keep;             /* committed steps to keep; 0: 3; < 0: keep all */
-  int level;            /* zstd level; 0: DTRAIN_CKPT_LEVEL or the default (1, chosen for throughput) */
-  size_t chunk_bytes;   /* uncompressed bytes per chunk; 0: 4 MiB */
-  int threads;          /* background compression threads; 0: 1 */
-  const char *job_id;   /* recorded in manifests; a load refuses a checkpoint of another job (one saved
-                           with no job id loads anywhere). NULL: "" (loads any job's) */
-  int timeout_ms;       /* agreement between ranks; 0: the communicator's timeout */
+  const char *dir;    /* checkpoint root; created if missing */
+  dtr_comm *comm;     /* the ranks that save together; NULL: a single rank */
+  int keep;           /* committed steps to keep; 0: 3; < 0: keep all */
+  int level;          /* zstd level; 0: DTRAIN_CKPT_LEVEL or the default (1, chosen for throughput) */
+  size_t chunk_bytes; /* uncompressed bytes per chunk; 0: 4 MiB */
+  int threads;        /* background compression threads; 0: 1 */
+  const char *job_id; /* recorded in manifests; a load refuses a checkpoint of another job (one saved
+                         with no job id loads anywhere). NULL: "" (loads any job's) */
+  int timeout_ms;     /* agreement between ranks; 0: the communicator's timeout */
 } dtr_ckpt_config;
 
 /* A config with defaults for dir. */
@@ -110,7 +110,8 @@ typedef struct dtr_ckpt_tensor {
 } dtr_ckpt_tensor;
 
 /* A tensor this rank holds whole and saves whole (offset 0, extent = save box = shape). */
-dtr_ckpt_tensor dtr_ckpt_tensor_full(const char *name, dtr_dtype dtype, int ndim, const int64_t *shape, void *data);
+dtr_ckpt_tensor dtr_ckpt_tensor_full(const char *name, dtr_dtype dtype, int ndim, const int64_t *shape,
+                                     void *data);
 /* Split the save box of t along dimension 0 into `parts` nearly equal slabs and keep slab `part`
  * (the data-parallel replica's share). Returns t changed. */
 dtr_ckpt_tensor dtr_ckpt_tensor_save_part(dtr_ckpt_tensor t, int part, int parts);

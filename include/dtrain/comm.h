@@ -6,9 +6,9 @@
  * ways at once). Sub-communicators for data, tensor and pipeline parallel groups come from
  * dtr_comm_split (MPI_Comm_split semantics).
  *
- * Backends: "host" (shared memory between the ranks of one node, TCP when they span nodes; CPU buffers), "nccl" (GPU buffers,
- * when built with CUDA) and "mpi" (when the job was started by mpirun and built with MPI).
- * Buffers are host memory for host and mpi, CUDA device (or managed) memory for nccl.
+ * Backends: "host" (shared memory between the ranks of one node, TCP when they span nodes; CPU buffers),
+ * "nccl" (GPU buffers, when built with CUDA) and "mpi" (when the job was started by mpirun and built with
+ * MPI). Buffers are host memory for host and mpi, CUDA device (or managed) memory for nccl.
  *
  * Ordering: operations are COLLECTIVE unless stated otherwise: every rank of the communicator must
  * issue the same operations in the same order, with matching counts, types and roots.
@@ -154,10 +154,11 @@ dtr_result dtr_all_gather(dtr_comm *c, const void *send, void *recv, size_t send
 /* root's buf is copied to every rank's buf. */
 dtr_result dtr_broadcast(dtr_comm *c, void *buf, size_t count, dtr_dtype t, int root, dtr_request **req);
 /* The reduction lands in root's recv only (recv is ignored elsewhere and may be NULL). */
-dtr_result dtr_reduce(dtr_comm *c, const void *send, void *recv, size_t count, dtr_dtype t, dtr_redop op, int root,
-                      dtr_request **req);
+dtr_result dtr_reduce(dtr_comm *c, const void *send, void *recv, size_t count, dtr_dtype t, dtr_redop op,
+                      int root, dtr_request **req);
 /* send and recv hold size*count elements; block j of rank i's send lands in block i of rank j's recv. */
-dtr_result dtr_all_to_all(dtr_comm *c, const void *send, void *recv, size_t count, dtr_dtype t, dtr_request **req);
+dtr_result dtr_all_to_all(dtr_comm *c, const void *send, void *recv, size_t count, dtr_dtype t,
+                          dtr_request **req);
 dtr_result dtr_barrier(dtr_comm *c, dtr_request **req);
 
 /* ---- point to point. Not collective: only the two ranks involved take part, and each pair's

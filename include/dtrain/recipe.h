@@ -50,10 +50,10 @@ typedef struct dtr_recipe {
     int nproc_per_node;
     int nnodes_min, nnodes_max; /* "2" or "1:4" */
     int max_restarts;
-    char backend[16];     /* host | nccl | mpi */
+    char backend[16];        /* host | nccl | mpi */
     char rdzv_endpoint[256]; /* host:port; "" = this node hosts the store */
     char rdzv_id[128];
-    int node_rank;        /* -1: assigned by the rendezvous */
+    int node_rank; /* -1: assigned by the rendezvous */
   } launch;
 
   struct {
@@ -83,8 +83,8 @@ typedef struct dtr_recipe {
     int log_every;
     int eval_every; /* addition: exact-match accuracy on held-out problems; 0: off */
     double bucket_mb, first_bucket_mb;
-    int overlap; /* all-reduce buckets while backward runs (1) or after it (0) */
-    int threads; /* compute threads per rank; 0: OMP_NUM_THREADS or 1 */
+    int overlap;       /* all-reduce buckets while backward runs (1) or after it (0) */
+    int threads;       /* compute threads per rank; 0: OMP_NUM_THREADS or 1 */
     char precision[8]; /* fp32 | bf16 (bf16 only on GPU) */
     char device[8];    /* cpu | cuda */
   } train;
@@ -105,8 +105,8 @@ void dtr_recipe_defaults(dtr_recipe *r);
 /* Parse path into r, apply overrides ("train.steps=50"), validate. world: the number of ranks the
  * recipe will run on, to check dp*tp*pp (0: take it from launch: nproc_per_node * nnodes_max).
  * On failure err holds `file:line:col: message` (or `override 'k=v': message`) and r is unspecified. */
-dtr_result dtr_recipe_load(const char *path, const char *const *overrides, int noverrides, int world, dtr_recipe *r,
-                           char *err, size_t errcap);
+dtr_result dtr_recipe_load(const char *path, const char *const *overrides, int noverrides, int world,
+                           dtr_recipe *r, char *err, size_t errcap);
 
 /* Write the effective recipe as YAML (every key, defaults included), e.g. into the run directory. */
 dtr_result dtr_recipe_write(const dtr_recipe *r, const char *path, char *err, size_t errcap);

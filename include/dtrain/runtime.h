@@ -57,19 +57,21 @@ dtr_result dtr_identity_from_env(char *const *envp, dtr_identity *out, char *err
 
 /* Expand a Slurm hostlist ("gpu[01-04,07],login1") into at most cap names of up to 255 characters;
  * *n receives the count. DTR_ERR_INVALID names the malformed part. */
-dtr_result dtr_hostlist_expand(const char *list, char (*names)[256], int cap, int *n, char *err, size_t errcap);
+dtr_result dtr_hostlist_expand(const char *list, char (*names)[256], int cap, int *n, char *err,
+                               size_t errcap);
 
 /* ---- mesh */
 
 typedef struct dtr_mesh {
-  int dp, tp, pp;          /* sizes; dp*tp*pp = world size */
+  int dp, tp, pp;                /* sizes; dp*tp*pp = world size */
   int dp_rank, tp_rank, pp_rank; /* this rank's coordinates */
 } dtr_mesh;
 
 /* Coordinates of `rank` in a dp x tp x pp mesh of `world` ranks (TP fastest, PP slowest): rank =
  * pp_rank*(dp*tp) + dp_rank*tp + tp_rank. dp 0 means world/(tp*pp). DTR_ERR_INVALID with the sizes
  * when they do not multiply to world. Pure. */
-dtr_result dtr_mesh_make(int world, int dp, int tp, int pp, int rank, dtr_mesh *out, char *err, size_t errcap);
+dtr_result dtr_mesh_make(int world, int dp, int tp, int pp, int rank, dtr_mesh *out, char *err,
+                         size_t errcap);
 /* The world rank at given coordinates. */
 int dtr_mesh_rank_of(const dtr_mesh *m, int dp_rank, int tp_rank, int pp_rank);
 
@@ -79,15 +81,15 @@ typedef struct dtr_runtime dtr_runtime;
 
 typedef struct dtr_runtime_config {
   dtr_backend backend;
-  int dp, tp, pp;   /* mesh; dp 0: the rest */
-  int timeout_ms;   /* communicator deadline; 0: default */
+  int dp, tp, pp;       /* mesh; dp 0: the rest */
+  int timeout_ms;       /* communicator deadline; 0: default */
   int store_timeout_ms; /* connecting to / hosting the store; 0: 60000 */
-  int nccl_dp;      /* 1: also an nccl communicator over this rank's DP group (dtr_runtime_dp_nccl) for
-                       buffers in GPU memory, beside the groups above, which stay on `backend` (host
-                       memory: checkpoint agreement, losses, metrics). Needs a build with CUDA. */
-  int cuda_device;  /* the device of nccl communicators (nccl_dp, or backend nccl); -1: the identity's
-                       local rank (LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID), or 0 where
-                       this process sees one device only (CUDA_VISIBLE_DEVICES set per rank) */
+  int nccl_dp;          /* 1: also an nccl communicator over this rank's DP group (dtr_runtime_dp_nccl) for
+                           buffers in GPU memory, beside the groups above, which stay on `backend` (host
+                           memory: checkpoint agreement, losses, metrics). Needs a build with CUDA. */
+  int cuda_device;      /* the device of nccl communicators (nccl_dp, or backend nccl); -1: the identity's
+                           local rank (LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID), or 0 where
+                           this process sees one device only (CUDA_VISIBLE_DEVICES set per rank) */
 } dtr_runtime_config;
 
 dtr_runtime_config dtr_runtime_config_default(void);
@@ -118,8 +120,8 @@ typedef struct dtr_dp_sync dtr_dp_sync;
 /* Buckets over grads[0..n): bucket 0 is the first_bucket_bytes at the END of the buffer (backward
  * produces the last parameters first), then bucket_bytes each towards the start. overlap 0: nothing
  * starts before dtr_dp_sync_finish. The comm (the DP group) and grads stay owned by the caller. */
-dtr_result dtr_dp_sync_create(dtr_comm *dp, float *grads, size_t n, size_t bucket_bytes, size_t first_bucket_bytes,
-                              int overlap, dtr_dp_sync **out);
+dtr_result dtr_dp_sync_create(dtr_comm *dp, float *grads, size_t n, size_t bucket_bytes,
+                              size_t first_bucket_bytes, int overlap, dtr_dp_sync **out);
 void dtr_dp_sync_destroy(dtr_dp_sync *s);
 /* grads[offset, offset+count) are final for this step; a bucket whose every element is final starts
  * its asynchronous all-reduce (average over the DP group). COLLECTIVE over the DP group in effect:
@@ -136,12 +138,13 @@ int dtr_dp_sync_num_buckets(const dtr_dp_sync *s);
 
 typedef struct dtr_adamw {
   double lr, beta1, beta2, eps, weight_decay;
-  int64_t t;     /* steps taken */
-  float *m, *v;  /* first and second moments, n floats each, owned */
+  int64_t t;    /* steps taken */
+  float *m, *v; /* first and second moments, n floats each, owned */
   size_t n;
 } dtr_adamw;
 
-dtr_result dtr_adamw_init(dtr_adamw *o, size_t n, double beta1, double beta2, double eps, double weight_decay);
+dtr_result dtr_adamw_init(dtr_adamw *o, size_t n, double beta1, double beta2, double eps,
+                          double weight_decay);
 void dtr_adamw_free(dtr_adamw *o);
 /* One step over params[0..n) with learning rate lr; decay applies where decay_mask[i] != 0 (NULL:
  * everywhere). PyTorch's torch.optim.AdamW semantics (bias-corrected, decoupled decay). */

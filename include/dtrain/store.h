@@ -38,10 +38,10 @@
 extern "C" {
 #endif
 
-#define DTR_STORE_MAX_KEY 1024              /* bytes in one key */
-#define DTR_STORE_MAX_VALUE (16u << 20)     /* bytes in one value: 16 MiB */
-#define DTR_STORE_MAX_TOKEN 256             /* bytes in a job token */
-#define DTR_STORE_MAX_WAIT_KEYS 4096        /* keys in one wait */
+#define DTR_STORE_MAX_KEY 1024          /* bytes in one key */
+#define DTR_STORE_MAX_VALUE (16u << 20) /* bytes in one value: 16 MiB */
+#define DTR_STORE_MAX_TOKEN 256         /* bytes in a job token */
+#define DTR_STORE_MAX_WAIT_KEYS 4096    /* keys in one wait */
 
 /* ---------------------------------------------------------------- server */
 
@@ -103,8 +103,8 @@ dtr_result dtr_store_try_get(dtr_store *c, const char *key, void **val, size_t *
 dtr_result dtr_store_add(dtr_store *c, const char *key, int64_t delta, int64_t *new_value);
 /* expected NULL: set only if absent. *swapped says whether our value went in; *actual (optional,
  * malloc'ed) receives the value stored after the call. */
-dtr_result dtr_store_cas(dtr_store *c, const char *key, const void *expected, size_t elen, const void *desired,
-                         size_t dlen, int *swapped, void **actual, size_t *alen);
+dtr_result dtr_store_cas(dtr_store *c, const char *key, const void *expected, size_t elen,
+                         const void *desired, size_t dlen, int *swapped, void **actual, size_t *alen);
 /* *existed (optional) says whether the key was there. */
 dtr_result dtr_store_delete(dtr_store *c, const char *key, int *existed);
 dtr_result dtr_store_wait(dtr_store *c, const char *const *keys, int nkeys, int timeout_ms);

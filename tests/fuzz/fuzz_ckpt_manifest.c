@@ -68,5 +68,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 #ifdef DTRAIN_FUZZ_REPLAY
 #define DTR_REPLAY_PROG "fuzz_ckpt_manifest_replay"
 #define DTR_REPLAY_STEP(n) ((n) / 4) /* a few prefixes: each accepted input is written and re-read */
-#include "replay_main.h"
+#include "tests/fuzz/replay_main.h"
 #endif

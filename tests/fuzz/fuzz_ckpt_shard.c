@@ -103,5 +103,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 #ifdef DTRAIN_FUZZ_REPLAY
 #define DTR_REPLAY_PROG "fuzz_ckpt_shard_replay"
 #define DTR_REPLAY_FLIPS 1 /* a flipped byte: a shard whose checksums or lengths lie */
-#include "replay_main.h"
+#include "tests/fuzz/replay_main.h"
 #endif

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "store_proto.h"
+#include "common/store_proto.h"
 
 /* Touch every byte a parser handed out, so the sanitizer sees any out-of-bounds view. */
 static unsigned sum(dtr__sp_bytes b) {
@@ -100,5 +100,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
 #ifdef DTRAIN_FUZZ_REPLAY
 #define DTR_REPLAY_PROG "fuzz_store_proto_replay"
-#include "replay_main.h"
+#include "tests/fuzz/replay_main.h"
 #endif

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "dtrain/runtime.h"
-#include "mix64.h"
+#include "tests/helpers/mix64.h"
 
 static double unit(uint64_t k) { /* [-1, 1) */
   return (double)(mix(k) >> 11) / (double)(1ULL << 53) * 2.0 - 1.0;

@@ -13,7 +13,7 @@
 #include "common/device.h"
 #include "dtrain/ckpt.h"
 #include "dtrain/common.h"
-#include "runtime/kernels_cuda.h"
+#include "runtime/model/kernels_cuda.h"
 
 static int g_checks, g_failed;
 

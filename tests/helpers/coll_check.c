@@ -153,7 +153,8 @@ static void check_all_reduce(ctx *x, dtr_dtype t, dtr_redop op, size_t n, const 
   free(send), free(recv), free(orig);
 }
 
-static void check_reduce(ctx *x, dtr_dtype t, dtr_redop op, size_t n, const void *ref, uint64_t tag, int root) {
+static void check_reduce(ctx *x, dtr_dtype t, dtr_redop op, size_t n, const void *ref, uint64_t tag,
+                         int root) {
   size_t es = cref_esz(t), bytes = n * es;
   char *send = xmalloc(bytes), *recv = xmalloc(bytes), *orig = xmalloc(bytes), what[160];
   cref_fill(orig, t, op, tag, x->rank, 0, n);
@@ -165,7 +166,8 @@ static void check_reduce(ctx *x, dtr_dtype t, dtr_redop op, size_t n, const void
     /* Out of place, odd non-roots pass recv NULL (allowed); others a sentinel buffer that must stay. */
     void *dst = inplace ? send : (x->rank != root && (x->rank & 1)) ? NULL : recv;
     int bad = !rc_ok(x, x->c, dtr_reduce(x->c, send, dst, n, t, op, root, NULL), what);
-    if (!bad && x->rank == root) bad = compare(x, what, dst, ref, n, t, op, 1, tag, x->world, x->size, 0) != 0;
+    if (!bad && x->rank == root)
+      bad = compare(x, what, dst, ref, n, t, op, 1, tag, x->world, x->size, 0) != 0;
     if (!bad && x->rank != root && dst && !inplace && !is_sentinel(recv, bytes)) {
       failf(x, "%s: non-root rank's recv buffer was written (it must be ignored)", what);
       bad = 1;
@@ -209,7 +211,8 @@ static void check_all_gather(ctx *x, dtr_dtype t, size_t n, uint64_t tag) {
   char *send = xmalloc(bytes), *recv = xmalloc(all), *want = xmalloc(all), what[160];
   for (int r = 0; r < x->size; r++) cref_fill(want + (size_t)r * bytes, t, DTR_SUM, tag, r, 0, n);
   for (int inplace = 0; inplace < 2; inplace++) {
-    snprintf(what, sizeof what, "all_gather %s count=%zu %s", tname(t), n, inplace ? "in-place" : "out-of-place");
+    snprintf(what, sizeof what, "all_gather %s count=%zu %s", tname(t), n,
+             inplace ? "in-place" : "out-of-place");
     fill_sentinel(recv, all);
     cref_fill(send, t, DTR_SUM, tag, x->rank, 0, n);
     const void *src = send;
@@ -285,9 +288,11 @@ static void check_all_to_all(ctx *x, dtr_dtype t, size_t n, uint64_t tag) {
   char *send = xmalloc(all), *recv = xmalloc(all), *orig = xmalloc(all), *want = xmalloc(all), what[160];
   cref_fill(orig, t, DTR_SUM, tag, x->rank, 0, n * (size_t)x->size);
   /* block i of my recv = block `rank` of rank i's send */
-  for (int i = 0; i < x->size; i++) cref_fill(want + (size_t)i * bytes, t, DTR_SUM, tag, i, (size_t)x->rank * n, n);
+  for (int i = 0; i < x->size; i++)
+    cref_fill(want + (size_t)i * bytes, t, DTR_SUM, tag, i, (size_t)x->rank * n, n);
   for (int inplace = 0; inplace < 2; inplace++) {
-    snprintf(what, sizeof what, "all_to_all %s count=%zu %s", tname(t), n, inplace ? "in-place" : "out-of-place");
+    snprintf(what, sizeof what, "all_to_all %s count=%zu %s", tname(t), n,
+             inplace ? "in-place" : "out-of-place");
     memcpy(send, orig, all);
     fill_sentinel(recv, all);
     void *dst = inplace ? send : recv;
@@ -392,7 +397,8 @@ static void check_barrier(ctx *x, dtr_store *store, int rounds) {
     if (!bad && store) {
       int64_t v = -1;
       if (dtr_store_add(store, key, 0, &v) != DTR_OK || v != x->size) {
-        failf(x, "%s: returned before every rank arrived (%lld of %d announced)", what, (long long)v, x->size);
+        failf(x, "%s: returned before every rank arrived (%lld of %d announced)", what, (long long)v,
+              x->size);
         bad = 1;
       }
     }
@@ -418,8 +424,8 @@ static void check_split(ctx *x) {
   for (int k = 0; k < m; k++)
     if (members[k] == x->rank) myrank = k;
   if (!bad && (dtr_comm_size(sub) != m || dtr_comm_rank(sub) != myrank)) {
-    failf(x, "split: sub-communicator rank/size %d/%d, expected %d/%d", dtr_comm_rank(sub), dtr_comm_size(sub),
-          myrank, m);
+    failf(x, "split: sub-communicator rank/size %d/%d, expected %d/%d", dtr_comm_rank(sub),
+          dtr_comm_size(sub), myrank, m);
     bad = 1;
   }
   tally(x, bad);
@@ -452,7 +458,8 @@ static void check_split(ctx *x) {
     failf(x, "split with color -1 returned a communicator");
     bad = 1;
   }
-  if (!bad && x->rank != 0 && (!sub || dtr_comm_size(sub) != x->size - 1 || dtr_comm_rank(sub) != x->rank - 1)) {
+  if (!bad && x->rank != 0 &&
+      (!sub || dtr_comm_size(sub) != x->size - 1 || dtr_comm_rank(sub) != x->rank - 1)) {
     failf(x, "split(rank 0 color -1): got rank/size %d/%d, expected %d/%d", sub ? dtr_comm_rank(sub) : -1,
           sub ? dtr_comm_size(sub) : -1, x->rank - 1, x->size - 1);
     bad = 1;
@@ -466,8 +473,9 @@ static void check_split(ctx *x) {
     cref_fill(buf, DTR_F16, DTR_SUM, tag, x->rank, 0, n2);
     cref_reduce(ref, DTR_F16, DTR_SUM, tag, mem, x->size - 1, 0, n2);
     bad = !rc_ok(x, sub, dtr_all_reduce(sub, buf, buf, n2, DTR_F16, DTR_SUM, NULL), "split(-1) all_reduce");
-    if (!bad) bad = compare(x, "split(-1) all_reduce f16 sum", buf, ref, n2, DTR_F16, DTR_SUM, 1, tag, mem,
-                            x->size - 1, 0) != 0;
+    if (!bad)
+      bad = compare(x, "split(-1) all_reduce f16 sum", buf, ref, n2, DTR_F16, DTR_SUM, 1, tag, mem,
+                    x->size - 1, 0) != 0;
   }
   tally(x, bad);
   dtr_comm_destroy(sub);
@@ -487,7 +495,8 @@ static void check_two_comms(ctx *x, dtr_comm *b) {
     cref_fill(ib[k], DTR_I32, DTR_SUM, cref_tag(x->seed, K_TWO, DTR_I32, DTR_SUM, (size_t)k), x->rank, 0, N);
   }
   for (int k = 0; k < R; k++) {
-    bad |= !rc_ok(x, x->c, dtr_all_reduce(x->c, fa[k], fa[k], N, DTR_F32, DTR_SUM, &qa[k]), "two comms: A issue");
+    bad |= !rc_ok(x, x->c, dtr_all_reduce(x->c, fa[k], fa[k], N, DTR_F32, DTR_SUM, &qa[k]),
+                  "two comms: A issue");
     bad |= !rc_ok(x, b, dtr_all_reduce(b, ib[k], ib[k], N, DTR_I32, DTR_SUM, &qb[k]), "two comms: B issue");
   }
   for (int k = 0; k < R; k++) {
@@ -503,8 +512,10 @@ static void check_two_comms(ctx *x, dtr_comm *b) {
     uint64_t tb = cref_tag(x->seed, K_TWO, DTR_I32, DTR_SUM, (size_t)k);
     cref_reduce(rf, DTR_F32, DTR_SUM, ta, x->world, x->size, 0, N);
     cref_reduce(ri, DTR_I32, DTR_SUM, tb, x->world, x->size, 0, N);
-    bad |= compare(x, "two comms: A all_reduce f32 sum", fa[k], rf, N, DTR_F32, DTR_SUM, 1, ta, x->world, x->size, 0) != 0;
-    bad |= compare(x, "two comms: B all_reduce i32 sum", ib[k], ri, N, DTR_I32, DTR_SUM, 1, tb, x->world, x->size, 0) != 0;
+    bad |= compare(x, "two comms: A all_reduce f32 sum", fa[k], rf, N, DTR_F32, DTR_SUM, 1, ta, x->world,
+                   x->size, 0) != 0;
+    bad |= compare(x, "two comms: B all_reduce i32 sum", ib[k], ri, N, DTR_I32, DTR_SUM, 1, tb, x->world,
+                   x->size, 0) != 0;
   }
   for (int k = 0; k < R; k++) free(fa[k]), free(ib[k]);
   tally(x, bad);
@@ -527,7 +538,8 @@ static void check_async(ctx *x) {
     bad |= !rc_ok(x, x->c, dtr_all_reduce(x->c, buf[k], buf[k], n, types[k], ops[k], &req[k]), "async issue");
   /* overlap: the references are the "compute" */
   for (int k = 0; k < 4; k++)
-    cref_reduce(ref[k], types[k], ops[k], cref_tag(x->seed, K_ASYNC, types[k], ops[k], n), x->world, x->size, 0, n);
+    cref_reduce(ref[k], types[k], ops[k], cref_tag(x->seed, K_ASYNC, types[k], ops[k], n), x->world, x->size,
+                0, n);
   int done = 0;
   if (req[3]) bad |= !rc_ok(x, x->c, dtr_request_test(req[3], &done), "async test");
   for (int k = 0; k < 4; k++)
@@ -544,8 +556,9 @@ static void check_async(ctx *x) {
   for (int k = 0; k < 4; k++) {
     char what[96];
     snprintf(what, sizeof what, "async all_reduce #%d %s %s", k, tname(types[k]), oname(ops[k]));
-    if (!bad) bad |= compare(x, what, buf[k], ref[k], n, types[k], ops[k], 1,
-                             cref_tag(x->seed, K_ASYNC, types[k], ops[k], n), x->world, x->size, 0) != 0;
+    if (!bad)
+      bad |= compare(x, what, buf[k], ref[k], n, types[k], ops[k], 1,
+                     cref_tag(x->seed, K_ASYNC, types[k], ops[k], n), x->world, x->size, 0) != 0;
     dtr_request_free(req[k]);
     free(buf[k]), free(ref[k]);
   }
@@ -565,8 +578,8 @@ static void check_split_nested(ctx *x) {
   dtr_comm *dup = NULL, *half = NULL, *quarter = NULL;
   int bad = !rc_ok(x, x->c, dtr_comm_split(x->c, 7, 0, &dup), "split(all one color, key 0)");
   if (!bad && (!dup || dtr_comm_rank(dup) != x->rank || dtr_comm_size(dup) != x->size)) {
-    failf(x, "dup split: rank/size %d/%d, expected %d/%d", dup ? dtr_comm_rank(dup) : -1, dup ? dtr_comm_size(dup) : -1,
-          x->rank, x->size);
+    failf(x, "dup split: rank/size %d/%d, expected %d/%d", dup ? dtr_comm_rank(dup) : -1,
+          dup ? dtr_comm_size(dup) : -1, x->rank, x->size);
     bad = 1;
   }
   tally(x, bad);
@@ -590,8 +603,11 @@ static void check_split_nested(ctx *x) {
     float buf[1023], ref[1023];
     cref_fill(buf, DTR_F32, DTR_SUM, tag, x->rank, 0, n);
     cref_reduce(ref, DTR_F32, DTR_SUM, tag, members, m, 0, n);
-    bad = !rc_ok(x, quarter, dtr_all_reduce(quarter, buf, buf, n, DTR_F32, DTR_SUM, NULL), "nested split all_reduce");
-    if (!bad) bad = compare(x, "nested split all_reduce f32 sum", buf, ref, n, DTR_F32, DTR_SUM, 1, tag, members, m, 0) != 0;
+    bad = !rc_ok(x, quarter, dtr_all_reduce(quarter, buf, buf, n, DTR_F32, DTR_SUM, NULL),
+                 "nested split all_reduce");
+    if (!bad)
+      bad = compare(x, "nested split all_reduce f32 sum", buf, ref, n, DTR_F32, DTR_SUM, 1, tag, members, m,
+                    0) != 0;
   }
   tally(x, bad);
   dtr_comm_destroy(quarter);
@@ -603,7 +619,8 @@ static void check_split_nested(ctx *x) {
     dtr_comm *s = NULL;
     churn_bad = !rc_ok(x, dup, dtr_comm_split(dup, 0, 0, &s), "churn split");
     int32_t v = 1;
-    if (!churn_bad) churn_bad = !rc_ok(x, s, dtr_all_reduce(s, &v, &v, 1, DTR_I32, DTR_SUM, NULL), "churn all_reduce");
+    if (!churn_bad)
+      churn_bad = !rc_ok(x, s, dtr_all_reduce(s, &v, &v, 1, DTR_I32, DTR_SUM, NULL), "churn all_reduce");
     if (!churn_bad && v != x->size) {
       failf(x, "churn all_reduce gave %d, expected %d", v, x->size);
       churn_bad = 1;
@@ -626,11 +643,12 @@ static void check_many_in_flight(ctx *x) {
   dtr_request *req[Q] = {0};
   int bad = 0;
   for (int k = 0; k < Q; k++)
-    cref_fill(buf + (size_t)k * N, DTR_I32, DTR_SUM, cref_tag(x->seed, K_ASYNC, DTR_I32, DTR_SUM, 1000 + (size_t)k),
-              x->rank, 0, N);
+    cref_fill(buf + (size_t)k * N, DTR_I32, DTR_SUM,
+              cref_tag(x->seed, K_ASYNC, DTR_I32, DTR_SUM, 1000 + (size_t)k), x->rank, 0, N);
   for (int k = 0; k < Q; k++)
-    bad |= !rc_ok(x, x->c, dtr_all_reduce(x->c, buf + (size_t)k * N, buf + (size_t)k * N, N, DTR_I32, DTR_SUM, &req[k]),
-                  "64 in flight: issue");
+    bad |= !rc_ok(
+        x, x->c, dtr_all_reduce(x->c, buf + (size_t)k * N, buf + (size_t)k * N, N, DTR_I32, DTR_SUM, &req[k]),
+        "64 in flight: issue");
   /* the last one first: when it is done, all earlier ones must be done too (issue order) */
   if (req[Q - 1]) bad |= !rc_ok(x, x->c, dtr_request_wait(req[Q - 1]), "64 in flight: wait last");
   for (int k = 0; k < Q - 1 && !bad; k++) {
@@ -648,8 +666,8 @@ static void check_many_in_flight(ctx *x) {
   for (int k = 0; k < Q && !bad; k++) {
     uint64_t tag = cref_tag(x->seed, K_ASYNC, DTR_I32, DTR_SUM, 1000 + (size_t)k);
     cref_reduce(ref, DTR_I32, DTR_SUM, tag, x->world, x->size, 0, N);
-    bad |= compare(x, "64 in flight: all_reduce i32 sum", buf + (size_t)k * N, ref, N, DTR_I32, DTR_SUM, 1, tag,
-                   x->world, x->size, 0) != 0;
+    bad |= compare(x, "64 in flight: all_reduce i32 sum", buf + (size_t)k * N, ref, N, DTR_I32, DTR_SUM, 1,
+                   tag, x->world, x->size, 0) != 0;
   }
   free(buf), free(ref);
   tally(x, bad);
@@ -683,7 +701,8 @@ static void check_invalid(ctx *x) {
   }
   /* still usable, and still in step */
   for (int k = 0; k < 8; k++) f[k] = (float)(x->rank + 1);
-  int bad = !rc_ok(x, x->c, dtr_all_reduce(x->c, f, f, 8, DTR_F32, DTR_SUM, NULL), "all_reduce after bad arguments");
+  int bad = !rc_ok(x, x->c, dtr_all_reduce(x->c, f, f, 8, DTR_F32, DTR_SUM, NULL),
+                   "all_reduce after bad arguments");
   if (!bad && f[0] != (float)(x->size * (x->size + 1) / 2)) {
     failf(x, "all_reduce after bad arguments gave %g, expected %d", f[0], x->size * (x->size + 1) / 2);
     bad = 1;
@@ -776,8 +795,9 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (be == DTR_BACKEND_NCCL) {
-    fprintf(stderr, "coll_check: the nccl backend needs device buffers; this helper is built without CUDA "
-                    "(tests/helpers are not compiled with DTRAIN_HAVE_CUDA)\n");
+    fprintf(stderr,
+            "coll_check: the nccl backend needs device buffers; this helper is built without CUDA "
+            "(tests/helpers are not compiled with DTRAIN_HAVE_CUDA)\n");
     return 2;
   }
   ctx x = {0};
@@ -808,8 +828,8 @@ int main(int argc, char **argv) {
   cfg.timeout_ms = timeout_ms;
   dtr_result rc = dtr_comm_create(store, x.rank, x.size, &cfg, &x.c, err, sizeof err);
   if (rc != DTR_OK) {
-    fprintf(stderr, "coll_check rank %d: dtr_comm_create(%s) failed: %s: %s\n", x.rank, backend_s, dtr_strerror(rc),
-            err);
+    fprintf(stderr, "coll_check rank %d: dtr_comm_create(%s) failed: %s: %s\n", x.rank, backend_s,
+            dtr_strerror(rc), err);
     dtr_store_close(store);
     return 1;
   }

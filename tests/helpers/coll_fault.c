@@ -102,16 +102,19 @@ static int mode_deadline(dtr_comm *c, int rank, int size, int timeout_ms, size_t
   double el = now_ms() - t0;
   char e[1024];
   snprintf(e, sizeof e, "%s", dtr_comm_last_error(c)); /* the next operation overwrites it */
-  if (rc != DTR_ERR_TIMEOUT) return verdict_fail("all_reduce returned %s, expected a timeout (%s)", dtr_strerror(rc), e);
+  if (rc != DTR_ERR_TIMEOUT)
+    return verdict_fail("all_reduce returned %s, expected a timeout (%s)", dtr_strerror(rc), e);
   if (el < timeout_ms - 100 || el > timeout_ms + 3500)
     return verdict_fail("timed out after %.0f ms; the deadline was %d ms", el, timeout_ms);
-  if (!names_rank(e, missing)) return verdict_fail("the error does not name missing rank %d: '%s'", missing, e);
+  if (!names_rank(e, missing))
+    return verdict_fail("the error does not name missing rank %d: '%s'", missing, e);
   /* the communicator is aborted now: a later operation fails at once */
   double t1 = now_ms();
   rc = dtr_all_reduce(c, buf, buf, count, DTR_F32, DTR_SUM, NULL);
   if (rc != DTR_ERR_ABORTED)
     return verdict_fail("the operation after the timeout returned %s, expected aborted", dtr_strerror(rc));
-  if (now_ms() - t1 > 1000) return verdict_fail("the operation after the timeout took %.0f ms", now_ms() - t1);
+  if (now_ms() - t1 > 1000)
+    return verdict_fail("the operation after the timeout took %.0f ms", now_ms() - t1);
   int v = verdict_ok("timeout after %.0f ms naming rank %d: %s", el, missing, e);
   /* Stay until the other waiting ranks have reached their own deadlines (they started within a few ms
    * of us, and the missing rank stays longer still): exiting now would close our connections, and a
@@ -147,11 +150,13 @@ static int mode_peer_exit(dtr_comm *c, int rank, int size, int timeout_ms) {
     }
     const char *e = dtr_comm_last_error(c);
     free(buf);
-    if (it < EXIT_AT) return verdict_fail("all-reduce #%d failed before rank 1 left: %s: %s", it, dtr_strerror(rc), e);
+    if (it < EXIT_AT)
+      return verdict_fail("all-reduce #%d failed before rank 1 left: %s: %s", it, dtr_strerror(rc), e);
     if (rc != DTR_ERR_TIMEOUT && rc != DTR_ERR_CONNECTION)
       return verdict_fail("all-reduce #%d returned %s, expected a timeout or connection error (%s)", it,
                           dtr_strerror(rc), e);
-    if (el > timeout_ms + 3500) return verdict_fail("the failure took %.0f ms; the deadline was %d ms", el, timeout_ms);
+    if (el > timeout_ms + 3500)
+      return verdict_fail("the failure took %.0f ms; the deadline was %d ms", el, timeout_ms);
     if (!names_rank(e, 1)) return verdict_fail("the error does not name rank 1: '%s'", e);
     return verdict_ok("all-reduce #%d failed after %.0f ms with %s: %s", it, el, dtr_strerror(rc), e);
   }
@@ -188,8 +193,10 @@ static int mode_abort(dtr_comm *c, int rank, int size) {
   double t1 = now_ms();
   pthread_join(th, NULL);
   if (rc != DTR_ERR_ABORTED)
-    return verdict_fail("blocked all_reduce returned %s, expected aborted (%s)", dtr_strerror(rc), dtr_comm_last_error(c));
-  if (t1 - a.at > 1000) return verdict_fail("the all-reduce returned %.0f ms after dtr_comm_abort", t1 - a.at);
+    return verdict_fail("blocked all_reduce returned %s, expected aborted (%s)", dtr_strerror(rc),
+                        dtr_comm_last_error(c));
+  if (t1 - a.at > 1000)
+    return verdict_fail("the all-reduce returned %.0f ms after dtr_comm_abort", t1 - a.at);
   /* later operations, blocking or not, fail the same way */
   dtr_request *req = NULL;
   dtr_result rc2 = dtr_all_reduce(c, buf, buf, 256, DTR_F32, DTR_SUM, &req);
@@ -206,14 +213,16 @@ static int mode_mismatch(dtr_comm *c, int rank, int size) {
   float buf[1024];
   for (int i = 0; i < 1024; i++) buf[i] = 1.0f;
   dtr_result rc = dtr_all_reduce(c, buf, buf, 1024, DTR_F32, DTR_SUM, NULL);
-  if (rc != DTR_OK) return verdict_fail("a matching all-reduce failed in debug mode: %s", dtr_comm_last_error(c));
+  if (rc != DTR_OK)
+    return verdict_fail("a matching all-reduce failed in debug mode: %s", dtr_comm_last_error(c));
   if (buf[0] != (float)size) return verdict_fail("matching all-reduce gave %g, expected %d", buf[0], size);
   size_t n = rank == 0 ? 1024 : 1000;
   double t0 = now_ms();
   rc = dtr_all_reduce(c, buf, buf, n, DTR_F32, DTR_SUM, NULL);
   double el = now_ms() - t0;
   const char *e = dtr_comm_last_error(c);
-  if (rc != DTR_ERR_INVALID) return verdict_fail("mismatched all-reduce returned %s, expected invalid (%s)", dtr_strerror(rc), e);
+  if (rc != DTR_ERR_INVALID)
+    return verdict_fail("mismatched all-reduce returned %s, expected invalid (%s)", dtr_strerror(rc), e);
   if (!names_number(e, 1024) || !names_number(e, 1000))
     return verdict_fail("the error does not name both counts (1024 and 1000): '%s'", e);
   return verdict_ok("invalid after %.0f ms: %s", el, e);
@@ -230,7 +239,8 @@ static int mode_create(dtr_comm *c, int rank, int size) {
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: coll_fault deadline|deadline-large|peer-exit|abort|mismatch|create [--timeout-ms MS]\n");
+    fprintf(stderr,
+            "usage: coll_fault deadline|deadline-large|peer-exit|abort|mismatch|create [--timeout-ms MS]\n");
     return 2;
   }
   g_mode = argv[1];

@@ -4,13 +4,14 @@
  * small integers, so every sum is exact in every type (AVG: one f32 division, then rounding). Then the
  * reductions (all-reduce in and out of place, reduce-scatter, reduce) on random floats for every type and
  * reduction, compared BIT FOR BIT with coll_ref.h's serial reference in rank order: the mpi backend
- * reduces in that order, like the host backend. Exit 0 when all pass; prints each failure. Usage: mpirun -np N coll_mpi_smoke [--backend mpi|host] [--count N] [--fault
- * deadline|dead|abort]
+ * reduces in that order, like the host backend. Exit 0 when all pass; prints each failure. Usage: mpirun -np
+ * N coll_mpi_smoke [--backend mpi|host] [--count N] [--fault deadline|dead|abort]
  *   --fault deadline  rank size-1 never joins an all-reduce; the others must get DTR_ERR_TIMEOUT after the
- *                     1500 ms timeout (naming rank size-1 as the one they still wait on), then DTR_ERR_ABORTED
+ *                     1500 ms timeout (naming rank size-1 as the one they still wait on), then
+ * DTR_ERR_ABORTED
  *   --fault dead      rank size-1 SIGKILLs itself after one all-reduce while the others keep all-reducing
- *                     (run with mpirun --mca orte_abort_on_non_zero_status 0, or mpirun kills them first): they
- *                     must fail within the 1500 ms timeout naming it, then get DTR_ERR_ABORTED
+ *                     (run with mpirun --mca orte_abort_on_non_zero_status 0, or mpirun kills them first):
+ * they must fail within the 1500 ms timeout naming it, then get DTR_ERR_ABORTED
  *   --fault abort     rank 0 waits on an all-reduce nobody joins (timeout 60 s); dtr_comm_abort from
  *                     another thread must end it with DTR_ERR_ABORTED at once
  *   Fault modes print "coll_mpi_smoke rank R: MODE ok" or "... FAILED: why" and leave with _exit (MPI
@@ -422,7 +423,8 @@ static void run_exact(dtr_comm *c, size_t n) {
         if (rc != DTR_OK)
           FAILF("exact all_reduce: %s: %s", dtr_strerror(rc), dtr_comm_last_error(c));
         else
-          exact_compare(inplace ? "exact all_reduce in-place" : "exact all_reduce", inplace ? in : out, want, n, dt);
+          exact_compare(inplace ? "exact all_reduce in-place" : "exact all_reduce", inplace ? in : out, want,
+                        n, dt);
       }
       cref_fill(in, dt, ro, tag, rank, 0, tot); /* reduce-scatter: block r of the reference */
       dtr_result rc = dtr_reduce_scatter(c, in, out, n, dt, ro, NULL);
@@ -578,7 +580,8 @@ int main(int argc, char **argv) {
     } else if (!strcmp(argv[i], "--count") && i + 1 < argc) {
       n = (size_t)strtoull(argv[++i], NULL, 10);
     } else {
-      fprintf(stderr, "usage: coll_mpi_smoke [--backend mpi|host] [--count N] [--fault deadline|dead|abort]\n");
+      fprintf(stderr,
+              "usage: coll_mpi_smoke [--backend mpi|host] [--count N] [--fault deadline|dead|abort]\n");
       return 2;
     }
   }
@@ -604,7 +607,8 @@ int main(int argc, char **argv) {
   run_suite(world, n);
   run_suite(world, 1); /* tiny */
   run_suite(world, 0); /* empty */
-  static const size_t exact_sizes[] = {1, 5, 1000, 70001}; /* 70001: past the one-round path; many chunks under a small DTRAIN_MPI_MAX_COUNT */
+  static const size_t exact_sizes[] = {
+      1, 5, 1000, 70001}; /* 70001: past the one-round path; many chunks under a small DTRAIN_MPI_MAX_COUNT */
   for (size_t k = 0; k < sizeof exact_sizes / sizeof exact_sizes[0]; k++) run_exact(world, exact_sizes[k]);
 
   /* split: even and odd ranks, reversed order by key; the last rank (when size > 2) joins none. */

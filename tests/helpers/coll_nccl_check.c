@@ -371,11 +371,11 @@ static void stream_ordering(dtr_comm *c, size_t n) {
   size_t bytes = n * 4;
   float *pinned = NULL, *zero = calloc(n + 1, 4), *back = calloc(n + 1, 4);
   void *s = NULL, *d = dalloc(bytes);
-  if (!zero || !back || cu.malloc_host((void **)&pinned, bytes + 4) != 0 || cu.stream_create(&s) != 0) exit(2);
+  if (!zero || !back || cu.malloc_host((void **)&pinned, bytes + 4) != 0 || cu.stream_create(&s) != 0)
+    exit(2);
   for (size_t i = 0; i < n; i++) pinned[i] = (float)(i % 13 + 1);
   to_dev(d, zero, bytes);
-  int setup = cu.launch_host_func(s, sleep_50ms, NULL) == 0 &&
-              cu.memcpy_async(d, pinned, bytes, H2D, s) == 0;
+  int setup = cu.launch_host_func(s, sleep_50ms, NULL) == 0 && cu.memcpy_async(d, pinned, bytes, H2D, s) == 0;
   dtr_request *r = NULL;
   dtr_result rc = setup ? dtr_comm_set_cuda_stream(c, s) : DTR_ERR_SYSTEM;
   if (rc == DTR_OK) rc = dtr_all_reduce(c, d, d, n, DTR_F32, DTR_SUM, &r);
@@ -388,8 +388,8 @@ static void stream_ordering(dtr_comm *c, size_t n) {
     for (size_t i = 0; i < n; i++) bad += back[i] != (float)size * (float)(i % 13 + 1);
     g_checks++;
     if (bad) {
-      fprintf(stderr, "coll_nccl_check rank %d: stream ordering: %zu of %zu values wrong (first %g)\n", g_rank,
-              bad, n, (double)back[0]);
+      fprintf(stderr, "coll_nccl_check rank %d: stream ordering: %zu of %zu values wrong (first %g)\n",
+              g_rank, bad, n, (double)back[0]);
       g_failed++;
     }
   }

@@ -20,8 +20,8 @@ static inline uint16_t cref_f32_to_f16(float f) {
   uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
   if (ax >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u));
   if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520 rounds to infinity */
-  if (ax < 0x38800000u) {                                     /* below 2^-14: subnormal or zero */
-    if (ax < 0x33000000u) return (uint16_t)sign;              /* <= 2^-25 (ties to even zero) */
+  if (ax < 0x38800000u) {                                   /* below 2^-14: subnormal or zero */
+    if (ax < 0x33000000u) return (uint16_t)sign;            /* <= 2^-25 (ties to even zero) */
     uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u, shift = 126 - e;
     uint32_t r = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
     if (rem > half || (rem == half && (r & 1u))) r++;
@@ -64,10 +64,17 @@ static inline float cref_bf16_to_f32(uint16_t h) {
 
 static inline size_t cref_esz(dtr_dtype t) {
   switch (t) {
-    case DTR_F32: case DTR_I32: return 4;
-    case DTR_F64: case DTR_I64: return 8;
-    case DTR_F16: case DTR_BF16: return 2;
-    case DTR_U8: return 1;
+    case DTR_F32:
+    case DTR_I32:
+      return 4;
+    case DTR_F64:
+    case DTR_I64:
+      return 8;
+    case DTR_F16:
+    case DTR_BF16:
+      return 2;
+    case DTR_U8:
+      return 1;
   }
   return 0;
 }
@@ -86,7 +93,8 @@ static inline uint64_t cref_mix(uint64_t x) {
 }
 
 static inline uint64_t cref_tag(uint64_t seed, int kind, dtr_dtype t, dtr_redop op, size_t count) {
-  return cref_mix(seed ^ cref_mix(((uint64_t)kind << 48) ^ ((uint64_t)t << 40) ^ ((uint64_t)op << 32) ^ count));
+  return cref_mix(seed ^
+                  cref_mix(((uint64_t)kind << 48) ^ ((uint64_t)t << 40) ^ ((uint64_t)op << 32) ^ count));
 }
 
 /* Values keep every reduction of up to 64 ranks in range: floats in [-4, 4] away from zero (sum, avg,
@@ -103,10 +111,24 @@ static inline void cref_gen(void *dst, dtr_dtype t, dtr_redop op, uint64_t tag, 
     if (fabs(fv) < 1.0 / 256) fv = 1.0 / 256;
   }
   switch (t) {
-    case DTR_F32: { float v = (float)fv; memcpy(dst, &v, 4); break; }
-    case DTR_F64: memcpy(dst, &fv, 8); break;
-    case DTR_F16: { uint16_t v = cref_f32_to_f16((float)fv); memcpy(dst, &v, 2); break; }
-    case DTR_BF16: { uint16_t v = cref_f32_to_bf16((float)fv); memcpy(dst, &v, 2); break; }
+    case DTR_F32: {
+      float v = (float)fv;
+      memcpy(dst, &v, 4);
+      break;
+    }
+    case DTR_F64:
+      memcpy(dst, &fv, 8);
+      break;
+    case DTR_F16: {
+      uint16_t v = cref_f32_to_f16((float)fv);
+      memcpy(dst, &v, 2);
+      break;
+    }
+    case DTR_BF16: {
+      uint16_t v = cref_f32_to_bf16((float)fv);
+      memcpy(dst, &v, 2);
+      break;
+    }
     case DTR_I32: {
       static const int32_t p[4] = {-2, -1, 1, 2};
       int32_t v = op == DTR_PROD ? p[h & 3] : (int32_t)(h % 201) - 100;
@@ -119,11 +141,16 @@ static inline void cref_gen(void *dst, dtr_dtype t, dtr_redop op, uint64_t tag, 
       memcpy(dst, &v, 8);
       break;
     }
-    case DTR_U8: { uint8_t v = op == DTR_PROD ? (uint8_t)(1 + h % 3) : (uint8_t)(h % 32); *(uint8_t *)dst = v; break; }
+    case DTR_U8: {
+      uint8_t v = op == DTR_PROD ? (uint8_t)(1 + h % 3) : (uint8_t)(h % 32);
+      *(uint8_t *)dst = v;
+      break;
+    }
   }
 }
 
-static inline void cref_fill(void *buf, dtr_dtype t, dtr_redop op, uint64_t tag, int rank, size_t gbase, size_t n) {
+static inline void cref_fill(void *buf, dtr_dtype t, dtr_redop op, uint64_t tag, int rank, size_t gbase,
+                             size_t n) {
   size_t es = cref_esz(t);
   for (size_t i = 0; i < n; i++) cref_gen((char *)buf + i * es, t, op, tag, rank, gbase + i);
 }
@@ -131,25 +158,59 @@ static inline void cref_fill(void *buf, dtr_dtype t, dtr_redop op, uint64_t tag,
 /* An element as a double (for messages and tolerances). */
 static inline double cref_as_double(const void *p, dtr_dtype t) {
   switch (t) {
-    case DTR_F32: { float v; memcpy(&v, p, 4); return v; }
-    case DTR_F64: { double v; memcpy(&v, p, 8); return v; }
-    case DTR_F16: { uint16_t v; memcpy(&v, p, 2); return cref_f16_to_f32(v); }
-    case DTR_BF16: { uint16_t v; memcpy(&v, p, 2); return cref_bf16_to_f32(v); }
-    case DTR_I32: { int32_t v; memcpy(&v, p, 4); return v; }
-    case DTR_I64: { int64_t v; memcpy(&v, p, 8); return (double)v; }
-    case DTR_U8: return *(const uint8_t *)p;
+    case DTR_F32: {
+      float v;
+      memcpy(&v, p, 4);
+      return v;
+    }
+    case DTR_F64: {
+      double v;
+      memcpy(&v, p, 8);
+      return v;
+    }
+    case DTR_F16: {
+      uint16_t v;
+      memcpy(&v, p, 2);
+      return cref_f16_to_f32(v);
+    }
+    case DTR_BF16: {
+      uint16_t v;
+      memcpy(&v, p, 2);
+      return cref_bf16_to_f32(v);
+    }
+    case DTR_I32: {
+      int32_t v;
+      memcpy(&v, p, 4);
+      return v;
+    }
+    case DTR_I64: {
+      int64_t v;
+      memcpy(&v, p, 8);
+      return (double)v;
+    }
+    case DTR_U8:
+      return *(const uint8_t *)p;
   }
   return 0;
 }
 
-#define CREF_COMBINE(acc, v, op)           \
-  do {                                     \
-    switch (op) {                          \
-      case DTR_SUM: case DTR_AVG: acc = acc + v; break; \
-      case DTR_PROD: acc = acc * v; break; \
-      case DTR_MAX: acc = v > acc ? v : acc; break; \
-      case DTR_MIN: acc = v < acc ? v : acc; break; \
-    }                                      \
+#define CREF_COMBINE(acc, v, op) \
+  do {                           \
+    switch (op) {                \
+      case DTR_SUM:              \
+      case DTR_AVG:              \
+        acc = acc + v;           \
+        break;                   \
+      case DTR_PROD:             \
+        acc = acc * v;           \
+        break;                   \
+      case DTR_MAX:              \
+        acc = v > acc ? v : acc; \
+        break;                   \
+      case DTR_MIN:              \
+        acc = v < acc ? v : acc; \
+        break;                   \
+    }                            \
   } while (0)
 
 /* The serial reference: out[i] = op over members[0..m-1] (in that order) of element gbase+i of each
@@ -165,7 +226,10 @@ static inline void cref_reduce(void *out, dtr_dtype t, dtr_redop op, uint64_t ta
         for (int k = 0; k < m; k++) {
           cref_gen(e, t, op, tag, members[k], gbase + i);
           memcpy(&v, e, 4);
-          if (k == 0) acc = v; else CREF_COMBINE(acc, v, op);
+          if (k == 0)
+            acc = v;
+          else
+            CREF_COMBINE(acc, v, op);
         }
         if (op == DTR_AVG) acc = acc / (float)m;
         memcpy((char *)out + 4 * i, &acc, 4);
@@ -176,19 +240,26 @@ static inline void cref_reduce(void *out, dtr_dtype t, dtr_redop op, uint64_t ta
         for (int k = 0; k < m; k++) {
           cref_gen(e, t, op, tag, members[k], gbase + i);
           memcpy(&v, e, 8);
-          if (k == 0) acc = v; else CREF_COMBINE(acc, v, op);
+          if (k == 0)
+            acc = v;
+          else
+            CREF_COMBINE(acc, v, op);
         }
         if (op == DTR_AVG) acc = acc / (double)m;
         memcpy((char *)out + 8 * i, &acc, 8);
         break;
       }
-      case DTR_F16: case DTR_BF16: {
+      case DTR_F16:
+      case DTR_BF16: {
         float acc = 0, v;
         for (int k = 0; k < m; k++) {
           uint16_t h;
           cref_gen(&h, t, op, tag, members[k], gbase + i);
           v = t == DTR_F16 ? cref_f16_to_f32(h) : cref_bf16_to_f32(h);
-          if (k == 0) acc = v; else CREF_COMBINE(acc, v, op);
+          if (k == 0)
+            acc = v;
+          else
+            CREF_COMBINE(acc, v, op);
         }
         if (op == DTR_AVG) acc = acc / (float)m;
         uint16_t r = t == DTR_F16 ? cref_f32_to_f16(acc) : cref_f32_to_bf16(acc);
@@ -199,7 +270,10 @@ static inline void cref_reduce(void *out, dtr_dtype t, dtr_redop op, uint64_t ta
         int32_t acc = 0, v;
         for (int k = 0; k < m; k++) {
           cref_gen(&v, t, op, tag, members[k], gbase + i);
-          if (k == 0) acc = v; else CREF_COMBINE(acc, v, op);
+          if (k == 0)
+            acc = v;
+          else
+            CREF_COMBINE(acc, v, op);
         }
         if (op == DTR_AVG) acc = acc / m;
         memcpy((char *)out + 4 * i, &acc, 4);
@@ -209,7 +283,10 @@ static inline void cref_reduce(void *out, dtr_dtype t, dtr_redop op, uint64_t ta
         int64_t acc = 0, v;
         for (int k = 0; k < m; k++) {
           cref_gen(&v, t, op, tag, members[k], gbase + i);
-          if (k == 0) acc = v; else CREF_COMBINE(acc, v, op);
+          if (k == 0)
+            acc = v;
+          else
+            CREF_COMBINE(acc, v, op);
         }
         if (op == DTR_AVG) acc = acc / m;
         memcpy((char *)out + 8 * i, &acc, 8);
@@ -221,7 +298,10 @@ static inline void cref_reduce(void *out, dtr_dtype t, dtr_redop op, uint64_t ta
           uint8_t v8;
           cref_gen(&v8, t, op, tag, members[k], gbase + i);
           uint32_t v = v8;
-          if (k == 0) acc = v; else CREF_COMBINE(acc, v, op);
+          if (k == 0)
+            acc = v;
+          else
+            CREF_COMBINE(acc, v, op);
           acc &= 0xffu;
         }
         if (op == DTR_AVG) acc = acc / (uint32_t)m;
@@ -235,8 +315,13 @@ static inline void cref_reduce(void *out, dtr_dtype t, dtr_redop op, uint64_t ta
 /* Tolerance for backends that do not promise our order (mpi): |got - ref| <= (m + 2) * eps * mag, with
  * eps the type's unit roundoff times two and mag the sum of |inputs| (sum), that over m (avg), or the
  * product of |inputs| (prod). max/min and integers are exact. */
-static inline double cref_tolerance(dtr_dtype t, dtr_redop op, uint64_t tag, const int *members, int m, size_t gi) {
-  double eps = t == DTR_F32 ? 0x1p-23 : t == DTR_F64 ? 0x1p-52 : t == DTR_F16 ? 0x1p-10 : t == DTR_BF16 ? 0x1p-7 : 0;
+static inline double cref_tolerance(dtr_dtype t, dtr_redop op, uint64_t tag, const int *members, int m,
+                                    size_t gi) {
+  double eps = t == DTR_F32    ? 0x1p-23
+               : t == DTR_F64  ? 0x1p-52
+               : t == DTR_F16  ? 0x1p-10
+               : t == DTR_BF16 ? 0x1p-7
+                               : 0;
   if (eps == 0 || op == DTR_MAX || op == DTR_MIN) return 0;
   unsigned char e[8];
   double mag = op == DTR_PROD ? 1 : 0;

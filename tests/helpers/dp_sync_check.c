@@ -18,8 +18,8 @@
 #include <unistd.h>
 
 #include "dtrain/runtime.h"
-#include "mix64.h"
 #include "runtime/runtime_internal.h"
+#include "tests/helpers/mix64.h"
 #include "tests/helpers/watchdog.h"
 
 static int g_rank = -1, g_world = 1;

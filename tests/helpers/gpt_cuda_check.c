@@ -1,4 +1,4 @@
-/* The GPU GPT (runtime/gpt_cuda.c) against the CPU reference model (runtime/gpt.c) from the same weights
+/* The GPU GPT (runtime/model/gpt_cuda.c) against the CPU reference model (runtime/model/gpt.c) from the same weights
  * and batches: parameter tables, losses, logits, accumulated gradients and the ready-callback order in
  * fp32 (loss 1e-5 relative, gradients 1e-4 of each tensor's max abs) and bf16 mixed precision (loss
  * 2e-2 relative, gradients per tensor cosine > 0.99 and norm within 10%), AdamW steps that track the CPU
@@ -18,9 +18,9 @@
 #include "common/device.h"
 #include "dtrain/common.h"
 #include "dtrain/runtime.h"
-#include "runtime/gpt.h"
-#include "runtime/gpt_cuda.h"
-#include "runtime/kernels_cuda.h"
+#include "runtime/model/gpt.h"
+#include "runtime/model/gpt_cuda.h"
+#include "runtime/model/kernels_cuda.h"
 
 #define TOL_LOSS_F32 1e-5
 #define TOL_GRAD_F32 1e-4

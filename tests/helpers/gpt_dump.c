@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/gpt.h"
-#include "runtime/gpt_internal.h"
+#include "runtime/model/gpt.h"
+#include "runtime/model/gpt_internal.h"
 
 static uint64_t rng_state;
 static double urand(void) {

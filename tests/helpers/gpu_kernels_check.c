@@ -1,4 +1,4 @@
-/* Checks every GPU kernel of runtime/kernels_cuda.h against a plain C reference computed here in
+/* Checks every GPU kernel of runtime/model/kernels_cuda.h against a plain C reference computed here in
  * double, in fp32 (tolerance 1e-4) and bf16 mixed precision (2e-2), on two shapes (small and odd,
  * medium). Backward ops start from non-zero gradients so "adds into" and "overwrites" are both checked.
  * The weight-gradient reductions and sumsq also run twice at many-block shapes and must give the same
@@ -13,7 +13,7 @@
 
 #include "common/device.h"
 #include "dtrain/common.h"
-#include "runtime/kernels_cuda.h"
+#include "runtime/model/kernels_cuda.h"
 
 #define TOL_F32 1e-4
 #define TOL_BF16 2e-2

@@ -1,4 +1,4 @@
-"""dtrain's reference GPT (runtime/gpt.h) in PyTorch: pre-norm blocks of causal multi-head attention and
+"""dtrain's reference GPT (runtime/model/gpt.h) in PyTorch: pre-norm blocks of causal multi-head attention and
 a tanh-GELU MLP, layer norms with eps 1e-5, the output head tied to the token embedding, parameters in
 gpt.h's order and names. One definition for the correctness test (gpt_torch_ref.py, which checks dtrain
 against it) and the throughput anchor (bench/torch_gpt.py), so the benchmark times the model the test

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch reference for dtrain's GPT (runtime/gpt.h): reads a dump written by tests/helpers/gpt_dump,
+"""PyTorch reference for dtrain's GPT (runtime/model/gpt.h): reads a dump written by tests/helpers/gpt_dump,
 builds the same model in torch (same parameter order and names), runs forward + backward on the same
 inputs and targets in float64, and compares loss, logits and every gradient tensor with dtrain's fp32
 results. Fails (exit 1) naming the worst tensor when a difference exceeds the tolerance:

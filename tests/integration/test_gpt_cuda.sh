@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU GPT (runtime/gpt_cuda.c) against the CPU reference model: gpt_cuda_check compares losses,
+# The GPU GPT (runtime/model/gpt_cuda.c) against the CPU reference model: gpt_cuda_check compares losses,
 # logits and gradients in fp32 (loss 1e-5 relative, gradients 1e-4 of max abs) and bf16 (loss 2e-2,
 # gradient cosine > 0.99 per tensor), AdamW steps, the ready-callback order, determinism (two models
 # from the same weights and batches: losses, every gradient tensor, the gradient norm and the weights

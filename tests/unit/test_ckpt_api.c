@@ -15,7 +15,7 @@
 
 #include "checkpoint/ckpt_format.h"
 #include "dtrain/ckpt.h"
-#include "test_util.h"
+#include "tests/unit/test_util.h"
 
 #define NT 7
 static const dtr_dtype TYPES[NT] = {DTR_F32, DTR_F64, DTR_F16, DTR_BF16, DTR_I32, DTR_I64, DTR_U8};

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "checkpoint/ckpt_format.h"
-#include "test_util.h"
+#include "tests/unit/test_util.h"
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 static uint64_t next_u64(void) {

@@ -14,7 +14,7 @@
 #include "checkpoint/ckpt_internal.h"
 #include "common/device.h"
 #include "dtrain/ckpt.h"
-#include "test_util.h"
+#include "tests/unit/test_util.h"
 
 static void rm_rf(const char *dir) {
   char cmd[600];

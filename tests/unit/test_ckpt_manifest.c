@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "checkpoint/ckpt_format.h"
-#include "test_util.h"
+#include "tests/unit/test_util.h"
 
 static dtr__chunk CH_A[2] = {{0, 6, 64, 20, 0x0123456789abcdefULL, DTR__CODEC_PLANES_ZSTD},
                              {6, 2, 84, 8, 0xfedcba9876543210ULL, DTR__CODEC_RAW}};

@@ -16,7 +16,7 @@
 
 #include "checkpoint/ckpt_format.h"
 #include "checkpoint/shard_internal.h"
-#include "test_util.h"
+#include "tests/unit/test_util.h"
 
 static char dir[256];
 

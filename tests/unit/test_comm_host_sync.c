@@ -14,7 +14,7 @@
 
 #include "dtrain/comm.h"
 #include "dtrain/store.h"
-#include "test_util.h"
+#include "tests/unit/test_util.h"
 
 #define TOKEN "host-sync-test-token"
 #define NRANKS 4

@@ -11,7 +11,7 @@
 #include <time.h>
 
 #include "collectives/comm_internal.h"
-#include "test_util.h"
+#include "tests/unit/test_util.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint64_t rnd(void) {
@@ -36,10 +36,14 @@ static double pow2(int e) {
   for (; e < 0; e++) v /= 2;
   return v;
 }
-#define ldexp(m, e) ((double)(m) * pow2(e))
+#define ldexp(m, e) ((double)(m)*pow2(e))
 /* The next float toward +inf (up) or toward zero (down), for positive finite f. */
-static float next_up(float f) { return u2f(f2u(f) + 1); }
-static float next_down(float f) { return u2f(f2u(f) - 1); }
+static float next_up(float f) {
+  return u2f(f2u(f) + 1);
+}
+static float next_down(float f) {
+  return u2f(f2u(f) - 1);
+}
 
 /* Independent reference decoders, written from the format definitions. */
 static double ref_f16(uint16_t h) {
@@ -89,7 +93,7 @@ static void test_f16_conversions(void) {
   CHECK_EQ_INT(dtr__f32_to_f16(65519.99f), 0x7bff);
   CHECK_EQ_INT(dtr__f32_to_f16(65520.0f), 0x7c00);
   CHECK_EQ_INT(dtr__f32_to_f16(-0.0f), 0x8000);
-  CHECK_EQ_INT(dtr__f32_to_f16(1e-10f), 0);       /* underflows to zero */
+  CHECK_EQ_INT(dtr__f32_to_f16(1e-10f), 0);          /* underflows to zero */
   CHECK_EQ_INT(dtr__f32_to_f16(u2f(0x33000000)), 0); /* 2^-25: tie between 0 and 2^-24 -> even (0) */
   CHECK_EQ_INT(dtr__f32_to_f16(u2f(0x33000001)), 1);
   CHECK_EQ_INT(dtr__f32_to_f16(1.0f), 0x3c00);
@@ -123,7 +127,8 @@ static void test_bf16_conversions(void) {
     float f = dtr__bf16_to_f32((uint16_t)h);
     if (f2u(f) != h << 16) bad++;
     uint16_t back = dtr__f32_to_bf16(f);
-    if (isnan(f) ? !((back & 0x7f80) == 0x7f80 && (back & 0x7f) && (back >> 15) == (h >> 15)) : back != h) bad++;
+    if (isnan(f) ? !((back & 0x7f80) == 0x7f80 && (back & 0x7f) && (back >> 15) == (h >> 15)) : back != h)
+      bad++;
   }
   for (int i = 0; i < 2000000; i++) {
     float f = u2f((uint32_t)rnd());
@@ -138,33 +143,52 @@ static void test_bf16_conversions(void) {
 
 /* ---------------------------------------------------------------- the reduction */
 
-static float fmax_nan(float a, float b) { return (a > b || a != a) ? a : b; }
-static float fmin_nan(float a, float b) { return (a < b || a != a) ? a : b; }
-static double dmax_nan(double a, double b) { return (a > b || a != a) ? a : b; }
-static double dmin_nan(double a, double b) { return (a < b || a != a) ? a : b; }
+static float fmax_nan(float a, float b) {
+  return (a > b || a != a) ? a : b;
+}
+static float fmin_nan(float a, float b) {
+  return (a < b || a != a) ? a : b;
+}
+static double dmax_nan(double a, double b) {
+  return (a > b || a != a) ? a : b;
+}
+static double dmin_nan(double a, double b) {
+  return (a < b || a != a) ? a : b;
+}
 
 static float comb_f(float a, float b, dtr_redop op) {
   switch (op) {
-    case DTR_SUM: case DTR_AVG: return a + b;
-    case DTR_PROD: return a * b;
-    case DTR_MAX: return fmax_nan(a, b);
-    case DTR_MIN: return fmin_nan(a, b);
+    case DTR_SUM:
+    case DTR_AVG:
+      return a + b;
+    case DTR_PROD:
+      return a * b;
+    case DTR_MAX:
+      return fmax_nan(a, b);
+    case DTR_MIN:
+      return fmin_nan(a, b);
   }
   return 0;
 }
 
 static double comb_d(double a, double b, dtr_redop op) {
   switch (op) {
-    case DTR_SUM: case DTR_AVG: return a + b;
-    case DTR_PROD: return a * b;
-    case DTR_MAX: return dmax_nan(a, b);
-    case DTR_MIN: return dmin_nan(a, b);
+    case DTR_SUM:
+    case DTR_AVG:
+      return a + b;
+    case DTR_PROD:
+      return a * b;
+    case DTR_MAX:
+      return dmax_nan(a, b);
+    case DTR_MIN:
+      return dmin_nan(a, b);
   }
   return 0;
 }
 
 /* Naive reference for element i: in[0] op in[1] op ... in the same order, written independently. */
-static void ref_elem(void *out, const void *const *in, int nin, size_t i, dtr_dtype t, dtr_redop op, int div) {
+static void ref_elem(void *out, const void *const *in, int nin, size_t i, dtr_dtype t, dtr_redop op,
+                     int div) {
   switch (t) {
     case DTR_F32: {
       float a = ((const float *)in[0])[i];
@@ -195,8 +219,9 @@ static void ref_elem(void *out, const void *const *in, int nin, size_t i, dtr_dt
     case DTR_U8: {
       long long v[64] = {0};
       for (int k = 0; k < nin; k++)
-        v[k] = t == DTR_I32 ? ((const int32_t *)in[k])[i]
-               : t == DTR_I64 ? ((const int64_t *)in[k])[i] : ((const uint8_t *)in[k])[i];
+        v[k] = t == DTR_I32   ? ((const int32_t *)in[k])[i]
+               : t == DTR_I64 ? ((const int64_t *)in[k])[i]
+                              : ((const uint8_t *)in[k])[i];
       uint64_t wrap = (uint64_t)v[0];
       __int128 sum = v[0];
       long long mx = v[0], mn = v[0];
@@ -206,10 +231,16 @@ static void ref_elem(void *out, const void *const *in, int nin, size_t i, dtr_dt
         if (v[k] > mx) mx = v[k];
         if (v[k] < mn) mn = v[k];
       }
-      long long r = op == DTR_MAX ? mx : op == DTR_MIN ? mn : op == DTR_AVG ? (long long)(sum / div) : (long long)wrap;
-      if (t == DTR_I32) ((int32_t *)out)[i] = (int32_t)(uint32_t)(uint64_t)r;
-      else if (t == DTR_I64) ((int64_t *)out)[i] = (int64_t)r;
-      else ((uint8_t *)out)[i] = (uint8_t)r;
+      long long r = op == DTR_MAX   ? mx
+                    : op == DTR_MIN ? mn
+                    : op == DTR_AVG ? (long long)(sum / div)
+                                    : (long long)wrap;
+      if (t == DTR_I32)
+        ((int32_t *)out)[i] = (int32_t)(uint32_t)(uint64_t)r;
+      else if (t == DTR_I64)
+        ((int64_t *)out)[i] = (int64_t)r;
+      else
+        ((uint8_t *)out)[i] = (uint8_t)r;
       break;
     }
   }
@@ -219,22 +250,41 @@ static void fill(void *p, size_t n, dtr_dtype t, dtr_redop op) {
   for (size_t i = 0; i < n; i++) {
     uint64_t r = rnd();
     /* PROD over several inputs stays finite and exercises rounding with values near 1. */
-    double x = op == DTR_PROD ? 0.5 + (double)(r % 1000) / 1000.0 : ((double)(int64_t)(r % 2000001) - 1000000) / 997.0;
+    double x = op == DTR_PROD ? 0.5 + (double)(r % 1000) / 1000.0
+                              : ((double)(int64_t)(r % 2000001) - 1000000) / 997.0;
     switch (t) {
-      case DTR_F32: ((float *)p)[i] = (float)x; break;
-      case DTR_F64: ((double *)p)[i] = x; break;
-      case DTR_F16: ((uint16_t *)p)[i] = dtr__f32_to_f16((float)(x / 64)); break;
-      case DTR_BF16: ((uint16_t *)p)[i] = dtr__f32_to_bf16((float)x); break;
-      case DTR_I32: ((int32_t *)p)[i] = op == DTR_SUM || op == DTR_PROD ? (int32_t)(uint32_t)r : (int32_t)(r % 2001) - 1000; break;
-      case DTR_I64: ((int64_t *)p)[i] = op == DTR_AVG ? (int64_t)(r >> 2) - (int64_t)(r & 1) * (INT64_MAX / 2) : (int64_t)r; break;
-      case DTR_U8: ((uint8_t *)p)[i] = (uint8_t)r; break;
+      case DTR_F32:
+        ((float *)p)[i] = (float)x;
+        break;
+      case DTR_F64:
+        ((double *)p)[i] = x;
+        break;
+      case DTR_F16:
+        ((uint16_t *)p)[i] = dtr__f32_to_f16((float)(x / 64));
+        break;
+      case DTR_BF16:
+        ((uint16_t *)p)[i] = dtr__f32_to_bf16((float)x);
+        break;
+      case DTR_I32:
+        ((int32_t *)p)[i] =
+            op == DTR_SUM || op == DTR_PROD ? (int32_t)(uint32_t)r : (int32_t)(r % 2001) - 1000;
+        break;
+      case DTR_I64:
+        ((int64_t *)p)[i] =
+            op == DTR_AVG ? (int64_t)(r >> 2) - (int64_t)(r & 1) * (INT64_MAX / 2) : (int64_t)r;
+        break;
+      case DTR_U8:
+        ((uint8_t *)p)[i] = (uint8_t)r;
+        break;
     }
   }
   /* A NaN and infinities for the float types' MAX/MIN/SUM: they must propagate like the reference. */
   if (n > 5 && (t == DTR_F32 || t == DTR_F64) && op != DTR_PROD && (rnd() & 1)) {
     size_t j = rnd() % n;
-    if (t == DTR_F32) ((float *)p)[j] = (rnd() & 1) ? NAN : INFINITY;
-    else ((double *)p)[j] = (rnd() & 1) ? NAN : -INFINITY;
+    if (t == DTR_F32)
+      ((float *)p)[j] = (rnd() & 1) ? NAN : INFINITY;
+    else
+      ((double *)p)[j] = (rnd() & 1) ? NAN : -INFINITY;
   }
 }
 
@@ -256,7 +306,8 @@ static void test_reduce_all(void) {
             fill(in[k], n, (dtr_dtype)t, (dtr_redop)op);
           }
           void *ref = malloc(n * es + 1), *out = malloc(n * es + 1);
-          for (size_t i = 0; i < n; i++) ref_elem(ref, (const void *const *)in, nin, i, (dtr_dtype)t, (dtr_redop)op, div);
+          for (size_t i = 0; i < n; i++)
+            ref_elem(ref, (const void *const *)in, nin, i, (dtr_dtype)t, (dtr_redop)op, div);
           dtr__reduce_n(out, (const void *const *)in, nin, n, (dtr_dtype)t, (dtr_redop)op, div);
           int ok = memcmp(out, ref, n * es) == 0;
           /* In place: out aliases in[0]. */
@@ -352,14 +403,14 @@ static void test_fold_matches_reduce(void) {
               int ok = memcmp(out, ref, n * es) == 0;
               /* in place: the last group's result over its first input */
               memcpy(keep, in[ncut ? cut[ncut - 1] : 0], n * es);
-              fold_chain(in[ncut ? cut[ncut - 1] : 0], acc, in, nin, cut, ncut, n, (dtr_dtype)t, (dtr_redop)op,
-                         div);
+              fold_chain(in[ncut ? cut[ncut - 1] : 0], acc, in, nin, cut, ncut, n, (dtr_dtype)t,
+                         (dtr_redop)op, div);
               ok = ok && memcmp(in[ncut ? cut[ncut - 1] : 0], ref, n * es) == 0;
               memcpy(in[ncut ? cut[ncut - 1] : 0], keep, n * es);
               if (!ok) {
                 if (bad < 10)
-                  fprintf(stderr, "fold mismatch: %s %s n=%zu nin=%d cuts %d/%d/%d\n", dtr_dtype_name((dtr_dtype)t),
-                          dtr_redop_name((dtr_redop)op), n, nin, ncut, a, b);
+                  fprintf(stderr, "fold mismatch: %s %s n=%zu nin=%d cuts %d/%d/%d\n",
+                          dtr_dtype_name((dtr_dtype)t), dtr_redop_name((dtr_redop)op), n, nin, ncut, a, b);
                 bad++;
               }
               cases++;
@@ -370,8 +421,8 @@ static void test_fold_matches_reduce(void) {
           dtr__reduce_fold(out, acc, NULL, 0, n, (dtr_dtype)t, (dtr_redop)op, 1, div);
           if (memcmp(out, ref, n * es) != 0) {
             if (bad < 10)
-              fprintf(stderr, "fold finalise-only mismatch: %s %s n=%zu nin=%d\n", dtr_dtype_name((dtr_dtype)t),
-                      dtr_redop_name((dtr_redop)op), n, nin);
+              fprintf(stderr, "fold finalise-only mismatch: %s %s n=%zu nin=%d\n",
+                      dtr_dtype_name((dtr_dtype)t), dtr_redop_name((dtr_redop)op), n, nin);
             bad++;
           }
           for (int k = 0; k < nin; k++) free(in[k]);
@@ -436,8 +487,8 @@ static void report_speed(void) {
     int reps = 5;
     for (int r = 0; r < reps; r++) dtr__reduce_n(o, in, 2, n, (dtr_dtype)t, DTR_SUM, 2);
     double dt = (now_s() - t0) / reps;
-    printf("speed: %-5s sum of 2 x %zu elements: %.2f ms, %.1f GB/s in+out\n", dtr_dtype_name((dtr_dtype)t), n,
-           dt * 1e3, 3.0 * (double)(n * es) / dt / 1e9);
+    printf("speed: %-5s sum of 2 x %zu elements: %.2f ms, %.1f GB/s in+out\n", dtr_dtype_name((dtr_dtype)t),
+           n, dt * 1e3, 3.0 * (double)(n * es) / dt / 1e9);
     free(a);
     free(b);
     free(o);

@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "collectives/comm_internal.h"
-#include "test_store_util.h"
+#include "tests/unit/test_store_util.h"
 
 static dtr_comm *make(dtr_store *s, const char *name) {
   dtr_comm_config cfg = dtr_comm_config_default();
@@ -279,8 +279,9 @@ static void test_abort(dtr_store *s) {
   float *buf = calloc((size_t)N * LEN, sizeof(float));
   dtr_request *reqs[N];
   for (int i = 0; i < N; i++)
-    CHECK_EQ_INT(dtr_all_reduce(c, buf + (size_t)i * LEN, buf + (size_t)i * LEN, LEN, DTR_F32, DTR_SUM, &reqs[i]),
-                 DTR_OK);
+    CHECK_EQ_INT(
+        dtr_all_reduce(c, buf + (size_t)i * LEN, buf + (size_t)i * LEN, LEN, DTR_F32, DTR_SUM, &reqs[i]),
+        DTR_OK);
   dtr_comm_abort(c);
   int ok = 0, aborted = 0;
   for (int i = 0; i < N; i++) {

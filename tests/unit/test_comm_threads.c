@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "collectives/comm_internal.h"
-#include "test_store_util.h"
+#include "tests/unit/test_store_util.h"
 
 #define NR 4
 
@@ -27,11 +27,11 @@ typedef struct rank_ctx {
 } rank_ctx;
 
 static pthread_mutex_t check_mu = PTHREAD_MUTEX_INITIALIZER;
-#define TCHECK(cond)                     \
-  do {                                   \
-    pthread_mutex_lock(&check_mu);       \
-    CHECK(cond);                         \
-    pthread_mutex_unlock(&check_mu);     \
+#define TCHECK(cond)                 \
+  do {                               \
+    pthread_mutex_lock(&check_mu);   \
+    CHECK(cond);                     \
+    pthread_mutex_unlock(&check_mu); \
   } while (0)
 
 static dtr_comm *create(rank_ctx *x) {

@@ -7,8 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "runtime/data.h"
-#include "test_util.h"
+#include "runtime/model/data.h"
+#include "tests/unit/test_util.h"
 
 static dtr_data_config add_cfg(int G, int dp_rank, int dp) {
   dtr_data_config c = {0};

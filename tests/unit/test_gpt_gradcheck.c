@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/gpt.h"
-#include "test_util.h"
+#include "runtime/model/gpt.h"
+#include "tests/unit/test_util.h"
 
 #define B 3
 #define T 7

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "collectives/comm_host_internal.h"
-#include "test_util.h"
+#include "tests/unit/test_util.h"
 
 #define MAXN 64
 

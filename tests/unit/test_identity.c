@@ -6,7 +6,7 @@
 
 #include "dtrain/runtime.h"
 #include "runtime/runtime_internal.h"
-#include "test_util.h"
+#include "tests/unit/test_util.h"
 
 #define ENV(...) ((char *const[]){__VA_ARGS__, NULL})
 

@@ -6,8 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "launch_args.h"
-#include "test_util.h"
+#include "launcher/launch_args.h"
+#include "tests/unit/test_util.h"
 
 static char errbuf[1024];
 

@@ -8,11 +8,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "output.h"
-#include "rendezvous.h"
-#include "report.h"
-#include "test_util.h"
-#include "workers.h"
+#include "launcher/output.h"
+#include "launcher/rendezvous.h"
+#include "launcher/report.h"
+#include "launcher/workers.h"
+#include "tests/unit/test_util.h"
 
 static char err[1024];
 

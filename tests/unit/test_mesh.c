@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "dtrain/runtime.h"
-#include "test_util.h"
+#include "tests/unit/test_util.h"
 
 static void shape(int world, int dp, int tp, int pp) {
   /* independent reference: enumerate pp, then dp, then tp: the rank counter is the Megatron rank */

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 
 #include "dtrain/runtime.h"
-#include "test_util.h"
+#include "tests/unit/test_util.h"
 
 /* Unit tests link without libm: a Newton square root and the few cosines needed, as constants. */
 static double nsqrt(double x) {

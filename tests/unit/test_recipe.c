@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "dtrain/recipe.h"
-#include "test_util.h"
+#include "tests/unit/test_util.h"
 
 static char dir[512];
 static char err[2048];

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "checkpoint/safetensors.h"
-#include "test_util.h"
+#include "tests/unit/test_util.h"
 
 static char g_dir[256];
 

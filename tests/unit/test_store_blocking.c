@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "test_store_util.h"
+#include "tests/unit/test_store_util.h"
 
 static int g_port;
 

@@ -7,7 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "test_store_util.h"
+#include "tests/unit/test_store_util.h"
 
 int main(void) {
   int port;

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include "test_store_util.h"
+#include "tests/unit/test_store_util.h"
 
 static int g_port;
 

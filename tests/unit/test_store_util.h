@@ -13,10 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/sock.h"
+#include "common/store_proto.h"
 #include "dtrain/store.h"
-#include "sock.h"
-#include "store_proto.h"
-#include "test_util.h"
+#include "tests/unit/test_util.h"
 
 #define TOKEN "test-token-5f1c2a"
 

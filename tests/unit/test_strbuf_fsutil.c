@@ -14,7 +14,7 @@
 
 #include "common/fsutil.h"
 #include "common/strbuf.h"
-#include "test_util.h"
+#include "tests/unit/test_util.h"
 
 static void test_json(void) {
   const char *in = "a\"b\\c\nd\te\rf\x01g\x7fh\xc3\xa9";

@@ -10,34 +10,34 @@
 static int test_failures;
 static int test_checks;
 
-#define CHECK(cond)                                                              \
-  do {                                                                           \
-    test_checks++;                                                               \
-    if (!(cond)) {                                                               \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);   \
-      test_failures++;                                                           \
-    }                                                                            \
+#define CHECK(cond)                                                            \
+  do {                                                                         \
+    test_checks++;                                                             \
+    if (!(cond)) {                                                             \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+      test_failures++;                                                         \
+    }                                                                          \
   } while (0)
 
-#define CHECK_EQ_INT(a, b)                                                       \
-  do {                                                                           \
-    long long a_ = (long long)(a), b_ = (long long)(b);                          \
-    test_checks++;                                                               \
-    if (a_ != b_) {                                                              \
+#define CHECK_EQ_INT(a, b)                                                                                   \
+  do {                                                                                                       \
+    long long a_ = (long long)(a), b_ = (long long)(b);                                                      \
+    test_checks++;                                                                                           \
+    if (a_ != b_) {                                                                                          \
       fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld vs %lld)\n", __FILE__, __LINE__, #a, #b, a_, b_); \
-      test_failures++;                                                           \
-    }                                                                            \
+      test_failures++;                                                                                       \
+    }                                                                                                        \
   } while (0)
 
-#define CHECK_EQ_STR(a, b)                                                       \
-  do {                                                                           \
-    const char *a_ = (a), *b_ = (b);                                             \
-    test_checks++;                                                               \
-    if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                     \
+#define CHECK_EQ_STR(a, b)                                                                              \
+  do {                                                                                                  \
+    const char *a_ = (a), *b_ = (b);                                                                    \
+    test_checks++;                                                                                      \
+    if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                                            \
       fprintf(stderr, "%s:%d: CHECK failed: %s == %s (\"%s\" vs \"%s\")\n", __FILE__, __LINE__, #a, #b, \
-              a_ ? a_ : "(null)", b_ ? b_ : "(null)");                           \
-      test_failures++;                                                           \
-    }                                                                            \
+              a_ ? a_ : "(null)", b_ ? b_ : "(null)");                                                  \
+      test_failures++;                                                                                  \
+    }                                                                                                   \
   } while (0)
 
 /* xorshift64: the tests' reproducible pseudo-random numbers, from a state each test seeds itself. */
@@ -48,7 +48,6 @@ static inline uint64_t test_xorshift64(uint64_t *state) {
   return *state;
 }
 
-#define TEST_EXIT()                                                              \
-  (printf("%d checks, %d failed\n", test_checks, test_failures), test_failures ? 1 : 0)
+#define TEST_EXIT() (printf("%d checks, %d failed\n", test_checks, test_failures), test_failures ? 1 : 0)
 
 #endif

@@ -1,11 +1,10 @@
 /* Uses only the installed public headers: starts a store on an ephemeral port, connects, round-trips
  * a key, and checks that a wrong token is refused. Exit 0 when all of that holds. */
+#include <dtrain/common.h>
+#include <dtrain/store.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <dtrain/common.h>
-#include <dtrain/store.h>
 
 int main(void) {
   char err[256];
@@ -23,8 +22,8 @@ int main(void) {
   } else {
     void *v = NULL;
     size_t n = 0;
-    ok = dtr_store_set(c, "k", "v1", 2) == DTR_OK && dtr_store_get(c, "k", 1000, &v, &n) == DTR_OK && n == 2 &&
-         memcmp(v, "v1", 2) == 0;
+    ok = dtr_store_set(c, "k", "v1", 2) == DTR_OK && dtr_store_get(c, "k", 1000, &v, &n) == DTR_OK &&
+         n == 2 && memcmp(v, "v1", 2) == 0;
     free(v);
     dtr_store_close(c);
   }

@@ -1,0 +1,488 @@
+/* The built-in trainer behind `dtrain train`: the reference GPT on data-parallel ranks. Each step
+ * reads this rank's slice of a global batch that depends only on (seed, step), accumulates micro-batch
+ * gradients, all-reduces them in buckets while the last backward still runs, clips, takes an AdamW
+ * step, and every `checkpoint.every` steps saves asynchronously; a restarted job resumes bit for bit.
+ * With train.device cuda the model, its gradients and AdamW live on this rank's GPU (train_cuda.c) and
+ * the buckets go over NCCL; the rest (data, losses, metrics, checkpoint agreement) stays here. */
+#define _GNU_SOURCE
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "common/check.h"
+#include "common/param.h"
+#include "common/sock.h"
+#include "runtime/model/gpt_internal.h"
+#include "runtime/train/train_internal.h"
+
+#define EVAL_PROBLEMS 256
+#define MAX_SKIPPED_IN_A_ROW 10
+
+typedef struct trainer {
+  const dtr_recipe *r;
+  dtr_runtime *rt;
+  dtr_comm *dp_comm;   /* host memory: losses, accuracy, the summary; the cpu trainer's gradients too */
+  dtr_comm *grad_comm; /* the gradient buckets: dp_comm, or the nccl DP communicator on cuda */
+  dtr__gpu *gpu;       /* train.device cuda; NULL on the cpu */
+  int rank, dp, dp_rank, threads;
+  dtr_data *data;
+  dtr_gpt *model;
+  dtr_adamw opt;
+  int opt_ready;
+  uint8_t *decay;
+  dtr_dp_sync *sync;
+  dtr__train_ckpt *ck;
+  dtr__metrics *metrics; /* rank 0 only */
+  dtr__train_state state;
+  int32_t *x, *y;
+  int T, micro, accum, first, count;
+  size_t nparams;
+  /* totals over this process's steps */
+  double sum_step_s, sum_wait_s, sum_tokens;
+  int64_t steps_run, skipped, skipped_in_a_row;
+  char *err;
+  size_t errcap;
+} trainer;
+
+static dtr_result gpt_fail(trainer *t, dtr_result rc, const char *what) {
+  return dtr__fail(t->err, t->errcap, rc, "%s: %s", what, dtr__gpt_last_error(t->model));
+}
+
+static dtr_result comm_fail(trainer *t, dtr_result rc, const char *what) {
+  return dtr__fail(t->err, t->errcap, rc, "%s: %s", what, dtr_comm_last_error(t->dp_comm));
+}
+
+/* Backward reports finished gradient ranges; each one may complete a bucket whose all-reduce starts. */
+static dtr_result on_grads_ready(void *arg, size_t offset, size_t count) {
+  return dtr_dp_sync_ready((dtr_dp_sync *)arg, offset, count);
+}
+
+static int on_cuda(const dtr_recipe *r) {
+  return strcmp(r->train.device, "cuda") == 0;
+}
+
+dtr_result dtr_train_check(const dtr_recipe *r, char *err, size_t errcap) {
+  if (r->parallel.tp > 1 || r->parallel.pp > 1) {
+    return dtr__fail(err, errcap, DTR_ERR_UNSUPPORTED,
+                     "%s: parallel.tp=%d pp=%d: the built-in trainer is data parallel only (tp 1, pp 1)",
+                     r->path, r->parallel.tp, r->parallel.pp);
+  }
+  /* dtr_recipe_load refuses the same with the file:line:col of the value; these guard recipes built in
+   * code. */
+  if (on_cuda(r)) {
+#ifndef DTRAIN_HAVE_CUDA
+    return dtr__fail(
+        err, errcap, DTR_ERR_UNSUPPORTED,
+        "%s: train.device=cuda: this dtrain was built without CUDA (rebuild with the CUDA toolkit "
+        "and NCCL, cmake -DDTRAIN_CUDA=ON), or set train.device=cpu",
+        r->path);
+#endif
+    if (strcmp(r->launch.backend, "nccl") != 0) {
+      return dtr__fail(err, errcap, DTR_ERR_UNSUPPORTED,
+                       "%s: train.device=cuda needs launch.backend=nccl, not %s: the gradients live in GPU "
+                       "memory, which only NCCL moves",
+                       r->path, r->launch.backend[0] ? r->launch.backend : "(unset)");
+    }
+    if (r->train.precision[0] && strcmp(r->train.precision, "fp32") != 0 &&
+        strcmp(r->train.precision, "bf16") != 0) {
+      return dtr__fail(err, errcap, DTR_ERR_UNSUPPORTED,
+                       "%s: train.precision=%s: the cuda trainer computes in fp32 or bf16", r->path,
+                       r->train.precision);
+    }
+  } else if (strcmp(r->train.device, "cpu") != 0 && r->train.device[0]) {
+    return dtr__fail(err, errcap, DTR_ERR_UNSUPPORTED,
+                     "%s: train.device=%s: the reference GPT trains on the cpu or cuda", r->path,
+                     r->train.device);
+  } else if (r->train.precision[0] && strcmp(r->train.precision, "fp32") != 0) {
+    return dtr__fail(err, errcap, DTR_ERR_UNSUPPORTED,
+                     "%s: train.precision=%s: the cpu trainer computes in fp32", r->path, r->train.precision);
+  }
+  if (r->train.steps < 0 || r->train.global_batch < 1 || r->train.micro_batch < 1) {
+    return dtr__fail(err, errcap, DTR_ERR_INVALID, "%s: train.steps=%lld global_batch=%d micro_batch=%d",
+                     r->path, (long long)r->train.steps, r->train.global_batch, r->train.micro_batch);
+  }
+  return DTR_OK;
+}
+
+static dtr_result setup(trainer *t) {
+  const dtr_recipe *r = t->r;
+  char *err = t->err;
+  size_t errcap = t->errcap;
+  DTR_CHECK(dtr_train_check(r, err, errcap));
+  t->threads = r->train.threads > 0 ? r->train.threads : (int)dtr__param_int("OMP_NUM_THREADS", 1);
+  if (t->threads < 1) t->threads = 1;
+
+  dtr_runtime_config rc_cfg = dtr_runtime_config_default();
+  if (r->launch.backend[0] && dtr_backend_parse(r->launch.backend, &rc_cfg.backend) != DTR_OK)
+    return dtr__fail(err, errcap, DTR_ERR_INVALID, "%s: launch.backend=%s: unknown", r->path,
+                     r->launch.backend);
+  if (rc_cfg.backend == DTR_BACKEND_NCCL && !on_cuda(r)) {
+    return dtr__fail(
+        err, errcap, DTR_ERR_UNSUPPORTED,
+        "%s: launch.backend=nccl: the cpu trainer's gradients live in host memory (use host or mpi)",
+        r->path);
+  }
+  if (on_cuda(r)) {
+    /* launch.backend nccl names how the gradients travel; what stays in host memory (the checkpoint's
+     * agreement, losses, metrics) needs a host-memory world, and NCCL gets a DP group of its own. */
+    rc_cfg.backend = DTR_BACKEND_HOST;
+    rc_cfg.nccl_dp = 1;
+  }
+  rc_cfg.dp = r->parallel.dp;
+  rc_cfg.tp = r->parallel.tp > 0 ? r->parallel.tp : 1;
+  rc_cfg.pp = r->parallel.pp > 0 ? r->parallel.pp : 1;
+  DTR_CHECK(dtr_init(&rc_cfg, &t->rt, err, errcap));
+  const dtr_mesh *mesh = dtr_runtime_mesh(t->rt);
+  t->rank = dtr_runtime_identity(t->rt)->rank;
+  t->dp = mesh->dp;
+  t->dp_rank = mesh->dp_rank;
+  t->dp_comm = dtr_runtime_dp(t->rt);
+  t->grad_comm = on_cuda(r) ? dtr_runtime_dp_nccl(t->rt) : t->dp_comm;
+
+  int G = r->train.global_batch, mb = r->train.micro_batch;
+  if (G % (mb * t->dp) != 0) {
+    return dtr__fail(err, errcap, DTR_ERR_INVALID,
+                     "%s: train.global_batch=%d is not a multiple of micro_batch=%d x %d DP ranks", r->path,
+                     G, mb, t->dp);
+  }
+  t->micro = mb;
+  t->accum = G / (mb * t->dp);
+
+  dtr_data_config dc = {0};
+  dc.kind = r->data.kind;
+  dc.path = r->data.path;
+  dc.digits = r->data.digits;
+  dc.block_size = r->model.block_size;
+  dc.vocab_size = r->model.vocab_size;
+  dc.seed = r->job.seed;
+  dc.global_batch = G;
+  dc.dp_rank = t->dp_rank;
+  dc.dp = t->dp;
+  DTR_CHECK(dtr__data_open(&dc, &t->data, err, errcap));
+  t->T = dtr__data_seq_len(t->data);
+  dtr__data_rank_range(t->data, &t->first, &t->count);
+
+  dtr_gpt_config gc = {r->model.vocab_size > 0 ? r->model.vocab_size : dtr__data_vocab(t->data),
+                       r->model.block_size, r->model.n_layer, r->model.n_head, r->model.n_embd};
+  if (gc.vocab_size < dtr__data_vocab(t->data)) {
+    return dtr__fail(err, errcap, DTR_ERR_INVALID,
+                     "%s: model.vocab_size=%d is smaller than the data's %d tokens", r->path, gc.vocab_size,
+                     dtr__data_vocab(t->data));
+  }
+  /* On cuda the host model holds the seeded initial weights (both devices start alike) and serves the
+   * accuracy evaluation's greedy decoding (batch 1) from downloaded weights. */
+  DTR_CHECK(dtr_gpt_create(&gc, r->job.seed, t->threads, on_cuda(r) ? 1 : mb, &t->model, err, errcap));
+  t->nparams = dtr_gpt_num_params(t->model);
+  if (on_cuda(r))
+    DTR_CHECK(dtr__gpu_create(r, &gc, dtr_gpt_params(t->model), t->nparams, dtr_runtime_cuda_device(t->rt),
+                              mb, t->grad_comm, &t->gpu, err, errcap));
+  t->x = malloc((size_t)mb * t->T * sizeof *t->x);
+  t->y = malloc((size_t)mb * t->T * sizeof *t->y);
+  t->decay = calloc(t->nparams, 1);
+  if (!t->x || !t->y || !t->decay) return dtr__fail(err, errcap, DTR_ERR_NOMEM, "trainer: out of memory");
+  for (int i = 0; i < dtr_gpt_num_tensors(t->model); i++) {
+    const dtr_gpt_param *p = dtr_gpt_tensor(t->model, i);
+    if (p->decay) memset(t->decay + p->offset, 1, p->count);
+  }
+  DTR_CHECK(dtr_adamw_init(&t->opt, t->nparams, r->train.beta1, r->train.beta2, r->train.eps,
+                           r->train.weight_decay));
+  t->opt_ready = 1;
+  size_t bucket = (size_t)(r->train.bucket_mb * 1048576.0),
+         first = (size_t)(r->train.first_bucket_mb * 1048576.0);
+  if (bucket < 4096) bucket = 4096;
+  if (first < 4096) first = 4096;
+  DTR_CHECK(dtr_dp_sync_create(t->grad_comm, t->gpu ? dtr__gpu_grads(t->gpu) : dtr_gpt_grads(t->model),
+                               t->nparams, bucket, first, r->train.overlap, &t->sync));
+
+  t->state.magic = DTR_TRAIN_STATE_MAGIC;
+  t->state.version = DTR_TRAIN_STATE_VERSION;
+  t->state.seed = r->job.seed;
+  t->state.first_loss = NAN;
+  dtr__train_bufs bufs = {dtr_gpt_tensor(t->model, 0),
+                          dtr_gpt_num_tensors(t->model),
+                          dtr_gpt_params(t->model),
+                          t->opt.m,
+                          t->opt.v,
+                          DTR_CKPT_HOST};
+  if (t->gpu) bufs = dtr__gpu_bufs(t->gpu);
+  DTR_CHECK(dtr__train_ckpt_create(r, r->checkpoint.dir, dtr_runtime_world(t->rt), t->dp_rank, t->dp, &bufs,
+                                   &t->opt, &t->state, t->data, &t->ck, err, errcap));
+  return DTR_OK;
+}
+
+static void teardown(trainer *t) {
+  dtr__train_ckpt_destroy(t->ck);
+  dtr_dp_sync_destroy(t->sync);
+  if (t->opt_ready) dtr_adamw_free(&t->opt);
+  dtr__gpu_destroy(t->gpu);
+  dtr_gpt_destroy(t->model);
+  dtr__data_close(t->data);
+  dtr__metrics_close(t->metrics);
+  free(t->x);
+  free(t->y);
+  free(t->decay);
+  dtr_finalize(t->rt);
+}
+
+/* The end of a step on either device, after the gradients are averaged and (cpu) clipped: the
+ * learning rate, the data position, and AdamW unless the norm says the batch overflowed. coef: the
+ * clipping factor the device's AdamW applies (the cpu clipped in place already). */
+static dtr_result finish_step(trainer *t, int64_t step, double *lr, double gnorm, double coef) {
+  const dtr_recipe *r = t->r;
+  *lr = dtr_lr_at(step, r->train.warmup_steps, r->train.steps, r->train.lr, r->train.min_lr);
+  dtr__data_advance(t->data);
+  /* An overflowing batch must not poison the weights and moments: skip its update (every rank sees
+   * the same averaged gradients, so every rank skips), and give up when it keeps happening. */
+  if (!isfinite(gnorm)) {
+    t->skipped++;
+    if (t->rank == 0) DTR_WARN("step %lld: gradient norm %g: update skipped", (long long)step + 1, gnorm);
+    if (++t->skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW) {
+      return dtr__fail(t->err, t->errcap, DTR_ERR_INVALID,
+                       "training diverged: %d steps in a row up to step %lld had a non-finite gradient norm "
+                       "(lower train.lr=%g or set train.grad_clip)",
+                       MAX_SKIPPED_IN_A_ROW, (long long)step + 1, r->train.lr);
+    }
+    return DTR_OK;
+  }
+  t->skipped_in_a_row = 0;
+  if (t->gpu) return dtr__gpu_adamw(t->gpu, &t->opt, *lr, coef, t->err, t->errcap);
+  dtr_adamw_step(&t->opt, dtr_gpt_params(t->model), dtr_gpt_grads(t->model), t->decay, *lr);
+  return DTR_OK;
+}
+
+/* One optimizer step: micro-batches, bucketed all-reduce (started during the last backward), global
+ * mean loss, clipping, AdamW. */
+static dtr_result train_step(trainer *t, int64_t step, double *loss, double *lr, double *gnorm) {
+  const dtr_recipe *r = t->r;
+  if (t->gpu) {
+    double coef = 1.0;
+    dtr__step_data d = {t->data, t->x, t->y, t->first, t->micro, t->accum, t->T};
+    DTR_CHECK(dtr__gpu_grads_step(t->gpu, &d, step, t->sync, t->dp_comm, r->train.grad_clip, loss, gnorm,
+                                  &coef, t->err, t->errcap));
+    return finish_step(t, step, lr, *gnorm, coef);
+  }
+  dtr_gpt_zero_grad(t->model);
+  double sum = 0;
+  for (int k = 0; k < t->accum; k++) {
+    dtr_result rc = dtr__data_batch(t->data, t->first + k * t->micro, t->micro, t->x, t->y);
+    if (rc != DTR_OK) return dtr__fail(t->err, t->errcap, rc, "data batch of step %lld", (long long)step);
+    float l = 0;
+    rc = dtr_gpt_forward(t->model, t->x, t->y, t->micro, t->T, &l, NULL);
+    if (rc != DTR_OK) return gpt_fail(t, rc, "forward");
+    sum += l;
+    /* Only the last micro-step's gradients are final: it alone starts the buckets' all-reduce. */
+    int last = k == t->accum - 1;
+    rc = dtr_gpt_backward(t->model, 1.0f / (float)t->accum, last ? on_grads_ready : NULL,
+                          last ? t->sync : NULL);
+    if (rc != DTR_OK)
+      return rc == DTR_ERR_INVALID ? gpt_fail(t, rc, "backward") : comm_fail(t, rc, "backward");
+  }
+  dtr_result rc = dtr_dp_sync_finish(t->sync);
+  if (rc != DTR_OK) return comm_fail(t, rc, "gradient all-reduce");
+  /* Every rank's local mean is over the same number of scored tokens: the DP average is the global mean. */
+  double mean = sum / t->accum;
+  rc = dtr_all_reduce(t->dp_comm, &mean, &mean, 1, DTR_F64, DTR_AVG, NULL);
+  if (rc != DTR_OK) return comm_fail(t, rc, "loss all-reduce");
+  *loss = mean;
+  *gnorm = dtr_clip_grad_norm(dtr_gpt_grads(t->model), t->nparams, r->train.grad_clip);
+  return finish_step(t, step, lr, *gnorm, 1.0);
+}
+
+/* Exact-match accuracy on EVAL_PROBLEMS held-out additions, split over the DP ranks. */
+static dtr_result evaluate(trainer *t, double *acc) {
+  int32_t prompt[64], answer[16], out[16];
+  int pl = 0, al = 0;
+  int64_t correct = 0;
+  /* On cuda the host model decodes with the device's current weights (batch 1 gains nothing there). */
+  if (t->gpu) DTR_CHECK(dtr__gpu_download(t->gpu, dtr_gpt_params(t->model), NULL, NULL, t->err, t->errcap));
+  for (int64_t i = t->dp_rank; i < EVAL_PROBLEMS; i += t->dp) {
+    DTR_CHECK(dtr__data_eval_problem(t->data, i, prompt, &pl, answer, &al));
+    dtr_result rc = dtr_gpt_generate(t->model, prompt, pl, al, out);
+    if (rc != DTR_OK) return gpt_fail(t, rc, "evaluation");
+    correct += memcmp(out, answer, (size_t)al * sizeof *out) == 0;
+  }
+  dtr_result rc = dtr_all_reduce(t->dp_comm, &correct, &correct, 1, DTR_I64, DTR_SUM, NULL);
+  if (rc != DTR_OK) return comm_fail(t, rc, "accuracy all-reduce");
+  *acc = (double)correct / EVAL_PROBLEMS;
+  return DTR_OK;
+}
+
+/* Test-only fault hook (docs/environment.md): DTRAIN_TRAIN_FAULT_STEP=N kills rank
+ * DTRAIN_TRAIN_FAULT_RANK (default 0) with SIGKILL right after step N, on the first attempt only
+ * (DTRAIN_RESTART_COUNT 0), so that a job under max_restarts comes back and resumes. */
+typedef struct fault_hook {
+  int64_t step;
+  int armed;
+} fault_hook;
+
+static fault_hook fault_hook_read(int rank) {
+  fault_hook f = {0, 0};
+  f.step = dtr__param_int("DTRAIN_TRAIN_FAULT_STEP", 0);
+  int64_t frank = dtr__param_int("DTRAIN_TRAIN_FAULT_RANK", 0);
+  f.armed = f.step > 0 && frank == rank && dtr__param_int("DTRAIN_RESTART_COUNT", 0) == 0;
+  return f;
+}
+
+static void fault_hook_fire(const fault_hook *f, int rank, int64_t step) {
+  if (!f->armed || step != f->step) return;
+  fprintf(stderr, "rank %d: DTRAIN_TRAIN_FAULT_STEP=%lld: killing this rank after step %lld\n", rank,
+          (long long)f->step, (long long)step);
+  fflush(NULL);
+  raise(SIGKILL);
+}
+
+static uint64_t weights_digest(trainer *t) {
+  if (t->gpu && dtr__gpu_download(t->gpu, dtr_gpt_params(t->model), t->opt.m, t->opt.v, t->err, t->errcap)) {
+    DTR_WARN("weights digest: %s", t->err);
+    return 0;
+  }
+  XXH64_state_t *h = XXH64_createState();
+  if (!h) return 0;
+  XXH64_reset(h, 0);
+  XXH64_update(h, dtr_gpt_params(t->model), t->nparams * sizeof(float));
+  XXH64_update(h, t->opt.m, t->nparams * sizeof(float));
+  XXH64_update(h, t->opt.v, t->nparams * sizeof(float));
+  uint64_t d = XXH64_digest(h);
+  XXH64_freeState(h);
+  return d;
+}
+
+static void print_header(trainer *t, int64_t start) {
+  const dtr_recipe *r = t->r;
+  char what[DTR_RECIPE_STR + 64];
+  if (r->data.kind == DTR_DATA_ADDITION)
+    snprintf(what, sizeof what, "addition of %d-digit numbers", r->data.digits);
+  else
+    snprintf(what, sizeof what, "%s (%lld tokens)", r->data.path, (long long)dtr__data_num_tokens(t->data));
+  printf(
+      "%s: %d DP rank%s x %d thread%s | %.2fM params | %lld steps x %d seqs x %d tokens (micro %d, accum %d) "
+      "| %s\n",
+      r->job.name, t->dp, t->dp > 1 ? "s" : "", t->threads, t->threads > 1 ? "s" : "",
+      (double)t->nparams / 1e6, (long long)r->train.steps, r->train.global_batch, t->T, t->micro, t->accum,
+      what);
+  if (t->gpu) printf("device %s, gradients all-reduced over NCCL\n", dtr__gpu_describe(t->gpu));
+  if (start > 0) printf("resumed from checkpoint step %lld in %s\n", (long long)start, r->checkpoint.dir);
+  fflush(stdout);
+}
+
+/* The final summary line and run_dir/summary.txt (key=value, for scripts). */
+static void summarize(trainer *t, int64_t start, double wall_s, double last_loss, double acc,
+                      double wait_share, uint64_t digest) {
+  const dtr_recipe *r = t->r;
+  double tps = t->sum_step_s > 0 ? t->sum_tokens / t->sum_step_s : 0;
+  char tok[32], accs[48] = "";
+  dtr__fmt_thousands(tps, tok, sizeof tok);
+  if (!isnan(acc)) snprintf(accs, sizeof accs, " | accuracy %.1f%%", 100 * acc);
+  printf(
+      "done: %lld steps in %.1f s | %s tok/s | loss %.4f -> %.4f%s | "
+      "dp wait %.1f%% of step time (overlap %s) | weights xxh64 %016llx\n",
+      (long long)t->steps_run, wall_s, tok, t->state.first_loss, last_loss, accs, 100 * wait_share,
+      r->train.overlap ? "on" : "off", (unsigned long long)digest);
+  fflush(stdout);
+  char path[DTR_RECIPE_STR + 32];
+  snprintf(path, sizeof path, "%s/summary.txt", r->job.run_dir);
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    DTR_WARN("%s: cannot write the summary", path);
+    return;
+  }
+  fprintf(f, "steps=%lld\nstart_step=%lld\nsteps_run=%lld\nskipped_steps=%lld\n", (long long)r->train.steps,
+          (long long)start, (long long)t->steps_run, (long long)t->skipped);
+  fprintf(f, "dp=%d\nthreads=%d\noverlap=%d\n", t->dp, t->threads, r->train.overlap);
+  fprintf(f, "wall_s=%.3f\ntokens_per_s=%.1f\nstep_ms=%.3f\n", wall_s, tps,
+          t->steps_run ? 1e3 * t->sum_step_s / (double)t->steps_run : 0.0);
+  fprintf(f, "first_loss=%.9g\nfinal_loss=%.9g\naccuracy=%.4f\ndp_wait_share=%.4f\nweights_xxh64=%016llx\n",
+          t->state.first_loss, last_loss, acc, wait_share, (unsigned long long)digest);
+  fclose(f);
+}
+
+/* Before a save: device buffers are snapshot from the checkpointer's own stream, so the model's queued
+ * AdamW must be done. A device fault here ends the run (it is no failed save to train on after). */
+static dtr_result quiesce(trainer *t) {
+  return t->gpu ? dtr__gpu_sync(t->gpu, t->err, t->errcap) : DTR_OK;
+}
+
+static dtr_result run(trainer *t) {
+  const dtr_recipe *r = t->r;
+  int64_t start = 0, steps = r->train.steps;
+  if (r->checkpoint.resume) DTR_CHECK(dtr__train_ckpt_resume(t->ck, &start, t->err, t->errcap));
+  /* A load wrote the device's fp32 weights behind the model: its bf16 copy follows. */
+  if (t->gpu && start > 0) DTR_CHECK(dtr__gpu_params_changed(t->gpu, t->err, t->errcap));
+  if (t->rank == 0) {
+    DTR_CHECK(
+        dtr__metrics_open(r->job.run_dir, start, steps, r->train.log_every, &t->metrics, t->err, t->errcap));
+    char rp[DTR_RECIPE_STR + 32], e2[256];
+    snprintf(rp, sizeof rp, "%s/recipe.yaml", r->job.run_dir);
+    if (dtr_recipe_write(r, rp, e2, sizeof e2) != DTR_OK) DTR_WARN("%s: %s", rp, e2);
+    print_header(t, start);
+    if (start >= steps) {
+      printf("checkpoint step %lld: all %lld steps are done ", (long long)start, (long long)steps);
+      printf("(remove %s or set checkpoint.resume=false to train again)\n", r->checkpoint.dir);
+    }
+  }
+  fault_hook fault = fault_hook_read(t->rank);
+  int addition = r->data.kind == DTR_DATA_ADDITION;
+  double t_begin = dtr__now_s(), last_loss = NAN, acc = NAN,
+         tokens_per_step = (double)r->train.global_batch * t->T;
+  int64_t saved = start;
+  for (int64_t s = start; s < steps; s++) {
+    double t0 = dtr__now_s(), loss = 0, lr = 0, gnorm = 0;
+    DTR_CHECK(train_step(t, s, &loss, &lr, &gnorm));
+    double dt = dtr__now_s() - t0, wait = dtr_dp_sync_last_wait(t->sync);
+    t->sum_step_s += dt;
+    t->sum_wait_s += wait;
+    t->sum_tokens += tokens_per_step;
+    t->steps_run++;
+    if (isnan(t->state.first_loss)) t->state.first_loss = loss;
+    last_loss = loss;
+    dtr__step_record rec = {s + 1, loss, lr, tokens_per_step / dt, 1e3 * dt, gnorm, 1e3 * wait, NAN};
+    if (addition && r->train.eval_every > 0 && ((s + 1) % r->train.eval_every == 0 || s + 1 == steps)) {
+      DTR_CHECK(evaluate(t, &acc));
+      rec.accuracy = acc;
+    }
+    dtr__metrics_step(t->metrics, &rec);
+    fault_hook_fire(&fault, t->rank, s + 1);
+    if (r->checkpoint.every > 0 && (s + 1) % r->checkpoint.every == 0 && s + 1 < steps) {
+      /* A save that fails (disk full, a read-only directory) loses this checkpoint, not the run: the
+       * newest committed one is untouched and training goes on. Only the final save is required. */
+      DTR_CHECK(quiesce(t));
+      if (dtr__train_ckpt_save(t->ck, s + 1, t->err, t->errcap) != DTR_OK) {
+        if (t->rank == 0) DTR_WARN("%s; training goes on", t->err);
+        t->err[0] = 0;
+      }
+      saved = s + 1;
+    }
+  }
+  if (saved < steps) {
+    DTR_CHECK(quiesce(t));
+    DTR_CHECK(dtr__train_ckpt_save(t->ck, steps, t->err, t->errcap));
+  }
+  DTR_CHECK(dtr__train_ckpt_wait(t->ck, t->err, t->errcap));
+  double wall = dtr__now_s() - t_begin;
+  /* The wait share averaged over the DP ranks (each waits for the slowest). */
+  double share[2] = {t->sum_wait_s, t->sum_step_s};
+  dtr_result rc = dtr_all_reduce(t->dp_comm, share, share, 2, DTR_F64, DTR_SUM, NULL);
+  if (rc != DTR_OK) return comm_fail(t, rc, "summary all-reduce");
+  if (t->rank == 0 && t->steps_run > 0) {
+    summarize(t, start, wall, last_loss, acc, share[1] > 0 ? share[0] / share[1] : 0, weights_digest(t));
+    dtr__metrics_plot(t->metrics);
+  }
+  return DTR_OK;
+}
+
+dtr_result dtr_train(const dtr_recipe *r, char *err, size_t errcap) {
+  trainer t;
+  memset(&t, 0, sizeof t);
+  t.r = r;
+  t.err = err;
+  t.errcap = errcap;
+  if (errcap) err[0] = 0;
+  dtr_result rc = setup(&t);
+  if (rc == DTR_OK) rc = run(&t);
+  if (rc != DTR_OK && errcap && !err[0]) snprintf(err, errcap, "%s", dtr_strerror(rc));
+  teardown(&t);
+  return rc;
+}

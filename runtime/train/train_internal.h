@@ -1,0 +1,127 @@
+/* Pieces of the built-in trainer (dtr_train in train.c) that live in their own files: rank 0's
+ * progress lines, metrics.csv, summary and loss plot (train_metrics.c), the checkpoint glue that
+ * registers the model, the AdamW moments and the training state and resumes them (train_ckpt.c), and
+ * the step on a CUDA device (train_cuda.c). */
+#ifndef DTRAIN_RUNTIME_TRAIN_INTERNAL_H
+#define DTRAIN_RUNTIME_TRAIN_INTERNAL_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "dtrain/ckpt.h"
+#include "dtrain/recipe.h"
+#include "dtrain/runtime.h"
+#include "runtime/model/data.h"
+#include "runtime/model/gpt.h"
+
+#define DTR_TRAIN_STATE_MAGIC 0x4e415254u /* "TRAN" */
+#define DTR_TRAIN_STATE_VERSION 1u
+
+/* Scalars of the training state, saved as the checkpoint blob "train_state". The step is the number
+ * of optimizer steps taken; losses are for the summary of a resumed run. */
+typedef struct dtr__train_state {
+  uint32_t magic, version;
+  int64_t step;
+  int64_t adamw_t;
+  double first_loss;
+  uint64_t seed;
+} dtr__train_state;
+
+/* ---- metrics (rank 0 only; other ranks pass NULL everywhere) */
+
+typedef struct dtr__step_record {
+  int64_t step; /* 1-based: the step just finished */
+  double loss, lr, tokens_per_s, step_ms, grad_norm, dp_wait_ms;
+  double accuracy; /* NAN when not evaluated this step */
+} dtr__step_record;
+
+typedef struct dtr__metrics dtr__metrics;
+
+/* Create run_dir (and parents), open metrics.csv: fresh when start_step is 0, else keep the rows of
+ * steps <= start_step (the resumed run continues the file). */
+dtr_result dtr__metrics_open(const char *run_dir, int64_t start_step, int64_t total_steps, int log_every,
+                             dtr__metrics **out, char *err, size_t errcap);
+/* Append a CSV row; print a progress line when the step is the first, a multiple of log_every, or the
+ * last. */
+void dtr__metrics_step(dtr__metrics *m, const dtr__step_record *rec);
+/* Write loss.png with gnuplot when it is on PATH (a warning if it fails). */
+void dtr__metrics_plot(dtr__metrics *m);
+void dtr__metrics_close(dtr__metrics *m);
+/* "12,345" */
+void dtr__fmt_thousands(double v, char *buf, size_t cap);
+
+/* ---- checkpoint glue */
+
+typedef struct dtr__train_ckpt dtr__train_ckpt;
+
+/* What a checkpoint holds of the model: the parameter table and three flat fp32 buffers laid out by it
+ * (parameters, AdamW m and v), in host memory (the cpu trainer) or in the CUDA device memory of the
+ * device current at registration (the cuda trainer: device DTR_CKPT_CUDA). */
+typedef struct dtr__train_bufs {
+  const dtr_gpt_param *tab;
+  int ntensors;
+  float *params, *adam_m, *adam_v;
+  int device; /* a dtr_ckpt_device */
+} dtr__train_bufs;
+
+/* Create the checkpointer over comm (host memory: the world on the host backend) and register every
+ * parameter, both AdamW moments (each saved in DP slabs: part dp_rank of dp) and the blobs train_state
+ * and data_pos. opt supplies AdamW's step count t (its moments are the bufs'). COLLECTIVE over comm. */
+dtr_result dtr__train_ckpt_create(const dtr_recipe *r, const char *dir, dtr_comm *comm, int dp_rank, int dp,
+                                  const dtr__train_bufs *bufs, dtr_adamw *opt, dtr__train_state *state,
+                                  dtr_data *data, dtr__train_ckpt **out, char *err, size_t errcap);
+/* Load the newest checkpoint when there is one: *step is its step (0 when none). COLLECTIVE. */
+dtr_result dtr__train_ckpt_resume(dtr__train_ckpt *c, int64_t *step, char *err, size_t errcap);
+/* Save step (async per the recipe). COLLECTIVE. */
+dtr_result dtr__train_ckpt_save(dtr__train_ckpt *c, int64_t step, char *err, size_t errcap);
+/* Wait for a save in flight; its result. */
+dtr_result dtr__train_ckpt_wait(dtr__train_ckpt *c, char *err, size_t errcap);
+/* Seconds the last save blocked training. */
+double dtr__train_ckpt_blocking_s(const dtr__train_ckpt *c);
+void dtr__train_ckpt_destroy(dtr__train_ckpt *c);
+
+/* ---- the device path (train_cuda.c): the reference GPT on this rank's CUDA device */
+
+typedef struct dtr__gpu dtr__gpu;
+
+/* Where one step's micro-batches come from: micro-batch k is sequences first + k*micro .. + micro of
+ * the global batch, T tokens each, read into the host buffers x and y (the model uploads them). */
+typedef struct dtr__step_data {
+  dtr_data *data;
+  int32_t *x, *y;
+  int first, micro, accum, T;
+} dtr__step_data;
+
+/* The model on `device` in precision r->train.precision (fp32 | bf16), starting from init[0..n) (the
+ * CPU model's seeded weights, so both devices start alike); grad_comm (nccl, the DP group) is ordered
+ * after the model's stream from here on (dtr_comm_set_cuda_stream). A build without CUDA:
+ * DTR_ERR_UNSUPPORTED. */
+dtr_result dtr__gpu_create(const dtr_recipe *r, const dtr_gpt_config *gc, const float *init, size_t n,
+                           int device, int max_batch, dtr_comm *grad_comm, dtr__gpu **out, char *err,
+                           size_t errcap);
+/* Stops ordering grad_comm after the model's stream, frees the model. NULL is fine. */
+void dtr__gpu_destroy(dtr__gpu *g);
+/* The device buffers, for the DP buckets (grads) and the checkpoint (bufs: device DTR_CKPT_CUDA). */
+float *dtr__gpu_grads(dtr__gpu *g);
+dtr__train_bufs dtr__gpu_bufs(dtr__gpu *g);
+/* The gradient half of a step: zero, every micro-batch's forward and backward (the last backward's
+ * finished ranges start sync's nccl all-reduces at once), wait for them; then the loss (mean over
+ * micro-batches and DP ranks) and the global gradient norm, both averaged over host_dp so that every
+ * rank takes the same decisions. *coef: the clipping factor AdamW applies to the gradients (1: none,
+ * torch's clip_grad_norm_ rule for max_norm > 0). COLLECTIVE over the DP group. */
+dtr_result dtr__gpu_grads_step(dtr__gpu *g, const dtr__step_data *d, int64_t step, dtr_dp_sync *sync,
+                               dtr_comm *host_dp, double max_norm, double *loss, double *gnorm, double *coef,
+                               char *err, size_t errcap);
+/* AdamW on the device with learning rate lr over coef x the gradients; counts the step in opt->t
+ * (opt's moments stay unused: the device keeps its own). */
+dtr_result dtr__gpu_adamw(dtr__gpu *g, dtr_adamw *opt, double lr, double coef, char *err, size_t errcap);
+/* Wait for the queued device work: before a checkpoint snapshots the device buffers. */
+dtr_result dtr__gpu_sync(dtr__gpu *g, char *err, size_t errcap);
+/* The parameters were written behind the model's back (a checkpoint load): refresh its bf16 copy. */
+dtr_result dtr__gpu_params_changed(dtr__gpu *g, char *err, size_t errcap);
+/* Copy parameters (and the AdamW moments, when m and v are not NULL) into host buffers of n floats. */
+dtr_result dtr__gpu_download(dtr__gpu *g, float *params, float *m, float *v, char *err, size_t errcap);
+/* "cuda:0 bf16" */
+const char *dtr__gpu_describe(const dtr__gpu *g);
+
+#endif
