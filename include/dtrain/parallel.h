@@ -1,5 +1,32 @@
-/* dtrain/parallel.h — model parallelism: pipeline schedules (and, below, the pieces that split a model
- * over ranks).
+/* dtrain/parallel.h — model parallelism: the pieces that split one model over ranks (tensor
+ * parallelism, Megatron-LM's scheme) and pipeline schedules with the executor that runs them.
+ *
+ * Tensor parallelism splits every layer of a transformer over the tp ranks of the mesh (adjacent ranks,
+ * one node). Two conjugate operations carry it (Megatron's copy-to and reduce-from region):
+ *
+ *   f  identity forward; all-reduce (sum) of the input gradient backward: where a replicated activation
+ *      enters a split layer (each rank's part contributes to the gradient of the whole input)
+ *   g  all-reduce (sum) forward; identity backward: where partial outputs leave a split layer
+ *
+ * A column-parallel linear splits its weight [out, in] along out (and its bias): y_r = x W_r^T + b_r, no
+ * communication forward, f backward. A row-parallel linear splits along in: y = g(sum_r x_r W_r^T) + b,
+ * the bias added once after the all-reduce. Attention splits its heads (QKV column-parallel, each rank
+ * holding q, k and v of its heads, the output projection row-parallel) and the MLP its hidden width (fc
+ * column, proj row): per layer two all-reduces forward (g after each row-parallel) and two backward (f
+ * before each column-parallel), of [tokens, n_embd] floats each. The embedding and the tied output head
+ * split the vocabulary: an id outside a rank's slice contributes zeros and one all-reduce assembles the
+ * embedding; the cross-entropy never gathers the logits: each rank reduces its slice and two all-reduces
+ * combine the row maxima and then the sums of exponentials with the target's logit.
+ *
+ * Replicated: layer norms, position embeddings and the biases of row-parallel layers. Their inputs and
+ * output gradients are whole and identical on every tp rank (they sit after a g, before an f), so every
+ * rank computes the same gradient for them: no all-reduce is needed (Megatron's sequence parallelism,
+ * which splits them by token, would need one; dtrain does not split by token). A global gradient norm
+ * counts them once.
+ *
+ * Buffers are host memory (CPU kernels, the comm on the host or mpi backend). Results are
+ * deterministic: every rank gets the same bits from the all-reduces, run after run. With tp 1 every
+ * block runs the fused single-rank kernels with no communication, the same bits as the unsplit model.
  *
  * Pipeline parallelism cuts the layers into p contiguous stages on p ranks (the pp group of the mesh)
  * and feeds m micro-batches through them: a stage receives the previous stage's activation, runs its
@@ -32,6 +59,7 @@
 #define DTRAIN_PARALLEL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "dtrain/comm.h"
 #include "dtrain/common.h"
@@ -39,6 +67,100 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* ---- tensor parallelism */
+
+/* A rank's view of its tp group, passed to every block. */
+typedef struct dtr_tp {
+  dtr_comm *comm;           /* the tp group (host memory); NULL: a single rank */
+  int size, rank;           /* of comm (1, 0 without one) */
+  int threads;              /* CPU threads for the kernels (<= 0: 1) */
+  uint64_t allreduce_calls; /* all-reduces issued through comm so far (statistics) */
+  uint64_t allreduce_bytes; /* their payload in bytes */
+  char err[512];            /* why the last block failed */
+} dtr_tp;
+
+/* A dtr_tp over comm (NULL: one rank). */
+dtr_tp dtr_tp_make(dtr_comm *comm, int threads);
+
+/* The part of a dimension of n that rank holds: [*first, *first + *count). DTR_ERR_INVALID (err names
+ * the sizes) unless tp divides n. Pure. */
+dtr_result dtr_tp_split(int n, int tp, int rank, int *first, int *count, char *err, size_t errcap);
+
+/* f backward: dx (n floats, the gradient of a replicated input) summed over the group, in place. g
+ * forward: y summed over the group, in place. (f forward and g backward are the identity.) COLLECTIVE
+ * over tp. */
+dtr_result dtr_tp_f_backward(dtr_tp *tp, float *dx, size_t n);
+dtr_result dtr_tp_g_forward(dtr_tp *tp, float *y, size_t n);
+
+typedef enum dtr_tp_split_kind {
+  DTR_TP_COLUMN = 0, /* weight [out/tp, in], bias [out/tp]: output split, input whole */
+  DTR_TP_ROW = 1,    /* weight [out, in/tp], bias [out] whole: input split, output whole */
+} dtr_tp_split_kind;
+
+/* A linear layer split over tp: this rank's weight and bias and their gradients (shapes above; b and db
+ * may be NULL: no bias). in and out are the layer's whole sizes. */
+typedef struct dtr_tp_linear {
+  dtr_tp_split_kind kind;
+  int in, out;
+  const float *w, *b;
+  float *dw, *db;
+} dtr_tp_linear;
+
+/* Column: y[N, out/tp] = x[N, in] w^T + b. Row: y[N, out] = g(x[N, in/tp] w^T) + b. y is overwritten.
+ * COLLECTIVE over tp (row). */
+dtr_result dtr_tp_linear_forward(dtr_tp *tp, const dtr_tp_linear *l, const float *x, float *y, int N);
+/* Gradients of the forward above given dy: dw and db are ADDED into (db of a row-parallel layer comes
+ * out the same on every rank); dx (x's shape; NULL: not wanted) is OVERWRITTEN — for a column-parallel
+ * layer it is the whole input's gradient, f-reduced over the group. COLLECTIVE over tp (column). */
+dtr_result dtr_tp_linear_backward(dtr_tp *tp, const dtr_tp_linear *l, const float *dy, const float *x,
+                                  float *dx, int N);
+
+/* Causal self-attention with heads split over tp: qkv is column-parallel with this rank's rows ordered
+ * [q of its heads; k of its heads; v of its heads] (weight [3C/tp, C]), proj row-parallel ([C, C/tp]).
+ * Forward keeps what backward needs in the caller's buffers: qkv[N, 3C/tp], att[B, NH/tp, T, T] (softmax
+ * probabilities), heads[N, C/tp] (the heads' outputs); out[N, C] (overwritten) is the block's output,
+ * bias included. N = B*T. COLLECTIVE over tp (one all-reduce). */
+typedef struct dtr_tp_attention {
+  int n_embd, n_head; /* whole sizes; n_head and n_embd divisible by tp */
+  dtr_tp_linear qkv, proj;
+} dtr_tp_attention;
+dtr_result dtr_tp_attention_forward(dtr_tp *tp, const dtr_tp_attention *a, const float *x, int B, int T,
+                                    float *qkv, float *att, float *heads, float *out);
+/* dx[N, C] OVERWRITTEN with the gradient of the input (f-reduced); parameter gradients added into.
+ * Scratch: dqkv[N, 3C/tp], dheads[N, C/tp]. COLLECTIVE over tp (one all-reduce). */
+dtr_result dtr_tp_attention_backward(dtr_tp *tp, const dtr_tp_attention *a, const float *x, const float *qkv,
+                                     const float *att, const float *heads, const float *dout, int B, int T,
+                                     float *dx, float *dqkv, float *dheads);
+
+/* The GPT MLP: fc column-parallel [H/tp, C], tanh-GELU, proj row-parallel [C, H/tp]. Forward keeps
+ * pre[N, H/tp] (fc output) and act[N, H/tp] (after GELU); out[N, C] overwritten. Backward: dx[N, C]
+ * OVERWRITTEN, scratch dact[N, H/tp]. COLLECTIVE over tp (one all-reduce each way). */
+typedef struct dtr_tp_mlp {
+  dtr_tp_linear fc, proj;
+} dtr_tp_mlp;
+dtr_result dtr_tp_mlp_forward(dtr_tp *tp, const dtr_tp_mlp *m, const float *x, int N, float *pre, float *act,
+                              float *out);
+dtr_result dtr_tp_mlp_backward(dtr_tp *tp, const dtr_tp_mlp *m, const float *x, const float *pre,
+                               const float *act, const float *dout, int N, float *dx, float *dact);
+
+/* Vocabulary-parallel embedding: this rank holds rows [v0, v0+V) of wte [vocab, C]. out[B*T, C] (overwritten)
+ * = wte[ids] (ids of the whole vocabulary; one all-reduce assembles the rows) + wpe[t] (wpe [T', C], NULL:
+ * none). COLLECTIVE over tp. Backward (local): dwte[id - v0] += dout for this rank's ids, dwpe[t] += dout
+ * (NULL: skipped). */
+dtr_result dtr_tp_embedding_forward(dtr_tp *tp, const float *wte, int v0, int V, const float *wpe,
+                                    const int32_t *ids, int B, int T, int C, float *out);
+void dtr_tp_embedding_backward(dtr_tp *tp, float *dwte, int v0, int V, float *dwpe, const int32_t *ids,
+                               const float *dout, int B, int T, int C);
+
+/* Vocabulary-parallel softmax cross-entropy over logits[N, V], this rank's columns (ids v0 .. v0+V-1):
+ * logits become the softmax probabilities in place and losses[n] = -log p(target) (0 where target is -1,
+ * targets NULL: probabilities only). scratch: 3N floats. COLLECTIVE over tp (two all-reduces). Backward
+ * OVERWRITES probs with dlogits = (probs - onehot(target)) * dloss (local). */
+dtr_result dtr_tp_cross_entropy_forward(dtr_tp *tp, float *logits, const int32_t *targets, int v0, int V,
+                                        int N, float *losses, float *scratch);
+void dtr_tp_cross_entropy_backward(dtr_tp *tp, float *probs, const int32_t *targets, int v0, int V, int N,
+                                   float dloss);
 
 /* ---- pipeline schedules */
 

@@ -78,4 +78,37 @@ void dtr__softmax_xent_fwd_cpu(float *probs, float *losses, const float *logits,
 void dtr__softmax_xent_bwd_cpu(float *dlogits, const float *probs, const int32_t *targets, float dloss, int N,
                                int V, int threads);
 
+/* ---- tensor-parallel pieces: this rank holds vocabulary rows [v0, v0+V) of the embedding and head, and
+ * adds biases and positions after an all-reduce instead of inside the fused kernels above. */
+
+/* out[n,:] = wte[inp[n]-v0,:] for ids in [v0, v0+V), else 0 (the all-reduce over tp adds the rows). */
+void dtr__vocab_embedding_fwd_cpu(float *out, const int32_t *inp, const float *wte, int v0, int V, int N,
+                                  int C, int threads);
+/* dwte[inp[n]-v0,:] += dout[n,:] for ids in range; others skipped. */
+void dtr__vocab_embedding_bwd_cpu(float *dwte, const float *dout, const int32_t *inp, int v0, int V, int N,
+                                  int C, int threads);
+/* out[b,t,:] += wpe[t,:]; backward dwpe[t,:] += dout[b,t,:] over b. */
+void dtr__position_add_fwd_cpu(float *out, const float *wpe, int B, int T, int C, int threads);
+void dtr__position_add_bwd_cpu(float *dwpe, const float *dout, int B, int T, int C, int threads);
+/* out[n,:] += bias[:]. */
+void dtr__bias_add_cpu(float *out, const float *bias, int N, int C, int threads);
+
+/* Softmax cross-entropy over a vocabulary split across ranks (logits[N,V] are this rank's columns, the
+ * global ids v0 .. v0+V-1), in three passes around two all-reduces that the caller runs:
+ *   max:    rowmax[n] = max of the row                      -> all-reduce MAX
+ *   sum:    sumexp[n] = sum exp(z - M[n]); zt[n] = z[target-v0] where the target is here, else 0
+ *                                                           -> all-reduce SUM of sumexp and zt
+ *   finish: probs = exp(z - M) / S (probs may alias logits); losses[n] = log S + M - zt (0 for target -1)
+ * On one rank this is the same function as dtr__softmax_xent_fwd_cpu (rounding aside). */
+void dtr__vocab_xent_max_cpu(float *rowmax, const float *logits, int N, int V, int threads);
+void dtr__vocab_xent_sum_cpu(float *sumexp, float *zt, const float *logits, const float *rowmax,
+                             const int32_t *targets, int v0, int N, int V, int threads);
+void dtr__vocab_xent_finish_cpu(float *probs, float *losses, const float *logits, const float *rowmax,
+                                const float *sumexp, const float *zt, const int32_t *targets, int N, int V,
+                                int threads);
+/* OVERWRITES dlogits = (probs - onehot(target - v0)) * dloss, the one-hot only where the target is one of
+ * this rank's ids, 0 on rows with target -1; dlogits may alias probs. */
+void dtr__vocab_xent_bwd_cpu(float *dlogits, const float *probs, const int32_t *targets, int v0, float dloss,
+                             int N, int V, int threads);
+
 #endif

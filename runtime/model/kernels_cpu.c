@@ -466,3 +466,128 @@ void dtr__softmax_xent_bwd_cpu(float *dlogits, const float *probs, const int32_t
   for (int n = 0; n < N; n++)
     xent_row_bwd(dlogits + (size_t)n * V, probs + (size_t)n * V, targets[n], dloss, V);
 }
+
+/* ---- tensor-parallel pieces (kernels.h): vocabulary slices, positions and biases added apart */
+
+void dtr__vocab_embedding_fwd_cpu(float *out, const int32_t *inp, const float *wte, int v0, int V, int N,
+                                  int C, int threads) {
+  int th = team(threads, (double)N * C, GRAIN_ELEM);
+#pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
+  for (int n = 0; n < N; n++) {
+    int id = inp[n] - v0;
+    if (id >= 0 && id < V)
+      memcpy(out + (size_t)n * C, wte + (size_t)id * C, (size_t)C * sizeof(float));
+    else
+      memset(out + (size_t)n * C, 0, (size_t)C * sizeof(float));
+  }
+}
+
+DTR_VEC static void vocab_emb_bwd_block(float *dwte, const float *dout, const int32_t *inp, int v0, int V,
+                                        int N, int C, int c0, int c1) {
+  for (int n = 0; n < N; n++) {
+    int id = inp[n] - v0;
+    if (id < 0 || id >= V) continue;
+    const float *g = dout + (size_t)n * C;
+    float *we = dwte + (size_t)id * C;
+#pragma omp simd
+    for (int c = c0; c < c1; c++) we[c] += g[c];
+  }
+}
+
+void dtr__vocab_embedding_bwd_cpu(float *dwte, const float *dout, const int32_t *inp, int v0, int V, int N,
+                                  int C, int threads) {
+  /* as dtr__embedding_bwd_cpu: column blocks per thread, rows in order, so sums repeat exactly */
+  int nblk = (C + 31) / 32;
+  int th = team(threads, (double)N * C, GRAIN_ELEM);
+#pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
+  for (int b = 0; b < nblk; b++) {
+    int c1 = (b + 1) * 32 < C ? (b + 1) * 32 : C;
+    vocab_emb_bwd_block(dwte, dout, inp, v0, V, N, C, b * 32, c1);
+  }
+}
+
+void dtr__position_add_fwd_cpu(float *out, const float *wpe, int B, int T, int C, int threads) {
+  int th = team(threads, (double)B * T * C, GRAIN_ELEM);
+#pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
+  for (int bt = 0; bt < B * T; bt++)
+    add_chunk(out + (size_t)bt * C, out + (size_t)bt * C, wpe + (size_t)(bt % T) * C, (size_t)C);
+}
+
+void dtr__position_add_bwd_cpu(float *dwpe, const float *dout, int B, int T, int C, int threads) {
+  int th = team(threads, (double)B * T * C, GRAIN_ELEM);
+  /* one position per iteration, the batch summed in order */
+#pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
+  for (int t = 0; t < T; t++)
+    for (int b = 0; b < B; b++)
+      add_chunk(dwpe + (size_t)t * C, dwpe + (size_t)t * C, dout + ((size_t)b * T + t) * C, (size_t)C);
+}
+
+void dtr__bias_add_cpu(float *out, const float *bias, int N, int C, int threads) {
+  int th = team(threads, (double)N * C, GRAIN_ELEM);
+#pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
+  for (int n = 0; n < N; n++) add_chunk(out + (size_t)n * C, out + (size_t)n * C, bias, (size_t)C);
+}
+
+DTR_VEC static float row_max(const float *z, int V) {
+  float mx = z[0];
+  for (int i = 1; i < V; i++) mx = z[i] > mx ? z[i] : mx;
+  return mx;
+}
+
+void dtr__vocab_xent_max_cpu(float *rowmax, const float *logits, int N, int V, int threads) {
+  int th = team(threads, (double)N * V, GRAIN_ELEM);
+#pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
+  for (int n = 0; n < N; n++) rowmax[n] = row_max(logits + (size_t)n * V, V);
+}
+
+DTR_VEC static float row_sumexp(const float *z, float mx, int V) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int i = 0; i < V; i++) sum += vexpf(z[i] - mx);
+  return sum;
+}
+
+void dtr__vocab_xent_sum_cpu(float *sumexp, float *zt, const float *logits, const float *rowmax,
+                             const int32_t *targets, int v0, int N, int V, int threads) {
+  int th = team(threads, (double)N * V, GRAIN_ELEM);
+#pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
+  for (int n = 0; n < N; n++) {
+    const float *z = logits + (size_t)n * V;
+    sumexp[n] = row_sumexp(z, rowmax[n], V);
+    int t = targets ? targets[n] - v0 : -1;
+    zt[n] = targets && targets[n] >= 0 && t >= 0 && t < V ? z[t] : 0.0f;
+  }
+}
+
+DTR_VEC static void row_probs(float *p, const float *z, float mx, float inv, int V) {
+#pragma omp simd
+  for (int i = 0; i < V; i++) p[i] = vexpf(z[i] - mx) * inv;
+}
+
+void dtr__vocab_xent_finish_cpu(float *probs, float *losses, const float *logits, const float *rowmax,
+                                const float *sumexp, const float *zt, const int32_t *targets, int N, int V,
+                                int threads) {
+  int th = team(threads, (double)N * V, GRAIN_ELEM);
+#pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
+  for (int n = 0; n < N; n++) {
+    row_probs(probs + (size_t)n * V, logits + (size_t)n * V, rowmax[n], 1.0f / sumexp[n], V);
+    if (losses) losses[n] = targets && targets[n] >= 0 ? -(zt[n] - rowmax[n] - logf(sumexp[n])) : 0.0f;
+  }
+}
+
+void dtr__vocab_xent_bwd_cpu(float *dlogits, const float *probs, const int32_t *targets, int v0, float dloss,
+                             int N, int V, int threads) {
+  int th = team(threads, (double)N * V, GRAIN_ELEM);
+#pragma omp parallel for schedule(static) num_threads(th) if (th > 1)
+  for (int n = 0; n < N; n++) {
+    float *dz = dlogits + (size_t)n * V;
+    int t = targets[n];
+    if (t < 0) {
+      memset(dz, 0, (size_t)V * sizeof(float));
+      continue;
+    }
+#pragma omp simd
+    for (int i = 0; i < V; i++) dz[i] = probs[(size_t)n * V + i] * dloss;
+    if (t - v0 >= 0 && t - v0 < V) dz[t - v0] -= dloss;
+  }
+}

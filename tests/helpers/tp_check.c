@@ -1,0 +1,309 @@
+/* tp_check — the tensor-parallel blocks of include/dtrain/parallel.h against the unsplit layers, run as
+ * each rank under `dtrain launch` (the world is the tp group). Every rank builds the same seeded full
+ * weights and inputs, computes the unsplit reference with tp 1 (no communicator), takes its own slices
+ * and runs the split block; then:
+ *   - f and g on exact integers: the sum over ranks, bit for bit;
+ *   - column- and row-parallel linear: forward output and every gradient (input, weight, bias) against the
+ *     matching slice of the unsplit layer's;
+ *   - attention with heads split and the MLP with the hidden width split: output, input gradient and the
+ *     slices of every parameter gradient;
+ *   - vocabulary-parallel embedding (forward, dwte rows, dwpe) and cross-entropy (losses, probabilities,
+ *     dlogits) against the full-vocabulary kernels.
+ * Tolerance: |split - unsplit| <= 2e-5 x max|unsplit| + 1e-6 for each compared tensor (a sum split over
+ * ranks adds in another order; measured errors are printed). Prints "tp_check rank R: N checks ok, largest
+ * relative error E" or "tp_check rank R: FAILED: what". */
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dtrain/comm.h"
+#include "dtrain/parallel.h"
+#include "dtrain/store.h"
+#include "tests/helpers/watchdog.h"
+
+static int g_rank, g_checks;
+static double g_worst;
+
+static int fail(const char *what) {
+  printf("tp_check rank %d: FAILED: %s\n", g_rank, what);
+  fflush(stdout);
+  exit(1);
+}
+
+static uint64_t g_seed = 0x243f6a8885a308d3ull;
+static float rnd(void) {
+  g_seed ^= g_seed << 13, g_seed ^= g_seed >> 7, g_seed ^= g_seed << 17;
+  return (float)((double)(g_seed >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+static float *randv(size_t n, float scale) {
+  float *p = malloc(n * sizeof *p + 16);
+  if (!p) fail("out of memory");
+  for (size_t i = 0; i < n; i++) p[i] = rnd() * scale;
+  return p;
+}
+static float *zeros(size_t n) {
+  float *p = calloc(n + 4, sizeof *p);
+  if (!p) fail("out of memory");
+  return p;
+}
+
+/* got[r, c] (rows x gcols, this rank's) against want[r, c0 + c] (rows x wcols) */
+static void near(const char *what, const float *got, int rows, int gcols, const float *want, int wcols,
+                 int c0) {
+  double mx = 0, worst = 0;
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < gcols; c++) mx = fmax(mx, fabs(want[(size_t)r * wcols + c0 + c]));
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < gcols; c++) {
+      double d = fabs((double)got[(size_t)r * gcols + c] - want[(size_t)r * wcols + c0 + c]);
+      if (d > worst) worst = d;
+      if (d > 2e-5 * mx + 1e-6) {
+        char m[256];
+        snprintf(m, sizeof m, "%s: [%d,%d] is %.9g, unsplit %.9g (max |unsplit| %.3g)", what, r, c,
+                 (double)got[(size_t)r * gcols + c], (double)want[(size_t)r * wcols + c0 + c], mx);
+        fail(m);
+      }
+    }
+  g_checks++;
+  if (mx > 0 && worst / mx > g_worst) g_worst = worst / mx;
+}
+
+static void check_rc(dtr_result rc, dtr_tp *tp, const char *what) {
+  if (rc == DTR_OK) return;
+  char m[768];
+  snprintf(m, sizeof m, "%s: %s: %s", what, dtr_strerror(rc), tp->err);
+  fail(m);
+}
+
+static void fg(dtr_tp *tp) {
+  const int n = 1000;
+  float *x = zeros(n), *y = zeros(n);
+  for (int i = 0; i < n; i++) x[i] = y[i] = (float)(tp->rank * 1000 + i);
+  check_rc(dtr_tp_g_forward(tp, y, n), tp, "g forward");
+  check_rc(dtr_tp_f_backward(tp, x, n), tp, "f backward");
+  int P = tp->size;
+  for (int i = 0; i < n; i++) {
+    float want = (float)(1000 * P * (P - 1) / 2 + P * i);
+    if (x[i] != want || y[i] != want) {
+      char m[160];
+      snprintf(m, sizeof m, "f/g element %d: %g / %g, want %g", i, (double)x[i], (double)y[i], (double)want);
+      fail(m);
+    }
+  }
+  g_checks += 2;
+  free(x), free(y);
+}
+
+/* rows [r0, r0+nr) of a [rows, cols] matrix */
+static float *rows_of(const float *m, int cols, int r0, int nr) {
+  float *p = zeros((size_t)nr * cols);
+  memcpy(p, m + (size_t)r0 * cols, (size_t)nr * cols * sizeof *p);
+  return p;
+}
+/* columns [c0, c0+nc) of a [rows, cols] matrix */
+static float *cols_of(const float *m, int rows, int cols, int c0, int nc) {
+  float *p = zeros((size_t)rows * nc);
+  for (int r = 0; r < rows; r++)
+    memcpy(p + (size_t)r * nc, m + (size_t)r * cols + c0, (size_t)nc * sizeof *p);
+  return p;
+}
+
+static void linear(dtr_tp *tp, dtr_tp_split_kind kind) {
+  const int N = 24, in = 64, out = 96;
+  dtr_tp one = dtr_tp_make(NULL, 1);
+  float *w = randv((size_t)out * in, 0.1f), *b = randv(out, 0.1f), *x = randv((size_t)N * in, 1),
+        *dy = randv((size_t)N * out, 1);
+  float *y = zeros((size_t)N * out), *dx = zeros((size_t)N * in), *dw = zeros((size_t)out * in),
+        *db = zeros(out);
+  dtr_tp_linear full = {kind, in, out, w, b, dw, db};
+  check_rc(dtr_tp_linear_forward(&one, &full, x, y, N), &one, "unsplit forward");
+  check_rc(dtr_tp_linear_backward(&one, &full, dy, x, dx, N), &one, "unsplit backward");
+  int P = tp->size, r = tp->rank;
+  const char *k = kind == DTR_TP_COLUMN ? "column" : "row";
+  char what[64];
+  if (kind == DTR_TP_COLUMN) {
+    int o0 = r * out / P, no = out / P;
+    float *lw = rows_of(w, in, o0, no), *lb = rows_of(b, 1, o0, no), *ldy = cols_of(dy, N, out, o0, no);
+    float *ly = zeros((size_t)N * no), *ldx = zeros((size_t)N * in), *ldw = zeros((size_t)no * in),
+          *ldb = zeros(no);
+    dtr_tp_linear l = {kind, in, out, lw, lb, ldw, ldb};
+    check_rc(dtr_tp_linear_forward(tp, &l, x, ly, N), tp, "column forward");
+    check_rc(dtr_tp_linear_backward(tp, &l, ldy, x, ldx, N), tp, "column backward");
+    snprintf(what, sizeof what, "%s y", k), near(what, ly, N, no, y, out, o0);
+    snprintf(what, sizeof what, "%s dx", k), near(what, ldx, N, in, dx, in, 0);
+    snprintf(what, sizeof what, "%s dw", k), near(what, ldw, no, in, dw + (size_t)o0 * in, in, 0);
+    snprintf(what, sizeof what, "%s db", k), near(what, ldb, 1, no, db + o0, no, 0);
+    free(lw), free(lb), free(ldy), free(ly), free(ldx), free(ldw), free(ldb);
+  } else {
+    int i0 = r * in / P, ni = in / P;
+    float *lw = cols_of(w, out, in, i0, ni), *lx = cols_of(x, N, in, i0, ni);
+    float *ly = zeros((size_t)N * out), *ldx = zeros((size_t)N * ni), *ldw = zeros((size_t)out * ni),
+          *ldb = zeros(out);
+    dtr_tp_linear l = {kind, in, out, lw, b, ldw, ldb};
+    check_rc(dtr_tp_linear_forward(tp, &l, lx, ly, N), tp, "row forward");
+    check_rc(dtr_tp_linear_backward(tp, &l, dy, lx, ldx, N), tp, "row backward");
+    snprintf(what, sizeof what, "%s y", k), near(what, ly, N, out, y, out, 0);
+    snprintf(what, sizeof what, "%s dx", k), near(what, ldx, N, ni, dx, in, i0);
+    snprintf(what, sizeof what, "%s dw", k), near(what, ldw, out, ni, dw, in, i0);
+    snprintf(what, sizeof what, "%s db", k), near(what, ldb, 1, out, db, out, 0);
+    free(lw), free(lx), free(ly), free(ldx), free(ldw), free(ldb);
+  }
+  free(w), free(b), free(x), free(dy), free(y), free(dx), free(dw), free(db);
+}
+
+/* qkv rows of this rank's heads: q, k and v blocks of C/P rows each, from the [3C, C] weight */
+static float *qkv_rows(const float *m, int C, int cols, int r, int P) {
+  int n = C / P;
+  float *p = zeros((size_t)3 * n * cols);
+  for (int j = 0; j < 3; j++)
+    memcpy(p + (size_t)j * n * cols, m + ((size_t)j * C + (size_t)r * n) * cols,
+           (size_t)n * cols * sizeof *p);
+  return p;
+}
+
+static void attention(dtr_tp *tp) {
+  const int B = 2, T = 8, C = 64, NH = 8, N = B * T, P = tp->size, r = tp->rank, Cl = C / P;
+  dtr_tp one = dtr_tp_make(NULL, 1);
+  float *wqkv = randv((size_t)3 * C * C, 0.2f), *bqkv = randv(3 * C, 0.1f), *wp = randv((size_t)C * C, 0.2f),
+        *bp = randv(C, 0.1f), *x = randv((size_t)N * C, 1), *dout = randv((size_t)N * C, 1);
+  float *g_wqkv = zeros((size_t)3 * C * C), *g_bqkv = zeros(3 * C), *g_wp = zeros((size_t)C * C),
+        *g_bp = zeros(C);
+  float *qkv = zeros((size_t)N * 3 * C), *att = zeros((size_t)B * NH * T * T), *heads = zeros((size_t)N * C),
+        *out = zeros((size_t)N * C), *dx = zeros((size_t)N * C), *dqkv = zeros((size_t)N * 3 * C),
+        *dheads = zeros((size_t)N * C);
+  dtr_tp_attention full = {
+      C, NH, {DTR_TP_COLUMN, C, 3 * C, wqkv, bqkv, g_wqkv, g_bqkv}, {DTR_TP_ROW, C, C, wp, bp, g_wp, g_bp}};
+  check_rc(dtr_tp_attention_forward(&one, &full, x, B, T, qkv, att, heads, out), &one, "attention");
+  check_rc(dtr_tp_attention_backward(&one, &full, x, qkv, att, heads, dout, B, T, dx, dqkv, dheads), &one,
+           "attention backward");
+  float *lwqkv = qkv_rows(wqkv, C, C, r, P), *lbqkv = qkv_rows(bqkv, C, 1, r, P),
+        *lwp = cols_of(wp, C, C, r * Cl, Cl);
+  float *lg_wqkv = zeros((size_t)3 * Cl * C), *lg_bqkv = zeros(3 * Cl), *lg_wp = zeros((size_t)C * Cl),
+        *lg_bp = zeros(C);
+  float *lqkv = zeros((size_t)N * 3 * Cl), *latt = zeros((size_t)B * NH * T * T),
+        *lheads = zeros((size_t)N * Cl), *lout = zeros((size_t)N * C), *ldx = zeros((size_t)N * C),
+        *ldqkv = zeros((size_t)N * 3 * Cl), *ldheads = zeros((size_t)N * Cl);
+  dtr_tp_attention split = {C,
+                            NH,
+                            {DTR_TP_COLUMN, C, 3 * C, lwqkv, lbqkv, lg_wqkv, lg_bqkv},
+                            {DTR_TP_ROW, C, C, lwp, bp, lg_wp, lg_bp}};
+  check_rc(dtr_tp_attention_forward(tp, &split, x, B, T, lqkv, latt, lheads, lout), tp, "split attention");
+  check_rc(dtr_tp_attention_backward(tp, &split, x, lqkv, latt, lheads, dout, B, T, ldx, ldqkv, ldheads), tp,
+           "split attention backward");
+  near("attention out", lout, N, C, out, C, 0);
+  near("attention heads", lheads, N, Cl, heads, C, r * Cl);
+  near("attention dx", ldx, N, C, dx, C, 0);
+  float *want = qkv_rows(g_wqkv, C, C, r, P), *wantb = qkv_rows(g_bqkv, C, 1, r, P);
+  near("attention d qkv.w", lg_wqkv, 3 * Cl, C, want, C, 0);
+  near("attention d qkv.b", lg_bqkv, 1, 3 * Cl, wantb, 3 * Cl, 0);
+  near("attention d proj.w", lg_wp, C, Cl, g_wp, C, r * Cl);
+  near("attention d proj.b", lg_bp, 1, C, g_bp, C, 0);
+  free(want), free(wantb);
+  float *bufs[] = {wqkv,  bqkv,  wp,   bp,   x,      dout,   g_wqkv, g_bqkv, g_wp,   g_bp,    qkv,
+                   att,   heads, out,  dx,   dqkv,   dheads, lwqkv,  lbqkv,  lwp,    lg_wqkv, lg_bqkv,
+                   lg_wp, lg_bp, lqkv, latt, lheads, lout,   ldx,    ldqkv,  ldheads};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+}
+
+static void mlp(dtr_tp *tp) {
+  const int N = 20, C = 32, H = 128, P = tp->size, r = tp->rank, Hl = H / P;
+  dtr_tp one = dtr_tp_make(NULL, 1);
+  float *wfc = randv((size_t)H * C, 0.2f), *bfc = randv(H, 0.1f), *wp = randv((size_t)C * H, 0.1f),
+        *bp = randv(C, 0.1f), *x = randv((size_t)N * C, 1), *dout = randv((size_t)N * C, 1);
+  float *gwfc = zeros((size_t)H * C), *gbfc = zeros(H), *gwp = zeros((size_t)C * H), *gbp = zeros(C);
+  float *pre = zeros((size_t)N * H), *act = zeros((size_t)N * H), *out = zeros((size_t)N * C),
+        *dx = zeros((size_t)N * C), *dact = zeros((size_t)N * H);
+  dtr_tp_mlp full = {{DTR_TP_COLUMN, C, H, wfc, bfc, gwfc, gbfc}, {DTR_TP_ROW, H, C, wp, bp, gwp, gbp}};
+  check_rc(dtr_tp_mlp_forward(&one, &full, x, N, pre, act, out), &one, "mlp");
+  check_rc(dtr_tp_mlp_backward(&one, &full, x, pre, act, dout, N, dx, dact), &one, "mlp backward");
+  float *lwfc = rows_of(wfc, C, r * Hl, Hl), *lbfc = rows_of(bfc, 1, r * Hl, Hl),
+        *lwp = cols_of(wp, C, H, r * Hl, Hl);
+  float *lgwfc = zeros((size_t)Hl * C), *lgbfc = zeros(Hl), *lgwp = zeros((size_t)C * Hl), *lgbp = zeros(C);
+  float *lpre = zeros((size_t)N * Hl), *lact = zeros((size_t)N * Hl), *lout = zeros((size_t)N * C),
+        *ldx = zeros((size_t)N * C), *ldact = zeros((size_t)N * Hl);
+  dtr_tp_mlp split = {{DTR_TP_COLUMN, C, H, lwfc, lbfc, lgwfc, lgbfc},
+                      {DTR_TP_ROW, H, C, lwp, bp, lgwp, lgbp}};
+  check_rc(dtr_tp_mlp_forward(tp, &split, x, N, lpre, lact, lout), tp, "split mlp");
+  check_rc(dtr_tp_mlp_backward(tp, &split, x, lpre, lact, dout, N, ldx, ldact), tp, "split mlp backward");
+  near("mlp out", lout, N, C, out, C, 0);
+  near("mlp dx", ldx, N, C, dx, C, 0);
+  near("mlp d fc.w", lgwfc, Hl, C, gwfc + (size_t)r * Hl * C, C, 0);
+  near("mlp d fc.b", lgbfc, 1, Hl, gbfc + r * Hl, Hl, 0);
+  near("mlp d proj.w", lgwp, C, Hl, gwp, H, r * Hl);
+  near("mlp d proj.b", lgbp, 1, C, gbp, C, 0);
+  float *bufs[] = {wfc,  bfc,  wp,   bp,  x,     dout,  gwfc, gbfc, gwp,  gbp,  pre,  act, out,  dx,
+                   dact, lwfc, lbfc, lwp, lgwfc, lgbfc, lgwp, lgbp, lpre, lact, lout, ldx, ldact};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+}
+
+static void vocab(dtr_tp *tp) {
+  const int B = 3, T = 8, N = B * T, C = 16, V = 48, P = tp->size, r = tp->rank, Vl = V / P, v0 = r * Vl;
+  dtr_tp one = dtr_tp_make(NULL, 1);
+  float *wte = randv((size_t)V * C, 1), *wpe = randv((size_t)T * C, 1), *dout = randv((size_t)N * C, 1);
+  int32_t ids[B * T], tg[B * T];
+  for (int i = 0; i < N; i++) {
+    ids[i] = (int32_t)((i * 7 + 3) % V);
+    tg[i] = i % 5 == 0 ? -1 : (int32_t)((i * 11 + 1) % V);
+  }
+  /* embedding: one nonzero row per token, so the split sum is exact */
+  float *emb = zeros((size_t)N * C), *dwte = zeros((size_t)V * C), *dwpe = zeros((size_t)T * C);
+  check_rc(dtr_tp_embedding_forward(&one, wte, 0, V, wpe, ids, B, T, C, emb), &one, "embedding");
+  dtr_tp_embedding_backward(&one, dwte, 0, V, dwpe, ids, dout, B, T, C);
+  float *lwte = rows_of(wte, C, v0, Vl), *lemb = zeros((size_t)N * C), *ldwte = zeros((size_t)Vl * C),
+        *ldwpe = zeros((size_t)T * C);
+  check_rc(dtr_tp_embedding_forward(tp, lwte, v0, Vl, wpe, ids, B, T, C, lemb), tp, "split embedding");
+  dtr_tp_embedding_backward(tp, ldwte, v0, Vl, ldwpe, ids, dout, B, T, C);
+  if (memcmp(lemb, emb, (size_t)N * C * sizeof *emb) != 0)
+    fail("embedding: the split output is not bit-equal");
+  g_checks++;
+  near("embedding dwte", ldwte, Vl, C, dwte + (size_t)v0 * C, C, 0);
+  near("embedding dwpe", ldwpe, T, C, dwpe, C, 0);
+  /* cross-entropy */
+  float *logits = randv((size_t)N * V, 3), *losses = zeros(N), *scratch = zeros(3 * N);
+  float *llog = cols_of(logits, N, V, v0, Vl), *llosses = zeros(N);
+  check_rc(dtr_tp_cross_entropy_forward(&one, logits, tg, 0, V, N, losses, scratch), &one, "cross-entropy");
+  check_rc(dtr_tp_cross_entropy_forward(tp, llog, tg, v0, Vl, N, llosses, scratch), tp,
+           "split cross-entropy");
+  near("cross-entropy losses", llosses, 1, N, losses, N, 0);
+  near("cross-entropy probabilities", llog, N, Vl, logits, V, v0);
+  dtr_tp_cross_entropy_backward(&one, logits, tg, 0, V, N, 0.25f);
+  dtr_tp_cross_entropy_backward(tp, llog, tg, v0, Vl, N, 0.25f);
+  near("cross-entropy dlogits", llog, N, Vl, logits, V, v0);
+  float *bufs[] = {wte,   wpe,   dout,   emb,    dwte,    dwpe, lwte,   lemb,
+                   ldwte, ldwpe, logits, losses, scratch, llog, llosses};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+}
+
+int main(void) {
+  const char *rs = getenv("RANK"), *ws = getenv("WORLD_SIZE");
+  if (!rs || !ws) {
+    fprintf(stderr, "tp_check: run under dtrain launch\n");
+    return 2;
+  }
+  g_rank = atoi(rs);
+  int size = atoi(ws);
+  watchdog_start("tp_check", 120);
+  char err[512] = "";
+  dtr_store *store = NULL;
+  if (dtr_store_connect_env(30000, &store, err, sizeof err) != DTR_OK) fail(err);
+  dtr_comm_config cc = dtr_comm_config_default();
+  cc.name = "tp";
+  dtr_comm *c = NULL;
+  if (dtr_comm_create(store, g_rank, size, &cc, &c, err, sizeof err) != DTR_OK) fail(err);
+  dtr_tp tp = dtr_tp_make(c, 1);
+  fg(&tp);
+  linear(&tp, DTR_TP_COLUMN);
+  linear(&tp, DTR_TP_ROW);
+  attention(&tp);
+  mlp(&tp);
+  vocab(&tp);
+  printf("tp_check rank %d: %d checks ok, largest relative error %.2e (%llu all-reduces, %llu bytes)\n",
+         g_rank, g_checks, g_worst, (unsigned long long)tp.allreduce_calls,
+         (unsigned long long)tp.allreduce_bytes);
+  dtr_comm_destroy(c);
+  dtr_store_close(store);
+  return 0;
+}
