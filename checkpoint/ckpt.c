@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "checkpoint/box.h"
 #include "checkpoint/ckpt_internal.h"
 #include "common/check.h"
 #include "common/fsutil.h"

@@ -114,7 +114,4 @@ dtr_result dtr__ckpt_dev_upload(dtr_ckpt *ck, const dtr__ckpt_reg *r, const void
 /* Destroy the stream (at dtr_ckpt_destroy, after the writer finished). */
 void dtr__ckpt_dev_release(dtr_ckpt *ck);
 
-/* Element count of a box; the product saturates at INT64_MAX (callers have validated it). */
-int64_t dtr__box_elems(int ndim, const int64_t *extent);
-
 #endif

@@ -27,16 +27,6 @@ void dtr__ckpt_shard_path(char *out, size_t cap, const char *step_dir, int rank)
   snprintf(out, cap, "%s/rank_%05d.dtck", step_dir, rank);
 }
 
-int64_t dtr__box_elems(int ndim, const int64_t *extent) {
-  int64_t n = 1;
-  for (int d = 0; d < ndim; d++) {
-    if (extent[d] <= 0) return 0;
-    if (n > INT64_MAX / extent[d]) return INT64_MAX;
-    n *= extent[d];
-  }
-  return n;
-}
-
 /* "step_" followed by digits only, and a directory holding a manifest (a committed step). */
 static int parse_step_name(const char *name, int64_t *step) {
   if (strncmp(name, "step_", 5) != 0 || !name[5]) return 0;

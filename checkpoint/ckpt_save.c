@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "checkpoint/box.h"
 #include "checkpoint/ckpt_internal.h"
 #include "common/check.h"
 #include "common/log.h"
@@ -95,27 +96,12 @@ static void *stage_buffer(dtr_ckpt *ck, int i, size_t bytes) {
   return ck->stage[i];
 }
 
-/* Copy the sub-box (rel, ext) of a row-major array of extents `held` into contiguous dst. */
+/* Copy r's save box out of its held box into contiguous dst (row-major in the save box). */
 static void copy_box_out(const dtr__ckpt_reg *r, void *dst) {
-  size_t es = dtr_dtype_size(r->dtype);
-  int nd = r->ndim;
-  int64_t idx[DTR_CKPT_MAX_DIMS] = {0};
-  int64_t inner = r->save_extent[nd - 1];
-  int64_t rows = dtr__box_elems(nd - 1, r->save_extent);
-  char *out = dst;
-  for (int64_t row = 0; row < rows; row++) {
-    int64_t lin = 0; /* linear index of the row's first element in the held box */
-    for (int d = 0; d < nd; d++) {
-      int64_t c = (d < nd - 1 ? idx[d] : 0) + r->save_offset[d] - r->offset[d];
-      lin = lin * r->extent[d] + c;
-    }
-    memcpy(out, (const char *)r->data + (size_t)lin * es, (size_t)inner * es);
-    out += (size_t)inner * es;
-    for (int d = nd - 2; d >= 0; d--) {
-      if (++idx[d] < r->save_extent[d]) break;
-      idx[d] = 0;
-    }
-  }
+  dtr__box held = dtr__box_make(r->ndim, r->offset, r->extent);
+  dtr__box saved = dtr__box_make(r->ndim, r->save_offset, r->save_extent);
+  dtr__box_copy(dst, &saved, r->data, &held, 0, dtr__box_elems(r->ndim, r->extent), dtr_dtype_size(r->dtype),
+                NULL);
 }
 
 static dtr_result snapshot(dtr_ckpt *ck, int64_t step) {

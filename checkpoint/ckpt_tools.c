@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "checkpoint/box.h"
 #include "checkpoint/ckpt_format.h"
 #include "checkpoint/safetensors.h"
 #include "common/check.h"
@@ -62,18 +63,6 @@ static const char *codec_name(uint32_t c) {
       return "planes+zstd";
   }
   return "unknown";
-}
-
-/* Elements of a box; a scalar (ndim 0) has one. -1 on overflow or a negative extent. */
-static int64_t box_elems(int ndim, const int64_t *ext) {
-  int64_t n = 1;
-  for (int d = 0; d < ndim; d++) {
-    if (ext[d] < 0) return -1;
-    if (ext[d] == 0) return 0;
-    if (n > INT64_MAX / ext[d]) return -1;
-    n *= ext[d];
-  }
-  return n;
 }
 
 static size_t esize_of(const dtr__entry *e) {
@@ -442,7 +431,7 @@ dtr_result dtr__ckpt_tool_verify(const char *dir, int64_t step, FILE *out, char 
 
 static void describe_split(const dtr__entry *e, char *buf, size_t cap) {
   if (e->npieces == 0) {
-    snprintf(buf, cap, box_elems(e->ndim, e->shape) == 0 ? "empty" : "not saved: INCOMPLETE");
+    snprintf(buf, cap, dtr__box_elems(e->ndim, e->shape) == 0 ? "empty" : "not saved: INCOMPLETE");
     return;
   }
   int split[DTR_CKPT_MAX_DIMS] = {0}, nsplit = 0;
@@ -466,8 +455,8 @@ static void describe_split(const dtr__entry *e, char *buf, size_t cap) {
     if (n < cap) n += (size_t)snprintf(buf + n, cap - n, " into %d pieces", e->npieces);
   }
   if (nsplit == 0) return; /* copies of the whole: nothing more to say */
-  int64_t total = box_elems(e->ndim, e->shape), held = 0;
-  for (int p = 0; p < e->npieces; p++) held += box_elems(e->ndim, e->pieces[p].extent);
+  int64_t total = dtr__box_elems(e->ndim, e->shape), held = 0;
+  for (int p = 0; p < e->npieces; p++) held += dtr__box_elems(e->ndim, e->pieces[p].extent);
   if (n < cap && held != total)
     snprintf(buf + n, cap - n, " (the pieces hold %lld of %lld elements%s)", (long long)held,
              (long long)total, held < total ? ": INCOMPLETE" : ": overlapping");
@@ -501,7 +490,7 @@ dtr_result dtr__ckpt_tool_inspect(const char *dir, int64_t step, int chunks, FIL
       describe_split(e, b2, sizeof b2);
       fprintf(out, "tensor %s: %s %s, %llu bytes, %llu stored; %s\n", e->name, dtr_dtype_name(e->dtype),
               dims_str(e->ndim, e->shape, b1, sizeof b1),
-              (unsigned long long)box_elems(e->ndim, e->shape) * dtr_dtype_size(e->dtype),
+              (unsigned long long)dtr__box_elems(e->ndim, e->shape) * dtr_dtype_size(e->dtype),
               (unsigned long long)stored, b2);
     }
     for (int p = 0; p < e->npieces; p++) {
@@ -552,7 +541,7 @@ static void reader_close(reader *rd) {
 static dtr_result read_piece(reader *rd, const dtr__entry *e, const dtr__piece *pc, void *dst, char *err,
                              size_t errcap) {
   size_t es = esize_of(e);
-  int64_t elems = e->is_blob ? (int64_t)pc->raw_bytes : box_elems(e->ndim, pc->extent);
+  int64_t elems = e->is_blob ? (int64_t)pc->raw_bytes : dtr__box_elems(e->ndim, pc->extent);
   if (es == 0 || elems < 0 || (uint64_t)elems * es != pc->raw_bytes || pc->rank < 0 ||
       pc->rank >= rd->m->world)
     return dtr__fail(err, errcap, DTR_ERR_PROTOCOL,
@@ -582,37 +571,12 @@ static dtr_result read_piece(reader *rd, const dtr__entry *e, const dtr__piece *
   return DTR_OK;
 }
 
-/* Copy a piece's box (row-major in src) into the whole tensor, marking the elements it covers. */
-static void box_copy(char *full, int ndim, const int64_t *shape, const int64_t *off, const int64_t *ext,
-                     const char *src, size_t es, uint8_t *covered) {
-  if (ndim == 0) {
-    memcpy(full, src, es);
-    covered[0] |= 1;
-    return;
-  }
-  if (box_elems(ndim, ext) <= 0) return;
-  int64_t stride[DTR_CKPT_MAX_DIMS], idx[DTR_CKPT_MAX_DIMS] = {0};
-  stride[ndim - 1] = 1;
-  for (int d = ndim - 2; d >= 0; d--) stride[d] = stride[d + 1] * shape[d + 1];
-  int64_t row = ext[ndim - 1];
-  for (;;) {
-    int64_t g = off[ndim - 1];
-    for (int d = 0; d < ndim - 1; d++) g += (off[d] + idx[d]) * stride[d];
-    memcpy(full + (size_t)g * es, src, (size_t)row * es);
-    for (int64_t i = g; i < g + row; i++) covered[i >> 3] |= (uint8_t)(1u << (i & 7));
-    src += (size_t)row * es;
-    int d = ndim - 2;
-    while (d >= 0 && ++idx[d] == ext[d]) idx[d--] = 0;
-    if (d < 0) break;
-  }
-}
-
 /* The whole tensor e into a fresh buffer (*out, *bytes). */
 static dtr_result assemble(reader *rd, const dtr__entry *e, void **out, uint64_t *bytes, char *err,
                            size_t errcap) {
   *out = NULL;
   size_t es = dtr_dtype_size(e->dtype);
-  int64_t total = box_elems(e->ndim, e->shape);
+  int64_t total = dtr__box_elems(e->ndim, e->shape);
   uint64_t nbytes;
   if (total < 0 || dtr__sft_tensor_bytes(e->dtype, e->ndim, e->shape, &nbytes) != 0)
     return dtr__fail(err, errcap, DTR_ERR_PROTOCOL, "%s: tensor '%s' has an impossible shape", rd->sd,
@@ -621,6 +585,7 @@ static dtr_result assemble(reader *rd, const dtr__entry *e, void **out, uint64_t
   uint8_t *covered = calloc((size_t)total / 8 + 1, 1);
   char *piece = NULL;
   dtr_result rc = DTR_OK;
+  dtr__box whole = dtr__box_make(e->ndim, NULL, e->shape);
   if (!full || !covered) {
     rc = dtr__fail(err, errcap, DTR_ERR_NOMEM, "out of memory for tensor '%s' (%llu bytes)", e->name,
                    (unsigned long long)nbytes);
@@ -643,16 +608,17 @@ static dtr_result assemble(reader *rd, const dtr__entry *e, void **out, uint64_t
     }
     piece = np;
     DTR_CHECK_GOTO(read_piece(rd, e, pc, piece, err, errcap), rc, done);
-    box_copy(full, e->ndim, e->shape, pc->offset, pc->extent, piece, es, covered);
+    dtr__box sbox = dtr__box_make(e->ndim, pc->offset, pc->extent);
+    dtr__box_copy(full, &whole, piece, &sbox, 0, dtr__box_elems(sbox.nd, sbox.ext), es, covered);
   }
-  for (int64_t i = 0; i < total; i++)
-    if (!(covered[i >> 3] & (1u << (i & 7)))) {
-      rc = dtr__fail(
-          err, errcap, DTR_ERR_PROTOCOL,
-          "%s: tensor '%s': element %lld is in no saved piece (the checkpoint does not hold it whole)",
-          rd->sd, e->name, (long long)i);
-      goto done;
-    }
+  int64_t missing = dtr__mask_first_clear(covered, total);
+  if (missing >= 0) {
+    rc = dtr__fail(
+        err, errcap, DTR_ERR_PROTOCOL,
+        "%s: tensor '%s': element %lld is in no saved piece (the checkpoint does not hold it whole)", rd->sd,
+        e->name, (long long)missing);
+    goto done;
+  }
   *out = full;
   *bytes = nbytes;
   full = NULL;
