@@ -83,9 +83,12 @@ int dtr__ckpt_remove_dir(const char *path);
 /* fsync a directory by path. */
 int dtr__ckpt_fsync_dir(const char *path);
 
-/* Collectives over ck->comm (no-ops for a single rank) that give up after cfg.timeout_ms. */
+/* ckpt_agree.c: collectives over ck->comm that give up after cfg.timeout_ms (aborting ck->comm) and
+ * then name `what` in ck->err. No-ops for a single rank (ck->comm NULL). Collective over ck->comm. */
 dtr_result dtr__ckpt_allreduce_i32(dtr_ckpt *ck, int32_t *v, int n, dtr_redop op, const char *what);
-dtr_result dtr__ckpt_bcast(dtr_ckpt *ck, void *buf, size_t bytes, const char *what);
+dtr_result dtr__ckpt_bcast(dtr_ckpt *ck, void *buf, size_t bytes, int root, const char *what);
+dtr_result dtr__ckpt_all_gather(dtr_ckpt *ck, const void *send, void *recv, size_t count, dtr_dtype dtype,
+                                const char *what);
 
 /* ckpt_paths.c: committed steps under dir, newest first (owned by caller, free()). */
 dtr_result dtr__ckpt_list_steps(const char *dir, int64_t **steps, int *n);

@@ -283,9 +283,9 @@ static dtr_result candidates(dtr_ckpt *ck, int64_t fixed, int64_t *out, int32_t 
       }
     }
   }
-  DTR_CHECK(dtr__ckpt_bcast(ck, n, sizeof *n, "sharing the candidate steps"));
+  DTR_CHECK(dtr__ckpt_bcast(ck, n, sizeof *n, 0, "sharing the candidate steps"));
   if (*n < 0 || *n > MAX_CANDIDATES) return DTR_ERR_INTERNAL;
-  if (*n) DTR_CHECK(dtr__ckpt_bcast(ck, out, sizeof *out * (size_t)*n, "sharing the candidate steps"));
+  if (*n) DTR_CHECK(dtr__ckpt_bcast(ck, out, sizeof *out * (size_t)*n, 0, "sharing the candidate steps"));
   return DTR_OK;
 }
 

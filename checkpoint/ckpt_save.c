@@ -157,54 +157,6 @@ nomem:
                    (long long)step);
 }
 
-/* ------------------------------------------------------------------ collectives with a deadline */
-
-/* Wait for req, aborting the checkpointer's communicator when cfg.timeout_ms passes first. */
-static dtr_result coll_wait(dtr_ckpt *ck, dtr_result issued, dtr_request *req, const char *what) {
-  dtr_result rc = issued;
-  if (rc == DTR_OK) {
-    if (ck->timeout_ms <= 0) {
-      rc = dtr_request_wait(req);
-    } else {
-      double deadline = dtr__now_s() + ck->timeout_ms / 1000.0;
-      int done = 0;
-      while ((rc = dtr_request_test(req, &done)) == DTR_OK && !done) {
-        if (dtr__now_s() > deadline) {
-          dtr_comm_abort(ck->comm);
-          rc = dtr_request_wait(req);
-          if (rc == DTR_OK || rc == DTR_ERR_ABORTED) rc = DTR_ERR_TIMEOUT;
-          break;
-        }
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-      }
-    }
-  }
-  dtr_request_free(req);
-  if (rc != DTR_OK)
-    return dtr__fail(ck->err, sizeof ck->err, rc, "checkpoint %s: %s between ranks failed: %s", ck->dir, what,
-                     dtr_comm_last_error(ck->comm));
-  return DTR_OK;
-}
-
-dtr_result dtr__ckpt_allreduce_i32(dtr_ckpt *ck, int32_t *v, int n, dtr_redop op, const char *what) {
-  if (!ck->comm) return DTR_OK;
-  dtr_request *req = NULL;
-  dtr_result rc = dtr_all_reduce(ck->comm, v, v, (size_t)n, DTR_I32, op, &req);
-  return coll_wait(ck, rc, req, what);
-}
-
-static dtr_result bcast(dtr_ckpt *ck, void *buf, size_t bytes, const char *what) {
-  if (!ck->comm) return DTR_OK;
-  dtr_request *req = NULL;
-  dtr_result rc = dtr_broadcast(ck->comm, buf, bytes, DTR_U8, 0, &req);
-  return coll_wait(ck, rc, req, what);
-}
-
-dtr_result dtr__ckpt_bcast(dtr_ckpt *ck, void *buf, size_t bytes, const char *what) {
-  return bcast(ck, buf, bytes, what);
-}
-
 /* ------------------------------------------------------------------ the chunk lists, serialized */
 
 /* The lists are built in a strbuf (its NUL terminator is never sent: only len bytes are). */
@@ -470,12 +422,8 @@ dtr_result dtr__ckpt_commit(dtr_ckpt *ck) {
     memset(&why, 0, sizeof why);
     why.rc = (int32_t)(local != DTR_OK ? local : DTR_ERR_SYSTEM);
     snprintf(why.msg, sizeof why.msg, "%.1000s", lerr);
-    if (ck->comm) {
-      dtr_request *req = NULL;
-      rc = dtr_broadcast(ck->comm, &why, sizeof why, DTR_U8, first_bad, &req);
-      if (coll_wait(ck, rc, req, "sharing a shard error") != DTR_OK)
-        snprintf(why.msg, sizeof why.msg, "(unknown)");
-    }
+    if (dtr__ckpt_bcast(ck, &why, sizeof why, first_bad, "sharing a shard error") != DTR_OK)
+      snprintf(why.msg, sizeof why.msg, "(unknown)");
     rc = why.rc ? (dtr_result)why.rc : DTR_ERR_SYSTEM;
     if (first_bad == ck->rank)
       dtr__fail(ck->err, sizeof ck->err, rc, "step %lld not committed: %s", (long long)step, lerr);
@@ -499,10 +447,8 @@ dtr_result dtr__ckpt_commit(dtr_ckpt *ck) {
   lens[ck->rank] = (int64_t)wb.len;
   int64_t maxlen = (int64_t)wb.len;
   if (ck->comm) {
-    dtr_request *req = NULL;
     int64_t mine = (int64_t)wb.len;
-    rc = dtr_all_gather(ck->comm, &mine, lens, 1, DTR_I64, &req); /* issue first: req is an argument below */
-    DTR_CHECK_GOTO(coll_wait(ck, rc, req, "gathering lengths"), rc, fail);
+    DTR_CHECK_GOTO(dtr__ckpt_all_gather(ck, &mine, lens, 1, DTR_I64, "gathering lengths"), rc, fail);
     for (int r = 0; r < ck->world; r++)
       if (lens[r] > maxlen) maxlen = lens[r];
     all = calloc((size_t)ck->world, (size_t)maxlen);
@@ -513,9 +459,7 @@ dtr_result dtr__ckpt_commit(dtr_ckpt *ck) {
       goto fail;
     }
     memcpy(mine_pad, wb.p, wb.len);
-    req = NULL;
-    rc = dtr_all_gather(ck->comm, mine_pad, all, (size_t)maxlen, DTR_U8, &req);
-    rc = coll_wait(ck, rc, req, "gathering chunk lists");
+    rc = dtr__ckpt_all_gather(ck, mine_pad, all, (size_t)maxlen, DTR_U8, "gathering chunk lists");
     free(mine_pad);
     if (rc != DTR_OK) goto fail;
   } else {
@@ -553,7 +497,7 @@ dtr_result dtr__ckpt_commit(dtr_ckpt *ck) {
     m.job_id = NULL;
     m.created = NULL;
   }
-  DTR_CHECK_GOTO(bcast(ck, &res, sizeof res, "sharing the commit result"), rc, fail);
+  DTR_CHECK_GOTO(dtr__ckpt_bcast(ck, &res, sizeof res, 0, "sharing the commit result"), rc, fail);
   rc = (dtr_result)res.rc;
   if (rc != DTR_OK) {
     if (ck->rank != 0)
