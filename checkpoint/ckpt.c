@@ -11,6 +11,7 @@
 
 #include "checkpoint/box.h"
 #include "checkpoint/ckpt_internal.h"
+#include "checkpoint/ckpt_paths.h"
 #include "common/check.h"
 #include "common/fsutil.h"
 #include "common/log.h"

@@ -12,6 +12,7 @@
 
 #include "checkpoint/box.h"
 #include "checkpoint/ckpt_internal.h"
+#include "checkpoint/ckpt_paths.h"
 #include "common/check.h"
 #include "common/log.h"
 
@@ -274,11 +275,11 @@ static dtr_result candidates(dtr_ckpt *ck, int64_t fixed, int64_t *out, int32_t 
           DTR_WARN("%s/latest names step %lld, but %s does not exist; looking at the step directories",
                    ck->dir, (long long)latest, p);
       }
-      int64_t *steps;
+      dtr__ckpt_step *steps;
       int ns;
-      if (dtr__ckpt_list_steps(ck->dir, &steps, &ns) == DTR_OK) {
+      if (dtr__ckpt_list_steps(ck->dir, 0, &steps, &ns, NULL, 0) == DTR_OK) {
         for (int i = 0; i < ns && *n < MAX_CANDIDATES; i++)
-          if (steps[i] != latest) out[(*n)++] = steps[i];
+          if (steps[i].step != latest) out[(*n)++] = steps[i].step;
         free(steps);
       }
     }

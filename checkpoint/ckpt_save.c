@@ -2,9 +2,7 @@
  * background thread the shard write, agreement between ranks, rank 0's manifest, the rename that
  * commits, `latest`, and rotation. A failure anywhere before the rename leaves committed steps alone. */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,54 +13,11 @@
 
 #include "checkpoint/box.h"
 #include "checkpoint/ckpt_internal.h"
+#include "checkpoint/ckpt_paths.h"
 #include "common/check.h"
 #include "common/log.h"
 #include "common/sock.h"
 #include "common/strbuf.h"
-
-/* ------------------------------------------------------------------ file-system helpers */
-
-int dtr__ckpt_fsync_dir(const char *path) {
-  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  int rc = fsync(fd);
-  int e = errno;
-  close(fd);
-  errno = e;
-  return rc;
-}
-
-int dtr__ckpt_remove_dir(const char *path) {
-  DIR *d = opendir(path);
-  if (!d) return errno == ENOENT ? 0 : -1;
-  struct dirent *e;
-  int rc = 0;
-  while ((e = readdir(d)) != NULL) {
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-    char p[4096];
-    snprintf(p, sizeof p, "%s/%s", path, e->d_name);
-    if (unlink(p) != 0 && errno != ENOENT) rc = -1;
-  }
-  closedir(d);
-  if (rmdir(path) != 0 && errno != ENOENT) rc = -1;
-  return rc;
-}
-
-void dtr__ckpt_remove_stale(const char *dir) {
-  DIR *d = opendir(dir);
-  if (!d) return;
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL) {
-    if (strncmp(e->d_name, ".tmp_step_", 10) != 0 && strncmp(e->d_name, ".old_step_", 10) != 0) continue;
-    char p[4096];
-    snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-    if (dtr__ckpt_remove_dir(p) != 0)
-      DTR_WARN("cannot remove %s left by an interrupted save: %s", p, strerror(errno));
-    else
-      DTR_INFO("removed %s left by an interrupted save", p);
-  }
-  closedir(d);
-}
 
 /* ------------------------------------------------------------------ snapshot */
 
@@ -309,13 +264,13 @@ static void iso_now(char *out, size_t cap) {
 
 static void rotate(dtr_ckpt *ck, int64_t committed) {
   if (ck->keep < 0) return;
-  int64_t *steps;
+  dtr__ckpt_step *steps;
   int n;
-  if (dtr__ckpt_list_steps(ck->dir, &steps, &n) != DTR_OK) return;
+  if (dtr__ckpt_list_steps(ck->dir, 0, &steps, &n, NULL, 0) != DTR_OK) return;
   for (int i = ck->keep; i < n; i++) {
-    if (steps[i] == committed) continue; /* never the step just committed, whatever its number */
+    if (steps[i].step == committed) continue; /* never the step just committed, whatever its number */
     char p[4096];
-    dtr__ckpt_step_dir(p, sizeof p, ck->dir, steps[i]);
+    dtr__ckpt_step_dir(p, sizeof p, ck->dir, steps[i].step);
     if (dtr__ckpt_remove_dir(p) != 0)
       DTR_WARN("rotation: cannot remove %s: %s", p, strerror(errno));
     else

@@ -5,7 +5,6 @@
 #include "checkpoint/ckpt_tools.h"
 
 #include <dirent.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -15,6 +14,7 @@
 
 #include "checkpoint/box.h"
 #include "checkpoint/ckpt_format.h"
+#include "checkpoint/ckpt_paths.h"
 #include "checkpoint/safetensors.h"
 #include "common/check.h"
 #include "common/log.h"
@@ -106,74 +106,6 @@ static dtr_result read_manifest(const char *dir, int64_t step, char *sd, size_t 
   return DTR_OK;
 }
 
-typedef struct step_name {
-  int64_t step;
-  int tmp; /* .tmp_step_*: a save that never committed (or is still running) */
-} step_name;
-
-static int parse_digits(const char *s, int64_t *v) {
-  if (!*s) return 0;
-  int64_t x = 0;
-  for (; *s; s++) {
-    if (*s < '0' || *s > '9' || x > (INT64_MAX - 9) / 10) return 0;
-    x = x * 10 + (*s - '0');
-  }
-  *v = x;
-  return 1;
-}
-
-static int cmp_step(const void *a, const void *b) {
-  const step_name *x = a, *y = b;
-  if (x->step != y->step) return x->step < y->step ? -1 : 1;
-  return x->tmp - y->tmp;
-}
-
-/* Every step_* and .tmp_step_* directory under dir, ascending. *names owned by the caller. */
-static dtr_result list_step_dirs(const char *dir, int with_tmp, step_name **names, int *n, char *err,
-                                 size_t errcap) {
-  *names = NULL;
-  *n = 0;
-  DIR *d = opendir(dir);
-  if (!d)
-    return dtr__fail(err, errcap, errno == ENOENT ? DTR_ERR_NOT_FOUND : DTR_ERR_SYSTEM, "%s: cannot open: %s",
-                     dir, strerror(errno));
-  int cap = 0, cnt = 0;
-  step_name *v = NULL;
-  struct dirent *e;
-  dtr_result rc = DTR_OK;
-  while ((e = readdir(d)) != NULL) {
-    step_name s = {0};
-    if (strncmp(e->d_name, "step_", 5) == 0 && parse_digits(e->d_name + 5, &s.step))
-      s.tmp = 0;
-    else if (with_tmp && strncmp(e->d_name, ".tmp_step_", 10) == 0 && parse_digits(e->d_name + 10, &s.step))
-      s.tmp = 1;
-    else
-      continue;
-    char p[PATH_CAP];
-    snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-    if (!is_dir(p)) continue;
-    if (cnt == cap) {
-      cap = cap ? cap * 2 : 16;
-      step_name *nv = realloc(v, sizeof *v * (size_t)cap);
-      if (!nv) {
-        rc = dtr__fail(err, errcap, DTR_ERR_NOMEM, "%s: out of memory listing steps", dir);
-        break;
-      }
-      v = nv;
-    }
-    v[cnt++] = s;
-  }
-  closedir(d);
-  if (rc != DTR_OK) {
-    free(v);
-    return rc;
-  }
-  qsort(v, (size_t)cnt, sizeof *v, cmp_step);
-  *names = v;
-  *n = cnt;
-  return DTR_OK;
-}
-
 /* Bytes of the regular files directly inside a directory. */
 static uint64_t dir_bytes(const char *path) {
   DIR *d = opendir(path);
@@ -199,9 +131,9 @@ static const char *after_path(const char *msg, const char *path) {
 /* ---------------------------------------------------------------- ls */
 
 dtr_result dtr__ckpt_tool_ls(const char *dir, FILE *out, char *err, size_t errcap) {
-  step_name *steps = NULL;
+  dtr__ckpt_step *steps = NULL;
   int n = 0;
-  DTR_CHECK(list_step_dirs(dir, 1, &steps, &n, err, errcap));
+  DTR_CHECK(dtr__ckpt_list_steps(dir, 1, &steps, &n, err, errcap));
   int64_t latest = -1;
   dtr_ckpt_latest_step(dir, &latest);
   fprintf(out, "%s: %d step director%s, latest committed: ", dir, n, n == 1 ? "y" : "ies");
@@ -212,7 +144,7 @@ dtr_result dtr__ckpt_tool_ls(const char *dir, FILE *out, char *err, size_t errca
   if (n > 0)
     fprintf(out, "%-10s %-10s %5s %7s %5s %10s %10s %7s %10s  %-20s %s\n", "STEP", "STATE", "RANKS",
             "TENSORS", "BLOBS", "RAW", "STORED", "RATIO", "ON DISK", "CREATED", "JOB");
-  for (int i = 0; i < n; i++) {
+  for (int i = n - 1; i >= 0; i--) { /* oldest first */
     char sd[PATH_CAP], h1[32], h2[32], h3[32];
     if (steps[i].tmp) {
       dtr__ckpt_tmp_dir(sd, sizeof sd, dir, steps[i].step);
@@ -414,14 +346,14 @@ dtr_result dtr__ckpt_tool_verify(const char *dir, int64_t step, FILE *out, char 
     DTR_CHECK(resolve_step(dir, step, &s, err, errcap));
     verify_step(&v, dir, s);
   } else {
-    step_name *steps = NULL;
+    dtr__ckpt_step *steps = NULL;
     int n = 0;
-    DTR_CHECK(list_step_dirs(dir, 0, &steps, &n, err, errcap));
+    DTR_CHECK(dtr__ckpt_list_steps(dir, 0, &steps, &n, err, errcap));
     if (n == 0) {
       free(steps);
       return dtr__fail(err, errcap, DTR_ERR_NOT_FOUND, "%s: no committed checkpoint", dir);
     }
-    for (int i = 0; i < n; i++) verify_step(&v, dir, steps[i].step);
+    for (int i = n - 1; i >= 0; i--) verify_step(&v, dir, steps[i].step); /* oldest first */
     free(steps);
   }
   return v.problems ? DTR_ERR_PROTOCOL : DTR_OK;
@@ -767,7 +699,7 @@ dtr_result dtr__ckpt_tool_import(const char *path, const char *dir, int64_t step
       int rank = 0;
       if (slash && strncmp(slash, "/rank_", 6) == 0) {
         int64_t r;
-        if (!parse_digits(slash + 6, &r)) {
+        if (!dtr__ckpt_parse_digits(slash + 6, &r)) {
           rc =
               dtr__fail(err, errcap, DTR_ERR_INVALID, "%s: blob tensor '%s': bad rank suffix", path, t->name);
           goto done;
