@@ -1,6 +1,7 @@
-/* The checkpointer's private state, shared by ckpt.c (config, registration), ckpt_save.c (snapshot,
- * background commit, rotation) and ckpt_load.c (newest valid step, resharding). Nothing outside
- * checkpoint/ includes this. */
+/* The checkpointer's private state, shared by ckpt.c (config, registration, test/wait), ckpt_save.c
+ * (snapshot, background commit, rotation), ckpt_load.c (newest valid step, resharding), ckpt_agree.c
+ * (collectives with a deadline) and ckpt_device.c (device tensors). Nothing outside checkpoint/ but
+ * tests includes this. */
 #ifndef DTRAIN_CHECKPOINT_CKPT_INTERNAL_H
 #define DTRAIN_CHECKPOINT_CKPT_INTERNAL_H
 
@@ -73,9 +74,11 @@ struct dtr_ckpt {
   void *dev_stream;
 };
 
+/* ckpt.c: free a snapshot's arrays (its buffers are the staging area, kept). */
+void dtr__ckpt_snapshot_free(dtr__ckpt_snapshot *s);
+
 /* ckpt_save.c: run the writer for ck->snap on this thread (sync save) or the background thread. */
 dtr_result dtr__ckpt_commit(dtr_ckpt *ck);
-void dtr__ckpt_snapshot_free(dtr__ckpt_snapshot *s);
 
 /* ckpt_agree.c: collectives over ck->comm that give up after cfg.timeout_ms (aborting ck->comm) and
  * then name `what` in ck->err. No-ops for a single rank (ck->comm NULL). Collective over ck->comm. */

@@ -21,13 +21,6 @@
 
 /* ------------------------------------------------------------------ snapshot */
 
-void dtr__ckpt_snapshot_free(dtr__ckpt_snapshot *s) {
-  free(s->buffers); /* the buffers themselves are the checkpointer's staging area */
-  free(s->sources);
-  free(s->reg_index);
-  memset(s, 0, sizeof *s);
-}
-
 /* Registration i's staging buffer of at least `bytes`. Kept from one save to the next, so a snapshot
  * after the first is a memcpy into memory already faulted in (it is what the caller waits for). A
  * device tensor's is pinned, so its device-to-host copy runs at full link speed. */
