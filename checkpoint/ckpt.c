@@ -1,6 +1,6 @@
 /* The checkpointer object: configuration, create/destroy, registration of tensors and blobs, the
  * tensor helpers, and the bookkeeping of the save in flight (test/wait). The writer itself is in
- * ckpt_save.c, the loader in ckpt_load.c. */
+ * ckpt_save.c, the loader in ckpt_load.c; both call into this file, never the other way round. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
@@ -9,7 +9,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "checkpoint/box.h"
 #include "checkpoint/ckpt_internal.h"
+#include "checkpoint/ckpt_paths.h"
 #include "common/check.h"
 #include "common/fsutil.h"
 #include "common/log.h"
@@ -81,6 +83,13 @@ dtr_result dtr_ckpt_create(const dtr_ckpt_config *cfg, dtr_ckpt **out, char *err
   }
   *out = ck;
   return DTR_OK;
+}
+
+void dtr__ckpt_snapshot_free(dtr__ckpt_snapshot *s) {
+  free(s->buffers); /* the buffers themselves are the checkpointer's staging area */
+  free(s->sources);
+  free(s->reg_index);
+  memset(s, 0, sizeof *s);
 }
 
 void dtr_ckpt_destroy(dtr_ckpt *ck) {

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint/box.h"
 #include "checkpoint/ckpt_internal.h"
 #include "common/check.h"
 #include "common/device.h"

@@ -147,9 +147,4 @@ dtr_result dtr__codec_encode(dtr__codec_ctx *cx, const void *src, size_t raw_byt
 dtr_result dtr__codec_decode(dtr__codec_ctx *cx, uint32_t codec, const void *src, size_t stored, dtr_dtype t,
                              void *dst, size_t raw_bytes, void *scratch);
 
-/* The paths of a step: "<dir>/step_%08lld", "<dir>/.tmp_step_%08lld", "<dir>/step_%08lld/rank_%05d.dtck". */
-void dtr__ckpt_step_dir(char *out, size_t cap, const char *dir, int64_t step);
-void dtr__ckpt_tmp_dir(char *out, size_t cap, const char *dir, int64_t step);
-void dtr__ckpt_shard_path(char *out, size_t cap, const char *step_dir, int rank);
-
 #endif

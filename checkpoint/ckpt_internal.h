@@ -1,6 +1,7 @@
-/* The checkpointer's private state, shared by ckpt.c (config, registration), ckpt_save.c (snapshot,
- * background commit, rotation) and ckpt_load.c (newest valid step, resharding). Nothing outside
- * checkpoint/ includes this. */
+/* The checkpointer's private state, shared by ckpt.c (config, registration, test/wait), ckpt_save.c
+ * (snapshot, background commit, rotation), ckpt_load.c (newest valid step, resharding), ckpt_agree.c
+ * (collectives with a deadline) and ckpt_device.c (device tensors). Nothing outside checkpoint/ but
+ * tests includes this. */
 #ifndef DTRAIN_CHECKPOINT_CKPT_INTERNAL_H
 #define DTRAIN_CHECKPOINT_CKPT_INTERNAL_H
 
@@ -73,26 +74,18 @@ struct dtr_ckpt {
   void *dev_stream;
 };
 
+/* ckpt.c: free a snapshot's arrays (its buffers are the staging area, kept). */
+void dtr__ckpt_snapshot_free(dtr__ckpt_snapshot *s);
+
 /* ckpt_save.c: run the writer for ck->snap on this thread (sync save) or the background thread. */
 dtr_result dtr__ckpt_commit(dtr_ckpt *ck);
-void dtr__ckpt_snapshot_free(dtr__ckpt_snapshot *s);
-/* Remove .tmp_step_* directories left by crashed saves (rank 0 at create). */
-void dtr__ckpt_remove_stale(const char *dir);
-/* rm -rf of one directory (one level of files, as a checkpoint step has). */
-int dtr__ckpt_remove_dir(const char *path);
-/* fsync a directory by path. */
-int dtr__ckpt_fsync_dir(const char *path);
 
-/* Collectives over ck->comm (no-ops for a single rank) that give up after cfg.timeout_ms. */
+/* ckpt_agree.c: collectives over ck->comm that give up after cfg.timeout_ms (aborting ck->comm) and
+ * then name `what` in ck->err. No-ops for a single rank (ck->comm NULL). Collective over ck->comm. */
 dtr_result dtr__ckpt_allreduce_i32(dtr_ckpt *ck, int32_t *v, int n, dtr_redop op, const char *what);
-dtr_result dtr__ckpt_bcast(dtr_ckpt *ck, void *buf, size_t bytes, const char *what);
-
-/* ckpt_paths.c: committed steps under dir, newest first (owned by caller, free()). */
-dtr_result dtr__ckpt_list_steps(const char *dir, int64_t **steps, int *n);
-/* The step `latest` names, or -1 when missing or malformed. */
-int64_t dtr__ckpt_read_latest(const char *dir);
-/* Replace <dir>/latest atomically: latest.tmp, fsync, rename, fsync dir. */
-dtr_result dtr__ckpt_write_latest(const char *dir, int64_t step, char *err, size_t errcap);
+dtr_result dtr__ckpt_bcast(dtr_ckpt *ck, void *buf, size_t bytes, int root, const char *what);
+dtr_result dtr__ckpt_all_gather(dtr_ckpt *ck, const void *send, void *recv, size_t count, dtr_dtype dtype,
+                                const char *what);
 
 /* ckpt_device.c: tensors in CUDA device memory. Every entry point exists in a build without CUDA
  * (DTRAIN_HAVE_CUDA undefined), where registration refuses device tensors, so the copies are never
@@ -113,8 +106,5 @@ dtr_result dtr__ckpt_dev_upload(dtr_ckpt *ck, const dtr__ckpt_reg *r, const void
                                 size_t errcap);
 /* Destroy the stream (at dtr_ckpt_destroy, after the writer finished). */
 void dtr__ckpt_dev_release(dtr_ckpt *ck);
-
-/* Element count of a box; the product saturates at INT64_MAX (callers have validated it). */
-int64_t dtr__box_elems(int ndim, const int64_t *extent);
 
 #endif

@@ -10,109 +10,17 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "checkpoint/box.h"
 #include "checkpoint/ckpt_internal.h"
+#include "checkpoint/ckpt_paths.h"
 #include "common/check.h"
 #include "common/log.h"
 
 #define MAX_CANDIDATES 4096
 
-/* ------------------------------------------------------------------ boxes */
-
-typedef struct box {
-  int nd;
-  int64_t off[DTR_CKPT_MAX_DIMS], ext[DTR_CKPT_MAX_DIMS];
-} box;
-
 /* The piece's box in the registration's terms (a saved scalar has no dimensions; ours has [1]). */
-static box piece_box(const dtr__entry *e, const dtr__piece *p) {
-  box b;
-  memset(&b, 0, sizeof b);
-  if (e->ndim == 0) {
-    b.nd = 1;
-    b.ext[0] = 1;
-    return b;
-  }
-  b.nd = e->ndim;
-  memcpy(b.off, p->offset, sizeof b.off);
-  memcpy(b.ext, p->extent, sizeof b.ext);
-  return b;
-}
-
-static int boxes_meet(const box *a, const box *b) {
-  for (int d = 0; d < a->nd; d++)
-    if (a->off[d] >= b->off[d] + b->ext[d] || b->off[d] >= a->off[d] + a->ext[d] || !a->ext[d] || !b->ext[d])
-      return 0;
-  return 1;
-}
-
-/* Called for each run of consecutive elements that a range of a piece and the held box share:
- * element `pi` of the piece (row-major in its box) is element `hi` of the held box, `len` of them. */
-typedef int (*seg_fn)(void *ctx, int64_t pi, int64_t hi, int64_t len);
-
-/* Visit the parts of piece elements [b, b+n) that fall inside held box h. Stops when fn returns
- * non-zero and returns that value. */
-static int for_segments(const box *p, const box *h, int64_t b, int64_t n, seg_fn fn, void *ctx) {
-  int nd = p->nd;
-  int64_t inner = p->ext[nd - 1];
-  if (n <= 0 || inner <= 0) return 0;
-  int64_t r0 = b / inner, r1 = (b + n - 1) / inner;
-  int64_t hlo = h->off[nd - 1], hhi = hlo + h->ext[nd - 1];
-  for (int64_t row = r0; row <= r1; row++) {
-    /* The row's outer coordinates, last dimension first. */
-    int64_t rem = row, hrow = 0, stride = 1, inside = 1;
-    for (int d = nd - 2; d >= 0; d--) {
-      int64_t i = rem % p->ext[d];
-      rem /= p->ext[d];
-      int64_t g = p->off[d] + i;
-      if (g < h->off[d] || g >= h->off[d] + h->ext[d]) {
-        inside = 0;
-        break;
-      }
-      hrow += (g - h->off[d]) * stride;
-      stride *= h->ext[d];
-    }
-    if (!inside) continue;
-    int64_t start = row * inner;
-    int64_t lo = (b > start ? b : start) - start,
-            hi = ((b + n) < start + inner ? (b + n) : start + inner) - start;
-    int64_t a = p->off[nd - 1] + lo, z = p->off[nd - 1] + hi;
-    if (a < hlo) a = hlo;
-    if (z > hhi) z = hhi;
-    if (a >= z) continue;
-    int rc = fn(ctx, start + (a - p->off[nd - 1]), hrow * h->ext[nd - 1] + (a - hlo), z - a);
-    if (rc) return rc;
-  }
-  return 0;
-}
-
-static int seg_mark(void *ctx, int64_t pi, int64_t hi, int64_t len) {
-  (void)pi;
-  uint8_t *mask = ctx;
-  for (int64_t i = hi; i < hi + len; i++) mask[i >> 3] |= (uint8_t)(1u << (i & 7));
-  return 0;
-}
-
-static int seg_any_unset(void *ctx, int64_t pi, int64_t hi, int64_t len) {
-  (void)pi;
-  const uint8_t *mask = ctx;
-  for (int64_t i = hi; i < hi + len; i++)
-    if (!(mask[i >> 3] & (1u << (i & 7)))) return 1;
-  return 0;
-}
-
-typedef struct copy_ctx {
-  const char *src; /* the decoded chunk */
-  int64_t chunk_begin;
-  char *dst; /* the held box */
-  size_t es;
-  uint8_t *mask;
-} copy_ctx;
-
-static int seg_copy(void *ctx, int64_t pi, int64_t hi, int64_t len) {
-  copy_ctx *c = ctx;
-  memcpy(c->dst + (size_t)hi * c->es, c->src + (size_t)(pi - c->chunk_begin) * c->es, (size_t)len * c->es);
-  seg_mark(c->mask, pi, hi, len);
-  return 0;
+static dtr__box piece_box(const dtr__entry *e, const dtr__piece *p) {
+  return dtr__box_make(e->ndim, p->offset, p->extent);
 }
 
 /* ------------------------------------------------------------------ one step on one rank */
@@ -155,13 +63,6 @@ static dtr_result read_chunk(loader *L, const dtr__entry *e, const dtr__piece *p
   return dtr__shard_read_chunk(s, e->name, e->dtype, c, dst, L->err, L->errcap);
 }
 
-static void held_box(const dtr__ckpt_reg *r, box *h) {
-  memset(h, 0, sizeof *h);
-  h->nd = r->ndim;
-  memcpy(h->off, r->offset, sizeof h->off);
-  memcpy(h->ext, r->extent, sizeof h->ext);
-}
-
 /* Phase 1 for a tensor: the entry matches the registration and the saved boxes cover the held box. */
 static dtr_result check_tensor(loader *L, const dtr__ckpt_reg *r, const dtr__entry *e, const char *mpath) {
   if (e->is_blob)
@@ -185,15 +86,12 @@ static dtr_result check_tensor(loader *L, const dtr__ckpt_reg *r, const dtr__ent
   if (n == 0) return DTR_OK;
   uint8_t *mask = calloc((size_t)(n + 7) / 8, 1);
   if (!mask) return DTR_ERR_NOMEM;
-  box h;
-  held_box(r, &h);
+  dtr__box h = dtr__box_make(r->ndim, r->offset, r->extent);
   for (int j = 0; j < e->npieces; j++) {
-    box p = piece_box(e, &e->pieces[j]);
-    if (boxes_meet(&p, &h)) for_segments(&p, &h, 0, dtr__box_elems(p.nd, p.ext), seg_mark, mask);
+    dtr__box p = piece_box(e, &e->pieces[j]);
+    dtr__box_mark(mask, &h, &p, 0, dtr__box_elems(p.nd, p.ext));
   }
-  int64_t missing = -1;
-  for (int64_t i = 0; i < n && missing < 0; i++)
-    if (!(mask[i >> 3] & (1u << (i & 7)))) missing = i;
+  int64_t missing = dtr__mask_first_clear(mask, n);
   free(mask);
   if (missing < 0) return DTR_OK;
   char coord[256] = "";
@@ -261,17 +159,15 @@ static dtr_result fill_tensor(loader *L, const dtr__ckpt_reg *r, const dtr__entr
   }
   uint8_t *mask = calloc((size_t)(n + 7) / 8, 1);
   if (!mask) return DTR_ERR_NOMEM;
-  box h;
-  held_box(r, &h);
+  dtr__box h = dtr__box_make(r->ndim, r->offset, r->extent);
   dtr_result rc = DTR_OK;
   for (int j = 0; j < e->npieces && rc == DTR_OK; j++) {
     const dtr__piece *pc = &e->pieces[j];
-    box p = piece_box(e, pc);
-    if (!boxes_meet(&p, &h)) continue;
+    dtr__box p = piece_box(e, pc);
+    if (!dtr__box_meet(&p, &h, NULL)) continue;
     for (int k = 0; k < pc->nchunks && rc == DTR_OK; k++) {
       const dtr__chunk *c = &pc->chunks[k];
-      if (!for_segments(&p, &h, (int64_t)c->elem_begin, (int64_t)c->elem_count, seg_any_unset, mask))
-        continue;
+      if (!dtr__box_lacks(mask, &h, &p, (int64_t)c->elem_begin, (int64_t)c->elem_count)) continue;
       void *dst = grow(L, (size_t)c->elem_count * es);
       if (!dst) {
         rc = DTR_ERR_NOMEM;
@@ -279,8 +175,7 @@ static dtr_result fill_tensor(loader *L, const dtr__ckpt_reg *r, const dtr__entr
       }
       rc = read_chunk(L, e, pc, c, dst);
       if (rc != DTR_OK) break;
-      copy_ctx cc = {dst, (int64_t)c->elem_begin, target, es, mask};
-      for_segments(&p, &h, (int64_t)c->elem_begin, (int64_t)c->elem_count, seg_copy, &cc);
+      dtr__box_copy(target, &h, dst, &p, (int64_t)c->elem_begin, (int64_t)c->elem_count, es, mask);
     }
   }
   free(mask);
@@ -380,18 +275,18 @@ static dtr_result candidates(dtr_ckpt *ck, int64_t fixed, int64_t *out, int32_t 
           DTR_WARN("%s/latest names step %lld, but %s does not exist; looking at the step directories",
                    ck->dir, (long long)latest, p);
       }
-      int64_t *steps;
+      dtr__ckpt_step *steps;
       int ns;
-      if (dtr__ckpt_list_steps(ck->dir, &steps, &ns) == DTR_OK) {
+      if (dtr__ckpt_list_steps(ck->dir, 0, &steps, &ns, NULL, 0) == DTR_OK) {
         for (int i = 0; i < ns && *n < MAX_CANDIDATES; i++)
-          if (steps[i] != latest) out[(*n)++] = steps[i];
+          if (steps[i].step != latest) out[(*n)++] = steps[i].step;
         free(steps);
       }
     }
   }
-  DTR_CHECK(dtr__ckpt_bcast(ck, n, sizeof *n, "sharing the candidate steps"));
+  DTR_CHECK(dtr__ckpt_bcast(ck, n, sizeof *n, 0, "sharing the candidate steps"));
   if (*n < 0 || *n > MAX_CANDIDATES) return DTR_ERR_INTERNAL;
-  if (*n) DTR_CHECK(dtr__ckpt_bcast(ck, out, sizeof *out * (size_t)*n, "sharing the candidate steps"));
+  if (*n) DTR_CHECK(dtr__ckpt_bcast(ck, out, sizeof *out * (size_t)*n, 0, "sharing the candidate steps"));
   return DTR_OK;
 }
 

@@ -1,6 +1,10 @@
-/* Where a checkpoint's pieces live: step and shard paths, the committed steps of a directory, and the
- * `latest` pointer (read leniently, replaced atomically). Shared by the checkpointer and the tools. */
+/* Where a checkpoint's pieces live: step and shard paths, the step directories of a directory, the
+ * `latest` pointer (read leniently, replaced atomically), and the file-system steps of a commit (fsync of
+ * a directory, removal of a step directory and of what crashed saves left). Shared by the checkpointer
+ * and the tools; calls nothing else in checkpoint/. */
 #define _GNU_SOURCE
+#include "checkpoint/ckpt_paths.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -11,9 +15,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "checkpoint/ckpt_internal.h"
 #include "common/check.h"
 #include "common/log.h"
+#include "dtrain/ckpt.h"
 
 void dtr__ckpt_step_dir(char *out, size_t cap, const char *dir, int64_t step) {
   snprintf(out, cap, "%s/step_%08lld", dir, (long long)step);
@@ -27,65 +31,70 @@ void dtr__ckpt_shard_path(char *out, size_t cap, const char *step_dir, int rank)
   snprintf(out, cap, "%s/rank_%05d.dtck", step_dir, rank);
 }
 
-int64_t dtr__box_elems(int ndim, const int64_t *extent) {
-  int64_t n = 1;
-  for (int d = 0; d < ndim; d++) {
-    if (extent[d] <= 0) return 0;
-    if (n > INT64_MAX / extent[d]) return INT64_MAX;
-    n *= extent[d];
+int dtr__ckpt_parse_digits(const char *s, int64_t *v) {
+  if (!*s) return 0;
+  int64_t x = 0;
+  for (; *s; s++) {
+    if (*s < '0' || *s > '9' || x > (INT64_MAX - 9) / 10) return 0;
+    x = x * 10 + (*s - '0');
   }
-  return n;
-}
-
-/* "step_" followed by digits only, and a directory holding a manifest (a committed step). */
-static int parse_step_name(const char *name, int64_t *step) {
-  if (strncmp(name, "step_", 5) != 0 || !name[5]) return 0;
-  int64_t v = 0;
-  for (const char *p = name + 5; *p; p++) {
-    if (*p < '0' || *p > '9' || v > (INT64_MAX - 9) / 10) return 0;
-    v = v * 10 + (*p - '0');
-  }
-  *step = v;
+  *v = x;
   return 1;
 }
 
-static int cmp_desc(const void *a, const void *b) {
-  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-  return x < y ? 1 : x > y ? -1 : 0;
+/* `prefix` followed by digits only; *step their number. */
+static int parse_step_name(const char *name, const char *prefix, int64_t *step) {
+  size_t pl = strlen(prefix);
+  return strncmp(name, prefix, pl) == 0 && dtr__ckpt_parse_digits(name + pl, step);
 }
 
-dtr_result dtr__ckpt_list_steps(const char *dir, int64_t **steps, int *n) {
+static int cmp_newest_first(const void *a, const void *b) {
+  const dtr__ckpt_step *x = a, *y = b;
+  if (x->step != y->step) return x->step < y->step ? 1 : -1;
+  return y->tmp - x->tmp;
+}
+
+dtr_result dtr__ckpt_list_steps(const char *dir, int with_tmp, dtr__ckpt_step **steps, int *n, char *err,
+                                size_t errcap) {
   *steps = NULL;
   *n = 0;
   DIR *d = opendir(dir);
-  if (!d) return errno == ENOENT ? DTR_OK : DTR_ERR_SYSTEM;
-  int cap = 16, cnt = 0;
-  int64_t *v = malloc(sizeof *v * (size_t)cap);
-  if (!v) {
-    closedir(d);
-    return DTR_ERR_NOMEM;
-  }
+  if (!d)
+    return dtr__fail(err, errcap, errno == ENOENT ? DTR_ERR_NOT_FOUND : DTR_ERR_SYSTEM, "%s: cannot open: %s",
+                     dir, strerror(errno));
+  int cap = 0, cnt = 0;
+  dtr__ckpt_step *v = NULL;
   struct dirent *e;
+  dtr_result rc = DTR_OK;
   while ((e = readdir(d)) != NULL) {
-    int64_t s;
-    if (!parse_step_name(e->d_name, &s)) continue;
+    dtr__ckpt_step s = {0, 0};
+    if (parse_step_name(e->d_name, "step_", &s.step))
+      s.tmp = 0;
+    else if (with_tmp && parse_step_name(e->d_name, ".tmp_step_", &s.step))
+      s.tmp = 1;
+    else
+      continue;
     char p[4096];
     struct stat st;
     snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
     if (stat(p, &st) != 0 || !S_ISDIR(st.st_mode)) continue;
     if (cnt == cap) {
-      int64_t *nv = realloc(v, sizeof *v * (size_t)(cap *= 2));
+      cap = cap ? cap * 2 : 16;
+      dtr__ckpt_step *nv = realloc(v, sizeof *v * (size_t)cap);
       if (!nv) {
-        free(v);
-        closedir(d);
-        return DTR_ERR_NOMEM;
+        rc = dtr__fail(err, errcap, DTR_ERR_NOMEM, "%s: out of memory listing steps", dir);
+        break;
       }
       v = nv;
     }
     v[cnt++] = s;
   }
   closedir(d);
-  qsort(v, (size_t)cnt, sizeof *v, cmp_desc);
+  if (rc != DTR_OK) {
+    free(v);
+    return rc;
+  }
+  qsort(v, (size_t)cnt, sizeof *v, cmp_newest_first);
   *steps = v;
   *n = cnt;
   return DTR_OK;
@@ -144,10 +153,56 @@ dtr_result dtr_ckpt_latest_step(const char *dir, int64_t *step) {
       return DTR_OK;
     }
   }
-  int64_t *steps;
+  dtr__ckpt_step *steps;
   int n;
-  DTR_CHECK(dtr__ckpt_list_steps(dir, &steps, &n));
-  if (n > 0) *step = steps[0];
+  dtr_result rc = dtr__ckpt_list_steps(dir, 0, &steps, &n, NULL, 0);
+  if (rc == DTR_ERR_NOT_FOUND) return DTR_OK; /* no directory: no checkpoint */
+  DTR_CHECK(rc);
+  if (n > 0) *step = steps[0].step;
   free(steps);
   return DTR_OK;
+}
+
+/* ------------------------------------------------------------------ file-system steps of a commit */
+
+int dtr__ckpt_fsync_dir(const char *path) {
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  int rc = fsync(fd);
+  int e = errno;
+  close(fd);
+  errno = e;
+  return rc;
+}
+
+int dtr__ckpt_remove_dir(const char *path) {
+  DIR *d = opendir(path);
+  if (!d) return errno == ENOENT ? 0 : -1;
+  struct dirent *e;
+  int rc = 0;
+  while ((e = readdir(d)) != NULL) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", path, e->d_name);
+    if (unlink(p) != 0 && errno != ENOENT) rc = -1;
+  }
+  closedir(d);
+  if (rmdir(path) != 0 && errno != ENOENT) rc = -1;
+  return rc;
+}
+
+void dtr__ckpt_remove_stale(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (strncmp(e->d_name, ".tmp_step_", 10) != 0 && strncmp(e->d_name, ".old_step_", 10) != 0) continue;
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+    if (dtr__ckpt_remove_dir(p) != 0)
+      DTR_WARN("cannot remove %s left by an interrupted save: %s", p, strerror(errno));
+    else
+      DTR_INFO("removed %s left by an interrupted save", p);
+  }
+  closedir(d);
 }

@@ -2,9 +2,7 @@
  * background thread the shard write, agreement between ranks, rank 0's manifest, the rename that
  * commits, `latest`, and rotation. A failure anywhere before the rename leaves committed steps alone. */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,64 +11,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "checkpoint/box.h"
 #include "checkpoint/ckpt_internal.h"
+#include "checkpoint/ckpt_paths.h"
 #include "common/check.h"
 #include "common/log.h"
 #include "common/sock.h"
 #include "common/strbuf.h"
 
-/* ------------------------------------------------------------------ file-system helpers */
-
-int dtr__ckpt_fsync_dir(const char *path) {
-  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  int rc = fsync(fd);
-  int e = errno;
-  close(fd);
-  errno = e;
-  return rc;
-}
-
-int dtr__ckpt_remove_dir(const char *path) {
-  DIR *d = opendir(path);
-  if (!d) return errno == ENOENT ? 0 : -1;
-  struct dirent *e;
-  int rc = 0;
-  while ((e = readdir(d)) != NULL) {
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-    char p[4096];
-    snprintf(p, sizeof p, "%s/%s", path, e->d_name);
-    if (unlink(p) != 0 && errno != ENOENT) rc = -1;
-  }
-  closedir(d);
-  if (rmdir(path) != 0 && errno != ENOENT) rc = -1;
-  return rc;
-}
-
-void dtr__ckpt_remove_stale(const char *dir) {
-  DIR *d = opendir(dir);
-  if (!d) return;
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL) {
-    if (strncmp(e->d_name, ".tmp_step_", 10) != 0 && strncmp(e->d_name, ".old_step_", 10) != 0) continue;
-    char p[4096];
-    snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-    if (dtr__ckpt_remove_dir(p) != 0)
-      DTR_WARN("cannot remove %s left by an interrupted save: %s", p, strerror(errno));
-    else
-      DTR_INFO("removed %s left by an interrupted save", p);
-  }
-  closedir(d);
-}
-
 /* ------------------------------------------------------------------ snapshot */
-
-void dtr__ckpt_snapshot_free(dtr__ckpt_snapshot *s) {
-  free(s->buffers); /* the buffers themselves are the checkpointer's staging area */
-  free(s->sources);
-  free(s->reg_index);
-  memset(s, 0, sizeof *s);
-}
 
 /* Registration i's staging buffer of at least `bytes`. Kept from one save to the next, so a snapshot
  * after the first is a memcpy into memory already faulted in (it is what the caller waits for). A
@@ -95,27 +44,12 @@ static void *stage_buffer(dtr_ckpt *ck, int i, size_t bytes) {
   return ck->stage[i];
 }
 
-/* Copy the sub-box (rel, ext) of a row-major array of extents `held` into contiguous dst. */
+/* Copy r's save box out of its held box into contiguous dst (row-major in the save box). */
 static void copy_box_out(const dtr__ckpt_reg *r, void *dst) {
-  size_t es = dtr_dtype_size(r->dtype);
-  int nd = r->ndim;
-  int64_t idx[DTR_CKPT_MAX_DIMS] = {0};
-  int64_t inner = r->save_extent[nd - 1];
-  int64_t rows = dtr__box_elems(nd - 1, r->save_extent);
-  char *out = dst;
-  for (int64_t row = 0; row < rows; row++) {
-    int64_t lin = 0; /* linear index of the row's first element in the held box */
-    for (int d = 0; d < nd; d++) {
-      int64_t c = (d < nd - 1 ? idx[d] : 0) + r->save_offset[d] - r->offset[d];
-      lin = lin * r->extent[d] + c;
-    }
-    memcpy(out, (const char *)r->data + (size_t)lin * es, (size_t)inner * es);
-    out += (size_t)inner * es;
-    for (int d = nd - 2; d >= 0; d--) {
-      if (++idx[d] < r->save_extent[d]) break;
-      idx[d] = 0;
-    }
-  }
+  dtr__box held = dtr__box_make(r->ndim, r->offset, r->extent);
+  dtr__box saved = dtr__box_make(r->ndim, r->save_offset, r->save_extent);
+  dtr__box_copy(dst, &saved, r->data, &held, 0, dtr__box_elems(r->ndim, r->extent), dtr_dtype_size(r->dtype),
+                NULL);
 }
 
 static dtr_result snapshot(dtr_ckpt *ck, int64_t step) {
@@ -169,54 +103,6 @@ nomem:
   dtr__ckpt_snapshot_free(s);
   return dtr__fail(ck->err, sizeof ck->err, DTR_ERR_NOMEM, "step %lld: out of memory for the snapshot",
                    (long long)step);
-}
-
-/* ------------------------------------------------------------------ collectives with a deadline */
-
-/* Wait for req, aborting the checkpointer's communicator when cfg.timeout_ms passes first. */
-static dtr_result coll_wait(dtr_ckpt *ck, dtr_result issued, dtr_request *req, const char *what) {
-  dtr_result rc = issued;
-  if (rc == DTR_OK) {
-    if (ck->timeout_ms <= 0) {
-      rc = dtr_request_wait(req);
-    } else {
-      double deadline = dtr__now_s() + ck->timeout_ms / 1000.0;
-      int done = 0;
-      while ((rc = dtr_request_test(req, &done)) == DTR_OK && !done) {
-        if (dtr__now_s() > deadline) {
-          dtr_comm_abort(ck->comm);
-          rc = dtr_request_wait(req);
-          if (rc == DTR_OK || rc == DTR_ERR_ABORTED) rc = DTR_ERR_TIMEOUT;
-          break;
-        }
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-      }
-    }
-  }
-  dtr_request_free(req);
-  if (rc != DTR_OK)
-    return dtr__fail(ck->err, sizeof ck->err, rc, "checkpoint %s: %s between ranks failed: %s", ck->dir, what,
-                     dtr_comm_last_error(ck->comm));
-  return DTR_OK;
-}
-
-dtr_result dtr__ckpt_allreduce_i32(dtr_ckpt *ck, int32_t *v, int n, dtr_redop op, const char *what) {
-  if (!ck->comm) return DTR_OK;
-  dtr_request *req = NULL;
-  dtr_result rc = dtr_all_reduce(ck->comm, v, v, (size_t)n, DTR_I32, op, &req);
-  return coll_wait(ck, rc, req, what);
-}
-
-static dtr_result bcast(dtr_ckpt *ck, void *buf, size_t bytes, const char *what) {
-  if (!ck->comm) return DTR_OK;
-  dtr_request *req = NULL;
-  dtr_result rc = dtr_broadcast(ck->comm, buf, bytes, DTR_U8, 0, &req);
-  return coll_wait(ck, rc, req, what);
-}
-
-dtr_result dtr__ckpt_bcast(dtr_ckpt *ck, void *buf, size_t bytes, const char *what) {
-  return bcast(ck, buf, bytes, what);
 }
 
 /* ------------------------------------------------------------------ the chunk lists, serialized */
@@ -371,13 +257,13 @@ static void iso_now(char *out, size_t cap) {
 
 static void rotate(dtr_ckpt *ck, int64_t committed) {
   if (ck->keep < 0) return;
-  int64_t *steps;
+  dtr__ckpt_step *steps;
   int n;
-  if (dtr__ckpt_list_steps(ck->dir, &steps, &n) != DTR_OK) return;
+  if (dtr__ckpt_list_steps(ck->dir, 0, &steps, &n, NULL, 0) != DTR_OK) return;
   for (int i = ck->keep; i < n; i++) {
-    if (steps[i] == committed) continue; /* never the step just committed, whatever its number */
+    if (steps[i].step == committed) continue; /* never the step just committed, whatever its number */
     char p[4096];
-    dtr__ckpt_step_dir(p, sizeof p, ck->dir, steps[i]);
+    dtr__ckpt_step_dir(p, sizeof p, ck->dir, steps[i].step);
     if (dtr__ckpt_remove_dir(p) != 0)
       DTR_WARN("rotation: cannot remove %s: %s", p, strerror(errno));
     else
@@ -484,12 +370,8 @@ dtr_result dtr__ckpt_commit(dtr_ckpt *ck) {
     memset(&why, 0, sizeof why);
     why.rc = (int32_t)(local != DTR_OK ? local : DTR_ERR_SYSTEM);
     snprintf(why.msg, sizeof why.msg, "%.1000s", lerr);
-    if (ck->comm) {
-      dtr_request *req = NULL;
-      rc = dtr_broadcast(ck->comm, &why, sizeof why, DTR_U8, first_bad, &req);
-      if (coll_wait(ck, rc, req, "sharing a shard error") != DTR_OK)
-        snprintf(why.msg, sizeof why.msg, "(unknown)");
-    }
+    if (dtr__ckpt_bcast(ck, &why, sizeof why, first_bad, "sharing a shard error") != DTR_OK)
+      snprintf(why.msg, sizeof why.msg, "(unknown)");
     rc = why.rc ? (dtr_result)why.rc : DTR_ERR_SYSTEM;
     if (first_bad == ck->rank)
       dtr__fail(ck->err, sizeof ck->err, rc, "step %lld not committed: %s", (long long)step, lerr);
@@ -513,10 +395,8 @@ dtr_result dtr__ckpt_commit(dtr_ckpt *ck) {
   lens[ck->rank] = (int64_t)wb.len;
   int64_t maxlen = (int64_t)wb.len;
   if (ck->comm) {
-    dtr_request *req = NULL;
     int64_t mine = (int64_t)wb.len;
-    rc = dtr_all_gather(ck->comm, &mine, lens, 1, DTR_I64, &req); /* issue first: req is an argument below */
-    DTR_CHECK_GOTO(coll_wait(ck, rc, req, "gathering lengths"), rc, fail);
+    DTR_CHECK_GOTO(dtr__ckpt_all_gather(ck, &mine, lens, 1, DTR_I64, "gathering lengths"), rc, fail);
     for (int r = 0; r < ck->world; r++)
       if (lens[r] > maxlen) maxlen = lens[r];
     all = calloc((size_t)ck->world, (size_t)maxlen);
@@ -527,9 +407,7 @@ dtr_result dtr__ckpt_commit(dtr_ckpt *ck) {
       goto fail;
     }
     memcpy(mine_pad, wb.p, wb.len);
-    req = NULL;
-    rc = dtr_all_gather(ck->comm, mine_pad, all, (size_t)maxlen, DTR_U8, &req);
-    rc = coll_wait(ck, rc, req, "gathering chunk lists");
+    rc = dtr__ckpt_all_gather(ck, mine_pad, all, (size_t)maxlen, DTR_U8, "gathering chunk lists");
     free(mine_pad);
     if (rc != DTR_OK) goto fail;
   } else {
@@ -567,7 +445,7 @@ dtr_result dtr__ckpt_commit(dtr_ckpt *ck) {
     m.job_id = NULL;
     m.created = NULL;
   }
-  DTR_CHECK_GOTO(bcast(ck, &res, sizeof res, "sharing the commit result"), rc, fail);
+  DTR_CHECK_GOTO(dtr__ckpt_bcast(ck, &res, sizeof res, 0, "sharing the commit result"), rc, fail);
   rc = (dtr_result)res.rc;
   if (rc != DTR_OK) {
     if (ck->rank != 0)

@@ -5,7 +5,6 @@
 #include "checkpoint/ckpt_tools.h"
 
 #include <dirent.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -13,7 +12,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "checkpoint/box.h"
 #include "checkpoint/ckpt_format.h"
+#include "checkpoint/ckpt_paths.h"
 #include "checkpoint/safetensors.h"
 #include "common/check.h"
 #include "common/log.h"
@@ -64,18 +65,6 @@ static const char *codec_name(uint32_t c) {
   return "unknown";
 }
 
-/* Elements of a box; a scalar (ndim 0) has one. -1 on overflow or a negative extent. */
-static int64_t box_elems(int ndim, const int64_t *ext) {
-  int64_t n = 1;
-  for (int d = 0; d < ndim; d++) {
-    if (ext[d] < 0) return -1;
-    if (ext[d] == 0) return 0;
-    if (n > INT64_MAX / ext[d]) return -1;
-    n *= ext[d];
-  }
-  return n;
-}
-
 static size_t esize_of(const dtr__entry *e) {
   return e->is_blob ? 1 : dtr_dtype_size(e->dtype);
 }
@@ -117,74 +106,6 @@ static dtr_result read_manifest(const char *dir, int64_t step, char *sd, size_t 
   return DTR_OK;
 }
 
-typedef struct step_name {
-  int64_t step;
-  int tmp; /* .tmp_step_*: a save that never committed (or is still running) */
-} step_name;
-
-static int parse_digits(const char *s, int64_t *v) {
-  if (!*s) return 0;
-  int64_t x = 0;
-  for (; *s; s++) {
-    if (*s < '0' || *s > '9' || x > (INT64_MAX - 9) / 10) return 0;
-    x = x * 10 + (*s - '0');
-  }
-  *v = x;
-  return 1;
-}
-
-static int cmp_step(const void *a, const void *b) {
-  const step_name *x = a, *y = b;
-  if (x->step != y->step) return x->step < y->step ? -1 : 1;
-  return x->tmp - y->tmp;
-}
-
-/* Every step_* and .tmp_step_* directory under dir, ascending. *names owned by the caller. */
-static dtr_result list_step_dirs(const char *dir, int with_tmp, step_name **names, int *n, char *err,
-                                 size_t errcap) {
-  *names = NULL;
-  *n = 0;
-  DIR *d = opendir(dir);
-  if (!d)
-    return dtr__fail(err, errcap, errno == ENOENT ? DTR_ERR_NOT_FOUND : DTR_ERR_SYSTEM, "%s: cannot open: %s",
-                     dir, strerror(errno));
-  int cap = 0, cnt = 0;
-  step_name *v = NULL;
-  struct dirent *e;
-  dtr_result rc = DTR_OK;
-  while ((e = readdir(d)) != NULL) {
-    step_name s = {0};
-    if (strncmp(e->d_name, "step_", 5) == 0 && parse_digits(e->d_name + 5, &s.step))
-      s.tmp = 0;
-    else if (with_tmp && strncmp(e->d_name, ".tmp_step_", 10) == 0 && parse_digits(e->d_name + 10, &s.step))
-      s.tmp = 1;
-    else
-      continue;
-    char p[PATH_CAP];
-    snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-    if (!is_dir(p)) continue;
-    if (cnt == cap) {
-      cap = cap ? cap * 2 : 16;
-      step_name *nv = realloc(v, sizeof *v * (size_t)cap);
-      if (!nv) {
-        rc = dtr__fail(err, errcap, DTR_ERR_NOMEM, "%s: out of memory listing steps", dir);
-        break;
-      }
-      v = nv;
-    }
-    v[cnt++] = s;
-  }
-  closedir(d);
-  if (rc != DTR_OK) {
-    free(v);
-    return rc;
-  }
-  qsort(v, (size_t)cnt, sizeof *v, cmp_step);
-  *names = v;
-  *n = cnt;
-  return DTR_OK;
-}
-
 /* Bytes of the regular files directly inside a directory. */
 static uint64_t dir_bytes(const char *path) {
   DIR *d = opendir(path);
@@ -210,9 +131,9 @@ static const char *after_path(const char *msg, const char *path) {
 /* ---------------------------------------------------------------- ls */
 
 dtr_result dtr__ckpt_tool_ls(const char *dir, FILE *out, char *err, size_t errcap) {
-  step_name *steps = NULL;
+  dtr__ckpt_step *steps = NULL;
   int n = 0;
-  DTR_CHECK(list_step_dirs(dir, 1, &steps, &n, err, errcap));
+  DTR_CHECK(dtr__ckpt_list_steps(dir, 1, &steps, &n, err, errcap));
   int64_t latest = -1;
   dtr_ckpt_latest_step(dir, &latest);
   fprintf(out, "%s: %d step director%s, latest committed: ", dir, n, n == 1 ? "y" : "ies");
@@ -223,7 +144,7 @@ dtr_result dtr__ckpt_tool_ls(const char *dir, FILE *out, char *err, size_t errca
   if (n > 0)
     fprintf(out, "%-10s %-10s %5s %7s %5s %10s %10s %7s %10s  %-20s %s\n", "STEP", "STATE", "RANKS",
             "TENSORS", "BLOBS", "RAW", "STORED", "RATIO", "ON DISK", "CREATED", "JOB");
-  for (int i = 0; i < n; i++) {
+  for (int i = n - 1; i >= 0; i--) { /* oldest first */
     char sd[PATH_CAP], h1[32], h2[32], h3[32];
     if (steps[i].tmp) {
       dtr__ckpt_tmp_dir(sd, sizeof sd, dir, steps[i].step);
@@ -425,14 +346,14 @@ dtr_result dtr__ckpt_tool_verify(const char *dir, int64_t step, FILE *out, char 
     DTR_CHECK(resolve_step(dir, step, &s, err, errcap));
     verify_step(&v, dir, s);
   } else {
-    step_name *steps = NULL;
+    dtr__ckpt_step *steps = NULL;
     int n = 0;
-    DTR_CHECK(list_step_dirs(dir, 0, &steps, &n, err, errcap));
+    DTR_CHECK(dtr__ckpt_list_steps(dir, 0, &steps, &n, err, errcap));
     if (n == 0) {
       free(steps);
       return dtr__fail(err, errcap, DTR_ERR_NOT_FOUND, "%s: no committed checkpoint", dir);
     }
-    for (int i = 0; i < n; i++) verify_step(&v, dir, steps[i].step);
+    for (int i = n - 1; i >= 0; i--) verify_step(&v, dir, steps[i].step); /* oldest first */
     free(steps);
   }
   return v.problems ? DTR_ERR_PROTOCOL : DTR_OK;
@@ -442,7 +363,7 @@ dtr_result dtr__ckpt_tool_verify(const char *dir, int64_t step, FILE *out, char 
 
 static void describe_split(const dtr__entry *e, char *buf, size_t cap) {
   if (e->npieces == 0) {
-    snprintf(buf, cap, box_elems(e->ndim, e->shape) == 0 ? "empty" : "not saved: INCOMPLETE");
+    snprintf(buf, cap, dtr__box_elems(e->ndim, e->shape) == 0 ? "empty" : "not saved: INCOMPLETE");
     return;
   }
   int split[DTR_CKPT_MAX_DIMS] = {0}, nsplit = 0;
@@ -466,8 +387,8 @@ static void describe_split(const dtr__entry *e, char *buf, size_t cap) {
     if (n < cap) n += (size_t)snprintf(buf + n, cap - n, " into %d pieces", e->npieces);
   }
   if (nsplit == 0) return; /* copies of the whole: nothing more to say */
-  int64_t total = box_elems(e->ndim, e->shape), held = 0;
-  for (int p = 0; p < e->npieces; p++) held += box_elems(e->ndim, e->pieces[p].extent);
+  int64_t total = dtr__box_elems(e->ndim, e->shape), held = 0;
+  for (int p = 0; p < e->npieces; p++) held += dtr__box_elems(e->ndim, e->pieces[p].extent);
   if (n < cap && held != total)
     snprintf(buf + n, cap - n, " (the pieces hold %lld of %lld elements%s)", (long long)held,
              (long long)total, held < total ? ": INCOMPLETE" : ": overlapping");
@@ -501,7 +422,7 @@ dtr_result dtr__ckpt_tool_inspect(const char *dir, int64_t step, int chunks, FIL
       describe_split(e, b2, sizeof b2);
       fprintf(out, "tensor %s: %s %s, %llu bytes, %llu stored; %s\n", e->name, dtr_dtype_name(e->dtype),
               dims_str(e->ndim, e->shape, b1, sizeof b1),
-              (unsigned long long)box_elems(e->ndim, e->shape) * dtr_dtype_size(e->dtype),
+              (unsigned long long)dtr__box_elems(e->ndim, e->shape) * dtr_dtype_size(e->dtype),
               (unsigned long long)stored, b2);
     }
     for (int p = 0; p < e->npieces; p++) {
@@ -552,7 +473,7 @@ static void reader_close(reader *rd) {
 static dtr_result read_piece(reader *rd, const dtr__entry *e, const dtr__piece *pc, void *dst, char *err,
                              size_t errcap) {
   size_t es = esize_of(e);
-  int64_t elems = e->is_blob ? (int64_t)pc->raw_bytes : box_elems(e->ndim, pc->extent);
+  int64_t elems = e->is_blob ? (int64_t)pc->raw_bytes : dtr__box_elems(e->ndim, pc->extent);
   if (es == 0 || elems < 0 || (uint64_t)elems * es != pc->raw_bytes || pc->rank < 0 ||
       pc->rank >= rd->m->world)
     return dtr__fail(err, errcap, DTR_ERR_PROTOCOL,
@@ -582,37 +503,12 @@ static dtr_result read_piece(reader *rd, const dtr__entry *e, const dtr__piece *
   return DTR_OK;
 }
 
-/* Copy a piece's box (row-major in src) into the whole tensor, marking the elements it covers. */
-static void box_copy(char *full, int ndim, const int64_t *shape, const int64_t *off, const int64_t *ext,
-                     const char *src, size_t es, uint8_t *covered) {
-  if (ndim == 0) {
-    memcpy(full, src, es);
-    covered[0] |= 1;
-    return;
-  }
-  if (box_elems(ndim, ext) <= 0) return;
-  int64_t stride[DTR_CKPT_MAX_DIMS], idx[DTR_CKPT_MAX_DIMS] = {0};
-  stride[ndim - 1] = 1;
-  for (int d = ndim - 2; d >= 0; d--) stride[d] = stride[d + 1] * shape[d + 1];
-  int64_t row = ext[ndim - 1];
-  for (;;) {
-    int64_t g = off[ndim - 1];
-    for (int d = 0; d < ndim - 1; d++) g += (off[d] + idx[d]) * stride[d];
-    memcpy(full + (size_t)g * es, src, (size_t)row * es);
-    for (int64_t i = g; i < g + row; i++) covered[i >> 3] |= (uint8_t)(1u << (i & 7));
-    src += (size_t)row * es;
-    int d = ndim - 2;
-    while (d >= 0 && ++idx[d] == ext[d]) idx[d--] = 0;
-    if (d < 0) break;
-  }
-}
-
 /* The whole tensor e into a fresh buffer (*out, *bytes). */
 static dtr_result assemble(reader *rd, const dtr__entry *e, void **out, uint64_t *bytes, char *err,
                            size_t errcap) {
   *out = NULL;
   size_t es = dtr_dtype_size(e->dtype);
-  int64_t total = box_elems(e->ndim, e->shape);
+  int64_t total = dtr__box_elems(e->ndim, e->shape);
   uint64_t nbytes;
   if (total < 0 || dtr__sft_tensor_bytes(e->dtype, e->ndim, e->shape, &nbytes) != 0)
     return dtr__fail(err, errcap, DTR_ERR_PROTOCOL, "%s: tensor '%s' has an impossible shape", rd->sd,
@@ -621,6 +517,7 @@ static dtr_result assemble(reader *rd, const dtr__entry *e, void **out, uint64_t
   uint8_t *covered = calloc((size_t)total / 8 + 1, 1);
   char *piece = NULL;
   dtr_result rc = DTR_OK;
+  dtr__box whole = dtr__box_make(e->ndim, NULL, e->shape);
   if (!full || !covered) {
     rc = dtr__fail(err, errcap, DTR_ERR_NOMEM, "out of memory for tensor '%s' (%llu bytes)", e->name,
                    (unsigned long long)nbytes);
@@ -643,16 +540,17 @@ static dtr_result assemble(reader *rd, const dtr__entry *e, void **out, uint64_t
     }
     piece = np;
     DTR_CHECK_GOTO(read_piece(rd, e, pc, piece, err, errcap), rc, done);
-    box_copy(full, e->ndim, e->shape, pc->offset, pc->extent, piece, es, covered);
+    dtr__box sbox = dtr__box_make(e->ndim, pc->offset, pc->extent);
+    dtr__box_copy(full, &whole, piece, &sbox, 0, dtr__box_elems(sbox.nd, sbox.ext), es, covered);
   }
-  for (int64_t i = 0; i < total; i++)
-    if (!(covered[i >> 3] & (1u << (i & 7)))) {
-      rc = dtr__fail(
-          err, errcap, DTR_ERR_PROTOCOL,
-          "%s: tensor '%s': element %lld is in no saved piece (the checkpoint does not hold it whole)",
-          rd->sd, e->name, (long long)i);
-      goto done;
-    }
+  int64_t missing = dtr__mask_first_clear(covered, total);
+  if (missing >= 0) {
+    rc = dtr__fail(
+        err, errcap, DTR_ERR_PROTOCOL,
+        "%s: tensor '%s': element %lld is in no saved piece (the checkpoint does not hold it whole)", rd->sd,
+        e->name, (long long)missing);
+    goto done;
+  }
   *out = full;
   *bytes = nbytes;
   full = NULL;
@@ -801,7 +699,7 @@ dtr_result dtr__ckpt_tool_import(const char *path, const char *dir, int64_t step
       int rank = 0;
       if (slash && strncmp(slash, "/rank_", 6) == 0) {
         int64_t r;
-        if (!parse_digits(slash + 6, &r)) {
+        if (!dtr__ckpt_parse_digits(slash + 6, &r)) {
           rc =
               dtr__fail(err, errcap, DTR_ERR_INVALID, "%s: blob tensor '%s': bad rank suffix", path, t->name);
           goto done;
