@@ -142,7 +142,8 @@ dtr_ckpt_tensor dtr_ckpt_tensor_save_part(dtr_ckpt_tensor t, int part, int parts
   return t;
 }
 
-static dtr_result check_name(dtr_ckpt *ck, const char *name) {
+/* pieces_ok: a tensor may be registered again under its name as another piece (add_tensor checks it). */
+static dtr_result check_name(dtr_ckpt *ck, const char *name, int pieces_ok) {
   if (!name || !name[0]) return dtr__fail(ck->err, sizeof ck->err, DTR_ERR_INVALID, "name: empty");
   if (strlen(name) >= DTR_CKPT_MAX_NAME)
     return dtr__fail(ck->err, sizeof ck->err, DTR_ERR_INVALID, "name '%.40s...': longer than %d bytes", name,
@@ -151,7 +152,7 @@ static dtr_result check_name(dtr_ckpt *ck, const char *name) {
     if (*p < 0x20 || *p == 0x7f)
       return dtr__fail(ck->err, sizeof ck->err, DTR_ERR_INVALID, "name '%s': contains a control character",
                        name);
-  for (int i = 0; i < ck->nregs; i++)
+  for (int i = 0; i < ck->nregs && !pieces_ok; i++)
     if (strcmp(ck->regs[i].name, name) == 0)
       return dtr__fail(ck->err, sizeof ck->err, DTR_ERR_INVALID, "name '%s': already registered", name);
   pthread_mutex_lock(&ck->mu);
@@ -177,9 +178,35 @@ static dtr_result push_reg(dtr_ckpt *ck, dtr__ckpt_reg *r, const char *name) {
   return DTR_OK;
 }
 
+/* A tensor registered again under its name is another piece of the same tensor (a rank holding
+ * several boxes of it): same dtype and shape, a held box that meets none of the earlier pieces'. */
+static dtr_result check_piece(dtr_ckpt *ck, const dtr__ckpt_reg *r, const char *nm) {
+  dtr__box mine = dtr__box_make(r->ndim, r->offset, r->extent);
+  for (int i = 0; i < ck->nregs; i++) {
+    const dtr__ckpt_reg *o = &ck->regs[i];
+    if (strcmp(o->name, nm) != 0) continue;
+    if (o->is_blob)
+      return dtr__fail(ck->err, sizeof ck->err, DTR_ERR_INVALID, "name '%s': already registered as a blob",
+                       nm);
+    if (o->dtype != r->dtype || o->scalar != r->scalar || o->ndim != r->ndim ||
+        memcmp(o->shape, r->shape, sizeof(int64_t) * (size_t)r->ndim) != 0)
+      return dtr__fail(
+          ck->err, sizeof ck->err, DTR_ERR_INVALID,
+          "tensor '%s': registered again with another dtype or shape (a second piece of a tensor "
+          "must match the first)",
+          nm);
+    dtr__box theirs = dtr__box_make(o->ndim, o->offset, o->extent);
+    if (r->scalar || dtr__box_meet(&mine, &theirs, NULL))
+      return dtr__fail(ck->err, sizeof ck->err, DTR_ERR_INVALID,
+                       "tensor '%s': already registered, and this piece's held box overlaps an earlier one",
+                       nm);
+  }
+  return DTR_OK;
+}
+
 dtr_result dtr_ckpt_add_tensor(dtr_ckpt *ck, const dtr_ckpt_tensor *t) {
   if (!ck || !t) return DTR_ERR_INVALID;
-  DTR_CHECK(check_name(ck, t->name));
+  DTR_CHECK(check_name(ck, t->name, 1));
   const char *nm = t->name;
   if (dtr_dtype_size(t->dtype) == 0)
     return dtr__fail(ck->err, sizeof ck->err, DTR_ERR_INVALID, "tensor '%s': dtype %d is unknown", nm,
@@ -233,6 +260,7 @@ dtr_result dtr_ckpt_add_tensor(dtr_ckpt *ck, const dtr_ckpt_tensor *t) {
   }
   if (!t->data && dtr__box_elems(r.ndim, r.extent) > 0)
     return dtr__fail(ck->err, sizeof ck->err, DTR_ERR_INVALID, "tensor '%s': data is NULL", nm);
+  DTR_CHECK(check_piece(ck, &r, nm));
   DTR_CHECK(dtr__ckpt_dev_register(ck, t)); /* DTR_CKPT_CUDA: a build and a device that can copy it */
   r.device = t->device;
   DTR_CHECK(push_reg(ck, &r, nm));
@@ -241,7 +269,7 @@ dtr_result dtr_ckpt_add_tensor(dtr_ckpt *ck, const dtr_ckpt_tensor *t) {
 
 dtr_result dtr_ckpt_add_blob(dtr_ckpt *ck, const char *name, void *data, size_t size) {
   if (!ck) return DTR_ERR_INVALID;
-  DTR_CHECK(check_name(ck, name));
+  DTR_CHECK(check_name(ck, name, 0));
   if (!data && size)
     return dtr__fail(ck->err, sizeof ck->err, DTR_ERR_INVALID, "blob '%s': data is NULL", name);
   if (size > ((size_t)1 << 40))

@@ -290,9 +290,12 @@ static void verify_shard(vstate *v, const dtr__manifest *m, const char *sd, int 
                        &pc->chunks[k], &b);
         continue;
       }
+      /* a rank may save several pieces of one tensor: its k-th piece is its index's k-th entry of the name */
+      int nth = 0;
+      for (int q = 0; q < p; q++) nth += en->pieces[q].rank == r;
       const dtr__shard_index_entry *x = NULL;
       for (int i = 0; i < nix && !x; i++)
-        if (strcmp(ix[i].name, en->name) == 0) x = &ix[i];
+        if (strcmp(ix[i].name, en->name) == 0 && nth-- == 0) x = &ix[i];
       if (!x) {
         problem(v, "%s: the manifest places '%s' in this shard but its index has no such entry", path,
                 en->name);

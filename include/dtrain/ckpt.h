@@ -97,7 +97,7 @@ typedef enum dtr_ckpt_device {
  * stored row-major and contiguous at data. Save box: save_offset/save_extent, inside the held box;
  * all save_extent zero means this rank saves nothing of this tensor. */
 typedef struct dtr_ckpt_tensor {
-  const char *name; /* unique per checkpointer; copied */
+  const char *name; /* unique per checkpointer, but for pieces of one tensor (dtr_ckpt_add_tensor); copied */
   dtr_dtype dtype;
   int ndim; /* 0 (a scalar) .. DTR_CKPT_MAX_DIMS */
   int64_t shape[DTR_CKPT_MAX_DIMS];
@@ -116,8 +116,11 @@ dtr_ckpt_tensor dtr_ckpt_tensor_full(const char *name, dtr_dtype dtype, int ndim
  * (the data-parallel replica's share). Returns t changed. */
 dtr_ckpt_tensor dtr_ckpt_tensor_save_part(dtr_ckpt_tensor t, int part, int parts);
 
-/* Register a tensor / a blob. Blobs are per rank: a load gives rank r the blob saved by rank r, or by
- * rank 0 when the saved job had fewer ranks; a blob whose saved size differs fails the load naming it.
+/* Register a tensor / a blob. A tensor may be registered several times under one name, as pieces of it
+ * this rank holds apart (a tensor-parallel shard of a fused weight, an optimizer shard cut across rows):
+ * each with the same dtype and shape and a held box that meets no earlier piece's; each piece saves its
+ * own save box and loads its own held box. Blobs are per rank: a load gives rank r the blob saved by rank r,
+ * or by rank 0 when the saved job had fewer ranks; a blob whose saved size differs fails the load naming it.
  * DTR_ERR_INVALID names the field for a bad box, a duplicate name or a save in flight, an unknown
  * `device`, or a DTR_CKPT_CUDA tensor whose data is not device memory of the current device (or of
  * another device than earlier device tensors: one device per checkpointer). DTR_ERR_UNSUPPORTED: a

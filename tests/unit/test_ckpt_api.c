@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "checkpoint/ckpt_format.h"
+#include "checkpoint/ckpt_tools.h"
 #include "dtrain/ckpt.h"
 #include "tests/unit/test_util.h"
 
@@ -356,6 +357,72 @@ static void test_reshard(void) {
   dtr_ckpt_destroy(c);
 }
 
+/* A tensor held as pieces (several registrations of one name): rows 0-1 and 4-5 in one buffer, rows 2-3
+ * in another, saved as three pieces, verified by the tools, loaded into one whole registration and into
+ * pieces cut the other way (columns); overlapping or mismatched pieces are refused. */
+static void test_pieces(void) {
+  enum { R = 6, C = 4 };
+  int64_t shape[2] = {R, C};
+  float a[4 * C], b[2 * C];
+  for (int j = 0; j < C; j++) {
+    for (int i = 0; i < 2; i++) a[i * C + j] = val2(i, j), a[(2 + i) * C + j] = val2(4 + i, j);
+    for (int i = 0; i < 2; i++) b[i * C + j] = val2(2 + i, j);
+  }
+  dtr_ckpt *s = make("pieces", 0, NULL);
+  const int64_t rows0[3] = {0, 2, 4};
+  float *data[3] = {a, b, a + 2 * C};
+  for (int k = 0; k < 3; k++) {
+    dtr_ckpt_tensor t = dtr_ckpt_tensor_full("w", DTR_F32, 2, shape, data[k]);
+    t.offset[0] = t.save_offset[0] = rows0[k];
+    t.extent[0] = t.save_extent[0] = 2;
+    CHECK_EQ_INT(dtr_ckpt_add_tensor(s, &t), DTR_OK);
+  }
+  dtr_ckpt_tensor over = dtr_ckpt_tensor_full("w", DTR_F32, 2, shape, b);
+  over.offset[0] = over.save_offset[0] = 3, over.extent[0] = over.save_extent[0] = 2;
+  CHECK_EQ_INT(dtr_ckpt_add_tensor(s, &over), DTR_ERR_INVALID); /* rows 3-4 meet two pieces */
+  CHECK(strstr(dtr_ckpt_last_error(s), "overlaps") != NULL);
+  int64_t other[2] = {R, C + 1};
+  dtr_ckpt_tensor odd = dtr_ckpt_tensor_full("w", DTR_F32, 2, other, b);
+  CHECK_EQ_INT(dtr_ckpt_add_tensor(s, &odd), DTR_ERR_INVALID);
+  CHECK_EQ_INT(dtr_ckpt_add_blob(s, "w", b, sizeof b), DTR_ERR_INVALID);
+  CHECK_EQ_INT(dtr_ckpt_save(s, 1), DTR_OK);
+  dtr_ckpt_destroy(s);
+  char dir[300], err[1024] = "";
+  snprintf(dir, sizeof dir, "%s/pieces", g_dir);
+  FILE *devnull = fopen("/dev/null", "w");
+  CHECK_EQ_INT(dtr__ckpt_tool_verify(dir, 1, devnull, err, sizeof err), DTR_OK);
+  if (err[0]) fprintf(stderr, "  verify: %s\n", err);
+  fclose(devnull);
+
+  /* whole */
+  float whole[R * C];
+  dtr_ckpt *l = make("pieces", 0, NULL);
+  dtr_ckpt_tensor w = dtr_ckpt_tensor_full("w", DTR_F32, 2, shape, whole);
+  CHECK_EQ_INT(dtr_ckpt_add_tensor(l, &w), DTR_OK);
+  int64_t step = 0;
+  CHECK_EQ_INT(dtr_ckpt_load(l, &step), DTR_OK);
+  int bad = 0;
+  for (int i = 0; i < R; i++)
+    for (int j = 0; j < C; j++) bad += whole[i * C + j] != val2(i, j);
+  CHECK_EQ_INT(bad, 0);
+  dtr_ckpt_destroy(l);
+  /* columns 0-1 and 2-3 as two pieces of one rank */
+  float left[R * 2], right[R * 2];
+  dtr_ckpt *c = make("pieces", 0, NULL);
+  float *halves[2] = {left, right};
+  for (int k = 0; k < 2; k++) {
+    dtr_ckpt_tensor t = dtr_ckpt_tensor_full("w", DTR_F32, 2, shape, halves[k]);
+    t.offset[1] = 2 * k, t.extent[1] = 2, t.save_extent[0] = t.save_extent[1] = 0;
+    CHECK_EQ_INT(dtr_ckpt_add_tensor(c, &t), DTR_OK);
+  }
+  CHECK_EQ_INT(dtr_ckpt_load(c, &step), DTR_OK);
+  bad = 0;
+  for (int i = 0; i < R; i++)
+    for (int j = 0; j < 2; j++) bad += left[i * 2 + j] != val2(i, j) || right[i * 2 + j] != val2(i, 2 + j);
+  CHECK_EQ_INT(bad, 0);
+  dtr_ckpt_destroy(c);
+}
+
 static void test_not_found_and_bad_input(void) {
   dtr_ckpt *ck = make("empty", 0, NULL);
   float v[4] = {1, 2, 3, 4};
@@ -439,6 +506,7 @@ int main(void) {
   test_roundtrip_async_rotation();
   test_corrupt_and_job();
   test_reshard();
+  test_pieces();
   test_not_found_and_bad_input();
   test_stale();
   char cmd[512];
