@@ -130,6 +130,23 @@ dtr_result dtr_dp_sync_ready(dtr_dp_sync *s, size_t offset, size_t count);
 /* Start whatever has not started, wait for every bucket; grads then hold the DP average on every
  * rank. Resets the ready marks for the next step. */
 dtr_result dtr_dp_sync_finish(dtr_dp_sync *s);
+/* ZeRO stage 1 over the same buckets: each is reduce-scattered (DP average) instead of all-reduced, and
+ * DP rank r owns the r-th of dp equal parts of every bucket. After dtr_dp_sync_finish only this rank's
+ * parts (dtr_dp_sync_shards) hold the averaged gradients (the rest of grads is stale): the caller's
+ * optimizer updates those parts of the parameters and dtr_dp_sync_gather_params all-gathers them.
+ * Arguments as dtr_dp_sync_create. */
+dtr_result dtr_dp_sync_create_zero1(dtr_comm *dp, float *grads, size_t n, size_t bucket_bytes,
+                                    size_t first_bucket_bytes, int overlap, dtr_dp_sync **out);
+/* An element range [offset, offset + count) of a flat buffer. */
+typedef struct dtr_range {
+  size_t offset, count;
+} dtr_range;
+/* The ranges of the flat buffer this rank updates, ascending: with ZeRO-1 its non-empty part of each
+ * bucket; without, the whole buffer (one range). *n receives the count; the array belongs to s. */
+const dtr_range *dtr_dp_sync_shards(const dtr_dp_sync *s, int *n);
+/* ZeRO-1: every rank's parts of params (laid out as grads) all-gathered in place, so every DP replica
+ * holds the updated parameters. Without ZeRO: nothing. COLLECTIVE over the DP group. */
+dtr_result dtr_dp_sync_gather_params(dtr_dp_sync *s, float *params);
 /* Seconds dtr_dp_sync_finish spent waiting in the last step, and in all steps. */
 double dtr_dp_sync_last_wait(const dtr_dp_sync *s);
 int dtr_dp_sync_num_buckets(const dtr_dp_sync *s);

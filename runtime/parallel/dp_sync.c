@@ -3,7 +3,11 @@
  * bucket's asynchronous all-reduce (DTR_AVG, deterministic on the host backend) starts the moment
  * backward has marked all of it ready, so it overlaps the rest of backward.
  * Gradient accumulation: on inner micro-steps the caller neither marks nor finishes; it marks and
- * finishes on the last micro-step only, so the exchange runs once per optimizer step. */
+ * finishes on the last micro-step only, so the exchange runs once per optimizer step.
+ * ZeRO-1 (dtr_dp_sync_create_zero1): the same buckets, each reduce-scattered instead: DP rank r owns the
+ * r-th of dp equal parts of every bucket (bucket sizes are multiples of dp; the one bucket that is not,
+ * at the buffer's start, goes through a zero-padded copy), updates only its parts, and
+ * dtr_dp_sync_gather_params all-gathers them back into every replica's parameters. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,13 +30,68 @@ struct dtr_dp_sync {
   int overlap, nb, started;
   size_t *off, *cnt, *ready;
   dtr_request **req;
+  /* ZeRO-1 */
+  int zero, dp, rank;
+  size_t *part;      /* per bucket: elements per rank's part, ceil(cnt / dp) */
+  float **pad;       /* per bucket: dp * part floats where cnt is not a multiple of dp, else NULL */
+  dtr_range *shards; /* this rank's non-empty parts; plain mode: the whole buffer */
+  int nshards;
   range *marks; /* ranges marked this step, sorted and merged, to refuse a range marked twice */
   int nmarks, capmarks;
   double last_wait, total_wait;
 };
 
+static dtr_result create(dtr_comm *dp, float *grads, size_t n, size_t bucket_bytes, size_t first_bucket_bytes,
+                         int overlap, int zero, dtr_dp_sync **out);
+
 dtr_result dtr_dp_sync_create(dtr_comm *dp, float *grads, size_t n, size_t bucket_bytes,
                               size_t first_bucket_bytes, int overlap, dtr_dp_sync **out) {
+  return create(dp, grads, n, bucket_bytes, first_bucket_bytes, overlap, 0, out);
+}
+
+dtr_result dtr_dp_sync_create_zero1(dtr_comm *dp, float *grads, size_t n, size_t bucket_bytes,
+                                    size_t first_bucket_bytes, int overlap, dtr_dp_sync **out) {
+  return create(dp, grads, n, bucket_bytes, first_bucket_bytes, overlap, 1, out);
+}
+
+/* Rank r's part of bucket i: [*a, *b) of the flat buffer (empty for trailing ranks of a small bucket). */
+static void part_of(const dtr_dp_sync *s, int i, int r, size_t *a, size_t *b) {
+  size_t lo = (size_t)r * s->part[i], hi = lo + s->part[i];
+  if (lo > s->cnt[i]) lo = s->cnt[i];
+  if (hi > s->cnt[i]) hi = s->cnt[i];
+  *a = s->off[i] + lo;
+  *b = s->off[i] + hi;
+}
+
+/* Parts per bucket, padding buffers and this rank's shard list. */
+static dtr_result plan_shards(dtr_dp_sync *s) {
+  s->part = calloc((size_t)s->nb + 1, sizeof *s->part);
+  s->pad = calloc((size_t)s->nb + 1, sizeof *s->pad);
+  s->shards = calloc((size_t)s->nb + 1, sizeof *s->shards);
+  if (!s->part || !s->pad || !s->shards) return DTR_ERR_NOMEM;
+  if (!s->zero) {
+    s->shards[0] = (dtr_range){0, s->n};
+    s->nshards = s->n > 0;
+    return DTR_OK;
+  }
+  for (int i = 0; i < s->nb; i++) {
+    s->part[i] = (s->cnt[i] + (size_t)s->dp - 1) / (size_t)s->dp;
+    if (s->part[i] * (size_t)s->dp != s->cnt[i]) {
+      s->pad[i] = calloc(s->part[i] * (size_t)s->dp, sizeof(float));
+      if (!s->pad[i]) return DTR_ERR_NOMEM;
+    }
+  }
+  /* ascending offsets: the buckets run from the end of the buffer */
+  for (int i = s->nb - 1; i >= 0; i--) {
+    size_t a, b;
+    part_of(s, i, s->rank, &a, &b);
+    if (b > a) s->shards[s->nshards++] = (dtr_range){a, b - a};
+  }
+  return DTR_OK;
+}
+
+static dtr_result create(dtr_comm *dp, float *grads, size_t n, size_t bucket_bytes, size_t first_bucket_bytes,
+                         int overlap, int zero, dtr_dp_sync **out) {
   if (!out) return DTR_ERR_INVALID;
   *out = NULL;
   if (!dp || (!grads && n)) {
@@ -51,6 +110,14 @@ dtr_result dtr_dp_sync_create(dtr_comm *dp, float *grads, size_t n, size_t bucke
                   : (bucket_bytes && bucket_bytes < DEFAULT_FIRST_BYTES ? bb : DEFAULT_FIRST_BYTES);
   s->elems = bb / sizeof(float) ? bb / sizeof(float) : 1;
   s->first_elems = fb / sizeof(float) ? fb / sizeof(float) : 1;
+  s->zero = zero;
+  s->dp = dtr_comm_size(dp);
+  s->rank = dtr_comm_rank(dp);
+  if (zero) { /* whole parts per rank in every bucket but the last */
+    size_t d = (size_t)s->dp;
+    s->elems = (s->elems + d - 1) / d * d;
+    s->first_elems = (s->first_elems + d - 1) / d * d;
+  }
   if (n > 0) {
     size_t first = s->first_elems < n ? s->first_elems : n;
     size_t rest = n - first;
@@ -72,6 +139,10 @@ dtr_result dtr_dp_sync_create(dtr_comm *dp, float *grads, size_t n, size_t bucke
     s->cnt[i] = c;
     end -= c;
   }
+  if (plan_shards(s) != DTR_OK) {
+    dtr_dp_sync_destroy(s);
+    return DTR_ERR_NOMEM;
+  }
   *out = s;
   return DTR_OK;
 }
@@ -91,6 +162,10 @@ void dtr_dp_sync_destroy(dtr_dp_sync *s) {
   free(s->ready);
   free(s->req);
   free(s->marks);
+  for (int i = 0; s->pad && i < s->nb; i++) free(s->pad[i]);
+  free(s->pad);
+  free(s->part);
+  free(s->shards);
   free(s);
 }
 
@@ -104,7 +179,18 @@ static int bucket_of(const dtr_dp_sync *s, size_t i) {
 static dtr_result start(dtr_dp_sync *s, int i) {
   if (s->req[i]) return DTR_OK;
   float *p = s->grads + s->off[i];
-  dtr_result rc = dtr_all_reduce(s->comm, p, p, s->cnt[i], DTR_F32, DTR_AVG, &s->req[i]);
+  dtr_result rc;
+  if (!s->zero) {
+    rc = dtr_all_reduce(s->comm, p, p, s->cnt[i], DTR_F32, DTR_AVG, &s->req[i]);
+  } else if (!s->pad[i]) { /* in place: this rank's part of the bucket receives its average */
+    rc = dtr_reduce_scatter(s->comm, p, p + (size_t)s->rank * s->part[i], s->part[i], DTR_F32, DTR_AVG,
+                            &s->req[i]);
+  } else { /* through the zero-padded copy; finish copies this rank's part back */
+    memcpy(s->pad[i], p, s->cnt[i] * sizeof(float));
+    float *q = s->pad[i];
+    rc = dtr_reduce_scatter(s->comm, q, q + (size_t)s->rank * s->part[i], s->part[i], DTR_F32, DTR_AVG,
+                            &s->req[i]);
+  }
   if (rc) {
     DTR_WARN("dp sync: bucket %d (%zu floats at %zu) could not start: %s", i, s->cnt[i], s->off[i],
              dtr_comm_last_error(s->comm));
@@ -195,12 +281,56 @@ dtr_result dtr_dp_sync_finish(dtr_dp_sync *s) {
     }
     dtr_request_free(s->req[i]);
     s->req[i] = NULL;
+    if (s->zero && s->pad[i] && r == DTR_OK) {
+      size_t a, b;
+      part_of(s, i, s->rank, &a, &b);
+      memcpy(s->grads + a, s->pad[i] + (size_t)s->rank * s->part[i], (b - a) * sizeof(float));
+    }
   }
   s->last_wait = dtr__now_s() - t0;
   s->total_wait += s->last_wait;
   memset(s->ready, 0, sizeof *s->ready * (size_t)s->nb);
   s->nmarks = 0;
   s->started = 0;
+  return rc;
+}
+
+const dtr_range *dtr_dp_sync_shards(const dtr_dp_sync *s, int *n) {
+  if (n) *n = s ? s->nshards : 0;
+  return s ? s->shards : NULL;
+}
+
+dtr_result dtr_dp_sync_gather_params(dtr_dp_sync *s, float *params) {
+  if (!s || (!params && s->n)) return DTR_ERR_INVALID;
+  if (!s->zero) return DTR_OK;
+  dtr_result rc = DTR_OK;
+  for (int i = 0; i < s->nb && rc == DTR_OK; i++) {
+    float *p = params + s->off[i];
+    size_t k = s->part[i], me = (size_t)s->rank * k;
+    if (!s->pad[i]) {
+      rc = dtr_all_gather(s->comm, p + me, p, k, DTR_F32, &s->req[i]);
+    } else {
+      size_t a, b;
+      part_of(s, i, s->rank, &a, &b);
+      memcpy(s->pad[i] + me, params + a, (b - a) * sizeof(float));
+      rc = dtr_all_gather(s->comm, s->pad[i] + me, s->pad[i], k, DTR_F32, &s->req[i]);
+    }
+    if (rc != DTR_OK)
+      DTR_WARN("zero-1: all-gather of bucket %d (%zu floats at %zu) could not start: %s", i, s->cnt[i],
+               s->off[i], dtr_comm_last_error(s->comm));
+  }
+  for (int i = 0; i < s->nb; i++) {
+    if (!s->req[i]) continue;
+    dtr_result r = dtr_request_wait(s->req[i]);
+    dtr_request_free(s->req[i]);
+    s->req[i] = NULL;
+    if (r != DTR_OK && rc == DTR_OK) {
+      DTR_WARN("zero-1: all-gather of bucket %d (%zu floats at %zu) failed: %s", i, s->cnt[i], s->off[i],
+               dtr_comm_last_error(s->comm));
+      rc = r;
+    }
+    if (r == DTR_OK && s->pad[i]) memcpy(params + s->off[i], s->pad[i], s->cnt[i] * sizeof(float));
+  }
   return rc;
 }
 

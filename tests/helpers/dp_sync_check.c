@@ -8,6 +8,8 @@
  * without overlap none. Also: the bucket layout, wait-time accounting, gradient accumulation (inner
  * micro-steps mark nothing and start nothing), and bad ranges (out of bounds, marked twice).
  * Prints "dp_sync_check rank R: N checks, F failed"; exit 0 when F == 0.
+ * ZeRO-1 (dtr_dp_sync_create_zero1) on the same layouts: each rank's parts bit-identical to the serial
+ * average, the parts of all ranks covering the buffer exactly once, the parameters all-gathered.
  * --bench MS instead times finish's wait with overlap off and on (figures only). */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -154,6 +156,62 @@ out:
   free(len);
 }
 
+/* ZeRO-1: the same marking; after finish this rank's parts hold the serial average bit for bit, the
+ * parts of all ranks cover the buffer exactly once, and gather_params gives every rank every owner's
+ * parameters. */
+static void run_zero(dtr_comm *dp, size_t n, size_t bucket_bytes, size_t first_bytes, int overlap,
+                     uint64_t tag) {
+  char what[160];
+  snprintf(what, sizeof what, "zero-1 n=%zu bucket=%zuB first=%zuB overlap=%d", n, bucket_bytes, first_bytes,
+           overlap);
+  size_t cap = n ? n : 1;
+  float *g = malloc(cap * sizeof *g), *ref = malloc(cap * sizeof *ref), *p = malloc(cap * sizeof *p);
+  int32_t *owner = calloc(cap, sizeof *owner), *times = calloc(cap, sizeof *times);
+  enum { CAP = 4096 };
+  size_t *off = malloc(CAP * sizeof *off), *len = malloc(CAP * sizeof *len);
+  dtr_dp_sync *s = NULL;
+  dtr_result rc = dtr_dp_sync_create_zero1(dp, g, n, bucket_bytes, first_bytes, overlap, &s);
+  EXPECT(rc == DTR_OK && s, "%s: create: %s", what, dtr_strerror(rc));
+  if (!s) goto out;
+  fill(g, n, g_rank, 0, tag);
+  reference(ref, n, 0, tag);
+  int k = partition(n, n / 7 + 1, tag * 31, off, len, CAP);
+  for (int j = k - 1; j >= 0; j--) EXPECT(dtr_dp_sync_ready(s, off[j], len[j]) == DTR_OK, "%s: ready", what);
+  rc = dtr_dp_sync_finish(s);
+  EXPECT(rc == DTR_OK, "%s: finish: %s: %s", what, dtr_strerror(rc), dtr_comm_last_error(dp));
+  int ns = 0;
+  const dtr_range *sh = dtr_dp_sync_shards(s, &ns);
+  size_t bad = 0, prev_end = 0;
+  for (int i = 0; i < ns; i++) {
+    EXPECT(sh[i].count > 0 && sh[i].offset >= prev_end && sh[i].offset + sh[i].count <= n,
+           "%s: shard %d [%zu, +%zu) out of order or bounds", what, i, sh[i].offset, sh[i].count);
+    prev_end = sh[i].offset + sh[i].count;
+    for (size_t e = sh[i].offset; e < prev_end && e < n; e++) {
+      bad += memcmp(&g[e], &ref[e], sizeof(float)) != 0;
+      times[e] = 1;
+      owner[e] = g_rank;
+    }
+  }
+  EXPECT(bad == 0, "%s: %zu elements of this rank's parts differ from the serial average", what, bad);
+  if (n) {
+    EXPECT(dtr_all_reduce(dp, times, times, n, DTR_I32, DTR_SUM, NULL) == DTR_OK, "%s: count", what);
+    EXPECT(dtr_all_reduce(dp, owner, owner, n, DTR_I32, DTR_SUM, NULL) == DTR_OK, "%s: owners", what);
+  }
+  size_t uncovered = 0, wrong = 0;
+  for (size_t e = 0; e < n; e++) {
+    uncovered += times[e] != 1;
+    p[e] = owner[e] == g_rank ? grad_value(g_rank, e, 7, tag) : -99.0f;
+  }
+  EXPECT(uncovered == 0, "%s: %zu elements owned by no rank or by several", what, uncovered);
+  rc = dtr_dp_sync_gather_params(s, p);
+  EXPECT(rc == DTR_OK, "%s: gather: %s", what, dtr_strerror(rc));
+  for (size_t e = 0; e < n; e++) wrong += p[e] != grad_value(owner[e], e, 7, tag);
+  EXPECT(wrong == 0, "%s: %zu parameters differ from their owner's after the all-gather", what, wrong);
+out:
+  dtr_dp_sync_destroy(s);
+  free(g), free(ref), free(p), free(owner), free(times), free(off), free(len);
+}
+
 /* Gradient accumulation: 3 micro-steps add into the buffer; only the last one marks and finishes. */
 static void run_accumulation(dtr_comm *dp) {
   const size_t n = 10007;
@@ -289,6 +347,11 @@ int main(int argc, char **argv) {
       if (buckets[bi][0] == 4 && n > 4096) continue; /* one float per bucket: keep the op count bounded */
       for (int overlap = 0; overlap < 2; overlap++)
         run_case(dp, n, buckets[bi][0], buckets[bi][1], overlap, tag++);
+    }
+  for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
+    for (size_t bi = 0; bi < sizeof buckets / sizeof *buckets; bi++) {
+      if (buckets[bi][0] == 4 && sizes[si] > 4096) continue;
+      run_zero(dp, sizes[si], buckets[bi][0], buckets[bi][1], (int)(bi % 2), tag++);
     }
   run_accumulation(dp);
   run_errors(dp);
