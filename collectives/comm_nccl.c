@@ -19,9 +19,9 @@
 
 #include "collectives/comm_internal.h"
 #include "common/check.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/param.h"
-#include "common/sock.h"
 
 typedef struct nccl_impl {
   ncclComm_t comm;     /* NULL once aborted */

@@ -13,8 +13,8 @@
 #include <xxhash.h>
 
 #include "common/check.h"
+#include "common/clock.h"
 #include "common/param.h"
-#include "common/sock.h"
 #include "runtime/model/gpt_internal.h"
 #include "runtime/train/train_internal.h"
 
