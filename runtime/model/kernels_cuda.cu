@@ -12,14 +12,11 @@
 
 dtr_result dtr__cuda_result(dtr_cuda_ctx *c, cudaError_t e, const char *call) {
   if (e == cudaSuccess) return DTR_OK;
-  (void)cudaGetLastError(); /* clear a non-sticky error so the next call starts clean */
-  dtr_result rc = (e == cudaErrorMemoryAllocation)                               ? DTR_ERR_NOMEM
-                  : (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver) ? DTR_ERR_UNSUPPORTED
-                  : (e == cudaErrorInvalidValue || e == cudaErrorInvalidDevice)  ? DTR_ERR_INVALID
-                                                                                 : DTR_ERR_SYSTEM;
+  char why[256];
+  dtr_result rc = dtr__from_cuda(e, why, sizeof why);
   int namelen = (int)strcspn(call, "(");
-  return dtr__fail(c->err, sizeof c->err, rc, "cuda: %.*s failed on device %d: %s (%s)", namelen, call,
-                   c->device, cudaGetErrorString(e), cudaGetErrorName(e));
+  return dtr__fail(c->err, sizeof c->err, rc, "cuda: %.*s failed on device %d: %s", namelen, call, c->device,
+                   why);
 }
 
 dtr_result dtr__cublas_result(dtr_cuda_ctx *c, cublasStatus_t s, const char *call) {

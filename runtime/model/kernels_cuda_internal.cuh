@@ -13,6 +13,7 @@
 extern "C" {
 #include "common/check.h"
 }
+#include "common/cuda_check.h"
 
 /* cuBLAS is opened with dlopen when the first context is made, not linked: linking it costs every
  * dtrain process (the CLI, every CPU rank) about 0.3 s and 200 MB at start for a library only GPU
