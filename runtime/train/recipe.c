@@ -16,6 +16,7 @@
 #include "common/check.h"
 #include "common/log.h"
 #include "common/sock.h"
+#include "common/yaml_error.h"
 #include "runtime/train/recipe_internal.h"
 
 enum { SRC_DEFAULT = 0, SRC_FILE = 1, SRC_OVERRIDE = 2 };
@@ -170,8 +171,7 @@ static dtr_result walk_file(ctx *c) {
   }
   yaml_parser_set_input_file(&p, f);
   if (!yaml_parser_load(&p, &doc)) {
-    rc = fail_mark(c, p.problem_mark, "YAML syntax error: %s%s%s", p.problem ? p.problem : "malformed input",
-                   p.context ? " " : "", p.context ? p.context : "");
+    rc = dtr__yaml_parse_fail(&p, c->path, DTR_ERR_INVALID, c->err, c->cap);
     goto out;
   }
   have_doc = 1;
@@ -219,8 +219,7 @@ static dtr_result walk_file(ctx *c) {
   yaml_document_delete(&doc);
   have_doc = 0;
   if (!yaml_parser_load(&p, &doc)) {
-    rc = fail_mark(c, p.problem_mark, "YAML syntax error: %s%s%s", p.problem ? p.problem : "malformed input",
-                   p.context ? " " : "", p.context ? p.context : "");
+    rc = dtr__yaml_parse_fail(&p, c->path, DTR_ERR_INVALID, c->err, c->cap);
     goto out;
   }
   have_doc = 1;
