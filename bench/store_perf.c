@@ -9,7 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/sock.h"
+#include "common/clock.h"
 #include "dtrain/store.h"
 
 typedef struct opts {

@@ -9,6 +9,7 @@
 #include "checkpoint/box.h"
 #include "checkpoint/ckpt_internal.h"
 #include "common/check.h"
+#include "common/cuda_check.h"
 #include "common/device.h"
 #include "common/log.h"
 
@@ -127,16 +128,12 @@ void dtr__ckpt_dev_release(dtr_ckpt *ck) {
 
 #else /* DTRAIN_HAVE_CUDA */
 
-/* CUDA errors enter here: one conversion, as comm_nccl.c and kernels_cuda.cu do. The error is not
- * sticky (a bad pointer, a full device); a sticky one shows again at the next call anyway. */
+/* CUDA errors enter here, through the one converter (common/cuda_check.h). */
 static dtr_result cuda_fail(char *err, size_t errcap, cudaError_t e, const char *fmt_what, const char *name,
                             int dev) {
-  (void)cudaGetLastError();
-  dtr_result rc = e == cudaErrorMemoryAllocation ? DTR_ERR_NOMEM
-                  : (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver) ? DTR_ERR_UNSUPPORTED
-                                                                                 : DTR_ERR_SYSTEM;
-  return dtr__fail(err, errcap, rc, "tensor '%s': %s (CUDA device %d): %s (%s)", name, fmt_what, dev,
-                   cudaGetErrorString(e), cudaGetErrorName(e));
+  char why[256];
+  dtr_result rc = dtr__from_cuda(e, why, sizeof why);
+  return dtr__fail(err, errcap, rc, "tensor '%s': %s (CUDA device %d): %s", name, fmt_what, dev, why);
 }
 
 static const char *memory_type_name(enum cudaMemoryType t) {

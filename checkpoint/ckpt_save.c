@@ -15,8 +15,8 @@
 #include "checkpoint/ckpt_internal.h"
 #include "checkpoint/ckpt_paths.h"
 #include "common/check.h"
+#include "common/clock.h"
 #include "common/log.h"
-#include "common/sock.h"
 #include "common/strbuf.h"
 
 /* ------------------------------------------------------------------ snapshot */

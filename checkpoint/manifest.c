@@ -17,6 +17,7 @@
 #include "checkpoint/ckpt_format.h"
 #include "common/check.h"
 #include "common/log.h"
+#include "common/yaml_error.h"
 
 /* ------------------------------------------------------------------ writing */
 
@@ -403,10 +404,7 @@ dtr_result dtr__manifest_parse(const char *text, size_t len, const char *name, d
   if (!yaml_parser_initialize(&parser)) return DTR_ERR_NOMEM;
   yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
   if (!yaml_parser_load(&parser, &doc)) {
-    dtr_result rc =
-        dtr__fail(err, errcap, DTR_ERR_PROTOCOL, "%s:%zu:%zu: %s%s%s", name, parser.problem_mark.line + 1,
-                  parser.problem_mark.column + 1, parser.problem ? parser.problem : "malformed YAML",
-                  parser.context ? " " : "", parser.context ? parser.context : "");
+    dtr_result rc = dtr__yaml_parse_fail(&parser, name, DTR_ERR_PROTOCOL, err, errcap);
     yaml_parser_delete(&parser);
     return rc;
   }
@@ -419,8 +417,7 @@ dtr_result dtr__manifest_parse(const char *text, size_t len, const char *name, d
     if (rc == DTR_OK) {
       yaml_document_t more;
       if (!yaml_parser_load(&parser, &more)) {
-        rc = dtr__fail(err, errcap, DTR_ERR_PROTOCOL, "%s:%zu:%zu: %s", name, parser.problem_mark.line + 1,
-                       parser.problem_mark.column + 1, parser.problem ? parser.problem : "malformed YAML");
+        rc = dtr__yaml_parse_fail(&parser, name, DTR_ERR_PROTOCOL, err, errcap);
       } else {
         if (yaml_document_get_root_node(&more))
           rc = dtr__fail(err, errcap, DTR_ERR_PROTOCOL, "%s:%zu:%zu: a second YAML document", name,

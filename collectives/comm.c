@@ -8,9 +8,9 @@
 
 #include "collectives/comm_core.h"
 #include "common/check.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/param.h"
-#include "common/sock.h"
 
 static const dtr__backend *backend_for(dtr_backend b) {
   switch (b) {

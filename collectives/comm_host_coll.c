@@ -26,7 +26,7 @@
 
 #include "collectives/comm_host_internal.h"
 #include "common/check.h"
-#include "common/sock.h"
+#include "common/clock.h"
 
 #define PIECE_ALIGN 64 /* bytes: piece boundaries on cache lines */
 

@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "collectives/comm_host_internal.h"
-#include "common/sock.h"
 
 #define HDR 8
 

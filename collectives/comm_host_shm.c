@@ -24,9 +24,9 @@
 #include "collectives/comm_host_internal.h"
 #include "collectives/comm_host_tcp.h"
 #include "common/check.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/param.h"
-#include "common/sock.h"
 
 #define ALIGN_UP(x, a) (((x) + (a)-1) / (a) * (a))
 

@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "collectives/comm_host_internal.h"
-#include "common/sock.h"
+#include "common/clock.h"
 
 #define LIVE_CHECK_MS 50
 #define SLICE_MS 50

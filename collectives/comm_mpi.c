@@ -35,9 +35,9 @@
 
 #include "collectives/comm_mpi_internal.h"
 #include "common/check.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/param.h"
-#include "common/sock.h"
 
 /* Defaults of DTRAIN_MPI_CHUNK_BYTES and DTRAIN_MPI_SMALL_BYTES. Chunks of 32-64 KiB were slower on 2
  * ranks from 256 KiB to 4 MiB (1 MiB all-reduce: 160-220 us against 120-140 us), and 128 KiB to 1 MiB

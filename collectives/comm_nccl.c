@@ -19,9 +19,10 @@
 
 #include "collectives/comm_internal.h"
 #include "common/check.h"
+#include "common/clock.h"
+#include "common/cuda_check.h"
 #include "common/log.h"
 #include "common/param.h"
-#include "common/sock.h"
 
 typedef struct nccl_impl {
   ncclComm_t comm;     /* NULL once aborted */
@@ -35,12 +36,10 @@ typedef struct nccl_impl {
 static dtr_result cuda_result(dtr_comm *c, cudaError_t e, const char *call) {
   if (e == cudaSuccess) return DTR_OK;
   int namelen = (int)strcspn(call, "(");
-  dtr_result rc = (e == cudaErrorMemoryAllocation)                               ? DTR_ERR_NOMEM
-                  : (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver) ? DTR_ERR_UNSUPPORTED
-                  : (e == cudaErrorInvalidValue || e == cudaErrorInvalidDevice)  ? DTR_ERR_INVALID
-                                                                                 : DTR_ERR_SYSTEM;
-  return dtr__comm_fail(c, rc, "cuda: %.*s failed on rank %d of %s: %s (%s)", namelen, call, c->rank, c->name,
-                        cudaGetErrorString(e), cudaGetErrorName(e));
+  char why[256];
+  dtr_result rc = dtr__from_cuda(e, why, sizeof why);
+  return dtr__comm_fail(c, rc, "cuda: %.*s failed on rank %d of %s: %s", namelen, call, c->rank, c->name,
+                        why);
 }
 #define DTR_CUDA(c, call) cuda_result((c), (call), #call)
 

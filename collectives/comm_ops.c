@@ -10,8 +10,8 @@
 
 #include "collectives/comm_core.h"
 #include "common/check.h"
+#include "common/clock.h"
 #include "common/log.h"
-#include "common/sock.h"
 
 /* ---------------------------------------------------------------- errors */
 

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "collectives/comm_internal.h"
+#include "common/cpu_dispatch.h"
 
 #define BLK 1024
 
@@ -108,53 +109,47 @@ uint16_t dtr__f32_to_bf16(float f) {
 #define NOFIN(acc, div) (acc)
 
 /* x86-64: an AVX2 clone of every kernel, chosen at load time (ifunc) when the CPU has it; the f16
- * conversions are arithmetic-bound at SSE2 width. Same operations, so the same bits either way. */
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define DTRAIN_NO_CLONES 1 /* ifunc resolvers run before the sanitizer runtime is up */
-#endif
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(DTRAIN_NO_CLONES)
-#define CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define CLONES
-#endif
-
-/* One (type, op) kernel. T: element type, A: accumulator type, LOAD: T -> A, COMB: (A, A) -> A,
+ * conversions are arithmetic-bound at SSE2 width. "avx2" and not "arch=x86-64-v3": without FMA the
+ * clone runs the same operations as the baseline, so ranks on different CPUs get the same bits.
+ *
+ * One (type, op) kernel. T: element type, A: accumulator type, LOAD: T -> A, COMB: (A, A) -> A,
  * FIN: (A, div) -> T. The accumulator starts from acc_in (type A: an earlier call's, for chains of
  * ranks) or from in[0], takes in[0..nin-1] in order, and leaves either the accumulator (final == 0,
  * type A) or FIN of it (type T). dtr__reduce_n is one call with acc_in NULL and final set, so a fold
  * split over several calls gives exactly its bits. out may alias acc_in or in[0]. */
-#define KF(name, T, A, LOAD, COMB, FIN)                                                                \
-  CLONES static void f_##name(void *out, const void *acc_in, const void *const *in, int nin, size_t n, \
-                              int final, int div) {                                                    \
-    A acc[BLK];                                                                                        \
-    (void)div;                                                                                         \
-    for (size_t base = 0; base < n; base += BLK) {                                                     \
-      size_t m = n - base < BLK ? n - base : BLK;                                                      \
-      int k = 0;                                                                                       \
-      if (acc_in) {                                                                                    \
-        const A *a = (const A *)acc_in + base;                                                         \
-        for (size_t i = 0; i < m; i++) acc[i] = a[i];                                                  \
-      } else if (nin >= 2) { /* the first pair in one pass */                                          \
-        const T *x = (const T *)in[0] + base, *y = (const T *)in[1] + base;                            \
-        for (size_t i = 0; i < m; i++) acc[i] = COMB(LOAD(x[i]), LOAD(y[i]));                          \
-        k = 2;                                                                                         \
-      } else {                                                                                         \
-        const T *x = (const T *)in[0] + base;                                                          \
-        for (size_t i = 0; i < m; i++) acc[i] = LOAD(x[i]);                                            \
-        k = 1;                                                                                         \
-      }                                                                                                \
-      for (; k < nin; k++) {                                                                           \
-        const T *y = (const T *)in[k] + base;                                                          \
-        for (size_t i = 0; i < m; i++) acc[i] = COMB(acc[i], LOAD(y[i]));                              \
-      }                                                                                                \
-      if (final) {                                                                                     \
-        T *o = (T *)out + base;                                                                        \
-        for (size_t i = 0; i < m; i++) o[i] = FIN(acc[i], div);                                        \
-      } else {                                                                                         \
-        A *o = (A *)out + base;                                                                        \
-        for (size_t i = 0; i < m; i++) o[i] = acc[i];                                                  \
-      }                                                                                                \
-    }                                                                                                  \
+#define KF(name, T, A, LOAD, COMB, FIN)                                                                    \
+  DTR_CPU_CLONES("avx2")                                                                                   \
+  static void f_##name(void *out, const void *acc_in, const void *const *in, int nin, size_t n, int final, \
+                       int div) {                                                                          \
+    A acc[BLK];                                                                                            \
+    (void)div;                                                                                             \
+    for (size_t base = 0; base < n; base += BLK) {                                                         \
+      size_t m = n - base < BLK ? n - base : BLK;                                                          \
+      int k = 0;                                                                                           \
+      if (acc_in) {                                                                                        \
+        const A *a = (const A *)acc_in + base;                                                             \
+        for (size_t i = 0; i < m; i++) acc[i] = a[i];                                                      \
+      } else if (nin >= 2) { /* the first pair in one pass */                                              \
+        const T *x = (const T *)in[0] + base, *y = (const T *)in[1] + base;                                \
+        for (size_t i = 0; i < m; i++) acc[i] = COMB(LOAD(x[i]), LOAD(y[i]));                              \
+        k = 2;                                                                                             \
+      } else {                                                                                             \
+        const T *x = (const T *)in[0] + base;                                                              \
+        for (size_t i = 0; i < m; i++) acc[i] = LOAD(x[i]);                                                \
+        k = 1;                                                                                             \
+      }                                                                                                    \
+      for (; k < nin; k++) {                                                                               \
+        const T *y = (const T *)in[k] + base;                                                              \
+        for (size_t i = 0; i < m; i++) acc[i] = COMB(acc[i], LOAD(y[i]));                                  \
+      }                                                                                                    \
+      if (final) {                                                                                         \
+        T *o = (T *)out + base;                                                                            \
+        for (size_t i = 0; i < m; i++) o[i] = FIN(acc[i], div);                                            \
+      } else {                                                                                             \
+        A *o = (A *)out + base;                                                                            \
+        for (size_t i = 0; i < m; i++) o[i] = acc[i];                                                      \
+      }                                                                                                    \
+    }                                                                                                      \
   }
 
 /* f32 */
@@ -238,7 +233,7 @@ __attribute__((target("avx2,f16c"))) static void cvt_f32_f16_hw(uint16_t *dst, c
 #endif
 
 /* acc op= x over m floats, with the same combiners as the other kernels. */
-CLONES static void comb_f32(float *acc, const float *x, size_t m, dtr_redop op) {
+DTR_CPU_CLONES("avx2") static void comb_f32(float *acc, const float *x, size_t m, dtr_redop op) {
   switch (op) {
     case DTR_SUM:
     case DTR_AVG:
@@ -256,7 +251,7 @@ CLONES static void comb_f32(float *acc, const float *x, size_t m, dtr_redop op) 
   }
 }
 
-CLONES static void div_f32(float *acc, size_t m, float d) {
+DTR_CPU_CLONES("avx2") static void div_f32(float *acc, size_t m, float d) {
   for (size_t i = 0; i < m; i++) acc[i] = acc[i] / d;
 }
 

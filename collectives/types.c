@@ -1,5 +1,6 @@
-/* Names, sizes and parsers for the communicator's enums (dtype, reduction, backend, operation kind),
- * and the default configuration. Pure functions: no state, safe from any thread. */
+/* Names, sizes and parsers for the element types (dtrain/common.h) and the communicator's enums
+ * (reduction, backend, operation kind), and the default configuration. Pure functions: no state, safe from
+ * any thread. */
 #include <string.h>
 
 #include "collectives/comm_internal.h"

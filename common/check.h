@@ -1,9 +1,9 @@
 /* Error-flow macros used across dtrain (the NCCL checks.h habit): one way to pass a failure upward,
- * one way to jump to a cleanup label, and one converter for each foreign error source. */
+ * one way to jump to a cleanup label. Foreign errors are converted where they enter, one converter
+ * each: CUDA in common/cuda_check.h and libyaml in common/yaml_error.h (both used by several
+ * subsystems), NCCL and MPI in their backends. */
 #ifndef DTRAIN_COMMON_CHECK_H
 #define DTRAIN_COMMON_CHECK_H
-
-#include <errno.h>
 
 #include "common/log.h"
 #include "dtrain/common.h"
@@ -26,14 +26,6 @@
       DTR_DEBUG("%s failed: %s", #call, dtr_strerror(rc)); \
       goto label;                                          \
     }                                                      \
-  } while (0)
-
-/* Convert an errno-style failure (call returned -1) into DTR_ERR_SYSTEM with a detail message. */
-#define DTR_SYSCHECK(call, errbuf, what)                                                             \
-  do {                                                                                               \
-    if ((call) < 0) {                                                                                \
-      return dtr__fail((errbuf), sizeof(errbuf), DTR_ERR_SYSTEM, "%s: %s", (what), strerror(errno)); \
-    }                                                                                                \
   } while (0)
 
 #endif

@@ -8,16 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/clock.h" /* deadlines are dtr__now_ms times */
 #include "dtrain/common.h"
-
-/* Monotonic milliseconds, for deadlines. */
-int64_t dtr__now_ms(void);
-/* The same clock in nanoseconds, for timing work. */
-int64_t dtr__now_ns(void);
-/* The same clock in seconds, for reports and statistics. */
-double dtr__now_s(void);
-/* Milliseconds left until deadline (never negative); deadline < 0 means "no deadline" -> -1. */
-int dtr__ms_left(int64_t deadline);
 
 /* Split "host:port" or "[v6addr]:port" into host and port. host may be empty ("" -> any). */
 dtr_result dtr__parse_hostport(const char *s, char *host, size_t hostcap, int *port, char *err, size_t cap);

@@ -50,16 +50,6 @@
 extern "C" {
 #endif
 
-typedef enum dtr_dtype {
-  DTR_F32 = 0,
-  DTR_F64 = 1,
-  DTR_F16 = 2,
-  DTR_BF16 = 3,
-  DTR_I32 = 4,
-  DTR_I64 = 5,
-  DTR_U8 = 6,
-} dtr_dtype;
-
 typedef enum dtr_redop {
   DTR_SUM = 0,
   DTR_AVG = 1, /* sum divided by the communicator size (integers: truncated toward zero) */
@@ -74,14 +64,11 @@ typedef enum dtr_backend {
   DTR_BACKEND_MPI = 2,
 } dtr_backend;
 
-/* Size in bytes of one element; 0 for an unknown type. Names for messages ("f32", "sum", "host"). */
-size_t dtr_dtype_size(dtr_dtype t);
-const char *dtr_dtype_name(dtr_dtype t);
+/* Names for messages ("sum", "host"); the element types (dtr_dtype) are in dtrain/common.h. */
 const char *dtr_redop_name(dtr_redop op);
 const char *dtr_backend_name(dtr_backend b);
-/* Parse "host" / "nccl" / "mpi" (and "f32", "bf16", ..., "sum", "avg", ...). DTR_ERR_INVALID otherwise. */
+/* Parse "host" / "nccl" / "mpi" (and "sum", "avg", ...). DTR_ERR_INVALID otherwise. */
 dtr_result dtr_backend_parse(const char *s, dtr_backend *out);
-dtr_result dtr_dtype_parse(const char *s, dtr_dtype *out);
 dtr_result dtr_redop_parse(const char *s, dtr_redop *out);
 
 typedef struct dtr_comm dtr_comm;

@@ -1,14 +1,19 @@
-/* dtrain/common.h — results, versions and logging shared by every dtrain subsystem.
+/* dtrain/common.h — results, versions and element types shared by every dtrain subsystem.
  *
  * Every dtrain library call returns a dtr_result. DTR_OK is zero; every other value names a class of
  * failure that a caller can act on (retry on DTR_ERR_TIMEOUT, give up on DTR_ERR_AUTH, ...). The detail
  * (which key, which rank, which file) lives in the failing object's last-error string, because a code
  * alone cannot say "key rdzv/job1/r0/event was still missing after 30000 ms".
  *
+ * The element types (dtr_dtype) name what a buffer holds wherever dtrain moves or stores one: the
+ * communicators' operations, checkpoint tensors, the model's kernels.
+ *
  * The numeric values are stable once released: append new codes, never renumber.
  */
 #ifndef DTRAIN_COMMON_H
 #define DTRAIN_COMMON_H
+
+#include <stddef.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -38,6 +43,24 @@ typedef enum dtr_result {
 
 /* A static English description of a result code; never NULL, thread-safe. */
 const char *dtr_strerror(dtr_result r);
+
+typedef enum dtr_dtype {
+  DTR_F32 = 0,
+  DTR_F64 = 1,
+  DTR_F16 = 2,
+  DTR_BF16 = 3,
+  DTR_I32 = 4,
+  DTR_I64 = 5,
+  DTR_U8 = 6,
+} dtr_dtype;
+
+/* Size in bytes of one element; 0 for an unknown type. Pure, thread-safe. */
+size_t dtr_dtype_size(dtr_dtype t);
+/* The type's name for messages and files ("f32", "bf16", ...; "?dtype" for an unknown one); static. */
+const char *dtr_dtype_name(dtr_dtype t);
+/* Parse a name ("f32", "bf16", ..., and PyTorch's and numpy's "float32", "half", "bfloat16", ...).
+ * DTR_ERR_INVALID otherwise. */
+dtr_result dtr_dtype_parse(const char *s, dtr_dtype *out);
 
 /* The library's version string ("0.1.0") and the features this build has, e.g. "cuda nccl mpi". */
 const char *dtr_version(void);

@@ -81,7 +81,7 @@ typedef struct dtr_runtime dtr_runtime;
 
 typedef struct dtr_runtime_config {
   dtr_backend backend;
-  int dp, tp, pp;       /* mesh; dp 0: the rest */
+  int dp, tp, pp;       /* mesh; dp 0: the rest (world / (tp*pp)); tp or pp 0: 1 */
   int timeout_ms;       /* communicator deadline; 0: default */
   int store_timeout_ms; /* connecting to / hosting the store; 0: 60000 */
   int nccl_dp;          /* 1: also an nccl communicator over this rank's DP group (dtr_runtime_dp_nccl) for

@@ -11,8 +11,8 @@ static dtr_result no_cuda(void) {
   return DTR_ERR_UNSUPPORTED;
 }
 
-size_t dtr__cuda_dtype_size(dtr_cuda_dtype dt) {
-  return dt == DTR_CUDA_F32 ? 4 : dt == DTR_CUDA_BF16 ? 2 : 0;
+size_t dtr__cuda_dtype_size(dtr_dtype dt) {
+  return dt == DTR_F32 ? 4 : dt == DTR_BF16 ? 2 : 0;
 }
 
 dtr_result dtr__cuda_ctx_create(int device, dtr_cuda_ctx **out, char *err, size_t errcap) {
@@ -47,63 +47,63 @@ dtr_result dtr__cuda_upload(dtr_cuda_ctx *c, void *dst_dev, const void *src_host
 dtr_result dtr__cuda_download(dtr_cuda_ctx *c, void *dst_host, const void *src_dev, size_t bytes) {
   return no_cuda();
 }
-dtr_result dtr__cuda_convert(dtr_cuda_ctx *c, dtr_cuda_dtype dst_dt, void *dst, dtr_cuda_dtype src_dt,
-                             const void *src, size_t n) {
+dtr_result dtr__cuda_convert(dtr_cuda_ctx *c, dtr_dtype dst_dt, void *dst, dtr_dtype src_dt, const void *src,
+                             size_t n) {
   return no_cuda();
 }
 
-dtr_result dtr__matmul_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, const void *inp, const void *w,
+dtr_result dtr__matmul_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, const void *inp, const void *w,
                                 const void *bias, int N, int C, int OC) {
   return no_cuda();
 }
-dtr_result dtr__matmul_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *dinp, float *dw, float *dbias,
+dtr_result dtr__matmul_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *dinp, float *dw, float *dbias,
                                 const void *dout, const void *inp, const void *w, int N, int C, int OC) {
   return no_cuda();
 }
-dtr_result dtr__layernorm_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, float *mean, float *rstd,
+dtr_result dtr__layernorm_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, float *mean, float *rstd,
                                    const void *inp, const void *w, const void *b, int N, int C) {
   return no_cuda();
 }
-dtr_result dtr__layernorm_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *dinp, float *dw, float *db,
+dtr_result dtr__layernorm_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *dinp, float *dw, float *db,
                                    const void *dout, const void *inp, const void *w, const float *mean,
                                    const float *rstd, int N, int C) {
   return no_cuda();
 }
-dtr_result dtr__gelu_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, const void *inp, size_t n) {
+dtr_result dtr__gelu_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, const void *inp, size_t n) {
   return no_cuda();
 }
-dtr_result dtr__gelu_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *dinp, const void *inp,
-                              const void *dout, size_t n) {
+dtr_result dtr__gelu_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *dinp, const void *inp, const void *dout,
+                              size_t n) {
   return no_cuda();
 }
-dtr_result dtr__attention_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, void *att, const void *qkv,
+dtr_result dtr__attention_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, void *att, const void *qkv,
                                    int B, int T, int C, int NH) {
   return no_cuda();
 }
-dtr_result dtr__attention_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *dqkv, const void *dout,
+dtr_result dtr__attention_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *dqkv, const void *dout,
                                    const void *att, const void *qkv, int B, int T, int C, int NH) {
   return no_cuda();
 }
-dtr_result dtr__residual_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, const void *a, const void *b,
+dtr_result dtr__residual_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, const void *a, const void *b,
                                   size_t n) {
   return no_cuda();
 }
-dtr_result dtr__add_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *y, const void *x, size_t n) {
+dtr_result dtr__add_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *y, const void *x, size_t n) {
   return no_cuda();
 }
-dtr_result dtr__embedding_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, const int32_t *inp,
+dtr_result dtr__embedding_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, const int32_t *inp,
                                    const void *wte, const void *wpe, int B, int T, int C, int V) {
   return no_cuda();
 }
-dtr_result dtr__embedding_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, float *dwte, float *dwpe,
-                                   const void *dout, const int32_t *inp, int B, int T, int C, int V) {
+dtr_result dtr__embedding_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, float *dwte, float *dwpe, const void *dout,
+                                   const int32_t *inp, int B, int T, int C, int V) {
   return no_cuda();
 }
-dtr_result dtr__softmax_xent_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *probs, float *losses,
+dtr_result dtr__softmax_xent_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *probs, float *losses,
                                       const void *logits, const int32_t *targets, int N, int V) {
   return no_cuda();
 }
-dtr_result dtr__softmax_xent_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *dlogits, const void *probs,
+dtr_result dtr__softmax_xent_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *dlogits, const void *probs,
                                       const int32_t *targets, float dloss, int N, int V) {
   return no_cuda();
 }

@@ -33,7 +33,7 @@ typedef struct acts {
 
 struct dtr_gpt_cuda {
   dtr_gpt_config cfg;
-  dtr_cuda_dtype dt;
+  dtr_dtype dt;
   size_t es; /* bytes per activation element */
   int max_batch;
   size_t nparams;
@@ -144,7 +144,7 @@ static dtr_result alloc_acts(dtr_gpt_cuda *m) {
 }
 
 dtr_result dtr_gpt_cuda_create(const dtr_gpt_config *cfg, const float *params, size_t nparams, int device,
-                               dtr_cuda_dtype precision, int max_batch, dtr_gpt_cuda **out, char *err,
+                               dtr_dtype precision, int max_batch, dtr_gpt_cuda **out, char *err,
                                size_t errcap) {
   if (!out) return dtr__fail(err, errcap, DTR_ERR_INVALID, "dtr_gpt_cuda_create: out is NULL");
   *out = NULL;
@@ -152,7 +152,7 @@ dtr_result dtr_gpt_cuda_create(const dtr_gpt_config *cfg, const float *params, s
   if (cfg->n_layer > MAX_LAYERS)
     return dtr__fail(err, errcap, DTR_ERR_UNSUPPORTED, "gpt_cuda config: n_layer %d > %d", cfg->n_layer,
                      MAX_LAYERS);
-  if (precision != DTR_CUDA_F32 && precision != DTR_CUDA_BF16)
+  if (precision != DTR_F32 && precision != DTR_BF16)
     return dtr__fail(err, errcap, DTR_ERR_INVALID, "gpt_cuda: precision %d is neither f32 nor bf16",
                      (int)precision);
   if (!params) return dtr__fail(err, errcap, DTR_ERR_INVALID, "gpt_cuda: initial params are NULL");
@@ -196,8 +196,7 @@ dtr_result dtr_gpt_cuda_create(const dtr_gpt_config *cfg, const float *params, s
   DTR_CHECK_GOTO(dev_alloc(m, pb, (void **)&m->adam_v, "AdamW v"), rc, fail_m);
   DTR_CHECK_GOTO(dev_alloc(m, m->nparams, (void **)&m->decay, "decay mask"), rc, fail_m);
   DTR_CHECK_GOTO(dev_alloc(m, sizeof(float), (void **)&m->sumsq, "sumsq"), rc, fail_m);
-  if (precision == DTR_CUDA_BF16)
-    DTR_CHECK_GOTO(dev_alloc(m, m->nparams * 2, &m->wlp, "bf16 params"), rc, fail_m);
+  if (precision == DTR_BF16) DTR_CHECK_GOTO(dev_alloc(m, m->nparams * 2, &m->wlp, "bf16 params"), rc, fail_m);
   DTR_CHECK_GOTO(alloc_acts(m), rc, fail_m);
 
   uint8_t *mask = malloc(m->nparams);
@@ -253,7 +252,7 @@ int dtr_gpt_cuda_num_tensors(const dtr_gpt_cuda *m) {
 const dtr_gpt_param *dtr_gpt_cuda_tensor(const dtr_gpt_cuda *m, int i) {
   return i >= 0 && i < m->ntensors ? &m->tensors[i] : NULL;
 }
-dtr_cuda_dtype dtr_gpt_cuda_precision(const dtr_gpt_cuda *m) {
+dtr_dtype dtr_gpt_cuda_precision(const dtr_gpt_cuda *m) {
   return m->dt;
 }
 const char *dtr_gpt_cuda_last_error(const dtr_gpt_cuda *m) {
@@ -291,7 +290,7 @@ dtr_result dtr_gpt_cuda_get_grads(dtr_gpt_cuda *m, float *host) {
   return DTR_OK;
 }
 dtr_result dtr_gpt_cuda_params_changed(dtr_gpt_cuda *m) {
-  if (m->wlp) OP(dtr__cuda_convert(m->ctx, DTR_CUDA_BF16, m->wlp, DTR_CUDA_F32, m->params, m->nparams));
+  if (m->wlp) OP(dtr__cuda_convert(m->ctx, DTR_BF16, m->wlp, DTR_F32, m->params, m->nparams));
   return DTR_OK;
 }
 dtr_result dtr_gpt_cuda_set_params(dtr_gpt_cuda *m, const float *host) {
@@ -331,7 +330,7 @@ dtr_result dtr_gpt_cuda_forward(dtr_gpt_cuda *m, const int32_t *inputs, const in
                                 float *loss, float *logits) {
   const dtr_gpt_config *c = &m->cfg;
   int V = c->vocab_size, C = c->n_embd, NH = c->n_head, L = c->n_layer;
-  dtr_cuda_dtype dt = m->dt;
+  dtr_dtype dt = m->dt;
   if (!inputs) return dtr__fail(m->err, sizeof m->err, DTR_ERR_INVALID, "gpt_cuda forward: inputs is NULL");
   if (B <= 0 || B > m->max_batch)
     return dtr__fail(m->err, sizeof m->err, DTR_ERR_INVALID,
@@ -386,7 +385,7 @@ dtr_result dtr_gpt_cuda_forward(dtr_gpt_cuda *m, const int32_t *inputs, const in
   OP(dtr__matmul_fwd_cuda(m->ctx, dt, a->probs, a->lnf, W(m, 0), NULL, N, C, V)); /* tied head */
   if (logits) {
     size_t n = (size_t)N * V;
-    if (dt == DTR_CUDA_F32) {
+    if (dt == DTR_F32) {
       OP(dtr__cuda_download(m->ctx, logits, a->probs, n * sizeof(float)));
     } else {
       if (!m->host_lp) m->host_lp = malloc((size_t)m->max_batch * c->block_size * V * sizeof(uint16_t));
@@ -435,7 +434,7 @@ dtr_result dtr_gpt_cuda_backward(dtr_gpt_cuda *m, float grad_scale, dtr_gpt_grad
   int B = m->B, T = m->T, V = c->vocab_size, C = c->n_embd, NH = c->n_head, L = c->n_layer;
   int N = B * T, nt = m->ntensors;
   size_t NC = (size_t)N * C, es = m->es, att_l = (size_t)B * NH * T * T;
-  dtr_cuda_dtype dt = m->dt;
+  dtr_dtype dt = m->dt;
   dtr_cuda_ctx *x_ = m->ctx;
   acts *a = &m->a;
   const dtr_gpt_param *tab = m->tensors;

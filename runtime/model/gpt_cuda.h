@@ -1,9 +1,9 @@
 /* The reference GPT of runtime/model/gpt.h on a CUDA device (internal to runtime/): the same parameter table
  * (names, shapes, offsets of the flat buffers), forward, backward with the same ready-callback order,
  * and AdamW, over the ops of runtime/kernels_cuda.h. Master parameters, gradients and AdamW moments are
- * fp32 device buffers laid out like dtr_gpt_params / dtr_gpt_grads. With precision DTR_CUDA_BF16 the
+ * fp32 device buffers laid out like dtr_gpt_params / dtr_gpt_grads. With precision DTR_BF16 the
  * activations are bf16 and the matrix products read a bf16 copy of the parameters (refreshed by every
- * AdamW step and set_params): mixed precision, fp32 accumulation and fp32 gradients. With DTR_CUDA_F32
+ * AdamW step and set_params): mixed precision, fp32 accumulation and fp32 gradients. With DTR_F32
  * everything is fp32 and the results match the CPU model to rounding. Either way the model is
  * deterministic: the same weights and batches give the same losses, gradients and updates, bit for bit,
  * on every run (same GPU model and software versions; see kernels_cuda.h).
@@ -27,10 +27,10 @@ typedef struct dtr_gpt_cuda dtr_gpt_cuda;
  * context on `device` (cudaSetDevice on the calling thread), allocate parameters, gradients (zeroed),
  * AdamW moments (zeroed) and activations for max_batch x block_size, and upload params[0..nparams)
  * (host fp32, e.g. dtr_gpt_params of a CPU model with the same cfg; nparams must equal the table's
- * count). precision: DTR_CUDA_F32 or DTR_CUDA_BF16. Errors: DTR_ERR_UNSUPPORTED without CUDA or
+ * count). precision: DTR_F32 or DTR_BF16. Errors: DTR_ERR_UNSUPPORTED without CUDA or
  * without that device; DTR_ERR_NOMEM when device memory runs out. On failure *out is NULL. */
 dtr_result dtr_gpt_cuda_create(const dtr_gpt_config *cfg, const float *params, size_t nparams, int device,
-                               dtr_cuda_dtype precision, int max_batch, dtr_gpt_cuda **out, char *err,
+                               dtr_dtype precision, int max_batch, dtr_gpt_cuda **out, char *err,
                                size_t errcap);
 /* Waits for queued work and frees everything. NULL is accepted. */
 void dtr_gpt_cuda_destroy(dtr_gpt_cuda *m);
@@ -39,7 +39,7 @@ size_t dtr_gpt_cuda_num_params(const dtr_gpt_cuda *m);
 int dtr_gpt_cuda_num_tensors(const dtr_gpt_cuda *m);
 /* Entry i of the table (as dtr_gpt_tensor: same names, shapes, offsets, decay flags); NULL outside. */
 const dtr_gpt_param *dtr_gpt_cuda_tensor(const dtr_gpt_cuda *m, int i);
-dtr_cuda_dtype dtr_gpt_cuda_precision(const dtr_gpt_cuda *m);
+dtr_dtype dtr_gpt_cuda_precision(const dtr_gpt_cuda *m);
 /* Why the last call on m failed ("" when none did), with the kernel context's detail. */
 const char *dtr_gpt_cuda_last_error(const dtr_gpt_cuda *m);
 

@@ -8,20 +8,17 @@
 #ifndef DTRAIN_RUNTIME_KERNELS_H
 #define DTRAIN_RUNTIME_KERNELS_H
 
-/* A hot loop compiled twice, for x86-64-v3 (AVX2 + FMA) and baseline x86-64, picked at load time: the
- * project builds without -march, so without this nothing would use AVX2 or FMA instructions. Off under
- * sanitizers (their instrumentation and ifuncs do not mix) and on other compilers. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
-    !defined(__SANITIZE_THREAD__)
-#define DTR_VEC __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define DTR_VEC
-#endif
-
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/cpu_dispatch.h"
 #include "dtrain/common.h"
+
+/* The model's hot loops, compiled for x86-64-v3 (AVX2 + FMA) beside baseline x86-64: without it
+ * nothing would use AVX2 or FMA instructions. The FMA clone may round differently from the baseline in
+ * the last place: results are deterministic on one machine, as above, not across CPU models
+ * (common/cpu_dispatch.h). */
+#define DTR_VEC DTR_CPU_CLONES("arch=x86-64-v3")
 
 /* Layer-norm epsilon (as torch.nn.LayerNorm's default). */
 #define DTR_LN_EPS 1e-5f

@@ -12,14 +12,11 @@
 
 dtr_result dtr__cuda_result(dtr_cuda_ctx *c, cudaError_t e, const char *call) {
   if (e == cudaSuccess) return DTR_OK;
-  (void)cudaGetLastError(); /* clear a non-sticky error so the next call starts clean */
-  dtr_result rc = (e == cudaErrorMemoryAllocation)                               ? DTR_ERR_NOMEM
-                  : (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver) ? DTR_ERR_UNSUPPORTED
-                  : (e == cudaErrorInvalidValue || e == cudaErrorInvalidDevice)  ? DTR_ERR_INVALID
-                                                                                 : DTR_ERR_SYSTEM;
+  char why[256];
+  dtr_result rc = dtr__from_cuda(e, why, sizeof why);
   int namelen = (int)strcspn(call, "(");
-  return dtr__fail(c->err, sizeof c->err, rc, "cuda: %.*s failed on device %d: %s (%s)", namelen, call,
-                   c->device, cudaGetErrorString(e), cudaGetErrorName(e));
+  return dtr__fail(c->err, sizeof c->err, rc, "cuda: %.*s failed on device %d: %s", namelen, call, c->device,
+                   why);
 }
 
 dtr_result dtr__cublas_result(dtr_cuda_ctx *c, cublasStatus_t s, const char *call) {
@@ -74,8 +71,8 @@ dtr_result dtr__cuda_invalid(dtr_cuda_ctx *c, const char *op, const char *what) 
 
 /* ---------------------------------------------------------------- context */
 
-size_t dtr__cuda_dtype_size(dtr_cuda_dtype dt) {
-  return dt == DTR_CUDA_F32 ? 4 : dt == DTR_CUDA_BF16 ? 2 : 0;
+size_t dtr__cuda_dtype_size(dtr_dtype dt) {
+  return dt == DTR_F32 ? 4 : dt == DTR_BF16 ? 2 : 0;
 }
 
 dtr_result dtr__cuda_ctx_create(int device, dtr_cuda_ctx **out, char *err, size_t errcap) {
@@ -233,18 +230,18 @@ __global__ void convert_kernel(D *dst, const S *src, size_t n) {
     dtr__st(dst + i, dtr__ld(src + i));
 }
 
-dtr_result dtr__cuda_convert(dtr_cuda_ctx *c, dtr_cuda_dtype dst_dt, void *dst, dtr_cuda_dtype src_dt,
-                             const void *src, size_t n) {
+dtr_result dtr__cuda_convert(dtr_cuda_ctx *c, dtr_dtype dst_dt, void *dst, dtr_dtype src_dt, const void *src,
+                             size_t n) {
   static const char *op = "cuda convert";
   DTR_CU_ARG(c, op, dtr__cuda_dtype_size(dst_dt) && dtr__cuda_dtype_size(src_dt));
   if (n == 0) return DTR_OK;
   DTR_CU_ARG(c, op, dst && src);
   unsigned grid = dtr__cuda_grid(c, n, 256);
-  if (dst_dt == DTR_CUDA_F32 && src_dt == DTR_CUDA_F32)
+  if (dst_dt == DTR_F32 && src_dt == DTR_F32)
     convert_kernel<<<grid, 256, 0, c->stream>>>((float *)dst, (const float *)src, n);
-  else if (dst_dt == DTR_CUDA_F32)
+  else if (dst_dt == DTR_F32)
     convert_kernel<<<grid, 256, 0, c->stream>>>((float *)dst, (const dtr__bf16 *)src, n);
-  else if (src_dt == DTR_CUDA_F32)
+  else if (src_dt == DTR_F32)
     convert_kernel<<<grid, 256, 0, c->stream>>>((dtr__bf16 *)dst, (const float *)src, n);
   else
     convert_kernel<<<grid, 256, 0, c->stream>>>((dtr__bf16 *)dst, (const dtr__bf16 *)src, n);
@@ -253,14 +250,14 @@ dtr_result dtr__cuda_convert(dtr_cuda_ctx *c, dtr_cuda_dtype dst_dt, void *dst, 
 
 /* ---------------------------------------------------------------- GEMM */
 
-dtr_result dtr__cuda_gemm(dtr_cuda_ctx *c, dtr_cuda_dtype ab, dtr_cuda_dtype cdt, int transA, int transB,
-                          int M, int N, int K, float alpha, const void *A, const void *B, float beta, void *C,
-                          int batch, long long strideA, long long strideB, long long strideC) {
+dtr_result dtr__cuda_gemm(dtr_cuda_ctx *c, dtr_dtype ab, dtr_dtype cdt, int transA, int transB, int M, int N,
+                          int K, float alpha, const void *A, const void *B, float beta, void *C, int batch,
+                          long long strideA, long long strideB, long long strideC) {
   /* cuBLAS is column-major: a row-major [R,S] buffer is the column-major [S,R] matrix, its transpose.
    * So row-major C = op(A) op(B) is computed as column-major C^T = op(B)^T op(A)^T, i.e. with the
    * operands swapped; the leading dimension of each stored buffer is its row-major column count. */
-  cudaDataType_t tab = ab == DTR_CUDA_BF16 ? CUDA_R_16BF : CUDA_R_32F;
-  cudaDataType_t tc = cdt == DTR_CUDA_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+  cudaDataType_t tab = ab == DTR_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+  cudaDataType_t tc = cdt == DTR_BF16 ? CUDA_R_16BF : CUDA_R_32F;
   cublasOperation_t opA = transA ? CUBLAS_OP_T : CUBLAS_OP_N, opB = transB ? CUBLAS_OP_T : CUBLAS_OP_N;
   int lda = transA ? M : K, ldb = transB ? K : N, ldc = N;
   if (batch == 1)

@@ -4,8 +4,10 @@
  *
  * Conventions, as in kernels.h: row-major, weights [out, in]; "fwd" overwrites its output; "bwd" ADDS
  * into parameter gradients and, unless said otherwise, into the input gradient. Each op takes a dtype
- * for its activations and parameter copies: DTR_CUDA_F32 (fp32 throughout) or DTR_CUDA_BF16 (bf16
- * storage, fp32 arithmetic and fp32 accumulation in every reduction and GEMM: mixed precision).
+ * (dtr_dtype, dtrain/common.h) for its activations and parameter copies: DTR_F32 (float, fp32
+ * throughout) or DTR_BF16 (bfloat16 stored as uint16_t, rounded to nearest even from fp32; fp32
+ * arithmetic and fp32 accumulation in every reduction and GEMM: mixed precision); other dtypes are
+ * refused.
  * Parameter GRADIENTS are always fp32 (float *), whatever the dtype, so micro-steps accumulate and
  * data-parallel all-reduces run without bf16 rounding; AdamW keeps fp32 master weights and writes
  * the bf16 copy the next forward reads. Row statistics (layer-norm mean/rstd, losses) are fp32.
@@ -35,18 +37,14 @@
 extern "C" {
 #endif
 
-typedef enum dtr_cuda_dtype {
-  DTR_CUDA_F32 = 0,  /* float */
-  DTR_CUDA_BF16 = 1, /* bfloat16 stored as uint16_t (round to nearest even from fp32) */
-} dtr_cuda_dtype;
-
 /* Layer-norm epsilon; equal to kernels.h's DTR_LN_EPS so both paths compute the same function. */
 #define DTR_CUDA_LN_EPS 1e-5f
 
 typedef struct dtr_cuda_ctx dtr_cuda_ctx;
 
-/* Bytes per element of dt (4 or 2); 0 for an unknown dtype. */
-size_t dtr__cuda_dtype_size(dtr_cuda_dtype dt);
+/* Bytes per element of dt (4 or 2); 0 for a dtype the kernels do not take (other than DTR_F32 and
+ * DTR_BF16). */
+size_t dtr__cuda_dtype_size(dtr_dtype dt);
 
 /* ---- context: device, stream, cuBLAS handle, scratch memory (attention, the reductions' partials) */
 
@@ -73,65 +71,65 @@ dtr_result dtr__cuda_zero(dtr_cuda_ctx *c, void *p, size_t bytes); /* async */
 dtr_result dtr__cuda_upload(dtr_cuda_ctx *c, void *dst_dev, const void *src_host, size_t bytes);
 dtr_result dtr__cuda_download(dtr_cuda_ctx *c, void *dst_host, const void *src_dev, size_t bytes);
 /* dst[i] = (dst_dt) src[i] for n elements, on the device (fp32 -> bf16 rounds to nearest even). */
-dtr_result dtr__cuda_convert(dtr_cuda_ctx *c, dtr_cuda_dtype dst_dt, void *dst, dtr_cuda_dtype src_dt,
-                             const void *src, size_t n);
+dtr_result dtr__cuda_convert(dtr_cuda_ctx *c, dtr_dtype dst_dt, void *dst, dtr_dtype src_dt, const void *src,
+                             size_t n);
 
 /* ---- the model's operations (same math and argument order as kernels.h, after ctx and dtype) */
 
 /* out[N,OC] = inp[N,C] @ w[OC,C]^T + bias[OC] (bias may be NULL); cuBLAS, fp32 accumulate. */
-dtr_result dtr__matmul_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, const void *inp, const void *w,
+dtr_result dtr__matmul_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, const void *inp, const void *w,
                                 const void *bias, int N, int C, int OC);
 /* dinp[N,C] += dout[N,OC] @ w (dinp NULL: skipped); dw[OC,C] += dout^T @ inp (fp32); dbias[OC] += column
  * sums of dout (fp32; NULL: skipped). */
-dtr_result dtr__matmul_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *dinp, float *dw, float *dbias,
+dtr_result dtr__matmul_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *dinp, float *dw, float *dbias,
                                 const void *dout, const void *inp, const void *w, int N, int C, int OC);
 
 /* Per row of inp[N,C]: out = (x - mean) * rstd * w + b; mean[N], rstd[N] (fp32; NULL: not kept). */
-dtr_result dtr__layernorm_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, float *mean, float *rstd,
+dtr_result dtr__layernorm_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, float *mean, float *rstd,
                                    const void *inp, const void *w, const void *b, int N, int C);
 /* dinp[N,C] += d/dinp; dw[C], db[C] (fp32) += parameter gradients. */
-dtr_result dtr__layernorm_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *dinp, float *dw, float *db,
+dtr_result dtr__layernorm_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *dinp, float *dw, float *db,
                                    const void *dout, const void *inp, const void *w, const float *mean,
                                    const float *rstd, int N, int C);
 
 /* GELU, tanh approximation. bwd OVERWRITES dinp = dout * gelu'(inp); dinp may alias dout. */
-dtr_result dtr__gelu_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, const void *inp, size_t n);
-dtr_result dtr__gelu_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *dinp, const void *inp,
-                              const void *dout, size_t n);
+dtr_result dtr__gelu_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, const void *inp, size_t n);
+dtr_result dtr__gelu_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *dinp, const void *inp, const void *dout,
+                              size_t n);
 
 /* Causal multi-head self-attention over qkv[B,T,3C] into out[B,T,C]; att[B,NH,T,T] receives the
  * probabilities (zero above the diagonal). Scores and att @ v are strided-batched cuBLAS GEMMs around a
  * masked-softmax kernel; q, k, v are rearranged per head in context scratch (fwd: 4*B*T*C elements).
  * bwd OVERWRITES dqkv[B,T,3C] given dout[B,T,C] (scratch: 7*B*T*C + B*NH*T*T elements). */
-dtr_result dtr__attention_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, void *att, const void *qkv,
+dtr_result dtr__attention_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, void *att, const void *qkv,
                                    int B, int T, int C, int NH);
-dtr_result dtr__attention_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *dqkv, const void *dout,
+dtr_result dtr__attention_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *dqkv, const void *dout,
                                    const void *att, const void *qkv, int B, int T, int C, int NH);
 
 /* out = a + b over n elements (out may alias a or b). */
-dtr_result dtr__residual_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, const void *a, const void *b,
+dtr_result dtr__residual_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, const void *a, const void *b,
                                   size_t n);
 /* y += x over n elements: how a backward adds a branch's gradient into the residual stream. */
-dtr_result dtr__add_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *y, const void *x, size_t n);
+dtr_result dtr__add_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *y, const void *x, size_t n);
 
 /* out[b,t,:] = wte[inp[b,t],:] + wpe[t,:]. inp are device ids; the caller validates them (an id
  * outside [0,V) yields a row of NaN here rather than a wild read). */
-dtr_result dtr__embedding_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, const int32_t *inp,
+dtr_result dtr__embedding_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, const int32_t *inp,
                                    const void *wte, const void *wpe, int B, int T, int C, int V);
 /* dwte[inp[b,t],:] += dout[b,t,:]; dwpe[t,:] += dout[b,t,:] (fp32; dwpe NULL: skipped; ids outside
  * [0,V) are ignored). Each element adds its terms in increasing b*T + t (as kernels_cpu.c), through a
  * counting sort of the ids on the device (context scratch: (2V + 1 + 2BT) ints). */
-dtr_result dtr__embedding_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, float *dwte, float *dwpe,
-                                   const void *dout, const int32_t *inp, int B, int T, int C, int V);
+dtr_result dtr__embedding_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, float *dwte, float *dwpe, const void *dout,
+                                   const int32_t *inp, int B, int T, int C, int V);
 
 /* Row softmax of logits[N,V] into probs (may alias logits); losses[n] (fp32) = -log p[target] for
  * targets >= 0, 0 for -1, NaN for a target >= V (targets NULL: losses not written; losses may be NULL
  * then). The loss comes from the fp32 log-sum-exp, not from the rounded probability. */
-dtr_result dtr__softmax_xent_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *probs, float *losses,
+dtr_result dtr__softmax_xent_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *probs, float *losses,
                                       const void *logits, const int32_t *targets, int N, int V);
 /* OVERWRITES dlogits = (probs - onehot(target)) * dloss on scored rows, 0 on rows with target -1;
  * dlogits may alias probs. */
-dtr_result dtr__softmax_xent_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *dlogits, const void *probs,
+dtr_result dtr__softmax_xent_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *dlogits, const void *probs,
                                       const int32_t *targets, float dloss, int N, int V);
 
 /* AdamW (decoupled weight decay, torch.optim.AdamW; the arithmetic of runtime/train/optim.c) over n fp32

@@ -67,8 +67,7 @@ __global__ void causal_softmax_bwd_kernel(T *datt, const T *att, int T_, float s
     dtr__st(g + j, j <= t ? scale * dtr__ld(p + j) * (dtr__ld(g + j) - s) : 0.0f);
 }
 
-static dtr_result check_attn(dtr_cuda_ctx *c, const char *op, dtr_cuda_dtype dt, int B, int T, int C,
-                             int NH) {
+static dtr_result check_attn(dtr_cuda_ctx *c, const char *op, dtr_dtype dt, int B, int T, int C, int NH) {
   DTR_CU_ARG(c, op, dtr__cuda_dtype_size(dt) != 0);
   DTR_CU_ARG(c, op, B > 0 && T > 0 && C > 0 && NH > 0);
   DTR_CU_ARG(c, op, C % NH == 0);
@@ -88,8 +87,8 @@ static dtr_result heads(dtr_cuda_ctx *c, int merge, T *dst, const T *src, int B,
 }
 
 template <typename T>
-static dtr_result attention_fwd(dtr_cuda_ctx *c, dtr_cuda_dtype dt, T *out, T *att, const T *qkv, int B,
-                                int T_, int C, int NH) {
+static dtr_result attention_fwd(dtr_cuda_ctx *c, dtr_dtype dt, T *out, T *att, const T *qkv, int B, int T_,
+                                int C, int NH) {
   int hs = C / NH, batch = B * NH;
   size_t btc = (size_t)B * T_ * C;
   void *scratch;
@@ -108,7 +107,7 @@ static dtr_result attention_fwd(dtr_cuda_ctx *c, dtr_cuda_dtype dt, T *out, T *a
 }
 
 template <typename T>
-static dtr_result attention_bwd(dtr_cuda_ctx *c, dtr_cuda_dtype dt, T *dqkv, const T *dout, const T *att,
+static dtr_result attention_bwd(dtr_cuda_ctx *c, dtr_dtype dt, T *dqkv, const T *dout, const T *att,
                                 const T *qkv, int B, int T_, int C, int NH) {
   int hs = C / NH, batch = B * NH;
   size_t btc = (size_t)B * T_ * C, btt = (size_t)batch * T_ * T_;
@@ -133,22 +132,22 @@ static dtr_result attention_bwd(dtr_cuda_ctx *c, dtr_cuda_dtype dt, T *dqkv, con
   return heads(c, 1, dqkv, (const T *)dq, B, T_, NH, hs, 3);
 }
 
-dtr_result dtr__attention_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, void *att, const void *qkv,
+dtr_result dtr__attention_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, void *att, const void *qkv,
                                    int B, int T, int C, int NH) {
   static const char *op = "attention_fwd_cuda";
   DTR_CHECK(check_attn(c, op, dt, B, T, C, NH));
   DTR_CU_ARG(c, op, out && att && qkv);
-  if (dt == DTR_CUDA_BF16)
+  if (dt == DTR_BF16)
     return attention_fwd(c, dt, (dtr__bf16 *)out, (dtr__bf16 *)att, (const dtr__bf16 *)qkv, B, T, C, NH);
   return attention_fwd(c, dt, (float *)out, (float *)att, (const float *)qkv, B, T, C, NH);
 }
 
-dtr_result dtr__attention_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *dqkv, const void *dout,
+dtr_result dtr__attention_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *dqkv, const void *dout,
                                    const void *att, const void *qkv, int B, int T, int C, int NH) {
   static const char *op = "attention_bwd_cuda";
   DTR_CHECK(check_attn(c, op, dt, B, T, C, NH));
   DTR_CU_ARG(c, op, dqkv && dout && att && qkv);
-  if (dt == DTR_CUDA_BF16)
+  if (dt == DTR_BF16)
     return attention_bwd(c, dt, (dtr__bf16 *)dqkv, (const dtr__bf16 *)dout, (const dtr__bf16 *)att,
                          (const dtr__bf16 *)qkv, B, T, C, NH);
   return attention_bwd(c, dt, (float *)dqkv, (const float *)dout, (const float *)att, (const float *)qkv, B,

@@ -30,30 +30,30 @@ __global__ void gelu_bwd_kernel(T *dinp, const T *inp, const T *dout, size_t n) 
   }
 }
 
-static dtr_result check_elem(dtr_cuda_ctx *c, const char *op, dtr_cuda_dtype dt) {
+static dtr_result check_elem(dtr_cuda_ctx *c, const char *op, dtr_dtype dt) {
   DTR_CU_ARG(c, op, dtr__cuda_dtype_size(dt) != 0);
   return DTR_OK;
 }
 
-dtr_result dtr__gelu_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, const void *inp, size_t n) {
+dtr_result dtr__gelu_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, const void *inp, size_t n) {
   DTR_CHECK(check_elem(c, "gelu_fwd_cuda", dt));
   if (n == 0) return DTR_OK;
   DTR_CU_ARG(c, "gelu_fwd_cuda", out && inp);
   unsigned grid = dtr__cuda_grid(c, n, 256);
-  if (dt == DTR_CUDA_BF16)
+  if (dt == DTR_BF16)
     gelu_fwd_kernel<<<grid, 256, 0, c->stream>>>((dtr__bf16 *)out, (const dtr__bf16 *)inp, n);
   else
     gelu_fwd_kernel<<<grid, 256, 0, c->stream>>>((float *)out, (const float *)inp, n);
   return DTR_CU_LAUNCHED(c, "gelu_fwd_kernel");
 }
 
-dtr_result dtr__gelu_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *dinp, const void *inp,
-                              const void *dout, size_t n) {
+dtr_result dtr__gelu_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *dinp, const void *inp, const void *dout,
+                              size_t n) {
   DTR_CHECK(check_elem(c, "gelu_bwd_cuda", dt));
   if (n == 0) return DTR_OK;
   DTR_CU_ARG(c, "gelu_bwd_cuda", dinp && inp && dout);
   unsigned grid = dtr__cuda_grid(c, n, 256);
-  if (dt == DTR_CUDA_BF16)
+  if (dt == DTR_BF16)
     gelu_bwd_kernel<<<grid, 256, 0, c->stream>>>((dtr__bf16 *)dinp, (const dtr__bf16 *)inp,
                                                  (const dtr__bf16 *)dout, n);
   else
@@ -68,25 +68,25 @@ __global__ void add_kernel(T *out, const T *a, const T *b, size_t n) {
   GRID_STRIDE(i, n) dtr__st(out + i, dtr__ld(a + i) + dtr__ld(b + i));
 }
 
-static dtr_result launch_add(dtr_cuda_ctx *c, const char *op, dtr_cuda_dtype dt, void *out, const void *a,
+static dtr_result launch_add(dtr_cuda_ctx *c, const char *op, dtr_dtype dt, void *out, const void *a,
                              const void *b, size_t n) {
   DTR_CHECK(check_elem(c, op, dt));
   if (n == 0) return DTR_OK;
   DTR_CU_ARG(c, op, out && a && b);
   unsigned grid = dtr__cuda_grid(c, n, 256);
-  if (dt == DTR_CUDA_BF16)
+  if (dt == DTR_BF16)
     add_kernel<<<grid, 256, 0, c->stream>>>((dtr__bf16 *)out, (const dtr__bf16 *)a, (const dtr__bf16 *)b, n);
   else
     add_kernel<<<grid, 256, 0, c->stream>>>((float *)out, (const float *)a, (const float *)b, n);
   return DTR_CU_LAUNCHED(c, "add_kernel");
 }
 
-dtr_result dtr__residual_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, const void *a, const void *b,
+dtr_result dtr__residual_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, const void *a, const void *b,
                                   size_t n) {
   return launch_add(c, "residual_fwd_cuda", dt, out, a, b, n);
 }
 
-dtr_result dtr__add_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *y, const void *x, size_t n) {
+dtr_result dtr__add_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *y, const void *x, size_t n) {
   return launch_add(c, "add_cuda", dt, y, y, x, n);
 }
 
@@ -199,7 +199,7 @@ __global__ void emb_dwpe_kernel(float *dwpe, const T *dout, int B, int T_, int C
   }
 }
 
-dtr_result dtr__embedding_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, const int32_t *inp,
+dtr_result dtr__embedding_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, const int32_t *inp,
                                    const void *wte, const void *wpe, int B, int T, int C, int V) {
   static const char *op = "embedding_fwd_cuda";
   DTR_CHECK(check_elem(c, op, dt));
@@ -207,7 +207,7 @@ dtr_result dtr__embedding_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out
   DTR_CU_ARG(c, op, out && inp && wte && wpe);
   size_t BT = (size_t)B * T;
   unsigned grid = dtr__cuda_grid(c, BT * C, 256);
-  if (dt == DTR_CUDA_BF16)
+  if (dt == DTR_BF16)
     embedding_fwd_kernel<<<grid, 256, 0, c->stream>>>((dtr__bf16 *)out, inp, (const dtr__bf16 *)wte,
                                                       (const dtr__bf16 *)wpe, BT, T, C, V);
   else
@@ -242,14 +242,14 @@ static dtr_result embedding_bwd(dtr_cuda_ctx *c, float *dwte, float *dwpe, const
   return DTR_OK;
 }
 
-dtr_result dtr__embedding_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, float *dwte, float *dwpe,
-                                   const void *dout, const int32_t *inp, int B, int T, int C, int V) {
+dtr_result dtr__embedding_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, float *dwte, float *dwpe, const void *dout,
+                                   const int32_t *inp, int B, int T, int C, int V) {
   static const char *op = "embedding_bwd_cuda";
   DTR_CHECK(check_elem(c, op, dt));
   DTR_CU_ARG(c, op, B > 0 && T > 0 && C > 0 && V > 0);
   DTR_CU_ARG(c, op, (long long)B * T <= 0x7fffffff);
   DTR_CU_ARG(c, op, dwte && dout && inp);
-  if (dt == DTR_CUDA_BF16) return embedding_bwd(c, dwte, dwpe, (const dtr__bf16 *)dout, inp, B, T, C, V);
+  if (dt == DTR_BF16) return embedding_bwd(c, dwte, dwpe, (const dtr__bf16 *)dout, inp, B, T, C, V);
   return embedding_bwd(c, dwte, dwpe, (const float *)dout, inp, B, T, C, V);
 }
 

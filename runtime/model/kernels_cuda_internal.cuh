@@ -13,6 +13,7 @@
 extern "C" {
 #include "common/check.h"
 }
+#include "common/cuda_check.h"
 
 /* cuBLAS is opened with dlopen when the first context is made, not linked: linking it costs every
  * dtrain process (the CLI, every CPU rank) about 0.3 s and 200 MB at start for a library only GPU
@@ -83,9 +84,9 @@ dtr_result dtr__cuda_sum_partials(dtr_cuda_ctx *c, float *dst_a, float *dst_b, c
 
 /* Row-major C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C, batch times with element strides;
  * A and B have type ab (storage dtype), C has type cdt; fp32 compute. transA: A is stored [K,M]. */
-dtr_result dtr__cuda_gemm(dtr_cuda_ctx *c, dtr_cuda_dtype ab, dtr_cuda_dtype cdt, int transA, int transB,
-                          int M, int N, int K, float alpha, const void *A, const void *B, float beta, void *C,
-                          int batch, long long strideA, long long strideB, long long strideC);
+dtr_result dtr__cuda_gemm(dtr_cuda_ctx *c, dtr_dtype ab, dtr_dtype cdt, int transA, int transB, int M, int N,
+                          int K, float alpha, const void *A, const void *B, float beta, void *C, int batch,
+                          long long strideA, long long strideB, long long strideC);
 
 /* Grid size for a grid-stride loop over n elements. */
 unsigned dtr__cuda_grid(const dtr_cuda_ctx *c, size_t n, unsigned block);

@@ -37,13 +37,13 @@ __global__ void bias_grad_kernel(float *part, const T *dout, int N, int OC) {
  * SM count, so the order of the sums does not change with the GPU either. */
 #define BIAS_GRAD_SPLITS 64
 
-static dtr_result check_dims(dtr_cuda_ctx *c, const char *op, dtr_cuda_dtype dt, int N, int C, int OC) {
+static dtr_result check_dims(dtr_cuda_ctx *c, const char *op, dtr_dtype dt, int N, int C, int OC) {
   DTR_CU_ARG(c, op, dtr__cuda_dtype_size(dt) != 0);
   DTR_CU_ARG(c, op, N > 0 && C > 0 && OC > 0);
   return DTR_OK;
 }
 
-dtr_result dtr__matmul_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, const void *inp, const void *w,
+dtr_result dtr__matmul_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, const void *inp, const void *w,
                                 const void *bias, int N, int C, int OC) {
   static const char *op = "matmul_fwd_cuda";
   DTR_CHECK(check_dims(c, op, dt, N, C, OC));
@@ -52,7 +52,7 @@ dtr_result dtr__matmul_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, c
   if (bias) {
     size_t total = (size_t)N * OC;
     unsigned grid = dtr__cuda_grid(c, total, 256);
-    if (dt == DTR_CUDA_BF16)
+    if (dt == DTR_BF16)
       bias_broadcast_kernel<<<grid, 256, 0, c->stream>>>((dtr__bf16 *)out, (const dtr__bf16 *)bias, (size_t)N,
                                                          OC);
     else
@@ -64,7 +64,7 @@ dtr_result dtr__matmul_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, c
   return dtr__cuda_gemm(c, dt, dt, 0, 1, N, OC, C, 1.0f, inp, w, beta, out, 1, 0, 0, 0);
 }
 
-dtr_result dtr__matmul_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *dinp, float *dw, float *dbias,
+dtr_result dtr__matmul_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *dinp, float *dw, float *dbias,
                                 const void *dout, const void *inp, const void *w, int N, int C, int OC) {
   static const char *op = "matmul_bwd_cuda";
   DTR_CHECK(check_dims(c, op, dt, N, C, OC));
@@ -72,14 +72,14 @@ dtr_result dtr__matmul_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *dinp, 
   /* dinp[N,C] += dout[N,OC] @ w[OC,C] */
   if (dinp) DTR_CHECK(dtr__cuda_gemm(c, dt, dt, 0, 0, N, C, OC, 1.0f, dout, w, 1.0f, dinp, 1, 0, 0, 0));
   /* dw[OC,C] += dout^T @ inp (dout stored [N,OC]); fp32 output even for bf16 operands. */
-  DTR_CHECK(dtr__cuda_gemm(c, dt, DTR_CUDA_F32, 1, 0, OC, C, N, 1.0f, dout, inp, 1.0f, dw, 1, 0, 0, 0));
+  DTR_CHECK(dtr__cuda_gemm(c, dt, DTR_F32, 1, 0, OC, C, N, 1.0f, dout, inp, 1.0f, dw, 1, 0, 0, 0));
   if (dbias) {
     unsigned gx = (unsigned)((OC + 31) / 32), rows = (unsigned)((N + 63) / 64);
     unsigned gy = rows < BIAS_GRAD_SPLITS ? rows : BIAS_GRAD_SPLITS;
     void *part;
     DTR_CHECK(dtr__cuda_scratch(c, (size_t)gy * OC * sizeof(float), &part));
     dim3 grid(gx, gy), block(32, 16);
-    if (dt == DTR_CUDA_BF16)
+    if (dt == DTR_BF16)
       bias_grad_kernel<<<grid, block, 0, c->stream>>>((float *)part, (const dtr__bf16 *)dout, N, OC);
     else
       bias_grad_kernel<<<grid, block, 0, c->stream>>>((float *)part, (const float *)dout, N, OC);

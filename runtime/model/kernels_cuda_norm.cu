@@ -72,14 +72,14 @@ __global__ void layernorm_bwd_kernel(T *dinp, float *part_out, const T *dout, co
  * order of the dw, db sums does not change with the GPU either. */
 #define LN_BWD_BLOCKS 256
 
-dtr_result dtr__layernorm_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out, float *mean, float *rstd,
+dtr_result dtr__layernorm_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, float *mean, float *rstd,
                                    const void *inp, const void *w, const void *b, int N, int C) {
   static const char *op = "layernorm_fwd_cuda";
   DTR_CU_ARG(c, op, dtr__cuda_dtype_size(dt) != 0);
   DTR_CU_ARG(c, op, N > 0 && C > 0);
   DTR_CU_ARG(c, op, out && inp && w && b);
   unsigned block = dtr__row_block(C);
-  if (dt == DTR_CUDA_BF16)
+  if (dt == DTR_BF16)
     layernorm_fwd_kernel<<<N, block, 0, c->stream>>>((dtr__bf16 *)out, mean, rstd, (const dtr__bf16 *)inp,
                                                      (const dtr__bf16 *)w, (const dtr__bf16 *)b, C);
   else
@@ -88,7 +88,7 @@ dtr_result dtr__layernorm_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *out
   return DTR_CU_LAUNCHED(c, "layernorm_fwd_kernel");
 }
 
-dtr_result dtr__layernorm_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *dinp, float *dw, float *db,
+dtr_result dtr__layernorm_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *dinp, float *dw, float *db,
                                    const void *dout, const void *inp, const void *w, const float *mean,
                                    const float *rstd, int N, int C) {
   static const char *op = "layernorm_bwd_cuda";
@@ -102,7 +102,7 @@ dtr_result dtr__layernorm_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *din
   unsigned grid = N < LN_BWD_BLOCKS ? (unsigned)N : LN_BWD_BLOCKS;
   void *part;
   DTR_CHECK(dtr__cuda_scratch(c, (size_t)grid * 2 * C * sizeof(float), &part));
-  if (dt == DTR_CUDA_BF16)
+  if (dt == DTR_BF16)
     layernorm_bwd_kernel<<<grid, block, shmem, c->stream>>>(
         (dtr__bf16 *)dinp, (float *)part, (const dtr__bf16 *)dout, (const dtr__bf16 *)inp,
         (const dtr__bf16 *)w, mean, rstd, N, C, use_shared);
@@ -156,14 +156,14 @@ __global__ void softmax_xent_bwd_kernel(T *dlogits, const T *probs, const int32_
   }
 }
 
-dtr_result dtr__softmax_xent_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *probs, float *losses,
+dtr_result dtr__softmax_xent_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *probs, float *losses,
                                       const void *logits, const int32_t *targets, int N, int V) {
   static const char *op = "softmax_xent_fwd_cuda";
   DTR_CU_ARG(c, op, dtr__cuda_dtype_size(dt) != 0);
   DTR_CU_ARG(c, op, N > 0 && V > 0);
   DTR_CU_ARG(c, op, probs && logits && (!targets || losses));
   unsigned block = dtr__row_block(V);
-  if (dt == DTR_CUDA_BF16)
+  if (dt == DTR_BF16)
     softmax_xent_fwd_kernel<<<N, block, 0, c->stream>>>((dtr__bf16 *)probs, losses, (const dtr__bf16 *)logits,
                                                         targets, V);
   else
@@ -172,14 +172,14 @@ dtr_result dtr__softmax_xent_fwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *
   return DTR_CU_LAUNCHED(c, "softmax_xent_fwd_kernel");
 }
 
-dtr_result dtr__softmax_xent_bwd_cuda(dtr_cuda_ctx *c, dtr_cuda_dtype dt, void *dlogits, const void *probs,
+dtr_result dtr__softmax_xent_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *dlogits, const void *probs,
                                       const int32_t *targets, float dloss, int N, int V) {
   static const char *op = "softmax_xent_bwd_cuda";
   DTR_CU_ARG(c, op, dtr__cuda_dtype_size(dt) != 0);
   DTR_CU_ARG(c, op, N > 0 && V > 0);
   DTR_CU_ARG(c, op, dlogits && probs && targets);
   unsigned grid = dtr__cuda_grid(c, (size_t)N * V, 256);
-  if (dt == DTR_CUDA_BF16)
+  if (dt == DTR_BF16)
     softmax_xent_bwd_kernel<<<grid, 256, 0, c->stream>>>((dtr__bf16 *)dlogits, (const dtr__bf16 *)probs,
                                                          targets, dloss, (size_t)N, V);
   else

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "common/check.h"
-#include "common/sock.h"
+#include "common/clock.h"
 #include "runtime/runtime_internal.h"
 
 #define DEFAULT_BUCKET_BYTES ((size_t)25 << 20) /* PyTorch DDP's bucket_cap_mb */

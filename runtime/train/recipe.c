@@ -16,6 +16,8 @@
 #include "common/check.h"
 #include "common/log.h"
 #include "common/sock.h"
+#include "common/yaml_error.h"
+#include "dtrain/runtime.h"
 #include "runtime/train/recipe_internal.h"
 
 enum { SRC_DEFAULT = 0, SRC_FILE = 1, SRC_OVERRIDE = 2 };
@@ -170,8 +172,7 @@ static dtr_result walk_file(ctx *c) {
   }
   yaml_parser_set_input_file(&p, f);
   if (!yaml_parser_load(&p, &doc)) {
-    rc = fail_mark(c, p.problem_mark, "YAML syntax error: %s%s%s", p.problem ? p.problem : "malformed input",
-                   p.context ? " " : "", p.context ? p.context : "");
+    rc = dtr__yaml_parse_fail(&p, c->path, DTR_ERR_INVALID, c->err, c->cap);
     goto out;
   }
   have_doc = 1;
@@ -219,8 +220,7 @@ static dtr_result walk_file(ctx *c) {
   yaml_document_delete(&doc);
   have_doc = 0;
   if (!yaml_parser_load(&p, &doc)) {
-    rc = fail_mark(c, p.problem_mark, "YAML syntax error: %s%s%s", p.problem ? p.problem : "malformed input",
-                   p.context ? " " : "", p.context ? p.context : "");
+    rc = dtr__yaml_parse_fail(&p, c->path, DTR_ERR_INVALID, c->err, c->cap);
     goto out;
   }
   have_doc = 1;
@@ -354,20 +354,21 @@ static dtr_result validate(ctx *c, int world) {
     snprintf(worlddesc, sizeof worlddesc, "the launch section makes %d ranks (nproc_per_node %d x nnodes %d)",
              world, r->launch.nproc_per_node, r->launch.nnodes_max);
   }
-  int tpp = r->parallel.tp * r->parallel.pp;
-  if (r->parallel.dp == 0) {
-    if (world % tpp != 0)
+  /* The mesh's own rule, dp 0 being "the rest", so that the recipe and dtr_init agree on dp. */
+  dtr_mesh mesh;
+  if (dtr_mesh_make(world, r->parallel.dp, r->parallel.tp, r->parallel.pp, 0, &mesh, NULL, 0) != DTR_OK) {
+    long long tpp = (long long)r->parallel.tp * r->parallel.pp;
+    if (r->parallel.dp == 0)
       return fail_at(c, blame(c, 3, K("parallel", "tp"), K("parallel", "pp"), K("launch", "nproc_per_node")),
-                     "parallel: tp*pp = %d*%d = %d does not divide the world, and %s", r->parallel.tp,
+                     "parallel: tp*pp = %d*%d = %lld does not divide the world, and %s", r->parallel.tp,
                      r->parallel.pp, tpp, worlddesc);
-    r->parallel.dp = world / tpp;
-  } else if ((long long)r->parallel.dp * tpp != world) {
     return fail_at(c,
                    blame(c, 5, K("parallel", "dp"), K("parallel", "tp"), K("parallel", "pp"),
                          K("launch", "nproc_per_node"), K("launch", "nnodes")),
                    "parallel: dp*tp*pp = %d*%d*%d = %lld, but %s", r->parallel.dp, r->parallel.tp,
-                   r->parallel.pp, (long long)r->parallel.dp * tpp, worlddesc);
+                   r->parallel.pp, r->parallel.dp * tpp, worlddesc);
   }
+  r->parallel.dp = mesh.dp;
 
   /* ---- model */
   static const char *const mk[] = {"block_size", "n_layer", "n_head", "n_embd"};

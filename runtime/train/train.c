@@ -13,8 +13,8 @@
 #include <xxhash.h>
 
 #include "common/check.h"
+#include "common/clock.h"
 #include "common/param.h"
-#include "common/sock.h"
 #include "runtime/model/gpt_internal.h"
 #include "runtime/train/train_internal.h"
 
@@ -132,8 +132,8 @@ static dtr_result setup(trainer *t) {
     rc_cfg.nccl_dp = 1;
   }
   rc_cfg.dp = r->parallel.dp;
-  rc_cfg.tp = r->parallel.tp > 0 ? r->parallel.tp : 1;
-  rc_cfg.pp = r->parallel.pp > 0 ? r->parallel.pp : 1;
+  rc_cfg.tp = r->parallel.tp;
+  rc_cfg.pp = r->parallel.pp;
   DTR_CHECK(dtr_init(&rc_cfg, &t->rt, err, errcap));
   const dtr_mesh *mesh = dtr_runtime_mesh(t->rt);
   t->rank = dtr_runtime_identity(t->rt)->rank;

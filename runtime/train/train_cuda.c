@@ -36,8 +36,8 @@ dtr_result dtr__gpu_create(const dtr_recipe *r, const dtr_gpt_config *gc, const 
   g->eps = r->train.eps;
   g->weight_decay = r->train.weight_decay;
   snprintf(g->desc, sizeof g->desc, "cuda:%d %s", device, bf16 ? "bf16" : "fp32");
-  dtr_result rc = dtr_gpt_cuda_create(gc, init, n, device, bf16 ? DTR_CUDA_BF16 : DTR_CUDA_F32, max_batch,
-                                      &g->model, err, errcap);
+  dtr_result rc =
+      dtr_gpt_cuda_create(gc, init, n, device, bf16 ? DTR_BF16 : DTR_F32, max_batch, &g->model, err, errcap);
   if (rc != DTR_OK) {
     free(g);
     return rc;

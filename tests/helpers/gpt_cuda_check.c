@@ -1,7 +1,7 @@
-/* The GPU GPT (runtime/model/gpt_cuda.c) against the CPU reference model (runtime/model/gpt.c) from the same weights
- * and batches: parameter tables, losses, logits, accumulated gradients and the ready-callback order in
- * fp32 (loss 1e-5 relative, gradients 1e-4 of each tensor's max abs) and bf16 mixed precision (loss
- * 2e-2 relative, gradients per tensor cosine > 0.99 and norm within 10%), AdamW steps that track the CPU
+/* The GPU GPT (runtime/model/gpt_cuda.c) against the CPU reference model (runtime/model/gpt.c) from the same
+ * weights and batches: parameter tables, losses, logits, accumulated gradients and the ready-callback order
+ * in fp32 (loss 1e-5 relative, gradients 1e-4 of each tensor's max abs) and bf16 mixed precision (loss 2e-2
+ * relative, gradients per tensor cosine > 0.99 and norm within 10%), AdamW steps that track the CPU
  * optimizer, determinism (two runs from the same weights and batches: losses, every gradient, the
  * gradient norm and the weights after AdamW bit-identical), then tokens/s of forward + backward + AdamW
  * on the CPU and the GPU.
@@ -89,14 +89,14 @@ static void make_batch(int32_t *in, int32_t *tg, int n, int V) {
   }
 }
 
-static const char *dtname(dtr_cuda_dtype dt) {
-  return dt == DTR_CUDA_BF16 ? "bf16" : "f32";
+static const char *dtname(dtr_dtype dt) {
+  return dt == DTR_BF16 ? "bf16" : "f32";
 }
 
 /* Compare got against ref (n values): f32 wants max |diff| <= tol x max |ref|; bf16 wants cosine >
  * MIN_COS_BF16 and the norms within TOL_NORM_BF16. */
-static void compare(const char *what, const char *tensor, dtr_cuda_dtype dt, const float *got,
-                    const float *ref, size_t n) {
+static void compare(const char *what, const char *tensor, dtr_dtype dt, const float *got, const float *ref,
+                    size_t n) {
   double maxref = 0.0, maxdiff = 0.0, dot = 0.0, ng = 0.0, nr = 0.0;
   int nan = 0;
   for (size_t i = 0; i < n; i++) {
@@ -108,7 +108,7 @@ static void compare(const char *what, const char *tensor, dtr_cuda_dtype dt, con
     ng += g * g;
     nr += r * r;
   }
-  if (dt == DTR_CUDA_F32) {
+  if (dt == DTR_F32) {
     double rel = maxref > 0 ? maxdiff / maxref : maxdiff;
     check(!nan && rel <= TOL_GRAD_F32, "%-5s %-8s %-20s max|diff| %.2e = %.2e of max|ref| %.2e (tol %.0e)",
           dtname(dt), what, tensor, maxdiff, rel, maxref, TOL_GRAD_F32);
@@ -122,8 +122,8 @@ static void compare(const char *what, const char *tensor, dtr_cuda_dtype dt, con
   }
 }
 
-static void check_loss(const char *what, dtr_cuda_dtype dt, float got, float ref) {
-  double tol = dt == DTR_CUDA_F32 ? TOL_LOSS_F32 : TOL_LOSS_BF16;
+static void check_loss(const char *what, dtr_dtype dt, float got, float ref) {
+  double tol = dt == DTR_F32 ? TOL_LOSS_F32 : TOL_LOSS_BF16;
   double rel = xabs((double)got - ref) / (xabs(ref) > 1e-30 ? xabs(ref) : 1e-30);
   check(got == got && rel <= tol, "%-5s %-8s loss gpu %.7f cpu %.7f rel diff %.2e (tol %.0e)", dtname(dt),
         what, got, ref, rel, tol);
@@ -182,7 +182,7 @@ static void check_table(const cfgcase *cc, dtr_gpt *cpu, dtr_gpt_cuda *gpu) {
         cc->name, dtr_gpt_num_tensors(cpu), dtr_gpt_num_params(cpu));
 }
 
-static dtr_gpt_cuda *make_gpu(const cfgcase *cc, dtr_gpt *cpu, dtr_cuda_dtype dt) {
+static dtr_gpt_cuda *make_gpu(const cfgcase *cc, dtr_gpt *cpu, dtr_dtype dt) {
   char err[512] = "";
   dtr_gpt_cuda *g = NULL;
   dtr_result rc = dtr_gpt_cuda_create(&cc->cfg, dtr_gpt_params(cpu), dtr_gpt_num_params(cpu), 0, dt, cc->B,
@@ -210,7 +210,7 @@ static dtr_gpt *make_cpu(const cfgcase *cc, uint64_t seed) {
 
 /* Two micro-steps (full block, then a shorter T) with grad_scale 0.5 each: losses, logits, accumulated
  * gradients per tensor, ready ranges of the second backward, and the gradient sum of squares. */
-static void check_pass(const cfgcase *cc, dtr_cuda_dtype dt) {
+static void check_pass(const cfgcase *cc, dtr_dtype dt) {
   const dtr_gpt_config *c = &cc->cfg;
   int B = cc->B, V = c->vocab_size;
   dtr_gpt *cpu = make_cpu(cc, 7);
@@ -225,7 +225,7 @@ static void check_pass(const cfgcase *cc, dtr_cuda_dtype dt) {
     if (gpu) check(0, "%-5s %-8s out of host memory", dtname(dt), cc->name);
     goto done;
   }
-  if (dt == DTR_CUDA_F32) check_table(cc, cpu, gpu);
+  if (dt == DTR_F32) check_table(cc, cpu, gpu);
   dtr_gpt_zero_grad(cpu);
   ready_rec rec = {.m = gpu, .snap = snap};
   for (int step = 0; step < 2; step++) {
@@ -266,11 +266,11 @@ static void check_pass(const cfgcase *cc, dtr_cuda_dtype dt) {
   double ss_g = 0.0, ss_c = 0.0;
   for (size_t i = 0; i < n; i++) ss_c += (double)gc[i] * gc[i];
   dtr_result rs = dtr_gpt_cuda_grad_sumsq(gpu, &ss_g);
-  double rel = xabs(ss_g - ss_c) / (ss_c > 0 ? ss_c : 1e-30), tol = dt == DTR_CUDA_F32 ? 1e-4 : 5e-2;
+  double rel = xabs(ss_g - ss_c) / (ss_c > 0 ? ss_c : 1e-30), tol = dt == DTR_F32 ? 1e-4 : 5e-2;
   check(rs == DTR_OK && rel <= tol, "%-5s %-8s grad sumsq gpu %.6e cpu %.6e rel %.2e (tol %.0e)", dtname(dt),
         what, ss_g, ss_c, rel, tol);
 
-  if (dt == DTR_CUDA_F32) { /* misuse is refused with a message naming the culprit */
+  if (dt == DTR_F32) { /* misuse is refused with a message naming the culprit */
     in[1] = V;
     dtr_result r1 = dtr_gpt_cuda_forward(gpu, in, tg, B, c->block_size, NULL, NULL);
     check(r1 == DTR_ERR_INVALID && strstr(dtr_gpt_cuda_last_error(gpu), "[0,1]"),
@@ -297,7 +297,7 @@ done:
 
 /* A few AdamW steps on one fixed batch: the GPU losses track the CPU's and fall. */
 #define ADAM_STEPS 6
-static void check_adamw(const cfgcase *cc, dtr_cuda_dtype dt) {
+static void check_adamw(const cfgcase *cc, dtr_dtype dt) {
   const dtr_gpt_config *c = &cc->cfg;
   int B = cc->B, T = c->block_size, N = B * T;
   const double lr = 3e-3, b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1;
@@ -344,7 +344,7 @@ static void check_adamw(const cfgcase *cc, dtr_cuda_dtype dt) {
     printf("       %-5s %-8s adamw step %d: loss gpu %.6f cpu %.6f\n", dtname(dt), cc->name, s + 1, lg[s],
            lc[s]);
   }
-  double tol = dt == DTR_CUDA_F32 ? TOL_ADAM_F32 : TOL_ADAM_BF16;
+  double tol = dt == DTR_F32 ? TOL_ADAM_F32 : TOL_ADAM_BF16;
   check(worst <= tol, "%-5s %-8s %d AdamW steps: GPU losses track the CPU's, worst rel diff %.2e (tol %.0e)",
         dtname(dt), cc->name, ADAM_STEPS, worst, tol);
   check(lg[ADAM_STEPS - 1] < lg[0] && lc[ADAM_STEPS - 1] < lc[0], "%-5s %-8s loss falls: gpu %.4f -> %.4f",
@@ -369,7 +369,7 @@ static size_t first_diff(const void *a, const void *b, size_t n, size_t es) {
 }
 
 #define REPEAT_STEPS 2
-static void check_repeat(const cfgcase *cc, dtr_cuda_dtype dt) {
+static void check_repeat(const cfgcase *cc, dtr_dtype dt) {
   const dtr_gpt_config *c = &cc->cfg;
   int B = cc->B, T = c->block_size, N = B * T, V = c->vocab_size;
   dtr_gpt *cpu = make_cpu(cc, 5);
@@ -477,7 +477,7 @@ done:
   return tps;
 }
 
-static double gpu_speed(const cfgcase *cc, dtr_cuda_dtype dt, const int32_t *in, const int32_t *tg) {
+static double gpu_speed(const cfgcase *cc, dtr_dtype dt, const int32_t *in, const int32_t *tg) {
   int B = cc->B, T = cc->cfg.block_size;
   dtr_gpt *cpu = make_cpu(cc, 3);
   dtr_gpt_cuda *m = cpu ? make_gpu(cc, cpu, dt) : NULL;
@@ -521,8 +521,7 @@ static void speed(const cfgcase *cc) {
     return;
   }
   make_batch(in, tg, N, cc->cfg.vocab_size);
-  double c = cpu_speed(cc, in, tg), f = gpu_speed(cc, DTR_CUDA_F32, in, tg),
-         b = gpu_speed(cc, DTR_CUDA_BF16, in, tg);
+  double c = cpu_speed(cc, in, tg), f = gpu_speed(cc, DTR_F32, in, tg), b = gpu_speed(cc, DTR_BF16, in, tg);
   printf(
       "speed %-8s V=%d T=%d L=%d C=%d NH=%d B=%d (fwd+bwd+AdamW): cpu (%d threads) %.0f tok/s, gpu f32 %.0f "
       "tok/s (%.1fx), gpu bf16 %.0f tok/s (%.1fx)\n",
@@ -543,13 +542,13 @@ static int no_gpu(int has_cuda) {
   dtr_gpt_cuda *g = (dtr_gpt_cuda *)&err; /* must be reset to NULL */
   dtr_gpt_config bad = tiny.cfg;
   bad.n_head = 5;
-  dtr_result rc = dtr_gpt_cuda_create(&bad, dtr_gpt_params(cpu), dtr_gpt_num_params(cpu), 0, DTR_CUDA_BF16, 4,
-                                      &g, err, sizeof err);
+  dtr_result rc = dtr_gpt_cuda_create(&bad, dtr_gpt_params(cpu), dtr_gpt_num_params(cpu), 0, DTR_BF16, 4, &g,
+                                      err, sizeof err);
   check(rc == DTR_ERR_INVALID && g == NULL && strstr(err, "n_head"), "bad config refused: %s", err);
   g = (dtr_gpt_cuda *)&err;
   err[0] = 0;
-  rc = dtr_gpt_cuda_create(&tiny.cfg, dtr_gpt_params(cpu), dtr_gpt_num_params(cpu), 0, DTR_CUDA_F32, 4, &g,
-                           err, sizeof err);
+  rc = dtr_gpt_cuda_create(&tiny.cfg, dtr_gpt_params(cpu), dtr_gpt_num_params(cpu), 0, DTR_F32, 4, &g, err,
+                           sizeof err);
   check(rc == DTR_ERR_UNSUPPORTED && g == NULL && err[0], "create without a GPU: %s (%s)", dtr_strerror(rc),
         err);
   if (rc == DTR_OK && g != (dtr_gpt_cuda *)&err) dtr_gpt_cuda_destroy(g);
@@ -572,7 +571,7 @@ int main(void) {
       {"odd", {.vocab_size = 97, .block_size = 37, .n_layer = 2, .n_head = 3, .n_embd = 48}, 3},
       {"larger", {.vocab_size = 256, .block_size = 128, .n_layer = 4, .n_head = 8, .n_embd = 256}, 2},
   };
-  const dtr_cuda_dtype dts[] = {DTR_CUDA_F32, DTR_CUDA_BF16};
+  const dtr_dtype dts[] = {DTR_F32, DTR_BF16};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
     for (size_t d = 0; d < 2; d++) check_pass(&cases[i], dts[d]);
   for (size_t d = 0; d < 2; d++) check_adamw(&cases[0], dts[d]);

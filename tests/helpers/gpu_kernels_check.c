@@ -123,13 +123,13 @@ static float bf2f(uint16_t h) {
   memcpy(&f, &u, 4);
   return f;
 }
-static float round_dt(float x, dtr_cuda_dtype dt) {
-  return dt == DTR_CUDA_BF16 ? bf2f(f2bf(x)) : x;
+static float round_dt(float x, dtr_dtype dt) {
+  return dt == DTR_BF16 ? bf2f(f2bf(x)) : x;
 }
 
 /* n values uniform in [offset - scale, offset + scale), representable in dt, so the reference and the
  * GPU see identical inputs. */
-static float *rand_host(size_t n, float scale, float offset, dtr_cuda_dtype dt) {
+static float *rand_host(size_t n, float scale, float offset, dtr_dtype dt) {
   float *h = hmalloc(n * sizeof(float));
   if (h)
     for (size_t i = 0; i < n; i++) h[i] = round_dt(offset + scale * frand(), dt);
@@ -137,13 +137,13 @@ static float *rand_host(size_t n, float scale, float offset, dtr_cuda_dtype dt) 
 }
 
 /* A device copy of h[n] stored as dt (NULL on failure, reported). */
-static void *to_dev(const float *h, size_t n, dtr_cuda_dtype dt) {
+static void *to_dev(const float *h, size_t n, dtr_dtype dt) {
   size_t es = dtr__cuda_dtype_size(dt);
   void *d = NULL;
   if (!h || g_ndev == MAX_ALLOCS || api(dtr__cuda_alloc(g_ctx, n * es, &d), "cuda_alloc")) return NULL;
   g_dev[g_ndev++] = d;
   const void *src = h;
-  if (dt == DTR_CUDA_BF16) {
+  if (dt == DTR_BF16) {
     uint16_t *b = hmalloc(n * 2);
     if (!b) return NULL;
     for (size_t i = 0; i < n; i++) b[i] = f2bf(h[i]);
@@ -161,10 +161,10 @@ static void *ids_to_dev(const int32_t *h, size_t n) {
 }
 
 /* The device buffer d[n] of type dt as host floats (NULL on failure, reported). */
-static float *from_dev(const void *d, size_t n, dtr_cuda_dtype dt) {
+static float *from_dev(const void *d, size_t n, dtr_dtype dt) {
   float *h = hmalloc(n * sizeof(float));
   if (!h) return NULL;
-  if (dt == DTR_CUDA_BF16) {
+  if (dt == DTR_BF16) {
     uint16_t *b = hmalloc(n * 2);
     if (!b || api(dtr__cuda_download(g_ctx, b, d, n * 2), "cuda_download")) return NULL;
     for (size_t i = 0; i < n; i++) h[i] = bf2f(b[i]);
@@ -176,7 +176,7 @@ static float *from_dev(const void *d, size_t n, dtr_cuda_dtype dt) {
 
 /* Element-wise relative error with the reference's RMS as a floor, so elements near zero are judged
  * against the tensor's scale rather than by relative error alone. NaN fails. */
-static void compare(const char *op, const char *what, dtr_cuda_dtype dt, const shape *s, const float *got,
+static void compare(const char *op, const char *what, dtr_dtype dt, const shape *s, const float *got,
                     const double *ref, size_t n, double tol) {
   g_checks++;
   double ss = 0.0, worst = 0.0;
@@ -195,7 +195,7 @@ static void compare(const char *op, const char *what, dtr_cuda_dtype dt, const s
   ok = ok && worst <= tol;
   if (!ok) g_failed++;
   printf("%s %-20s %-8s %-4s B=%d T=%d C=%d NH=%d V=%d  worst rel err %.2e (tol %.0e)", ok ? "ok  " : "FAIL",
-         op, what, dt == DTR_CUDA_BF16 ? "bf16" : "f32", s->B, s->T, s->C, s->NH, s->V, worst, tol);
+         op, what, dt == DTR_BF16 ? "bf16" : "f32", s->B, s->T, s->C, s->NH, s->V, worst, tol);
   if (!ok && got) printf(" at [%zu]: got %.8g, want %.8g", at, (double)got[at], ref[at]);
   printf("\n");
 }
@@ -209,25 +209,25 @@ static double *ref_from(const float *h, size_t n) {
     for (size_t i = 0; i < n; i++) r[i] = h[i];
   return r;
 }
-static double tol_of(dtr_cuda_dtype dt) {
-  return dt == DTR_CUDA_BF16 ? TOL_BF16 : TOL_F32;
+static double tol_of(dtr_dtype dt) {
+  return dt == DTR_BF16 ? TOL_BF16 : TOL_F32;
 }
 
 /* ---------------------------------------------------------------- matmul */
 
-static void check_matmul(dtr_cuda_dtype dt, const shape *s) {
+static void check_matmul(dtr_dtype dt, const shape *s) {
   int N = s->B * s->T, C = s->C, OC = 4 * s->C;
   double tol = tol_of(dt);
   float *inp = rand_host((size_t)N * C, 1.0f, 0.0f, dt), *w = rand_host((size_t)OC * C, 0.1f, 0.0f, dt);
   float *bias = rand_host(OC, 0.5f, 0.0f, dt), *dout = rand_host((size_t)N * OC, 1.0f, 0.0f, dt);
   float *dinp0 = rand_host((size_t)N * C, 1.0f, 0.0f, dt),
-        *dw0 = rand_host((size_t)OC * C, 1.0f, 0.0f, DTR_CUDA_F32);
-  float *db0 = rand_host(OC, 1.0f, 0.0f, DTR_CUDA_F32);
+        *dw0 = rand_host((size_t)OC * C, 1.0f, 0.0f, DTR_F32);
+  float *db0 = rand_host(OC, 1.0f, 0.0f, DTR_F32);
   void *d_inp = to_dev(inp, (size_t)N * C, dt), *d_w = to_dev(w, (size_t)OC * C, dt),
        *d_b = to_dev(bias, OC, dt);
   void *d_out = to_dev(dout, (size_t)N * OC, dt); /* overwritten */
   void *d_dout = to_dev(dout, (size_t)N * OC, dt), *d_dinp = to_dev(dinp0, (size_t)N * C, dt);
-  void *d_dw = to_dev(dw0, (size_t)OC * C, DTR_CUDA_F32), *d_db = to_dev(db0, OC, DTR_CUDA_F32);
+  void *d_dw = to_dev(dw0, (size_t)OC * C, DTR_F32), *d_db = to_dev(db0, OC, DTR_F32);
   if (!d_inp || !d_w || !d_b || !d_out || !d_dout || !d_dinp || !d_dw || !d_db) return;
 
   API(dtr__matmul_fwd_cuda(g_ctx, dt, d_out, d_inp, d_w, d_b, N, C, OC));
@@ -256,13 +256,13 @@ static void check_matmul(dtr_cuda_dtype dt, const shape *s) {
     }
   compare("matmul_bwd", "dinp", dt, s, from_dev(d_dinp, (size_t)N * C, dt), rdi, (size_t)N * C, tol);
   /* Parameter gradients are fp32 sums of dt products: fp32 tolerance unless the operands were bf16. */
-  compare("matmul_bwd", "dw", dt, s, from_dev(d_dw, (size_t)OC * C, DTR_CUDA_F32), rdw, (size_t)OC * C, tol);
-  compare("matmul_bwd", "dbias", dt, s, from_dev(d_db, OC, DTR_CUDA_F32), rdb, OC, tol);
+  compare("matmul_bwd", "dw", dt, s, from_dev(d_dw, (size_t)OC * C, DTR_F32), rdw, (size_t)OC * C, tol);
+  compare("matmul_bwd", "dbias", dt, s, from_dev(d_db, OC, DTR_F32), rdb, OC, tol);
 }
 
 /* ---------------------------------------------------------------- layernorm */
 
-static void check_layernorm(dtr_cuda_dtype dt, const shape *s) {
+static void check_layernorm(dtr_dtype dt, const shape *s) {
   int N = s->B * s->T, C = s->C;
   size_t nc = (size_t)N * C;
   double tol = tol_of(dt);
@@ -270,7 +270,7 @@ static void check_layernorm(dtr_cuda_dtype dt, const shape *s) {
   float *x = rand_host(nc, 2.0f, 3.0f, dt), *w = rand_host(C, 0.5f, 1.0f, dt),
         *b = rand_host(C, 0.5f, 0.0f, dt);
   float *dout = rand_host(nc, 1.0f, 0.0f, dt), *dinp0 = rand_host(nc, 1.0f, 0.0f, dt);
-  float *dw0 = rand_host(C, 1.0f, 0.0f, DTR_CUDA_F32), *db0 = rand_host(C, 1.0f, 0.0f, DTR_CUDA_F32);
+  float *dw0 = rand_host(C, 1.0f, 0.0f, DTR_F32), *db0 = rand_host(C, 1.0f, 0.0f, DTR_F32);
   double *ref = ref_alloc(nc), *rm = ref_alloc(N), *rr = ref_alloc(N);
   float *fm = hmalloc(N * sizeof(float)), *fr = hmalloc(N * sizeof(float));
   if (!ref || !rm || !rr || !fm || !fr) return;
@@ -289,14 +289,14 @@ static void check_layernorm(dtr_cuda_dtype dt, const shape *s) {
   }
   void *d_x = to_dev(x, nc, dt), *d_w = to_dev(w, C, dt), *d_b = to_dev(b, C, dt),
        *d_out = to_dev(dout, nc, dt);
-  void *d_m = to_dev(fm, N, DTR_CUDA_F32), *d_r = to_dev(fr, N, DTR_CUDA_F32);
+  void *d_m = to_dev(fm, N, DTR_F32), *d_r = to_dev(fr, N, DTR_F32);
   void *d_dout = to_dev(dout, nc, dt), *d_dinp = to_dev(dinp0, nc, dt);
-  void *d_dw = to_dev(dw0, C, DTR_CUDA_F32), *d_db = to_dev(db0, C, DTR_CUDA_F32);
+  void *d_dw = to_dev(dw0, C, DTR_F32), *d_db = to_dev(db0, C, DTR_F32);
   if (!d_x || !d_w || !d_b || !d_out || !d_m || !d_r || !d_dout || !d_dinp || !d_dw || !d_db) return;
   API(dtr__layernorm_fwd_cuda(g_ctx, dt, d_out, d_m, d_r, d_x, d_w, d_b, N, C));
   compare("layernorm_fwd", "out", dt, s, from_dev(d_out, nc, dt), ref, nc, tol);
-  compare("layernorm_fwd", "mean", dt, s, from_dev(d_m, N, DTR_CUDA_F32), rm, N, TOL_F32);
-  compare("layernorm_fwd", "rstd", dt, s, from_dev(d_r, N, DTR_CUDA_F32), rr, N, TOL_F32);
+  compare("layernorm_fwd", "mean", dt, s, from_dev(d_m, N, DTR_F32), rm, N, TOL_F32);
+  compare("layernorm_fwd", "rstd", dt, s, from_dev(d_r, N, DTR_F32), rr, N, TOL_F32);
 
   /* Backward from the reference statistics, so it is checked on its own. */
   API(dtr__cuda_upload(g_ctx, d_m, fm, N * sizeof(float)));
@@ -322,8 +322,8 @@ static void check_layernorm(dtr_cuda_dtype dt, const shape *s) {
     }
   }
   compare("layernorm_bwd", "dinp", dt, s, from_dev(d_dinp, nc, dt), rdi, nc, tol);
-  compare("layernorm_bwd", "dw", dt, s, from_dev(d_dw, C, DTR_CUDA_F32), rdw, C, tol);
-  compare("layernorm_bwd", "db", dt, s, from_dev(d_db, C, DTR_CUDA_F32), rdb, C, tol);
+  compare("layernorm_bwd", "dw", dt, s, from_dev(d_dw, C, DTR_F32), rdw, C, tol);
+  compare("layernorm_bwd", "db", dt, s, from_dev(d_db, C, DTR_F32), rdb, C, tol);
 }
 
 /* ---------------------------------------------------------------- GELU, residual */
@@ -336,7 +336,7 @@ static double gelu_grad_ref(double x) {
   return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * k * (1.0 + 3.0 * 0.044715 * x * x);
 }
 
-static void check_elementwise(dtr_cuda_dtype dt, const shape *s) {
+static void check_elementwise(dtr_dtype dt, const shape *s) {
   size_t n = (size_t)s->B * s->T * 4 * s->C;
   double tol = tol_of(dt);
   float *x = rand_host(n, 4.0f, 0.0f, dt), *g = rand_host(n, 1.0f, 0.0f, dt),
@@ -361,23 +361,22 @@ static void check_elementwise(dtr_cuda_dtype dt, const shape *s) {
 
 /* ---------------------------------------------------------------- embeddings */
 
-static void check_embedding(dtr_cuda_dtype dt, const shape *s) {
+static void check_embedding(dtr_dtype dt, const shape *s) {
   int B = s->B, T = s->T, C = s->C, V = s->V;
   size_t btc = (size_t)B * T * C;
   double tol = tol_of(dt);
   int32_t *ids = hmalloc((size_t)B * T * sizeof(int32_t));
   float *wte = rand_host((size_t)V * C, 1.0f, 0.0f, dt), *wpe = rand_host((size_t)T * C, 1.0f, 0.0f, dt);
   float *dout = rand_host(btc, 1.0f, 0.0f, dt);
-  float *dwte0 = rand_host((size_t)V * C, 1.0f, 0.0f, DTR_CUDA_F32),
-        *dwpe0 = rand_host((size_t)T * C, 1.0f, 0.0f, DTR_CUDA_F32);
+  float *dwte0 = rand_host((size_t)V * C, 1.0f, 0.0f, DTR_F32),
+        *dwpe0 = rand_host((size_t)T * C, 1.0f, 0.0f, DTR_F32);
   if (!ids) return;
   for (int i = 0; i < B * T; i++) ids[i] = (int32_t)((frand() + 1.0f) * 0.5f * (V - 1) + 0.5f);
   ids[0] = ids[1] = (int32_t)(V - 1); /* a repeated id: its gradient rows must add up */
   void *d_ids = ids_to_dev(ids, (size_t)B * T), *d_wte = to_dev(wte, (size_t)V * C, dt);
   void *d_wpe = to_dev(wpe, (size_t)T * C, dt), *d_out = to_dev(dout, btc, dt),
        *d_dout = to_dev(dout, btc, dt);
-  void *d_dwte = to_dev(dwte0, (size_t)V * C, DTR_CUDA_F32),
-       *d_dwpe = to_dev(dwpe0, (size_t)T * C, DTR_CUDA_F32);
+  void *d_dwte = to_dev(dwte0, (size_t)V * C, DTR_F32), *d_dwpe = to_dev(dwpe0, (size_t)T * C, DTR_F32);
   double *ref = ref_alloc(btc), *rte = ref_from(dwte0, (size_t)V * C), *rpe = ref_from(dwpe0, (size_t)T * C);
   if (!d_ids || !d_wte || !d_wpe || !d_out || !d_dout || !d_dwte || !d_dwpe || !ref || !rte || !rpe) return;
   API(dtr__embedding_fwd_cuda(g_ctx, dt, d_out, d_ids, d_wte, d_wpe, B, T, C, V));
@@ -391,15 +390,13 @@ static void check_embedding(dtr_cuda_dtype dt, const shape *s) {
       rte[(size_t)ids[bt] * C + c] += dout[(size_t)bt * C + c];
       rpe[(size_t)(bt % T) * C + c] += dout[(size_t)bt * C + c];
     }
-  compare("embedding_bwd", "dwte", dt, s, from_dev(d_dwte, (size_t)V * C, DTR_CUDA_F32), rte, (size_t)V * C,
-          tol);
-  compare("embedding_bwd", "dwpe", dt, s, from_dev(d_dwpe, (size_t)T * C, DTR_CUDA_F32), rpe, (size_t)T * C,
-          tol);
+  compare("embedding_bwd", "dwte", dt, s, from_dev(d_dwte, (size_t)V * C, DTR_F32), rte, (size_t)V * C, tol);
+  compare("embedding_bwd", "dwpe", dt, s, from_dev(d_dwpe, (size_t)T * C, DTR_F32), rpe, (size_t)T * C, tol);
 }
 
 /* ---------------------------------------------------------------- attention */
 
-static void check_attention(dtr_cuda_dtype dt, const shape *s) {
+static void check_attention(dtr_dtype dt, const shape *s) {
   int B = s->B, T = s->T, C = s->C, NH = s->NH, hs = C / NH;
   size_t btc = (size_t)B * T * C, natt = (size_t)B * NH * T * T;
   double tol = tol_of(dt), scale = 1.0 / ref_sqrt((double)hs);
@@ -480,7 +477,7 @@ static void check_attention(dtr_cuda_dtype dt, const shape *s) {
 
 /* ---------------------------------------------------------------- softmax + cross-entropy */
 
-static void check_softmax_xent(dtr_cuda_dtype dt, const shape *s) {
+static void check_softmax_xent(dtr_dtype dt, const shape *s) {
   int N = s->B * s->T, V = s->V;
   size_t nv = (size_t)N * V;
   double tol = tol_of(dt);
@@ -509,14 +506,13 @@ static void check_softmax_xent(dtr_cuda_dtype dt, const shape *s) {
     for (int v = 0; v < V; v++)
       rg[(size_t)n * V + v] = tg[n] < 0 ? 0.0 : ((double)fp[(size_t)n * V + v] - (v == tg[n])) * dloss;
   }
-  void *d_logits = to_dev(logits, nv, dt), *d_tg = ids_to_dev(tg, N),
-       *d_loss = to_dev(logits, N, DTR_CUDA_F32);
+  void *d_logits = to_dev(logits, nv, dt), *d_tg = ids_to_dev(tg, N), *d_loss = to_dev(logits, N, DTR_F32);
   void *d_probs = to_dev(fp, nv, dt);
   if (!d_logits || !d_tg || !d_loss || !d_probs) return;
   /* probs aliasing logits, as the model calls it */
   API(dtr__softmax_xent_fwd_cuda(g_ctx, dt, d_logits, d_loss, d_logits, d_tg, N, V));
   compare("softmax_xent_fwd", "probs", dt, s, from_dev(d_logits, nv, dt), rp, nv, tol);
-  compare("softmax_xent_fwd", "losses", dt, s, from_dev(d_loss, N, DTR_CUDA_F32), rl, N, tol);
+  compare("softmax_xent_fwd", "losses", dt, s, from_dev(d_loss, N, DTR_F32), rl, N, tol);
   /* dlogits aliasing the (reference) probabilities; overwrites, 0 on unscored rows. */
   API(dtr__softmax_xent_bwd_cuda(g_ctx, dt, d_probs, d_probs, d_tg, dloss, N, V));
   compare("softmax_xent_bwd", "dlogits", dt, s, from_dev(d_probs, nv, dt), rg, nv, tol);
@@ -526,12 +522,11 @@ static void check_softmax_xent(dtr_cuda_dtype dt, const shape *s) {
 
 static void check_adamw(const shape *s) {
   size_t n = (size_t)s->V * s->C + 17;
-  float *p = rand_host(n, 1.0f, 0.0f, DTR_CUDA_F32), *g = rand_host(n, 1.0f, 0.0f, DTR_CUDA_F32);
-  float *m = rand_host(n, 0.1f, 0.0f, DTR_CUDA_F32), *v = rand_host(n, 0.005f, 0.01f, DTR_CUDA_F32);
+  float *p = rand_host(n, 1.0f, 0.0f, DTR_F32), *g = rand_host(n, 1.0f, 0.0f, DTR_F32);
+  float *m = rand_host(n, 0.1f, 0.0f, DTR_F32), *v = rand_host(n, 0.005f, 0.01f, DTR_F32);
   double *rp = ref_alloc(n), *rm = ref_alloc(n), *rv = ref_alloc(n);
-  void *d_p = to_dev(p, n, DTR_CUDA_F32), *d_g = to_dev(g, n, DTR_CUDA_F32),
-       *d_m = to_dev(m, n, DTR_CUDA_F32);
-  void *d_v = to_dev(v, n, DTR_CUDA_F32), *d_p16 = to_dev(p, n, DTR_CUDA_BF16);
+  void *d_p = to_dev(p, n, DTR_F32), *d_g = to_dev(g, n, DTR_F32), *d_m = to_dev(m, n, DTR_F32);
+  void *d_v = to_dev(v, n, DTR_F32), *d_p16 = to_dev(p, n, DTR_BF16);
   if (!rp || !rm || !rv || !d_p || !d_g || !d_m || !d_v || !d_p16) return;
   dtr_cuda_adamw_hp hp = {.lr = 1e-2f,
                           .beta1 = 0.9f,
@@ -556,10 +551,10 @@ static void check_adamw(const shape *s) {
     rp[i] = p[i] - (double)hp.lr * ((rm[i] / bc1) / (ref_sqrt(rv[i] / bc2) + hp.eps) +
                                     (mask[i] ? (double)hp.weight_decay : 0.0) * p[i]);
   }
-  compare("adamw", "params", DTR_CUDA_F32, s, from_dev(d_p, n, DTR_CUDA_F32), rp, n, TOL_F32);
-  compare("adamw", "m", DTR_CUDA_F32, s, from_dev(d_m, n, DTR_CUDA_F32), rm, n, TOL_F32);
-  compare("adamw", "v", DTR_CUDA_F32, s, from_dev(d_v, n, DTR_CUDA_F32), rv, n, TOL_F32);
-  compare("adamw", "p_bf16", DTR_CUDA_BF16, s, from_dev(d_p16, n, DTR_CUDA_BF16), rp, n, TOL_BF16);
+  compare("adamw", "params", DTR_F32, s, from_dev(d_p, n, DTR_F32), rp, n, TOL_F32);
+  compare("adamw", "m", DTR_F32, s, from_dev(d_m, n, DTR_F32), rm, n, TOL_F32);
+  compare("adamw", "v", DTR_F32, s, from_dev(d_v, n, DTR_F32), rv, n, TOL_F32);
+  compare("adamw", "p_bf16", DTR_BF16, s, from_dev(d_p16, n, DTR_BF16), rp, n, TOL_BF16);
 
   float *sq = hmalloc(sizeof(float));
   double rs = 0.0;
@@ -567,7 +562,7 @@ static void check_adamw(const shape *s) {
   if (!sq) return;
   API(dtr__sumsq_cuda(g_ctx, d_m, d_g, n)); /* into m[0] */
   API(dtr__cuda_download(g_ctx, sq, d_m, sizeof(float)));
-  compare("sumsq", "out", DTR_CUDA_F32, s, sq, &rs, 1, TOL_F32);
+  compare("sumsq", "out", DTR_F32, s, sq, &rs, 1, TOL_F32);
 
   /* fp32 -> bf16 on the device rounds exactly as f2bf does: tolerance 0 */
   void *d_b = NULL;
@@ -576,10 +571,10 @@ static void check_adamw(const shape *s) {
   if (!back || !rb) return;
   for (size_t i = 0; i < n; i++) rb[i] = bf2f(f2bf(g[i] * 1.001f));
   for (size_t i = 0; i < n; i++) back[i] = g[i] * 1.001f;
-  if (!(d_b = to_dev(back, n, DTR_CUDA_F32))) return;
-  API(dtr__cuda_convert(g_ctx, DTR_CUDA_BF16, d_p16, DTR_CUDA_F32, d_b, n));
-  API(dtr__cuda_convert(g_ctx, DTR_CUDA_F32, d_b, DTR_CUDA_BF16, d_p16, n));
-  compare("convert", "f32>bf16", DTR_CUDA_BF16, s, from_dev(d_b, n, DTR_CUDA_F32), rb, n, 0.0);
+  if (!(d_b = to_dev(back, n, DTR_F32))) return;
+  API(dtr__cuda_convert(g_ctx, DTR_BF16, d_p16, DTR_F32, d_b, n));
+  API(dtr__cuda_convert(g_ctx, DTR_F32, d_b, DTR_BF16, d_p16, n));
+  compare("convert", "f32>bf16", DTR_BF16, s, from_dev(d_b, n, DTR_F32), rb, n, 0.0);
 }
 
 /* ---------------------------------------------------------------- determinism */
@@ -589,7 +584,7 @@ static void check_adamw(const shape *s) {
  * twice from the same starting buffers and both results must be bit-identical (memcmp), besides
  * matching the double reference within the usual tolerance. The GEMM outputs of the same calls (dinp,
  * dw: cuBLAS) are held to the same bits too. */
-static void same_bits(const char *op, const char *what, dtr_cuda_dtype dt, const shape *s, const float *a,
+static void same_bits(const char *op, const char *what, dtr_dtype dt, const shape *s, const float *a,
                       const float *b, size_t n) {
   g_checks++;
   int ok = a && b && memcmp(a, b, n * sizeof(float)) == 0;
@@ -597,31 +592,30 @@ static void same_bits(const char *op, const char *what, dtr_cuda_dtype dt, const
   while (!ok && a && b && at < n && memcmp(a + at, b + at, sizeof(float)) == 0) at++;
   if (!ok) g_failed++;
   printf("%s %-20s %-8s %-4s B=%d T=%d C=%d NH=%d V=%d  two runs bit-identical", ok ? "ok  " : "FAIL", op,
-         what, dt == DTR_CUDA_BF16 ? "bf16" : "f32", s->B, s->T, s->C, s->NH, s->V);
+         what, dt == DTR_BF16 ? "bf16" : "f32", s->B, s->T, s->C, s->NH, s->V);
   if (!ok && a && b && at < n)
     printf(" (first difference at [%zu]: %.9g vs %.9g)", at, (double)a[at], (double)b[at]);
   printf("\n");
 }
 
 /* s->B * s->T rows, s->C inputs, s->V outputs (the bias length). */
-static void repeat_matmul(dtr_cuda_dtype dt, const shape *s) {
+static void repeat_matmul(dtr_dtype dt, const shape *s) {
   int N = s->B * s->T, C = s->C, OC = s->V;
   size_t nc = (size_t)N * C, noc = (size_t)N * OC, ow = (size_t)OC * C;
   double tol = tol_of(dt);
   float *inp = rand_host(nc, 1.0f, 0.0f, dt), *w = rand_host(ow, 0.1f, 0.0f, dt);
   float *dout = rand_host(noc, 1.0f, 0.0f, dt), *dinp0 = rand_host(nc, 1.0f, 0.0f, dt);
-  float *dw0 = rand_host(ow, 1.0f, 0.0f, DTR_CUDA_F32), *db0 = rand_host(OC, 1.0f, 0.0f, DTR_CUDA_F32);
+  float *dw0 = rand_host(ow, 1.0f, 0.0f, DTR_F32), *db0 = rand_host(OC, 1.0f, 0.0f, DTR_F32);
   void *d_inp = to_dev(inp, nc, dt), *d_w = to_dev(w, ow, dt), *d_dout = to_dev(dout, noc, dt);
   if (!d_inp || !d_w || !d_dout || !dinp0 || !dw0 || !db0) return;
   float *gi[2], *gw[2], *gb[2];
   for (int run = 0; run < 2; run++) {
-    void *d_dinp = to_dev(dinp0, nc, dt), *d_dw = to_dev(dw0, ow, DTR_CUDA_F32),
-         *d_db = to_dev(db0, OC, DTR_CUDA_F32);
+    void *d_dinp = to_dev(dinp0, nc, dt), *d_dw = to_dev(dw0, ow, DTR_F32), *d_db = to_dev(db0, OC, DTR_F32);
     if (!d_dinp || !d_dw || !d_db) return;
     API(dtr__matmul_bwd_cuda(g_ctx, dt, d_dinp, d_dw, d_db, d_dout, d_inp, d_w, N, C, OC));
     gi[run] = from_dev(d_dinp, nc, dt);
-    gw[run] = from_dev(d_dw, ow, DTR_CUDA_F32);
-    gb[run] = from_dev(d_db, OC, DTR_CUDA_F32);
+    gw[run] = from_dev(d_dw, ow, DTR_F32);
+    gb[run] = from_dev(d_db, OC, DTR_F32);
   }
   double *rdb = ref_from(db0, OC), *rdw = ref_from(dw0, ow);
   if (!rdb || !rdw) return;
@@ -639,14 +633,14 @@ static void repeat_matmul(dtr_cuda_dtype dt, const shape *s) {
 }
 
 /* s->B * s->T rows of s->C: C above 4096 takes the kernel's global-memory partials. */
-static void repeat_layernorm(dtr_cuda_dtype dt, const shape *s) {
+static void repeat_layernorm(dtr_dtype dt, const shape *s) {
   int N = s->B * s->T, C = s->C;
   size_t nc = (size_t)N * C;
   double tol = tol_of(dt);
   float *x = rand_host(nc, 2.0f, 3.0f, dt), *w = rand_host(C, 0.5f, 1.0f, dt),
         *dout = rand_host(nc, 1.0f, 0.0f, dt);
-  float *dinp0 = rand_host(nc, 1.0f, 0.0f, dt), *dw0 = rand_host(C, 1.0f, 0.0f, DTR_CUDA_F32),
-        *db0 = rand_host(C, 1.0f, 0.0f, DTR_CUDA_F32);
+  float *dinp0 = rand_host(nc, 1.0f, 0.0f, dt), *dw0 = rand_host(C, 1.0f, 0.0f, DTR_F32),
+        *db0 = rand_host(C, 1.0f, 0.0f, DTR_F32);
   float *fm = hmalloc(N * sizeof(float)), *fr = hmalloc(N * sizeof(float));
   double *rm = ref_alloc(N), *rr = ref_alloc(N);
   if (!x || !w || !dout || !dinp0 || !dw0 || !db0 || !fm || !fr || !rm || !rr) return;
@@ -662,17 +656,16 @@ static void repeat_layernorm(dtr_cuda_dtype dt, const shape *s) {
     fr[n] = (float)rr[n];
   }
   void *d_x = to_dev(x, nc, dt), *d_w = to_dev(w, C, dt), *d_dout = to_dev(dout, nc, dt);
-  void *d_m = to_dev(fm, N, DTR_CUDA_F32), *d_r = to_dev(fr, N, DTR_CUDA_F32);
+  void *d_m = to_dev(fm, N, DTR_F32), *d_r = to_dev(fr, N, DTR_F32);
   if (!d_x || !d_w || !d_dout || !d_m || !d_r) return;
   float *gi[2], *gw[2], *gb[2];
   for (int run = 0; run < 2; run++) {
-    void *d_dinp = to_dev(dinp0, nc, dt), *d_dw = to_dev(dw0, C, DTR_CUDA_F32),
-         *d_db = to_dev(db0, C, DTR_CUDA_F32);
+    void *d_dinp = to_dev(dinp0, nc, dt), *d_dw = to_dev(dw0, C, DTR_F32), *d_db = to_dev(db0, C, DTR_F32);
     if (!d_dinp || !d_dw || !d_db) return;
     API(dtr__layernorm_bwd_cuda(g_ctx, dt, d_dinp, d_dw, d_db, d_dout, d_x, d_w, d_m, d_r, N, C));
     gi[run] = from_dev(d_dinp, nc, dt);
-    gw[run] = from_dev(d_dw, C, DTR_CUDA_F32);
-    gb[run] = from_dev(d_db, C, DTR_CUDA_F32);
+    gw[run] = from_dev(d_dw, C, DTR_F32);
+    gb[run] = from_dev(d_db, C, DTR_F32);
   }
   double *rdw = ref_from(dw0, C), *rdb = ref_from(db0, C);
   if (!rdw || !rdb) return;
@@ -692,13 +685,13 @@ static void repeat_layernorm(dtr_cuda_dtype dt, const shape *s) {
 /* Few distinct ids (V small) so every dwte row sums hundreds of positions, plus two ids outside [0,V)
  * that dwte ignores (dwpe still takes their rows). Besides the double reference, the result must equal
  * bit for bit the fp32 sum in the CPU's order (dout rows added for bt = 0, 1, ... onto the old value). */
-static void repeat_embedding(dtr_cuda_dtype dt, const shape *s) {
+static void repeat_embedding(dtr_dtype dt, const shape *s) {
   int B = s->B, T = s->T, C = s->C, V = s->V, BT = B * T;
   size_t btc = (size_t)BT * C, vc = (size_t)V * C, tc = (size_t)T * C;
   double tol = tol_of(dt);
   int32_t *ids = hmalloc((size_t)BT * sizeof(int32_t));
-  float *dout = rand_host(btc, 1.0f, 0.0f, dt), *dwte0 = rand_host(vc, 1.0f, 0.0f, DTR_CUDA_F32),
-        *dwpe0 = rand_host(tc, 1.0f, 0.0f, DTR_CUDA_F32);
+  float *dout = rand_host(btc, 1.0f, 0.0f, dt), *dwte0 = rand_host(vc, 1.0f, 0.0f, DTR_F32),
+        *dwpe0 = rand_host(tc, 1.0f, 0.0f, DTR_F32);
   float *fte = hmalloc(vc * sizeof(float)), *fpe = hmalloc(tc * sizeof(float));
   double *rte = ref_from(dwte0, vc), *rpe = ref_from(dwpe0, tc);
   if (!ids || !dout || !dwte0 || !dwpe0 || !fte || !fpe || !rte || !rpe) return;
@@ -721,11 +714,11 @@ static void repeat_embedding(dtr_cuda_dtype dt, const shape *s) {
   if (!d_ids || !d_dout) return;
   float *gte[2], *gpe[2];
   for (int run = 0; run < 2; run++) {
-    void *d_dwte = to_dev(dwte0, vc, DTR_CUDA_F32), *d_dwpe = to_dev(dwpe0, tc, DTR_CUDA_F32);
+    void *d_dwte = to_dev(dwte0, vc, DTR_F32), *d_dwpe = to_dev(dwpe0, tc, DTR_F32);
     if (!d_dwte || !d_dwpe) return;
     API(dtr__embedding_bwd_cuda(g_ctx, dt, d_dwte, d_dwpe, d_dout, d_ids, B, T, C, V));
-    gte[run] = from_dev(d_dwte, vc, DTR_CUDA_F32);
-    gpe[run] = from_dev(d_dwpe, tc, DTR_CUDA_F32);
+    gte[run] = from_dev(d_dwte, vc, DTR_F32);
+    gpe[run] = from_dev(d_dwpe, tc, DTR_F32);
   }
   compare("embedding_bwd x2", "dwte", dt, s, gte[0], rte, vc, tol);
   compare("embedding_bwd x2", "dwpe", dt, s, gpe[0], rpe, tc, tol);
@@ -737,8 +730,8 @@ static void repeat_embedding(dtr_cuda_dtype dt, const shape *s) {
 
 static void repeat_sumsq(size_t n) {
   shape s = {1, (int)n, 1, 1, 1};
-  float *x = rand_host(n, 1.0f, 0.0f, DTR_CUDA_F32), *got = hmalloc(2 * sizeof(float));
-  void *d_x = to_dev(x, n, DTR_CUDA_F32), *d_out = to_dev(x, 1, DTR_CUDA_F32);
+  float *x = rand_host(n, 1.0f, 0.0f, DTR_F32), *got = hmalloc(2 * sizeof(float));
+  void *d_x = to_dev(x, n, DTR_F32), *d_out = to_dev(x, 1, DTR_F32);
   if (!d_x || !d_out || !got) return;
   double rs = 0.0;
   for (size_t i = 0; i < n; i++) rs += (double)x[i] * x[i];
@@ -746,12 +739,12 @@ static void repeat_sumsq(size_t n) {
     API(dtr__sumsq_cuda(g_ctx, d_out, d_x, n));
     API(dtr__cuda_download(g_ctx, got + run, d_out, sizeof(float)));
   }
-  compare("sumsq x2", "out", DTR_CUDA_F32, &s, got, &rs, 1, TOL_F32);
-  same_bits("sumsq x2", "out", DTR_CUDA_F32, &s, got, got + 1, 1);
+  compare("sumsq x2", "out", DTR_F32, &s, got, &rs, 1, TOL_F32);
+  same_bits("sumsq x2", "out", DTR_F32, &s, got, got + 1, 1);
 }
 
 static void check_repeats(void) {
-  const dtr_cuda_dtype dts[] = {DTR_CUDA_F32, DTR_CUDA_BF16};
+  const dtr_dtype dts[] = {DTR_F32, DTR_BF16};
   const shape mm = {4, 2048, 24, 1, 77};          /* N 8192, OC 77: 64 row splits of dbias */
   const shape mm_odd = {1, 8191, 13, 1, 33};      /* odd everything */
   const shape ln = {4, 2048, 99, 1, 1};           /* 256 blocks of 32 rows, shared-memory partials */
@@ -784,9 +777,9 @@ static double now_s(void) {
 }
 static void time_ops(void) {
   const int B = 8, T = 1024, C = 768, NH = 12, N = B * T, OC = 4 * C, iters = 10;
-  const dtr_cuda_dtype dts[] = {DTR_CUDA_F32, DTR_CUDA_BF16};
+  const dtr_dtype dts[] = {DTR_F32, DTR_BF16};
   for (int di = 0; di < 2; di++) {
-    dtr_cuda_dtype dt = dts[di];
+    dtr_dtype dt = dts[di];
     size_t es = dtr__cuda_dtype_size(dt), btc = (size_t)N * C;
     void *bufs[6] = {0};
     size_t sizes[6] = {btc * 4 * es, (size_t)OC * C * es,         (size_t)N * OC * es,
@@ -798,7 +791,7 @@ static void time_ops(void) {
       ok = ok && !api(dtr__cuda_zero(g_ctx, bufs[i], sizes[i]), "cuda_zero (timing)");
     }
     if (!ok) return;
-    const char *name = dt == DTR_CUDA_BF16 ? "bf16" : "f32";
+    const char *name = dt == DTR_BF16 ? "bf16" : "f32";
     for (int op = 0; op < 3; op++) {
       double t0 = 0.0;
       for (int it = 0; it <= iters; it++) {
@@ -828,10 +821,10 @@ static void time_ops(void) {
 /* Bad arguments are refused with a message naming the op, before anything is launched. */
 static void check_invalid(void) {
   g_checks++;
-  dtr_result rc = dtr__matmul_fwd_cuda(g_ctx, DTR_CUDA_F32, NULL, NULL, NULL, NULL, 0, 4, 4);
+  dtr_result rc = dtr__matmul_fwd_cuda(g_ctx, DTR_F32, NULL, NULL, NULL, NULL, 0, 4, 4);
   const char *e = dtr__cuda_ctx_error(g_ctx);
   int ok = rc == DTR_ERR_INVALID && strstr(e, "matmul_fwd_cuda");
-  rc = dtr__attention_fwd_cuda(g_ctx, DTR_CUDA_BF16, (void *)1, (void *)1, (void *)1, 1, 4, 10, 3);
+  rc = dtr__attention_fwd_cuda(g_ctx, DTR_BF16, (void *)1, (void *)1, (void *)1, 1, 4, 10, 3);
   ok = ok && rc == DTR_ERR_INVALID && strstr(dtr__cuda_ctx_error(g_ctx), "C % NH");
   printf("%s invalid arguments refused (last: %s)\n", ok ? "ok  " : "FAIL", dtr__cuda_ctx_error(g_ctx));
   if (!ok) g_failed++;
@@ -864,12 +857,11 @@ int main(void) {
     return 1;
   }
   const shape shapes[] = {{2, 37, 48, 4, 97}, {4, 128, 256, 8, 1031}};
-  const dtr_cuda_dtype dts[] = {DTR_CUDA_F32, DTR_CUDA_BF16};
+  const dtr_dtype dts[] = {DTR_F32, DTR_BF16};
   for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
     for (size_t di = 0; di < 2; di++) {
-      void (*checks[])(dtr_cuda_dtype, const shape *) = {check_matmul,      check_layernorm,
-                                                         check_elementwise, check_embedding,
-                                                         check_attention,   check_softmax_xent};
+      void (*checks[])(dtr_dtype, const shape *) = {check_matmul,    check_layernorm, check_elementwise,
+                                                    check_embedding, check_attention, check_softmax_xent};
       for (size_t k = 0; k < sizeof checks / sizeof checks[0]; k++) {
         checks[k](dts[di], &shapes[si]);
         release_all();

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/sock.h"
 #include "tests/unit/test_store_util.h"
 
 static int g_port;

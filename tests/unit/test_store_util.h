@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/sock.h"
+#include "common/clock.h"
 #include "common/store_proto.h"
 #include "dtrain/store.h"
 #include "tests/unit/test_util.h"
