@@ -25,6 +25,24 @@
 #include "launcher/rendezvous.h"
 #include "launcher/report.h"
 
+/* Post f as the round's "fail\n<failure JSON>" event, unless the round has an event already (the first
+ * writer wins: compare-and-set on the absent key). DTR_ERR_NOMEM when the event cannot be built. */
+static dtr_result post_failure(dtr_store *c, const char *evkey, const dtr__failure *f, int *swapped) {
+  char *json = dtr__failure_to_json(f);
+  if (!json) return DTR_ERR_NOMEM;
+  size_t jl = strlen(json);
+  char *val = malloc(jl + 6);
+  dtr_result rc = DTR_ERR_NOMEM;
+  if (val) {
+    memcpy(val, "fail\n", 5);
+    memcpy(val + 5, json, jl + 1);
+    rc = dtr_store_cas(c, evkey, NULL, 0, val, jl + 5, swapped, NULL, NULL);
+  }
+  free(val);
+  free(json);
+  return rc;
+}
+
 /* ---------------------------------------------------------------- watcher thread */
 
 typedef struct watcher {
@@ -72,20 +90,10 @@ static void node_dead(watcher *w, int k, const char *evkey) {
   f.attempt = w->round;
   snprintf(f.run_id, sizeof f.run_id, "%s", w->run_id);
   f.time = (double)time(NULL);
-  char *json = dtr__failure_to_json(&f);
-  if (!json) return;
-  size_t jl = strlen(json);
-  char *val = malloc(jl + 6);
-  if (val) {
-    memcpy(val, "fail\n", 5);
-    memcpy(val + 5, json, jl + 1);
-    int swapped = 0;
-    DTR_WARN("node %d (host %s) stopped heartbeating for %d ms; stopping the job", k, w->hosts[k],
-             w->hb_timeout_ms);
-    (void)dtr_store_cas(w->c, evkey, NULL, 0, val, jl + 5, &swapped, NULL, NULL);
-  }
-  free(val);
-  free(json);
+  int swapped = 0;
+  DTR_WARN("node %d (host %s) stopped heartbeating for %d ms; stopping the job", k, w->hosts[k],
+           w->hb_timeout_ms);
+  (void)post_failure(w->c, evkey, &f, &swapped);
 }
 
 static void *watcher_main(void *arg) {
@@ -291,22 +299,10 @@ static void worker_failed(agent *a, const dtr__worker *w) {
   record_failure(a, w, &f);
   char desc[512];
   dtr__failure_describe(&f, desc, sizeof desc);
-  char *json = dtr__failure_to_json(&f);
   char key[DTR_STORE_MAX_KEY];
   key_of(a, key, sizeof key, "event");
-  dtr_result rc = DTR_ERR_NOMEM;
   int swapped = 0;
-  if (json) {
-    size_t jl = strlen(json);
-    char *val = malloc(jl + 6);
-    if (val) {
-      memcpy(val, "fail\n", 5);
-      memcpy(val + 5, json, jl + 1);
-      rc = dtr_store_cas(a->cfg->main_store, key, NULL, 0, val, jl + 5, &swapped, NULL, NULL);
-      free(val);
-    }
-    free(json);
-  }
+  dtr_result rc = post_failure(a->cfg->main_store, key, &f, &swapped);
   if (swapped) DTR_INFO("%s; stopping the workers of every node", desc);
   if (rc != DTR_OK && rc != DTR_ERR_EXISTS) {
     /* the store is gone: decide here with what we know */
