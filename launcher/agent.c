@@ -452,7 +452,7 @@ static dtr_result spawn_all(agent *a, char *err, size_t cap) {
       dtr__fail(err, cap, rc, "building the environment of rank %d", w->rank);
     dtr__env_free(&env);
     if (rc) return rc;
-    dtr__watchdog_add(cfg->watchdog, w->pid);
+    dtr__orphan_guard_add(cfg->orphan_guard, w->pid);
   }
   return DTR_OK;
 }
@@ -578,7 +578,7 @@ static enum outcome run_attempt(agent *a) {
         w->running = 0;
       }
       kill(-w->pid, SIGKILL); /* leftovers of its process group */
-      dtr__watchdog_remove(cfg->watchdog, w->pid);
+      dtr__orphan_guard_remove(cfg->orphan_guard, w->pid);
     }
     dtr__worker_close_pipes(w);
     dtr__out_rank_destroy(w->out);

@@ -11,7 +11,7 @@
 
 #include "dtrain/store.h"
 #include "launcher/launch_args.h"
-#include "launcher/watchdog.h"
+#include "launcher/orphan_guard.h"
 #include "launcher/workers.h"
 
 typedef struct dtr__agent_cfg {
@@ -30,7 +30,7 @@ typedef struct dtr__agent_cfg {
   int sigfd;               /* signalfd for TERM INT HUP QUIT USR1 USR2 CHLD (blocked in every thread) */
   dtr_store *main_store;   /* this thread's connection */
   dtr_store *watch_store;  /* the watcher thread's connection */
-  dtr__watchdog *watchdog;
+  dtr__orphan_guard *orphan_guard;
 } dtr__agent_cfg;
 
 /* Run the job on this node until it succeeds, fails for good or is stopped. Returns the process exit

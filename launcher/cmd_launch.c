@@ -19,8 +19,8 @@
 #include "launcher/agent.h"
 #include "launcher/commands.h"
 #include "launcher/launch_args.h"
+#include "launcher/orphan_guard.h"
 #include "launcher/output.h"
-#include "launcher/watchdog.h"
 #include "launcher/workers.h"
 
 #define CTX "dtrain launch: "
@@ -62,7 +62,7 @@ typedef struct launch_state {
   char error_file[PATH_MAX];
   int console_mask;
   int sigfd;
-  dtr__watchdog wd;
+  dtr__orphan_guard guard;
   dtr_store_server *server;
   dtr_store *main_store, *watch_store;
   int hosting;
@@ -311,8 +311,8 @@ interrupted:
 
 /* The orphan guard, started before any thread exists (it forks). Returns 0 or 1. */
 static int start_orphan_guard(launch_state *st) {
-  if (dtr__watchdog_start(&st->wd) != DTR_OK) {
-    fprintf(stderr, CTX "cannot start the watchdog process: %s\n", strerror(errno));
+  if (dtr__orphan_guard_start(&st->guard) != DTR_OK) {
+    fprintf(stderr, CTX "cannot start the orphan guard process: %s\n", strerror(errno));
     return 1;
   }
   return 0;
@@ -335,7 +335,7 @@ static int run_agent(launch_state *st) {
       .sigfd = st->sigfd,
       .main_store = st->main_store,
       .watch_store = st->watch_store,
-      .watchdog = &st->wd,
+      .orphan_guard = &st->guard,
   };
   return dtr__agent_run(&cfg);
 }
@@ -345,8 +345,8 @@ int dtr_cmd_launch(int argc, char **argv) {
   char err[1024];
   memset(&st, 0, sizeof st);
   st.sigfd = -1;
-  st.wd.fd = -1;
-  st.wd.pid = -1;
+  st.guard.fd = -1;
+  st.guard.pid = -1;
 
   if (dtr__launch_args_parse(argc, argv, &st.args, err, sizeof err) != DTR_OK) return usage_error(err);
   if (st.args.help) {
@@ -368,7 +368,7 @@ int dtr_cmd_launch(int argc, char **argv) {
   dtr_store_close(st.watch_store);
   dtr_store_close(st.main_store);
   dtr_store_server_destroy(st.server);
-  dtr__watchdog_stop(&st.wd);
+  dtr__orphan_guard_stop(&st.guard);
   if (st.sigfd >= 0) close(st.sigfd);
   free(st.prog_argv);
   return code;
