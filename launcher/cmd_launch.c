@@ -64,7 +64,7 @@ typedef struct launch_state {
   int sigfd;
   dtr__orphan_guard guard;
   dtr_store_server *server;
-  dtr_store *main_store, *watch_store;
+  dtr_store *main_store, *listener_store;
   int hosting;
 } launch_state;
 
@@ -238,7 +238,7 @@ static void say_token_refused(const launch_state *st) {
 }
 
 /* Host the store (standalone, or when its host is this machine and the port is free) or reach it, then
- * open the second connection the agent's watcher uses. Returns 0, 1, or 128+signal when TERM, INT, HUP
+ * open the second connection the agent's event listener uses. Returns 0, 1, or 128+signal when TERM, INT, HUP
  * or QUIT ended the wait. */
 static int open_store(launch_state *st) {
   char serr[512] = "";
@@ -296,7 +296,7 @@ static int open_store(launch_state *st) {
       return 1;
     }
   }
-  rc = dtr_store_connect(st->host, st->port, st->token, 10000, &st->watch_store, serr, sizeof serr);
+  rc = dtr_store_connect(st->host, st->port, st->token, 10000, &st->listener_store, serr, sizeof serr);
   if (rc != DTR_OK) {
     fprintf(stderr, CTX "cannot open a second connection to the store at %s: %s\n", st->desc, serr);
     return 1;
@@ -334,7 +334,7 @@ static int run_agent(launch_state *st) {
       .hosting = st->hosting,
       .sigfd = st->sigfd,
       .main_store = st->main_store,
-      .watch_store = st->watch_store,
+      .listener_store = st->listener_store,
       .orphan_guard = &st->guard,
   };
   return dtr__agent_run(&cfg);
@@ -365,7 +365,7 @@ int dtr_cmd_launch(int argc, char **argv) {
   if (!code) code = open_store(&st);
   if (!code) code = run_agent(&st);
 
-  dtr_store_close(st.watch_store);
+  dtr_store_close(st.listener_store);
   dtr_store_close(st.main_store);
   dtr_store_server_destroy(st.server);
   dtr__orphan_guard_stop(&st.guard);

@@ -1,5 +1,5 @@
 /* Spawning and reaping workers. The child between fork and exec only makes async-signal-safe calls:
- * the agent has threads (store server, watcher), so everything is prepared before fork. */
+ * the agent has threads (store server, event listener), so everything is prepared before fork. */
 #define _GNU_SOURCE
 #include "launcher/workers.h"
 
