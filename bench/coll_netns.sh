@@ -51,7 +51,7 @@ set +e
 source "$SRC/tests/cluster/netns.sh"
 set -e
 ns_setup 4
-ns_watchdog 600
+ns_time_limit 600
 ns_tmpdir
 T=$NS_TMP
 ADDR0=$(ns_addr 0)

@@ -1,6 +1,6 @@
 /* The per-node agent's state machine (see agent.h for the store keys it uses). Nothing here sleeps in
- * a loop: the main thread waits in poll() and the watcher thread in a blocking store get, so a failure
- * anywhere reaches every agent as soon as the store delivers the event. */
+ * a loop: the main thread waits in poll() and the event listener thread in a blocking store get, so a
+ * failure anywhere reaches every agent as soon as the store delivers the event. */
 #define _GNU_SOURCE
 #include "launcher/agent.h"
 
@@ -25,9 +25,31 @@
 #include "launcher/rendezvous.h"
 #include "launcher/report.h"
 
-/* ---------------------------------------------------------------- watcher thread */
+/* Post f as the round's "fail\n<failure JSON>" event, unless the round has an event already (the first
+ * writer wins: compare-and-set on the absent key). DTR_ERR_NOMEM when the event cannot be built. */
+static dtr_result post_failure(dtr_store *c, const char *evkey, const dtr__failure *f, int *swapped) {
+  char *json = dtr__failure_to_json(f);
+  if (!json) return DTR_ERR_NOMEM;
+  size_t jl = strlen(json);
+  char *val = malloc(jl + 6);
+  dtr_result rc = DTR_ERR_NOMEM;
+  if (val) {
+    memcpy(val, "fail\n", 5);
+    memcpy(val + 5, json, jl + 1);
+    rc = dtr_store_cas(c, evkey, NULL, 0, val, jl + 5, swapped, NULL, NULL);
+  }
+  free(val);
+  free(json);
+  return rc;
+}
 
-typedef struct watcher {
+/* ---------------------------------------------------------------- event listener thread */
+
+/* Waits on the round's event key; every monitor interval without an event it bumps this node's
+ * heartbeat and, now and then, checks the other nodes' heartbeats and the late joiners. What it
+ * receives, or a lost store, goes to the main loop through evfd. */
+
+typedef struct event_listener {
   pthread_t th;
   int started;
   dtr_store *c;
@@ -43,120 +65,110 @@ typedef struct watcher {
   size_t event_len;
   int lost;
   char lost_msg[512];
-} watcher;
+} event_listener;
 
-static void post(watcher *w, char *event, size_t len, const char *lost_msg) {
-  pthread_mutex_lock(&w->mu);
-  w->event = event;
-  w->event_len = len;
+static void post(event_listener *el, char *event, size_t len, const char *lost_msg) {
+  pthread_mutex_lock(&el->mu);
+  el->event = event;
+  el->event_len = len;
   if (lost_msg) {
-    w->lost = 1;
-    snprintf(w->lost_msg, sizeof w->lost_msg, "%s", lost_msg);
+    el->lost = 1;
+    snprintf(el->lost_msg, sizeof el->lost_msg, "%s", lost_msg);
   }
-  w->posted = 1;
-  pthread_mutex_unlock(&w->mu);
+  el->posted = 1;
+  pthread_mutex_unlock(&el->mu);
   uint64_t one = 1;
-  ssize_t r = write(w->evfd, &one, sizeof one);
+  ssize_t r = write(el->evfd, &one, sizeof one);
   (void)r;
 }
 
-static void node_dead(watcher *w, int k, const char *evkey) {
+static void node_dead(event_listener *el, int k, const char *evkey) {
   dtr__failure f;
   memset(&f, 0, sizeof f);
   strcpy(f.kind, "node");
   f.node_rank = k;
-  snprintf(f.host, sizeof f.host, "%s", w->hosts[k]);
+  snprintf(f.host, sizeof f.host, "%s", el->hosts[k]);
   f.rank = f.local_rank = -1;
   f.exit_code = 1;
-  f.restart_count = w->restart_count;
-  f.attempt = w->round;
-  snprintf(f.run_id, sizeof f.run_id, "%s", w->run_id);
+  f.restart_count = el->restart_count;
+  f.attempt = el->round;
+  snprintf(f.run_id, sizeof f.run_id, "%s", el->run_id);
   f.time = (double)time(NULL);
-  char *json = dtr__failure_to_json(&f);
-  if (!json) return;
-  size_t jl = strlen(json);
-  char *val = malloc(jl + 6);
-  if (val) {
-    memcpy(val, "fail\n", 5);
-    memcpy(val + 5, json, jl + 1);
-    int swapped = 0;
-    DTR_WARN("node %d (host %s) stopped heartbeating for %d ms; stopping the job", k, w->hosts[k],
-             w->hb_timeout_ms);
-    (void)dtr_store_cas(w->c, evkey, NULL, 0, val, jl + 5, &swapped, NULL, NULL);
-  }
-  free(val);
-  free(json);
+  int swapped = 0;
+  DTR_WARN("node %d (host %s) stopped heartbeating for %d ms; stopping the job", k, el->hosts[k],
+           el->hb_timeout_ms);
+  (void)post_failure(el->c, evkey, &f, &swapped);
 }
 
-static void *watcher_main(void *arg) {
-  watcher *w = arg;
+static void *listener_main(void *arg) {
+  event_listener *el = arg;
   char evkey[DTR_STORE_MAX_KEY], key[DTR_STORE_MAX_KEY], sfx[64];
-  dtr__rdzv_key(evkey, sizeof evkey, w->run_id, w->round, "event");
-  int64_t *last = calloc((size_t)w->nnodes, sizeof *last);
-  int64_t *changed = calloc((size_t)w->nnodes, sizeof *changed);
+  dtr__rdzv_key(evkey, sizeof evkey, el->run_id, el->round, "event");
+  int64_t *last = calloc((size_t)el->nnodes, sizeof *last);
+  int64_t *changed = calloc((size_t)el->nnodes, sizeof *changed);
   if (!last || !changed) {
-    post(w, NULL, 0, "out of memory in the watcher");
+    post(el, NULL, 0, "out of memory in the event listener");
     goto out;
   }
   int64_t start = dtr__now_ms(), last_check = start;
-  for (int k = 0; k < w->nnodes; k++) {
+  for (int k = 0; k < el->nnodes; k++) {
     last[k] = -1;
     changed[k] = start;
   }
   for (;;) {
     void *val = NULL;
     size_t len = 0;
-    dtr_result rc = dtr_store_get(w->c, evkey, w->interval_ms, &val, &len);
+    dtr_result rc = dtr_store_get(el->c, evkey, el->interval_ms, &val, &len);
     if (rc == DTR_OK) {
-      post(w, val, len, NULL);
+      post(el, val, len, NULL);
       break;
     }
     if (rc == DTR_ERR_ABORTED) break;
     if (rc != DTR_ERR_TIMEOUT) {
       char msg[512];
-      snprintf(msg, sizeof msg, "%s (%s)", dtr_strerror(rc), dtr_store_last_error(w->c));
-      post(w, NULL, 0, msg);
+      snprintf(msg, sizeof msg, "%s (%s)", dtr_strerror(rc), dtr_store_last_error(el->c));
+      post(el, NULL, 0, msg);
       break;
     }
     /* one monitor interval passed without an event: heartbeat, and look at the others' */
     int64_t v;
-    snprintf(sfx, sizeof sfx, "hb/%d", w->node_rank);
-    dtr__rdzv_key(key, sizeof key, w->run_id, w->round, sfx);
-    rc = dtr_store_add(w->c, key, 1, &v);
+    snprintf(sfx, sizeof sfx, "hb/%d", el->node_rank);
+    dtr__rdzv_key(key, sizeof key, el->run_id, el->round, sfx);
+    rc = dtr_store_add(el->c, key, 1, &v);
     int64_t now = dtr__now_ms();
     /* the others' counters are read a few times per heartbeat timeout, not every interval: with many
      * nodes that would be nnodes^2 requests per interval on the store */
-    int check_every = w->hb_timeout_ms / 5 > w->interval_ms ? w->hb_timeout_ms / 5 : w->interval_ms;
+    int check_every = el->hb_timeout_ms / 5 > el->interval_ms ? el->hb_timeout_ms / 5 : el->interval_ms;
     int check = now - last_check >= check_every;
     if (check) last_check = now;
-    for (int k = 0; check && rc == DTR_OK && k < w->nnodes; k++) {
-      if (k == w->node_rank) continue;
+    for (int k = 0; check && rc == DTR_OK && k < el->nnodes; k++) {
+      if (k == el->node_rank) continue;
       snprintf(sfx, sizeof sfx, "hb/%d", k);
-      dtr__rdzv_key(key, sizeof key, w->run_id, w->round, sfx);
-      rc = dtr_store_add(w->c, key, 0, &v);
+      dtr__rdzv_key(key, sizeof key, el->run_id, el->round, sfx);
+      rc = dtr_store_add(el->c, key, 0, &v);
       if (rc) break;
       if (v != last[k]) {
         last[k] = v;
         changed[k] = now;
-      } else if (now - changed[k] > w->hb_timeout_ms) {
-        node_dead(w, k, evkey);
+      } else if (now - changed[k] > el->hb_timeout_ms) {
+        node_dead(el, k, evkey);
         changed[k] = now; /* report once; the event wakes us next */
       }
     }
-    if (rc == DTR_OK && w->nnodes < w->nnodes_max) {
-      dtr__rdzv_key(key, sizeof key, w->run_id, w->round, "late");
-      rc = dtr_store_add(w->c, key, 0, &v);
+    if (rc == DTR_OK && el->nnodes < el->nnodes_max) {
+      dtr__rdzv_key(key, sizeof key, el->run_id, el->round, "late");
+      rc = dtr_store_add(el->c, key, 0, &v);
       if (rc == DTR_OK && v > 0) {
         int swapped = 0;
-        rc = dtr_store_cas(w->c, evkey, NULL, 0, "rejoin", 6, &swapped, NULL, NULL);
+        rc = dtr_store_cas(el->c, evkey, NULL, 0, "rejoin", 6, &swapped, NULL, NULL);
         if (swapped) DTR_INFO("a new node is waiting to join; restarting the workers to admit it");
       }
     }
     if (rc != DTR_OK && rc != DTR_ERR_EXISTS) {
       if (rc == DTR_ERR_ABORTED) break;
       char msg[512];
-      snprintf(msg, sizeof msg, "%s (%s)", dtr_strerror(rc), dtr_store_last_error(w->c));
-      post(w, NULL, 0, msg);
+      snprintf(msg, sizeof msg, "%s (%s)", dtr_strerror(rc), dtr_store_last_error(el->c));
+      post(el, NULL, 0, msg);
       break;
     }
   }
@@ -178,7 +190,7 @@ typedef struct agent {
   dtr__rdzv_result rz;
   dtr__worker *w;
   int nw;
-  watcher wt;
+  event_listener listener;
   int evfd;
   /* per attempt */
   enum outcome outcome;
@@ -291,22 +303,10 @@ static void worker_failed(agent *a, const dtr__worker *w) {
   record_failure(a, w, &f);
   char desc[512];
   dtr__failure_describe(&f, desc, sizeof desc);
-  char *json = dtr__failure_to_json(&f);
   char key[DTR_STORE_MAX_KEY];
   key_of(a, key, sizeof key, "event");
-  dtr_result rc = DTR_ERR_NOMEM;
   int swapped = 0;
-  if (json) {
-    size_t jl = strlen(json);
-    char *val = malloc(jl + 6);
-    if (val) {
-      memcpy(val, "fail\n", 5);
-      memcpy(val + 5, json, jl + 1);
-      rc = dtr_store_cas(a->cfg->main_store, key, NULL, 0, val, jl + 5, &swapped, NULL, NULL);
-      free(val);
-    }
-    free(json);
-  }
+  dtr_result rc = post_failure(a->cfg->main_store, key, &f, &swapped);
   if (swapped) DTR_INFO("%s; stopping the workers of every node", desc);
   if (rc != DTR_OK && rc != DTR_ERR_EXISTS) {
     /* the store is gone: decide here with what we know */
@@ -381,13 +381,13 @@ static void on_event(agent *a) {
   uint64_t cnt;
   ssize_t r = read(a->evfd, &cnt, sizeof cnt);
   (void)r;
-  pthread_mutex_lock(&a->wt.mu);
-  char *ev = a->wt.event;
-  size_t len = a->wt.event_len;
-  int lost = a->wt.lost;
-  a->wt.event = NULL;
-  if (lost) snprintf(a->lost_msg, sizeof a->lost_msg, "%s", a->wt.lost_msg);
-  pthread_mutex_unlock(&a->wt.mu);
+  pthread_mutex_lock(&a->listener.mu);
+  char *ev = a->listener.event;
+  size_t len = a->listener.event_len;
+  int lost = a->listener.lost;
+  a->listener.event = NULL;
+  if (lost) snprintf(a->lost_msg, sizeof a->lost_msg, "%s", a->listener.lost_msg);
+  pthread_mutex_unlock(&a->listener.mu);
   if (lost) {
     set_outcome(a, OUT_LOST);
     begin_stop(a);
@@ -456,22 +456,23 @@ static dtr_result spawn_all(agent *a, char *err, size_t cap) {
       dtr__fail(err, cap, rc, "building the environment of rank %d", w->rank);
     dtr__env_free(&env);
     if (rc) return rc;
-    dtr__watchdog_add(cfg->watchdog, w->pid);
+    dtr__orphan_guard_add(cfg->orphan_guard, w->pid);
   }
   return DTR_OK;
 }
 
-static void stop_watcher(agent *a) {
-  if (!a->wt.started) return;
-  pthread_mutex_lock(&a->wt.mu);
-  int posted = a->wt.posted;
-  pthread_mutex_unlock(&a->wt.mu);
-  if (!posted) dtr_store_abort(a->wt.c); /* only on error paths: the connection is unusable afterwards */
-  pthread_join(a->wt.th, NULL);
-  a->wt.started = 0;
-  free(a->wt.event);
-  a->wt.event = NULL;
-  pthread_mutex_destroy(&a->wt.mu);
+static void stop_listener(agent *a) {
+  if (!a->listener.started) return;
+  pthread_mutex_lock(&a->listener.mu);
+  int posted = a->listener.posted;
+  pthread_mutex_unlock(&a->listener.mu);
+  if (!posted)
+    dtr_store_abort(a->listener.c); /* only on error paths: the connection is unusable afterwards */
+  pthread_join(a->listener.th, NULL);
+  a->listener.started = 0;
+  free(a->listener.event);
+  a->listener.event = NULL;
+  pthread_mutex_destroy(&a->listener.mu);
 }
 
 /* One attempt: spawn, monitor until the round has an outcome and every local worker is gone. */
@@ -486,23 +487,23 @@ static enum outcome run_attempt(agent *a) {
   a->w = calloc((size_t)a->nw, sizeof *a->w);
   if (!a->w) return OUT_ERROR;
 
-  memset(&a->wt, 0, sizeof a->wt);
-  pthread_mutex_init(&a->wt.mu, NULL);
-  a->wt.c = cfg->watch_store;
-  a->wt.run_id = cfg->run_id;
-  a->wt.round = a->round;
-  a->wt.node_rank = a->rz.node_rank;
-  a->wt.nnodes = a->rz.nnodes;
-  a->wt.nnodes_max = a->args->nnodes_max;
+  memset(&a->listener, 0, sizeof a->listener);
+  pthread_mutex_init(&a->listener.mu, NULL);
+  a->listener.c = cfg->listener_store;
+  a->listener.run_id = cfg->run_id;
+  a->listener.round = a->round;
+  a->listener.node_rank = a->rz.node_rank;
+  a->listener.nnodes = a->rz.nnodes;
+  a->listener.nnodes_max = a->args->nnodes_max;
   double iv = a->args->monitor_interval * 1000;
-  a->wt.interval_ms = iv < 1 ? 1 : (int)iv;
+  a->listener.interval_ms = iv < 1 ? 1 : (int)iv;
   /* a node is dead when its counter stood still this long; never less than a few intervals */
   int64_t hb = dtr__param_int("DTRAIN_HEARTBEAT_TIMEOUT_MS", 5000);
-  int64_t hb_min = 3 * (int64_t)a->wt.interval_ms + 1000;
-  a->wt.hb_timeout_ms = (int)(hb < hb_min ? hb_min : hb > 86400000 ? 86400000 : hb);
-  a->wt.hosts = a->rz.hosts;
-  a->wt.restart_count = a->restart_count;
-  a->wt.evfd = a->evfd;
+  int64_t hb_min = 3 * (int64_t)a->listener.interval_ms + 1000;
+  a->listener.hb_timeout_ms = (int)(hb < hb_min ? hb_min : hb > 86400000 ? 86400000 : hb);
+  a->listener.hosts = a->rz.hosts;
+  a->listener.restart_count = a->restart_count;
+  a->listener.evfd = a->evfd;
 
   dtr_result rc = spawn_all(a, err, sizeof err);
   if (rc != DTR_OK) {
@@ -510,10 +511,10 @@ static enum outcome run_attempt(agent *a) {
     a->outcome = OUT_ERROR;
     begin_stop(a);
   }
-  if (pthread_create(&a->wt.th, NULL, watcher_main, &a->wt) == 0) {
-    a->wt.started = 1;
+  if (pthread_create(&a->listener.th, NULL, listener_main, &a->listener) == 0) {
+    a->listener.started = 1;
   } else {
-    DTR_ERROR("cannot start the watcher thread");
+    DTR_ERROR("cannot start the event listener thread");
     set_outcome(a, OUT_ERROR);
     begin_stop(a);
   }
@@ -582,14 +583,14 @@ static enum outcome run_attempt(agent *a) {
         w->running = 0;
       }
       kill(-w->pid, SIGKILL); /* leftovers of its process group */
-      dtr__watchdog_remove(cfg->watchdog, w->pid);
+      dtr__orphan_guard_remove(cfg->orphan_guard, w->pid);
     }
     dtr__worker_close_pipes(w);
     dtr__out_rank_destroy(w->out);
   }
   free(a->w);
   a->w = NULL;
-  stop_watcher(a);
+  stop_listener(a);
   return a->outcome;
 }
 

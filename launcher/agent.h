@@ -2,16 +2,17 @@
  * heartbeats) -> stop -> restart or exit. One agent per node; agents coordinate only through the store:
  *   r<r>/event         the round's outcome, first writer wins (cas on an absent key):
  *                        "fail\n<failure JSON>", "stop\n<node> <signal>", "done", "rejoin"
- *   r<r>/hb/<node>     heartbeat counters, bumped every --monitor-interval by each agent's watcher
+ *   r<r>/hb/<node>     heartbeat counters, bumped every --monitor-interval by each agent's event listener
  *   r<r>/ndone         agents whose workers all exited 0; the agent that completes it posts "done"
  *   r<r>/exited/<node> set by each agent as it leaves, so the agent hosting the store stays until all left
- * The agent's main loop is one poll() over worker pipes, a signalfd and the watcher thread's eventfd. */
+ * The agent's main loop is one poll() over worker pipes, a signalfd and the eventfd of its event
+ * listener, the thread that waits on r<r>/event and keeps the heartbeats. */
 #ifndef DTRAIN_LAUNCHER_AGENT_H
 #define DTRAIN_LAUNCHER_AGENT_H
 
 #include "dtrain/store.h"
 #include "launcher/launch_args.h"
-#include "launcher/watchdog.h"
+#include "launcher/orphan_guard.h"
 #include "launcher/workers.h"
 
 typedef struct dtr__agent_cfg {
@@ -20,17 +21,17 @@ typedef struct dtr__agent_cfg {
   char **argv;          /* program argv (argv[0] as the user gave it) */
   const char *run_id;
   const char *token;
-  const char *store_host; /* how workers and the watcher reach the store */
+  const char *store_host; /* how workers and the event listener reach the store */
   int store_port;
-  const char *store_desc;  /* "H:P" for messages */
-  const char *error_file;  /* "" when none */
-  const char *log_run_dir; /* LOG_DIR/RUN_ID, "" without --log-dir */
-  int console_mask;        /* bit 0 stdout, bit 1 stderr */
-  int hosting;             /* this agent runs the store: stay until the others left */
-  int sigfd;               /* signalfd for TERM INT HUP QUIT USR1 USR2 CHLD (blocked in every thread) */
-  dtr_store *main_store;   /* this thread's connection */
-  dtr_store *watch_store;  /* the watcher thread's connection */
-  dtr__watchdog *watchdog;
+  const char *store_desc;    /* "H:P" for messages */
+  const char *error_file;    /* "" when none */
+  const char *log_run_dir;   /* LOG_DIR/RUN_ID, "" without --log-dir */
+  int console_mask;          /* bit 0 stdout, bit 1 stderr */
+  int hosting;               /* this agent runs the store: stay until the others left */
+  int sigfd;                 /* signalfd for TERM INT HUP QUIT USR1 USR2 CHLD (blocked in every thread) */
+  dtr_store *main_store;     /* this thread's connection */
+  dtr_store *listener_store; /* the event listener thread's connection */
+  dtr__orphan_guard *orphan_guard;
 } dtr__agent_cfg;
 
 /* Run the job on this node until it succeeds, fails for good or is stopped. Returns the process exit

@@ -1,5 +1,6 @@
 /* `dtrain launch`: parse and check everything that can be checked before a process starts (flags, the
- * program), pick the job token, host or reach the rendezvous store, then hand over to the agent. */
+ * program), pick the run id and job token, host or reach the rendezvous store, then hand over to the
+ * agent. dtr_cmd_launch is that sequence; each step is one function below. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
@@ -18,8 +19,8 @@
 #include "launcher/agent.h"
 #include "launcher/commands.h"
 #include "launcher/launch_args.h"
+#include "launcher/orphan_guard.h"
 #include "launcher/output.h"
-#include "launcher/watchdog.h"
 #include "launcher/workers.h"
 
 #define CTX "dtrain launch: "
@@ -46,11 +47,25 @@ static void derive_token(const char *run_id, char *out) {
   hex(b, sizeof b, out);
 }
 
+/* Everything dtr_cmd_launch prepares for the agent, and what it must release on the way out. */
 typedef struct launch_state {
-  dtr_store_server *server;
-  dtr_store *main_store, *watch_store;
-  dtr__watchdog wd;
+  dtr_launch_args args;
+  char exe[PATH_MAX];
+  char **prog_argv; /* the program's argv, behind python [-m] when it runs under python */
+  int standalone;
+  char host[DTR_LAUNCH_MAX_STR];
+  int port;
+  char desc[DTR_LAUNCH_MAX_STR + 16]; /* "host:port" for messages */
+  char run_id[129];
+  char token[DTR_STORE_MAX_TOKEN + 1]; /* never printed */
+  char log_run_dir[PATH_MAX];
+  char error_file[PATH_MAX];
+  int console_mask;
   int sigfd;
+  dtr__orphan_guard guard;
+  dtr_store_server *server;
+  dtr_store *main_store, *listener_store;
+  int hosting;
 } launch_state;
 
 /* dtr_store_connect cut into slices of 250 ms, so that TERM/INT/HUP/QUIT (read from the signalfd; they
@@ -79,248 +94,282 @@ static int usage_error(const char *msg) {
   return 2;
 }
 
-int dtr_cmd_launch(int argc, char **argv) {
-  dtr_launch_args args;
+/* The program, found and executable before anything starts; a .py one (or -m) runs under DTRAIN_PYTHON.
+ * Returns 0, or the exit code: 127 missing, 126 not executable, 1 out of memory. */
+static int find_program(launch_state *st) {
+  const dtr_launch_args *args = &st->args;
   char err[1024];
-  int code = 1;
-  launch_state st;
-  memset(&st, 0, sizeof st);
-  st.sigfd = -1;
-  st.wd.fd = -1;
-  st.wd.pid = -1;
-  char **prog_argv = NULL;
-
-  if (dtr__launch_args_parse(argc, argv, &args, err, sizeof err) != DTR_OK) return usage_error(err);
-  if (args.help) {
-    dtr__launch_usage(stdout);
-    return 0;
-  }
-  if (args.warned_standalone_endpoint) DTR_WARN("--standalone ignores --rdzv-endpoint");
-
-  /* ---- the program: found and executable before anything starts */
   const char *python = dtr__param_str("DTRAIN_PYTHON", "python3");
-  const char *prog = args.prog_argv[0];
+  const char *prog = args->prog_argv[0];
   size_t pl = strlen(prog);
-  int use_python = !args.no_python && (args.module || (pl > 3 && strcmp(prog + pl - 3, ".py") == 0));
-  char exe[PATH_MAX];
-  if (use_python && !args.module && access(prog, F_OK) != 0) {
+  int use_python = !args->no_python && (args->module || (pl > 3 && strcmp(prog + pl - 3, ".py") == 0));
+  if (use_python && !args->module && access(prog, F_OK) != 0) {
     fprintf(stderr, CTX "script '%s' does not exist\n", prog);
     return 127;
   }
-  dtr_result rc = dtr__find_program(use_python ? python : prog, exe, sizeof exe, err, sizeof err);
+  dtr_result rc = dtr__find_program(use_python ? python : prog, st->exe, sizeof st->exe, err, sizeof err);
   if (rc != DTR_OK) {
     fprintf(stderr, CTX "%s%s\n", err, use_python ? " (set DTRAIN_PYTHON, or pass --no-python)" : "");
     return rc == DTR_ERR_NOT_FOUND ? 127 : 126;
   }
-  int extra = use_python ? (args.module ? 2 : 1) : 0;
-  prog_argv = calloc((size_t)(args.prog_argc + extra + 1), sizeof *prog_argv);
-  if (!prog_argv) return 1;
+  int extra = use_python ? (args->module ? 2 : 1) : 0;
+  st->prog_argv = calloc((size_t)(args->prog_argc + extra + 1), sizeof *st->prog_argv);
+  if (!st->prog_argv) return 1;
   if (use_python) {
-    prog_argv[0] = (char *)python;
-    if (args.module) prog_argv[1] = "-m";
+    st->prog_argv[0] = (char *)python;
+    if (args->module) st->prog_argv[1] = "-m";
   }
-  for (int i = 0; i < args.prog_argc; i++) prog_argv[extra + i] = args.prog_argv[i];
+  for (int i = 0; i < args->prog_argc; i++) st->prog_argv[extra + i] = args->prog_argv[i];
+  return 0;
+}
 
-  /* ---- where the store is */
-  int standalone =
-      args.standalone || (!args.rdzv_endpoint[0] && !args.master_addr[0] && args.nnodes_max == 1);
-  char host[DTR_LAUNCH_MAX_STR];
-  int port = 0;
-  if (!standalone) {
-    if (args.rdzv_endpoint[0]) {
-      snprintf(host, sizeof host, "%s", args.rdzv_host);
-      port = args.rdzv_port;
-    } else if (args.master_addr[0]) {
-      snprintf(host, sizeof host, "%s", args.master_addr);
-      port = args.master_port > 0 ? args.master_port : DTR_LAUNCH_DEFAULT_RDZV_PORT;
-    } else {
-      free(prog_argv);
-      snprintf(err, sizeof err,
-               "--nnodes %d:%d needs --rdzv-endpoint HOST:PORT (or --master-addr) so the nodes "
-               "can meet",
-               args.nnodes_min, args.nnodes_max);
-      return usage_error(err);
-    }
+/* Where the store is: a private one on 127.0.0.1 (standalone), --rdzv-endpoint, or torchrun's
+ * --master-addr/--master-port. Returns 0, or 2 when several nodes have no way to meet. */
+static int store_address(launch_state *st) {
+  const dtr_launch_args *args = &st->args;
+  st->standalone =
+      args->standalone || (!args->rdzv_endpoint[0] && !args->master_addr[0] && args->nnodes_max == 1);
+  st->port = 0;
+  if (st->standalone) {
+    strcpy(st->host, "127.0.0.1");
+  } else if (args->rdzv_endpoint[0]) {
+    snprintf(st->host, sizeof st->host, "%s", args->rdzv_host);
+    st->port = args->rdzv_port;
+  } else if (args->master_addr[0]) {
+    snprintf(st->host, sizeof st->host, "%s", args->master_addr);
+    st->port = args->master_port > 0 ? args->master_port : DTR_LAUNCH_DEFAULT_RDZV_PORT;
   } else {
-    strcpy(host, "127.0.0.1");
+    char err[256];
+    snprintf(err, sizeof err,
+             "--nnodes %d:%d needs --rdzv-endpoint HOST:PORT (or --master-addr) so the nodes can meet",
+             args->nnodes_min, args->nnodes_max);
+    return usage_error(err);
   }
-  char desc[DTR_LAUNCH_MAX_STR + 16];
-  snprintf(desc, sizeof desc, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+  snprintf(st->desc, sizeof st->desc, strchr(st->host, ':') ? "[%s]:%d" : "%s:%d", st->host, st->port);
+  return 0;
+}
 
-  /* ---- run id and token (the token is never printed) */
-  char run_id[129];
-  if (args.rdzv_id[0]) {
-    snprintf(run_id, sizeof run_id, "%s", args.rdzv_id);
-  } else if (standalone) {
+/* The run id (--rdzv-id; random for one node, "none" for several) and the job token (DTRAIN_JOB_TOKEN;
+ * random for one node, derived from the run id for several). Returns 0, or 2 for a token too long. */
+static int choose_run_id_and_token(launch_state *st) {
+  const dtr_launch_args *args = &st->args;
+  if (args->rdzv_id[0]) {
+    snprintf(st->run_id, sizeof st->run_id, "%s", args->rdzv_id);
+  } else if (st->standalone) {
     unsigned char r[4];
     char h[9];
     dtr__random_bytes(r, sizeof r);
     hex(r, sizeof r, h);
-    snprintf(run_id, sizeof run_id, "dtr-%s", h);
+    snprintf(st->run_id, sizeof st->run_id, "dtr-%s", h);
   } else {
-    strcpy(run_id, "none");
+    strcpy(st->run_id, "none");
   }
-  char token[DTR_STORE_MAX_TOKEN + 1];
   const char *env_token = dtr__param_str("DTRAIN_JOB_TOKEN", NULL);
   if (env_token) {
     if (strlen(env_token) > DTR_STORE_MAX_TOKEN) {
-      free(prog_argv);
       fprintf(stderr, CTX "DTRAIN_JOB_TOKEN is longer than %d bytes\n", DTR_STORE_MAX_TOKEN);
       return 2;
     }
-    strcpy(token, env_token);
-  } else if (standalone) {
+    strcpy(st->token, env_token);
+  } else if (st->standalone) {
     unsigned char r[32];
     dtr__random_bytes(r, sizeof r);
-    hex(r, sizeof r, token);
+    hex(r, sizeof r, st->token);
   } else {
-    derive_token(run_id, token);
+    derive_token(st->run_id, st->token);
     DTR_WARN(
         "DTRAIN_JOB_TOKEN is not set: using a token derived from the run id '%s', which is not secret; set "
         "the same DTRAIN_JOB_TOKEN on every node",
-        run_id);
+        st->run_id);
   }
+  return 0;
+}
 
-  /* ---- output and error file */
-  char log_run_dir[PATH_MAX] = "";
-  if (args.log_dir[0]) snprintf(log_run_dir, sizeof log_run_dir, "%s/%s", args.log_dir, run_id);
-  char error_file[PATH_MAX] = "";
+/* LOG_DIR/RUN_ID (created), the error file and which streams reach the console. Returns 0 or 1. */
+static int prepare_output(launch_state *st) {
+  const dtr_launch_args *args = &st->args;
+  st->log_run_dir[0] = '\0';
+  if (args->log_dir[0]) snprintf(st->log_run_dir, sizeof st->log_run_dir, "%s/%s", args->log_dir, st->run_id);
   int efl = 0;
-  if (args.error_file[0])
-    efl = snprintf(error_file, sizeof error_file, "%s", args.error_file);
+  st->error_file[0] = '\0';
+  if (args->error_file[0])
+    efl = snprintf(st->error_file, sizeof st->error_file, "%s", args->error_file);
   else if (dtr__param_str("TORCHELASTIC_ERROR_FILE", NULL))
-    efl = snprintf(error_file, sizeof error_file, "%s", dtr__param_str("TORCHELASTIC_ERROR_FILE", ""));
-  else if (log_run_dir[0])
-    efl = snprintf(error_file, sizeof error_file, "%s/error.json", log_run_dir);
-  if (efl < 0 || efl >= (int)sizeof error_file) {
+    efl =
+        snprintf(st->error_file, sizeof st->error_file, "%s", dtr__param_str("TORCHELASTIC_ERROR_FILE", ""));
+  else if (st->log_run_dir[0])
+    efl = snprintf(st->error_file, sizeof st->error_file, "%s/error.json", st->log_run_dir);
+  if (efl < 0 || efl >= (int)sizeof st->error_file) {
     fprintf(stderr, CTX "the error file path is too long\n");
-    goto out;
+    return 1;
   }
-  if (log_run_dir[0] && dtr__mkdir_p(log_run_dir, 0777) < 0) {
-    fprintf(stderr, CTX "--log-dir: cannot create %s: %s\n", log_run_dir, strerror(errno));
-    goto out;
+  if (st->log_run_dir[0] && dtr__mkdir_p(st->log_run_dir, 0777) < 0) {
+    fprintf(stderr, CTX "--log-dir: cannot create %s: %s\n", st->log_run_dir, strerror(errno));
+    return 1;
   }
-  int console_mask = 3;
-  if (args.log_dir[0]) console_mask = 3 & ~(args.redirects & ~args.tee);
+  st->console_mask = 3;
+  if (args->log_dir[0]) st->console_mask = 3 & ~(args->redirects & ~args->tee);
+  return 0;
+}
 
-  /* ---- signals: blocked in every thread, read from a signalfd by the agent */
+/* The job's signals, blocked in every thread (so before any thread starts) and read from a signalfd by
+ * the agent. Returns 0 or 1. */
+static int block_signals(launch_state *st) {
   sigset_t set;
   sigemptyset(&set);
   int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD};
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaddset(&set, sigs[i]);
   sigprocmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
-  st.sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-  if (st.sigfd < 0) {
+  st->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (st->sigfd < 0) {
     fprintf(stderr, CTX "signalfd: %s\n", strerror(errno));
-    goto out;
+    return 1;
   }
+  return 0;
+}
 
-  /* ---- the orphan guard, before any thread exists */
-  if (dtr__watchdog_start(&st.wd) != DTR_OK) {
-    fprintf(stderr, CTX "cannot start the watchdog process: %s\n", strerror(errno));
-    goto out;
-  }
+static void say_token_refused(const launch_state *st) {
+  fprintf(stderr,
+          CTX
+          "the dtrain store at %s refused this job's token (set the same DTRAIN_JOB_TOKEN on every node "
+          "and for `dtrain store`)\n",
+          st->desc);
+}
 
-  /* ---- host or reach the store */
-  int hosting = 0, sig = 0;
+/* Host the store (standalone, or when its host is this machine and the port is free) or reach it, then
+ * open the second connection the agent's event listener uses. Returns 0, 1, or 128+signal when TERM, INT, HUP
+ * or QUIT ended the wait. */
+static int open_store(launch_state *st) {
   char serr[512] = "";
-  int64_t rdzv_ms = (int64_t)(args.rdzv_timeout * 1000);
-  if (standalone || dtr__host_is_local(host)) {
-    rc = dtr_store_server_create(host, standalone ? 0 : port, token, &st.server, serr, sizeof serr);
-    if (rc == DTR_OK) rc = dtr_store_server_start(st.server);
+  int sig = 0;
+  dtr_result rc;
+  int64_t rdzv_ms = (int64_t)(st->args.rdzv_timeout * 1000);
+  if (st->standalone || dtr__host_is_local(st->host)) {
+    rc = dtr_store_server_create(st->host, st->standalone ? 0 : st->port, st->token, &st->server, serr,
+                                 sizeof serr);
+    if (rc == DTR_OK) rc = dtr_store_server_start(st->server);
     if (rc == DTR_OK) {
-      hosting = 1;
-      if (standalone) {
-        port = dtr_store_server_port(st.server);
-        snprintf(desc, sizeof desc, "%s:%d", host, port);
+      st->hosting = 1;
+      if (st->standalone) {
+        st->port = dtr_store_server_port(st->server);
+        snprintf(st->desc, sizeof st->desc, "%s:%d", st->host, st->port);
       }
-    } else if (rc == DTR_ERR_ADDRINUSE && !standalone) {
-      dtr_store_server_destroy(st.server);
-      st.server = NULL;
+    } else if (rc == DTR_ERR_ADDRINUSE && !st->standalone) {
+      dtr_store_server_destroy(st->server);
+      st->server = NULL;
       /* taken: maybe by `dtrain store` or the agent of another node of this job */
       int probe_ms = rdzv_ms < 5000 ? (int)rdzv_ms : 5000;
-      rc = connect_sliced(host, port, token, probe_ms, st.sigfd, &sig, &st.main_store, serr, sizeof serr);
+      rc = connect_sliced(st->host, st->port, st->token, probe_ms, st->sigfd, &sig, &st->main_store, serr,
+                          sizeof serr);
       if (rc == DTR_ERR_ABORTED) goto interrupted;
       if (rc == DTR_ERR_AUTH) {
-        fprintf(stderr,
-                CTX
-                "the dtrain store at %s refused this job's token (set the same DTRAIN_JOB_TOKEN on "
-                "every node and for `dtrain store`)\n",
-                desc);
-        goto out;
+        say_token_refused(st);
+        return 1;
       }
       if (rc != DTR_OK) {
-        fprintf(stderr, CTX "%s is taken by something that is not this job's dtrain store (%s)\n", desc,
+        fprintf(stderr, CTX "%s is taken by something that is not this job's dtrain store (%s)\n", st->desc,
                 serr[0] ? serr : dtr_strerror(rc));
-        goto out;
+        return 1;
       }
     } else {
-      fprintf(stderr, CTX "cannot host the rendezvous store at %s: %s\n", desc,
+      fprintf(stderr, CTX "cannot host the rendezvous store at %s: %s\n", st->desc,
               serr[0] ? serr : dtr_strerror(rc));
-      goto out;
+      return 1;
     }
   }
-  if (!st.main_store) {
-    rc = connect_sliced(host, port, token, hosting ? 10000 : rdzv_ms, st.sigfd, &sig, &st.main_store, serr,
-                        sizeof serr);
+  if (!st->main_store) {
+    rc = connect_sliced(st->host, st->port, st->token, st->hosting ? 10000 : rdzv_ms, st->sigfd, &sig,
+                        &st->main_store, serr, sizeof serr);
     if (rc == DTR_ERR_ABORTED) goto interrupted;
     if (rc == DTR_ERR_AUTH) {
-      fprintf(stderr,
-              CTX
-              "the dtrain store at %s refused this job's token (set the same DTRAIN_JOB_TOKEN on every "
-              "node and for `dtrain store`)\n",
-              desc);
-      goto out;
+      say_token_refused(st);
+      return 1;
     }
     if (rc == DTR_ERR_PROTOCOL) {
-      fprintf(stderr, CTX "%s is not a dtrain store (%s)\n", desc, serr[0] ? serr : dtr_strerror(rc));
-      goto out;
+      fprintf(stderr, CTX "%s is not a dtrain store (%s)\n", st->desc, serr[0] ? serr : dtr_strerror(rc));
+      return 1;
     }
     if (rc != DTR_OK) {
-      fprintf(stderr, CTX "cannot reach the rendezvous store at %s within %g s (%s)\n", desc,
-              args.rdzv_timeout, serr[0] ? serr : dtr_strerror(rc));
-      goto out;
+      fprintf(stderr, CTX "cannot reach the rendezvous store at %s within %g s (%s)\n", st->desc,
+              st->args.rdzv_timeout, serr[0] ? serr : dtr_strerror(rc));
+      return 1;
     }
   }
-  rc = dtr_store_connect(host, port, token, 10000, &st.watch_store, serr, sizeof serr);
+  rc = dtr_store_connect(st->host, st->port, st->token, 10000, &st->listener_store, serr, sizeof serr);
   if (rc != DTR_OK) {
-    fprintf(stderr, CTX "cannot open a second connection to the store at %s: %s\n", desc, serr);
-    goto out;
+    fprintf(stderr, CTX "cannot open a second connection to the store at %s: %s\n", st->desc, serr);
+    return 1;
   }
-
-  dtr__agent_cfg cfg = {
-      .args = &args,
-      .exe_path = exe,
-      .argv = prog_argv,
-      .run_id = run_id,
-      .token = token,
-      .store_host = host,
-      .store_port = port,
-      .store_desc = desc,
-      .error_file = error_file,
-      .log_run_dir = log_run_dir,
-      .console_mask = console_mask,
-      .hosting = hosting,
-      .sigfd = st.sigfd,
-      .main_store = st.main_store,
-      .watch_store = st.watch_store,
-      .watchdog = &st.wd,
-  };
-  code = dtr__agent_run(&cfg);
-  goto out;
+  return 0;
 
 interrupted:
   fprintf(stderr, CTX "got SIG%s while connecting to the rendezvous store at %s; giving up\n",
-          sigabbrev_np(sig), desc);
-  code = 128 + sig;
+          sigabbrev_np(sig), st->desc);
+  return 128 + sig;
+}
 
-out:
-  dtr_store_close(st.watch_store);
+/* The orphan guard, started before any thread exists (it forks). Returns 0 or 1. */
+static int start_orphan_guard(launch_state *st) {
+  if (dtr__orphan_guard_start(&st->guard) != DTR_OK) {
+    fprintf(stderr, CTX "cannot start the orphan guard process: %s\n", strerror(errno));
+    return 1;
+  }
+  return 0;
+}
+
+static int run_agent(launch_state *st) {
+  dtr__agent_cfg cfg = {
+      .args = &st->args,
+      .exe_path = st->exe,
+      .argv = st->prog_argv,
+      .run_id = st->run_id,
+      .token = st->token,
+      .store_host = st->host,
+      .store_port = st->port,
+      .store_desc = st->desc,
+      .error_file = st->error_file,
+      .log_run_dir = st->log_run_dir,
+      .console_mask = st->console_mask,
+      .hosting = st->hosting,
+      .sigfd = st->sigfd,
+      .main_store = st->main_store,
+      .listener_store = st->listener_store,
+      .orphan_guard = &st->guard,
+  };
+  return dtr__agent_run(&cfg);
+}
+
+int dtr_cmd_launch(int argc, char **argv) {
+  launch_state st;
+  char err[1024];
+  memset(&st, 0, sizeof st);
+  st.sigfd = -1;
+  st.guard.fd = -1;
+  st.guard.pid = -1;
+
+  if (dtr__launch_args_parse(argc, argv, &st.args, err, sizeof err) != DTR_OK) return usage_error(err);
+  if (st.args.help) {
+    dtr__launch_usage(stdout);
+    return 0;
+  }
+  if (st.args.warned_standalone_endpoint) DTR_WARN("--standalone ignores --rdzv-endpoint");
+
+  /* each step prints its own message and returns the exit code when it fails */
+  int code = find_program(&st);
+  if (!code) code = store_address(&st);
+  if (!code) code = choose_run_id_and_token(&st);
+  if (!code) code = prepare_output(&st);
+  if (!code) code = block_signals(&st);
+  if (!code) code = start_orphan_guard(&st);
+  if (!code) code = open_store(&st);
+  if (!code) code = run_agent(&st);
+
+  dtr_store_close(st.listener_store);
   dtr_store_close(st.main_store);
   dtr_store_server_destroy(st.server);
-  dtr__watchdog_stop(&st.wd);
+  dtr__orphan_guard_stop(&st.guard);
   if (st.sigfd >= 0) close(st.sigfd);
-  free(prog_argv);
+  free(st.prog_argv);
   return code;
 }

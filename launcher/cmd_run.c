@@ -44,36 +44,6 @@ static void usage(FILE *f) {
       f);
 }
 
-/* Flags that become recipe overrides (so validation sees them) and flags passed to launch untouched. */
-typedef struct run_flag {
-  const char *name; /* dash spelling without "--" */
-  const char *key;  /* launch.* key, or NULL: passed through */
-  int has_value;
-} run_flag;
-
-static const run_flag run_flags[] = {
-    {"nproc-per-node", "launch.nproc_per_node", 1},
-    {"nnodes", "launch.nnodes", 1},
-    {"node-rank", "launch.node_rank", 1},
-    {"rdzv-endpoint", "launch.rdzv_endpoint", 1},
-    {"rdzv-id", "launch.rdzv_id", 1},
-    {"max-restarts", "launch.max_restarts", 1},
-    {"standalone", NULL, 0},
-    {"rdzv-timeout", NULL, 1},
-    {"rdzv-backend", NULL, 1},
-    {"rdzv-conf", NULL, 1},
-    {"monitor-interval", NULL, 1},
-    {"grace-period", NULL, 1},
-    {"log-dir", NULL, 1},
-    {"tee", NULL, 1},
-    {"redirects", NULL, 1},
-    {"master-addr", NULL, 1},
-    {"master-port", NULL, 1},
-    {"error-file", NULL, 1},
-    {"role", NULL, 1},
-    {"start-method", NULL, 1},
-};
-
 /* A growable argv of strings this command owns. */
 typedef struct strv {
   char **v;
@@ -134,56 +104,30 @@ int dtr_cmd_run(int argc, char **argv) {
       continue;
     }
     if (a[0] == '-' && a[1]) {
-      /* --flag, --flag=value, --flag value; underscores as dashes (torchrun spellings); -t/-r short forms */
-      char name[64];
-      const char *val = NULL;
-      const char *body = a[1] == '-' ? a + 2 : a + 1;
-      size_t nl = strcspn(body, "=");
-      if (nl >= sizeof name) nl = sizeof name - 1;
-      memcpy(name, body, nl);
-      name[nl] = '\0';
-      for (char *p = name; *p; p++)
-        if (*p == '_') *p = '-';
-      if (a[1] != '-') {
-        if (!strcmp(name, "t"))
-          strcpy(name, "tee");
-        else if (!strcmp(name, "r"))
-          strcpy(name, "redirects");
-        else
-          name[0] = '\0';
+      /* launch's flags, in launch's spellings: those with a recipe key become overrides (so validation
+       * sees them), the others are passed on to launch untouched */
+      const dtr__launch_flag *fl;
+      const char *val;
+      if (dtr__launch_flag_read(argc, argv, &i, 1, &fl, &val, err, sizeof err) != DTR_OK) {
+        fprintf(stderr, CTX "%s\n", err);
+        goto out;
       }
-      const run_flag *fl = NULL;
-      for (size_t k = 0; k < sizeof run_flags / sizeof run_flags[0]; k++)
-        if (!strcmp(run_flags[k].name, name)) fl = &run_flags[k];
       if (!fl) {
         fprintf(stderr, CTX "unknown option '%s' (try 'dtrain run --help')\n", a);
         goto out;
       }
-      if (body[nl] == '=') {
-        val = body + nl + 1;
-        if (!fl->has_value) {
-          fprintf(stderr, CTX "--%s takes no value (got '%s')\n", fl->name, a);
-          goto out;
-        }
-      } else if (fl->has_value) {
-        if (i + 1 >= argc) {
-          fprintf(stderr, CTX "--%s needs a value\n", fl->name);
-          goto out;
-        }
-        val = argv[++i];
-      }
       char buf[DTR_LAUNCH_MAX_STR + 64];
-      if (fl->key) {
-        if (!strcmp(fl->name, "nproc-per-node")) {
+      if (fl->recipe_key) {
+        if (fl->value == DTR__LAUNCH_NPROC) { /* the recipe takes a count: cpu, gpu and auto resolved here */
           int n;
           char e[256];
           if (dtr__launch_parse_nproc(val, &n, e, sizeof e) != DTR_OK) {
             fprintf(stderr, CTX "%s\n", e);
             goto out;
           }
-          snprintf(buf, sizeof buf, "%s=%d", fl->key, n);
+          snprintf(buf, sizeof buf, "%s=%d", fl->recipe_key, n);
         } else {
-          snprintf(buf, sizeof buf, "%s=%s", fl->key, val);
+          snprintf(buf, sizeof buf, "%s=%s", fl->recipe_key, val);
         }
         if (strv_push(&flag_overrides, buf) != 0) goto nomem;
       } else {

@@ -5,7 +5,9 @@
 #include "launcher/launch_args.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -15,65 +17,43 @@
 #include "common/log.h"
 #include "common/sock.h"
 
-enum kind { K_BOOL, K_STR };
+/* The one table of launch flags. `dtrain launch` parses with it; `dtrain run` reads the same flags
+ * (dtr__launch_flag_read) and turns those with a recipe key into overrides of the recipe. */
+#define SETS(m) .field = offsetof(dtr_launch_args, m), .field_size = sizeof(((dtr_launch_args *)0)->m)
 
-enum flag_id {
-  F_NNODES,
-  F_NPROC,
-  F_NODE_RANK,
-  F_RDZV_ENDPOINT,
-  F_RDZV_ID,
-  F_RDZV_BACKEND,
-  F_RDZV_CONF,
-  F_RDZV_TIMEOUT,
-  F_STANDALONE,
-  F_MAX_RESTARTS,
-  F_MONITOR_INTERVAL,
-  F_LOG_DIR,
-  F_TEE,
-  F_REDIRECTS,
-  F_MASTER_ADDR,
-  F_MASTER_PORT,
-  F_GRACE,
-  F_ERROR_FILE,
-  F_ROLE,
-  F_NO_PYTHON,
-  F_MODULE,
-  F_START_METHOD,
-  F_HELP,
-};
-
-typedef struct flag {
-  const char *name; /* dash spelling without the leading "--" */
-  char shortname;   /* 0 when none */
-  enum kind kind;
-  enum flag_id id;
-} flag;
-
-static const flag flags[] = {
-    {"nnodes", 0, K_STR, F_NNODES},
-    {"nproc-per-node", 0, K_STR, F_NPROC},
-    {"node-rank", 0, K_STR, F_NODE_RANK},
-    {"rdzv-endpoint", 0, K_STR, F_RDZV_ENDPOINT},
-    {"rdzv-id", 0, K_STR, F_RDZV_ID},
-    {"rdzv-backend", 0, K_STR, F_RDZV_BACKEND},
-    {"rdzv-conf", 0, K_STR, F_RDZV_CONF},
-    {"rdzv-timeout", 0, K_STR, F_RDZV_TIMEOUT},
-    {"standalone", 0, K_BOOL, F_STANDALONE},
-    {"max-restarts", 0, K_STR, F_MAX_RESTARTS},
-    {"monitor-interval", 0, K_STR, F_MONITOR_INTERVAL},
-    {"log-dir", 0, K_STR, F_LOG_DIR},
-    {"tee", 't', K_STR, F_TEE},
-    {"redirects", 'r', K_STR, F_REDIRECTS},
-    {"master-addr", 0, K_STR, F_MASTER_ADDR},
-    {"master-port", 0, K_STR, F_MASTER_PORT},
-    {"grace-period", 0, K_STR, F_GRACE},
-    {"error-file", 0, K_STR, F_ERROR_FILE},
-    {"role", 0, K_STR, F_ROLE},
-    {"no-python", 0, K_BOOL, F_NO_PYTHON},
-    {"module", 'm', K_BOOL, F_MODULE},
-    {"start-method", 0, K_STR, F_START_METHOD},
-    {"help", 'h', K_BOOL, F_HELP},
+static const dtr__launch_flag flags[] = {
+    {"nnodes", 0, DTR__LAUNCH_NNODES, SETS(nnodes_min) /* and nnodes_max */, .recipe_key = "launch.nnodes"},
+    {"nproc-per-node", 0, DTR__LAUNCH_NPROC, SETS(nproc_per_node), .recipe_key = "launch.nproc_per_node"},
+    {"node-rank", 0, DTR__LAUNCH_INT, SETS(node_rank), .lo = 0, .hi = 1 << 20,
+     .what = "a non-negative integer", .recipe_key = "launch.node_rank"},
+    {"rdzv-endpoint", 0, DTR__LAUNCH_STRING, SETS(rdzv_endpoint), .recipe_key = "launch.rdzv_endpoint"},
+    {"rdzv-id", 0, DTR__LAUNCH_ID, SETS(rdzv_id), .recipe_key = "launch.rdzv_id"},
+    {"rdzv-backend", 0, DTR__LAUNCH_CHOICE, SETS(rdzv_backend), .choices = "c10d static dtrain",
+     .what = "supported (dtrain's own store serves c10d, static, dtrain)"},
+    {"rdzv-conf", 0, DTR__LAUNCH_RDZV_CONF, SETS(rdzv_timeout) /* and last_call */},
+    {"rdzv-timeout", 0, DTR__LAUNCH_SECONDS, SETS(rdzv_timeout), .lo = DBL_TRUE_MIN /* above 0 */, .hi = 1e9,
+     .what = "a positive number of seconds"},
+    {"standalone", 0, DTR__LAUNCH_SWITCH, SETS(standalone)},
+    {"max-restarts", 0, DTR__LAUNCH_INT, SETS(max_restarts), .lo = 0, .hi = 1000000,
+     .what = "a non-negative integer", .recipe_key = "launch.max_restarts"},
+    {"monitor-interval", 0, DTR__LAUNCH_SECONDS, SETS(monitor_interval), .lo = 0.001, .hi = 3600,
+     .what = "a number of seconds between 0.001 and 3600"},
+    {"log-dir", 0, DTR__LAUNCH_STRING, SETS(log_dir)},
+    {"tee", 't', DTR__LAUNCH_INT, SETS(tee), .lo = 0, .hi = 3,
+     .what = "0-3 (0 none, 1 stdout, 2 stderr, 3 both)"},
+    {"redirects", 'r', DTR__LAUNCH_INT, SETS(redirects), .lo = 0, .hi = 3,
+     .what = "0-3 (0 none, 1 stdout, 2 stderr, 3 both)"},
+    {"master-addr", 0, DTR__LAUNCH_STRING, SETS(master_addr)},
+    {"master-port", 0, DTR__LAUNCH_INT, SETS(master_port), .lo = 1, .hi = 65535, .what = "a port (1-65535)"},
+    {"grace-period", 0, DTR__LAUNCH_SECONDS, SETS(grace_period), .lo = 0, .hi = 1e9,
+     .what = "a non-negative number of seconds"},
+    {"error-file", 0, DTR__LAUNCH_STRING, SETS(error_file)},
+    {"role", 0, DTR__LAUNCH_STRING, SETS(role)},
+    {"no-python", 0, DTR__LAUNCH_SWITCH, SETS(no_python), .launch_only = 1},
+    {"module", 'm', DTR__LAUNCH_SWITCH, SETS(module), .launch_only = 1},
+    {"start-method", 0, DTR__LAUNCH_CHOICE, .choices = "spawn fork forkserver",
+     .what = "spawn, fork or forkserver"},
+    {"help", 'h', DTR__LAUNCH_SWITCH, SETS(help), .launch_only = 1}, /* `dtrain run` has its own -h */
 };
 
 void dtr__launch_usage(FILE *f) {
@@ -264,105 +244,63 @@ static void set_defaults(dtr_launch_args *a) {
   strcpy(a->rdzv_backend, "c10d");
 }
 
-/* Apply one flag with its value (NULL for booleans). */
-static dtr_result apply(dtr_launch_args *a, const flag *f, const char *v, char *err, size_t cap) {
+static int is_choice(const char *choices, const char *v) {
+  size_t vl = strlen(v);
+  for (const char *c = choices; *c;) {
+    size_t cl = strcspn(c, " ");
+    if (cl == vl && strncmp(c, v, vl) == 0) return 1;
+    c += cl;
+    c += strspn(c, " ");
+  }
+  return 0;
+}
+
+static dtr_result check_id(const char *v, char *err, size_t cap) {
+  for (const char *p = v; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+          *p == '_' || *p == '.'))
+      return dtr__fail(err, cap, DTR_ERR_INVALID,
+                       "--rdzv-id: '%s' may only contain letters, digits, '.', '_' and '-'", v);
+  if (strcmp(v, ".") == 0 || strcmp(v, "..") == 0)
+    return dtr__fail(err, cap, DTR_ERR_INVALID, "--rdzv-id: '%s' is not a usable id", v);
+  return DTR_OK;
+}
+
+/* Check one flag's value (NULL for a switch) against its table entry and store it in *a. */
+static dtr_result apply(dtr_launch_args *a, const dtr__launch_flag *f, const char *v, char *err, size_t cap) {
+  char *member = (char *)a + f->field;
   long n;
   double s;
-  switch (f->id) {
-    case F_NNODES:
+  switch (f->value) {
+    case DTR__LAUNCH_SWITCH:
+      *(int *)member = 1;
+      return DTR_OK;
+    case DTR__LAUNCH_STRING:
+      return copy_str(member, f->field_size, v, f->name, err, cap);
+    case DTR__LAUNCH_ID:
+      DTR_CHECK(copy_str(member, f->field_size, v, f->name, err, cap));
+      return check_id(v, err, cap);
+    case DTR__LAUNCH_CHOICE:
+      if (!is_choice(f->choices, v))
+        return dtr__fail(err, cap, DTR_ERR_INVALID, "--%s: '%s' is not %s", f->name, v, f->what);
+      if (f->field_size) snprintf(member, f->field_size, "%s", v);
+      return DTR_OK;
+    case DTR__LAUNCH_INT:
+      if (parse_int(v, (long)f->lo, (long)f->hi, &n) != 0)
+        return dtr__fail(err, cap, DTR_ERR_INVALID, "--%s: '%s' is not %s", f->name, v, f->what);
+      *(int *)member = (int)n;
+      return DTR_OK;
+    case DTR__LAUNCH_SECONDS:
+      if (parse_seconds(v, f->lo, &s) != 0 || s > f->hi)
+        return dtr__fail(err, cap, DTR_ERR_INVALID, "--%s: '%s' is not %s", f->name, v, f->what);
+      *(double *)member = s;
+      return DTR_OK;
+    case DTR__LAUNCH_NPROC:
+      return dtr__launch_parse_nproc(v, (int *)member, err, cap);
+    case DTR__LAUNCH_NNODES:
       return parse_nnodes(v, &a->nnodes_min, &a->nnodes_max, err, cap);
-    case F_NPROC:
-      return dtr__launch_parse_nproc(v, &a->nproc_per_node, err, cap);
-    case F_NODE_RANK:
-      if (parse_int(v, 0, 1L << 20, &n) != 0)
-        return dtr__fail(err, cap, DTR_ERR_INVALID, "--node-rank: '%s' is not a non-negative integer", v);
-      a->node_rank = (int)n;
-      return DTR_OK;
-    case F_RDZV_ENDPOINT:
-      return copy_str(a->rdzv_endpoint, sizeof a->rdzv_endpoint, v, f->name, err, cap);
-    case F_RDZV_ID: {
-      DTR_CHECK(copy_str(a->rdzv_id, sizeof a->rdzv_id, v, f->name, err, cap));
-      for (const char *p = v; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
-              *p == '_' || *p == '.'))
-          return dtr__fail(err, cap, DTR_ERR_INVALID,
-                           "--rdzv-id: '%s' may only contain letters, digits, '.', '_' and '-'", v);
-      if (strcmp(v, ".") == 0 || strcmp(v, "..") == 0)
-        return dtr__fail(err, cap, DTR_ERR_INVALID, "--rdzv-id: '%s' is not a usable id", v);
-      return DTR_OK;
-    }
-    case F_RDZV_BACKEND:
-      if (strcmp(v, "c10d") && strcmp(v, "static") && strcmp(v, "dtrain"))
-        return dtr__fail(
-            err, cap, DTR_ERR_INVALID,
-            "--rdzv-backend: '%s' is not supported (dtrain's own store serves c10d, static, dtrain)", v);
-      strcpy(a->rdzv_backend, v);
-      return DTR_OK;
-    case F_RDZV_CONF:
+    case DTR__LAUNCH_RDZV_CONF:
       return parse_rdzv_conf(v, a, err, cap);
-    case F_RDZV_TIMEOUT:
-      if (parse_seconds(v, 0, &s) != 0 || s <= 0)
-        return dtr__fail(err, cap, DTR_ERR_INVALID,
-                         "--rdzv-timeout: '%s' is not a positive number of seconds", v);
-      a->rdzv_timeout = s;
-      return DTR_OK;
-    case F_STANDALONE:
-      a->standalone = 1;
-      return DTR_OK;
-    case F_MAX_RESTARTS:
-      if (parse_int(v, 0, 1000000, &n) != 0)
-        return dtr__fail(err, cap, DTR_ERR_INVALID, "--max-restarts: '%s' is not a non-negative integer", v);
-      a->max_restarts = (int)n;
-      return DTR_OK;
-    case F_MONITOR_INTERVAL:
-      if (parse_seconds(v, 0, &s) != 0 || s < 0.001 || s > 3600)
-        return dtr__fail(err, cap, DTR_ERR_INVALID,
-                         "--monitor-interval: '%s' is not a number of seconds between 0.001 and 3600", v);
-      a->monitor_interval = s;
-      return DTR_OK;
-    case F_LOG_DIR:
-      return copy_str(a->log_dir, sizeof a->log_dir, v, f->name, err, cap);
-    case F_TEE:
-    case F_REDIRECTS:
-      if (parse_int(v, 0, 3, &n) != 0)
-        return dtr__fail(err, cap, DTR_ERR_INVALID,
-                         "--%s: '%s' is not 0-3 (0 none, 1 stdout, 2 stderr, 3 both)", f->name, v);
-      if (f->id == F_TEE)
-        a->tee = (int)n;
-      else
-        a->redirects = (int)n;
-      return DTR_OK;
-    case F_MASTER_ADDR:
-      return copy_str(a->master_addr, sizeof a->master_addr, v, f->name, err, cap);
-    case F_MASTER_PORT:
-      if (parse_int(v, 1, 65535, &n) != 0)
-        return dtr__fail(err, cap, DTR_ERR_INVALID, "--master-port: '%s' is not a port (1-65535)", v);
-      a->master_port = (int)n;
-      return DTR_OK;
-    case F_GRACE:
-      if (parse_seconds(v, 0, &s) != 0)
-        return dtr__fail(err, cap, DTR_ERR_INVALID,
-                         "--grace-period: '%s' is not a non-negative number of seconds", v);
-      a->grace_period = s;
-      return DTR_OK;
-    case F_ERROR_FILE:
-      return copy_str(a->error_file, sizeof a->error_file, v, f->name, err, cap);
-    case F_ROLE:
-      return copy_str(a->role, sizeof a->role, v, f->name, err, cap);
-    case F_NO_PYTHON:
-      a->no_python = 1;
-      return DTR_OK;
-    case F_MODULE:
-      a->module = 1;
-      return DTR_OK;
-    case F_START_METHOD:
-      if (strcmp(v, "spawn") && strcmp(v, "fork") && strcmp(v, "forkserver"))
-        return dtr__fail(err, cap, DTR_ERR_INVALID, "--start-method: '%s' is not spawn, fork or forkserver",
-                         v);
-      return DTR_OK;
-    case F_HELP:
-      a->help = 1;
-      return DTR_OK;
   }
   return DTR_ERR_INTERNAL;
 }
@@ -416,7 +354,7 @@ static dtr_result validate(dtr_launch_args *a, char *err, size_t cap) {
   return DTR_OK;
 }
 
-static const flag *find_long(const char *name, size_t len) {
+static const dtr__launch_flag *find_long(const char *name, size_t len) {
   char norm[64];
   if (len >= sizeof norm) return NULL;
   for (size_t i = 0; i < len; i++) norm[i] = name[i] == '_' ? '-' : name[i];
@@ -426,10 +364,41 @@ static const flag *find_long(const char *name, size_t len) {
   return NULL;
 }
 
-static const flag *find_short(char c) {
-  for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+static const dtr__launch_flag *find_short(char c) {
+  for (size_t i = 0; c && i < sizeof flags / sizeof flags[0]; i++)
     if (flags[i].shortname == c) return &flags[i];
   return NULL;
+}
+
+dtr_result dtr__launch_flag_read(int argc, char **argv, int *i, int for_run, const dtr__launch_flag **out,
+                                 const char **value, char *err, size_t cap) {
+  const char *arg = argv[*i];
+  const dtr__launch_flag *f;
+  const char *val = NULL;
+  *out = NULL;
+  *value = NULL;
+  if (arg[1] == '-') {
+    const char *name = arg + 2;
+    const char *eq = strchr(name, '=');
+    f = find_long(name, eq ? (size_t)(eq - name) : strlen(name));
+    if (eq) val = eq + 1;
+  } else {
+    f = find_short(arg[1]);
+    if (f && arg[2] != '\0') { /* -t3, -t=3; a switch takes nothing after its letter */
+      if (f->value == DTR__LAUNCH_SWITCH) return DTR_OK;
+      val = arg[2] == '=' ? arg + 3 : arg + 2;
+    }
+  }
+  if (!f || (for_run && f->launch_only)) return DTR_OK;
+  if (val && f->value == DTR__LAUNCH_SWITCH)
+    return dtr__fail(err, cap, DTR_ERR_INVALID, "--%s takes no value (got '%s')", f->name, arg);
+  if (!val && f->value != DTR__LAUNCH_SWITCH) {
+    if (*i + 1 >= argc) return dtr__fail(err, cap, DTR_ERR_INVALID, "--%s needs a value", f->name);
+    val = argv[++*i];
+  }
+  *out = f;
+  *value = val;
+  return DTR_OK;
 }
 
 dtr_result dtr__launch_args_parse(int argc, char **argv, dtr_launch_args *a, char *err, size_t cap) {
@@ -442,36 +411,17 @@ dtr_result dtr__launch_args_parse(int argc, char **argv, dtr_launch_args *a, cha
       break;
     }
     if (arg[0] != '-' || arg[1] == '\0') break; /* the program: torchrun takes it positionally too */
-    const flag *f;
-    const char *val = NULL;
-    if (arg[1] == '-') {
-      const char *name = arg + 2;
-      const char *eq = strchr(name, '=');
-      size_t len = eq ? (size_t)(eq - name) : strlen(name);
-      f = find_long(name, len);
-      if (!f) {
-        return dtr__fail(err, cap, DTR_ERR_INVALID, "unknown flag '%.*s' (see dtrain launch --help)",
-                         (int)(len + 2 > 200 ? 200 : len + 2), arg);
-      }
-      if (eq) {
-        if (f->kind == K_BOOL)
-          return dtr__fail(err, cap, DTR_ERR_INVALID, "--%s takes no value (got '%s')", f->name, arg);
-        val = eq + 1;
-      }
-    } else {
-      f = arg[2] == '\0' ? find_short(arg[1]) : NULL;
-      if (!f && arg[2] != '\0' && find_short(arg[1]) && find_short(arg[1])->kind == K_STR) {
-        f = find_short(arg[1]); /* -t3 */
-        val = arg + 2;
-      }
-      if (!f)
-        return dtr__fail(err, cap, DTR_ERR_INVALID, "unknown flag '%.200s' (see dtrain launch --help)", arg);
+    const dtr__launch_flag *f;
+    const char *val;
+    dtr_result rc = dtr__launch_flag_read(argc, argv, &i, 0, &f, &val, err, cap);
+    if (rc) return rc;
+    if (!f) {
+      /* a long flag is named without its =VALUE */
+      size_t shown = arg[1] == '-' ? strcspn(arg, "=") : strlen(arg);
+      return dtr__fail(err, cap, DTR_ERR_INVALID, "unknown flag '%.*s' (see dtrain launch --help)",
+                       (int)(shown > 200 ? 200 : shown), arg);
     }
-    if (f->kind == K_STR && !val) {
-      if (i + 1 >= argc) return dtr__fail(err, cap, DTR_ERR_INVALID, "--%s needs a value", f->name);
-      val = argv[++i];
-    }
-    dtr_result rc = apply(a, f, val, err, cap);
+    rc = apply(a, f, val, err, cap);
     if (rc) return rc;
     if (a->help) return DTR_OK;
   }

@@ -1,5 +1,6 @@
-/* `dtrain launch` flags: torchrun's spellings parsed into one validated struct. Nothing here starts a
- * process or touches the network, so the parser is unit-tested on its own (tests/unit/test_launch_args.c). */
+/* `dtrain launch` flags: torchrun's spellings parsed into one validated struct, from one table that
+ * `dtrain run` reads too. Nothing here starts a process or touches the network, so the parser is
+ * unit-tested on its own (tests/unit/test_launch_args.c). */
 #ifndef DTRAIN_LAUNCHER_LAUNCH_ARGS_H
 #define DTRAIN_LAUNCHER_LAUNCH_ARGS_H
 
@@ -40,6 +41,41 @@ typedef struct dtr_launch_args {
   int prog_argc;
   char **prog_argv; /* points into the caller's argv; NULL-terminated like argv */
 } dtr_launch_args;
+
+/* What follows a flag, and how it is checked before it is stored. */
+typedef enum dtr__launch_value {
+  DTR__LAUNCH_SWITCH,    /* no value: sets the int member to 1 */
+  DTR__LAUNCH_STRING,    /* a non-empty string that fits the char array member */
+  DTR__LAUNCH_ID,        /* a STRING of letters, digits, '.', '_' and '-', not "." or ".." */
+  DTR__LAUNCH_CHOICE,    /* one of the words in choices, copied to the char array member if there is one */
+  DTR__LAUNCH_INT,       /* an integer in [lo, hi] */
+  DTR__LAUNCH_SECONDS,   /* a number of seconds in [lo, hi] */
+  DTR__LAUNCH_NPROC,     /* N, cpu, gpu or auto, resolved to a count (dtr__launch_parse_nproc) */
+  DTR__LAUNCH_NNODES,    /* N or MIN:MAX: sets nnodes_min and nnodes_max */
+  DTR__LAUNCH_RDZV_CONF, /* KEY=VALUE,...: sets rdzv_timeout and last_call */
+} dtr__launch_value;
+
+/* One flag of `dtrain launch`. `dtrain run` takes the same flags (all but the launch_only ones): those
+ * with a recipe_key become overrides of the recipe's launch section, the others go on to launch. */
+typedef struct dtr__launch_flag {
+  const char *name; /* dash spelling without the leading "--" */
+  char shortname;   /* 0 when none */
+  dtr__launch_value value;
+  size_t field, field_size; /* offsetof and sizeof the dtr_launch_args member it sets (0, 0: none) */
+  double lo, hi;            /* INT and SECONDS: the accepted range */
+  const char *what;         /* INT, SECONDS and CHOICE: the message says "--NAME: 'VALUE' is not WHAT" */
+  const char *choices;      /* CHOICE: the accepted words, separated by spaces */
+  const char *recipe_key;   /* the recipe key it overrides under `dtrain run`; NULL: run passes it on */
+  int launch_only;          /* `dtrain run` does not take it */
+} dtr__launch_flag;
+
+/* Read the flag at argv[*i], a word that starts with '-': --NAME, --NAME=VALUE, --NAME VALUE (NAME with
+ * '-' or '_', torchrun's spellings), -X, -XVALUE, -X=VALUE, -X VALUE. On DTR_OK *f is the flag, or NULL
+ * when the word names none (of `dtrain run`'s, with for_run; the caller words that itself, *i unmoved),
+ * *value its value (NULL for a switch) and *i the last word used. DTR_ERR_INVALID: a switch with a
+ * value or a flag without one; err says which (no command prefix). */
+dtr_result dtr__launch_flag_read(int argc, char **argv, int *i, int for_run, const dtr__launch_flag **f,
+                                 const char **value, char *err, size_t cap);
 
 /* Parse argv (argv[0] is "launch") into *a. On failure returns DTR_ERR_INVALID and err holds one line
  * naming the flag and what is wrong with it (no "dtrain launch:" prefix). When -h/--help appears,

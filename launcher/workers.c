@@ -1,5 +1,5 @@
 /* Spawning and reaping workers. The child between fork and exec only makes async-signal-safe calls:
- * the agent has threads (store server, watcher), so everything is prepared before fork. */
+ * the agent has threads (store server, event listener), so everything is prepared before fork. */
 #define _GNU_SOURCE
 #include "launcher/workers.h"
 
@@ -11,12 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/check.h"
 #include "common/log.h"
+#include "common/path_search.h"
 
 extern char **environ;
 
@@ -90,58 +90,31 @@ void dtr__env_free(dtr__env *e) {
   memset(e, 0, sizeof *e);
 }
 
-static int check_exec(const char *path, int *is_dir) {
-  struct stat st;
-  *is_dir = 0;
-  if (stat(path, &st) < 0) return -1;
-  if (S_ISDIR(st.st_mode)) {
-    *is_dir = 1;
-    return 1;
-  }
-  return access(path, X_OK) == 0 ? 0 : 1;
-}
-
 dtr_result dtr__find_program(const char *name, char *out, size_t outcap, char *err, size_t cap) {
-  int is_dir;
   if (!*name) return dtr__fail(err, cap, DTR_ERR_NOT_FOUND, "the program name is empty");
   if (strchr(name, '/')) {
-    int r = check_exec(name, &is_dir);
-    if (r < 0) return dtr__fail(err, cap, DTR_ERR_NOT_FOUND, "program '%s' does not exist", name);
-    if (r > 0)
+    if (dtr__executable(name) != 0) {
+      int e = errno;
+      if (e == ENOENT) return dtr__fail(err, cap, DTR_ERR_NOT_FOUND, "program '%s' does not exist", name);
       return dtr__fail(err, cap, DTR_ERR_INVALID, "program '%s' is %s", name,
-                       is_dir ? "a directory" : "not executable (no execute permission)");
+                       e == EISDIR ? "a directory" : "not executable (no execute permission)");
+    }
     if (strlen(name) >= outcap)
       return dtr__fail(err, cap, DTR_ERR_INVALID, "program path '%s' is too long", name);
     strcpy(out, name);
     return DTR_OK;
   }
-  const char *path = getenv("PATH");
-  if (!path || !*path) path = "/usr/local/bin:/usr/bin:/bin";
-  char first_bad[PATH_MAX] = "";
-  const char *p = path;
-  for (;;) {
-    const char *colon = strchr(p, ':');
-    size_t dl = colon ? (size_t)(colon - p) : strlen(p);
-    char cand[PATH_MAX];
-    int n = dl ? snprintf(cand, sizeof cand, "%.*s/%s", (int)dl, p, name)
-               : snprintf(cand, sizeof cand, "./%s", name);
-    if (n > 0 && (size_t)n < sizeof cand) {
-      int r = check_exec(cand, &is_dir);
-      if (r == 0) {
-        if ((size_t)n >= outcap)
-          return dtr__fail(err, cap, DTR_ERR_INVALID, "program path '%s' is too long", cand);
-        strcpy(out, cand);
-        return DTR_OK;
-      }
-      if (r > 0 && !first_bad[0] && !is_dir) snprintf(first_bad, sizeof first_bad, "%s", cand);
-    }
-    if (!colon) break;
-    p = colon + 1;
+  char found[PATH_MAX];
+  if (dtr__find_in_path(name, found, sizeof found) != 0) {
+    if (errno == EACCES)
+      return dtr__fail(err, cap, DTR_ERR_INVALID, "program '%s' (found as %s) is not executable", name,
+                       found);
+    return dtr__fail(err, cap, DTR_ERR_NOT_FOUND, "program '%s' was not found in PATH", name);
   }
-  if (first_bad[0])
-    return dtr__fail(err, cap, DTR_ERR_INVALID, "program '%s' (found as %s) is not executable", name,
-                     first_bad);
-  return dtr__fail(err, cap, DTR_ERR_NOT_FOUND, "program '%s' was not found in PATH", name);
+  if (strlen(found) >= outcap)
+    return dtr__fail(err, cap, DTR_ERR_INVALID, "program path '%s' is too long", found);
+  strcpy(out, found);
+  return DTR_OK;
 }
 
 dtr_result dtr__worker_spawn(dtr__worker *w, const char *path, char *const argv[], char *const envp[],

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 
 #include "common/check.h"
 #include "common/fsutil.h"
+#include "common/path_search.h"
 #include "runtime/train/train_internal.h"
 
 extern char **environ;
@@ -144,26 +146,10 @@ void dtr__metrics_step(dtr__metrics *m, const dtr__step_record *rec) {
   m->win_steps = 0;
 }
 
-/* gnuplot on PATH? (We look ourselves so that a missing gnuplot is silent, not a spawn error.) */
-static int have_gnuplot(void) {
-  const char *path = getenv("PATH");
-  if (!path) return 0;
-  char dir[1024];
-  while (*path) {
-    size_t n = strcspn(path, ":");
-    if (n && n < sizeof dir - 16) {
-      memcpy(dir, path, n);
-      snprintf(dir + n, sizeof dir - n, "/gnuplot");
-      if (access(dir, X_OK) == 0) return 1;
-    }
-    path += n;
-    if (*path == ':') path++;
-  }
-  return 0;
-}
-
 void dtr__metrics_plot(dtr__metrics *m) {
-  if (!m || !have_gnuplot()) return;
+  /* looked up first, so that a missing gnuplot is silent, not a spawn error */
+  char gnuplot[PATH_MAX];
+  if (!m || dtr__find_in_path("gnuplot", gnuplot, sizeof gnuplot) != 0) return;
   fflush(m->csv);
   char gp[DTR_RECIPE_STR + 32], png[DTR_RECIPE_STR + 32];
   snprintf(gp, sizeof gp, "%s/loss.gp", m->dir);
@@ -201,7 +187,7 @@ void dtr__metrics_plot(dtr__metrics *m) {
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
   char *argv[] = {"gnuplot", gp, NULL};
-  int e = posix_spawnp(&pid, "gnuplot", &fa, NULL, argv, environ);
+  int e = posix_spawn(&pid, gnuplot, &fa, NULL, argv, environ);
   posix_spawn_file_actions_destroy(&fa);
   if (e != 0) {
     DTR_WARN("loss plot: cannot start gnuplot: %s", strerror(e));

@@ -30,10 +30,10 @@ fail() {
 
 ok() { echo "ok: $*"; }
 
-# cluster_start NNODES WATCHDOG_S: namespaces, a watchdog, a temp dir and one job token for all nodes.
+# cluster_start NNODES TIME_LIMIT_S: namespaces, a time limit, a temp dir and one job token for all nodes.
 cluster_start() {
   ns_setup "$1"
-  ns_watchdog "$2"
+  ns_time_limit "$2"
   ns_tmpdir
   TMP=$NS_TMP
   export DTRAIN_JOB_TOKEN="cluster-test-$$-$RANDOM$RANDOM"

@@ -158,9 +158,9 @@ ns_tmpdir() {
 # ns_at_exit CMD: run CMD (eval'ed) during cleanup, before the namespaces go.
 ns_at_exit() { NS_AT_EXIT+=("$1"); }
 
-# ns_watchdog SECONDS: SIGTERM this test after SECONDS so that its trap still cleans up (ctest's own
+# ns_time_limit SECONDS: SIGTERM this test after SECONDS so that its trap still cleans up (ctest's own
 # timeout uses SIGKILL). Set it below the ctest-timeout.
-ns_watchdog() {
+ns_time_limit() {
   local secs=$1 me=$$ p sp
   (
     trap - EXIT INT
@@ -168,12 +168,12 @@ ns_watchdog() {
     sp=$!
     trap 'kill $sp 2>/dev/null; exit 0' TERM # cleanup stops us: take the sleep along (it holds no pipe)
     wait "$sp" || exit 0
-    echo "netns.sh: watchdog: test ran past ${secs}s, terminating it" >&2
+    echo "netns.sh: time limit: test ran past ${secs}s, terminating it" >&2
     # The shell runs its trap only once its foreground command returns: kill what runs in the nodes first.
     for p in $(ns_all_pids); do kill -KILL "$p" 2>/dev/null; done
     kill -TERM "$me"
   ) </dev/null >/dev/null 2>&2 &
-  NS_WATCHDOG=$!
+  NS_TIME_LIMIT=$!
 }
 
 ns_cleanup() {
@@ -181,7 +181,7 @@ ns_cleanup() {
   ((NS_DONE)) && return 0
   NS_DONE=1
   for h in "${NS_AT_EXIT[@]}"; do eval "$h" || true; done
-  [[ -n ${NS_WATCHDOG:-} ]] && kill "$NS_WATCHDOG" 2>/dev/null && wait "$NS_WATCHDOG" 2>/dev/null
+  [[ -n ${NS_TIME_LIMIT:-} ]] && kill "$NS_TIME_LIMIT" 2>/dev/null && wait "$NS_TIME_LIMIT" 2>/dev/null
   ns_kill_all 500 || echo "netns.sh: some processes in the namespaces would not die" >&2
   for ns in "${NS_NODES[@]}" ${NS_SWITCH:+"$NS_SWITCH"}; do
     ip netns del "$ns" 2>/dev/null || echo "netns.sh: could not delete namespace $ns" >&2

@@ -54,7 +54,7 @@ start_job() {
   fail "$tag: workers did not all start within 20 s (node 0: $(workers_in 0), node 1: $(workers_in 1))"
 }
 
-# expect_gone TAG: within 5 s, no process at all is left in either node (agents, workers, watchdogs).
+# expect_gone TAG: within 5 s, no process at all is left in either node (agents, workers, orphan guards).
 expect_gone() {
   local i
   for ((i = 0; i < 100; i++)); do
@@ -71,7 +71,7 @@ start_job kill1
 sleep 0.5
 t0=$(date +%s%N)
 kill -KILL "${AGENT_PID[kill1-node1]}"
-# The dead agent's own workers go with it (its orphan watchdog), long before any heartbeat runs out.
+# The dead agent's own workers go with it (its orphan guard), long before any heartbeat runs out.
 workers_gone_within 1 3 || fail "kill1: node 1's workers outlived their SIGKILLed agent by 3 s"
 echo "node 1 SIGKILLed: its own workers gone after ${WAITED_MS} ms"
 workers_gone_within 0 "$WORKERS_BOUND_S" ||

@@ -21,7 +21,7 @@
 #include "dtrain/ckpt.h"
 #include "dtrain/comm.h"
 #include "dtrain/store.h"
-#include "tests/helpers/watchdog.h"
+#include "tests/helpers/time_limit.h"
 
 enum { SPLIT0, SPLIT1, REPL_PART, REPL_R0 };
 
@@ -201,7 +201,7 @@ int main(int argc, char **argv) {
   if (saved_world < 0) saved_world = world;
   char who[48];
   snprintf(who, sizeof who, "ckpt_make rank %d", rank);
-  watchdog_start(who, 150);
+  time_limit_start(who, 150);
 
   char err[1024] = "";
   dtr_store *store = NULL;

@@ -12,7 +12,7 @@
  * communicator still in step afterwards).
  * The nccl backend needs device buffers; this helper is compiled without CUDA and refuses it (exit 2).
  * Prints "coll_check rank R: N checks, F failed"; exit 0 when F == 0, 1 otherwise, 2 for bad usage or
- * setup. A watchdog (--max-seconds, default 240) bounds the whole run. */
+ * setup. A time limit (--max-seconds, default 240) bounds the whole run. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <signal.h>
@@ -26,7 +26,7 @@
 #include "dtrain/comm.h"
 #include "dtrain/store.h"
 #include "tests/helpers/coll_ref.h"
-#include "tests/helpers/watchdog.h"
+#include "tests/helpers/time_limit.h"
 
 enum { K_AR = 1, K_RS, K_AG, K_BC, K_RED, K_A2A, K_P2P, K_BATCH, K_SPLIT, K_TWO, K_ASYNC, K_DET };
 
@@ -818,7 +818,7 @@ int main(int argc, char **argv) {
   }
   char who[48];
   snprintf(who, sizeof who, "coll_check rank %d", x.rank);
-  watchdog_start(who, (unsigned)max_seconds);
+  time_limit_start(who, (unsigned)max_seconds);
   if (be == DTR_BACKEND_HOST && dtr_store_connect_env(30000, &store, err, sizeof err) != DTR_OK) {
     fprintf(stderr, "coll_check rank %d: cannot connect to the store: %s\n", x.rank, err);
     return 2;

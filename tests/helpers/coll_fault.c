@@ -13,7 +13,7 @@
  *   coll_fault create      create the communicator, one all-reduce checked, destroy (a plain job: with
  *                          DTRAIN_HOST_TEST_CRASH set, rank 0 dies inside the create instead)
  * Each rank prints "coll_fault rank R: MODE ok ..." or "... FAILED: why" and exits 0 or 1, so the
- * launcher's exit status is the verdict. A watchdog bounds every run to 60 s. */
+ * launcher's exit status is the verdict. A time limit bounds every run to 60 s. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <regex.h>
@@ -27,7 +27,7 @@
 
 #include "dtrain/comm.h"
 #include "dtrain/store.h"
-#include "tests/helpers/watchdog.h"
+#include "tests/helpers/time_limit.h"
 
 static int g_rank;
 static const char *g_mode;
@@ -255,7 +255,7 @@ int main(int argc, char **argv) {
   }
   int rank = atoi(rs), size = atoi(ws);
   g_rank = rank;
-  watchdog_start("coll_fault", 60);
+  time_limit_start("coll_fault", 60);
   char err[512] = "";
   dtr_store *store = NULL;
   if (dtr_store_connect_env(30000, &store, err, sizeof err) != DTR_OK) {

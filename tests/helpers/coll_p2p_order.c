@@ -4,7 +4,7 @@
  * run), then rank r receives r-1's message. The message was sent before the collective and is received
  * after it: on a transport where p2p and collectives shared one stream, the all-reduce would read the
  * message's bytes. Checks every all-reduce result and every message exactly.
- * Prints "coll_p2p_order rank R: N rounds ok" or "... FAILED: why" and exits 0 or 1. A watchdog bounds
+ * Prints "coll_p2p_order rank R: N rounds ok" or "... FAILED: why" and exits 0 or 1. A time limit bounds
  * a run to 60 s. */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -16,7 +16,7 @@
 
 #include "dtrain/comm.h"
 #include "dtrain/store.h"
-#include "tests/helpers/watchdog.h"
+#include "tests/helpers/time_limit.h"
 
 #define ROUNDS 24
 #define MSG_WORDS 1024
@@ -42,7 +42,7 @@ int main(void) {
   }
   const int rank = atoi(rs), size = atoi(ws);
   g_rank = rank;
-  watchdog_start("coll_p2p_order", 60);
+  time_limit_start("coll_p2p_order", 60);
   char err[512] = "";
   dtr_store *store = NULL;
   if (dtr_store_connect_env(30000, &store, err, sizeof err) != DTR_OK) return fail("store", err);

@@ -22,7 +22,7 @@
 #include "dtrain/runtime.h"
 #include "runtime/runtime_internal.h"
 #include "tests/helpers/mix64.h"
-#include "tests/helpers/watchdog.h"
+#include "tests/helpers/time_limit.h"
 
 static int g_rank = -1, g_world = 1;
 static long checks, failed;
@@ -314,7 +314,7 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
-  watchdog_start("dp_sync_check", (unsigned)max_seconds);
+  time_limit_start("dp_sync_check", (unsigned)max_seconds);
   dtr_runtime_config cfg = dtr_runtime_config_default();
   cfg.timeout_ms = 60000;
   dtr_runtime *rt = NULL;

@@ -7,7 +7,7 @@
  * expected there, in coordinate order; an all-reduce (sum) of world ranks equals their sum. Then
  * dtr_finalize. Prints "runtime_check rank R: mesh DxTxP at (d,t,p): N checks, F failed" per mesh;
  * a failed dtr_init prints "runtime_check rank R: dtr_init failed: <reason>" on stderr and exits 1.
- * Exit 0 when every check held, 1 otherwise, 2 for bad usage. A watchdog bounds the run. */
+ * Exit 0 when every check held, 1 otherwise, 2 for bad usage. A time limit bounds the run. */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdio.h>
@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "dtrain/runtime.h"
-#include "tests/helpers/watchdog.h"
+#include "tests/helpers/time_limit.h"
 
 static int g_rank = -1;
 static long checks, failed;
@@ -111,7 +111,7 @@ int main(int argc, char **argv) {
   }
   cfg.timeout_ms = timeout_ms;
   cfg.store_timeout_ms = timeout_ms;
-  watchdog_start("runtime_check", (unsigned)max_seconds);
+  time_limit_start("runtime_check", (unsigned)max_seconds);
   setvbuf(stdout, NULL, _IOLBF, 0);
   char err[1024] = "";
   dtr_identity pre;

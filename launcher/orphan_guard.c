@@ -1,7 +1,7 @@
-/* Orphan guard process: see watchdog.h. The child side only uses read(), kill() and _exit(); it never
+/* Orphan guard process: see orphan_guard.h. The child side only uses read(), kill() and _exit(); it never
  * returns into the agent's code. */
 #define _GNU_SOURCE
-#include "launcher/watchdog.h"
+#include "launcher/orphan_guard.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,7 +17,7 @@
 
 #define MAX_GROUPS 65536
 
-static void watchdog_main(int rfd) {
+static void guard_main(int rfd) {
   static pid_t groups[MAX_GROUPS];
   int ngroups = 0;
   setsid();
@@ -27,7 +27,7 @@ static void watchdog_main(int rfd) {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
-  prctl(PR_SET_NAME, "dtrain-watchdog");
+  prctl(PR_SET_NAME, "dtrain-guard");
   /* keep nothing of the agent's open: a console pipe held here would keep a reader waiting */
   int devnull = open("/dev/null", O_RDWR);
   if (devnull >= 0) {
@@ -71,9 +71,9 @@ static void watchdog_main(int rfd) {
   _exit(0);
 }
 
-dtr_result dtr__watchdog_start(dtr__watchdog *w) {
-  w->fd = -1;
-  w->pid = -1;
+dtr_result dtr__orphan_guard_start(dtr__orphan_guard *g) {
+  g->fd = -1;
+  g->pid = -1;
   int p[2];
   if (pipe2(p, O_CLOEXEC) < 0) return DTR_ERR_SYSTEM;
   pid_t pid = fork();
@@ -84,37 +84,37 @@ dtr_result dtr__watchdog_start(dtr__watchdog *w) {
   }
   if (pid == 0) {
     close(p[1]);
-    watchdog_main(p[0]);
+    guard_main(p[0]);
   }
   close(p[0]);
-  w->fd = p[1];
-  w->pid = pid;
+  g->fd = p[1];
+  g->pid = pid;
   return DTR_OK;
 }
 
-static void send_line(dtr__watchdog *w, char sign, pid_t pgid) {
-  if (w->fd < 0) return;
+static void send_line(dtr__orphan_guard *g, char sign, pid_t pgid) {
+  if (g->fd < 0) return;
   char line[32];
   int n = snprintf(line, sizeof line, "%c%d\n", sign, (int)pgid);
   ssize_t r;
-  do r = write(w->fd, line, (size_t)n);
+  do r = write(g->fd, line, (size_t)n);
   while (r < 0 && errno == EINTR);
 }
 
-void dtr__watchdog_add(dtr__watchdog *w, pid_t pgid) {
-  send_line(w, '+', pgid);
+void dtr__orphan_guard_add(dtr__orphan_guard *g, pid_t pgid) {
+  send_line(g, '+', pgid);
 }
-void dtr__watchdog_remove(dtr__watchdog *w, pid_t pgid) {
-  send_line(w, '-', pgid);
+void dtr__orphan_guard_remove(dtr__orphan_guard *g, pid_t pgid) {
+  send_line(g, '-', pgid);
 }
 
-void dtr__watchdog_stop(dtr__watchdog *w) {
-  if (w->fd >= 0) close(w->fd);
-  w->fd = -1;
-  if (w->pid > 0) {
+void dtr__orphan_guard_stop(dtr__orphan_guard *g) {
+  if (g->fd >= 0) close(g->fd);
+  g->fd = -1;
+  if (g->pid > 0) {
     int st;
-    while (waitpid(w->pid, &st, 0) < 0 && errno == EINTR) {
+    while (waitpid(g->pid, &st, 0) < 0 && errno == EINTR) {
     }
   }
-  w->pid = -1;
+  g->pid = -1;
 }
