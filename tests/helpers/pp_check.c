@@ -21,7 +21,7 @@
 #include "dtrain/comm.h"
 #include "dtrain/parallel.h"
 #include "dtrain/store.h"
-#include "tests/helpers/watchdog.h"
+#include "tests/helpers/time_limit.h"
 
 typedef struct ctx {
   int stage, p, v, m;
@@ -144,7 +144,7 @@ int main(int argc, char **argv) {
   }
   if (c.m < 1 || c.m > 64 || c.v < 1 || c.v > 8) return fail(c.stage, "--micro 1..64, --chunks 1..8", NULL);
   cfg.micro_batches = c.m, cfg.chunks = c.v, cfg.act_count = c.act;
-  watchdog_start("pp_check", 120);
+  time_limit_start("pp_check", 120);
   char err[512] = "";
   dtr_store *store = NULL;
   if (dtr_store_connect_env(30000, &store, err, sizeof err) != DTR_OK) return fail(c.stage, "store", err);

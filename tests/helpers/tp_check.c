@@ -22,7 +22,7 @@
 #include "dtrain/comm.h"
 #include "dtrain/parallel.h"
 #include "dtrain/store.h"
-#include "tests/helpers/watchdog.h"
+#include "tests/helpers/time_limit.h"
 
 static int g_rank, g_checks;
 static double g_worst;
@@ -285,7 +285,7 @@ int main(void) {
   }
   g_rank = atoi(rs);
   int size = atoi(ws);
-  watchdog_start("tp_check", 120);
+  time_limit_start("tp_check", 120);
   char err[512] = "";
   dtr_store *store = NULL;
   if (dtr_store_connect_env(30000, &store, err, sizeof err) != DTR_OK) fail(err);
