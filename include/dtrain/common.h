@@ -10,6 +10,18 @@
 #ifndef DTRAIN_COMMON_H
 #define DTRAIN_COMMON_H
 
+/* DTR_API marks the functions libdtrain exports. The library is built with hidden visibility, so a
+ * function without it stays inside the library, whatever its name. It is an attribute only: the
+ * declarations below sit in extern "C", so C++ callers link the same unmangled names. A program may
+ * define DTR_API itself before the first dtrain include (say, as nothing) to override it. */
+#ifndef DTR_API
+#if defined(__GNUC__) || defined(__clang__)
+#define DTR_API __attribute__((visibility("default")))
+#else
+#define DTR_API
+#endif
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -37,11 +49,11 @@ typedef enum dtr_result {
 } dtr_result;
 
 /* A static English description of a result code; never NULL, thread-safe. */
-const char *dtr_strerror(dtr_result r);
+DTR_API const char *dtr_strerror(dtr_result r);
 
 /* The library's version string ("0.1.0") and the features this build has, e.g. "cuda nccl mpi". */
-const char *dtr_version(void);
-const char *dtr_build_features(void);
+DTR_API const char *dtr_version(void);
+DTR_API const char *dtr_build_features(void);
 
 #ifdef __cplusplus
 }
