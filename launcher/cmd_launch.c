@@ -79,7 +79,7 @@ static int usage_error(const char *msg) {
   return 2;
 }
 
-int dtr_cmd_launch(int argc, char **argv) {
+int dtr__cmd_launch(int argc, char **argv) {
   dtr_launch_args args;
   char err[1024];
   int code = 1;
