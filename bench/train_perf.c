@@ -15,7 +15,7 @@
 
 typedef struct {
   const char *name;
-  dtr_gpt_config cfg;
+  dtr__gpt_config cfg;
   int batch, steps;
 } bench_model;
 
@@ -42,13 +42,13 @@ static void usage(void) {
 
 static int run_one(const bench_model *bm, int threads, int steps, int warmup, double max_s, int json) {
   char err[256] = "";
-  dtr_gpt *m = NULL;
+  dtr__gpt *m = NULL;
   int B = bm->batch, T = bm->cfg.block_size, V = bm->cfg.vocab_size;
-  if (dtr_gpt_create(&bm->cfg, 1337, threads, B, &m, err, sizeof err) != DTR_OK) {
+  if (dtr__gpt_create(&bm->cfg, 1337, threads, B, &m, err, sizeof err) != DTR_OK) {
     fprintf(stderr, "train_perf: %s: %s\n", bm->name, err);
     return 1;
   }
-  size_t n = dtr_gpt_num_params(m);
+  size_t n = dtr__gpt_num_params(m);
   uint8_t *mask = malloc(n);
   int32_t *in = malloc((size_t)B * (T + 1) * sizeof(int32_t)), *tg = malloc((size_t)B * T * sizeof(int32_t));
   dtr_adamw opt;
@@ -56,8 +56,8 @@ static int run_one(const bench_model *bm, int threads, int steps, int warmup, do
     fprintf(stderr, "train_perf: out of memory\n");
     return 1;
   }
-  for (int i = 0; i < dtr_gpt_num_tensors(m); i++) {
-    const dtr_gpt_param *t = dtr_gpt_tensor(m, i);
+  for (int i = 0; i < dtr__gpt_num_tensors(m); i++) {
+    const dtr__gpt_param *t = dtr__gpt_tensor(m, i);
     memset(mask + t->offset, t->decay, t->count);
   }
   uint64_t s = 42;
@@ -72,14 +72,14 @@ static int run_one(const bench_model *bm, int threads, int steps, int warmup, do
   int done = 0, rc = 0;
   for (int it = 0; it < warmup + steps; it++) {
     if (it == warmup) t0 = now();
-    dtr_gpt_zero_grad(m);
-    if (dtr_gpt_forward(m, in, tg, B, T, &loss, NULL) != DTR_OK ||
-        dtr_gpt_backward(m, 1.0f, NULL, NULL) != DTR_OK) {
+    dtr__gpt_zero_grad(m);
+    if (dtr__gpt_forward(m, in, tg, B, T, &loss, NULL) != DTR_OK ||
+        dtr__gpt_backward(m, 1.0f, NULL, NULL) != DTR_OK) {
       fprintf(stderr, "train_perf: %s\n", dtr__gpt_last_error(m));
       rc = 1;
       break;
     }
-    dtr_adamw_step(&opt, dtr_gpt_params(m), dtr_gpt_grads(m), mask, 1e-3);
+    dtr_adamw_step(&opt, dtr__gpt_params(m), dtr__gpt_grads(m), mask, 1e-3);
     if (it == 0) first = loss;
     if (it >= warmup) {
       done++;
@@ -105,7 +105,7 @@ static int run_one(const bench_model *bm, int threads, int steps, int warmup, do
   free(mask);
   free(in);
   free(tg);
-  dtr_gpt_destroy(m);
+  dtr__gpt_destroy(m);
   return rc;
 }
 

@@ -175,7 +175,7 @@ static int parse(const sub *s, int argc, char **argv, parsed *p) {
   return 0;
 }
 
-int dtr_cmd_ckpt(int argc, char **argv) {
+int dtr__cmd_ckpt(int argc, char **argv) {
   if (argc < 2) {
     usage(stderr);
     return 2;

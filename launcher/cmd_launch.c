@@ -1,6 +1,6 @@
 /* `dtrain launch`: parse and check everything that can be checked before a process starts (flags, the
  * program), pick the run id and job token, host or reach the rendezvous store, then hand over to the
- * agent. dtr_cmd_launch is that sequence; each step is one function below. */
+ * agent. dtr__cmd_launch is that sequence; each step is one function below. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
@@ -47,7 +47,7 @@ static void derive_token(const char *run_id, char *out) {
   hex(b, sizeof b, out);
 }
 
-/* Everything dtr_cmd_launch prepares for the agent, and what it must release on the way out. */
+/* Everything dtr__cmd_launch prepares for the agent, and what it must release on the way out. */
 typedef struct launch_state {
   dtr_launch_args args;
   char exe[PATH_MAX];
@@ -340,7 +340,7 @@ static int run_agent(launch_state *st) {
   return dtr__agent_run(&cfg);
 }
 
-int dtr_cmd_launch(int argc, char **argv) {
+int dtr__cmd_launch(int argc, char **argv) {
   launch_state st;
   char err[1024];
   memset(&st, 0, sizeof st);

@@ -85,7 +85,7 @@ static void print_quoted(FILE *f, const char *s) {
   fputc('\'', f);
 }
 
-int dtr_cmd_run(int argc, char **argv) {
+int dtr__cmd_run(int argc, char **argv) {
   strv overrides = {0}, flag_overrides = {0}, passthru = {0}, launch = {0};
   const char *recipe = NULL;
   int dry_run = 0, code = 2;
@@ -233,7 +233,7 @@ int dtr_cmd_run(int argc, char **argv) {
     code = 1;
     goto out;
   }
-  code = dtr_cmd_launch(launch.n, launch.v);
+  code = dtr__cmd_launch(launch.n, launch.v);
   goto out;
 
 nomem:

@@ -106,7 +106,7 @@ static int read_token(const store_args *a, char *tok, size_t cap) {
   return 0;
 }
 
-int dtr_cmd_store(int argc, char **argv) {
+int dtr__cmd_store(int argc, char **argv) {
   store_args a = {.host = "0.0.0.0", .port = "29400"};
   int rc = parse_args(argc, argv, &a);
   if (rc) return rc < 0 ? 0 : rc;

@@ -23,7 +23,7 @@ static void usage(FILE *f) {
       f);
 }
 
-int dtr_cmd_train(int argc, char **argv) {
+int dtr__cmd_train(int argc, char **argv) {
   const char *recipe = NULL;
   const char **overrides = calloc((size_t)argc, sizeof *overrides);
   int nov = 0, code = 2;

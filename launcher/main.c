@@ -48,11 +48,11 @@ int main(int argc, char **argv) {
            libs, dtr__cuda_device_count());
     return 0;
   }
-  if (strcmp(cmd, "launch") == 0) return dtr_cmd_launch(argc - 1, argv + 1);
-  if (strcmp(cmd, "store") == 0) return dtr_cmd_store(argc - 1, argv + 1);
-  if (strcmp(cmd, "run") == 0) return dtr_cmd_run(argc - 1, argv + 1);
-  if (strcmp(cmd, "train") == 0) return dtr_cmd_train(argc - 1, argv + 1);
-  if (strcmp(cmd, "ckpt") == 0) return dtr_cmd_ckpt(argc - 1, argv + 1);
+  if (strcmp(cmd, "launch") == 0) return dtr__cmd_launch(argc - 1, argv + 1);
+  if (strcmp(cmd, "store") == 0) return dtr__cmd_store(argc - 1, argv + 1);
+  if (strcmp(cmd, "run") == 0) return dtr__cmd_run(argc - 1, argv + 1);
+  if (strcmp(cmd, "train") == 0) return dtr__cmd_train(argc - 1, argv + 1);
+  if (strcmp(cmd, "ckpt") == 0) return dtr__cmd_ckpt(argc - 1, argv + 1);
   if (cmd[0] == '-')
     fprintf(stderr, "dtrain: unknown option '%s' (try 'dtrain --help')\n", cmd);
   else

@@ -74,15 +74,15 @@ typedef struct dtr_ckpt_config {
 } dtr_ckpt_config;
 
 /* A config with defaults for dir. */
-dtr_ckpt_config dtr_ckpt_config_default(const char *dir);
+DTR_API dtr_ckpt_config dtr_ckpt_config_default(const char *dir);
 
 /* Create a checkpointer. COLLECTIVE over cfg->comm when given (splits its own communicator from it).
  * On success *out is owned by the caller (dtr_ckpt_destroy). On failure err names the cause. */
-dtr_result dtr_ckpt_create(const dtr_ckpt_config *cfg, dtr_ckpt **out, char *err, size_t errcap);
+DTR_API dtr_result dtr_ckpt_create(const dtr_ckpt_config *cfg, dtr_ckpt **out, char *err, size_t errcap);
 /* Wait for a save in flight (its result is logged if it failed), release everything. NULL is fine. */
-void dtr_ckpt_destroy(dtr_ckpt *ck);
+DTR_API void dtr_ckpt_destroy(dtr_ckpt *ck);
 /* Detail of the last failure: the file, chunk, rank, step or key. */
-const char *dtr_ckpt_last_error(const dtr_ckpt *ck);
+DTR_API const char *dtr_ckpt_last_error(const dtr_ckpt *ck);
 
 /* Where a tensor's data lives. */
 typedef enum dtr_ckpt_device {
@@ -110,11 +110,11 @@ typedef struct dtr_ckpt_tensor {
 } dtr_ckpt_tensor;
 
 /* A tensor this rank holds whole and saves whole (offset 0, extent = save box = shape). */
-dtr_ckpt_tensor dtr_ckpt_tensor_full(const char *name, dtr_dtype dtype, int ndim, const int64_t *shape,
-                                     void *data);
+DTR_API dtr_ckpt_tensor dtr_ckpt_tensor_full(const char *name, dtr_dtype dtype, int ndim,
+                                             const int64_t *shape, void *data);
 /* Split the save box of t along dimension 0 into `parts` nearly equal slabs and keep slab `part`
  * (the data-parallel replica's share). Returns t changed. */
-dtr_ckpt_tensor dtr_ckpt_tensor_save_part(dtr_ckpt_tensor t, int part, int parts);
+DTR_API dtr_ckpt_tensor dtr_ckpt_tensor_save_part(dtr_ckpt_tensor t, int part, int parts);
 
 /* Register a tensor / a blob. A tensor may be registered several times under one name, as pieces of it
  * this rank holds apart (a tensor-parallel shard of a fused weight, an optimizer shard cut across rows):
@@ -126,36 +126,36 @@ dtr_ckpt_tensor dtr_ckpt_tensor_save_part(dtr_ckpt_tensor t, int part, int parts
  * another device than earlier device tensors: one device per checkpointer). DTR_ERR_UNSUPPORTED: a
  * DTR_CKPT_CUDA tensor in a build without CUDA or on a machine without a CUDA device. Blobs are host
  * memory. */
-dtr_result dtr_ckpt_add_tensor(dtr_ckpt *ck, const dtr_ckpt_tensor *t);
-dtr_result dtr_ckpt_add_blob(dtr_ckpt *ck, const char *name, void *data, size_t size);
+DTR_API dtr_result dtr_ckpt_add_tensor(dtr_ckpt *ck, const dtr_ckpt_tensor *t);
+DTR_API dtr_result dtr_ckpt_add_blob(dtr_ckpt *ck, const char *name, void *data, size_t size);
 
 /* Save synchronously: snapshot, write, agree, commit, rotate. COLLECTIVE. DTR_OK only when the step
  * committed on every rank. */
-dtr_result dtr_ckpt_save(dtr_ckpt *ck, int64_t step);
+DTR_API dtr_result dtr_ckpt_save(dtr_ckpt *ck, int64_t step);
 /* Save asynchronously: the snapshot (a memcpy of every saved box and blob; a device-to-host copy of
  * device tensors, waited for) happens before it returns; compression, writing and the commit run in
  * the background. One save at a time: a second call first waits for the previous. COLLECTIVE. */
-dtr_result dtr_ckpt_save_async(dtr_ckpt *ck, int64_t step);
+DTR_API dtr_result dtr_ckpt_save_async(dtr_ckpt *ck, int64_t step);
 /* *done = 1 when no save is in flight (the last one's result is then returned once). Local. */
-dtr_result dtr_ckpt_test(dtr_ckpt *ck, int *done);
+DTR_API dtr_result dtr_ckpt_test(dtr_ckpt *ck, int *done);
 /* Wait for the save in flight; its result (DTR_OK when none). Local: every rank learns the same result. */
-dtr_result dtr_ckpt_wait(dtr_ckpt *ck);
+DTR_API dtr_result dtr_ckpt_wait(dtr_ckpt *ck);
 /* Time the last save blocked its caller (snapshot) and took in all, in seconds; bytes in and on disk. */
 typedef struct dtr_ckpt_stats {
   double blocking_s, total_s;
   uint64_t raw_bytes, stored_bytes;
 } dtr_ckpt_stats;
-void dtr_ckpt_last_stats(const dtr_ckpt *ck, dtr_ckpt_stats *out);
+DTR_API void dtr_ckpt_last_stats(const dtr_ckpt *ck, dtr_ckpt_stats *out);
 
 /* Load the newest valid checkpoint into the registered tensors and blobs. COLLECTIVE. *step receives
  * its step. DTR_ERR_NOT_FOUND when there is none (nothing registered is touched); a corrupt newer one
  * is skipped with a warning naming the file and chunk. */
-dtr_result dtr_ckpt_load(dtr_ckpt *ck, int64_t *step);
+DTR_API dtr_result dtr_ckpt_load(dtr_ckpt *ck, int64_t *step);
 /* Load a given step (no fallback). COLLECTIVE. */
-dtr_result dtr_ckpt_load_step(dtr_ckpt *ck, int64_t step);
+DTR_API dtr_result dtr_ckpt_load_step(dtr_ckpt *ck, int64_t step);
 
 /* The newest committed step under dir per `latest` (or the newest step directory), -1 if none. */
-dtr_result dtr_ckpt_latest_step(const char *dir, int64_t *step);
+DTR_API dtr_result dtr_ckpt_latest_step(const char *dir, int64_t *step);
 
 #ifdef __cplusplus
 }

@@ -65,11 +65,11 @@ typedef enum dtr_backend {
 } dtr_backend;
 
 /* Names for messages ("sum", "host"); the element types (dtr_dtype) are in dtrain/common.h. */
-const char *dtr_redop_name(dtr_redop op);
-const char *dtr_backend_name(dtr_backend b);
+DTR_API const char *dtr_redop_name(dtr_redop op);
+DTR_API const char *dtr_backend_name(dtr_backend b);
 /* Parse "host" / "nccl" / "mpi" (and "sum", "avg", ...). DTR_ERR_INVALID otherwise. */
-dtr_result dtr_backend_parse(const char *s, dtr_backend *out);
-dtr_result dtr_redop_parse(const char *s, dtr_redop *out);
+DTR_API dtr_result dtr_backend_parse(const char *s, dtr_backend *out);
+DTR_API dtr_result dtr_redop_parse(const char *s, dtr_redop *out);
 
 typedef struct dtr_comm dtr_comm;
 typedef struct dtr_request dtr_request;
@@ -82,7 +82,7 @@ typedef struct dtr_comm_config {
 } dtr_comm_config;
 
 /* A config with defaults: host backend, default timeout, device -1, name "world". */
-dtr_comm_config dtr_comm_config_default(void);
+DTR_API dtr_comm_config dtr_comm_config_default(void);
 
 /* Create a communicator of `size` ranks; this process is `rank`. COLLECTIVE over those ranks: every
  * one calls it with the same size, config name and backend, and the same store (which they use to
@@ -91,27 +91,27 @@ dtr_comm_config dtr_comm_config_default(void);
  * and size must match MPI_COMM_WORLD. On success *out is owned by the caller. On failure err names
  * the cause. The host backend joins the ranks of one node through shared memory, and ranks on several
  * nodes through TCP (each rank listens on the address it reaches the store from). */
-dtr_result dtr_comm_create(dtr_store *store, int rank, int size, const dtr_comm_config *cfg, dtr_comm **out,
-                           char *err, size_t errcap);
+DTR_API dtr_result dtr_comm_create(dtr_store *store, int rank, int size, const dtr_comm_config *cfg,
+                                   dtr_comm **out, char *err, size_t errcap);
 
 /* Split into sub-communicators: ranks passing the same color form one, ordered by (key, parent rank).
  * color < 0: this rank joins none and *out is NULL. COLLECTIVE over the parent. The child keeps the
  * parent's backend and timeout and must be destroyed before the parent. */
-dtr_result dtr_comm_split(dtr_comm *parent, int color, int key, dtr_comm **out);
+DTR_API dtr_result dtr_comm_split(dtr_comm *parent, int color, int key, dtr_comm **out);
 
 /* Abort: every pending and later operation fails with DTR_ERR_ABORTED. Safe from any thread. */
-void dtr_comm_abort(dtr_comm *c);
+DTR_API void dtr_comm_abort(dtr_comm *c);
 /* Wait for queued operations (or fail them if aborted), release everything. NULL is fine. Not
  * collective, but peers blocked in an operation with this rank will time out. */
-void dtr_comm_destroy(dtr_comm *c);
+DTR_API void dtr_comm_destroy(dtr_comm *c);
 
-int dtr_comm_rank(const dtr_comm *c);
-int dtr_comm_size(const dtr_comm *c);
-dtr_backend dtr_comm_backend(const dtr_comm *c);
+DTR_API int dtr_comm_rank(const dtr_comm *c);
+DTR_API int dtr_comm_size(const dtr_comm *c);
+DTR_API dtr_backend dtr_comm_backend(const dtr_comm *c);
 /* The detail of the last failure (names ranks, operation and sequence number). */
-const char *dtr_comm_last_error(const dtr_comm *c);
+DTR_API const char *dtr_comm_last_error(const dtr_comm *c);
 /* Print the flight recorder (the last operations: sequence, kind, count, type, state, times). */
-void dtr_comm_dump_flight_recorder(const dtr_comm *c, int fd);
+DTR_API void dtr_comm_dump_flight_recorder(const dtr_comm *c, int fd);
 
 /* Order GPU work (nccl backend): every operation ISSUED on c after this call is ordered after the work
  * queued on `stream` (a cudaStream_t passed as void *) at the moment it is issued. The issuing call
@@ -124,29 +124,30 @@ void dtr_comm_dump_flight_recorder(const dtr_comm *c, int fd);
  * children of dtr_comm_split do not inherit it. Not collective; call it from the thread that issues
  * operations. DTR_ERR_UNSUPPORTED on the host and mpi backends (their buffers are host memory, which
  * the caller orders itself); DTR_ERR_INVALID for a NULL c. */
-dtr_result dtr_comm_set_cuda_stream(dtr_comm *c, void *stream);
+DTR_API dtr_result dtr_comm_set_cuda_stream(dtr_comm *c, void *stream);
 
 /* ---- collective operations. send == recv is in-place (for all-gather: send may point at this
  * rank's slice of recv; for reduce-scatter: recv may point at this rank's slice of send). */
 
 /* recv[i] = op over ranks of send[i], i < count, on every rank. */
-dtr_result dtr_all_reduce(dtr_comm *c, const void *send, void *recv, size_t count, dtr_dtype t, dtr_redop op,
-                          dtr_request **req);
+DTR_API dtr_result dtr_all_reduce(dtr_comm *c, const void *send, void *recv, size_t count, dtr_dtype t,
+                                  dtr_redop op, dtr_request **req);
 /* send holds size*recv_count elements; rank r receives the reduction of block r. */
-dtr_result dtr_reduce_scatter(dtr_comm *c, const void *send, void *recv, size_t recv_count, dtr_dtype t,
-                              dtr_redop op, dtr_request **req);
+DTR_API dtr_result dtr_reduce_scatter(dtr_comm *c, const void *send, void *recv, size_t recv_count,
+                                      dtr_dtype t, dtr_redop op, dtr_request **req);
 /* recv holds size*send_count elements: block r is rank r's send. */
-dtr_result dtr_all_gather(dtr_comm *c, const void *send, void *recv, size_t send_count, dtr_dtype t,
-                          dtr_request **req);
+DTR_API dtr_result dtr_all_gather(dtr_comm *c, const void *send, void *recv, size_t send_count, dtr_dtype t,
+                                  dtr_request **req);
 /* root's buf is copied to every rank's buf. */
-dtr_result dtr_broadcast(dtr_comm *c, void *buf, size_t count, dtr_dtype t, int root, dtr_request **req);
+DTR_API dtr_result dtr_broadcast(dtr_comm *c, void *buf, size_t count, dtr_dtype t, int root,
+                                 dtr_request **req);
 /* The reduction lands in root's recv only (recv is ignored elsewhere and may be NULL). */
-dtr_result dtr_reduce(dtr_comm *c, const void *send, void *recv, size_t count, dtr_dtype t, dtr_redop op,
-                      int root, dtr_request **req);
+DTR_API dtr_result dtr_reduce(dtr_comm *c, const void *send, void *recv, size_t count, dtr_dtype t,
+                              dtr_redop op, int root, dtr_request **req);
 /* send and recv hold size*count elements; block j of rank i's send lands in block i of rank j's recv. */
-dtr_result dtr_all_to_all(dtr_comm *c, const void *send, void *recv, size_t count, dtr_dtype t,
-                          dtr_request **req);
-dtr_result dtr_barrier(dtr_comm *c, dtr_request **req);
+DTR_API dtr_result dtr_all_to_all(dtr_comm *c, const void *send, void *recv, size_t count, dtr_dtype t,
+                                  dtr_request **req);
+DTR_API dtr_result dtr_barrier(dtr_comm *c, dtr_request **req);
 
 /* ---- point to point. Not collective: only the two ranks involved take part, and each pair's
  * messages match in issue order. A batch runs its sends and receives concurrently, so two ranks may
@@ -166,19 +167,20 @@ typedef struct dtr_p2p {
   dtr_dtype dtype;
 } dtr_p2p;
 
-dtr_result dtr_send(dtr_comm *c, const void *buf, size_t count, dtr_dtype t, int peer, dtr_request **req);
-dtr_result dtr_recv(dtr_comm *c, void *buf, size_t count, dtr_dtype t, int peer, dtr_request **req);
+DTR_API dtr_result dtr_send(dtr_comm *c, const void *buf, size_t count, dtr_dtype t, int peer,
+                            dtr_request **req);
+DTR_API dtr_result dtr_recv(dtr_comm *c, void *buf, size_t count, dtr_dtype t, int peer, dtr_request **req);
 /* ops is copied; the buffers it points at must stay valid until completion. */
-dtr_result dtr_p2p_batch(dtr_comm *c, const dtr_p2p *ops, int nops, dtr_request **req);
+DTR_API dtr_result dtr_p2p_batch(dtr_comm *c, const dtr_p2p *ops, int nops, dtr_request **req);
 
 /* ---- requests */
 
 /* *done = 1 when the operation finished (its result is then returned), else 0 and DTR_OK. */
-dtr_result dtr_request_test(dtr_request *r, int *done);
+DTR_API dtr_result dtr_request_test(dtr_request *r, int *done);
 /* Block until the operation finished; its result. The request stays valid until freed. */
-dtr_result dtr_request_wait(dtr_request *r);
+DTR_API dtr_result dtr_request_wait(dtr_request *r);
 /* Free a request (waiting for it first if it has not finished). NULL is fine. */
-void dtr_request_free(dtr_request *r);
+DTR_API void dtr_request_free(dtr_request *r);
 
 #ifdef __cplusplus
 }

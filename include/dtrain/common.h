@@ -15,6 +15,18 @@
 
 #include <stddef.h>
 
+/* DTR_API marks the functions libdtrain exports. The library is built with hidden visibility, so a
+ * function without it stays inside the library, whatever its name. It is an attribute only: the
+ * declarations below sit in extern "C", so C++ callers link the same unmangled names. A program may
+ * define DTR_API itself before the first dtrain include (say, as nothing) to override it. */
+#ifndef DTR_API
+#if defined(__GNUC__) || defined(__clang__)
+#define DTR_API __attribute__((visibility("default")))
+#else
+#define DTR_API
+#endif
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -42,7 +54,7 @@ typedef enum dtr_result {
 } dtr_result;
 
 /* A static English description of a result code; never NULL, thread-safe. */
-const char *dtr_strerror(dtr_result r);
+DTR_API const char *dtr_strerror(dtr_result r);
 
 typedef enum dtr_dtype {
   DTR_F32 = 0,
@@ -55,16 +67,16 @@ typedef enum dtr_dtype {
 } dtr_dtype;
 
 /* Size in bytes of one element; 0 for an unknown type. Pure, thread-safe. */
-size_t dtr_dtype_size(dtr_dtype t);
+DTR_API size_t dtr_dtype_size(dtr_dtype t);
 /* The type's name for messages and files ("f32", "bf16", ...; "?dtype" for an unknown one); static. */
-const char *dtr_dtype_name(dtr_dtype t);
+DTR_API const char *dtr_dtype_name(dtr_dtype t);
 /* Parse a name ("f32", "bf16", ..., and PyTorch's and numpy's "float32", "half", "bfloat16", ...).
  * DTR_ERR_INVALID otherwise. */
-dtr_result dtr_dtype_parse(const char *s, dtr_dtype *out);
+DTR_API dtr_result dtr_dtype_parse(const char *s, dtr_dtype *out);
 
 /* The library's version string ("0.1.0") and the features this build has, e.g. "cuda nccl mpi". */
-const char *dtr_version(void);
-const char *dtr_build_features(void);
+DTR_API const char *dtr_version(void);
+DTR_API const char *dtr_build_features(void);
 
 #ifdef __cplusplus
 }

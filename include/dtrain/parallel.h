@@ -81,17 +81,17 @@ typedef struct dtr_tp {
 } dtr_tp;
 
 /* A dtr_tp over comm (NULL: one rank). */
-dtr_tp dtr_tp_make(dtr_comm *comm, int threads);
+DTR_API dtr_tp dtr_tp_make(dtr_comm *comm, int threads);
 
 /* The part of a dimension of n that rank holds: [*first, *first + *count). DTR_ERR_INVALID (err names
  * the sizes) unless tp divides n. Pure. */
-dtr_result dtr_tp_split(int n, int tp, int rank, int *first, int *count, char *err, size_t errcap);
+DTR_API dtr_result dtr_tp_split(int n, int tp, int rank, int *first, int *count, char *err, size_t errcap);
 
 /* f backward: dx (n floats, the gradient of a replicated input) summed over the group, in place. g
  * forward: y summed over the group, in place. (f forward and g backward are the identity.) COLLECTIVE
  * over tp. */
-dtr_result dtr_tp_f_backward(dtr_tp *tp, float *dx, size_t n);
-dtr_result dtr_tp_g_forward(dtr_tp *tp, float *y, size_t n);
+DTR_API dtr_result dtr_tp_f_backward(dtr_tp *tp, float *dx, size_t n);
+DTR_API dtr_result dtr_tp_g_forward(dtr_tp *tp, float *y, size_t n);
 
 typedef enum dtr_tp_split_kind {
   DTR_TP_COLUMN = 0, /* weight [out/tp, in], bias [out/tp]: output split, input whole */
@@ -109,11 +109,11 @@ typedef struct dtr_tp_linear {
 
 /* Column: y[N, out/tp] = x[N, in] w^T + b. Row: y[N, out] = g(x[N, in/tp] w^T) + b. y is overwritten.
  * COLLECTIVE over tp (row). */
-dtr_result dtr_tp_linear_forward(dtr_tp *tp, const dtr_tp_linear *l, const float *x, float *y, int N);
+DTR_API dtr_result dtr_tp_linear_forward(dtr_tp *tp, const dtr_tp_linear *l, const float *x, float *y, int N);
 /* Gradients of the forward above given dy: dw and db are ADDED into (db of a row-parallel layer comes
  * out the same on every rank); dx (x's shape; NULL: not wanted) is OVERWRITTEN — for a column-parallel
  * layer it is the whole input's gradient, f-reduced over the group. COLLECTIVE over tp (column). */
-dtr_result dtr_tp_linear_backward(dtr_tp *tp, const dtr_tp_linear *l, const float *dy, const float *x,
+DTR_API dtr_result dtr_tp_linear_backward(dtr_tp *tp, const dtr_tp_linear *l, const float *dy, const float *x,
                                   float *dx, int N);
 
 /* Causal self-attention with heads split over tp: qkv is column-parallel with this rank's rows ordered
@@ -125,11 +125,11 @@ typedef struct dtr_tp_attention {
   int n_embd, n_head; /* whole sizes; n_head and n_embd divisible by tp */
   dtr_tp_linear qkv, proj;
 } dtr_tp_attention;
-dtr_result dtr_tp_attention_forward(dtr_tp *tp, const dtr_tp_attention *a, const float *x, int B, int T,
+DTR_API dtr_result dtr_tp_attention_forward(dtr_tp *tp, const dtr_tp_attention *a, const float *x, int B, int T,
                                     float *qkv, float *att, float *heads, float *out);
 /* dx[N, C] OVERWRITTEN with the gradient of the input (f-reduced); parameter gradients added into.
  * Scratch: dqkv[N, 3C/tp], dheads[N, C/tp]. COLLECTIVE over tp (one all-reduce). */
-dtr_result dtr_tp_attention_backward(dtr_tp *tp, const dtr_tp_attention *a, const float *x, const float *qkv,
+DTR_API dtr_result dtr_tp_attention_backward(dtr_tp *tp, const dtr_tp_attention *a, const float *x, const float *qkv,
                                      const float *att, const float *heads, const float *dout, int B, int T,
                                      float *dx, float *dqkv, float *dheads);
 
@@ -139,27 +139,27 @@ dtr_result dtr_tp_attention_backward(dtr_tp *tp, const dtr_tp_attention *a, cons
 typedef struct dtr_tp_mlp {
   dtr_tp_linear fc, proj;
 } dtr_tp_mlp;
-dtr_result dtr_tp_mlp_forward(dtr_tp *tp, const dtr_tp_mlp *m, const float *x, int N, float *pre, float *act,
+DTR_API dtr_result dtr_tp_mlp_forward(dtr_tp *tp, const dtr_tp_mlp *m, const float *x, int N, float *pre, float *act,
                               float *out);
-dtr_result dtr_tp_mlp_backward(dtr_tp *tp, const dtr_tp_mlp *m, const float *x, const float *pre,
+DTR_API dtr_result dtr_tp_mlp_backward(dtr_tp *tp, const dtr_tp_mlp *m, const float *x, const float *pre,
                                const float *act, const float *dout, int N, float *dx, float *dact);
 
 /* Vocabulary-parallel embedding: this rank holds rows [v0, v0+V) of wte [vocab, C]. out[B*T, C] (overwritten)
  * = wte[ids] (ids of the whole vocabulary; one all-reduce assembles the rows) + wpe[t] (wpe [T', C], NULL:
  * none). COLLECTIVE over tp. Backward (local): dwte[id - v0] += dout for this rank's ids, dwpe[t] += dout
  * (NULL: skipped). */
-dtr_result dtr_tp_embedding_forward(dtr_tp *tp, const float *wte, int v0, int V, const float *wpe,
+DTR_API dtr_result dtr_tp_embedding_forward(dtr_tp *tp, const float *wte, int v0, int V, const float *wpe,
                                     const int32_t *ids, int B, int T, int C, float *out);
-void dtr_tp_embedding_backward(dtr_tp *tp, float *dwte, int v0, int V, float *dwpe, const int32_t *ids,
+DTR_API void dtr_tp_embedding_backward(dtr_tp *tp, float *dwte, int v0, int V, float *dwpe, const int32_t *ids,
                                const float *dout, int B, int T, int C);
 
 /* Vocabulary-parallel softmax cross-entropy over logits[N, V], this rank's columns (ids v0 .. v0+V-1):
  * logits become the softmax probabilities in place and losses[n] = -log p(target) (0 where target is -1,
  * targets NULL: probabilities only). scratch: 3N floats. COLLECTIVE over tp (two all-reduces). Backward
  * OVERWRITES probs with dlogits = (probs - onehot(target)) * dloss (local). */
-dtr_result dtr_tp_cross_entropy_forward(dtr_tp *tp, float *logits, const int32_t *targets, int v0, int V,
+DTR_API dtr_result dtr_tp_cross_entropy_forward(dtr_tp *tp, float *logits, const int32_t *targets, int v0, int V,
                                         int N, float *losses, float *scratch);
-void dtr_tp_cross_entropy_backward(dtr_tp *tp, float *probs, const int32_t *targets, int v0, int V, int N,
+DTR_API void dtr_tp_cross_entropy_backward(dtr_tp *tp, float *probs, const int32_t *targets, int v0, int V, int N,
                                    float dloss);
 
 /* ---- pipeline schedules */
@@ -171,8 +171,8 @@ typedef enum dtr_pp_schedule_kind {
 } dtr_pp_schedule_kind;
 
 /* "gpipe", "1f1b", "interleaved" (and back: DTR_ERR_INVALID for anything else). */
-const char *dtr_pp_schedule_name(dtr_pp_schedule_kind k);
-dtr_result dtr_pp_schedule_parse(const char *s, dtr_pp_schedule_kind *out);
+DTR_API const char *dtr_pp_schedule_name(dtr_pp_schedule_kind k);
+DTR_API dtr_result dtr_pp_schedule_parse(const char *s, dtr_pp_schedule_kind *out);
 
 /* One step of a stage's schedule. */
 typedef struct dtr_pp_action {
@@ -183,18 +183,18 @@ typedef struct dtr_pp_action {
 
 /* Whether (kind, p stages, m micro-batches, v chunks per stage) is a schedule: all >= 1, v == 1 unless
  * interleaved, m a multiple of p for interleaved. DTR_ERR_INVALID with err saying which rule broke. */
-dtr_result dtr_pp_schedule_check(dtr_pp_schedule_kind kind, int p, int m, int v, char *err, size_t errcap);
+DTR_API dtr_result dtr_pp_schedule_check(dtr_pp_schedule_kind kind, int p, int m, int v, char *err, size_t errcap);
 /* Actions per stage: 2*m*v. */
-int dtr_pp_schedule_length(int m, int v);
+DTR_API int dtr_pp_schedule_length(int m, int v);
 /* Fill out[0 .. *n) with stage's actions in execution order (*n = 2*m*v; cap must be at least that).
  * DTR_ERR_INVALID (err says why) for a bad schedule, stage outside 0..p-1 or too little room. */
-dtr_result dtr_pp_schedule(dtr_pp_schedule_kind kind, int p, int m, int v, int stage, dtr_pp_action *out,
+DTR_API dtr_result dtr_pp_schedule(dtr_pp_schedule_kind kind, int p, int m, int v, int stage, dtr_pp_action *out,
                            int cap, int *n, char *err, size_t errcap);
 
 /* Activation slots: the executor gives the forward of each (micro-batch, chunk) the lowest slot no
  * micro-batch in flight holds, and frees it at its backward. slot_of[i] (may be NULL) receives action
  * i's slot; returns the number of slots the list needs (its peak of activations in flight). */
-int dtr_pp_schedule_slots(const dtr_pp_action *a, int n, int *slot_of);
+DTR_API int dtr_pp_schedule_slots(const dtr_pp_action *a, int n, int *slot_of);
 
 /* ---- the pipeline executor */
 
@@ -224,17 +224,17 @@ typedef struct dtr_pp_pipe dtr_pp_pipe;
  * act_count with the neighbours (a mismatch fails naming both sizes). pp and stage stay owned by the
  * caller and must outlive the pipe. pp NULL or of size 1: one stage, no communication. Interleaved
  * needs at least 2 stages. COLLECTIVE over pp. On failure err names the cause. */
-dtr_result dtr_pp_pipe_create(dtr_comm *pp, const dtr_pp_config *cfg, const dtr_pp_stage *stage,
+DTR_API dtr_result dtr_pp_pipe_create(dtr_comm *pp, const dtr_pp_config *cfg, const dtr_pp_stage *stage,
                               dtr_pp_pipe **out, char *err, size_t errcap);
 /* Wait for sends in flight, release the link communicators. NULL is fine. */
-void dtr_pp_pipe_destroy(dtr_pp_pipe *p);
+DTR_API void dtr_pp_pipe_destroy(dtr_pp_pipe *p);
 /* This stage's schedule and the slots it needs. */
-const dtr_pp_action *dtr_pp_pipe_actions(const dtr_pp_pipe *p, int *n);
-int dtr_pp_pipe_slots(const dtr_pp_pipe *p);
+DTR_API const dtr_pp_action *dtr_pp_pipe_actions(const dtr_pp_pipe *p, int *n);
+DTR_API int dtr_pp_pipe_slots(const dtr_pp_pipe *p);
 /* Run one step: every action of the schedule, then wait for this stage's sends. COLLECTIVE over pp. A
  * communication failure names the stage, micro-batch and chunk; the link communicators are then
  * aborted (a later step fails at once). */
-dtr_result dtr_pp_pipe_step(dtr_pp_pipe *p, char *err, size_t errcap);
+DTR_API dtr_result dtr_pp_pipe_step(dtr_pp_pipe *p, char *err, size_t errcap);
 
 /* Timing of the last step, seconds from its start: each action's start and end (in schedule order),
  * and the total. Idle time (the bubble, plus waiting on slow links) is total minus the sum of the
@@ -244,7 +244,7 @@ typedef struct dtr_pp_timing {
   int n;
   double total;
 } dtr_pp_timing;
-void dtr_pp_pipe_timing(const dtr_pp_pipe *p, dtr_pp_timing *out);
+DTR_API void dtr_pp_pipe_timing(const dtr_pp_pipe *p, dtr_pp_timing *out);
 
 #ifdef __cplusplus
 }

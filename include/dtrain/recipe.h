@@ -100,16 +100,16 @@ typedef struct dtr_recipe {
 } dtr_recipe;
 
 /* Defaults for every field (the values docs/recipes.md lists). */
-void dtr_recipe_defaults(dtr_recipe *r);
+DTR_API void dtr_recipe_defaults(dtr_recipe *r);
 
 /* Parse path into r, apply overrides ("train.steps=50"), validate. world: the number of ranks the
  * recipe will run on, to check dp*tp*pp (0: take it from launch: nproc_per_node * nnodes_max).
  * On failure err holds `file:line:col: message` (or `override 'k=v': message`) and r is unspecified. */
-dtr_result dtr_recipe_load(const char *path, const char *const *overrides, int noverrides, int world,
-                           dtr_recipe *r, char *err, size_t errcap);
+DTR_API dtr_result dtr_recipe_load(const char *path, const char *const *overrides, int noverrides, int world,
+                                   dtr_recipe *r, char *err, size_t errcap);
 
 /* Write the effective recipe as YAML (every key, defaults included), e.g. into the run directory. */
-dtr_result dtr_recipe_write(const dtr_recipe *r, const char *path, char *err, size_t errcap);
+DTR_API dtr_result dtr_recipe_write(const dtr_recipe *r, const char *path, char *err, size_t errcap);
 
 #ifdef __cplusplus
 }

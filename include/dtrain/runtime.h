@@ -53,12 +53,12 @@ typedef struct dtr_identity {
 /* Read the identity from an environment (envp NULL: this process's). Precedence: dtrain, torchrun,
  * Open MPI, Slurm, single. Inconsistent values (RANK >= WORLD_SIZE, a bad hostlist) fail with
  * DTR_ERR_INVALID naming the variable. Pure: starts nothing. */
-dtr_result dtr_identity_from_env(char *const *envp, dtr_identity *out, char *err, size_t errcap);
+DTR_API dtr_result dtr_identity_from_env(char *const *envp, dtr_identity *out, char *err, size_t errcap);
 
 /* Expand a Slurm hostlist ("gpu[01-04,07],login1") into at most cap names of up to 255 characters;
  * *n receives the count. DTR_ERR_INVALID names the malformed part. */
-dtr_result dtr_hostlist_expand(const char *list, char (*names)[256], int cap, int *n, char *err,
-                               size_t errcap);
+DTR_API dtr_result dtr_hostlist_expand(const char *list, char (*names)[256], int cap, int *n, char *err,
+                                       size_t errcap);
 
 /* ---- mesh */
 
@@ -70,10 +70,10 @@ typedef struct dtr_mesh {
 /* Coordinates of `rank` in a dp x tp x pp mesh of `world` ranks (TP fastest, PP slowest): rank =
  * pp_rank*(dp*tp) + dp_rank*tp + tp_rank. dp 0 means world/(tp*pp). DTR_ERR_INVALID with the sizes
  * when they do not multiply to world. Pure. */
-dtr_result dtr_mesh_make(int world, int dp, int tp, int pp, int rank, dtr_mesh *out, char *err,
-                         size_t errcap);
+DTR_API dtr_result dtr_mesh_make(int world, int dp, int tp, int pp, int rank, dtr_mesh *out, char *err,
+                                 size_t errcap);
 /* The world rank at given coordinates. */
-int dtr_mesh_rank_of(const dtr_mesh *m, int dp_rank, int tp_rank, int pp_rank);
+DTR_API int dtr_mesh_rank_of(const dtr_mesh *m, int dp_rank, int tp_rank, int pp_rank);
 
 /* ---- runtime */
 
@@ -92,26 +92,26 @@ typedef struct dtr_runtime_config {
                            this process sees one device only (CUDA_VISIBLE_DEVICES set per rank) */
 } dtr_runtime_config;
 
-dtr_runtime_config dtr_runtime_config_default(void);
+DTR_API dtr_runtime_config dtr_runtime_config_default(void);
 
 /* Identity, store (connect, or host it on rank 0 when the launcher did not), world communicator,
  * mesh and its dp/tp/pp communicators. COLLECTIVE over the job. On failure err names the cause. */
-dtr_result dtr_init(const dtr_runtime_config *cfg, dtr_runtime **out, char *err, size_t errcap);
+DTR_API dtr_result dtr_init(const dtr_runtime_config *cfg, dtr_runtime **out, char *err, size_t errcap);
 /* Destroy the communicators, the store client and a store this rank hosted. NULL is fine. */
-void dtr_finalize(dtr_runtime *rt);
+DTR_API void dtr_finalize(dtr_runtime *rt);
 
-const dtr_identity *dtr_runtime_identity(const dtr_runtime *rt);
-const dtr_mesh *dtr_runtime_mesh(const dtr_runtime *rt);
-dtr_store *dtr_runtime_store(dtr_runtime *rt); /* NULL for the mpi backend without a store */
-dtr_comm *dtr_runtime_world(dtr_runtime *rt);
-dtr_comm *dtr_runtime_dp(dtr_runtime *rt); /* the ranks with the same tp and pp coordinates */
-dtr_comm *dtr_runtime_tp(dtr_runtime *rt);
-dtr_comm *dtr_runtime_pp(dtr_runtime *rt);
+DTR_API const dtr_identity *dtr_runtime_identity(const dtr_runtime *rt);
+DTR_API const dtr_mesh *dtr_runtime_mesh(const dtr_runtime *rt);
+DTR_API dtr_store *dtr_runtime_store(dtr_runtime *rt); /* NULL for the mpi backend without a store */
+DTR_API dtr_comm *dtr_runtime_world(dtr_runtime *rt);
+DTR_API dtr_comm *dtr_runtime_dp(dtr_runtime *rt); /* the ranks with the same tp and pp coordinates */
+DTR_API dtr_comm *dtr_runtime_tp(dtr_runtime *rt);
+DTR_API dtr_comm *dtr_runtime_pp(dtr_runtime *rt);
 /* The nccl communicator over this rank's DP group (cfg.nccl_dp), NULL otherwise. Ranks as in
  * dtr_runtime_dp; its device is dtr_runtime_cuda_device. */
-dtr_comm *dtr_runtime_dp_nccl(dtr_runtime *rt);
+DTR_API dtr_comm *dtr_runtime_dp_nccl(dtr_runtime *rt);
 /* The CUDA device this rank's nccl communicators use (cfg.cuda_device's rule); -1 for NULL. */
-int dtr_runtime_cuda_device(const dtr_runtime *rt);
+DTR_API int dtr_runtime_cuda_device(const dtr_runtime *rt);
 
 /* ---- data-parallel gradient buckets */
 
@@ -120,22 +120,22 @@ typedef struct dtr_dp_sync dtr_dp_sync;
 /* Buckets over grads[0..n): bucket 0 is the first_bucket_bytes at the END of the buffer (backward
  * produces the last parameters first), then bucket_bytes each towards the start. overlap 0: nothing
  * starts before dtr_dp_sync_finish. The comm (the DP group) and grads stay owned by the caller. */
-dtr_result dtr_dp_sync_create(dtr_comm *dp, float *grads, size_t n, size_t bucket_bytes,
-                              size_t first_bucket_bytes, int overlap, dtr_dp_sync **out);
-void dtr_dp_sync_destroy(dtr_dp_sync *s);
+DTR_API dtr_result dtr_dp_sync_create(dtr_comm *dp, float *grads, size_t n, size_t bucket_bytes,
+                                      size_t first_bucket_bytes, int overlap, dtr_dp_sync **out);
+DTR_API void dtr_dp_sync_destroy(dtr_dp_sync *s);
 /* grads[offset, offset+count) are final for this step; a bucket whose every element is final starts
  * its asynchronous all-reduce (average over the DP group). COLLECTIVE over the DP group in effect:
  * every rank marks the same ranges. */
-dtr_result dtr_dp_sync_ready(dtr_dp_sync *s, size_t offset, size_t count);
+DTR_API dtr_result dtr_dp_sync_ready(dtr_dp_sync *s, size_t offset, size_t count);
 /* Start whatever has not started, wait for every bucket; grads then hold the DP average on every
  * rank. Resets the ready marks for the next step. */
-dtr_result dtr_dp_sync_finish(dtr_dp_sync *s);
+DTR_API dtr_result dtr_dp_sync_finish(dtr_dp_sync *s);
 /* ZeRO stage 1 over the same buckets: each is reduce-scattered (DP average) instead of all-reduced, and
  * DP rank r owns the r-th of dp equal parts of every bucket. After dtr_dp_sync_finish only this rank's
  * parts (dtr_dp_sync_shards) hold the averaged gradients (the rest of grads is stale): the caller's
  * optimizer updates those parts of the parameters and dtr_dp_sync_gather_params all-gathers them.
  * Arguments as dtr_dp_sync_create. */
-dtr_result dtr_dp_sync_create_zero1(dtr_comm *dp, float *grads, size_t n, size_t bucket_bytes,
+DTR_API dtr_result dtr_dp_sync_create_zero1(dtr_comm *dp, float *grads, size_t n, size_t bucket_bytes,
                                     size_t first_bucket_bytes, int overlap, dtr_dp_sync **out);
 /* An element range [offset, offset + count) of a flat buffer. */
 typedef struct dtr_range {
@@ -143,13 +143,13 @@ typedef struct dtr_range {
 } dtr_range;
 /* The ranges of the flat buffer this rank updates, ascending: with ZeRO-1 its non-empty part of each
  * bucket; without, the whole buffer (one range). *n receives the count; the array belongs to s. */
-const dtr_range *dtr_dp_sync_shards(const dtr_dp_sync *s, int *n);
+DTR_API const dtr_range *dtr_dp_sync_shards(const dtr_dp_sync *s, int *n);
 /* ZeRO-1: every rank's parts of params (laid out as grads) all-gathered in place, so every DP replica
  * holds the updated parameters. Without ZeRO: nothing. COLLECTIVE over the DP group. */
-dtr_result dtr_dp_sync_gather_params(dtr_dp_sync *s, float *params);
+DTR_API dtr_result dtr_dp_sync_gather_params(dtr_dp_sync *s, float *params);
 /* Seconds dtr_dp_sync_finish spent waiting in the last step, and in all steps. */
-double dtr_dp_sync_last_wait(const dtr_dp_sync *s);
-int dtr_dp_sync_num_buckets(const dtr_dp_sync *s);
+DTR_API double dtr_dp_sync_last_wait(const dtr_dp_sync *s);
+DTR_API int dtr_dp_sync_num_buckets(const dtr_dp_sync *s);
 
 /* ---- optimizer */
 
@@ -160,27 +160,28 @@ typedef struct dtr_adamw {
   size_t n;
 } dtr_adamw;
 
-dtr_result dtr_adamw_init(dtr_adamw *o, size_t n, double beta1, double beta2, double eps,
-                          double weight_decay);
-void dtr_adamw_free(dtr_adamw *o);
+DTR_API dtr_result dtr_adamw_init(dtr_adamw *o, size_t n, double beta1, double beta2, double eps,
+                                  double weight_decay);
+DTR_API void dtr_adamw_free(dtr_adamw *o);
 /* One step over params[0..n) with learning rate lr; decay applies where decay_mask[i] != 0 (NULL:
  * everywhere). PyTorch's torch.optim.AdamW semantics (bias-corrected, decoupled decay). */
-void dtr_adamw_step(dtr_adamw *o, float *params, const float *grads, const uint8_t *decay_mask, double lr);
+DTR_API void dtr_adamw_step(dtr_adamw *o, float *params, const float *grads, const uint8_t *decay_mask,
+                            double lr);
 /* Linear warmup over warmup steps to lr, cosine decay to min_lr at total steps (step counts from 0). */
-double dtr_lr_at(int64_t step, int64_t warmup, int64_t total, double lr, double min_lr);
+DTR_API double dtr_lr_at(int64_t step, int64_t warmup, int64_t total, double lr, double min_lr);
 /* Scale grads so their global L2 norm is at most max_norm (0: no clipping); returns the norm before
  * clipping. The norm is over the n floats given (callers with sharded grads all-reduce the square). */
-double dtr_clip_grad_norm(float *grads, size_t n, double max_norm);
+DTR_API double dtr_clip_grad_norm(float *grads, size_t n, double max_norm);
 
 /* ---- the built-in trainer */
 
 /* Whether the built-in trainer can run a valid recipe: DTR_ERR_UNSUPPORTED naming the key for what it
  * does not do yet (tp or pp > 1; on the cpu, precision other than fp32; device cuda in a build without
  * CUDA, or without launch.backend nccl). Pure; `dtrain run` calls it before starting any rank. */
-dtr_result dtr_train_check(const dtr_recipe *r, char *err, size_t errcap);
+DTR_API dtr_result dtr_train_check(const dtr_recipe *r, char *err, size_t errcap);
 
 /* Train the recipe on this process's rank (dtr_init inside). Returns DTR_OK when the steps are done. */
-dtr_result dtr_train(const dtr_recipe *r, char *err, size_t errcap);
+DTR_API dtr_result dtr_train(const dtr_recipe *r, char *err, size_t errcap);
 
 #ifdef __cplusplus
 }

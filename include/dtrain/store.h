@@ -51,24 +51,24 @@ typedef struct dtr_store_server dtr_store_server;
  * the kernel pick (see dtr_store_server_port). token is copied; it must be 1..DTR_STORE_MAX_TOKEN
  * bytes. Returns DTR_ERR_ADDRINUSE when the port is taken. On success *out is owned by the caller and
  * released with dtr_store_server_destroy. On failure err (if not NULL) receives a one-line reason. */
-dtr_result dtr_store_server_create(const char *host, int port, const char *token, dtr_store_server **out,
-                                   char *err, size_t errcap);
+DTR_API dtr_result dtr_store_server_create(const char *host, int port, const char *token,
+                                           dtr_store_server **out, char *err, size_t errcap);
 /* The port actually bound. */
-int dtr_store_server_port(const dtr_store_server *s);
+DTR_API int dtr_store_server_port(const dtr_store_server *s);
 /* Start the event loop on a background thread. Call once. */
-dtr_result dtr_store_server_start(dtr_store_server *s);
+DTR_API dtr_result dtr_store_server_start(dtr_store_server *s);
 /* Run the event loop on the calling thread until dtr_store_server_stop. */
-dtr_result dtr_store_server_run(dtr_store_server *s);
+DTR_API dtr_result dtr_store_server_run(dtr_store_server *s);
 /* Ask the loop to stop; safe from any thread and from a signal handler. */
-void dtr_store_server_stop(dtr_store_server *s);
+DTR_API void dtr_store_server_stop(dtr_store_server *s);
 /* Stop (if running), join the loop thread, close every connection, free everything. NULL is fine. */
-void dtr_store_server_destroy(dtr_store_server *s);
+DTR_API void dtr_store_server_destroy(dtr_store_server *s);
 /* Counters for tests and logs: connections accepted / refused for a bad token / closed for a bad
  * message. Safe from any thread. */
 typedef struct dtr_store_server_stats {
   uint64_t accepted, auth_refused, protocol_errors, requests;
 } dtr_store_server_stats;
-void dtr_store_server_get_stats(const dtr_store_server *s, dtr_store_server_stats *out);
+DTR_API void dtr_store_server_get_stats(const dtr_store_server *s, dtr_store_server_stats *out);
 
 /* ---------------------------------------------------------------- client */
 
@@ -78,43 +78,43 @@ typedef struct dtr_store dtr_store;
  * server may not be up yet). Returns DTR_ERR_TIMEOUT if it never answered, DTR_ERR_AUTH if it refused
  * the token, DTR_ERR_PROTOCOL if whatever listens there is not a dtrain store. On failure *out is NULL
  * and err (if not NULL) names the endpoint and the reason. */
-dtr_result dtr_store_connect(const char *host, int port, const char *token, int timeout_ms, dtr_store **out,
-                             char *err, size_t errcap);
+DTR_API dtr_result dtr_store_connect(const char *host, int port, const char *token, int timeout_ms,
+                                     dtr_store **out, char *err, size_t errcap);
 /* Connect using the worker environment: DTRAIN_STORE (host:port) and DTRAIN_JOB_TOKEN. */
-dtr_result dtr_store_connect_env(int timeout_ms, dtr_store **out, char *err, size_t errcap);
+DTR_API dtr_result dtr_store_connect_env(int timeout_ms, dtr_store **out, char *err, size_t errcap);
 /* Close the connection and free the client. NULL is fine. */
-void dtr_store_close(dtr_store *c);
+DTR_API void dtr_store_close(dtr_store *c);
 /* Make the blocked call (and every later one) on this client fail with DTR_ERR_ABORTED within 100 ms.
  * The one call that is safe from another thread. */
-void dtr_store_abort(dtr_store *c);
+DTR_API void dtr_store_abort(dtr_store *c);
 /* The detail of the last failure on this client (names the key and the deadline). */
-const char *dtr_store_last_error(const dtr_store *c);
+DTR_API const char *dtr_store_last_error(const dtr_store *c);
 /* The local address of this client's connection: how the store's network sees this host. */
-const char *dtr_store_local_addr(const dtr_store *c);
+DTR_API const char *dtr_store_local_addr(const dtr_store *c);
 
 /* Default deadline for calls that do not take one (set, add, cas, delete, list): DTRAIN_STORE_TIMEOUT_MS
  * or 30000. Calls that block for a key take their own timeout_ms (-1: wait forever). */
 
-dtr_result dtr_store_set(dtr_store *c, const char *key, const void *val, size_t len);
+DTR_API dtr_result dtr_store_set(dtr_store *c, const char *key, const void *val, size_t len);
 /* On success *val is malloc'ed (caller frees) and NUL-terminated past len for convenience. */
-dtr_result dtr_store_get(dtr_store *c, const char *key, int timeout_ms, void **val, size_t *len);
+DTR_API dtr_result dtr_store_get(dtr_store *c, const char *key, int timeout_ms, void **val, size_t *len);
 /* Like get but never blocks: DTR_ERR_NOT_FOUND when absent. */
-dtr_result dtr_store_try_get(dtr_store *c, const char *key, void **val, size_t *len);
-dtr_result dtr_store_add(dtr_store *c, const char *key, int64_t delta, int64_t *new_value);
+DTR_API dtr_result dtr_store_try_get(dtr_store *c, const char *key, void **val, size_t *len);
+DTR_API dtr_result dtr_store_add(dtr_store *c, const char *key, int64_t delta, int64_t *new_value);
 /* expected NULL: set only if absent. *swapped says whether our value went in; *actual (optional,
  * malloc'ed) receives the value stored after the call. */
-dtr_result dtr_store_cas(dtr_store *c, const char *key, const void *expected, size_t elen,
-                         const void *desired, size_t dlen, int *swapped, void **actual, size_t *alen);
+DTR_API dtr_result dtr_store_cas(dtr_store *c, const char *key, const void *expected, size_t elen,
+                                 const void *desired, size_t dlen, int *swapped, void **actual, size_t *alen);
 /* *existed (optional) says whether the key was there. */
-dtr_result dtr_store_delete(dtr_store *c, const char *key, int *existed);
-dtr_result dtr_store_wait(dtr_store *c, const char *const *keys, int nkeys, int timeout_ms);
+DTR_API dtr_result dtr_store_delete(dtr_store *c, const char *key, int *existed);
+DTR_API dtr_result dtr_store_wait(dtr_store *c, const char *const *keys, int nkeys, int timeout_ms);
 /* *keys is a malloc'ed array of malloc'ed strings; free with dtr_store_free_list. */
-dtr_result dtr_store_list(dtr_store *c, const char *prefix, char ***keys, int *nkeys);
-void dtr_store_free_list(char **keys, int nkeys);
+DTR_API dtr_result dtr_store_list(dtr_store *c, const char *prefix, char ***keys, int *nkeys);
+DTR_API void dtr_store_free_list(char **keys, int nkeys);
 
 /* A barrier over the store: each of `world` participants calls it once with the same name; returns
  * when all have arrived. Collective over those participants. */
-dtr_result dtr_store_barrier(dtr_store *c, const char *name, int world, int timeout_ms);
+DTR_API dtr_result dtr_store_barrier(dtr_store *c, const char *name, int world, int timeout_ms);
 
 #ifdef __cplusplus
 }

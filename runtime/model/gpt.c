@@ -40,13 +40,13 @@ static void fill_normal(float *p, size_t n, float std, uint64_t *s) {
   }
 }
 
-void dtr__gpt_views(const dtr_gpt *m, float *base, float **wte, float **wpe, dtr__gpt_layer *layers,
+void dtr__gpt_views(const dtr__gpt *m, float *base, float **wte, float **wpe, dtr__gpt_layer *layers,
                     float **lnfw, float **lnfb) {
-  const dtr_gpt_param *t = m->tensors;
+  const dtr__gpt_param *t = m->tensors;
   *wte = base + t[0].offset;
   *wpe = base + t[1].offset;
   for (int l = 0; l < m->cfg.n_layer; l++) {
-    const dtr_gpt_param *p = t + 2 + l * PER_LAYER;
+    const dtr__gpt_param *p = t + 2 + l * PER_LAYER;
     float **dst[PER_LAYER] = {&layers[l].ln1w, &layers[l].ln1b,     &layers[l].qkvw,
                               &layers[l].qkvb, &layers[l].attprojw, &layers[l].attprojb,
                               &layers[l].ln2w, &layers[l].ln2b,     &layers[l].fcw,
@@ -57,23 +57,23 @@ void dtr__gpt_views(const dtr_gpt *m, float *base, float **wte, float **wpe, dtr
   *lnfb = base + t[m->ntensors - 1].offset;
 }
 
-const char *dtr__gpt_last_error(const dtr_gpt *m) {
+const char *dtr__gpt_last_error(const dtr__gpt *m) {
   return m ? m->err : "no model";
 }
 
-dtr_result dtr_gpt_create(const dtr_gpt_config *cfg, uint64_t seed, int threads, int max_batch, dtr_gpt **out,
-                          char *err, size_t errcap) {
+dtr_result dtr__gpt_create(const dtr__gpt_config *cfg, uint64_t seed, int threads, int max_batch,
+                           dtr__gpt **out, char *err, size_t errcap) {
   dtr_result rc = DTR_OK;
-  if (!out) return dtr__fail(err, errcap, DTR_ERR_INVALID, "dtr_gpt_create: out is NULL");
+  if (!out) return dtr__fail(err, errcap, DTR_ERR_INVALID, "dtr__gpt_create: out is NULL");
   *out = NULL;
   DTR_CHECK(dtr__gpt_check_config(cfg, max_batch, "gpt", err, errcap));
-  dtr_gpt *m = calloc(1, sizeof *m);
+  dtr__gpt *m = calloc(1, sizeof *m);
   if (!m) return dtr__fail(err, errcap, DTR_ERR_NOMEM, "gpt: out of memory");
   m->cfg = *cfg;
   m->threads = threads > 0 ? threads : 1;
   m->max_batch = max_batch;
   int L = cfg->n_layer;
-  m->ntensors = dtr__gpt_num_tensors(cfg);
+  m->ntensors = dtr__gpt_config_num_tensors(cfg);
   m->tensors = calloc((size_t)m->ntensors, sizeof *m->tensors);
   if (!m->tensors) goto nomem;
   m->nparams = dtr__gpt_layout(cfg, m->tensors);
@@ -84,7 +84,7 @@ dtr_result dtr_gpt_create(const dtr_gpt_config *cfg, uint64_t seed, int threads,
   /* initialisation (GPT-2 / nanoGPT): weights N(0, 0.02), residual projections scaled by 1/sqrt(2L) */
   uint64_t s = seed;
   for (int i = 0; i < m->ntensors; i++) {
-    dtr_gpt_param *t = &m->tensors[i];
+    dtr__gpt_param *t = &m->tensors[i];
     float *p = m->params + t->offset;
     if (t->ndim == 2) {
       int resid = strstr(t->name, "attn.proj.w") || strstr(t->name, "mlp.proj.w");
@@ -145,11 +145,11 @@ dtr_result dtr_gpt_create(const dtr_gpt_config *cfg, uint64_t seed, int threads,
 nomem:
   rc = dtr__fail(err, errcap, DTR_ERR_NOMEM,
                  "gpt: out of memory for %zu parameters and activations of batch %d", m->nparams, max_batch);
-  dtr_gpt_destroy(m);
+  dtr__gpt_destroy(m);
   return rc;
 }
 
-void dtr_gpt_destroy(dtr_gpt *m) {
+void dtr__gpt_destroy(dtr__gpt *m) {
   if (!m) return;
   free(m->tensors);
   free(m->params);
@@ -160,27 +160,27 @@ void dtr_gpt_destroy(dtr_gpt *m) {
   free(m);
 }
 
-size_t dtr_gpt_num_params(const dtr_gpt *m) {
+size_t dtr__gpt_num_params(const dtr__gpt *m) {
   return m->nparams;
 }
-float *dtr_gpt_params(dtr_gpt *m) {
+float *dtr__gpt_params(dtr__gpt *m) {
   return m->params;
 }
-float *dtr_gpt_grads(dtr_gpt *m) {
+float *dtr__gpt_grads(dtr__gpt *m) {
   return m->grads;
 }
-int dtr_gpt_num_tensors(const dtr_gpt *m) {
+int dtr__gpt_num_tensors(const dtr__gpt *m) {
   return m->ntensors;
 }
-const dtr_gpt_param *dtr_gpt_tensor(const dtr_gpt *m, int i) {
+const dtr__gpt_param *dtr__gpt_tensor(const dtr__gpt *m, int i) {
   return i >= 0 && i < m->ntensors ? &m->tensors[i] : NULL;
 }
 
-void dtr_gpt_zero_grad(dtr_gpt *m) {
+void dtr__gpt_zero_grad(dtr__gpt *m) {
   memset(m->grads, 0, m->nparams * sizeof(float));
 }
 
-dtr_result dtr_gpt_generate(dtr_gpt *m, const int32_t *prompt, int len, int n, int32_t *out) {
+dtr_result dtr__gpt_generate(dtr__gpt *m, const int32_t *prompt, int len, int n, int32_t *out) {
   int T = m->cfg.block_size, V = m->cfg.vocab_size;
   if (!prompt || !out || len <= 0 || n < 0)
     return dtr__fail(m->err, sizeof m->err, DTR_ERR_INVALID,
@@ -196,7 +196,7 @@ dtr_result dtr_gpt_generate(dtr_gpt *m, const int32_t *prompt, int len, int n, i
   for (int i = 0; i < n; i++) {
     int cur = len + i;
     int t = cur < T ? cur : T; /* the model sees at most block_size tokens: keep the latest */
-    DTR_CHECK_GOTO(dtr_gpt_forward(m, ctx + cur - t, NULL, 1, t, NULL, logits), rc, done);
+    DTR_CHECK_GOTO(dtr__gpt_forward(m, ctx + cur - t, NULL, 1, t, NULL, logits), rc, done);
     const float *row = logits + (size_t)(t - 1) * V;
     int best = 0;
     for (int v = 1; v < V; v++)

@@ -31,14 +31,14 @@ typedef struct acts {
   void *dres, *dln, *dbig, *dqkv, *datty; /* backward scratch */
 } acts;
 
-struct dtr_gpt_cuda {
-  dtr_gpt_config cfg;
+struct dtr__gpt_cuda {
+  dtr__gpt_config cfg;
   dtr_dtype dt;
   size_t es; /* bytes per activation element */
   int max_batch;
   size_t nparams;
   int ntensors;
-  dtr_gpt_param *tensors;
+  dtr__gpt_param *tensors;
   dtr_cuda_ctx *ctx;
   float *params, *grads, *adam_m, *adam_v; /* device, fp32, nparams each */
   void *wlp;      /* bf16 copy of params (bf16 precision), else NULL: matmuls read params */
@@ -56,7 +56,7 @@ struct dtr_gpt_cuda {
 /* ---------------------------------------------------------------- errors */
 
 /* A failed kernel-context call: its detail, with the call's name, becomes the model's last error. */
-static dtr_result op_fail(dtr_gpt_cuda *m, dtr_result rc, const char *call) {
+static dtr_result op_fail(dtr__gpt_cuda *m, dtr_result rc, const char *call) {
   int namelen = (int)strcspn(call, "(");
   return dtr__fail(m->err, sizeof m->err, rc, "gpt_cuda: %.*s: %s", namelen, call,
                    dtr__cuda_ctx_error(m->ctx));
@@ -70,24 +70,24 @@ static dtr_result op_fail(dtr_gpt_cuda *m, dtr_result rc, const char *call) {
 /* ---------------------------------------------------------------- table */
 
 /* Tensor i as the matmuls and norms read it (bf16 copy or fp32 master), and its gradient. */
-static const void *W(const dtr_gpt_cuda *m, int i) {
+static const void *W(const dtr__gpt_cuda *m, int i) {
   size_t off = m->tensors[i].offset;
   return m->wlp ? (const void *)((const uint16_t *)m->wlp + off) : (const void *)(m->params + off);
 }
-static float *G(const dtr_gpt_cuda *m, int i) {
+static float *G(const dtr__gpt_cuda *m, int i) {
   return m->grads + m->tensors[i].offset;
 }
 static int LT(int l, int k) { /* table index of layer l's tensor k */
   return dtr__gpt_layer_tensor(l, k);
 }
 /* Element i of an activation buffer of the model's dtype. */
-static void *E(const dtr_gpt_cuda *m, void *base, size_t i) {
+static void *E(const dtr__gpt_cuda *m, void *base, size_t i) {
   return (char *)base + i * m->es;
 }
 
 /* ---------------------------------------------------------------- create / destroy */
 
-static dtr_result dev_alloc(dtr_gpt_cuda *m, size_t bytes, void **out, const char *what) {
+static dtr_result dev_alloc(dtr__gpt_cuda *m, size_t bytes, void **out, const char *what) {
   dtr_result rc = dtr__cuda_alloc(m->ctx, bytes, out);
   if (rc != DTR_OK)
     return dtr__fail(m->err, sizeof m->err, rc, "gpt_cuda: allocating %s (%zu bytes): %s", what, bytes,
@@ -96,8 +96,8 @@ static dtr_result dev_alloc(dtr_gpt_cuda *m, size_t bytes, void **out, const cha
 }
 
 /* Carve the activations out of one device allocation, each slice 256-byte aligned. */
-static dtr_result alloc_acts(dtr_gpt_cuda *m) {
-  const dtr_gpt_config *c = &m->cfg;
+static dtr_result alloc_acts(dtr__gpt_cuda *m) {
+  const dtr__gpt_config *c = &m->cfg;
   size_t L = (size_t)c->n_layer, BT = (size_t)m->max_batch * c->block_size, C = (size_t)c->n_embd;
   size_t V = (size_t)c->vocab_size, NH = (size_t)c->n_head, T = (size_t)c->block_size, es = m->es;
   acts *a = &m->a;
@@ -143,10 +143,10 @@ static dtr_result alloc_acts(dtr_gpt_cuda *m) {
   return DTR_OK;
 }
 
-dtr_result dtr_gpt_cuda_create(const dtr_gpt_config *cfg, const float *params, size_t nparams, int device,
-                               dtr_dtype precision, int max_batch, dtr_gpt_cuda **out, char *err,
-                               size_t errcap) {
-  if (!out) return dtr__fail(err, errcap, DTR_ERR_INVALID, "dtr_gpt_cuda_create: out is NULL");
+dtr_result dtr__gpt_cuda_create(const dtr__gpt_config *cfg, const float *params, size_t nparams, int device,
+                                dtr_dtype precision, int max_batch, dtr__gpt_cuda **out, char *err,
+                                size_t errcap) {
+  if (!out) return dtr__fail(err, errcap, DTR_ERR_INVALID, "dtr__gpt_cuda_create: out is NULL");
   *out = NULL;
   DTR_CHECK(dtr__gpt_check_config(cfg, max_batch, "gpt_cuda", err, errcap));
   if (cfg->n_layer > MAX_LAYERS)
@@ -161,13 +161,13 @@ dtr_result dtr_gpt_cuda_create(const dtr_gpt_config *cfg, const float *params, s
     return dtr__fail(err, errcap, DTR_ERR_UNSUPPORTED,
                      "gpt_cuda: device %d requested but this build has no CUDA (use the CPU model)", device);
   dtr_result rc = DTR_OK;
-  dtr_gpt_cuda *m = calloc(1, sizeof *m);
+  dtr__gpt_cuda *m = calloc(1, sizeof *m);
   if (!m) return dtr__fail(err, errcap, DTR_ERR_NOMEM, "gpt_cuda: out of memory");
   m->cfg = *cfg;
   m->dt = precision;
   m->es = dtr__cuda_dtype_size(precision);
   m->max_batch = max_batch;
-  m->ntensors = dtr__gpt_num_tensors(cfg);
+  m->ntensors = dtr__gpt_config_num_tensors(cfg);
   m->tensors = calloc((size_t)m->ntensors, sizeof *m->tensors);
   size_t BT = (size_t)max_batch * cfg->block_size;
   m->host_losses = calloc(BT, sizeof(float));
@@ -217,17 +217,17 @@ dtr_result dtr_gpt_cuda_create(const dtr_gpt_config *cfg, const float *params, s
     rc = op_fail(m, rc, "zero(grads, moments)");
     goto fail_m;
   }
-  DTR_CHECK_GOTO(dtr_gpt_cuda_set_params(m, params), rc, fail_m);
+  DTR_CHECK_GOTO(dtr__gpt_cuda_set_params(m, params), rc, fail_m);
   *out = m;
   return DTR_OK;
 fail_m:
   dtr__fail(err, errcap, rc, "%s", m->err);
 fail:
-  dtr_gpt_cuda_destroy(m);
+  dtr__gpt_cuda_destroy(m);
   return rc;
 }
 
-void dtr_gpt_cuda_destroy(dtr_gpt_cuda *m) {
+void dtr__gpt_cuda_destroy(dtr__gpt_cuda *m) {
   if (!m) return;
   if (m->ctx) {
     (void)dtr__cuda_sync(m->ctx);
@@ -243,66 +243,66 @@ void dtr_gpt_cuda_destroy(dtr_gpt_cuda *m) {
 
 /* ---------------------------------------------------------------- accessors and copies */
 
-size_t dtr_gpt_cuda_num_params(const dtr_gpt_cuda *m) {
+size_t dtr__gpt_cuda_num_params(const dtr__gpt_cuda *m) {
   return m->nparams;
 }
-int dtr_gpt_cuda_num_tensors(const dtr_gpt_cuda *m) {
+int dtr__gpt_cuda_num_tensors(const dtr__gpt_cuda *m) {
   return m->ntensors;
 }
-const dtr_gpt_param *dtr_gpt_cuda_tensor(const dtr_gpt_cuda *m, int i) {
+const dtr__gpt_param *dtr__gpt_cuda_tensor(const dtr__gpt_cuda *m, int i) {
   return i >= 0 && i < m->ntensors ? &m->tensors[i] : NULL;
 }
-dtr_dtype dtr_gpt_cuda_precision(const dtr_gpt_cuda *m) {
+dtr_dtype dtr__gpt_cuda_precision(const dtr__gpt_cuda *m) {
   return m->dt;
 }
-const char *dtr_gpt_cuda_last_error(const dtr_gpt_cuda *m) {
+const char *dtr__gpt_cuda_last_error(const dtr__gpt_cuda *m) {
   return m ? m->err : "no model";
 }
-float *dtr_gpt_cuda_params_dev(dtr_gpt_cuda *m) {
+float *dtr__gpt_cuda_params_dev(dtr__gpt_cuda *m) {
   return m->params;
 }
-float *dtr_gpt_cuda_grads_dev(dtr_gpt_cuda *m) {
+float *dtr__gpt_cuda_grads_dev(dtr__gpt_cuda *m) {
   return m->grads;
 }
-float *dtr_gpt_cuda_adam_m_dev(dtr_gpt_cuda *m) {
+float *dtr__gpt_cuda_adam_m_dev(dtr__gpt_cuda *m) {
   return m->adam_m;
 }
-float *dtr_gpt_cuda_adam_v_dev(dtr_gpt_cuda *m) {
+float *dtr__gpt_cuda_adam_v_dev(dtr__gpt_cuda *m) {
   return m->adam_v;
 }
-dtr_cuda_ctx *dtr_gpt_cuda_ctx(dtr_gpt_cuda *m) {
+dtr_cuda_ctx *dtr__gpt_cuda_ctx(dtr__gpt_cuda *m) {
   return m->ctx;
 }
-void *dtr_gpt_cuda_stream(dtr_gpt_cuda *m) {
+void *dtr__gpt_cuda_stream(dtr__gpt_cuda *m) {
   return dtr__cuda_ctx_stream(m->ctx);
 }
-dtr_result dtr_gpt_cuda_sync(dtr_gpt_cuda *m) {
+dtr_result dtr__gpt_cuda_sync(dtr__gpt_cuda *m) {
   OP(dtr__cuda_sync(m->ctx));
   return DTR_OK;
 }
 
-dtr_result dtr_gpt_cuda_get_params(dtr_gpt_cuda *m, float *host) {
+dtr_result dtr__gpt_cuda_get_params(dtr__gpt_cuda *m, float *host) {
   OP(dtr__cuda_download(m->ctx, host, m->params, m->nparams * sizeof(float)));
   return DTR_OK;
 }
-dtr_result dtr_gpt_cuda_get_grads(dtr_gpt_cuda *m, float *host) {
+dtr_result dtr__gpt_cuda_get_grads(dtr__gpt_cuda *m, float *host) {
   OP(dtr__cuda_download(m->ctx, host, m->grads, m->nparams * sizeof(float)));
   return DTR_OK;
 }
-dtr_result dtr_gpt_cuda_params_changed(dtr_gpt_cuda *m) {
+dtr_result dtr__gpt_cuda_params_changed(dtr__gpt_cuda *m) {
   if (m->wlp) OP(dtr__cuda_convert(m->ctx, DTR_BF16, m->wlp, DTR_F32, m->params, m->nparams));
   return DTR_OK;
 }
-dtr_result dtr_gpt_cuda_set_params(dtr_gpt_cuda *m, const float *host) {
+dtr_result dtr__gpt_cuda_set_params(dtr__gpt_cuda *m, const float *host) {
   OP(dtr__cuda_upload(m->ctx, m->params, host, m->nparams * sizeof(float)));
-  return dtr_gpt_cuda_params_changed(m);
+  return dtr__gpt_cuda_params_changed(m);
 }
-dtr_result dtr_gpt_cuda_zero_grad(dtr_gpt_cuda *m) {
+dtr_result dtr__gpt_cuda_zero_grad(dtr__gpt_cuda *m) {
   OP(dtr__cuda_zero(m->ctx, m->grads, m->nparams * sizeof(float)));
   return DTR_OK;
 }
 
-dtr_result dtr_gpt_cuda_grad_sumsq(dtr_gpt_cuda *m, double *out) {
+dtr_result dtr__gpt_cuda_grad_sumsq(dtr__gpt_cuda *m, double *out) {
   float s = 0.0f;
   OP(dtr__sumsq_cuda(m->ctx, m->sumsq, m->grads, m->nparams));
   OP(dtr__cuda_download(m->ctx, &s, m->sumsq, sizeof s));
@@ -310,7 +310,7 @@ dtr_result dtr_gpt_cuda_grad_sumsq(dtr_gpt_cuda *m, double *out) {
   return DTR_OK;
 }
 
-dtr_result dtr_gpt_cuda_adamw(dtr_gpt_cuda *m, const dtr_cuda_adamw_hp *hp) {
+dtr_result dtr__gpt_cuda_adamw(dtr__gpt_cuda *m, const dtr_cuda_adamw_hp *hp) {
   if (!hp) return dtr__fail(m->err, sizeof m->err, DTR_ERR_INVALID, "gpt_cuda adamw: hp is NULL");
   OP(dtr__adamw_cuda(m->ctx, m->params, m->wlp, m->grads, m->adam_m, m->adam_v, m->decay, m->nparams, hp));
   return DTR_OK;
@@ -326,9 +326,9 @@ static float bf16_to_float(uint16_t h) {
 
 /* ---------------------------------------------------------------- forward */
 
-dtr_result dtr_gpt_cuda_forward(dtr_gpt_cuda *m, const int32_t *inputs, const int32_t *targets, int B, int T,
-                                float *loss, float *logits) {
-  const dtr_gpt_config *c = &m->cfg;
+dtr_result dtr__gpt_cuda_forward(dtr__gpt_cuda *m, const int32_t *inputs, const int32_t *targets, int B,
+                                 int T, float *loss, float *logits) {
+  const dtr__gpt_config *c = &m->cfg;
   int V = c->vocab_size, C = c->n_embd, NH = c->n_head, L = c->n_layer;
   dtr_dtype dt = m->dt;
   if (!inputs) return dtr__fail(m->err, sizeof m->err, DTR_ERR_INVALID, "gpt_cuda forward: inputs is NULL");
@@ -415,7 +415,8 @@ dtr_result dtr_gpt_cuda_forward(dtr_gpt_cuda *m, const int32_t *inputs, const in
 
 /* ---------------------------------------------------------------- backward */
 
-static dtr_result report(dtr_gpt_cuda *m, dtr_gpt_grad_ready_fn ready, void *arg, size_t off, size_t count) {
+static dtr_result report(dtr__gpt_cuda *m, dtr__gpt_grad_ready_fn ready, void *arg, size_t off,
+                         size_t count) {
   if (!ready) return DTR_OK;
   dtr_result rc = ready(arg, off, count);
   if (rc != DTR_OK)
@@ -425,19 +426,19 @@ static dtr_result report(dtr_gpt_cuda *m, dtr_gpt_grad_ready_fn ready, void *arg
   return DTR_OK;
 }
 
-dtr_result dtr_gpt_cuda_backward(dtr_gpt_cuda *m, float grad_scale, dtr_gpt_grad_ready_fn ready,
-                                 void *ready_arg) {
+dtr_result dtr__gpt_cuda_backward(dtr__gpt_cuda *m, float grad_scale, dtr__gpt_grad_ready_fn ready,
+                                  void *ready_arg) {
   if (!m->have_targets)
     return dtr__fail(m->err, sizeof m->err, DTR_ERR_INVALID,
                      "gpt_cuda backward: the last forward had no targets");
-  const dtr_gpt_config *c = &m->cfg;
+  const dtr__gpt_config *c = &m->cfg;
   int B = m->B, T = m->T, V = c->vocab_size, C = c->n_embd, NH = c->n_head, L = c->n_layer;
   int N = B * T, nt = m->ntensors;
   size_t NC = (size_t)N * C, es = m->es, att_l = (size_t)B * NH * T * T;
   dtr_dtype dt = m->dt;
   dtr_cuda_ctx *x_ = m->ctx;
   acts *a = &m->a;
-  const dtr_gpt_param *tab = m->tensors;
+  const dtr__gpt_param *tab = m->tensors;
   m->have_targets = 0; /* the probabilities become dlogits: a second backward would be wrong */
 
   /* loss = mean over scored positions, times grad_scale */
@@ -479,7 +480,7 @@ dtr_result dtr_gpt_cuda_backward(dtr_gpt_cuda *m, float grad_scale, dtr_gpt_grad
                             W(m, LT(l, QKVW)), N, C, 3 * C));
     OP(dtr__layernorm_bwd_cuda(x_, dt, a->dres, G(m, LT(l, LN1W)), G(m, LT(l, LN1B)), a->dln, x,
                                W(m, LT(l, LN1W)), a->ln1_mean + so, a->ln1_rstd + so, N, C));
-    const dtr_gpt_param *first = &tab[LT(l, 0)], *last = &tab[LT(l, PER_LAYER - 1)];
+    const dtr__gpt_param *first = &tab[LT(l, 0)], *last = &tab[LT(l, PER_LAYER - 1)];
     DTR_CHECK(report(m, ready, ready_arg, first->offset, last->offset + last->count - first->offset));
   }
   OP(dtr__embedding_bwd_cuda(x_, dt, G(m, 0), G(m, 1), a->dres, m->inputs, B, T, C, V));

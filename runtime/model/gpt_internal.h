@@ -1,5 +1,5 @@
-/* Inside the reference GPT (runtime/model/gpt.c, runtime/model/gpt_pass.c): the model struct, its parameter table
- * and activation arena. Other runtime files include this only for dtr__gpt_last_error. */
+/* Inside the reference GPT (runtime/model/gpt.c, runtime/model/gpt_pass.c): the model struct, its parameter
+ * table and activation arena. Other runtime files include this only for dtr__gpt_last_error. */
 #ifndef DTRAIN_RUNTIME_GPT_INTERNAL_H
 #define DTRAIN_RUNTIME_GPT_INTERNAL_H
 
@@ -28,13 +28,13 @@ typedef struct dtr__gpt_acts {
   float *dres, *dln, *dbig, *dqkv, *datty; /* [B,T,C], [B,T,C], [B,T,4C], [B,T,3C], [B,T,C] */
 } dtr__gpt_acts;
 
-struct dtr_gpt {
-  dtr_gpt_config cfg;
+struct dtr__gpt {
+  dtr__gpt_config cfg;
   int threads, max_batch;
   size_t nparams;
   float *params, *grads;
   int ntensors;
-  dtr_gpt_param *tensors;
+  dtr__gpt_param *tensors;
   float *arena; /* all activations */
   dtr__gpt_acts a;
   int32_t *inputs, *targets; /* copies of the last forward's, [max_batch*block_size] */
@@ -43,9 +43,9 @@ struct dtr_gpt {
 };
 
 /* Parameter views of a flat buffer (params or grads) in the order of gpt.h. */
-void dtr__gpt_views(const dtr_gpt *m, float *base, float **wte, float **wpe, dtr__gpt_layer *layers,
+void dtr__gpt_views(const dtr__gpt *m, float *base, float **wte, float **wpe, dtr__gpt_layer *layers,
                     float **lnfw, float **lnfb);
 /* Why the last call on m failed ("" when none did). */
-const char *dtr__gpt_last_error(const dtr_gpt *m);
+const char *dtr__gpt_last_error(const dtr__gpt *m);
 
 #endif

@@ -6,7 +6,7 @@
 
 #include "common/check.h"
 
-static void add(dtr_gpt_param *t, size_t *off, const char *name, int64_t d0, int64_t d1) {
+static void add(dtr__gpt_param *t, size_t *off, const char *name, int64_t d0, int64_t d1) {
   snprintf(t->name, sizeof t->name, "%s", name);
   t->ndim = d1 > 0 ? 2 : 1;
   t->shape[0] = d0;
@@ -17,7 +17,7 @@ static void add(dtr_gpt_param *t, size_t *off, const char *name, int64_t d0, int
   *off += t->count;
 }
 
-size_t dtr__gpt_layout(const dtr_gpt_config *c, dtr_gpt_param *out) {
+size_t dtr__gpt_layout(const dtr__gpt_config *c, dtr__gpt_param *out) {
   int64_t C = c->n_embd;
   size_t off = 0;
   int i = 0;
@@ -40,7 +40,7 @@ size_t dtr__gpt_layout(const dtr_gpt_config *c, dtr_gpt_param *out) {
   return off;
 }
 
-dtr_result dtr__gpt_check_config(const dtr_gpt_config *c, int max_batch, const char *who, char *err,
+dtr_result dtr__gpt_check_config(const dtr__gpt_config *c, int max_batch, const char *who, char *err,
                                  size_t errcap) {
   if (!c) return dtr__fail(err, errcap, DTR_ERR_INVALID, "%s config: NULL", who);
   const struct {

@@ -10,17 +10,17 @@
 #define DTR_GPT_PER_LAYER 12 /* tensors per block */
 
 /* Tensors a config has: wte, wpe, DTR_GPT_PER_LAYER per layer, lnf.w, lnf.b. */
-static inline int dtr__gpt_num_tensors(const dtr_gpt_config *c) {
+static inline int dtr__gpt_config_num_tensors(const dtr__gpt_config *c) {
   return 4 + DTR_GPT_PER_LAYER * c->n_layer;
 }
 /* Table index of layer l's tensor k (k in gpt.h's per-layer order). */
 static inline int dtr__gpt_layer_tensor(int l, int k) {
   return 2 + l * DTR_GPT_PER_LAYER + k;
 }
-/* Fill out[0 .. dtr__gpt_num_tensors(c)) in gpt.h's order; returns the total parameter count. */
-size_t dtr__gpt_layout(const dtr_gpt_config *c, dtr_gpt_param *out);
+/* Fill out[0 .. dtr__gpt_config_num_tensors(c)) in gpt.h's order; returns the total parameter count. */
+size_t dtr__gpt_layout(const dtr__gpt_config *c, dtr__gpt_param *out);
 /* Sizes > 0, n_embd divisible by n_head, activations for max_batch that fit; err starts with `who`. */
-dtr_result dtr__gpt_check_config(const dtr_gpt_config *c, int max_batch, const char *who, char *err,
+dtr_result dtr__gpt_check_config(const dtr__gpt_config *c, int max_batch, const char *who, char *err,
                                  size_t errcap);
 
 #endif

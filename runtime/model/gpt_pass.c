@@ -10,9 +10,9 @@
 
 #define MAX_LAYERS_ON_STACK 64
 
-dtr_result dtr_gpt_forward(dtr_gpt *m, const int32_t *inputs, const int32_t *targets, int B, int T,
-                           float *loss, float *logits) {
-  const dtr_gpt_config *c = &m->cfg;
+dtr_result dtr__gpt_forward(dtr__gpt *m, const int32_t *inputs, const int32_t *targets, int B, int T,
+                            float *loss, float *logits) {
+  const dtr__gpt_config *c = &m->cfg;
   int V = c->vocab_size, C = c->n_embd, NH = c->n_head, L = c->n_layer, th = m->threads;
   if (!inputs) return dtr__fail(m->err, sizeof m->err, DTR_ERR_INVALID, "gpt forward: inputs is NULL");
   if (B <= 0 || B > m->max_batch)
@@ -90,7 +90,7 @@ dtr_result dtr_gpt_forward(dtr_gpt *m, const int32_t *inputs, const int32_t *tar
   return DTR_OK;
 }
 
-static dtr_result report(dtr_gpt *m, dtr_gpt_grad_ready_fn ready, void *arg, size_t off, size_t count) {
+static dtr_result report(dtr__gpt *m, dtr__gpt_grad_ready_fn ready, void *arg, size_t off, size_t count) {
   if (!ready) return DTR_OK;
   dtr_result rc = ready(arg, off, count);
   if (rc != DTR_OK)
@@ -100,10 +100,10 @@ static dtr_result report(dtr_gpt *m, dtr_gpt_grad_ready_fn ready, void *arg, siz
   return DTR_OK;
 }
 
-dtr_result dtr_gpt_backward(dtr_gpt *m, float grad_scale, dtr_gpt_grad_ready_fn ready, void *ready_arg) {
+dtr_result dtr__gpt_backward(dtr__gpt *m, float grad_scale, dtr__gpt_grad_ready_fn ready, void *ready_arg) {
   if (!m->have_targets)
     return dtr__fail(m->err, sizeof m->err, DTR_ERR_INVALID, "gpt backward: the last forward had no targets");
-  const dtr_gpt_config *c = &m->cfg;
+  const dtr__gpt_config *c = &m->cfg;
   int B = m->B, T = m->T, V = c->vocab_size, C = c->n_embd, NH = c->n_head, L = c->n_layer, th = m->threads;
   int N = B * T;
   size_t NC = (size_t)N * C;
@@ -112,7 +112,7 @@ dtr_result dtr_gpt_backward(dtr_gpt *m, float grad_scale, dtr_gpt_grad_ready_fn 
   dtr__gpt_views(m, m->params, &wte, &wpe, P, &lnfw, &lnfb);
   dtr__gpt_views(m, m->grads, &gwte, &gwpe, G, &glnfw, &glnfb);
   dtr__gpt_acts *a = &m->a;
-  const dtr_gpt_param *tab = m->tensors;
+  const dtr__gpt_param *tab = m->tensors;
 
   /* loss = mean over scored positions, times grad_scale */
   float dloss = m->nscored ? grad_scale / (float)m->nscored : 0.0f;
@@ -123,7 +123,7 @@ dtr_result dtr_gpt_backward(dtr_gpt *m, float grad_scale, dtr_gpt_grad_ready_fn 
   memset(a->dres, 0, NC * sizeof(float));
   dtr__layernorm_bwd_cpu(a->dres, glnfw, glnfb, a->dln, a->residual3 + (size_t)(L - 1) * NC, lnfw,
                          a->lnf_mean, a->lnf_rstd, N, C, th);
-  const dtr_gpt_param *lnf = &tab[m->ntensors - 2];
+  const dtr__gpt_param *lnf = &tab[m->ntensors - 2];
   DTR_CHECK(report(m, ready, ready_arg, lnf->offset, m->nparams - lnf->offset));
 
   /* dres holds d(loss)/d(residual stream) above the layer being processed */
@@ -150,7 +150,7 @@ dtr_result dtr_gpt_backward(dtr_gpt *m, float grad_scale, dtr_gpt_grad_ready_fn 
     dtr__matmul_bwd_cpu(a->dln, G[l].qkvw, G[l].qkvb, a->dqkv, ln1, P[l].qkvw, N, C, 3 * C, th);
     dtr__layernorm_bwd_cpu(a->dres, G[l].ln1w, G[l].ln1b, a->dln, x, P[l].ln1w, a->ln1_mean + (size_t)l * N,
                            a->ln1_rstd + (size_t)l * N, N, C, th);
-    const dtr_gpt_param *first = &tab[2 + l * 12], *last = &tab[2 + l * 12 + 11];
+    const dtr__gpt_param *first = &tab[2 + l * 12], *last = &tab[2 + l * 12 + 11];
     DTR_CHECK(report(m, ready, ready_arg, first->offset, last->offset + last->count - first->offset));
   }
   dtr__embedding_bwd_cpu(gwte, gwpe, a->dres, m->inputs, B, T, C, th);

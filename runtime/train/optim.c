@@ -40,9 +40,10 @@ void dtr_adamw_free(dtr_adamw *o) {
 }
 
 /* DTR_VEC: with FMA instructions fmaf is one instruction instead of a libm call (about 6x faster here);
- * the arithmetic, and so the bits, are the same in both clones. */
-DTR_VEC void dtr_adamw_step(dtr_adamw *o, float *params, const float *grads, const uint8_t *decay_mask,
-                            double lr) {
+ * the arithmetic, and so the bits, are the same in both clones. Static, so that the clones' resolver
+ * stays inside the library: dtr_adamw_step below is the one exported name. */
+DTR_VEC static void adamw_step(dtr_adamw *o, float *params, const float *grads, const uint8_t *decay_mask,
+                               double lr) {
   if (!o || !o->m || (o->n && (!params || !grads))) return;
   o->t++;
   o->lr = lr;
@@ -68,6 +69,10 @@ DTR_VEC void dtr_adamw_step(dtr_adamw *o, float *params, const float *grads, con
     float denom = sqrtf(vi) / fbc2 + feps;
     params[i] = p + neg_step * mi / denom;
   }
+}
+
+void dtr_adamw_step(dtr_adamw *o, float *params, const float *grads, const uint8_t *decay_mask, double lr) {
+  adamw_step(o, params, grads, decay_mask, lr);
 }
 
 double dtr_lr_at(int64_t step, int64_t warmup, int64_t total, double lr, double min_lr) {

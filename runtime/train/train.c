@@ -29,7 +29,7 @@ typedef struct trainer {
   dtr__gpu *gpu;       /* train.device cuda; NULL on the cpu */
   int rank, dp, dp_rank, threads;
   dtr_data *data;
-  dtr_gpt *model;
+  dtr__gpt *model;
   dtr_adamw opt;
   int opt_ready;
   uint8_t *decay;
@@ -165,8 +165,8 @@ static dtr_result setup(trainer *t) {
   t->T = dtr__data_seq_len(t->data);
   dtr__data_rank_range(t->data, &t->first, &t->count);
 
-  dtr_gpt_config gc = {r->model.vocab_size > 0 ? r->model.vocab_size : dtr__data_vocab(t->data),
-                       r->model.block_size, r->model.n_layer, r->model.n_head, r->model.n_embd};
+  dtr__gpt_config gc = {r->model.vocab_size > 0 ? r->model.vocab_size : dtr__data_vocab(t->data),
+                        r->model.block_size, r->model.n_layer, r->model.n_head, r->model.n_embd};
   if (gc.vocab_size < dtr__data_vocab(t->data)) {
     return dtr__fail(err, errcap, DTR_ERR_INVALID,
                      "%s: model.vocab_size=%d is smaller than the data's %d tokens", r->path, gc.vocab_size,
@@ -174,17 +174,17 @@ static dtr_result setup(trainer *t) {
   }
   /* On cuda the host model holds the seeded initial weights (both devices start alike) and serves the
    * accuracy evaluation's greedy decoding (batch 1) from downloaded weights. */
-  DTR_CHECK(dtr_gpt_create(&gc, r->job.seed, t->threads, on_cuda(r) ? 1 : mb, &t->model, err, errcap));
-  t->nparams = dtr_gpt_num_params(t->model);
+  DTR_CHECK(dtr__gpt_create(&gc, r->job.seed, t->threads, on_cuda(r) ? 1 : mb, &t->model, err, errcap));
+  t->nparams = dtr__gpt_num_params(t->model);
   if (on_cuda(r))
-    DTR_CHECK(dtr__gpu_create(r, &gc, dtr_gpt_params(t->model), t->nparams, dtr_runtime_cuda_device(t->rt),
+    DTR_CHECK(dtr__gpu_create(r, &gc, dtr__gpt_params(t->model), t->nparams, dtr_runtime_cuda_device(t->rt),
                               mb, t->grad_comm, &t->gpu, err, errcap));
   t->x = malloc((size_t)mb * t->T * sizeof *t->x);
   t->y = malloc((size_t)mb * t->T * sizeof *t->y);
   t->decay = calloc(t->nparams, 1);
   if (!t->x || !t->y || !t->decay) return dtr__fail(err, errcap, DTR_ERR_NOMEM, "trainer: out of memory");
-  for (int i = 0; i < dtr_gpt_num_tensors(t->model); i++) {
-    const dtr_gpt_param *p = dtr_gpt_tensor(t->model, i);
+  for (int i = 0; i < dtr__gpt_num_tensors(t->model); i++) {
+    const dtr__gpt_param *p = dtr__gpt_tensor(t->model, i);
     if (p->decay) memset(t->decay + p->offset, 1, p->count);
   }
   DTR_CHECK(dtr_adamw_init(&t->opt, t->nparams, r->train.beta1, r->train.beta2, r->train.eps,
@@ -194,16 +194,16 @@ static dtr_result setup(trainer *t) {
          first = (size_t)(r->train.first_bucket_mb * 1048576.0);
   if (bucket < 4096) bucket = 4096;
   if (first < 4096) first = 4096;
-  DTR_CHECK(dtr_dp_sync_create(t->grad_comm, t->gpu ? dtr__gpu_grads(t->gpu) : dtr_gpt_grads(t->model),
+  DTR_CHECK(dtr_dp_sync_create(t->grad_comm, t->gpu ? dtr__gpu_grads(t->gpu) : dtr__gpt_grads(t->model),
                                t->nparams, bucket, first, r->train.overlap, &t->sync));
 
   t->state.magic = DTR_TRAIN_STATE_MAGIC;
   t->state.version = DTR_TRAIN_STATE_VERSION;
   t->state.seed = r->job.seed;
   t->state.first_loss = NAN;
-  dtr__train_bufs bufs = {dtr_gpt_tensor(t->model, 0),
-                          dtr_gpt_num_tensors(t->model),
-                          dtr_gpt_params(t->model),
+  dtr__train_bufs bufs = {dtr__gpt_tensor(t->model, 0),
+                          dtr__gpt_num_tensors(t->model),
+                          dtr__gpt_params(t->model),
                           t->opt.m,
                           t->opt.v,
                           DTR_CKPT_HOST};
@@ -218,7 +218,7 @@ static void teardown(trainer *t) {
   dtr_dp_sync_destroy(t->sync);
   if (t->opt_ready) dtr_adamw_free(&t->opt);
   dtr__gpu_destroy(t->gpu);
-  dtr_gpt_destroy(t->model);
+  dtr__gpt_destroy(t->model);
   dtr__data_close(t->data);
   dtr__metrics_close(t->metrics);
   free(t->x);
@@ -249,7 +249,7 @@ static dtr_result finish_step(trainer *t, int64_t step, double *lr, double gnorm
   }
   t->skipped_in_a_row = 0;
   if (t->gpu) return dtr__gpu_adamw(t->gpu, &t->opt, *lr, coef, t->err, t->errcap);
-  dtr_adamw_step(&t->opt, dtr_gpt_params(t->model), dtr_gpt_grads(t->model), t->decay, *lr);
+  dtr_adamw_step(&t->opt, dtr__gpt_params(t->model), dtr__gpt_grads(t->model), t->decay, *lr);
   return DTR_OK;
 }
 
@@ -264,19 +264,19 @@ static dtr_result train_step(trainer *t, int64_t step, double *loss, double *lr,
                                   &coef, t->err, t->errcap));
     return finish_step(t, step, lr, *gnorm, coef);
   }
-  dtr_gpt_zero_grad(t->model);
+  dtr__gpt_zero_grad(t->model);
   double sum = 0;
   for (int k = 0; k < t->accum; k++) {
     dtr_result rc = dtr__data_batch(t->data, t->first + k * t->micro, t->micro, t->x, t->y);
     if (rc != DTR_OK) return dtr__fail(t->err, t->errcap, rc, "data batch of step %lld", (long long)step);
     float l = 0;
-    rc = dtr_gpt_forward(t->model, t->x, t->y, t->micro, t->T, &l, NULL);
+    rc = dtr__gpt_forward(t->model, t->x, t->y, t->micro, t->T, &l, NULL);
     if (rc != DTR_OK) return gpt_fail(t, rc, "forward");
     sum += l;
     /* Only the last micro-step's gradients are final: it alone starts the buckets' all-reduce. */
     int last = k == t->accum - 1;
-    rc = dtr_gpt_backward(t->model, 1.0f / (float)t->accum, last ? on_grads_ready : NULL,
-                          last ? t->sync : NULL);
+    rc = dtr__gpt_backward(t->model, 1.0f / (float)t->accum, last ? on_grads_ready : NULL,
+                           last ? t->sync : NULL);
     if (rc != DTR_OK)
       return rc == DTR_ERR_INVALID ? gpt_fail(t, rc, "backward") : comm_fail(t, rc, "backward");
   }
@@ -287,7 +287,7 @@ static dtr_result train_step(trainer *t, int64_t step, double *loss, double *lr,
   rc = dtr_all_reduce(t->dp_comm, &mean, &mean, 1, DTR_F64, DTR_AVG, NULL);
   if (rc != DTR_OK) return comm_fail(t, rc, "loss all-reduce");
   *loss = mean;
-  *gnorm = dtr_clip_grad_norm(dtr_gpt_grads(t->model), t->nparams, r->train.grad_clip);
+  *gnorm = dtr_clip_grad_norm(dtr__gpt_grads(t->model), t->nparams, r->train.grad_clip);
   return finish_step(t, step, lr, *gnorm, 1.0);
 }
 
@@ -297,10 +297,10 @@ static dtr_result evaluate(trainer *t, double *acc) {
   int pl = 0, al = 0;
   int64_t correct = 0;
   /* On cuda the host model decodes with the device's current weights (batch 1 gains nothing there). */
-  if (t->gpu) DTR_CHECK(dtr__gpu_download(t->gpu, dtr_gpt_params(t->model), NULL, NULL, t->err, t->errcap));
+  if (t->gpu) DTR_CHECK(dtr__gpu_download(t->gpu, dtr__gpt_params(t->model), NULL, NULL, t->err, t->errcap));
   for (int64_t i = t->dp_rank; i < EVAL_PROBLEMS; i += t->dp) {
     DTR_CHECK(dtr__data_eval_problem(t->data, i, prompt, &pl, answer, &al));
-    dtr_result rc = dtr_gpt_generate(t->model, prompt, pl, al, out);
+    dtr_result rc = dtr__gpt_generate(t->model, prompt, pl, al, out);
     if (rc != DTR_OK) return gpt_fail(t, rc, "evaluation");
     correct += memcmp(out, answer, (size_t)al * sizeof *out) == 0;
   }
@@ -335,14 +335,14 @@ static void fault_hook_fire(const fault_hook *f, int rank, int64_t step) {
 }
 
 static uint64_t weights_digest(trainer *t) {
-  if (t->gpu && dtr__gpu_download(t->gpu, dtr_gpt_params(t->model), t->opt.m, t->opt.v, t->err, t->errcap)) {
+  if (t->gpu && dtr__gpu_download(t->gpu, dtr__gpt_params(t->model), t->opt.m, t->opt.v, t->err, t->errcap)) {
     DTR_WARN("weights digest: %s", t->err);
     return 0;
   }
   XXH64_state_t *h = XXH64_createState();
   if (!h) return 0;
   XXH64_reset(h, 0);
-  XXH64_update(h, dtr_gpt_params(t->model), t->nparams * sizeof(float));
+  XXH64_update(h, dtr__gpt_params(t->model), t->nparams * sizeof(float));
   XXH64_update(h, t->opt.m, t->nparams * sizeof(float));
   XXH64_update(h, t->opt.v, t->nparams * sizeof(float));
   uint64_t d = XXH64_digest(h);

@@ -17,7 +17,7 @@ struct dtr__train_ckpt {
   dtr_data *data;
 };
 
-static dtr_result add_copy(dtr_ckpt *ck, const char *prefix, const dtr_gpt_param *p, float *base, int device,
+static dtr_result add_copy(dtr_ckpt *ck, const char *prefix, const dtr__gpt_param *p, float *base, int device,
                            int dp_rank, int dp) {
   char name[DTR_CKPT_MAX_NAME];
   snprintf(name, sizeof name, "%s%s", prefix, p->name);
@@ -46,7 +46,7 @@ dtr_result dtr__train_ckpt_create(const dtr_recipe *r, const char *dir, dtr_comm
   DTR_CHECK_GOTO(dtr_ckpt_create(&cfg, &c->ck, err, errcap), rc, fail);
   /* The same names and slabs on either device: a checkpoint of a cuda run loads into a cpu run. */
   for (int i = 0; i < bufs->ntensors; i++) {
-    const dtr_gpt_param *p = &bufs->tab[i];
+    const dtr__gpt_param *p = &bufs->tab[i];
     DTR_CHECK_GOTO(add_copy(c->ck, "model/", p, bufs->params, bufs->device, dp_rank, dp), rc, reg_fail);
     DTR_CHECK_GOTO(add_copy(c->ck, "adamw.m/", p, bufs->adam_m, bufs->device, dp_rank, dp), rc, reg_fail);
     DTR_CHECK_GOTO(add_copy(c->ck, "adamw.v/", p, bufs->adam_v, bufs->device, dp_rank, dp), rc, reg_fail);

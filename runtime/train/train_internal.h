@@ -58,7 +58,7 @@ typedef struct dtr__train_ckpt dtr__train_ckpt;
  * (parameters, AdamW m and v), in host memory (the cpu trainer) or in the CUDA device memory of the
  * device current at registration (the cuda trainer: device DTR_CKPT_CUDA). */
 typedef struct dtr__train_bufs {
-  const dtr_gpt_param *tab;
+  const dtr__gpt_param *tab;
   int ntensors;
   float *params, *adam_m, *adam_v;
   int device; /* a dtr_ckpt_device */
@@ -96,7 +96,7 @@ typedef struct dtr__step_data {
  * CPU model's seeded weights, so both devices start alike); grad_comm (nccl, the DP group) is ordered
  * after the model's stream from here on (dtr_comm_set_cuda_stream). A build without CUDA:
  * DTR_ERR_UNSUPPORTED. */
-dtr_result dtr__gpu_create(const dtr_recipe *r, const dtr_gpt_config *gc, const float *init, size_t n,
+dtr_result dtr__gpu_create(const dtr_recipe *r, const dtr__gpt_config *gc, const float *init, size_t n,
                            int device, int max_batch, dtr_comm *grad_comm, dtr__gpu **out, char *err,
                            size_t errcap);
 /* Stops ordering grad_comm after the model's stream, frees the model. NULL is fine. */

@@ -34,7 +34,7 @@
 
 typedef struct cfgcase {
   const char *name;
-  dtr_gpt_config cfg;
+  dtr__gpt_config cfg;
   int B;
 } cfgcase;
 
@@ -133,7 +133,7 @@ static void check_loss(const char *what, dtr_dtype dt, float got, float ref) {
  * write to a reported range, or a range reported before its ops were queued, shows up). */
 #define MAX_RANGES 80
 typedef struct ready_rec {
-  dtr_gpt_cuda *m;
+  dtr__gpt_cuda *m;
   float *snap;
   int n;
   size_t off[MAX_RANGES], count[MAX_RANGES];
@@ -148,13 +148,13 @@ static dtr_result on_ready(void *arg, size_t off, size_t count) {
   }
   r->n++;
   /* a download waits for the stream: it sees exactly what the queued ops produced */
-  if (dtr__cuda_download(dtr_gpt_cuda_ctx(r->m), r->snap + off, dtr_gpt_cuda_grads_dev(r->m) + off,
+  if (dtr__cuda_download(dtr__gpt_cuda_ctx(r->m), r->snap + off, dtr__gpt_cuda_grads_dev(r->m) + off,
                          count * sizeof(float)) != DTR_OK)
     r->download_failed = 1;
   return DTR_OK;
 }
 
-static void check_ready(const char *name, const ready_rec *r, const dtr_gpt_config *cfg, size_t nparams,
+static void check_ready(const char *name, const ready_rec *r, const dtr__gpt_config *cfg, size_t nparams,
                         const float *final_grads) {
   int ok = r->n == cfg->n_layer + 2 && !r->download_failed;
   size_t end = nparams;
@@ -169,41 +169,41 @@ static void check_ready(const char *name, const ready_rec *r, const dtr_gpt_conf
 }
 
 /* ---- the table: same names, shapes, offsets, decay flags */
-static void check_table(const cfgcase *cc, dtr_gpt *cpu, dtr_gpt_cuda *gpu) {
-  int ok = dtr_gpt_num_tensors(cpu) == dtr_gpt_cuda_num_tensors(gpu) &&
-           dtr_gpt_num_params(cpu) == dtr_gpt_cuda_num_params(gpu);
-  for (int i = 0; ok && i < dtr_gpt_num_tensors(cpu); i++) {
-    const dtr_gpt_param *a = dtr_gpt_tensor(cpu, i), *b = dtr_gpt_cuda_tensor(gpu, i);
+static void check_table(const cfgcase *cc, dtr__gpt *cpu, dtr__gpt_cuda *gpu) {
+  int ok = dtr__gpt_num_tensors(cpu) == dtr__gpt_cuda_num_tensors(gpu) &&
+           dtr__gpt_num_params(cpu) == dtr__gpt_cuda_num_params(gpu);
+  for (int i = 0; ok && i < dtr__gpt_num_tensors(cpu); i++) {
+    const dtr__gpt_param *a = dtr__gpt_tensor(cpu, i), *b = dtr__gpt_cuda_tensor(gpu, i);
     ok = !strcmp(a->name, b->name) && a->ndim == b->ndim && a->shape[0] == b->shape[0] &&
          a->shape[1] == b->shape[1] && a->offset == b->offset && a->count == b->count && a->decay == b->decay;
     if (!ok) printf("  tensor %d: cpu %s @%zu, gpu %s @%zu\n", i, a->name, a->offset, b->name, b->offset);
   }
   check(ok, "table  %-8s %d tensors, %zu params: same names, shapes, offsets and decay flags as gpt.c",
-        cc->name, dtr_gpt_num_tensors(cpu), dtr_gpt_num_params(cpu));
+        cc->name, dtr__gpt_num_tensors(cpu), dtr__gpt_num_params(cpu));
 }
 
-static dtr_gpt_cuda *make_gpu(const cfgcase *cc, dtr_gpt *cpu, dtr_dtype dt) {
+static dtr__gpt_cuda *make_gpu(const cfgcase *cc, dtr__gpt *cpu, dtr_dtype dt) {
   char err[512] = "";
-  dtr_gpt_cuda *g = NULL;
-  dtr_result rc = dtr_gpt_cuda_create(&cc->cfg, dtr_gpt_params(cpu), dtr_gpt_num_params(cpu), 0, dt, cc->B,
-                                      &g, err, sizeof err);
+  dtr__gpt_cuda *g = NULL;
+  dtr_result rc = dtr__gpt_cuda_create(&cc->cfg, dtr__gpt_params(cpu), dtr__gpt_num_params(cpu), 0, dt, cc->B,
+                                       &g, err, sizeof err);
   if (rc != DTR_OK)
-    check(0, "%-5s %-8s dtr_gpt_cuda_create: %s (%s)", dtname(dt), cc->name, dtr_strerror(rc), err);
+    check(0, "%-5s %-8s dtr__gpt_cuda_create: %s (%s)", dtname(dt), cc->name, dtr_strerror(rc), err);
   return g;
 }
 
-static dtr_gpt *make_cpu(const cfgcase *cc, uint64_t seed) {
+static dtr__gpt *make_cpu(const cfgcase *cc, uint64_t seed) {
   char err[256] = "";
-  dtr_gpt *m = NULL;
-  dtr_result rc = dtr_gpt_create(&cc->cfg, seed, g_threads, cc->B, &m, err, sizeof err);
+  dtr__gpt *m = NULL;
+  dtr_result rc = dtr__gpt_create(&cc->cfg, seed, g_threads, cc->B, &m, err, sizeof err);
   if (rc != DTR_OK) {
-    check(0, "cpu    %-8s dtr_gpt_create: %s (%s)", cc->name, dtr_strerror(rc), err);
+    check(0, "cpu    %-8s dtr__gpt_create: %s (%s)", cc->name, dtr_strerror(rc), err);
     return NULL;
   }
   /* Perturb every parameter so no two tensors hold the same values (the initial norms are all ones and
    * the biases zeros: a mix-up between them would go unnoticed). */
-  float *p = dtr_gpt_params(m);
-  for (size_t i = 0; i < dtr_gpt_num_params(m); i++)
+  float *p = dtr__gpt_params(m);
+  for (size_t i = 0; i < dtr__gpt_num_params(m); i++)
     p[i] += 0.05f * (float)((double)(next_u64() >> 11) / 9007199254740992.0 * 2.0 - 1.0);
   return m;
 }
@@ -211,11 +211,11 @@ static dtr_gpt *make_cpu(const cfgcase *cc, uint64_t seed) {
 /* Two micro-steps (full block, then a shorter T) with grad_scale 0.5 each: losses, logits, accumulated
  * gradients per tensor, ready ranges of the second backward, and the gradient sum of squares. */
 static void check_pass(const cfgcase *cc, dtr_dtype dt) {
-  const dtr_gpt_config *c = &cc->cfg;
+  const dtr__gpt_config *c = &cc->cfg;
   int B = cc->B, V = c->vocab_size;
-  dtr_gpt *cpu = make_cpu(cc, 7);
-  dtr_gpt_cuda *gpu = cpu ? make_gpu(cc, cpu, dt) : NULL;
-  size_t n = cpu ? dtr_gpt_num_params(cpu) : 0, nl = (size_t)B * c->block_size * V;
+  dtr__gpt *cpu = make_cpu(cc, 7);
+  dtr__gpt_cuda *gpu = cpu ? make_gpu(cc, cpu, dt) : NULL;
+  size_t n = cpu ? dtr__gpt_num_params(cpu) : 0, nl = (size_t)B * c->block_size * V;
   int32_t *in = malloc((size_t)B * c->block_size * sizeof(int32_t));
   int32_t *tg = malloc((size_t)B * c->block_size * sizeof(int32_t));
   float *lg_c = malloc(nl * sizeof(float)), *lg_g = malloc(nl * sizeof(float));
@@ -226,67 +226,67 @@ static void check_pass(const cfgcase *cc, dtr_dtype dt) {
     goto done;
   }
   if (dt == DTR_F32) check_table(cc, cpu, gpu);
-  dtr_gpt_zero_grad(cpu);
+  dtr__gpt_zero_grad(cpu);
   ready_rec rec = {.m = gpu, .snap = snap};
   for (int step = 0; step < 2; step++) {
     int T = step == 0 || c->block_size < 4 ? c->block_size : c->block_size - 3;
     make_batch(in, tg, B * T, V);
     float lc = 0, lgpu = 0;
-    dtr_result rc = dtr_gpt_forward(cpu, in, tg, B, T, &lc, lg_c);
-    dtr_result rg = dtr_gpt_cuda_forward(gpu, in, tg, B, T, &lgpu, lg_g);
+    dtr_result rc = dtr__gpt_forward(cpu, in, tg, B, T, &lc, lg_c);
+    dtr_result rg = dtr__gpt_cuda_forward(gpu, in, tg, B, T, &lgpu, lg_g);
     snprintf(what, sizeof what, "%s/T%d", cc->name, T);
     if (rc != DTR_OK || rg != DTR_OK) {
       check(0, "%-5s %-8s forward: cpu %s, gpu %s (%s)", dtname(dt), what, dtr_strerror(rc), dtr_strerror(rg),
-            dtr_gpt_cuda_last_error(gpu));
+            dtr__gpt_cuda_last_error(gpu));
       goto done;
     }
     check_loss(what, dt, lgpu, lc);
     compare(what, "logits", dt, lg_g, lg_c, (size_t)B * T * V);
     rec.n = 0;
-    rc = dtr_gpt_backward(cpu, 0.5f, NULL, NULL);
-    rg = dtr_gpt_cuda_backward(gpu, 0.5f, on_ready, &rec);
+    rc = dtr__gpt_backward(cpu, 0.5f, NULL, NULL);
+    rg = dtr__gpt_cuda_backward(gpu, 0.5f, on_ready, &rec);
     if (rc != DTR_OK || rg != DTR_OK) {
       check(0, "%-5s %-8s backward: cpu %s, gpu %s (%s)", dtname(dt), what, dtr_strerror(rc),
-            dtr_strerror(rg), dtr_gpt_cuda_last_error(gpu));
+            dtr_strerror(rg), dtr__gpt_cuda_last_error(gpu));
       goto done;
     }
   }
-  if (dtr_gpt_cuda_get_grads(gpu, gg) != DTR_OK) {
-    check(0, "%-5s %-8s get_grads: %s", dtname(dt), cc->name, dtr_gpt_cuda_last_error(gpu));
+  if (dtr__gpt_cuda_get_grads(gpu, gg) != DTR_OK) {
+    check(0, "%-5s %-8s get_grads: %s", dtname(dt), cc->name, dtr__gpt_cuda_last_error(gpu));
     goto done;
   }
-  const float *gc = dtr_gpt_grads(cpu);
+  const float *gc = dtr__gpt_grads(cpu);
   snprintf(what, sizeof what, "%s", cc->name);
-  for (int i = 0; i < dtr_gpt_num_tensors(cpu); i++) {
-    const dtr_gpt_param *t = dtr_gpt_tensor(cpu, i);
+  for (int i = 0; i < dtr__gpt_num_tensors(cpu); i++) {
+    const dtr__gpt_param *t = dtr__gpt_tensor(cpu, i);
     compare(what, t->name, dt, gg + t->offset, gc + t->offset, t->count);
   }
   compare(what, "all grads", dt, gg, gc, n);
   check_ready(what, &rec, c, n, gg);
   double ss_g = 0.0, ss_c = 0.0;
   for (size_t i = 0; i < n; i++) ss_c += (double)gc[i] * gc[i];
-  dtr_result rs = dtr_gpt_cuda_grad_sumsq(gpu, &ss_g);
+  dtr_result rs = dtr__gpt_cuda_grad_sumsq(gpu, &ss_g);
   double rel = xabs(ss_g - ss_c) / (ss_c > 0 ? ss_c : 1e-30), tol = dt == DTR_F32 ? 1e-4 : 5e-2;
   check(rs == DTR_OK && rel <= tol, "%-5s %-8s grad sumsq gpu %.6e cpu %.6e rel %.2e (tol %.0e)", dtname(dt),
         what, ss_g, ss_c, rel, tol);
 
   if (dt == DTR_F32) { /* misuse is refused with a message naming the culprit */
     in[1] = V;
-    dtr_result r1 = dtr_gpt_cuda_forward(gpu, in, tg, B, c->block_size, NULL, NULL);
-    check(r1 == DTR_ERR_INVALID && strstr(dtr_gpt_cuda_last_error(gpu), "[0,1]"),
-          "%-8s out-of-vocabulary input refused: %s", what, dtr_gpt_cuda_last_error(gpu));
+    dtr_result r1 = dtr__gpt_cuda_forward(gpu, in, tg, B, c->block_size, NULL, NULL);
+    check(r1 == DTR_ERR_INVALID && strstr(dtr__gpt_cuda_last_error(gpu), "[0,1]"),
+          "%-8s out-of-vocabulary input refused: %s", what, dtr__gpt_cuda_last_error(gpu));
     in[1] = 0;
-    dtr_result r2 = dtr_gpt_cuda_forward(gpu, in, NULL, B, c->block_size, NULL, NULL);
-    dtr_result r3 = dtr_gpt_cuda_backward(gpu, 1.0f, NULL, NULL);
+    dtr_result r2 = dtr__gpt_cuda_forward(gpu, in, NULL, B, c->block_size, NULL, NULL);
+    dtr_result r3 = dtr__gpt_cuda_backward(gpu, 1.0f, NULL, NULL);
     check(r2 == DTR_OK && r3 == DTR_ERR_INVALID, "%-8s backward after a forward without targets refused: %s",
-          what, dtr_gpt_cuda_last_error(gpu));
-    dtr_result r4 = dtr_gpt_cuda_forward(gpu, in, tg, B + 1, c->block_size, NULL, NULL);
+          what, dtr__gpt_cuda_last_error(gpu));
+    dtr_result r4 = dtr__gpt_cuda_forward(gpu, in, tg, B + 1, c->block_size, NULL, NULL);
     check(r4 == DTR_ERR_INVALID, "%-8s batch above max_batch refused: %s", what,
-          dtr_gpt_cuda_last_error(gpu));
+          dtr__gpt_cuda_last_error(gpu));
   }
 done:
-  dtr_gpt_cuda_destroy(gpu);
-  dtr_gpt_destroy(cpu);
+  dtr__gpt_cuda_destroy(gpu);
+  dtr__gpt_destroy(cpu);
   free(in);
   free(tg);
   free(lg_c);
@@ -298,12 +298,12 @@ done:
 /* A few AdamW steps on one fixed batch: the GPU losses track the CPU's and fall. */
 #define ADAM_STEPS 6
 static void check_adamw(const cfgcase *cc, dtr_dtype dt) {
-  const dtr_gpt_config *c = &cc->cfg;
+  const dtr__gpt_config *c = &cc->cfg;
   int B = cc->B, T = c->block_size, N = B * T;
   const double lr = 3e-3, b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1;
-  dtr_gpt *cpu = make_cpu(cc, 11);
-  dtr_gpt_cuda *gpu = cpu ? make_gpu(cc, cpu, dt) : NULL;
-  size_t n = cpu ? dtr_gpt_num_params(cpu) : 0;
+  dtr__gpt *cpu = make_cpu(cc, 11);
+  dtr__gpt_cuda *gpu = cpu ? make_gpu(cc, cpu, dt) : NULL;
+  size_t n = cpu ? dtr__gpt_num_params(cpu) : 0;
   int32_t *in = malloc((size_t)N * sizeof(int32_t)), *tg = malloc((size_t)N * sizeof(int32_t));
   uint8_t *mask = malloc(n ? n : 1);
   dtr_adamw opt = {0};
@@ -311,18 +311,18 @@ static void check_adamw(const cfgcase *cc, dtr_dtype dt) {
     if (gpu) check(0, "%-5s %-8s adamw setup failed", dtname(dt), cc->name);
     goto done;
   }
-  for (int i = 0; i < dtr_gpt_num_tensors(cpu); i++) {
-    const dtr_gpt_param *t = dtr_gpt_tensor(cpu, i);
+  for (int i = 0; i < dtr__gpt_num_tensors(cpu); i++) {
+    const dtr__gpt_param *t = dtr__gpt_tensor(cpu, i);
     memset(mask + t->offset, t->decay ? 1 : 0, t->count);
   }
   make_batch(in, tg, N, c->vocab_size);
   float lc[ADAM_STEPS], lg[ADAM_STEPS];
   double worst = 0.0;
   for (int s = 0; s < ADAM_STEPS; s++) {
-    dtr_gpt_zero_grad(cpu);
-    dtr_result rc = dtr_gpt_forward(cpu, in, tg, B, T, &lc[s], NULL);
-    if (rc == DTR_OK) rc = dtr_gpt_backward(cpu, 1.0f, NULL, NULL);
-    dtr_adamw_step(&opt, dtr_gpt_params(cpu), dtr_gpt_grads(cpu), mask, lr);
+    dtr__gpt_zero_grad(cpu);
+    dtr_result rc = dtr__gpt_forward(cpu, in, tg, B, T, &lc[s], NULL);
+    if (rc == DTR_OK) rc = dtr__gpt_backward(cpu, 1.0f, NULL, NULL);
+    dtr_adamw_step(&opt, dtr__gpt_params(cpu), dtr__gpt_grads(cpu), mask, lr);
     dtr_cuda_adamw_hp hp = {.lr = (float)lr,
                             .beta1 = (float)b1,
                             .beta2 = (float)b2,
@@ -330,13 +330,13 @@ static void check_adamw(const cfgcase *cc, dtr_dtype dt) {
                             .weight_decay = (float)wd,
                             .grad_scale = 1.0f,
                             .step = s + 1};
-    dtr_result rg = dtr_gpt_cuda_zero_grad(gpu);
-    if (rg == DTR_OK) rg = dtr_gpt_cuda_forward(gpu, in, tg, B, T, &lg[s], NULL);
-    if (rg == DTR_OK) rg = dtr_gpt_cuda_backward(gpu, 1.0f, NULL, NULL);
-    if (rg == DTR_OK) rg = dtr_gpt_cuda_adamw(gpu, &hp);
+    dtr_result rg = dtr__gpt_cuda_zero_grad(gpu);
+    if (rg == DTR_OK) rg = dtr__gpt_cuda_forward(gpu, in, tg, B, T, &lg[s], NULL);
+    if (rg == DTR_OK) rg = dtr__gpt_cuda_backward(gpu, 1.0f, NULL, NULL);
+    if (rg == DTR_OK) rg = dtr__gpt_cuda_adamw(gpu, &hp);
     if (rc != DTR_OK || rg != DTR_OK) {
       check(0, "%-5s %-8s adamw step %d: cpu %s, gpu %s (%s)", dtname(dt), cc->name, s + 1, dtr_strerror(rc),
-            dtr_strerror(rg), dtr_gpt_cuda_last_error(gpu));
+            dtr_strerror(rg), dtr__gpt_cuda_last_error(gpu));
       goto done;
     }
     double rel = xabs((double)lg[s] - lc[s]) / lc[s];
@@ -351,8 +351,8 @@ static void check_adamw(const cfgcase *cc, dtr_dtype dt) {
         dtname(dt), cc->name, lg[0], lg[ADAM_STEPS - 1]);
 done:
   dtr_adamw_free(&opt);
-  dtr_gpt_cuda_destroy(gpu);
-  dtr_gpt_destroy(cpu);
+  dtr__gpt_cuda_destroy(gpu);
+  dtr__gpt_destroy(cpu);
   free(in);
   free(tg);
   free(mask);
@@ -370,17 +370,17 @@ static size_t first_diff(const void *a, const void *b, size_t n, size_t es) {
 
 #define REPEAT_STEPS 2
 static void check_repeat(const cfgcase *cc, dtr_dtype dt) {
-  const dtr_gpt_config *c = &cc->cfg;
+  const dtr__gpt_config *c = &cc->cfg;
   int B = cc->B, T = c->block_size, N = B * T, V = c->vocab_size;
-  dtr_gpt *cpu = make_cpu(cc, 5);
-  size_t n = cpu ? dtr_gpt_num_params(cpu) : 0;
+  dtr__gpt *cpu = make_cpu(cc, 5);
+  size_t n = cpu ? dtr__gpt_num_params(cpu) : 0;
   int32_t *in = malloc((size_t)N * sizeof(int32_t)), *tg = malloc((size_t)N * sizeof(int32_t));
   float *grads[2] = {malloc((n ? n : 1) * sizeof(float)), malloc((n ? n : 1) * sizeof(float))};
   float *params[2] = {malloc((n ? n : 1) * sizeof(float)), malloc((n ? n : 1) * sizeof(float))};
   float *moments[2] = {malloc((n ? n : 1) * sizeof(float)), malloc((n ? n : 1) * sizeof(float))};
   float loss[2][REPEAT_STEPS + 1];
   double ss[2] = {0, 0};
-  dtr_gpt_cuda *gpu = NULL;
+  dtr__gpt_cuda *gpu = NULL;
   if (!cpu || !in || !tg || !grads[0] || !grads[1] || !params[0] || !params[1] || !moments[0] ||
       !moments[1]) {
     check(0, "%-5s %-8s repeat: out of host memory", dtname(dt), cc->name);
@@ -391,15 +391,15 @@ static void check_repeat(const cfgcase *cc, dtr_dtype dt) {
   for (int run = 0; run < 2; run++) {
     gpu = make_gpu(cc, cpu, dt);
     if (!gpu) goto done;
-    dtr_result rc = dtr_gpt_cuda_zero_grad(gpu);
+    dtr_result rc = dtr__gpt_cuda_zero_grad(gpu);
     /* two accumulated micro-steps (full block, then a shorter T), as in check_pass */
     for (int s = 0; s < REPEAT_STEPS && rc == DTR_OK; s++) {
       int Ts = s == 0 || T < 4 ? T : T - 3;
-      rc = dtr_gpt_cuda_forward(gpu, in, tg, B, Ts, &loss[run][s], NULL);
-      if (rc == DTR_OK) rc = dtr_gpt_cuda_backward(gpu, 0.5f, NULL, NULL);
+      rc = dtr__gpt_cuda_forward(gpu, in, tg, B, Ts, &loss[run][s], NULL);
+      if (rc == DTR_OK) rc = dtr__gpt_cuda_backward(gpu, 0.5f, NULL, NULL);
     }
-    if (rc == DTR_OK) rc = dtr_gpt_cuda_get_grads(gpu, grads[run]);
-    if (rc == DTR_OK) rc = dtr_gpt_cuda_grad_sumsq(gpu, &ss[run]);
+    if (rc == DTR_OK) rc = dtr__gpt_cuda_get_grads(gpu, grads[run]);
+    if (rc == DTR_OK) rc = dtr__gpt_cuda_grad_sumsq(gpu, &ss[run]);
     dtr_cuda_adamw_hp hp = {.lr = 1e-3f,
                             .beta1 = 0.9f,
                             .beta2 = 0.95f,
@@ -407,26 +407,26 @@ static void check_repeat(const cfgcase *cc, dtr_dtype dt) {
                             .weight_decay = 0.1f,
                             .grad_scale = 0.5f,
                             .step = 1};
-    if (rc == DTR_OK) rc = dtr_gpt_cuda_adamw(gpu, &hp);
-    if (rc == DTR_OK) rc = dtr_gpt_cuda_forward(gpu, in, tg, B, T, &loss[run][REPEAT_STEPS], NULL);
-    if (rc == DTR_OK) rc = dtr_gpt_cuda_get_params(gpu, params[run]);
+    if (rc == DTR_OK) rc = dtr__gpt_cuda_adamw(gpu, &hp);
+    if (rc == DTR_OK) rc = dtr__gpt_cuda_forward(gpu, in, tg, B, T, &loss[run][REPEAT_STEPS], NULL);
+    if (rc == DTR_OK) rc = dtr__gpt_cuda_get_params(gpu, params[run]);
     if (rc == DTR_OK)
-      rc = dtr__cuda_download(dtr_gpt_cuda_ctx(gpu), moments[run], dtr_gpt_cuda_adam_v_dev(gpu),
+      rc = dtr__cuda_download(dtr__gpt_cuda_ctx(gpu), moments[run], dtr__gpt_cuda_adam_v_dev(gpu),
                               n * sizeof(float));
     if (rc != DTR_OK) {
       check(0, "%-5s %-8s repeat run %d: %s (%s)", dtname(dt), cc->name, run + 1, dtr_strerror(rc),
-            dtr_gpt_cuda_last_error(gpu));
+            dtr__gpt_cuda_last_error(gpu));
       goto done;
     }
-    dtr_gpt_cuda_destroy(gpu);
+    dtr__gpt_cuda_destroy(gpu);
     gpu = NULL;
   }
   size_t at = first_diff(loss[0], loss[1], REPEAT_STEPS + 1, sizeof(float));
   check(at == REPEAT_STEPS + 1, "%-5s %-8s repeat: %d losses bit-identical in two runs (%.9g, %.9g, %.9g)%s",
         dtname(dt), cc->name, REPEAT_STEPS + 1, loss[0][0], loss[0][1], loss[0][2],
         at <= REPEAT_STEPS ? " -- differ" : "");
-  for (int i = 0; i < dtr_gpt_num_tensors(cpu); i++) {
-    const dtr_gpt_param *t = dtr_gpt_tensor(cpu, i);
+  for (int i = 0; i < dtr__gpt_num_tensors(cpu); i++) {
+    const dtr__gpt_param *t = dtr__gpt_tensor(cpu, i);
     at = first_diff(grads[0] + t->offset, grads[1] + t->offset, t->count, sizeof(float));
     check(at == t->count, "%-5s %-8s repeat: grads %-20s bit-identical in two runs%s", dtname(dt), cc->name,
           t->name, at == t->count ? "" : " -- they differ");
@@ -440,8 +440,8 @@ static void check_repeat(const cfgcase *cc, dtr_dtype dt) {
             memcmp(moments[0], moments[1], n * sizeof(float)) == 0,
         "%-5s %-8s repeat: weights and AdamW v after a step bit-identical", dtname(dt), cc->name);
 done:
-  dtr_gpt_cuda_destroy(gpu);
-  dtr_gpt_destroy(cpu);
+  dtr__gpt_cuda_destroy(gpu);
+  dtr__gpt_destroy(cpu);
   free(in);
   free(tg);
   for (int k = 0; k < 2; k++) {
@@ -454,39 +454,39 @@ done:
 /* ---- speed: forward + backward + AdamW, tokens per second, bounded by count and time */
 static double cpu_speed(const cfgcase *cc, const int32_t *in, const int32_t *tg) {
   int B = cc->B, T = cc->cfg.block_size;
-  dtr_gpt *m = make_cpu(cc, 3);
+  dtr__gpt *m = make_cpu(cc, 3);
   dtr_adamw opt = {0};
   double tps = 0.0;
-  if (!m || dtr_adamw_init(&opt, dtr_gpt_num_params(m), 0.9, 0.95, 1e-8, 0.1) != DTR_OK) goto done;
+  if (!m || dtr_adamw_init(&opt, dtr__gpt_num_params(m), 0.9, 0.95, 1e-8, 0.1) != DTR_OK) goto done;
   double t0 = 0.0;
   int it = 0;
   for (; it <= 20; it++) {
     if (it == 1) t0 = now_s(); /* the first iteration warms up */
     if (it > 1 && now_s() - t0 > 5.0) break;
-    dtr_gpt_zero_grad(m);
+    dtr__gpt_zero_grad(m);
     float loss;
-    if (dtr_gpt_forward(m, in, tg, B, T, &loss, NULL) != DTR_OK ||
-        dtr_gpt_backward(m, 1.0f, NULL, NULL) != DTR_OK)
+    if (dtr__gpt_forward(m, in, tg, B, T, &loss, NULL) != DTR_OK ||
+        dtr__gpt_backward(m, 1.0f, NULL, NULL) != DTR_OK)
       goto done;
-    dtr_adamw_step(&opt, dtr_gpt_params(m), dtr_gpt_grads(m), NULL, 1e-4);
+    dtr_adamw_step(&opt, dtr__gpt_params(m), dtr__gpt_grads(m), NULL, 1e-4);
   }
   tps = (double)(it - 1) * B * T / (now_s() - t0);
 done:
   dtr_adamw_free(&opt);
-  dtr_gpt_destroy(m);
+  dtr__gpt_destroy(m);
   return tps;
 }
 
 static double gpu_speed(const cfgcase *cc, dtr_dtype dt, const int32_t *in, const int32_t *tg) {
   int B = cc->B, T = cc->cfg.block_size;
-  dtr_gpt *cpu = make_cpu(cc, 3);
-  dtr_gpt_cuda *m = cpu ? make_gpu(cc, cpu, dt) : NULL;
+  dtr__gpt *cpu = make_cpu(cc, 3);
+  dtr__gpt_cuda *m = cpu ? make_gpu(cc, cpu, dt) : NULL;
   double tps = 0.0, t0 = 0.0;
   int it = 0;
   if (!m) goto done;
   for (; it <= 200; it++) {
     if (it == 3) { /* after warm-up (cuBLAS heuristics, scratch growth) */
-      if (dtr_gpt_cuda_sync(m) != DTR_OK) goto fail;
+      if (dtr__gpt_cuda_sync(m) != DTR_OK) goto fail;
       t0 = now_s();
     }
     if (it > 3 && it % 10 == 0 && now_s() - t0 > 5.0) break;
@@ -497,18 +497,19 @@ static double gpu_speed(const cfgcase *cc, dtr_dtype dt, const int32_t *in, cons
                             .weight_decay = 0.1f,
                             .grad_scale = 1.0f,
                             .step = it + 1};
-    if (dtr_gpt_cuda_zero_grad(m) != DTR_OK || dtr_gpt_cuda_forward(m, in, tg, B, T, NULL, NULL) != DTR_OK ||
-        dtr_gpt_cuda_backward(m, 1.0f, NULL, NULL) != DTR_OK || dtr_gpt_cuda_adamw(m, &hp) != DTR_OK)
+    if (dtr__gpt_cuda_zero_grad(m) != DTR_OK ||
+        dtr__gpt_cuda_forward(m, in, tg, B, T, NULL, NULL) != DTR_OK ||
+        dtr__gpt_cuda_backward(m, 1.0f, NULL, NULL) != DTR_OK || dtr__gpt_cuda_adamw(m, &hp) != DTR_OK)
       goto fail;
   }
-  if (dtr_gpt_cuda_sync(m) != DTR_OK) goto fail;
+  if (dtr__gpt_cuda_sync(m) != DTR_OK) goto fail;
   tps = (double)(it - 3) * B * T / (now_s() - t0);
   goto done;
 fail:
-  check(0, "%-5s %-8s timed loop: %s", dtname(dt), cc->name, dtr_gpt_cuda_last_error(m));
+  check(0, "%-5s %-8s timed loop: %s", dtname(dt), cc->name, dtr__gpt_cuda_last_error(m));
 done:
-  dtr_gpt_cuda_destroy(m);
-  dtr_gpt_destroy(cpu);
+  dtr__gpt_cuda_destroy(m);
+  dtr__gpt_destroy(cpu);
   return tps;
 }
 
@@ -536,23 +537,23 @@ static void speed(const cfgcase *cc) {
 static int no_gpu(int has_cuda) {
   const cfgcase tiny = {
       "gpt-tiny", {.vocab_size = 14, .block_size = 16, .n_layer = 2, .n_head = 4, .n_embd = 64}, 4};
-  dtr_gpt *cpu = make_cpu(&tiny, 1);
+  dtr__gpt *cpu = make_cpu(&tiny, 1);
   if (!cpu) return 1;
   char err[512] = "";
-  dtr_gpt_cuda *g = (dtr_gpt_cuda *)&err; /* must be reset to NULL */
-  dtr_gpt_config bad = tiny.cfg;
+  dtr__gpt_cuda *g = (dtr__gpt_cuda *)&err; /* must be reset to NULL */
+  dtr__gpt_config bad = tiny.cfg;
   bad.n_head = 5;
-  dtr_result rc = dtr_gpt_cuda_create(&bad, dtr_gpt_params(cpu), dtr_gpt_num_params(cpu), 0, DTR_BF16, 4, &g,
-                                      err, sizeof err);
+  dtr_result rc = dtr__gpt_cuda_create(&bad, dtr__gpt_params(cpu), dtr__gpt_num_params(cpu), 0, DTR_BF16, 4,
+                                       &g, err, sizeof err);
   check(rc == DTR_ERR_INVALID && g == NULL && strstr(err, "n_head"), "bad config refused: %s", err);
-  g = (dtr_gpt_cuda *)&err;
+  g = (dtr__gpt_cuda *)&err;
   err[0] = 0;
-  rc = dtr_gpt_cuda_create(&tiny.cfg, dtr_gpt_params(cpu), dtr_gpt_num_params(cpu), 0, DTR_F32, 4, &g, err,
-                           sizeof err);
+  rc = dtr__gpt_cuda_create(&tiny.cfg, dtr__gpt_params(cpu), dtr__gpt_num_params(cpu), 0, DTR_F32, 4, &g, err,
+                            sizeof err);
   check(rc == DTR_ERR_UNSUPPORTED && g == NULL && err[0], "create without a GPU: %s (%s)", dtr_strerror(rc),
         err);
-  if (rc == DTR_OK && g != (dtr_gpt_cuda *)&err) dtr_gpt_cuda_destroy(g);
-  dtr_gpt_destroy(cpu);
+  if (rc == DTR_OK && g != (dtr__gpt_cuda *)&err) dtr__gpt_cuda_destroy(g);
+  dtr__gpt_destroy(cpu);
   if (g_failed) return 1;
   printf("gpt_cuda_check: skipped: %s (create: %s)\n",
          has_cuda ? "no CUDA device visible" : "this build has no CUDA", err);

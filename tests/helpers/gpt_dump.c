@@ -36,7 +36,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *path = argv[1];
-  dtr_gpt_config cfg = {.vocab_size = 14, .block_size = 16, .n_layer = 2, .n_head = 4, .n_embd = 64};
+  dtr__gpt_config cfg = {.vocab_size = 14, .block_size = 16, .n_layer = 2, .n_head = 4, .n_embd = 64};
   int B = 4, T = -1, threads = 1, accum = 1;
   long long seed = 1;
   double perturb = 0.0;
@@ -83,13 +83,13 @@ int main(int argc, char **argv) {
   if (T < 0) T = cfg.block_size;
   if (accum < 1) accum = 1;
   char err[256] = "";
-  dtr_gpt *m = NULL;
-  if (dtr_gpt_create(&cfg, (uint64_t)seed, threads, B, &m, err, sizeof err) != DTR_OK) {
+  dtr__gpt *m = NULL;
+  if (dtr__gpt_create(&cfg, (uint64_t)seed, threads, B, &m, err, sizeof err) != DTR_OK) {
     fprintf(stderr, "gpt_dump: %s\n", err);
     return 1;
   }
-  size_t n = dtr_gpt_num_params(m);
-  float *p = dtr_gpt_params(m);
+  size_t n = dtr__gpt_num_params(m);
+  float *p = dtr__gpt_params(m);
   rng_state = (uint64_t)seed * 7919u + 1;
   for (size_t i = 0; i < n; i++) p[i] += (float)((urand() - 0.5) * 2.0 * perturb);
   int N = B * T, V = cfg.vocab_size;
@@ -101,11 +101,11 @@ int main(int argc, char **argv) {
     tg[i] = urand() < 0.2 ? -1 : (int32_t)(urand() * V);
   }
   float loss = 0;
-  dtr_gpt_zero_grad(m);
+  dtr__gpt_zero_grad(m);
   /* accum > 1: the same batch K times with grad_scale 1/K, which must equal one plain backward */
   for (int k = 0; k < accum; k++) {
-    if (dtr_gpt_forward(m, in, tg, B, T, &loss, logits) != DTR_OK ||
-        dtr_gpt_backward(m, 1.0f / (float)accum, NULL, NULL) != DTR_OK) {
+    if (dtr__gpt_forward(m, in, tg, B, T, &loss, logits) != DTR_OK ||
+        dtr__gpt_backward(m, 1.0f / (float)accum, NULL, NULL) != DTR_OK) {
       fprintf(stderr, "gpt_dump: %s\n", dtr__gpt_last_error(m));
       return 1;
     }
@@ -122,12 +122,12 @@ int main(int argc, char **argv) {
             write_all(f, in, (size_t)N * sizeof(int32_t), path) ||
             write_all(f, tg, (size_t)N * sizeof(int32_t), path) || write_all(f, &loss, sizeof loss, path) ||
             write_all(f, logits, (size_t)N * V * sizeof(float), path) ||
-            write_all(f, dtr_gpt_grads(m), n * sizeof(float), path);
+            write_all(f, dtr__gpt_grads(m), n * sizeof(float), path);
   if (fclose(f) != 0) bad = 1;
   printf("gpt_dump: %zu params, B=%d T=%d, loss %.6f -> %s\n", n, B, T, loss, path);
   free(in);
   free(tg);
   free(logits);
-  dtr_gpt_destroy(m);
+  dtr__gpt_destroy(m);
   return bad ? 1 : 0;
 }
