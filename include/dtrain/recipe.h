@@ -9,7 +9,7 @@
  * Sections (docs/recipes.md is the reference, with every key, its type and default):
  *   job         name, seed, run_dir
  *   launch      nproc_per_node, nnodes, max_restarts, backend, rdzv settings
- *   parallel    dp, tp, pp
+ *   parallel    dp, tp, pp, schedule, virtual_stages, layers_per_stage
  *   model       vocab_size, block_size, n_layer, n_head, n_embd
  *   data        kind (addition | text | tokens) and its settings
  *   train       steps, batches, learning-rate schedule, AdamW, clipping, logging, buckets
@@ -30,6 +30,7 @@ extern "C" {
 #endif
 
 #define DTR_RECIPE_STR 512
+#define DTR_RECIPE_MAX_STAGES 64 /* entries of parallel.layers_per_stage */
 
 typedef enum dtr_data_kind {
   DTR_DATA_ADDITION = 0, /* synthetic: "123+456=579" sequences generated from the seed */
@@ -57,7 +58,13 @@ typedef struct dtr_recipe {
   } launch;
 
   struct {
-    int dp, tp, pp; /* dp 0 in the file means "the rest": world / (tp*pp) */
+    int dp, tp, pp;     /* dp 0 in the file means "the rest": world / (tp*pp) */
+    char schedule[16];  /* pipeline schedule: gpipe | 1f1b | interleaved */
+    int virtual_stages; /* model chunks per pipeline stage (interleaved), >= 1 */
+    struct {
+      int n;                        /* 0: as even as possible */
+      int v[DTR_RECIPE_MAX_STAGES]; /* layers of each of the pp x virtual_stages stages, in order */
+    } layers_per_stage;
   } parallel;
 
   struct {
@@ -85,6 +92,7 @@ typedef struct dtr_recipe {
     double bucket_mb, first_bucket_mb;
     int overlap;       /* all-reduce buckets while backward runs (1) or after it (0) */
     int threads;       /* compute threads per rank; 0: OMP_NUM_THREADS or 1 */
+    int zero;          /* 1: ZeRO stage 1 (AdamW state sharded over the DP ranks), 0: off */
     char precision[8]; /* fp32 | bf16 (bf16 only on GPU) */
     char device[8];    /* cpu | cuda */
   } train;

@@ -136,7 +136,7 @@ DTR_API dtr_result dtr_dp_sync_finish(dtr_dp_sync *s);
  * optimizer updates those parts of the parameters and dtr_dp_sync_gather_params all-gathers them.
  * Arguments as dtr_dp_sync_create. */
 DTR_API dtr_result dtr_dp_sync_create_zero1(dtr_comm *dp, float *grads, size_t n, size_t bucket_bytes,
-                                    size_t first_bucket_bytes, int overlap, dtr_dp_sync **out);
+                                            size_t first_bucket_bytes, int overlap, dtr_dp_sync **out);
 /* An element range [offset, offset + count) of a flat buffer. */
 typedef struct dtr_range {
   size_t offset, count;
@@ -167,6 +167,11 @@ DTR_API void dtr_adamw_free(dtr_adamw *o);
  * everywhere). PyTorch's torch.optim.AdamW semantics (bias-corrected, decoupled decay). */
 DTR_API void dtr_adamw_step(dtr_adamw *o, float *params, const float *grads, const uint8_t *decay_mask,
                             double lr);
+/* The same step over the elements of ranges[0..nranges) of params, grads and decay_mask (flat buffers)
+ * only, with o's moments holding those elements packed in range order (o->n = their total): a ZeRO-1
+ * shard (dtr_dp_sync_shards). One step: t counts once. */
+DTR_API void dtr_adamw_step_ranges(dtr_adamw *o, float *params, const float *grads, const uint8_t *decay_mask,
+                                   const dtr_range *ranges, int nranges, double lr);
 /* Linear warmup over warmup steps to lr, cosine decay to min_lr at total steps (step counts from 0). */
 DTR_API double dtr_lr_at(int64_t step, int64_t warmup, int64_t total, double lr, double min_lr);
 /* Scale grads so their global L2 norm is at most max_norm (0: no clipping); returns the norm before

@@ -39,27 +39,23 @@ void dtr_adamw_free(dtr_adamw *o) {
   o->n = 0;
 }
 
-/* DTR_VEC: with FMA instructions fmaf is one instruction instead of a libm call (about 6x faster here);
- * the arithmetic, and so the bits, are the same in both clones. Static, so that the clones' resolver
- * stays inside the library: dtr_adamw_step below is the one exported name. */
-DTR_VEC static void adamw_step(dtr_adamw *o, float *params, const float *grads, const uint8_t *decay_mask,
-                               double lr) {
-  if (!o || !o->m || (o->n && (!params || !grads))) return;
-  o->t++;
-  o->lr = lr;
-  const double b1 = o->beta1, b2 = o->beta2, eps = o->eps;
-  const double bc1 = 1.0 - pow(b1, (double)o->t), bc2 = 1.0 - pow(b2, (double)o->t);
-  const double step_size = lr / bc1, bc2_sqrt = sqrt(bc2);
-  /* The scalars are rounded to float and each element's arithmetic runs in float, in the order of
-   * torch's single-tensor AdamW (whose vectorized add-with-alpha and addcmul are fused multiply-adds),
-   * so the two agree to rounding:
-   *   p *= 1 - lr*wd; m = m*b1 + (1-b1)*g; v = v*b2 + (1-b2)*g*g;
-   *   p += (-lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps) */
-  const float decay = (float)(1.0 - lr * o->weight_decay), w1 = (float)(1.0 - b1), fb1 = (float)b1,
-              fb2 = (float)b2, w2 = (float)(1.0 - b2), fbc2 = (float)bc2_sqrt, feps = (float)eps,
-              neg_step = (float)-step_size;
-  float *m = o->m, *v = o->v;
-  for (size_t i = 0; i < o->n; i++) {
+/* The per-element update over n elements, moments m and v of those elements. DTR_VEC: with FMA
+ * instructions fmaf is one instruction instead of a libm call (about 6x faster here); the arithmetic, and
+ * so the bits, are the same in both clones. Static, so that the clones' resolver stays inside the
+ * library: the dtr_adamw_step* functions below are the exported names. The scalars are rounded to float
+ * and each element's arithmetic runs in float, in the order of torch's single-tensor AdamW (whose
+ * vectorized add-with-alpha and addcmul are fused multiply-adds), so the two agree to rounding:
+ *   p *= 1 - lr*wd; m = m*b1 + (1-b1)*g; v = v*b2 + (1-b2)*g*g;
+ *   p += (-lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps) */
+typedef struct adamw_scalars {
+  float decay, w1, fb1, fb2, w2, fbc2, feps, neg_step;
+} adamw_scalars;
+
+DTR_VEC static void adamw_update(const adamw_scalars *k, float *params, const float *grads,
+                                 const uint8_t *decay_mask, float *m, float *v, size_t n) {
+  const float decay = k->decay, w1 = k->w1, fb1 = k->fb1, fb2 = k->fb2, w2 = k->w2, fbc2 = k->fbc2,
+              feps = k->feps, neg_step = k->neg_step;
+  for (size_t i = 0; i < n; i++) {
     float g = grads[i], p = params[i];
     if (!decay_mask || decay_mask[i]) p = p * decay;
     float mi = fmaf(w1, g, m[i] * fb1);
@@ -71,8 +67,41 @@ DTR_VEC static void adamw_step(dtr_adamw *o, float *params, const float *grads, 
   }
 }
 
+/* Count the step and work out its scalars. */
+static adamw_scalars adamw_begin(dtr_adamw *o, double lr) {
+  o->t++;
+  o->lr = lr;
+  const double b1 = o->beta1, b2 = o->beta2, eps = o->eps;
+  const double bc1 = 1.0 - pow(b1, (double)o->t), bc2 = 1.0 - pow(b2, (double)o->t);
+  const double step_size = lr / bc1, bc2_sqrt = sqrt(bc2);
+  adamw_scalars k = {(float)(1.0 - lr * o->weight_decay),
+                     (float)(1.0 - b1),
+                     (float)b1,
+                     (float)b2,
+                     (float)(1.0 - b2),
+                     (float)bc2_sqrt,
+                     (float)eps,
+                     (float)-step_size};
+  return k;
+}
+
 void dtr_adamw_step(dtr_adamw *o, float *params, const float *grads, const uint8_t *decay_mask, double lr) {
-  adamw_step(o, params, grads, decay_mask, lr);
+  if (!o || !o->m || (o->n && (!params || !grads))) return;
+  adamw_scalars k = adamw_begin(o, lr);
+  adamw_update(&k, params, grads, decay_mask, o->m, o->v, o->n);
+}
+
+void dtr_adamw_step_ranges(dtr_adamw *o, float *params, const float *grads, const uint8_t *decay_mask,
+                           const dtr_range *ranges, int nranges, double lr) {
+  if (!o || !o->m || (o->n && (!params || !grads))) return;
+  adamw_scalars k = adamw_begin(o, lr);
+  size_t at = 0;
+  for (int r = 0; r < nranges && at + ranges[r].count <= o->n; r++) {
+    size_t a = ranges[r].offset;
+    adamw_update(&k, params + a, grads + a, decay_mask ? decay_mask + a : NULL, o->m + at, o->v + at,
+                 ranges[r].count);
+    at += ranges[r].count;
+  }
 }
 
 double dtr_lr_at(int64_t step, int64_t warmup, int64_t total, double lr, double min_lr) {

@@ -113,6 +113,24 @@ static void did_you_mean(const char *s, char *out, size_t cap) {
     out[0] = '\0';
 }
 
+/* A sequence of scalars as "a,b,c" for a list key. */
+static dtr_result join_sequence(ctx *c, yaml_document_t *doc, yaml_node_t *seq, const char *section,
+                                const char *name, char *out, size_t cap) {
+  size_t at = 0;
+  out[0] = '\0';
+  for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++) {
+    yaml_node_t *x = yaml_document_get_node(doc, *it);
+    if (!x || x->type != YAML_SCALAR_NODE)
+      return fail_mark(c, x ? x->start_mark : seq->start_mark, "%s.%s: expected a list of numbers, got %s",
+                       section, name, x ? node_kind(x) : "nothing");
+    int w = snprintf(out + at, cap - at, "%s%s", at ? "," : "", (const char *)x->data.scalar.value);
+    if (w < 0 || (size_t)w >= cap - at)
+      return fail_mark(c, seq->start_mark, "%s.%s: too long a list", section, name);
+    at += (size_t)w;
+  }
+  return DTR_OK;
+}
+
 static dtr_result walk_section(ctx *c, yaml_document_t *doc, const char *section, yaml_node_t *map) {
   if (is_null_scalar(map)) return DTR_OK; /* "train:" with nothing under it: all defaults */
   if (map->type != YAML_MAPPING_NODE)
@@ -140,10 +158,17 @@ static dtr_result walk_section(ctx *c, yaml_document_t *doc, const char *section
     c->pos[k].src = SRC_FILE;
     c->pos[k].line = (int)vn->start_mark.line + 1;
     c->pos[k].col = (int)vn->start_mark.column + 1;
-    if (vn->type != YAML_SCALAR_NODE)
+    char list[1024];
+    const char *text;
+    if (dtr__recipe_keys[k].type == DTR__RK_INTS && vn->type == YAML_SEQUENCE_NODE) {
+      DTR_CHECK(join_sequence(c, doc, vn, section, name, list, sizeof list));
+      text = list;
+    } else if (vn->type != YAML_SCALAR_NODE) {
       return fail_mark(c, vn->start_mark, "%s.%s: expected a single value, got %s", section, name,
                        node_kind(vn));
-    const char *text = (const char *)vn->data.scalar.value;
+    } else {
+      text = (const char *)vn->data.scalar.value;
+    }
     if (dtr__recipe_keys[k].type == DTR__RK_STR && is_null_scalar(vn)) text = "";
     char msg[768];
     if (dtr__recipe_set(c->r, k, text, msg, sizeof msg) != DTR_OK)
@@ -311,6 +336,50 @@ static dtr_result resolve_paths(ctx *c, const char *recipe_dir) {
   return DTR_OK;
 }
 
+/* Pipeline stages: enough layers, the schedule's rules, an explicit split that adds up. */
+static dtr_result validate_pipeline(ctx *c) {
+  dtr_recipe *r = c->r;
+  int pp = r->parallel.pp, v = r->parallel.virtual_stages, L = r->model.n_layer;
+  int kvs = K("parallel", "virtual_stages"), ksch = K("parallel", "schedule"),
+      kls = K("parallel", "layers_per_stage");
+  if (v < 1 || v > DTR_RECIPE_MAX_STAGES)
+    return fail_at(c, kvs, "parallel.virtual_stages: %d is not between 1 and %d", v, DTR_RECIPE_MAX_STAGES);
+  if (v > 1 && strcmp(r->parallel.schedule, "interleaved") != 0)
+    return fail_at(
+        c, blame(c, 2, kvs, ksch),
+        "parallel.virtual_stages %d needs parallel.schedule interleaved (the %s schedule runs one model "
+        "chunk per stage)",
+        v, r->parallel.schedule);
+  if (!strcmp(r->parallel.schedule, "interleaved") && pp < 2)
+    return fail_at(c, blame(c, 2, ksch, K("parallel", "pp")),
+                   "parallel.schedule interleaved needs parallel.pp of at least 2 (it has %d)", pp);
+  long long nv = (long long)pp * v;
+  if (nv > DTR_RECIPE_MAX_STAGES)
+    return fail_at(c, blame(c, 2, K("parallel", "pp"), kvs),
+                   "parallel: pp %d x virtual_stages %d is more than %d", pp, v, DTR_RECIPE_MAX_STAGES);
+  if (r->parallel.layers_per_stage.n == 0) {
+    if (L < nv)
+      return fail_at(
+          c, blame(c, 3, K("parallel", "pp"), kvs, K("model", "n_layer")),
+          "model: n_layer %d is fewer than the %lld pipeline stages (pp %d x virtual_stages %d): every "
+          "stage needs a layer",
+          L, nv, pp, v);
+    return DTR_OK;
+  }
+  if (r->parallel.layers_per_stage.n != nv)
+    return fail_at(
+        c, kls,
+        "parallel.layers_per_stage: %d entries, but pp %d x virtual_stages %d = %lld stages need one each",
+        r->parallel.layers_per_stage.n, pp, v, nv);
+  long long sum = 0;
+  for (int i = 0; i < r->parallel.layers_per_stage.n; i++) sum += r->parallel.layers_per_stage.v[i];
+  if (sum != L)
+    return fail_at(c, blame(c, 2, kls, K("model", "n_layer")),
+                   "parallel.layers_per_stage: the entries add up to %lld layers, model.n_layer is %d", sum,
+                   L);
+  return DTR_OK;
+}
+
 static dtr_result validate(ctx *c, int world) {
   dtr_recipe *r = c->r;
   char e[256];
@@ -383,17 +452,7 @@ static dtr_result validate(ctx *c, int world) {
         c, blame(c, 2, K("parallel", "tp"), K("model", "n_head")),
         "model: n_head %d is not divisible by parallel.tp %d (tensor parallelism splits the heads)",
         r->model.n_head, r->parallel.tp);
-  if (r->model.n_layer < r->parallel.pp)
-    return fail_at(c, blame(c, 2, K("parallel", "pp"), K("model", "n_layer")),
-                   "model: n_layer %d is fewer than parallel.pp %d (every pipeline stage needs a layer)",
-                   r->model.n_layer, r->parallel.pp);
-  /* A consistent tp x pp mesh is valid for dtr_init, but the built-in trainer shards nothing. */
-  if (r->parallel.tp > 1 || r->parallel.pp > 1)
-    return fail_at(
-        c, r->parallel.tp > 1 ? K("parallel", "tp") : K("parallel", "pp"),
-        "parallel: tp %d, pp %d: the built-in trainer is data parallel only (tp 1, pp 1; a program "
-        "of your own gets the tp x pp mesh from dtr_init)",
-        r->parallel.tp, r->parallel.pp);
+  DTR_CHECK(validate_pipeline(c));
   int kv = K("model", "vocab_size");
   if (r->model.vocab_size < 0 || r->model.vocab_size > 65536)
     return fail_at(c, kv, "model.vocab_size: %d is not between 0 (from the data) and 65536",
@@ -440,6 +499,12 @@ static dtr_result validate(ctx *c, int world) {
     }
   }
 
+  if (r->model.vocab_size % r->parallel.tp != 0)
+    return fail_at(c, blame(c, 2, K("parallel", "tp"), kv),
+                   "model: vocab_size %d is not divisible by parallel.tp %d (tensor parallelism splits the "
+                   "vocabulary; set model.vocab_size to a multiple of %d, at least the data's %d tokens)",
+                   r->model.vocab_size, r->parallel.tp, r->parallel.tp, r->model.vocab_size);
+
   /* ---- train */
   int ks = K("train", "steps");
   if (r->train.steps < 1)
@@ -455,6 +520,18 @@ static dtr_result validate(ctx *c, int world) {
     return fail_at(c, blame(c, 3, K("train", "global_batch"), K("train", "micro_batch"), K("parallel", "dp")),
                    "train: global_batch %d is not a multiple of micro_batch %d x dp %d = %lld",
                    r->train.global_batch, r->train.micro_batch, r->parallel.dp, per_step);
+  long long micro_per_step = r->train.global_batch / per_step;
+  if (!strcmp(r->parallel.schedule, "interleaved") && micro_per_step % r->parallel.pp != 0)
+    return fail_at(
+        c,
+        blame(c, 4, K("parallel", "schedule"), K("train", "global_batch"), K("train", "micro_batch"),
+              K("parallel", "pp")),
+        "parallel.schedule interleaved: %lld micro-batches per step (global_batch %d / (micro_batch %d x "
+        "dp %d)) is not a multiple of pp %d; the schedule sends micro-batches round the stages in "
+        "groups of pp",
+        micro_per_step, r->train.global_batch, r->train.micro_batch, r->parallel.dp, r->parallel.pp);
+  if (r->train.zero < 0 || r->train.zero > 1)
+    return fail_at(c, K("train", "zero"), "train.zero: %d is not 0 (off) or 1 (ZeRO stage 1)", r->train.zero);
   if (!(r->train.lr > 0)) return fail_at(c, K("train", "lr"), "train.lr: %g must be positive", r->train.lr);
   if (r->train.min_lr < 0 || r->train.min_lr > r->train.lr)
     return fail_at(c, blame(c, 2, K("train", "min_lr"), K("train", "lr")),
@@ -502,6 +579,12 @@ static dtr_result validate(ctx *c, int world) {
         "train.device cuda: this dtrain was built without CUDA (rebuild where the CUDA toolkit and "
         "NCCL are, cmake -DDTRAIN_CUDA=ON), or train on the cpu");
 #endif
+    if (r->parallel.tp > 1 || r->parallel.pp > 1 || r->train.zero)
+      return fail_at(
+          c, blame(c, 4, K("train", "device"), K("parallel", "tp"), K("parallel", "pp"), K("train", "zero")),
+          "train.device cuda: the GPU trainer is data parallel only so far (tp %d, pp %d, zero %d; tensor "
+          "and pipeline parallelism and ZeRO-1 train on the cpu)",
+          r->parallel.tp, r->parallel.pp, r->train.zero);
     /* The gradients live in GPU memory: only NCCL moves them (host and mpi move host memory). */
     if (strcmp(r->launch.backend, "nccl") != 0)
       return fail_at(c, blame(c, 2, K("launch", "backend"), K("train", "device")),
@@ -520,6 +603,14 @@ static dtr_result validate(ctx *c, int world) {
     return fail_at(c, K("checkpoint", "level"), "checkpoint.level: %d is not a zstd level between 1 and 19",
                    r->checkpoint.level);
   return DTR_OK;
+}
+
+void dtr__recipe_stage_layers(const dtr_recipe *r, int q, int *begin, int *end) {
+  int nv = r->parallel.pp * r->parallel.virtual_stages, L = r->model.n_layer, at = 0;
+  for (int i = 0; i < q; i++)
+    at += r->parallel.layers_per_stage.n ? r->parallel.layers_per_stage.v[i] : L / nv + (i < L % nv);
+  *begin = at;
+  *end = at + (r->parallel.layers_per_stage.n ? r->parallel.layers_per_stage.v[q] : L / nv + (q < L % nv));
 }
 
 dtr_result dtr_recipe_load(const char *path, const char *const *overrides, int noverrides, int world,

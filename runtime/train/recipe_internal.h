@@ -18,6 +18,8 @@ typedef enum dtr__rk_type {
   DTR__RK_CHOICE, /* char[size], one of choices ("a|b|c") */
   DTR__RK_KIND,   /* dtr_data_kind from addition|text|tokens */
   DTR__RK_NNODES, /* "N" or "MIN:MAX" into launch.nnodes_min/max */
+  DTR__RK_INTS, /* a list of positive ints, { int n; int v[]; } (YAML sequence, or "2,2" on the command line)
+                 */
 } dtr__rk_type;
 
 typedef struct dtr__rkey {
@@ -45,5 +47,10 @@ dtr_result dtr__recipe_set(dtr_recipe *r, int k, const char *text, char *msg, si
 /* The closest of cands[0..n) to word by edit distance when it is close enough to be a likely typo,
  * else NULL. */
 const char *dtr__recipe_suggest(const char *word, const char *const *cands, int n);
+
+/* The layers [*begin, *end) of virtual pipeline stage q (0 .. pp*virtual_stages-1; chunk c of stage s is
+ * q = c*pp + s): parallel.layers_per_stage when given, else as even as possible, the first stages taking
+ * one more when the layers do not divide. The recipe must be valid. */
+void dtr__recipe_stage_layers(const dtr_recipe *r, int q, int *begin, int *end);
 
 #endif

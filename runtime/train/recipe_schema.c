@@ -42,6 +42,9 @@ const dtr__rkey dtr__recipe_keys[] = {
     ROW(parallel, dp, INT),
     ROW(parallel, tp, INT),
     ROW(parallel, pp, INT),
+    ROWC(parallel, schedule, CHOICE, "gpipe|1f1b|interleaved"),
+    ROW(parallel, virtual_stages, INT),
+    ROW(parallel, layers_per_stage, INTS),
 
     ROW(model, vocab_size, INT),
     ROW(model, block_size, INT),
@@ -70,6 +73,7 @@ const dtr__rkey dtr__recipe_keys[] = {
     ROW(train, first_bucket_mb, DOUBLE),
     ROW(train, overlap, BOOL),
     ROW(train, threads, INT),
+    ROW(train, zero, INT),
     ROWC(train, precision, CHOICE, "fp32|bf16"),
     ROWC(train, device, CHOICE, "cpu|cuda"),
 
@@ -94,6 +98,8 @@ void dtr_recipe_defaults(dtr_recipe *r) {
   r->parallel.dp = 0;
   r->parallel.tp = 1;
   r->parallel.pp = 1;
+  strcpy(r->parallel.schedule, "1f1b");
+  r->parallel.virtual_stages = 1;
   r->model.vocab_size = 0;
   r->model.block_size = 32;
   r->model.n_layer = 2;
@@ -290,6 +296,33 @@ dtr_result dtr__recipe_set(dtr_recipe *r, int ki, const char *text, char *msg, s
         }
       return bad_choice(msg, cap, k, text);
     }
+    case DTR__RK_INTS: {
+      /* "2,2,1" or "[2, 2, 1]"; "" or "[]": empty */
+      struct ints {
+        int n;
+        int v[DTR_RECIPE_MAX_STAGES];
+      } *l = (struct ints *)p;
+      _Static_assert(sizeof(struct ints) == sizeof r->parallel.layers_per_stage, "one list layout");
+      char tmp[1024];
+      if (strlen(text) >= sizeof tmp) return bad(msg, cap, k, "a short list of integers", text);
+      snprintf(tmp, sizeof tmp, "%s", text);
+      char *s = tmp, *e = tmp + strlen(tmp);
+      while (*s == ' ' || *s == '[') s++;
+      while (e > s && (e[-1] == ' ' || e[-1] == ']')) *--e = '\0';
+      l->n = 0;
+      for (char *tok = strtok(s, ","); tok; tok = strtok(NULL, ",")) {
+        while (*tok == ' ') tok++;
+        char *te = tok + strlen(tok);
+        while (te > tok && te[-1] == ' ') *--te = '\0';
+        if (parse_i64(tok, &v) != 0 || v < 1 || v > INT_MAX)
+          return bad(msg, cap, k, "a list of positive integers", text);
+        if (l->n == DTR_RECIPE_MAX_STAGES)
+          return dtr__fail(msg, cap, DTR_ERR_INVALID, "%s.%s: more than %d entries", k->section, k->name,
+                           DTR_RECIPE_MAX_STAGES);
+        l->v[l->n++] = (int)v;
+      }
+      return DTR_OK;
+    }
     case DTR__RK_NNODES: {
       int64_t a, b;
       char tmp[64];
@@ -365,6 +398,13 @@ static void write_value(FILE *f, const dtr_recipe *r, const dtr__rkey *k) {
     case DTR__RK_KIND: {
       dtr_data_kind kind = *(const dtr_data_kind *)p;
       fputs(kind == DTR_DATA_TEXT ? "text" : kind == DTR_DATA_TOKENS ? "tokens" : "addition", f);
+      break;
+    }
+    case DTR__RK_INTS: {
+      const int *l = (const int *)p; /* n, then the values */
+      fputc('[', f);
+      for (int i = 0; i < l[0]; i++) fprintf(f, "%s%d", i ? ", " : "", l[1 + i]);
+      fputc(']', f);
       break;
     }
     case DTR__RK_NNODES:

@@ -1,9 +1,11 @@
-/* The built-in trainer behind `dtrain train`: the reference GPT on data-parallel ranks. Each step
- * reads this rank's slice of a global batch that depends only on (seed, step), accumulates micro-batch
- * gradients, all-reduces them in buckets while the last backward still runs, clips, takes an AdamW
- * step, and every `checkpoint.every` steps saves asynchronously; a restarted job resumes bit for bit.
- * With train.device cuda the model, its gradients and AdamW live on this rank's GPU (train_cuda.c) and
- * the buckets go over NCCL; the rest (data, losses, metrics, checkpoint agreement) stays here. */
+/* The built-in trainer behind `dtrain train`: the reference GPT on a dp x tp x pp mesh. Each step reads
+ * this rank's slice of a global batch that depends only on (seed, step), runs its micro-batches through
+ * the pipeline schedule (train_step.c: tensor-parallel layers inside each stage), exchanges gradients
+ * in DP buckets (or ZeRO-1) while the last backward still runs, clips, takes an AdamW step, and every
+ * `checkpoint.every` steps saves asynchronously, layout-free; a restarted job resumes bit for bit. With
+ * train.device cuda the model, its gradients and AdamW live on this rank's GPU (train_cuda.c, data
+ * parallel only) and the buckets go over NCCL; the rest (data, losses, metrics, checkpoint agreement)
+ * stays here. */
 #define _GNU_SOURCE
 #include <math.h>
 #include <signal.h>
@@ -18,46 +20,12 @@
 #include "runtime/model/gpt_internal.h"
 #include "runtime/train/train_internal.h"
 
-#define EVAL_PROBLEMS 256
 #define MAX_SKIPPED_IN_A_ROW 10
 
-typedef struct trainer {
-  const dtr_recipe *r;
-  dtr_runtime *rt;
-  dtr_comm *dp_comm;   /* host memory: losses, accuracy, the summary; the cpu trainer's gradients too */
-  dtr_comm *grad_comm; /* the gradient buckets: dp_comm, or the nccl DP communicator on cuda */
-  dtr__gpu *gpu;       /* train.device cuda; NULL on the cpu */
-  int rank, dp, dp_rank, threads;
-  dtr_data *data;
-  dtr__gpt *model;
-  dtr_adamw opt;
-  int opt_ready;
-  uint8_t *decay;
-  dtr_dp_sync *sync;
-  dtr__train_ckpt *ck;
-  dtr__metrics *metrics; /* rank 0 only */
-  dtr__train_state state;
-  int32_t *x, *y;
-  int T, micro, accum, first, count;
-  size_t nparams;
-  /* totals over this process's steps */
-  double sum_step_s, sum_wait_s, sum_tokens;
-  int64_t steps_run, skipped, skipped_in_a_row;
-  char *err;
-  size_t errcap;
-} trainer;
-
-static dtr_result gpt_fail(trainer *t, dtr_result rc, const char *what) {
-  return dtr__fail(t->err, t->errcap, rc, "%s: %s", what, dtr__gpt_last_error(t->model));
-}
+typedef dtr__trainer trainer;
 
 static dtr_result comm_fail(trainer *t, dtr_result rc, const char *what) {
   return dtr__fail(t->err, t->errcap, rc, "%s: %s", what, dtr_comm_last_error(t->dp_comm));
-}
-
-/* Backward reports finished gradient ranges; each one may complete a bucket whose all-reduce starts. */
-static dtr_result on_grads_ready(void *arg, size_t offset, size_t count) {
-  return dtr_dp_sync_ready((dtr_dp_sync *)arg, offset, count);
 }
 
 static int on_cuda(const dtr_recipe *r) {
@@ -65,10 +33,11 @@ static int on_cuda(const dtr_recipe *r) {
 }
 
 dtr_result dtr_train_check(const dtr_recipe *r, char *err, size_t errcap) {
-  if (r->parallel.tp > 1 || r->parallel.pp > 1) {
+  if (on_cuda(r) && (r->parallel.tp > 1 || r->parallel.pp > 1 || r->train.zero)) {
     return dtr__fail(err, errcap, DTR_ERR_UNSUPPORTED,
-                     "%s: parallel.tp=%d pp=%d: the built-in trainer is data parallel only (tp 1, pp 1)",
-                     r->path, r->parallel.tp, r->parallel.pp);
+                     "%s: train.device=cuda with parallel.tp=%d pp=%d train.zero=%d: the GPU trainer is data "
+                     "parallel only so far (tensor and pipeline parallelism and ZeRO-1 train on the cpu)",
+                     r->path, r->parallel.tp, r->parallel.pp, r->train.zero);
   }
   /* dtr_recipe_load refuses the same with the file:line:col of the value; these guard recipes built in
    * code. */
@@ -137,9 +106,17 @@ static dtr_result setup(trainer *t) {
   DTR_CHECK(dtr_init(&rc_cfg, &t->rt, err, errcap));
   const dtr_mesh *mesh = dtr_runtime_mesh(t->rt);
   t->rank = dtr_runtime_identity(t->rt)->rank;
+  t->world = dtr_runtime_identity(t->rt)->world_size;
   t->dp = mesh->dp;
   t->dp_rank = mesh->dp_rank;
+  t->tp_size = mesh->tp;
+  t->tp_rank = mesh->tp_rank;
+  t->pp = mesh->pp;
+  t->stage = mesh->pp_rank;
+  t->chunks = r->parallel.virtual_stages > 0 ? r->parallel.virtual_stages : 1;
   t->dp_comm = dtr_runtime_dp(t->rt);
+  t->tp_comm = dtr_runtime_tp(t->rt);
+  t->pp_comm = dtr_runtime_pp(t->rt);
   t->grad_comm = on_cuda(r) ? dtr_runtime_dp_nccl(t->rt) : t->dp_comm;
 
   int G = r->train.global_batch, mb = r->train.micro_batch;
@@ -172,41 +149,45 @@ static dtr_result setup(trainer *t) {
                      "%s: model.vocab_size=%d is smaller than the data's %d tokens", r->path, gc.vocab_size,
                      dtr__data_vocab(t->data));
   }
-  /* On cuda the host model holds the seeded initial weights (both devices start alike) and serves the
-   * accuracy evaluation's greedy decoding (batch 1) from downloaded weights. */
-  DTR_CHECK(dtr__gpt_create(&gc, r->job.seed, t->threads, on_cuda(r) ? 1 : mb, &t->model, err, errcap));
-  t->nparams = dtr__gpt_num_params(t->model);
-  if (on_cuda(r))
-    DTR_CHECK(dtr__gpu_create(r, &gc, dtr__gpt_params(t->model), t->nparams, dtr_runtime_cuda_device(t->rt),
-                              mb, t->grad_comm, &t->gpu, err, errcap));
   t->x = malloc((size_t)mb * t->T * sizeof *t->x);
   t->y = malloc((size_t)mb * t->T * sizeof *t->y);
-  t->decay = calloc(t->nparams, 1);
-  if (!t->x || !t->y || !t->decay) return dtr__fail(err, errcap, DTR_ERR_NOMEM, "trainer: out of memory");
-  for (int i = 0; i < dtr__gpt_num_tensors(t->model); i++) {
-    const dtr__gpt_param *p = dtr__gpt_tensor(t->model, i);
-    if (p->decay) memset(t->decay + p->offset, 1, p->count);
+  if (!t->x || !t->y) return dtr__fail(err, errcap, DTR_ERR_NOMEM, "trainer: out of memory");
+  if (!on_cuda(r)) {
+    DTR_CHECK(dtr__train_setup_cpu(t, &gc));
+  } else {
+    /* The host model holds the seeded initial weights (both devices start alike) and serves the
+     * accuracy evaluation's greedy decoding (batch 1) from downloaded weights. */
+    DTR_CHECK(dtr__gpt_create(&gc, r->job.seed, t->threads, 1, &t->model, err, errcap));
+    t->nparams = dtr__gpt_num_params(t->model);
+    DTR_CHECK(dtr__gpu_create(r, &gc, dtr__gpt_params(t->model), t->nparams, dtr_runtime_cuda_device(t->rt),
+                              mb, t->grad_comm, &t->gpu, err, errcap));
+    DTR_CHECK(dtr_adamw_init(&t->opt, t->nparams, r->train.beta1, r->train.beta2, r->train.eps,
+                             r->train.weight_decay));
+    t->opt_ready = 1;
+    size_t bucket = (size_t)(r->train.bucket_mb * 1048576.0),
+           first = (size_t)(r->train.first_bucket_mb * 1048576.0);
+    if (bucket < 4096) bucket = 4096;
+    if (first < 4096) first = 4096;
+    DTR_CHECK(dtr_dp_sync_create(t->grad_comm, dtr__gpu_grads(t->gpu), t->nparams, bucket, first,
+                                 r->train.overlap, &t->sync));
   }
-  DTR_CHECK(dtr_adamw_init(&t->opt, t->nparams, r->train.beta1, r->train.beta2, r->train.eps,
-                           r->train.weight_decay));
-  t->opt_ready = 1;
-  size_t bucket = (size_t)(r->train.bucket_mb * 1048576.0),
-         first = (size_t)(r->train.first_bucket_mb * 1048576.0);
-  if (bucket < 4096) bucket = 4096;
-  if (first < 4096) first = 4096;
-  DTR_CHECK(dtr_dp_sync_create(t->grad_comm, t->gpu ? dtr__gpu_grads(t->gpu) : dtr__gpt_grads(t->model),
-                               t->nparams, bucket, first, r->train.overlap, &t->sync));
 
   t->state.magic = DTR_TRAIN_STATE_MAGIC;
   t->state.version = DTR_TRAIN_STATE_VERSION;
   t->state.seed = r->job.seed;
   t->state.first_loss = NAN;
+  int nshards = 0;
+  const dtr_range *shards = r->train.zero ? dtr_dp_sync_shards(t->sync, &nshards) : NULL;
   dtr__train_bufs bufs = {dtr__gpt_tensor(t->model, 0),
                           dtr__gpt_num_tensors(t->model),
                           dtr__gpt_params(t->model),
                           t->opt.m,
                           t->opt.v,
-                          DTR_CKPT_HOST};
+                          DTR_CKPT_HOST,
+                          t->tp_size,
+                          t->tp_rank,
+                          shards,
+                          nshards};
   if (t->gpu) bufs = dtr__gpu_bufs(t->gpu);
   DTR_CHECK(dtr__train_ckpt_create(r, r->checkpoint.dir, dtr_runtime_world(t->rt), t->dp_rank, t->dp, &bufs,
                                    &t->opt, &t->state, t->data, &t->ck, err, errcap));
@@ -216,6 +197,8 @@ static dtr_result setup(trainer *t) {
 static void teardown(trainer *t) {
   dtr__train_ckpt_destroy(t->ck);
   dtr_dp_sync_destroy(t->sync);
+  dtr_pp_pipe_destroy(t->pipe);
+  dtr_comm_destroy(t->emb_comm);
   if (t->opt_ready) dtr_adamw_free(&t->opt);
   dtr__gpu_destroy(t->gpu);
   dtr__gpt_destroy(t->model);
@@ -224,6 +207,7 @@ static void teardown(trainer *t) {
   free(t->x);
   free(t->y);
   free(t->decay);
+  free(t->counted);
   dtr_finalize(t->rt);
 }
 
@@ -249,12 +233,11 @@ static dtr_result finish_step(trainer *t, int64_t step, double *lr, double gnorm
   }
   t->skipped_in_a_row = 0;
   if (t->gpu) return dtr__gpu_adamw(t->gpu, &t->opt, *lr, coef, t->err, t->errcap);
-  dtr_adamw_step(&t->opt, dtr__gpt_params(t->model), dtr__gpt_grads(t->model), t->decay, *lr);
-  return DTR_OK;
+  return dtr__train_cpu_update(t, *lr);
 }
 
-/* One optimizer step: micro-batches, bucketed all-reduce (started during the last backward), global
- * mean loss, clipping, AdamW. */
+/* One optimizer step: micro-batches through the pipeline, the gradient exchange (started during the last
+ * backward), the global mean loss, clipping, AdamW. */
 static dtr_result train_step(trainer *t, int64_t step, double *loss, double *lr, double *gnorm) {
   const dtr_recipe *r = t->r;
   if (t->gpu) {
@@ -264,50 +247,8 @@ static dtr_result train_step(trainer *t, int64_t step, double *loss, double *lr,
                                   &coef, t->err, t->errcap));
     return finish_step(t, step, lr, *gnorm, coef);
   }
-  dtr__gpt_zero_grad(t->model);
-  double sum = 0;
-  for (int k = 0; k < t->accum; k++) {
-    dtr_result rc = dtr__data_batch(t->data, t->first + k * t->micro, t->micro, t->x, t->y);
-    if (rc != DTR_OK) return dtr__fail(t->err, t->errcap, rc, "data batch of step %lld", (long long)step);
-    float l = 0;
-    rc = dtr__gpt_forward(t->model, t->x, t->y, t->micro, t->T, &l, NULL);
-    if (rc != DTR_OK) return gpt_fail(t, rc, "forward");
-    sum += l;
-    /* Only the last micro-step's gradients are final: it alone starts the buckets' all-reduce. */
-    int last = k == t->accum - 1;
-    rc = dtr__gpt_backward(t->model, 1.0f / (float)t->accum, last ? on_grads_ready : NULL,
-                           last ? t->sync : NULL);
-    if (rc != DTR_OK)
-      return rc == DTR_ERR_INVALID ? gpt_fail(t, rc, "backward") : comm_fail(t, rc, "backward");
-  }
-  dtr_result rc = dtr_dp_sync_finish(t->sync);
-  if (rc != DTR_OK) return comm_fail(t, rc, "gradient all-reduce");
-  /* Every rank's local mean is over the same number of scored tokens: the DP average is the global mean. */
-  double mean = sum / t->accum;
-  rc = dtr_all_reduce(t->dp_comm, &mean, &mean, 1, DTR_F64, DTR_AVG, NULL);
-  if (rc != DTR_OK) return comm_fail(t, rc, "loss all-reduce");
-  *loss = mean;
-  *gnorm = dtr_clip_grad_norm(dtr__gpt_grads(t->model), t->nparams, r->train.grad_clip);
+  DTR_CHECK(dtr__train_cpu_grads(t, step, loss, gnorm));
   return finish_step(t, step, lr, *gnorm, 1.0);
-}
-
-/* Exact-match accuracy on EVAL_PROBLEMS held-out additions, split over the DP ranks. */
-static dtr_result evaluate(trainer *t, double *acc) {
-  int32_t prompt[64], answer[16], out[16];
-  int pl = 0, al = 0;
-  int64_t correct = 0;
-  /* On cuda the host model decodes with the device's current weights (batch 1 gains nothing there). */
-  if (t->gpu) DTR_CHECK(dtr__gpu_download(t->gpu, dtr__gpt_params(t->model), NULL, NULL, t->err, t->errcap));
-  for (int64_t i = t->dp_rank; i < EVAL_PROBLEMS; i += t->dp) {
-    DTR_CHECK(dtr__data_eval_problem(t->data, i, prompt, &pl, answer, &al));
-    dtr_result rc = dtr__gpt_generate(t->model, prompt, pl, al, out);
-    if (rc != DTR_OK) return gpt_fail(t, rc, "evaluation");
-    correct += memcmp(out, answer, (size_t)al * sizeof *out) == 0;
-  }
-  dtr_result rc = dtr_all_reduce(t->dp_comm, &correct, &correct, 1, DTR_I64, DTR_SUM, NULL);
-  if (rc != DTR_OK) return comm_fail(t, rc, "accuracy all-reduce");
-  *acc = (double)correct / EVAL_PROBLEMS;
-  return DTR_OK;
 }
 
 /* Test-only fault hook (docs/environment.md): DTRAIN_TRAIN_FAULT_STEP=N kills rank
@@ -334,22 +275,6 @@ static void fault_hook_fire(const fault_hook *f, int rank, int64_t step) {
   raise(SIGKILL);
 }
 
-static uint64_t weights_digest(trainer *t) {
-  if (t->gpu && dtr__gpu_download(t->gpu, dtr__gpt_params(t->model), t->opt.m, t->opt.v, t->err, t->errcap)) {
-    DTR_WARN("weights digest: %s", t->err);
-    return 0;
-  }
-  XXH64_state_t *h = XXH64_createState();
-  if (!h) return 0;
-  XXH64_reset(h, 0);
-  XXH64_update(h, dtr__gpt_params(t->model), t->nparams * sizeof(float));
-  XXH64_update(h, t->opt.m, t->nparams * sizeof(float));
-  XXH64_update(h, t->opt.v, t->nparams * sizeof(float));
-  uint64_t d = XXH64_digest(h);
-  XXH64_freeState(h);
-  return d;
-}
-
 static void print_header(trainer *t, int64_t start) {
   const dtr_recipe *r = t->r;
   char what[DTR_RECIPE_STR + 64];
@@ -357,12 +282,22 @@ static void print_header(trainer *t, int64_t start) {
     snprintf(what, sizeof what, "addition of %d-digit numbers", r->data.digits);
   else
     snprintf(what, sizeof what, "%s (%lld tokens)", r->data.path, (long long)dtr__data_num_tokens(t->data));
+  char layout[160] = "";
+  if (t->tp_size > 1 || t->pp > 1) {
+    snprintf(layout, sizeof layout, " x tp %d x pp %d", t->tp_size, t->pp);
+    if (t->pp > 1)
+      snprintf(layout + strlen(layout), sizeof layout - strlen(layout), " (%s%s%.0d%s)", r->parallel.schedule,
+               t->chunks > 1 ? ", " : "", t->chunks > 1 ? t->chunks : 0,
+               t->chunks > 1 ? " chunks per stage" : "");
+  }
+  if (r->train.zero) snprintf(layout + strlen(layout), sizeof layout - strlen(layout), " (ZeRO-1)");
   printf(
-      "%s: %d DP rank%s x %d thread%s | %.2fM params | %lld steps x %d seqs x %d tokens (micro %d, accum %d) "
+      "%s: %d DP rank%s%s x %d thread%s | %.2fM params%s | %lld steps x %d seqs x %d tokens (micro %d, accum "
+      "%d) "
       "| %s\n",
-      r->job.name, t->dp, t->dp > 1 ? "s" : "", t->threads, t->threads > 1 ? "s" : "",
-      (double)t->nparams / 1e6, (long long)r->train.steps, r->train.global_batch, t->T, t->micro, t->accum,
-      what);
+      r->job.name, t->dp, t->dp > 1 ? "s" : "", layout, t->threads, t->threads > 1 ? "s" : "",
+      (double)t->nparams / 1e6, t->tp_size > 1 || t->pp > 1 ? " on this rank" : "", (long long)r->train.steps,
+      r->train.global_batch, t->T, t->micro, t->accum, what);
   if (t->gpu) printf("device %s, gradients all-reduced over NCCL\n", dtr__gpu_describe(t->gpu));
   if (start > 0) printf("resumed from checkpoint step %lld in %s\n", (long long)start, r->checkpoint.dir);
   fflush(stdout);
@@ -391,7 +326,15 @@ static void summarize(trainer *t, int64_t start, double wall_s, double last_loss
   }
   fprintf(f, "steps=%lld\nstart_step=%lld\nsteps_run=%lld\nskipped_steps=%lld\n", (long long)r->train.steps,
           (long long)start, (long long)t->steps_run, (long long)t->skipped);
-  fprintf(f, "dp=%d\nthreads=%d\noverlap=%d\n", t->dp, t->threads, r->train.overlap);
+  fprintf(f, "dp=%d\ntp=%d\npp=%d\nschedule=%s\nvirtual_stages=%d\nzero=%d\nthreads=%d\noverlap=%d\n", t->dp,
+          t->tp_size, t->pp, r->parallel.schedule, t->chunks, r->train.zero, t->threads, r->train.overlap);
+  /* rank 0's: its part of the model, its optimizer state and activations as allocated */
+  fprintf(f,
+          "params_rank0=%zu\noptimizer_bytes_rank0=%zu\nactivation_bytes_rank0=%zu\ntp_bytes_per_step_rank0=%"
+          "llu\n",
+          t->nparams, t->opt.n * 2 * sizeof(float),
+          t->model && !t->gpu ? dtr__gpt_activation_bytes(t->model) : 0,
+          (unsigned long long)t->tp_bytes_last);
   fprintf(f, "wall_s=%.3f\ntokens_per_s=%.1f\nstep_ms=%.3f\n", wall_s, tps,
           t->steps_run ? 1e3 * t->sum_step_s / (double)t->steps_run : 0.0);
   fprintf(f, "first_loss=%.9g\nfinal_loss=%.9g\naccuracy=%.4f\ndp_wait_share=%.4f\nweights_xxh64=%016llx\n",
@@ -440,7 +383,7 @@ static dtr_result run(trainer *t) {
     last_loss = loss;
     dtr__step_record rec = {s + 1, loss, lr, tokens_per_step / dt, 1e3 * dt, gnorm, 1e3 * wait, NAN};
     if (addition && r->train.eval_every > 0 && ((s + 1) % r->train.eval_every == 0 || s + 1 == steps)) {
-      DTR_CHECK(evaluate(t, &acc));
+      DTR_CHECK(dtr__train_evaluate(t, &acc));
       rec.accuracy = acc;
     }
     dtr__metrics_step(t->metrics, &rec);
@@ -466,8 +409,9 @@ static dtr_result run(trainer *t) {
   double share[2] = {t->sum_wait_s, t->sum_step_s};
   dtr_result rc = dtr_all_reduce(t->dp_comm, share, share, 2, DTR_F64, DTR_SUM, NULL);
   if (rc != DTR_OK) return comm_fail(t, rc, "summary all-reduce");
+  uint64_t digest = t->steps_run > 0 ? dtr__train_digest(t) : 0; /* every rank: it may gather */
   if (t->rank == 0 && t->steps_run > 0) {
-    summarize(t, start, wall, last_loss, acc, share[1] > 0 ? share[0] / share[1] : 0, weights_digest(t));
+    summarize(t, start, wall, last_loss, acc, share[1] > 0 ? share[0] / share[1] : 0, digest);
     dtr__metrics_plot(t->metrics);
   }
   return DTR_OK;

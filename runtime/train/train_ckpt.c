@@ -17,14 +17,102 @@ struct dtr__train_ckpt {
   dtr_data *data;
 };
 
-static dtr_result add_copy(dtr_ckpt *ck, const char *prefix, const dtr__gpt_param *p, float *base, int device,
-                           int dp_rank, int dp) {
+/* How a rank saves what it registers: a slab `part` of `parts` of each box (replicas), all of it, or
+ * nothing (a copy another rank saves). */
+typedef struct save_rule {
+  int part, parts; /* parts 0: save nothing; part -1: save all held */
+} save_rule;
+
+/* Register rows [r0, r1) of local tensor t (all columns), or of one row r0 columns [c0, c1) when c1 > 0,
+ * whose first element is at data: one box of the whole tensor per tensor-parallel piece they touch. */
+static dtr_result add_run(dtr_ckpt *ck, const char *name, const dtr__gpt_param *t, const dtr__train_bufs *b,
+                          int64_t r0, int64_t r1, int64_t c0, int64_t c1, float *data, save_rule save) {
+  dtr__gpt_piece pc[3];
+  int np = dtr__gpt_param_pieces(t, b->tp, b->tp_rank, pc);
+  int64_t cols = t->ndim == 2 ? t->shape[1] : 1;
+  if (c1 <= 0) c0 = 0, c1 = cols;
+  for (int k = 0; k < np; k++) {
+    int64_t a = r0 > pc[k].lrow ? r0 : pc[k].lrow,
+            e = r1 < pc[k].lrow + pc[k].rows ? r1 : pc[k].lrow + pc[k].rows;
+    if (a >= e) continue;
+    dtr_ckpt_tensor x = dtr_ckpt_tensor_full(name, DTR_F32, t->ndim, t->gshape, data + (a - r0) * cols);
+    x.offset[0] = pc[k].grow + (a - pc[k].lrow);
+    x.extent[0] = e - a;
+    if (t->ndim == 2) {
+      x.offset[1] = pc[k].gcol + c0;
+      x.extent[1] = c1 - c0;
+    }
+    x.device = b->device;
+    memcpy(x.save_offset, x.offset, sizeof x.offset);
+    memcpy(x.save_extent, x.extent, sizeof x.extent);
+    if (save.parts == 0)
+      memset(x.save_extent, 0, sizeof x.save_extent);
+    else if (save.part >= 0)
+      x = dtr_ckpt_tensor_save_part(x, save.part, save.parts);
+    DTR_CHECK(dtr_ckpt_add_tensor(ck, &x));
+  }
+  return DTR_OK;
+}
+
+/* Register local elements [e0, e1) of tensor t (data: element e0) as runs of whole boxes: the rest of a
+ * first row, whole rows, the start of a last row. */
+static dtr_result add_range(dtr_ckpt *ck, const char *name, const dtr__gpt_param *t, const dtr__train_bufs *b,
+                            int64_t e0, int64_t e1, float *data, save_rule save) {
+  int64_t cols = t->ndim == 2 ? t->shape[1] : 1;
+  while (e0 < e1) {
+    int64_t r = e0 / cols, c = e0 % cols;
+    if (c != 0 || e1 - e0 < cols) { /* part of one row */
+      int64_t end = (r + 1) * cols < e1 ? (r + 1) * cols : e1;
+      DTR_CHECK(add_run(ck, name, t, b, r, r + 1, c, c + (end - e0), data, save));
+      data += end - e0;
+      e0 = end;
+    } else { /* whole rows */
+      int64_t rows = (e1 - e0) / cols;
+      DTR_CHECK(add_run(ck, name, t, b, r, r + rows, 0, 0, data, save));
+      data += rows * cols;
+      e0 += rows * cols;
+    }
+  }
+  return DTR_OK;
+}
+
+/* Every tensor of the table from buffer base (laid out like the parameters): replicas save slabs. */
+static dtr_result add_buffer(dtr_ckpt *ck, const char *prefix, const dtr__train_bufs *b, float *base,
+                             int dp_rank, int dp) {
   char name[DTR_CKPT_MAX_NAME];
-  snprintf(name, sizeof name, "%s%s", prefix, p->name);
-  dtr_ckpt_tensor t = dtr_ckpt_tensor_full(name, DTR_F32, p->ndim, p->shape, base + p->offset);
-  t.device = device;
-  t = dtr_ckpt_tensor_save_part(t, dp_rank, dp);
-  return dtr_ckpt_add_tensor(ck, &t);
+  for (int i = 0; i < b->ntensors; i++) {
+    const dtr__gpt_param *p = &b->tab[i];
+    snprintf(name, sizeof name, "%s%s", prefix, p->name);
+    save_rule save = {dp_rank, dp};
+    if (p->tied)
+      save.parts = 0;
+    else if (p->split == DTR__GPT_WHOLE)
+      save = (save_rule){b->tp_rank * dp + dp_rank, b->tp * dp};
+    DTR_CHECK(add_range(ck, name, p, b, 0, (int64_t)p->count, base + p->offset, save));
+  }
+  return DTR_OK;
+}
+
+/* ZeRO-1 moments: this rank's shards of the flat buffer, packed in base; each saved by its owner. */
+static dtr_result add_shards(dtr_ckpt *ck, const char *prefix, const dtr__train_bufs *b, float *base) {
+  char name[DTR_CKPT_MAX_NAME];
+  size_t at = 0;
+  for (int s = 0; s < b->nshards; s++) {
+    size_t a = b->shards[s].offset, e = a + b->shards[s].count;
+    for (int i = 0; i < b->ntensors; i++) {
+      const dtr__gpt_param *p = &b->tab[i];
+      size_t x = a > p->offset ? a : p->offset, y = e < p->offset + p->count ? e : p->offset + p->count;
+      if (x >= y) continue;
+      snprintf(name, sizeof name, "%s%s", prefix, p->name);
+      /* the tied copy and tp replicas of whole tensors hold what another rank saves */
+      save_rule save = {-1, 1};
+      if (p->tied || (p->split == DTR__GPT_WHOLE && b->tp_rank != 0)) save.parts = 0;
+      DTR_CHECK(add_range(ck, name, p, b, (int64_t)(x - p->offset), (int64_t)(y - p->offset),
+                          base + at + (x - a), save));
+    }
+    at += e - a;
+  }
+  return DTR_OK;
 }
 
 dtr_result dtr__train_ckpt_create(const dtr_recipe *r, const char *dir, dtr_comm *comm, int dp_rank, int dp,
@@ -44,12 +132,15 @@ dtr_result dtr__train_ckpt_create(const dtr_recipe *r, const char *dir, dtr_comm
   cfg.level = r->checkpoint.level;
   cfg.job_id = r->job.name;
   DTR_CHECK_GOTO(dtr_ckpt_create(&cfg, &c->ck, err, errcap), rc, fail);
-  /* The same names and slabs on either device: a checkpoint of a cuda run loads into a cpu run. */
-  for (int i = 0; i < bufs->ntensors; i++) {
-    const dtr__gpt_param *p = &bufs->tab[i];
-    DTR_CHECK_GOTO(add_copy(c->ck, "model/", p, bufs->params, bufs->device, dp_rank, dp), rc, reg_fail);
-    DTR_CHECK_GOTO(add_copy(c->ck, "adamw.m/", p, bufs->adam_m, bufs->device, dp_rank, dp), rc, reg_fail);
-    DTR_CHECK_GOTO(add_copy(c->ck, "adamw.v/", p, bufs->adam_v, bufs->device, dp_rank, dp), rc, reg_fail);
+  /* The same names and boxes in every layout and on either device: a checkpoint of any (dp, tp, pp,
+   * zero) loads into any other, a cuda run's into a cpu run. */
+  DTR_CHECK_GOTO(add_buffer(c->ck, "model/", bufs, bufs->params, dp_rank, dp), rc, reg_fail);
+  if (bufs->shards) {
+    DTR_CHECK_GOTO(add_shards(c->ck, "adamw.m/", bufs, bufs->adam_m), rc, reg_fail);
+    DTR_CHECK_GOTO(add_shards(c->ck, "adamw.v/", bufs, bufs->adam_v), rc, reg_fail);
+  } else {
+    DTR_CHECK_GOTO(add_buffer(c->ck, "adamw.m/", bufs, bufs->adam_m, dp_rank, dp), rc, reg_fail);
+    DTR_CHECK_GOTO(add_buffer(c->ck, "adamw.v/", bufs, bufs->adam_v, dp_rank, dp), rc, reg_fail);
   }
   DTR_CHECK_GOTO(dtr_ckpt_add_blob(c->ck, "train_state", state, sizeof *state), rc, reg_fail);
   DTR_CHECK_GOTO(dtr_ckpt_add_blob(c->ck, "data_pos", dtr__data_pos(data), sizeof(dtr_data_pos)), rc,

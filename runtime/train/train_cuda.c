@@ -69,9 +69,16 @@ float *dtr__gpu_grads(dtr__gpu *g) {
 }
 
 dtr__train_bufs dtr__gpu_bufs(dtr__gpu *g) {
-  dtr__train_bufs b = {dtr__gpt_cuda_tensor(g->model, 0),  dtr__gpt_cuda_num_tensors(g->model),
-                       dtr__gpt_cuda_params_dev(g->model), dtr__gpt_cuda_adam_m_dev(g->model),
-                       dtr__gpt_cuda_adam_v_dev(g->model), DTR_CKPT_CUDA};
+  dtr__train_bufs b = {dtr__gpt_cuda_tensor(g->model, 0),
+                       dtr__gpt_cuda_num_tensors(g->model),
+                       dtr__gpt_cuda_params_dev(g->model),
+                       dtr__gpt_cuda_adam_m_dev(g->model),
+                       dtr__gpt_cuda_adam_v_dev(g->model),
+                       DTR_CKPT_CUDA,
+                       1,
+                       0,
+                       NULL,
+                       0};
   return b;
 }
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "dtrain/ckpt.h"
+#include "dtrain/parallel.h"
 #include "dtrain/recipe.h"
 #include "dtrain/runtime.h"
 #include "runtime/model/data.h"
@@ -56,17 +57,25 @@ typedef struct dtr__train_ckpt dtr__train_ckpt;
 
 /* What a checkpoint holds of the model: the parameter table and three flat fp32 buffers laid out by it
  * (parameters, AdamW m and v), in host memory (the cpu trainer) or in the CUDA device memory of the
- * device current at registration (the cuda trainer: device DTR_CKPT_CUDA). */
+ * device current at registration (the cuda trainer: device DTR_CKPT_CUDA). The table's tensors may be
+ * tensor-parallel slices (tp > 1: each registered as the boxes of the whole tensor it holds) and may
+ * include the last pipeline stage's tied copy of wte (loaded, never saved). With ZeRO-1 the moments
+ * hold only `shards` of the flat buffer, packed in order. */
 typedef struct dtr__train_bufs {
   const dtr__gpt_param *tab;
   int ntensors;
   float *params, *adam_m, *adam_v;
-  int device; /* a dtr_ckpt_device */
+  int device;              /* a dtr_ckpt_device */
+  int tp, tp_rank;         /* the split of tab's tensors; 1, 0: whole */
+  const dtr_range *shards; /* ZeRO-1: the moments' ranges of the flat buffer; NULL: the whole buffer */
+  int nshards;
 } dtr__train_bufs;
 
 /* Create the checkpointer over comm (host memory: the world on the host backend) and register every
- * parameter, both AdamW moments (each saved in DP slabs: part dp_rank of dp) and the blobs train_state
- * and data_pos. opt supplies AdamW's step count t (its moments are the bufs'). COLLECTIVE over comm. */
+ * parameter and both AdamW moments as the boxes of the whole tensors this rank holds, each saved once
+ * across the job (replicas save slabs: part dp_rank of dp, and of dp x tp for tensors every tp rank
+ * holds; a ZeRO-1 shard saves itself), and the blobs train_state and data_pos. opt supplies AdamW's step
+ * count t (its moments are the bufs'). COLLECTIVE over comm. */
 dtr_result dtr__train_ckpt_create(const dtr_recipe *r, const char *dir, dtr_comm *comm, int dp_rank, int dp,
                                   const dtr__train_bufs *bufs, dtr_adamw *opt, dtr__train_state *state,
                                   dtr_data *data, dtr__train_ckpt **out, char *err, size_t errcap);
@@ -123,5 +132,62 @@ dtr_result dtr__gpu_params_changed(dtr__gpu *g, char *err, size_t errcap);
 dtr_result dtr__gpu_download(dtr__gpu *g, float *params, float *m, float *v, char *err, size_t errcap);
 /* "cuda:0 bf16" */
 const char *dtr__gpu_describe(const dtr__gpu *g);
+
+/* ---- the trainer (train.c: setup, the loop, the summary; train_step.c: the cpu step over the
+ * pipeline, tensor-parallel and data-parallel groups; train_eval.c: evaluation and the weights digest) */
+
+typedef struct dtr__trainer {
+  const dtr_recipe *r;
+  dtr_runtime *rt;
+  dtr_comm *dp_comm;   /* host memory: losses, accuracy, the summary; the cpu trainer's gradients too */
+  dtr_comm *grad_comm; /* the gradient buckets: dp_comm, or the nccl DP communicator on cuda */
+  dtr_comm *tp_comm, *pp_comm;
+  dtr_comm *emb_comm; /* the first and last pipeline stage of this rank's (dp, tp): the tied wte (pp > 1) */
+  dtr_tp tp;          /* the model's tensor-parallel group */
+  dtr__gpu *gpu;      /* train.device cuda; NULL on the cpu */
+  int rank, world, threads;
+  int dp, dp_rank, tp_size, tp_rank, pp, stage, chunks;
+  dtr_data *data;
+  dtr__gpt *model;
+  dtr_pp_pipe *pipe; /* the cpu step's schedule of micro-batches (one stage when pp is 1) */
+  dtr_adamw opt;
+  int opt_ready;
+  uint8_t *decay;   /* AdamW decays the element (2-D weights) */
+  uint8_t *counted; /* the element counts in the global gradient norm (each parameter once in the job) */
+  size_t wte_off,
+      wte_count; /* the tied wte this rank shares with the other end of the pipeline (count 0: none) */
+  dtr_dp_sync *sync;
+  dtr__train_ckpt *ck;
+  dtr__metrics *metrics; /* rank 0 only */
+  dtr__train_state state;
+  int32_t *x, *y;
+  int T, micro, accum, first, count;
+  size_t nparams;
+  double loss_sum; /* last stage: this step's micro-batch losses */
+  /* totals over this process's steps */
+  double sum_step_s, sum_wait_s, sum_tokens;
+  uint64_t tp_bytes_last; /* tp all-reduce payload of the last step */
+  int64_t steps_run, skipped, skipped_in_a_row;
+  char *err;
+  size_t errcap;
+} dtr__trainer;
+
+/* The cpu trainer's parallel pieces (after dtr_init, the data and the config are known): the model's
+ * part, the pipeline, the DP buckets (or ZeRO-1), AdamW over what this rank updates, and the masks.
+ * COLLECTIVE over the world. */
+dtr_result dtr__train_setup_cpu(dtr__trainer *t, const dtr__gpt_config *gc);
+/* The gradient half of a cpu step: every micro-batch through the pipeline schedule, the tied embedding
+ * and DP exchanges, the loss (mean over micro-batches and DP ranks, known on every rank), the global
+ * gradient norm over every stage and tp slice, clipping. COLLECTIVE over the world. */
+dtr_result dtr__train_cpu_grads(dtr__trainer *t, int64_t step, double *loss, double *gnorm);
+/* AdamW on what this rank updates (its ZeRO-1 shards, or everything), then the all-gather of ZeRO-1.
+ * COLLECTIVE over the DP group (ZeRO-1). */
+dtr_result dtr__train_cpu_update(dtr__trainer *t, double lr);
+/* Exact-match accuracy on held-out additions, the problems split over the DP ranks, each decoded by
+ * the whole pipeline and tp group. COLLECTIVE over the world. */
+dtr_result dtr__train_evaluate(dtr__trainer *t, double *acc);
+/* xxh64 of the weights and AdamW moments (rank 0's answer): a replica's own when every rank holds the
+ * whole model, else of every rank's digest in rank order. COLLECTIVE over the world. */
+uint64_t dtr__train_digest(dtr__trainer *t);
 
 #endif
