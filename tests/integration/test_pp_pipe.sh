@@ -40,8 +40,12 @@ DTRAIN_COMM_TIMEOUT_MS=3000 timeout -k 5 60 "$DTRAIN" launch --nproc-per-node 3 
 [ $rc != 0 ] || fail "stall: the job succeeded with a stalled stage"
 (( SECONDS - t0 < 30 )) || fail "stall: took $((SECONDS - t0)) s with a 3 s deadline"
 cat "$T/stall.out" "$T/stall.err" > "$T/stall.all"
-grep -q "pipeline stage 2: receiving the activation of micro-batch 2 from stage 1" "$T/stall.all" \
-  || { cat "$T/stall.all"; fail "stall: stage 2 did not name the activation it waited for"; }
-grep -q "pipeline stage 0: receiving the gradient of micro-batch [0-9] from stage 1" "$T/stall.all" \
-  || { cat "$T/stall.all"; fail "stall: stage 0 did not name the gradient it waited for"; }
+# both neighbours time out at about the same moment and the first to exit stops the job: one of them
+# reports, and what it reports is what it waited for (stage 2: the activation of micro-batch 2)
+grep -Eq "pipeline stage (2: receiving the activation of micro-batch 2|0: receiving the gradient of micro-batch [01]) from stage 1" \
+  "$T/stall.all" || { cat "$T/stall.all"; fail "stall: no neighbour named what it waited for"; }
+if grep -q "pipeline stage 2: receiving" "$T/stall.all"; then
+  grep -q "pipeline stage 2: receiving the activation of micro-batch 2 from stage 1" "$T/stall.all" \
+    || fail "stall: stage 2 named the wrong message: $(grep 'pipeline stage 2' "$T/stall.all")"
+fi
 echo PASS
