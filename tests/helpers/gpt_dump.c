@@ -4,7 +4,16 @@
  * T, int64 nparams, f32 params[nparams], i32 inputs[B*T], i32 targets[B*T], f32 loss,
  * f32 logits[B*T*V], f32 grads[nparams].
  * usage: gpt_dump OUT [--vocab V] [--block N] [--layers L] [--heads H] [--embd C] [--batch B] [--T T]
- *                    [--seed S] [--threads N] [--perturb X] [--accum K] */
+ *                    [--seed S] [--threads N] [--perturb X] [--accum K]
+ * Under `dtrain launch` with WORLD_SIZE > 1 the ranks form a tensor-parallel group: each runs its slice of
+ * the same (perturbed) model, forward and backward with the tp all-reduces, and writes OUT.rankR:
+ * "DTRGPTP1", int32 tp, rank, ntensors; per tensor int32 name length, the name, int32 split, int64
+ * shape[2], gshape[2], f32 grads of its slice; then f32 logits of its vocabulary slice [B*T*V/tp] and
+ * f32 loss. Rank 0 also writes OUT as above (the whole model's weights, for the reference). */
+#include "common/check.h"
+#include "dtrain/comm.h"
+#include "dtrain/parallel.h"
+#include "dtrain/store.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +34,91 @@ static int write_all(FILE *f, const void *p, size_t n, const char *path) {
     return -1;
   }
   return 0;
+}
+
+/* This rank's slice of the whole model m, run forward and backward over tp, written to path.rankR; rank
+ * 0 also writes path as the single-rank dump (the whole model's weights, the tp run's loss). */
+static int dump_tp(const char *path, dtr__gpt *m, const dtr__gpt_config *cfg, const int32_t *in, const int32_t *tg,
+                   int B, int T, int accum, int threads) {
+  int rank = atoi(getenv("RANK")), size = atoi(getenv("WORLD_SIZE"));
+  char err[512] = "";
+  dtr_store *store = NULL;
+  dtr_comm *c = NULL;
+  dtr_comm_config cc = dtr_comm_config_default();
+  if (dtr_store_connect_env(30000, &store, err, sizeof err) != DTR_OK ||
+      dtr_comm_create(store, rank, size, &cc, &c, err, sizeof err) != DTR_OK) {
+    fprintf(stderr, "gpt_dump: %s\n", err);
+    return 1;
+  }
+  dtr_tp tp = dtr_tp_make(c, threads);
+  dtr__gpt_part part = dtr__gpt_whole(cfg);
+  part.tp = &tp;
+  dtr__gpt *s = NULL;
+  if (dtr__gpt_create_part(cfg, &part, 1, threads, B, &s, err, sizeof err) != DTR_OK) {
+    fprintf(stderr, "gpt_dump: %s\n", err);
+    return 1;
+  }
+  /* the slice of the (perturbed) whole model's weights */
+  for (int i = 0; i < dtr__gpt_num_tensors(s); i++) {
+    const dtr__gpt_param *t = dtr__gpt_tensor(s, i), *w = NULL;
+    for (int j = 0; j < dtr__gpt_num_tensors(m) && !w; j++)
+      if (!strcmp(dtr__gpt_tensor(m, j)->name, t->name)) w = dtr__gpt_tensor(m, j);
+    dtr__gpt_piece pc[3];
+    int np = dtr__gpt_param_pieces(t, size, rank, pc);
+    int64_t cols = t->ndim == 2 ? t->shape[1] : 1, gcols = t->ndim == 2 ? t->gshape[1] : 1;
+    for (int k = 0; k < np; k++)
+      for (int64_t r = 0; r < pc[k].rows; r++)
+        memcpy(dtr__gpt_params(s) + t->offset + (pc[k].lrow + r) * cols,
+               dtr__gpt_params(m) + w->offset + (pc[k].grow + r) * gcols + pc[k].gcol, (size_t)cols * sizeof(float));
+  }
+  int N = B * T, Vl = cfg->vocab_size / size;
+  float loss = 0, *logits = malloc((size_t)N * Vl * sizeof(float));
+  /* the slice's logits: a forward without targets keeps them (the loss turns them into probabilities) */
+  int bad = !logits || dtr__gpt_forward_chunk(s, 0, 0, in, NULL, NULL, B, T, NULL, NULL) != DTR_OK;
+  if (!bad) memcpy(logits, s->slots[0].probs, (size_t)N * Vl * sizeof(float));
+  dtr__gpt_zero_grad(s);
+  for (int k = 0; k < accum && !bad; k++)
+    bad = dtr__gpt_forward_chunk(s, 0, 0, in, NULL, tg, B, T, NULL, &loss) != DTR_OK ||
+          dtr__gpt_backward_chunk(s, 0, 0, 1.0f / (float)accum, NULL, NULL, NULL, NULL) != DTR_OK;
+  if (bad) {
+    fprintf(stderr, "gpt_dump: %s\n", logits ? dtr__gpt_last_error(s) : "out of memory");
+    return 1;
+  }
+  char rp[4096];
+  snprintf(rp, sizeof rp, "%s.rank%d", path, rank);
+  FILE *f = fopen(rp, "wb");
+  if (!f) return perror(rp), 1;
+  int32_t hdr[3] = {size, rank, dtr__gpt_num_tensors(s)};
+  bad = write_all(f, "DTRGPTP1", 8, rp) || write_all(f, hdr, sizeof hdr, rp);
+  for (int i = 0; i < dtr__gpt_num_tensors(s) && !bad; i++) {
+    const dtr__gpt_param *t = dtr__gpt_tensor(s, i);
+    int32_t nl = (int32_t)strlen(t->name), split = t->split;
+    bad = write_all(f, &nl, 4, rp) || write_all(f, t->name, (size_t)nl, rp) || write_all(f, &split, 4, rp) ||
+          write_all(f, t->shape, 16, rp) || write_all(f, t->gshape, 16, rp) ||
+          write_all(f, dtr__gpt_grads(s) + t->offset, t->count * sizeof(float), rp);
+  }
+  bad = bad || write_all(f, logits, (size_t)N * Vl * sizeof(float), rp) || write_all(f, &loss, 4, rp);
+  if (fclose(f) != 0) bad = 1;
+  if (rank == 0 && !bad) { /* the whole model's weights and the batch, for the reference */
+    f = fopen(path, "wb");
+    if (!f) return perror(path), 1;
+    int32_t h[7] = {cfg->vocab_size, cfg->block_size, cfg->n_layer, cfg->n_head, cfg->n_embd, B, T};
+    int64_t np = (int64_t)dtr__gpt_num_params(m);
+    float *zero = calloc((size_t)N * cfg->vocab_size + (size_t)np, sizeof(float));
+    bad = !zero || write_all(f, "DTRGPTD1", 8, path) || write_all(f, h, sizeof h, path) ||
+          write_all(f, &np, sizeof np, path) || write_all(f, dtr__gpt_params(m), (size_t)np * sizeof(float), path) ||
+          write_all(f, in, (size_t)N * sizeof(int32_t), path) || write_all(f, tg, (size_t)N * sizeof(int32_t), path) ||
+          write_all(f, &loss, sizeof loss, path) ||
+          write_all(f, zero, ((size_t)N * cfg->vocab_size + (size_t)np) * sizeof(float), path);
+    free(zero);
+    if (fclose(f) != 0) bad = 1;
+  }
+  printf("gpt_dump: rank %d of tp %d, %zu params, loss %.6f -> %s\n", rank, size, dtr__gpt_num_params(s), loss, rp);
+  free(logits);
+  dtr__gpt_destroy(s);
+  dtr_comm_destroy(c);
+  dtr_store_close(store);
+  return bad ? 1 : 0;
 }
 
 int main(int argc, char **argv) {
@@ -110,6 +204,8 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
+  const char *ws = getenv("WORLD_SIZE");
+  if (ws && atoi(ws) > 1) return dump_tp(path, m, &cfg, in, tg, B, T, accum, threads);
   FILE *f = fopen(path, "wb");
   if (!f) {
     perror(path);

@@ -2,7 +2,9 @@
 # The reference GPT against PyTorch: gpt_dump writes weights, inputs, targets (some -1), dtrain's loss,
 # logits and gradients; gpt_torch_ref.py rebuilds the model in torch (float64) and compares (loss to
 # 1e-5 relative, logits and each gradient tensor to 1e-4 of their max). Several shapes, 1 and 2 threads,
-# T < block_size, perturbed weights, gradient accumulation; and a tampered dump must be caught.
+# T < block_size, perturbed weights, gradient accumulation; and a tampered dump must be caught. Then the
+# tensor-parallel split (gpt_dump on 2 and 4 ranks under dtrain launch, gpt_torch_tp.py): every rank's
+# gradient slices and logits of its vocabulary slice against the matching slices of torch's.
 # ctest-labels: model torch
 # ctest-timeout: 300
 set -u
@@ -46,4 +48,29 @@ if $PY "$REF" "$T/bad_grad.bin" > "$T/bad_grad.log" 2>&1; then fail "a changed g
 grep -q "grad lnf.b" "$T/bad_grad.log" || fail "the changed gradient was not named: $(cat "$T/bad_grad.log")"
 if $PY "$REF" "$T/bad_logit.bin" > "$T/bad_logit.log" 2>&1; then fail "a changed logit was not detected"; fi
 grep -q "logits differ" "$T/bad_logit.log" || fail "the changed logit was not named: $(cat "$T/bad_logit.log")"
+# tensor parallel: each rank's slices against torch's (DTRAIN is set by ctest)
+DTRAIN=${DTRAIN:?set by ctest}
+TPREF=$SRC/tests/integration/gpt_torch_tp.py
+run_tp() { # name, ranks, gpt_dump flags...
+  local name=$1 n=$2; shift 2
+  timeout 120 "$DTRAIN" launch --nproc-per-node "$n" -- "$DUMP" "$T/$name.bin" "$@" > "$T/$name.dump.log" 2>&1 \
+    || fail "$name: gpt_dump on $n ranks: $(tail "$T/$name.dump.log")"
+  timeout 120 $PY "$TPREF" "$T/$name.bin" > "$T/$name.ref.log" 2>&1 || fail "$name: $(cat "$T/$name.ref.log")"
+  echo "$name: $(tr '\n' ' ' < "$T/$name.ref.log")"
+}
+run_tp tp2 2 --perturb 0.2 --seed 5
+run_tp tp4 4 --perturb 0.3 --vocab 16 --layers 3 --T 11 --batch 3 --seed 7
+run_tp tp2-accumulate 2 --perturb 0.2 --accum 3 --seed 9
+# the comparison must be able to fail: one gradient of rank 1's slice changed (the float before its logits)
+$PY - "$T/tp2.bin.rank1" <<'PY'
+import struct, sys
+raw = bytearray(open(sys.argv[1], "rb").read())
+logits = 4 * 4 * 16 * 7 + 4     # B*T*(V/tp) floats and the loss, at the end
+at = len(raw) - logits - 4      # the last gradient element (lnf.b's)
+v = struct.unpack_from("<f", raw, at)[0]
+struct.pack_into("<f", raw, at, v + 0.05 + abs(v) * 0.01)
+open(sys.argv[1], "wb").write(raw)
+PY
+if $PY "$TPREF" "$T/tp2.bin" > "$T/bad_tp.log" 2>&1; then fail "a changed slice gradient was not detected: $(cat "$T/bad_tp.log")"; fi
+grep -q "rank 1: grad lnf.b" "$T/bad_tp.log" || fail "the changed slice was not named: $(cat "$T/bad_tp.log")"
 echo "PASS"
