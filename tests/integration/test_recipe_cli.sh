@@ -67,9 +67,11 @@ bad $'train:\n  precision: bf16\n' 2 \
 bad "" 2 "override 'train.stepz=20': unknown key 'stepz' in train (did you mean 'steps'?)" \
   -- run "$T/ok.yaml" train.stepz=20
 bad "" 2 "override 'train.steps=many': train.steps: expected an integer, got 'many'" -- run "$T/ok.yaml" train.steps=many
-# a consistent mesh, but beyond what the built-in trainer does: refused before any rank starts
-bad "" 2 "override 'parallel.tp=2': parallel: tp 2, pp 1: the built-in trainer is data parallel only (tp 1, pp 1; a program of your own gets the tp x pp mesh from dtr_init)" \
-  -- run "$T/ok.yaml" parallel.tp=2 parallel.dp=1
+# a consistent mesh the model cannot split: refused before any rank starts
+bad "" 2 "override 'parallel.tp=2': model: n_head 1 is not divisible by parallel.tp 2 (tensor parallelism splits the heads)" \
+  -- run "$T/ok.yaml" parallel.tp=2 parallel.dp=1 model.n_head=1 model.n_embd=16
+bad "" 2 "override 'parallel.pp=2': model: n_layer 1 is fewer than the 2 pipeline stages (pp 2 x virtual_stages 1): every stage needs a layer" \
+  -- run "$T/ok.yaml" parallel.pp=2 parallel.dp=1
 bad "" 2 "$T/ok.yaml:17:17: train: global_batch 8 is not a multiple of micro_batch 2 x dp 3 = 6" \
   -- run "$T/ok.yaml" --nproc-per-node 3
 bad "" 2 "override 'parallel.dp=4': parallel: dp*tp*pp = 4*1*1 = 4, but the launch section makes 2 ranks (nproc_per_node 2 x nnodes 1)" \

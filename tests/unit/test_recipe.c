@@ -281,6 +281,52 @@ static void test_syntax_errors(void) {
   CHECK_EQ_INT(R.train.warmup_steps, 3);
 }
 
+/* Tensor and pipeline parallelism, ZeRO-1: what a consistent mesh still needs. */
+static void test_parallel_keys(void) {
+  /* accepted: dp 2 x tp 2, the heads and the vocabulary split */
+  const char *p = put("tp.yaml", "launch:\n  nproc_per_node: 4\nparallel:\n  tp: 2\nmodel:\n  vocab_size: 16\n");
+  CHECK_EQ_INT(load(p, 0, NULL), DTR_OK);
+  CHECK_EQ_INT(R.parallel.dp, 2);
+  CHECK_EQ_STR(R.parallel.schedule, "1f1b");
+  CHECK_EQ_INT(R.parallel.virtual_stages, 1);
+  /* a list of layers per stage, in YAML or on the command line */
+  p = put("pp.yaml",
+          "launch:\n  nproc_per_node: 2\nparallel:\n  pp: 2\n  layers_per_stage: [3, 1]\nmodel:\n  n_layer: 4\n");
+  CHECK_EQ_INT(load(p, 0, NULL), DTR_OK);
+  CHECK_EQ_INT(R.parallel.layers_per_stage.n, 2);
+  CHECK_EQ_INT(R.parallel.layers_per_stage.v[0], 3);
+  CHECK_EQ_INT(load(p, 0, "parallel.layers_per_stage=1,3", NULL), DTR_OK);
+  CHECK_EQ_INT(R.parallel.layers_per_stage.v[0], 1);
+  CHECK_EQ_INT(load(p, 0, "parallel.layers_per_stage=[]", "model.n_layer=5", NULL), DTR_OK);
+  CHECK_EQ_INT(R.parallel.layers_per_stage.n, 0);
+  /* the vocabulary from the data must split: addition's 14 tokens over tp 4 */
+  BAD("launch:\n  nproc_per_node: 4\nparallel:\n  tp: 4\nmodel:\n  n_head: 4\n", 0,
+      "%P:4:7: model: vocab_size 14 is not divisible by parallel.tp 4 (tensor parallelism splits the vocabulary; "
+      "set model.vocab_size to a multiple of 4, at least the data's 14 tokens)",
+      NULL);
+  BAD("launch:\n  nproc_per_node: 2\nparallel:\n  pp: 2\n  virtual_stages: 2\nmodel:\n  n_layer: 4\n", 0,
+      "%P:5:19: parallel.virtual_stages 2 needs parallel.schedule interleaved (the 1f1b schedule runs one model "
+      "chunk per stage)",
+      NULL);
+  BAD("launch:\n  nproc_per_node: 2\nparallel:\n  pp: 2\n  schedule: interleaved\n  virtual_stages: 2\n"
+      "model:\n  n_layer: 4\ntrain:\n  global_batch: 48\n  micro_batch: 16\n",
+      0,
+      "%P:5:13: parallel.schedule interleaved: 3 micro-batches per step (global_batch 48 / (micro_batch 16 x dp 1)) "
+      "is not a multiple of pp 2; the schedule sends micro-batches round the stages in groups of pp",
+      NULL);
+  BAD("launch:\n  nproc_per_node: 1\nparallel:\n  schedule: interleaved\n", 0,
+      "%P:4:13: parallel.schedule interleaved needs parallel.pp of at least 2 (it has 1)", NULL);
+  BAD("launch:\n  nproc_per_node: 2\nparallel:\n  pp: 2\n  layers_per_stage: [1, 1, 2]\nmodel:\n  n_layer: 4\n", 0,
+      "%P:5:21: parallel.layers_per_stage: 3 entries, but pp 2 x virtual_stages 1 = 2 stages need one each", NULL);
+  BAD("launch:\n  nproc_per_node: 2\nparallel:\n  pp: 2\n  layers_per_stage: [1, 2]\nmodel:\n  n_layer: 4\n", 0,
+      "%P:5:21: parallel.layers_per_stage: the entries add up to 3 layers, model.n_layer is 4", NULL);
+  BAD("parallel:\n  layers_per_stage: [1, x]\n", 0,
+      "%P:2:21: parallel.layers_per_stage: expected a list of positive integers, got '1,x'", NULL);
+  BAD("parallel:\n  layers_per_stage: [1, [2]]\n", 0,
+      "%P:2:25: parallel.layers_per_stage: expected a list of numbers, got a list", NULL);
+  BAD("train:\n  zero: 2\n", 0, "%P:2:9: train.zero: 2 is not 0 (off) or 1 (ZeRO stage 1)", NULL);
+}
+
 static void test_combinations(void) {
   BAD("launch:\n  nproc_per_node: 4\nparallel:\n  dp: 2\n", 0,
       "%P:4:7: parallel: dp*tp*pp = 2*1*1 = 2, but the launch section makes 4 ranks (nproc_per_node 4 x "
@@ -302,16 +348,10 @@ static void test_combinations(void) {
       "%P:4:7: model: n_head 4 is not divisible by parallel.tp 3 (tensor parallelism splits the heads)",
       NULL);
   BAD("model:\n  n_layer: 2\nparallel:\n  pp: 4\n", 4,
-      "%P:4:7: model: n_layer 2 is fewer than parallel.pp 4 (every pipeline stage needs a layer)", NULL);
-  /* a consistent mesh, but the built-in trainer is data parallel only */
-  BAD("launch:\n  nproc_per_node: 2\nparallel:\n  tp: 2\nmodel:\n  n_head: 4\n", 0,
-      "%P:4:7: parallel: tp 2, pp 1: the built-in trainer is data parallel only (tp 1, pp 1; a program of "
-      "your own gets the tp x pp mesh from dtr_init)",
+      "%P:4:7: model: n_layer 2 is fewer than the 4 pipeline stages (pp 4 x virtual_stages 1): every stage "
+      "needs a layer",
       NULL);
-  BAD("launch:\n  nproc_per_node: 2\nparallel:\n  pp: 2\n", 0,
-      "%P:4:7: parallel: tp 1, pp 2: the built-in trainer is data parallel only (tp 1, pp 1; a program of "
-      "your own gets the tp x pp mesh from dtr_init)",
-      NULL);
+  test_parallel_keys();
   BAD("model:\n  block_size: 0\n", 0, "%P:2:15: model.block_size: 0 must be at least 1", NULL);
   BAD("model:\n  block_size: 8\ndata:\n  digits: 3\n", 0,
       "%P:2:15: model.block_size 8 is too short for 3-digit addition (needs 11 tokens)", NULL);
@@ -412,7 +452,8 @@ static void test_write_roundtrip(void) {
   CHECK(strstr(a, "  lr: 0.1\n") != NULL);
   CHECK(strstr(a, "  nnodes: \"1:4\"\n") != NULL);
   /* every key of every section appears */
-  const char *keys[] = {"name:",      "seed:",    "run_dir:",    "nproc_per_node:",
+  const char *keys[] = {"name:",      "seed:",    "run_dir:",    "nproc_per_node:", "schedule:", "virtual_stages:",
+                        "layers_per_stage: []", "zero: 0",
                         "backend:",   "rdzv_id:", "node_rank:",  "dp:",
                         "tp:",        "pp:",      "vocab_size:", "n_embd:",
                         "kind:",      "digits:",  "bucket_mb:",  "first_bucket_mb:",
