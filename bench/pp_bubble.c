@@ -2,8 +2,9 @@
  * real executor (dtr_pp_pipe) with a uniform synthetic stage: a forward of one chunk sleeps f/v ms, a
  * backward b/v ms (sleeping, so the ranks do not compete for cores and the idle time is the schedule's,
  * not the machine's), activations of --act floats really travel. Rank 0 gathers every stage's action
- * timings and prints, for the last of --steps steps, the idle fraction (idle / compute, the mean over
- * stages) beside the formula (p-1)/m (interleaved: (p-1)/(v m)), and with --picture a time line of
+ * timings and prints, for the last of --steps steps (every step starts on all stages at once), the idle
+ * fraction (idle / compute, the mean over stages, idle counted until the last stage is done) beside the
+ * formula (p-1)/m (interleaved: (p-1)/(v m)), and with --picture a time line of
  * every stage drawn from the recorded times.
  *   pp_bubble --schedule 1f1b|gpipe|interleaved --micro M [--chunks V] [--fwd-ms F] [--bwd-ms B]
  *             [--act N] [--steps S] [--picture] [--json]
@@ -101,8 +102,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "pp_bubble rank %d: %s\n", rank, err);
     return 1;
   }
+  /* every step starts on every stage together (a barrier), so that the stages' clocks, each counted
+   * from its own step start, line up in the picture */
   for (int s = 0; s < steps; s++)
-    if (dtr_pp_pipe_step(pipe, err, sizeof err) != DTR_OK) {
+    if (dtr_barrier(pp, NULL) != DTR_OK || dtr_pp_pipe_step(pipe, err, sizeof err) != DTR_OK) {
       fprintf(stderr, "pp_bubble rank %d: %s\n", rank, err);
       return 1;
     }
@@ -120,13 +123,15 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (rank == 0) {
+    /* the step lasts until its last stage is done: a stage that finishes early idles until then */
     double idle_sum = 0, span = 0;
+    for (int s = 0; s < p; s++)
+      if (all[(size_t)s * (2 * n + 1) + 2 * n] > span) span = all[(size_t)s * (2 * n + 1) + 2 * n];
     for (int s = 0; s < p; s++) {
       const double *r = all + (size_t)s * (2 * n + 1);
       double busy = 0;
       for (int i = 0; i < n; i++) busy += r[n + i] - r[i];
-      idle_sum += (r[2 * n] - busy) / busy;
-      if (r[2 * n] > span) span = r[2 * n];
+      idle_sum += (span - busy) / busy;
     }
     double idle = idle_sum / p, formula = (double)(p - 1) / ((double)cfg.chunks * cfg.micro_batches);
     if (json)

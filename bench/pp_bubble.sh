@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The pipeline bubble as executed, beside its formula: pp_bubble (the real executor, uniform sleeping
 # stages, real activation transfers) on 4 ranks for 1f1b and interleaved (v=2) at m = 4, 8, 16, and
-# gpipe at m = 8; then the time line of 1f1b and interleaved at m = 8 as pictures.
+# gpipe at m = 8; then the time line of gpipe, 1f1b and interleaved at m = 8 as pictures.
 #   bench/pp_bubble.sh [--build DIR] [--fwd-ms F] [--bwd-ms B] [--threshold R]
 # --threshold R: exit 1 when a measured idle fraction exceeds R x its formula (the target: 1.2).
 set -euo pipefail
@@ -29,7 +29,7 @@ for cfg in "1f1b 4 1" "1f1b 8 1" "1f1b 16 1" "interleaved 4 2" "interleaved 8 2"
   worst=$(awk -v a="$worst" -v b="$r" 'BEGIN { print (b > a ? b : a) }')
 done
 echo "largest ratio of measured to formula: $worst"
-for cfg in "1f1b 8 1" "interleaved 8 2"; do
+for cfg in "gpipe 8 1" "1f1b 8 1" "interleaved 8 2"; do
   set -- $cfg
   echo; run --schedule "$1" --micro "$2" --chunks "$3" --picture
 done
