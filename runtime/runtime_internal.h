@@ -1,5 +1,5 @@
-/* Private declarations shared by runtime/identity.c, runtime/runtime.c and runtime/parallel/dp_sync.c (and the
- * tests that look inside them): the store rules for launchers that bring no store, and the DP helper's
+/* Private declarations shared by runtime/identity.c, runtime/runtime.c and runtime/parallel/dp_sync.c (and
+ * the tests that look inside them): the store rules for launchers that bring no store, and the DP helper's
  * counters. Nothing here is part of the public API. */
 #ifndef DTRAIN_RUNTIME_INTERNAL_H
 #define DTRAIN_RUNTIME_INTERNAL_H

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(
   build-essential cmake pkg-config git ca-certificates
-  clang libclang-rt-dev            # libFuzzer target, sanitizers
+  clang libclang-rt-dev clang-format   # the clang and libFuzzer builds, sanitizers, the format check
   libyaml-dev libzstd-dev zstd libxxhash-dev libopenblas-dev
   openmpi-bin libopenmpi-dev
   slurm-wlm munge

@@ -114,7 +114,7 @@ DTR_API dtr_result dtr_tp_linear_forward(dtr_tp *tp, const dtr_tp_linear *l, con
  * out the same on every rank); dx (x's shape; NULL: not wanted) is OVERWRITTEN — for a column-parallel
  * layer it is the whole input's gradient, f-reduced over the group. COLLECTIVE over tp (column). */
 DTR_API dtr_result dtr_tp_linear_backward(dtr_tp *tp, const dtr_tp_linear *l, const float *dy, const float *x,
-                                  float *dx, int N);
+                                          float *dx, int N);
 
 /* Causal self-attention with heads split over tp: qkv is column-parallel with this rank's rows ordered
  * [q of its heads; k of its heads; v of its heads] (weight [3C/tp, C]), proj row-parallel ([C, C/tp]).
@@ -125,13 +125,14 @@ typedef struct dtr_tp_attention {
   int n_embd, n_head; /* whole sizes; n_head and n_embd divisible by tp */
   dtr_tp_linear qkv, proj;
 } dtr_tp_attention;
-DTR_API dtr_result dtr_tp_attention_forward(dtr_tp *tp, const dtr_tp_attention *a, const float *x, int B, int T,
-                                    float *qkv, float *att, float *heads, float *out);
+DTR_API dtr_result dtr_tp_attention_forward(dtr_tp *tp, const dtr_tp_attention *a, const float *x, int B,
+                                            int T, float *qkv, float *att, float *heads, float *out);
 /* dx[N, C] OVERWRITTEN with the gradient of the input (f-reduced); parameter gradients added into.
  * Scratch: dqkv[N, 3C/tp], dheads[N, C/tp]. COLLECTIVE over tp (one all-reduce). */
-DTR_API dtr_result dtr_tp_attention_backward(dtr_tp *tp, const dtr_tp_attention *a, const float *x, const float *qkv,
-                                     const float *att, const float *heads, const float *dout, int B, int T,
-                                     float *dx, float *dqkv, float *dheads);
+DTR_API dtr_result dtr_tp_attention_backward(dtr_tp *tp, const dtr_tp_attention *a, const float *x,
+                                             const float *qkv, const float *att, const float *heads,
+                                             const float *dout, int B, int T, float *dx, float *dqkv,
+                                             float *dheads);
 
 /* The GPT MLP: fc column-parallel [H/tp, C], tanh-GELU, proj row-parallel [C, H/tp]. Forward keeps
  * pre[N, H/tp] (fc output) and act[N, H/tp] (after GELU); out[N, C] overwritten. Backward: dx[N, C]
@@ -139,28 +140,28 @@ DTR_API dtr_result dtr_tp_attention_backward(dtr_tp *tp, const dtr_tp_attention 
 typedef struct dtr_tp_mlp {
   dtr_tp_linear fc, proj;
 } dtr_tp_mlp;
-DTR_API dtr_result dtr_tp_mlp_forward(dtr_tp *tp, const dtr_tp_mlp *m, const float *x, int N, float *pre, float *act,
-                              float *out);
+DTR_API dtr_result dtr_tp_mlp_forward(dtr_tp *tp, const dtr_tp_mlp *m, const float *x, int N, float *pre,
+                                      float *act, float *out);
 DTR_API dtr_result dtr_tp_mlp_backward(dtr_tp *tp, const dtr_tp_mlp *m, const float *x, const float *pre,
-                               const float *act, const float *dout, int N, float *dx, float *dact);
+                                       const float *act, const float *dout, int N, float *dx, float *dact);
 
 /* Vocabulary-parallel embedding: this rank holds rows [v0, v0+V) of wte [vocab, C]. out[B*T, C] (overwritten)
  * = wte[ids] (ids of the whole vocabulary; one all-reduce assembles the rows) + wpe[t] (wpe [T', C], NULL:
  * none). COLLECTIVE over tp. Backward (local): dwte[id - v0] += dout for this rank's ids, dwpe[t] += dout
  * (NULL: skipped). */
 DTR_API dtr_result dtr_tp_embedding_forward(dtr_tp *tp, const float *wte, int v0, int V, const float *wpe,
-                                    const int32_t *ids, int B, int T, int C, float *out);
-DTR_API void dtr_tp_embedding_backward(dtr_tp *tp, float *dwte, int v0, int V, float *dwpe, const int32_t *ids,
-                               const float *dout, int B, int T, int C);
+                                            const int32_t *ids, int B, int T, int C, float *out);
+DTR_API void dtr_tp_embedding_backward(dtr_tp *tp, float *dwte, int v0, int V, float *dwpe,
+                                       const int32_t *ids, const float *dout, int B, int T, int C);
 
 /* Vocabulary-parallel softmax cross-entropy over logits[N, V], this rank's columns (ids v0 .. v0+V-1):
  * logits become the softmax probabilities in place and losses[n] = -log p(target) (0 where target is -1,
  * targets NULL: probabilities only). scratch: 3N floats. COLLECTIVE over tp (two all-reduces). Backward
  * OVERWRITES probs with dlogits = (probs - onehot(target)) * dloss (local). */
-DTR_API dtr_result dtr_tp_cross_entropy_forward(dtr_tp *tp, float *logits, const int32_t *targets, int v0, int V,
-                                        int N, float *losses, float *scratch);
-DTR_API void dtr_tp_cross_entropy_backward(dtr_tp *tp, float *probs, const int32_t *targets, int v0, int V, int N,
-                                   float dloss);
+DTR_API dtr_result dtr_tp_cross_entropy_forward(dtr_tp *tp, float *logits, const int32_t *targets, int v0,
+                                                int V, int N, float *losses, float *scratch);
+DTR_API void dtr_tp_cross_entropy_backward(dtr_tp *tp, float *probs, const int32_t *targets, int v0, int V,
+                                           int N, float dloss);
 
 /* ---- pipeline schedules */
 
@@ -183,13 +184,14 @@ typedef struct dtr_pp_action {
 
 /* Whether (kind, p stages, m micro-batches, v chunks per stage) is a schedule: all >= 1, v == 1 unless
  * interleaved, m a multiple of p for interleaved. DTR_ERR_INVALID with err saying which rule broke. */
-DTR_API dtr_result dtr_pp_schedule_check(dtr_pp_schedule_kind kind, int p, int m, int v, char *err, size_t errcap);
+DTR_API dtr_result dtr_pp_schedule_check(dtr_pp_schedule_kind kind, int p, int m, int v, char *err,
+                                         size_t errcap);
 /* Actions per stage: 2*m*v. */
 DTR_API int dtr_pp_schedule_length(int m, int v);
 /* Fill out[0 .. *n) with stage's actions in execution order (*n = 2*m*v; cap must be at least that).
  * DTR_ERR_INVALID (err says why) for a bad schedule, stage outside 0..p-1 or too little room. */
-DTR_API dtr_result dtr_pp_schedule(dtr_pp_schedule_kind kind, int p, int m, int v, int stage, dtr_pp_action *out,
-                           int cap, int *n, char *err, size_t errcap);
+DTR_API dtr_result dtr_pp_schedule(dtr_pp_schedule_kind kind, int p, int m, int v, int stage,
+                                   dtr_pp_action *out, int cap, int *n, char *err, size_t errcap);
 
 /* Activation slots: the executor gives the forward of each (micro-batch, chunk) the lowest slot no
  * micro-batch in flight holds, and frees it at its backward. slot_of[i] (may be NULL) receives action
@@ -225,7 +227,7 @@ typedef struct dtr_pp_pipe dtr_pp_pipe;
  * caller and must outlive the pipe. pp NULL or of size 1: one stage, no communication. Interleaved
  * needs at least 2 stages. COLLECTIVE over pp. On failure err names the cause. */
 DTR_API dtr_result dtr_pp_pipe_create(dtr_comm *pp, const dtr_pp_config *cfg, const dtr_pp_stage *stage,
-                              dtr_pp_pipe **out, char *err, size_t errcap);
+                                      dtr_pp_pipe **out, char *err, size_t errcap);
 /* Wait for sends in flight, release the link communicators. NULL is fine. */
 DTR_API void dtr_pp_pipe_destroy(dtr_pp_pipe *p);
 /* This stage's schedule and the slots it needs. */

@@ -48,18 +48,13 @@ static int g_rank, g_size, g_fail;
     }                                                                                         \
   } while (0)
 
-/* Round to nearest even, like every dtrain backend. */
+/* Round to nearest even, like every dtrain backend (coll_ref.h's conversions, which every compiler takes:
+ * clang 14 has no _Float16 on x86-64). */
 static uint16_t to_f16(double v) {
-  _Float16 h = (_Float16)(float)v;
-  uint16_t u;
-  memcpy(&u, &h, 2);
-  return u;
+  return cref_f32_to_f16((float)v);
 }
 static uint16_t to_bf16(double v) {
-  float f = (float)v;
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  return cref_f32_to_bf16((float)v);
 }
 
 /* Element i of rank r's input: small, varied, sometimes negative (not for u8). */

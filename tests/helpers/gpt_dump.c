@@ -10,15 +10,15 @@
  * "DTRGPTP1", int32 tp, rank, ntensors; per tensor int32 name length, the name, int32 split, int64
  * shape[2], gshape[2], f32 grads of its slice; then f32 logits of its vocabulary slice [B*T*V/tp] and
  * f32 loss. Rank 0 also writes OUT as above (the whole model's weights, for the reference). */
-#include "common/check.h"
-#include "dtrain/comm.h"
-#include "dtrain/parallel.h"
-#include "dtrain/store.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/check.h"
+#include "dtrain/comm.h"
+#include "dtrain/parallel.h"
+#include "dtrain/store.h"
 #include "runtime/model/gpt.h"
 #include "runtime/model/gpt_internal.h"
 
@@ -38,8 +38,8 @@ static int write_all(FILE *f, const void *p, size_t n, const char *path) {
 
 /* This rank's slice of the whole model m, run forward and backward over tp, written to path.rankR; rank
  * 0 also writes path as the single-rank dump (the whole model's weights, the tp run's loss). */
-static int dump_tp(const char *path, dtr__gpt *m, const dtr__gpt_config *cfg, const int32_t *in, const int32_t *tg,
-                   int B, int T, int accum, int threads) {
+static int dump_tp(const char *path, dtr__gpt *m, const dtr__gpt_config *cfg, const int32_t *in,
+                   const int32_t *tg, int B, int T, int accum, int threads) {
   int rank = atoi(getenv("RANK")), size = atoi(getenv("WORLD_SIZE"));
   char err[512] = "";
   dtr_store *store = NULL;
@@ -69,7 +69,8 @@ static int dump_tp(const char *path, dtr__gpt *m, const dtr__gpt_config *cfg, co
     for (int k = 0; k < np; k++)
       for (int64_t r = 0; r < pc[k].rows; r++)
         memcpy(dtr__gpt_params(s) + t->offset + (pc[k].lrow + r) * cols,
-               dtr__gpt_params(m) + w->offset + (pc[k].grow + r) * gcols + pc[k].gcol, (size_t)cols * sizeof(float));
+               dtr__gpt_params(m) + w->offset + (pc[k].grow + r) * gcols + pc[k].gcol,
+               (size_t)cols * sizeof(float));
   }
   int N = B * T, Vl = cfg->vocab_size / size;
   float loss = 0, *logits = malloc((size_t)N * Vl * sizeof(float));
@@ -106,14 +107,16 @@ static int dump_tp(const char *path, dtr__gpt *m, const dtr__gpt_config *cfg, co
     int64_t np = (int64_t)dtr__gpt_num_params(m);
     float *zero = calloc((size_t)N * cfg->vocab_size + (size_t)np, sizeof(float));
     bad = !zero || write_all(f, "DTRGPTD1", 8, path) || write_all(f, h, sizeof h, path) ||
-          write_all(f, &np, sizeof np, path) || write_all(f, dtr__gpt_params(m), (size_t)np * sizeof(float), path) ||
-          write_all(f, in, (size_t)N * sizeof(int32_t), path) || write_all(f, tg, (size_t)N * sizeof(int32_t), path) ||
-          write_all(f, &loss, sizeof loss, path) ||
+          write_all(f, &np, sizeof np, path) ||
+          write_all(f, dtr__gpt_params(m), (size_t)np * sizeof(float), path) ||
+          write_all(f, in, (size_t)N * sizeof(int32_t), path) ||
+          write_all(f, tg, (size_t)N * sizeof(int32_t), path) || write_all(f, &loss, sizeof loss, path) ||
           write_all(f, zero, ((size_t)N * cfg->vocab_size + (size_t)np) * sizeof(float), path);
     free(zero);
     if (fclose(f) != 0) bad = 1;
   }
-  printf("gpt_dump: rank %d of tp %d, %zu params, loss %.6f -> %s\n", rank, size, dtr__gpt_num_params(s), loss, rp);
+  printf("gpt_dump: rank %d of tp %d, %zu params, loss %.6f -> %s\n", rank, size, dtr__gpt_num_params(s),
+         loss, rp);
   free(logits);
   dtr__gpt_destroy(s);
   dtr_comm_destroy(c);

@@ -284,14 +284,16 @@ static void test_syntax_errors(void) {
 /* Tensor and pipeline parallelism, ZeRO-1: what a consistent mesh still needs. */
 static void test_parallel_keys(void) {
   /* accepted: dp 2 x tp 2, the heads and the vocabulary split */
-  const char *p = put("tp.yaml", "launch:\n  nproc_per_node: 4\nparallel:\n  tp: 2\nmodel:\n  vocab_size: 16\n");
+  const char *p =
+      put("tp.yaml", "launch:\n  nproc_per_node: 4\nparallel:\n  tp: 2\nmodel:\n  vocab_size: 16\n");
   CHECK_EQ_INT(load(p, 0, NULL), DTR_OK);
   CHECK_EQ_INT(R.parallel.dp, 2);
   CHECK_EQ_STR(R.parallel.schedule, "1f1b");
   CHECK_EQ_INT(R.parallel.virtual_stages, 1);
   /* a list of layers per stage, in YAML or on the command line */
-  p = put("pp.yaml",
-          "launch:\n  nproc_per_node: 2\nparallel:\n  pp: 2\n  layers_per_stage: [3, 1]\nmodel:\n  n_layer: 4\n");
+  p = put(
+      "pp.yaml",
+      "launch:\n  nproc_per_node: 2\nparallel:\n  pp: 2\n  layers_per_stage: [3, 1]\nmodel:\n  n_layer: 4\n");
   CHECK_EQ_INT(load(p, 0, NULL), DTR_OK);
   CHECK_EQ_INT(R.parallel.layers_per_stage.n, 2);
   CHECK_EQ_INT(R.parallel.layers_per_stage.v[0], 3);
@@ -301,25 +303,31 @@ static void test_parallel_keys(void) {
   CHECK_EQ_INT(R.parallel.layers_per_stage.n, 0);
   /* the vocabulary from the data must split: addition's 14 tokens over tp 4 */
   BAD("launch:\n  nproc_per_node: 4\nparallel:\n  tp: 4\nmodel:\n  n_head: 4\n", 0,
-      "%P:4:7: model: vocab_size 14 is not divisible by parallel.tp 4 (tensor parallelism splits the vocabulary; "
+      "%P:4:7: model: vocab_size 14 is not divisible by parallel.tp 4 (tensor parallelism splits the "
+      "vocabulary; "
       "set model.vocab_size to a multiple of 4, at least the data's 14 tokens)",
       NULL);
   BAD("launch:\n  nproc_per_node: 2\nparallel:\n  pp: 2\n  virtual_stages: 2\nmodel:\n  n_layer: 4\n", 0,
-      "%P:5:19: parallel.virtual_stages 2 needs parallel.schedule interleaved (the 1f1b schedule runs one model "
+      "%P:5:19: parallel.virtual_stages 2 needs parallel.schedule interleaved (the 1f1b schedule runs one "
+      "model "
       "chunk per stage)",
       NULL);
   BAD("launch:\n  nproc_per_node: 2\nparallel:\n  pp: 2\n  schedule: interleaved\n  virtual_stages: 2\n"
       "model:\n  n_layer: 4\ntrain:\n  global_batch: 48\n  micro_batch: 16\n",
       0,
-      "%P:5:13: parallel.schedule interleaved: 3 micro-batches per step (global_batch 48 / (micro_batch 16 x dp 1)) "
+      "%P:5:13: parallel.schedule interleaved: 3 micro-batches per step (global_batch 48 / (micro_batch 16 x "
+      "dp 1)) "
       "is not a multiple of pp 2; the schedule sends micro-batches round the stages in groups of pp",
       NULL);
   BAD("launch:\n  nproc_per_node: 1\nparallel:\n  schedule: interleaved\n", 0,
       "%P:4:13: parallel.schedule interleaved needs parallel.pp of at least 2 (it has 1)", NULL);
-  BAD("launch:\n  nproc_per_node: 2\nparallel:\n  pp: 2\n  layers_per_stage: [1, 1, 2]\nmodel:\n  n_layer: 4\n", 0,
-      "%P:5:21: parallel.layers_per_stage: 3 entries, but pp 2 x virtual_stages 1 = 2 stages need one each", NULL);
-  BAD("launch:\n  nproc_per_node: 2\nparallel:\n  pp: 2\n  layers_per_stage: [1, 2]\nmodel:\n  n_layer: 4\n", 0,
-      "%P:5:21: parallel.layers_per_stage: the entries add up to 3 layers, model.n_layer is 4", NULL);
+  BAD("launch:\n  nproc_per_node: 2\nparallel:\n  pp: 2\n  layers_per_stage: [1, 1, 2]\nmodel:\n  n_layer: "
+      "4\n",
+      0,
+      "%P:5:21: parallel.layers_per_stage: 3 entries, but pp 2 x virtual_stages 1 = 2 stages need one each",
+      NULL);
+  BAD("launch:\n  nproc_per_node: 2\nparallel:\n  pp: 2\n  layers_per_stage: [1, 2]\nmodel:\n  n_layer: 4\n",
+      0, "%P:5:21: parallel.layers_per_stage: the entries add up to 3 layers, model.n_layer is 4", NULL);
   BAD("parallel:\n  layers_per_stage: [1, x]\n", 0,
       "%P:2:21: parallel.layers_per_stage: expected a list of positive integers, got '1,x'", NULL);
   BAD("parallel:\n  layers_per_stage: [1, [2]]\n", 0,
@@ -452,13 +460,32 @@ static void test_write_roundtrip(void) {
   CHECK(strstr(a, "  lr: 0.1\n") != NULL);
   CHECK(strstr(a, "  nnodes: \"1:4\"\n") != NULL);
   /* every key of every section appears */
-  const char *keys[] = {"name:",      "seed:",    "run_dir:",    "nproc_per_node:", "schedule:", "virtual_stages:",
-                        "layers_per_stage: []", "zero: 0",
-                        "backend:",   "rdzv_id:", "node_rank:",  "dp:",
-                        "tp:",        "pp:",      "vocab_size:", "n_embd:",
-                        "kind:",      "digits:",  "bucket_mb:",  "first_bucket_mb:",
-                        "precision:", "device:",  "every:",      "keep:",
-                        "level:",     "resume:"};
+  const char *keys[] = {"name:",
+                        "seed:",
+                        "run_dir:",
+                        "nproc_per_node:",
+                        "schedule:",
+                        "virtual_stages:",
+                        "layers_per_stage: []",
+                        "zero: 0",
+                        "backend:",
+                        "rdzv_id:",
+                        "node_rank:",
+                        "dp:",
+                        "tp:",
+                        "pp:",
+                        "vocab_size:",
+                        "n_embd:",
+                        "kind:",
+                        "digits:",
+                        "bucket_mb:",
+                        "first_bucket_mb:",
+                        "precision:",
+                        "device:",
+                        "every:",
+                        "keep:",
+                        "level:",
+                        "resume:"};
   for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) CHECK(strstr(a, keys[i]) != NULL);
   CHECK_EQ_INT(dtr_recipe_write(&R, "/nonexistent/dir/r.yaml", err, sizeof err), DTR_ERR_SYSTEM);
   CHECK(strstr(err, "/nonexistent/dir/r.yaml") != NULL);
