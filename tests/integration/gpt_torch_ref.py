@@ -44,14 +44,10 @@ def read_dump(path):
     return d
 
 
-def main():
-    path = sys.argv[1]
-    dtype = torch.float32 if "--fp32" in sys.argv[2:] else torch.float64
-    torch.manual_seed(0)
-    d = read_dump(path)
+def load_model(d, dtype):
+    """The dump's model in torch: (model, its parameters in dtrain's order, their names)."""
     model = GPT(d["V"], d["block"], d["L"], d["nh"], d["C"])
     ps = model.params_in_order()
-    names = param_names(d["L"])
     total = sum(p.numel() for p in ps)
     if total != d["n"]:
         sys.exit(f"FAIL: parameter count {total} in torch vs {d['n']} in the dump")
@@ -61,7 +57,15 @@ def main():
         for p in ps:
             p.copy_(flat[off:off + p.numel()].view_as(p))
             off += p.numel()
-    model = model.to(dtype)
+    return model.to(dtype), ps, param_names(d["L"])
+
+
+def main():
+    path = sys.argv[1]
+    dtype = torch.float32 if "--fp32" in sys.argv[2:] else torch.float64
+    torch.manual_seed(0)
+    d = read_dump(path)
+    model, ps, names = load_model(d, dtype)
     B, T, V = d["B"], d["T"], d["V"]
     idx = torch.from_numpy(d["inputs"].astype(np.int64)).view(B, T)
     tg = torch.from_numpy(d["targets"].astype(np.int64)).view(B, T)

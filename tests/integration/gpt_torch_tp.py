@@ -14,8 +14,7 @@ import sys
 import numpy as np
 import torch
 
-from gpt_torch_model import GPT, param_names
-from gpt_torch_ref import read_dump
+from gpt_torch_ref import load_model, read_dump
 
 TOL = 1e-4
 WHOLE, ROWS, COLS, QKV = 0, 1, 2, 3
@@ -65,16 +64,7 @@ def slice_of(full, split, tp, r):
 
 def main():
     d = read_dump(sys.argv[1])
-    model = GPT(d["V"], d["block"], d["L"], d["nh"], d["C"])
-    ps = model.params_in_order()
-    names = param_names(d["L"])
-    flat = torch.from_numpy(d["params"].copy())
-    off = 0
-    with torch.no_grad():
-        for p in ps:
-            p.copy_(flat[off:off + p.numel()].view_as(p))
-            off += p.numel()
-    model = model.double()
+    model, ps, names = load_model(d, torch.float64)
     B, T, V = d["B"], d["T"], d["V"]
     idx = torch.from_numpy(d["inputs"].astype(np.int64)).view(B, T)
     tg = torch.from_numpy(d["targets"].astype(np.int64)).view(B, T)
