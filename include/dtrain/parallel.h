@@ -234,8 +234,9 @@ DTR_API void dtr_pp_pipe_destroy(dtr_pp_pipe *p);
 DTR_API const dtr_pp_action *dtr_pp_pipe_actions(const dtr_pp_pipe *p, int *n);
 DTR_API int dtr_pp_pipe_slots(const dtr_pp_pipe *p);
 /* Run one step: every action of the schedule, then wait for this stage's sends. COLLECTIVE over pp. A
- * communication failure names the stage, micro-batch and chunk; the link communicators are then
- * aborted (a later step fails at once). */
+ * communication failure names the stage, micro-batch and chunk; after any failure (a link's, or a
+ * callback's, whose result is returned) the link communicators are aborted: nothing waits out a
+ * deadline, and a later step fails at once. */
 DTR_API dtr_result dtr_pp_pipe_step(dtr_pp_pipe *p, char *err, size_t errcap);
 
 /* Timing of the last step, seconds from its start: each action's start and end (in schedule order),

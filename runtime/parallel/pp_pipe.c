@@ -63,6 +63,15 @@ static int output_link(const dtr_pp_pipe *p, const dtr_pp_action *x) {
   return first_virtual(p, x->chunk) ? -1 : GRAD_OUT;
 }
 
+/* After a failure the step cannot go on and its posted receives would wait out the deadline: abort the
+ * links (every wait in them returns at once, and so does a later step). */
+static void break_links(dtr_pp_pipe *p) {
+  if (p->broken) return;
+  p->broken = 1;
+  for (int i = 0; i < NLINKS; i++)
+    if (p->l[i].c) dtr_comm_abort(p->l[i].c);
+}
+
 static dtr_result link_fail(dtr_pp_pipe *p, int li, int k, dtr_result rc, char *err, size_t errcap) {
   link *L = &p->l[li];
   const dtr_pp_action *x = &p->a[L->action[k]];
@@ -71,11 +80,7 @@ static dtr_result link_fail(dtr_pp_pipe *p, int li, int k, dtr_result rc, char *
   dtr_result r = dtr__fail(err, errcap, rc, "pipeline stage %d: %s %s of micro-batch %d%s %s stage %d: %s",
                            p->stage, L->recv ? "receiving the" : "sending the", link_what[li], x->micro,
                            chunk, L->recv ? "from" : "to", L->peer_stage, dtr_comm_last_error(L->c));
-  if (!p->broken) {
-    p->broken = 1;
-    for (int i = 0; i < NLINKS; i++)
-      if (p->l[i].c) dtr_comm_abort(p->l[i].c);
-  }
+  break_links(p);
   return r;
 }
 
@@ -311,6 +316,7 @@ dtr_result dtr_pp_pipe_step(dtr_pp_pipe *p, char *err, size_t errcap) {
       if (errcap && !err[0])
         dtr__fail(err, errcap, rc, "pipeline stage %d: %s of micro-batch %d failed", p->stage,
                   x->backward ? "backward" : "forward", x->micro);
+      break_links(p);
       return rc;
     }
     if (in >= 0) {
