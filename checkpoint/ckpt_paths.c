@@ -94,7 +94,7 @@ dtr_result dtr__ckpt_list_steps(const char *dir, int with_tmp, dtr__ckpt_step **
     free(v);
     return rc;
   }
-  qsort(v, (size_t)cnt, sizeof *v, cmp_newest_first);
+  if (cnt > 1) qsort(v, (size_t)cnt, sizeof *v, cmp_newest_first); /* qsort(NULL, 0) is undefined */
   *steps = v;
   *n = cnt;
   return DTR_OK;
