@@ -378,6 +378,9 @@ int dtr_comm_size(const dtr_comm *c) {
 dtr_backend dtr_comm_backend(const dtr_comm *c) {
   return c ? c->backend_kind : DTR_BACKEND_HOST;
 }
+int dtr_comm_cuda_device(const dtr_comm *c) {
+  return c && c->backend_kind == DTR_BACKEND_NCCL ? c->cuda_device : -1;
+}
 const char *dtr_comm_last_error(const dtr_comm *c) {
   return c ? c->err : "communicator is NULL";
 }

@@ -136,6 +136,7 @@ static dtr_result pick_device(dtr_comm *c, int *dev) {
         c, DTR_ERR_INVALID, "nccl: rank %d of %s wants CUDA device %d (%s) but only %d device(s) are visible",
         c->rank, c->name, d, c->cuda_device >= 0 ? "from the config" : "from LOCAL_RANK", n);
   *dev = d;
+  c->cuda_device = d; /* resolved: dtr_comm_cuda_device, and the children split from c */
   return DTR_OK;
 }
 

@@ -108,6 +108,8 @@ DTR_API void dtr_comm_destroy(dtr_comm *c);
 DTR_API int dtr_comm_rank(const dtr_comm *c);
 DTR_API int dtr_comm_size(const dtr_comm *c);
 DTR_API dtr_backend dtr_comm_backend(const dtr_comm *c);
+/* The CUDA device an nccl communicator's buffers live on; -1 for the host and mpi backends. */
+DTR_API int dtr_comm_cuda_device(const dtr_comm *c);
 /* The detail of the last failure (names ranks, operation and sequence number). */
 DTR_API const char *dtr_comm_last_error(const dtr_comm *c);
 /* Print the flight recorder (the last operations: sequence, kind, count, type, state, times). */

@@ -24,9 +24,11 @@
  * which splits them by token, would need one; dtrain does not split by token). A global gradient norm
  * counts them once.
  *
- * Buffers are host memory (CPU kernels, the comm on the host or mpi backend). Results are
- * deterministic: every rank gets the same bits from the all-reduces, run after run. With tp 1 every
- * block runs the fused single-rank kernels with no communication, the same bits as the unsplit model.
+ * Buffers are host memory (CPU kernels, the comm on the host or mpi backend), or, for a dtr_tp made by
+ * dtr_tp_make_cuda, fp32 memory of its CUDA device (the CUDA kernels, the comm on the nccl backend).
+ * Results are deterministic: every rank gets the same bits from the all-reduces, run after run. With tp 1
+ * every block runs the fused single-rank kernels with no communication, the same bits as the unsplit
+ * model.
  *
  * Pipeline parallelism cuts the layers into p contiguous stages on p ranks (the pp group of the mesh)
  * and feeds m micro-batches through them: a stage receives the previous stage's activation, runs its
@@ -72,16 +74,28 @@ extern "C" {
 
 /* A rank's view of its tp group, passed to every block. */
 typedef struct dtr_tp {
-  dtr_comm *comm;           /* the tp group (host memory); NULL: a single rank */
+  dtr_comm *comm;           /* the tp group; NULL: a single rank */
   int size, rank;           /* of comm (1, 0 without one) */
   int threads;              /* CPU threads for the kernels (<= 0: 1) */
   uint64_t allreduce_calls; /* all-reduces issued through comm so far (statistics) */
   uint64_t allreduce_bytes; /* their payload in bytes */
+  void *cuda;               /* NULL: host memory and the CPU kernels; else (dtr_tp_make_cuda) the blocks'
+                               CUDA context: every buffer they see is fp32 memory of its device (ids and
+                               targets too), comm is an nccl communicator */
   char err[512];            /* why the last block failed */
 } dtr_tp;
 
-/* A dtr_tp over comm (NULL: one rank). */
+/* A dtr_tp over comm (NULL: one rank) for host memory. Needs no dtr_tp_free. */
 DTR_API dtr_tp dtr_tp_make(dtr_comm *comm, int threads);
+/* A dtr_tp whose blocks run on CUDA device `device` (fp32, the kernels behind the same calls) over comm
+ * (the nccl backend, on that device; NULL: one rank); comm's operations are ordered after the blocks'
+ * stream from here on. DTR_ERR_UNSUPPORTED in a build without CUDA or without the device; err says why.
+ * Release with dtr_tp_free. */
+DTR_API dtr_result dtr_tp_make_cuda(dtr_comm *comm, int device, dtr_tp *out, char *err, size_t errcap);
+/* Wait for the blocks' queued device work (nothing on the host). */
+DTR_API dtr_result dtr_tp_sync(dtr_tp *tp);
+/* Release what dtr_tp_make_cuda made (stops ordering comm after its stream). NULL, or a host tp: nothing. */
+DTR_API void dtr_tp_free(dtr_tp *tp);
 
 /* The part of a dimension of n that rank holds: [*first, *first + *count). DTR_ERR_INVALID (err names
  * the sizes) unless tp divides n. Pure. */
@@ -151,8 +165,8 @@ DTR_API dtr_result dtr_tp_mlp_backward(dtr_tp *tp, const dtr_tp_mlp *m, const fl
  * (NULL: skipped). */
 DTR_API dtr_result dtr_tp_embedding_forward(dtr_tp *tp, const float *wte, int v0, int V, const float *wpe,
                                             const int32_t *ids, int B, int T, int C, float *out);
-DTR_API void dtr_tp_embedding_backward(dtr_tp *tp, float *dwte, int v0, int V, float *dwpe,
-                                       const int32_t *ids, const float *dout, int B, int T, int C);
+DTR_API dtr_result dtr_tp_embedding_backward(dtr_tp *tp, float *dwte, int v0, int V, float *dwpe,
+                                             const int32_t *ids, const float *dout, int B, int T, int C);
 
 /* Vocabulary-parallel softmax cross-entropy over logits[N, V], this rank's columns (ids v0 .. v0+V-1):
  * logits become the softmax probabilities in place and losses[n] = -log p(target) (0 where target is -1,
@@ -160,8 +174,8 @@ DTR_API void dtr_tp_embedding_backward(dtr_tp *tp, float *dwte, int v0, int V, f
  * OVERWRITES probs with dlogits = (probs - onehot(target)) * dloss (local). */
 DTR_API dtr_result dtr_tp_cross_entropy_forward(dtr_tp *tp, float *logits, const int32_t *targets, int v0,
                                                 int V, int N, float *losses, float *scratch);
-DTR_API void dtr_tp_cross_entropy_backward(dtr_tp *tp, float *probs, const int32_t *targets, int v0, int V,
-                                           int N, float dloss);
+DTR_API dtr_result dtr_tp_cross_entropy_backward(dtr_tp *tp, float *probs, const int32_t *targets, int v0,
+                                                 int V, int N, float dloss);
 
 /* ---- pipeline schedules */
 

@@ -115,6 +115,53 @@ dtr_result dtr__adamw_cuda(dtr_cuda_ctx *c, float *params, uint16_t *params_bf16
 dtr_result dtr__sumsq_cuda(dtr_cuda_ctx *c, float *out_dev, const float *x, size_t n) {
   return no_cuda();
 }
+dtr_result dtr__vocab_embedding_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, const int32_t *ids,
+                                         const void *wte, int v0, int V, int N, int C) {
+  return no_cuda();
+}
+dtr_result dtr__vocab_embedding_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, float *dwte, const void *dout,
+                                         const int32_t *ids, int v0, int V, int N, int C) {
+  return no_cuda();
+}
+dtr_result dtr__position_add_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, const void *wpe, int B, int T,
+                                      int C) {
+  return no_cuda();
+}
+dtr_result dtr__position_add_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, float *dwpe, const void *dout, int B,
+                                      int T, int C) {
+  return no_cuda();
+}
+dtr_result dtr__bias_add_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, const void *bias, int N, int C) {
+  return no_cuda();
+}
+dtr_result dtr__vocab_xent_max_cuda(dtr_cuda_ctx *c, dtr_dtype dt, float *rowmax, const void *logits, int N,
+                                    int V) {
+  return no_cuda();
+}
+dtr_result dtr__vocab_xent_sum_cuda(dtr_cuda_ctx *c, dtr_dtype dt, float *sumexp, float *zt,
+                                    const void *logits, const float *rowmax, const int32_t *targets, int v0,
+                                    int N, int V) {
+  return no_cuda();
+}
+dtr_result dtr__vocab_xent_finish_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *probs, float *losses,
+                                       const void *logits, const float *rowmax, const float *sumexp,
+                                       const float *zt, const int32_t *targets, int N, int V) {
+  return no_cuda();
+}
+dtr_result dtr__vocab_xent_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *dlogits, const void *probs,
+                                    const int32_t *targets, int v0, float dloss, int N, int V) {
+  return no_cuda();
+}
+dtr_result dtr__cuda_device_alloc(int device, size_t bytes, void **out) {
+  *out = NULL;
+  return bytes ? no_cuda() : DTR_OK;
+}
+void dtr__cuda_device_free(void *p) {
+  (void)p;
+}
+dtr_result dtr__cuda_memcpy(void *dst, const void *src, size_t bytes) {
+  return bytes ? no_cuda() : DTR_OK;
+}
 
 #else
 /* ISO C wants at least one declaration in a translation unit. */

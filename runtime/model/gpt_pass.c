@@ -202,9 +202,10 @@ dtr_result dtr__gpt_backward_chunk(dtr__gpt *m, int chunk, int slot, float grad_
     /* loss = mean over scored positions, times grad_scale */
     float dloss = a->nscored ? grad_scale / (float)a->nscored : 0.0f;
     float *dlogits = a->probs;
-    dtr_tp_cross_entropy_backward(m->tp, dlogits, a->targets, m->v0, m->V, N, dloss);
+    dtr_result rc = dtr_tp_cross_entropy_backward(m->tp, dlogits, a->targets, m->v0, m->V, N, dloss);
+    if (rc != DTR_OK) return tp_fail(m, rc, "cross-entropy backward");
     dtr_tp_linear head = {DTR_TP_COLUMN, C, c->vocab_size, wte, NULL, gwte, NULL};
-    dtr_result rc = dtr_tp_linear_backward(m->tp, &head, dlogits, a->lnf, m->dln, N);
+    rc = dtr_tp_linear_backward(m->tp, &head, dlogits, a->lnf, m->dln, N);
     if (rc != DTR_OK) return tp_fail(m, rc, "head backward");
     memset(m->dres, 0, NC * sizeof(float));
     const float *top = nl > 0 ? a->residual3 + (size_t)(nl - 1) * NC : a->encoded;
@@ -244,7 +245,8 @@ dtr_result dtr__gpt_backward_chunk(dtr__gpt *m, int chunk, int slot, float grad_
     DTR_CHECK(report(m, ready, ready_arg, off, count));
   }
   if (first) {
-    dtr_tp_embedding_backward(m->tp, gwte, m->v0, m->V, gwpe, a->ids, m->dres, B, T, C);
+    dtr_result rc = dtr_tp_embedding_backward(m->tp, gwte, m->v0, m->V, gwpe, a->ids, m->dres, B, T, C);
+    if (rc != DTR_OK) return tp_fail(m, rc, "embedding backward");
     DTR_CHECK(report(m, ready, ready_arg, 0, tab[m->wpe].offset + tab[m->wpe].count));
   } else {
     memcpy(dx_in, m->dres, NC * sizeof(float));

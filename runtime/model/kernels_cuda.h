@@ -151,6 +151,35 @@ dtr_result dtr__adamw_cuda(dtr_cuda_ctx *c, float *params, uint16_t *params_bf16
  * 1024, in context scratch), then added in block order. */
 dtr_result dtr__sumsq_cuda(dtr_cuda_ctx *c, float *out_dev, const float *x, size_t n);
 
+/* ---- the tensor-parallel pieces of kernels.h (kernels_cuda_tp.cu): same arguments and math as the
+ * _cpu versions, after ctx and dtype; ids and targets are device ids; gradients and row statistics fp32. */
+dtr_result dtr__vocab_embedding_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, const int32_t *ids,
+                                         const void *wte, int v0, int V, int N, int C);
+dtr_result dtr__vocab_embedding_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, float *dwte, const void *dout,
+                                         const int32_t *ids, int v0, int V, int N, int C);
+dtr_result dtr__position_add_fwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, const void *wpe, int B, int T,
+                                      int C);
+dtr_result dtr__position_add_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, float *dwpe, const void *dout, int B,
+                                      int T, int C);
+dtr_result dtr__bias_add_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *out, const void *bias, int N, int C);
+dtr_result dtr__vocab_xent_max_cuda(dtr_cuda_ctx *c, dtr_dtype dt, float *rowmax, const void *logits, int N,
+                                    int V);
+dtr_result dtr__vocab_xent_sum_cuda(dtr_cuda_ctx *c, dtr_dtype dt, float *sumexp, float *zt,
+                                    const void *logits, const float *rowmax, const int32_t *targets, int v0,
+                                    int N, int V);
+dtr_result dtr__vocab_xent_finish_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *probs, float *losses,
+                                       const void *logits, const float *rowmax, const float *sumexp,
+                                       const float *zt, const int32_t *targets, int N, int V);
+dtr_result dtr__vocab_xent_bwd_cuda(dtr_cuda_ctx *c, dtr_dtype dt, void *dlogits, const void *probs,
+                                    const int32_t *targets, int v0, float dloss, int N, int V);
+
+/* Device memory of `device` without a context (the pipeline's link buffers when its communicators are
+ * NCCL); bytes 0 gives NULL and DTR_OK; free accepts NULL. */
+dtr_result dtr__cuda_device_alloc(int device, size_t bytes, void **out);
+void dtr__cuda_device_free(void *p);
+/* A synchronous copy between host and device memory, either way (cudaMemcpy with the kind inferred). */
+dtr_result dtr__cuda_memcpy(void *dst, const void *src, size_t bytes);
+
 #ifdef __cplusplus
 }
 #endif

@@ -11,8 +11,9 @@
 #include <string.h>
 
 #include "common/check.h"
-#include "common/sock.h"
+#include "common/clock.h"
 #include "dtrain/parallel.h"
+#include "runtime/model/kernels_cuda.h"
 
 #define RING 2 /* buffers per link: one in use by the stage, one in flight */
 
@@ -33,6 +34,7 @@ typedef struct link {
 
 struct dtr_pp_pipe {
   dtr_comm *pp;
+  int device; /* the CUDA device of the link buffers (nccl links), -1: host memory */
   int p, stage, m, v;
   dtr_pp_schedule_kind kind;
   size_t act;
@@ -141,21 +143,31 @@ static dtr_result split_links(dtr_pp_pipe *p, int grad, char *err, size_t errcap
   return DTR_OK;
 }
 
-/* Both ends of every link compare act_count once. */
+/* Both ends of every link compare act_count once (through device memory on nccl links). */
 static dtr_result agree_shape(dtr_pp_pipe *p, char *err, size_t errcap) {
-  uint64_t mine = p->act, theirs[NLINKS] = {0};
+  uint64_t mine = p->act, theirs[NLINKS] = {0}, *dev = NULL;
   dtr_request *req[NLINKS] = {0};
   dtr_result rc = DTR_OK;
+  if (p->device >= 0) {
+    rc = dtr__cuda_device_alloc(p->device, sizeof(uint64_t) * NLINKS, (void **)&dev);
+    for (int i = 0; i < NLINKS && rc == DTR_OK; i++) rc = dtr__cuda_memcpy(dev + i, &mine, sizeof mine);
+    if (rc != DTR_OK) {
+      dtr__cuda_device_free(dev);
+      return dtr__fail(err, errcap, rc, "pipeline stage %d: device memory for the size handshake", p->stage);
+    }
+  }
   for (int i = 0; i < NLINKS && rc == DTR_OK; i++) {
     link *L = &p->l[i];
     if (!L->c) continue;
-    rc = L->recv ? dtr_recv(L->c, &theirs[i], 1, DTR_I64, L->peer, &req[i])
-                 : dtr_send(L->c, &mine, 1, DTR_I64, L->peer, &req[i]);
+    uint64_t *buf = dev ? dev + i : L->recv ? &theirs[i] : &mine;
+    rc = L->recv ? dtr_recv(L->c, buf, 1, DTR_I64, L->peer, &req[i])
+                 : dtr_send(L->c, buf, 1, DTR_I64, L->peer, &req[i]);
   }
   for (int i = 0; i < NLINKS; i++) {
     if (!req[i]) continue;
     dtr_result r = dtr_request_wait(req[i]);
     dtr_request_free(req[i]);
+    if (r == DTR_OK && dev && p->l[i].recv) r = dtr__cuda_memcpy(&theirs[i], dev + i, sizeof theirs[i]);
     if (r != DTR_OK && rc == DTR_OK)
       rc = dtr__fail(err, errcap, r, "pipeline stage %d: agreeing the activation size with stage %d: %s",
                      p->stage, p->l[i].peer_stage, dtr_comm_last_error(p->l[i].c));
@@ -165,6 +177,7 @@ static dtr_result agree_shape(dtr_pp_pipe *p, char *err, size_t errcap) {
                      "block_size x n_embd must agree)",
                      p->stage, (unsigned long long)mine, (unsigned long long)theirs[i], p->l[i].peer_stage);
   }
+  dtr__cuda_device_free(dev);
   return rc;
 }
 
@@ -177,8 +190,11 @@ static dtr_result build_messages(dtr_pp_pipe *p) {
     for (int i = 0; i < p->n; i++)
       if ((L->recv ? input_link(p, &p->a[i]) : output_link(p, &p->a[i])) == li) L->action[L->nmsg++] = i;
     for (int b = 0; b < RING; b++) {
-      L->buf[b] = malloc(p->act * sizeof(float) + 64);
-      if (!L->buf[b]) return DTR_ERR_NOMEM;
+      if (p->device >= 0) {
+        DTR_CHECK(dtr__cuda_device_alloc(p->device, p->act * sizeof(float), (void **)&L->buf[b]));
+      } else if (!(L->buf[b] = malloc(p->act * sizeof(float) + 64))) {
+        return DTR_ERR_NOMEM;
+      }
     }
   }
   return DTR_OK;
@@ -218,10 +234,18 @@ dtr_result dtr_pp_pipe_create(dtr_comm *pp, const dtr_pp_config *cfg, const dtr_
   DTR_CHECK_GOTO(dtr_pp_schedule(p->kind, P, p->m, p->v, s, p->a, cap, &p->n, err, errcap), rc, fail);
   p->nslots = dtr_pp_schedule_slots(p->a, p->n, p->slot);
   if (p->nslots < 0) goto nomem;
+  p->device = -1;
   if (p->pp) {
     DTR_CHECK_GOTO(split_links(p, 0, err, errcap), rc, fail);
     DTR_CHECK_GOTO(split_links(p, 1, err, errcap), rc, fail);
-    if (build_messages(p) != DTR_OK) goto nomem;
+    p->device = dtr_comm_cuda_device(pp);
+    rc = build_messages(p);
+    if (rc == DTR_ERR_NOMEM) goto nomem;
+    if (rc != DTR_OK) {
+      dtr__fail(err, errcap, rc, "pipeline stage %d: link buffers of %zu floats on cuda:%d", s, p->act,
+                p->device);
+      goto fail;
+    }
     DTR_CHECK_GOTO(agree_shape(p, err, errcap), rc, fail);
   }
   *out = p;
@@ -239,7 +263,10 @@ void dtr_pp_pipe_destroy(dtr_pp_pipe *p) {
     link *L = &p->l[li];
     for (int b = 0; b < RING; b++) {
       dtr_request_free(L->req[b]); /* waits (an aborted link fails at once) */
-      free(L->buf[b]);
+      if (p->device >= 0)
+        dtr__cuda_device_free(L->buf[b]);
+      else
+        free(L->buf[b]);
     }
     free(L->action);
     dtr_comm_destroy(L->c);

@@ -3,6 +3,7 @@
  * medium). Backward ops start from non-zero gradients so "adds into" and "overwrites" are both checked.
  * The weight-gradient reductions and sumsq also run twice at many-block shapes and must give the same
  * bits both times (and embedding gradients the bits of the CPU's fp32 order).
+ * The tensor-parallel pieces (vocabulary slices, positions and biases apart) are checked the same way.
  * Exits 77 with a reason when there is no CUDA device (or the build has no CUDA), 1 on any failure. */
 #include <math.h>
 #include <stdint.h>
@@ -520,6 +521,117 @@ static void check_softmax_xent(dtr_dtype dt, const shape *s) {
 
 /* ---------------------------------------------------------------- optimizer, norms, conversions */
 
+/* The tensor-parallel pieces (kernels_cuda_tp.cu), as rank 1 of 2 would run them: the upper half of the
+ * vocabulary (v0 = V/2), ids and targets of the whole vocabulary (some in this slice, some not), positions
+ * and biases added apart. The slice's sum-exp and target logit are checked before an all-reduce would add
+ * the other slice's; finish takes the whole-vocabulary maxima and sums (computed here) as its input. */
+static void check_tp_pieces(dtr_dtype dt, const shape *s) {
+  int B = s->B, T = s->T, C = s->C, N = B * T, Vw = s->V & ~1, V = Vw / 2, v0 = V;
+  size_t nc = (size_t)N * C, nv = (size_t)N * V;
+  double tol = tol_of(dt);
+  int32_t *ids = hmalloc((size_t)N * sizeof(int32_t)), *tg = hmalloc((size_t)N * sizeof(int32_t));
+  float *wte = rand_host((size_t)V * C, 1.0f, 0.0f, dt), *wpe = rand_host((size_t)T * C, 1.0f, 0.0f, dt);
+  float *dout = rand_host(nc, 1.0f, 0.0f, dt), *bias = rand_host((size_t)C, 1.0f, 0.0f, dt);
+  float *dwte0 = rand_host((size_t)V * C, 1.0f, 0.0f, DTR_F32),
+        *dwpe0 = rand_host((size_t)T * C, 1.0f, 0.0f, DTR_F32);
+  float *logits = rand_host(nv, 4.0f, 0.0f, dt);
+  double *ref = ref_alloc(nc), *rte = ref_from(dwte0, (size_t)V * C), *rpe = ref_from(dwpe0, (size_t)T * C);
+  double *rmax = ref_alloc(N), *rsum = ref_alloc(N), *rzt = ref_alloc(N), *rp = ref_alloc(nv),
+         *rl = ref_alloc(N), *rg = ref_alloc(nv);
+  float *gmax = hmalloc((size_t)N * sizeof(float)), *gsum = hmalloc((size_t)N * sizeof(float)),
+        *gzt = hmalloc((size_t)N * sizeof(float)), *fp = hmalloc(nv * sizeof(float));
+  if (!ids || !tg || !ref || !rte || !rpe || !rmax || !rsum || !rzt || !rp || !rl || !rg || !gmax || !gsum ||
+      !gzt || !fp)
+    return;
+  for (int n = 0; n < N; n++) {
+    ids[n] = (int32_t)((frand() + 1.0f) * 0.5f * (Vw - 1) + 0.5f);
+    tg[n] = n % 5 == 3 ? -1 : (int32_t)((frand() + 1.0f) * 0.5f * (Vw - 1) + 0.5f);
+  }
+  ids[0] = ids[1] = (int32_t)(Vw - 1), ids[2] = 0; /* a repeated id of this slice, one of the other's */
+  void *d_ids = ids_to_dev(ids, N), *d_tg = ids_to_dev(tg, N), *d_wte = to_dev(wte, (size_t)V * C, dt),
+       *d_wpe = to_dev(wpe, (size_t)T * C, dt), *d_out = to_dev(dout, nc, dt), *d_dout = to_dev(dout, nc, dt),
+       *d_dwte = to_dev(dwte0, (size_t)V * C, DTR_F32), *d_dwpe = to_dev(dwpe0, (size_t)T * C, DTR_F32),
+       *d_bias = to_dev(bias, (size_t)C, dt), *d_logits = to_dev(logits, nv, dt),
+       *d_max = to_dev(dwpe0, N, DTR_F32), *d_sum = to_dev(dwpe0, N, DTR_F32),
+       *d_zt = to_dev(dwpe0, N, DTR_F32), *d_loss = to_dev(dwpe0, N, DTR_F32);
+  if (!d_ids || !d_tg || !d_wte || !d_wpe || !d_out || !d_dout || !d_dwte || !d_dwpe || !d_bias ||
+      !d_logits || !d_max || !d_sum || !d_zt || !d_loss)
+    return;
+  /* embedding: this slice's rows (zeros elsewhere), then positions, then a bias */
+  API(dtr__vocab_embedding_fwd_cuda(g_ctx, dt, d_out, d_ids, d_wte, v0, V, N, C));
+  API(dtr__position_add_fwd_cuda(g_ctx, dt, d_out, d_wpe, B, T, C));
+  API(dtr__bias_add_cuda(g_ctx, dt, d_out, d_bias, N, C));
+  for (int n = 0; n < N; n++)
+    for (int c = 0; c < C; c++) {
+      int id = ids[n] - v0;
+      double e = id >= 0 && id < V ? round_dt(wte[(size_t)id * C + c], dt) : 0.0;
+      ref[(size_t)n * C + c] = e + wpe[(size_t)(n % T) * C + c] + bias[c];
+    }
+  compare("vocab_embedding_fwd + position_add + bias_add", "out", dt, s, from_dev(d_out, nc, dt), ref, nc,
+          tol);
+  API(dtr__vocab_embedding_bwd_cuda(g_ctx, dt, d_dwte, d_dout, d_ids, v0, V, N, C));
+  API(dtr__position_add_bwd_cuda(g_ctx, dt, d_dwpe, d_dout, B, T, C));
+  for (int n = 0; n < N; n++)
+    for (int c = 0; c < C; c++) {
+      int id = ids[n] - v0;
+      if (id >= 0 && id < V) rte[(size_t)id * C + c] += dout[(size_t)n * C + c];
+      rpe[(size_t)(n % T) * C + c] += dout[(size_t)n * C + c];
+    }
+  compare("vocab_embedding_bwd", "dwte", dt, s, from_dev(d_dwte, (size_t)V * C, DTR_F32), rte, (size_t)V * C,
+          tol);
+  compare("position_add_bwd", "dwpe", dt, s, from_dev(d_dwpe, (size_t)T * C, DTR_F32), rpe, (size_t)T * C,
+          tol);
+  /* cross-entropy over the slice: row maxima and sums of the slice; finish from whole-row statistics
+   * that this test makes up (an all-reduce would bring the other slice's in) */
+  API(dtr__vocab_xent_max_cuda(g_ctx, dt, d_max, d_logits, N, V));
+  for (int n = 0; n < N; n++) {
+    const float *x = logits + (size_t)n * V;
+    double mx = -INFINITY;
+    for (int v = 0; v < V; v++) mx = x[v] > mx ? x[v] : mx;
+    rmax[n] = mx;
+  }
+  compare("vocab_xent_max", "rowmax", dt, s, from_dev(d_max, N, DTR_F32), rmax, N, tol);
+  API(dtr__vocab_xent_sum_cuda(g_ctx, dt, d_sum, d_zt, d_logits, d_max, d_tg, v0, N, V));
+  for (int n = 0; n < N; n++) {
+    const float *x = logits + (size_t)n * V;
+    double sum = 0;
+    for (int v = 0; v < V; v++) sum += ref_exp(x[v] - rmax[n]);
+    rsum[n] = sum;
+    int t = tg[n] - v0;
+    rzt[n] = tg[n] >= 0 && t >= 0 && t < V ? x[t] : 0.0;
+    /* the whole row's statistics: the other slice adds 1.5 to the sum, its max is below ours */
+    gmax[n] = (float)rmax[n];
+    gsum[n] = (float)(sum + 1.5);
+    gzt[n] = (float)rzt[n];
+  }
+  compare("vocab_xent_sum", "sumexp", dt, s, from_dev(d_sum, N, DTR_F32), rsum, N, tol);
+  compare("vocab_xent_sum", "target logit", dt, s, from_dev(d_zt, N, DTR_F32), rzt, N, tol);
+  void *d_gsum = to_dev(gsum, N, DTR_F32), *d_gmax = to_dev(gmax, N, DTR_F32),
+       *d_gzt = to_dev(gzt, N, DTR_F32);
+  if (!d_gsum || !d_gmax || !d_gzt) return;
+  API(dtr__vocab_xent_finish_cuda(g_ctx, dt, d_logits, d_loss, d_logits, d_gmax, d_gsum, d_gzt, d_tg, N, V));
+  int scored = 0;
+  for (int n = 0; n < N; n++) scored += tg[n] >= 0;
+  float dloss = 1.0f / (float)scored;
+  for (int n = 0; n < N; n++) {
+    for (int v = 0; v < V; v++) {
+      double p = ref_exp((double)logits[(size_t)n * V + v] - gmax[n]) / gsum[n];
+      rp[(size_t)n * V + v] = p;
+      fp[(size_t)n * V + v] = round_dt((float)p, dt);
+    }
+    rl[n] = tg[n] < 0 ? 0.0 : ref_log(gsum[n]) + gmax[n] - gzt[n];
+    for (int v = 0; v < V; v++)
+      rg[(size_t)n * V + v] =
+          tg[n] < 0 ? 0.0 : ((double)fp[(size_t)n * V + v] - (v + v0 == tg[n] ? 1.0 : 0.0)) * dloss;
+  }
+  compare("vocab_xent_finish", "probs", dt, s, from_dev(d_logits, nv, dt), rp, nv, tol);
+  compare("vocab_xent_finish", "losses", dt, s, from_dev(d_loss, N, DTR_F32), rl, N, tol);
+  void *d_probs = to_dev(fp, nv, dt);
+  if (!d_probs) return;
+  API(dtr__vocab_xent_bwd_cuda(g_ctx, dt, d_probs, d_probs, d_tg, v0, dloss, N, V));
+  compare("vocab_xent_bwd", "dlogits", dt, s, from_dev(d_probs, nv, dt), rg, nv, tol);
+}
+
 static void check_adamw(const shape *s) {
   size_t n = (size_t)s->V * s->C + 17;
   float *p = rand_host(n, 1.0f, 0.0f, DTR_F32), *g = rand_host(n, 1.0f, 0.0f, DTR_F32);
@@ -861,7 +973,8 @@ int main(void) {
   for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
     for (size_t di = 0; di < 2; di++) {
       void (*checks[])(dtr_dtype, const shape *) = {check_matmul,    check_layernorm, check_elementwise,
-                                                    check_embedding, check_attention, check_softmax_xent};
+                                                    check_embedding, check_attention, check_softmax_xent,
+                                                    check_tp_pieces};
       for (size_t k = 0; k < sizeof checks / sizeof checks[0]; k++) {
         checks[k](dts[di], &shapes[si]);
         release_all();

@@ -6,6 +6,7 @@
  * ran every (micro-batch, chunk) once forward and once backward per step.
  *   pp_check --schedule 1f1b|gpipe|interleaved --micro M [--chunks V] [--act N] [--steps S]
  *            [--delay-stage S --delay-ms D]   a random 0..D ms sleep before each action of stage S
+ *            [--cuda]  the pp group on the nccl backend (device LOCAL_RANK): link buffers in GPU memory
  *            [--stall-stage S --stall-micro MB]  stage S stops forever at the forward of MB (the others
  *                                                must fail on the communicator's deadline)
  * Prints "pp_check stage S: N steps, K messages ok" or "pp_check stage S: FAILED: why". */
@@ -18,9 +19,11 @@
 #include <unistd.h>
 
 #include "common/check.h"
+#include "common/device.h"
 #include "dtrain/comm.h"
 #include "dtrain/parallel.h"
 #include "dtrain/store.h"
+#include "runtime/model/kernels_cuda.h"
 #include "tests/helpers/time_limit.h"
 
 typedef struct ctx {
@@ -30,8 +33,26 @@ typedef struct ctx {
   uint64_t rng;
   long checked;
   int ran[64][8][2]; /* [micro][chunk][backward] */
+  int cuda;          /* --cuda: the link buffers are device memory, staged through host[] */
+  float *host[2];
   char why[256];
 } ctx;
+
+/* --cuda: a device buffer's contents in host memory (slot k of two), or the buffer itself. */
+static const float *readable(ctx *c, const float *p, int k) {
+  if (!c->cuda || !p) return p;
+  if (dtr__cuda_memcpy(c->host[k], p, c->act * sizeof(float)) != DTR_OK) return NULL;
+  return c->host[k];
+}
+static float *writable(ctx *c, float *p, int k) {
+  return c->cuda && p ? c->host[k] : p;
+}
+static dtr_result publish(ctx *c, float *dev, const float *host) {
+  if (!c->cuda || !dev) return DTR_OK;
+  if (dtr__cuda_memcpy(dev, host, c->act * sizeof(float)) != DTR_OK)
+    return snprintf(c->why, sizeof c->why, "copy to the device failed"), DTR_ERR_SYSTEM;
+  return DTR_OK;
+}
 
 static float act_value(int q, int mb, size_t i) {
   return (float)(q * 100000 + mb * 100 + (int)(i % 97));
@@ -74,13 +95,14 @@ static dtr_result fwd(void *arg, int mb, int chunk, int slot, const float *in, f
   }
   maybe_delay(c);
   c->ran[mb][chunk][0]++;
-  if (q > 0) DTR_CHECK(check_in(c, in, q - 1, mb, 0));
+  if (q > 0) DTR_CHECK(check_in(c, readable(c, in, 0), q - 1, mb, 0));
   if (!last && !out) return snprintf(c->why, sizeof c->why, "no output buffer"), DTR_ERR_INTERNAL;
   if (last && out)
     return snprintf(c->why, sizeof c->why, "an output buffer on the last stage"), DTR_ERR_INTERNAL;
-  for (size_t i = 0; out && i < c->act; i++) out[i] = act_value(q, mb, i);
+  float *o = writable(c, out, 1);
+  for (size_t i = 0; o && i < c->act; i++) o[i] = act_value(q, mb, i);
   (void)slot;
-  return DTR_OK;
+  return publish(c, out, o);
 }
 
 static dtr_result bwd(void *arg, int mb, int chunk, int slot, const float *dout, float *din) {
@@ -90,14 +112,15 @@ static dtr_result bwd(void *arg, int mb, int chunk, int slot, const float *dout,
   if (!c->ran[mb][chunk][0])
     return snprintf(c->why, sizeof c->why, "backward before forward"), DTR_ERR_INTERNAL;
   c->ran[mb][chunk][1]++;
-  if (!last) DTR_CHECK(check_in(c, dout, q + 1, mb, 1));
+  if (!last) DTR_CHECK(check_in(c, readable(c, dout, 0), q + 1, mb, 1));
   if ((q > 0) != (din != NULL))
     return snprintf(c->why, sizeof c->why, "input-gradient buffer %s",
                     din ? "on the first stage" : "missing"),
            DTR_ERR_INTERNAL;
-  for (size_t i = 0; din && i < c->act; i++) din[i] = grad_value(q, mb, i);
+  float *o = writable(c, din, 1);
+  for (size_t i = 0; o && i < c->act; i++) o[i] = grad_value(q, mb, i);
   (void)slot;
-  return DTR_OK;
+  return publish(c, din, o);
 }
 
 static int fail(int stage, const char *what, const char *detail) {
@@ -118,8 +141,13 @@ int main(int argc, char **argv) {
   c.rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)c.stage;
   dtr_pp_config cfg = {DTR_PP_1F1B, 4, 1, 4096};
   int steps = 2;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const char *a = argv[i], *v = argv[i + 1];
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--cuda")) {
+      c.cuda = 1;
+      continue;
+    }
+    const char *v = i + 1 < argc ? argv[++i] : "";
     if (!strcmp(a, "--schedule")) {
       if (dtr_pp_schedule_parse(v, &cfg.schedule) != DTR_OK) return fail(c.stage, "bad --schedule", v);
     } else if (!strcmp(a, "--micro")) {
@@ -144,12 +172,26 @@ int main(int argc, char **argv) {
   }
   if (c.m < 1 || c.m > 64 || c.v < 1 || c.v > 8) return fail(c.stage, "--micro 1..64, --chunks 1..8", NULL);
   cfg.micro_batches = c.m, cfg.chunks = c.v, cfg.act_count = c.act;
+  const char *ls = getenv("LOCAL_RANK");
+  int local = ls ? atoi(ls) : c.stage;
+  if (c.cuda) {
+    int has = strstr(dtr_build_features(), "cuda") != NULL, ndev = has ? dtr__cuda_device_count() : 0;
+    if (ndev <= local) {
+      printf("pp_check stage %d: skipped: %s\n", c.stage,
+             has ? "fewer CUDA devices visible than ranks on this node" : "this build has no CUDA");
+      return 77;
+    }
+    c.host[0] = malloc(c.act * sizeof(float));
+    c.host[1] = malloc(c.act * sizeof(float));
+    if (!c.host[0] || !c.host[1]) return fail(c.stage, "out of memory", NULL);
+  }
   time_limit_start("pp_check", 120);
   char err[512] = "";
   dtr_store *store = NULL;
   if (dtr_store_connect_env(30000, &store, err, sizeof err) != DTR_OK) return fail(c.stage, "store", err);
   dtr_comm_config cc = dtr_comm_config_default();
   cc.name = "pp";
+  if (c.cuda) cc.backend = DTR_BACKEND_NCCL, cc.cuda_device = local;
   dtr_comm *pp = NULL;
   if (dtr_comm_create(store, c.stage, c.p, &cc, &pp, err, sizeof err) != DTR_OK)
     return fail(c.stage, "comm", err);
@@ -167,8 +209,8 @@ int main(int argc, char **argv) {
           return fail(c.stage, err, NULL);
         }
   }
-  printf("pp_check stage %d: %d steps, %ld messages ok (%d slots)\n", c.stage, steps, c.checked,
-         dtr_pp_pipe_slots(pipe));
+  printf("pp_check stage %d: %d steps, %ld messages ok (%d slots)%s\n", c.stage, steps, c.checked,
+         dtr_pp_pipe_slots(pipe), c.cuda ? " over nccl" : "");
   dtr_pp_pipe_destroy(pipe);
   dtr_comm_destroy(pp);
   dtr_store_close(store);

@@ -11,7 +11,10 @@
  *     dlogits) against the full-vocabulary kernels.
  * Tolerance: |split - unsplit| <= 2e-5 x max|unsplit| + 1e-6 for each compared tensor (a sum split over
  * ranks adds in another order; measured errors are printed). Prints "tp_check rank R: N checks ok, largest
- * relative error E" or "tp_check rank R: FAILED: what". */
+ * relative error E" or "tp_check rank R: FAILED: what".
+ * --cuda: the split side runs on this rank's GPU (device LOCAL_RANK, an nccl tp group, the CUDA kernels):
+ * its inputs are copied to the device and its outputs back, the reference stays on the host; exits 77 with
+ * "tp_check rank R: skipped: why" when the build has no CUDA or fewer GPUs than ranks are visible. */
 #define _GNU_SOURCE
 #include <math.h>
 #include <stdint.h>
@@ -19,9 +22,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/device.h"
 #include "dtrain/comm.h"
 #include "dtrain/parallel.h"
 #include "dtrain/store.h"
+#include "runtime/model/kernels_cuda.h"
 #include "tests/helpers/time_limit.h"
 
 static int g_rank, g_checks;
@@ -48,6 +53,35 @@ static float *zeros(size_t n) {
   float *p = calloc(n + 4, sizeof *p);
   if (!p) fail("out of memory");
   return p;
+}
+
+/* --cuda: the split side's buffers live on the device. to_dev gives the device copy of a host buffer (the
+ * host buffer itself without --cuda), to_host copies a device result back into its host buffer after the
+ * blocks' work is done: to_dev, to_devi and to_host. */
+static int g_cuda, g_ndev;
+static void *g_dev[512];
+static dtr_tp *g_tp;
+static void *dev_copy(const void *h, size_t bytes) {
+  if (!g_cuda) return (void *)h;
+  void *d = NULL;
+  if (g_ndev == 512 || dtr__cuda_device_alloc(dtr_comm_cuda_device(g_tp->comm), bytes, &d) != DTR_OK ||
+      dtr__cuda_memcpy(d, h, bytes) != DTR_OK)
+    fail("device copy");
+  return g_dev[g_ndev++] = d;
+}
+static float *to_dev(const float *h, size_t n) {
+  return dev_copy(h, n * sizeof(float));
+}
+static const int32_t *to_devi(const int32_t *h, size_t n) {
+  return dev_copy(h, n * sizeof(int32_t));
+}
+static void to_host(float *h, const float *d, size_t n) {
+  if (!g_cuda) return;
+  if (dtr_tp_sync(g_tp) != DTR_OK || dtr__cuda_memcpy(h, d, n * sizeof(float)) != DTR_OK) fail("copy back");
+}
+static void free_dev(void) {
+  for (int i = 0; i < g_ndev; i++) dtr__cuda_device_free(g_dev[i]);
+  g_ndev = 0;
 }
 
 /* got[r, c] (rows x gcols, this rank's) against want[r, c0 + c] (rows x wcols) */
@@ -129,9 +163,13 @@ static void linear(dtr_tp *tp, dtr_tp_split_kind kind) {
     float *lw = rows_of(w, in, o0, no), *lb = rows_of(b, 1, o0, no), *ldy = cols_of(dy, N, out, o0, no);
     float *ly = zeros((size_t)N * no), *ldx = zeros((size_t)N * in), *ldw = zeros((size_t)no * in),
           *ldb = zeros(no);
-    dtr_tp_linear l = {kind, in, out, lw, lb, ldw, ldb};
-    check_rc(dtr_tp_linear_forward(tp, &l, x, ly, N), tp, "column forward");
-    check_rc(dtr_tp_linear_backward(tp, &l, ldy, x, ldx, N), tp, "column backward");
+    float *Dy = to_dev(ly, (size_t)N * no), *Ddx = to_dev(ldx, (size_t)N * in),
+          *Ddw = to_dev(ldw, (size_t)no * in), *Ddb = to_dev(ldb, no), *Dx = to_dev(x, (size_t)N * in);
+    dtr_tp_linear l = {kind, in, out, to_dev(lw, (size_t)no * in), to_dev(lb, no), Ddw, Ddb};
+    check_rc(dtr_tp_linear_forward(tp, &l, Dx, Dy, N), tp, "column forward");
+    check_rc(dtr_tp_linear_backward(tp, &l, to_dev(ldy, (size_t)N * no), Dx, Ddx, N), tp, "column backward");
+    to_host(ly, Dy, (size_t)N * no), to_host(ldx, Ddx, (size_t)N * in), to_host(ldw, Ddw, (size_t)no * in),
+        to_host(ldb, Ddb, no);
     snprintf(what, sizeof what, "%s y", k), near(what, ly, N, no, y, out, o0);
     snprintf(what, sizeof what, "%s dx", k), near(what, ldx, N, in, dx, in, 0);
     snprintf(what, sizeof what, "%s dw", k), near(what, ldw, no, in, dw + (size_t)o0 * in, in, 0);
@@ -142,9 +180,13 @@ static void linear(dtr_tp *tp, dtr_tp_split_kind kind) {
     float *lw = cols_of(w, out, in, i0, ni), *lx = cols_of(x, N, in, i0, ni);
     float *ly = zeros((size_t)N * out), *ldx = zeros((size_t)N * ni), *ldw = zeros((size_t)out * ni),
           *ldb = zeros(out);
-    dtr_tp_linear l = {kind, in, out, lw, b, ldw, ldb};
-    check_rc(dtr_tp_linear_forward(tp, &l, lx, ly, N), tp, "row forward");
-    check_rc(dtr_tp_linear_backward(tp, &l, dy, lx, ldx, N), tp, "row backward");
+    float *Dy = to_dev(ly, (size_t)N * out), *Ddx = to_dev(ldx, (size_t)N * ni),
+          *Ddw = to_dev(ldw, (size_t)out * ni), *Ddb = to_dev(ldb, out), *Dx = to_dev(lx, (size_t)N * ni);
+    dtr_tp_linear l = {kind, in, out, to_dev(lw, (size_t)out * ni), to_dev(b, out), Ddw, Ddb};
+    check_rc(dtr_tp_linear_forward(tp, &l, Dx, Dy, N), tp, "row forward");
+    check_rc(dtr_tp_linear_backward(tp, &l, to_dev(dy, (size_t)N * out), Dx, Ddx, N), tp, "row backward");
+    to_host(ly, Dy, (size_t)N * out), to_host(ldx, Ddx, (size_t)N * ni), to_host(ldw, Ddw, (size_t)out * ni),
+        to_host(ldb, Ddb, out);
     snprintf(what, sizeof what, "%s y", k), near(what, ly, N, out, y, out, 0);
     snprintf(what, sizeof what, "%s dx", k), near(what, ldx, N, ni, dx, in, i0);
     snprintf(what, sizeof what, "%s dw", k), near(what, ldw, out, ni, dw, in, i0);
@@ -186,13 +228,22 @@ static void attention(dtr_tp *tp) {
   float *lqkv = zeros((size_t)N * 3 * Cl), *latt = zeros((size_t)B * NH * T * T),
         *lheads = zeros((size_t)N * Cl), *lout = zeros((size_t)N * C), *ldx = zeros((size_t)N * C),
         *ldqkv = zeros((size_t)N * 3 * Cl), *ldheads = zeros((size_t)N * Cl);
+  size_t NC = (size_t)N * C, nq = (size_t)3 * Cl * C, na = (size_t)B * NH * T * T, nh = (size_t)N * Cl;
+  float *Dgq = to_dev(lg_wqkv, nq), *Dgqb = to_dev(lg_bqkv, 3 * Cl), *Dgp = to_dev(lg_wp, (size_t)C * Cl),
+        *Dgpb = to_dev(lg_bp, C);
+  float *Dqkv = to_dev(lqkv, (size_t)N * 3 * Cl), *Datt = to_dev(latt, na), *Dheads = to_dev(lheads, nh),
+        *Dout = to_dev(lout, NC), *Ddx = to_dev(ldx, NC), *Dx = to_dev(x, NC);
   dtr_tp_attention split = {C,
                             NH,
-                            {DTR_TP_COLUMN, C, 3 * C, lwqkv, lbqkv, lg_wqkv, lg_bqkv},
-                            {DTR_TP_ROW, C, C, lwp, bp, lg_wp, lg_bp}};
-  check_rc(dtr_tp_attention_forward(tp, &split, x, B, T, lqkv, latt, lheads, lout), tp, "split attention");
-  check_rc(dtr_tp_attention_backward(tp, &split, x, lqkv, latt, lheads, dout, B, T, ldx, ldqkv, ldheads), tp,
-           "split attention backward");
+                            {DTR_TP_COLUMN, C, 3 * C, to_dev(lwqkv, nq), to_dev(lbqkv, 3 * Cl), Dgq, Dgqb},
+                            {DTR_TP_ROW, C, C, to_dev(lwp, (size_t)C * Cl), to_dev(bp, C), Dgp, Dgpb}};
+  check_rc(dtr_tp_attention_forward(tp, &split, Dx, B, T, Dqkv, Datt, Dheads, Dout), tp, "split attention");
+  check_rc(dtr_tp_attention_backward(tp, &split, Dx, Dqkv, Datt, Dheads, to_dev(dout, NC), B, T, Ddx,
+                                     to_dev(ldqkv, (size_t)N * 3 * Cl), to_dev(ldheads, nh)),
+           tp, "split attention backward");
+  to_host(lout, Dout, NC), to_host(lheads, Dheads, nh), to_host(ldx, Ddx, NC), to_host(lg_wqkv, Dgq, nq),
+      to_host(lg_bqkv, Dgqb, 3 * Cl);
+  to_host(lg_wp, Dgp, (size_t)C * Cl), to_host(lg_bp, Dgpb, C);
   near("attention out", lout, N, C, out, C, 0);
   near("attention heads", lheads, N, Cl, heads, C, r * Cl);
   near("attention dx", ldx, N, C, dx, C, 0);
@@ -206,6 +257,13 @@ static void attention(dtr_tp *tp) {
                    att,   heads, out,  dx,   dqkv,   dheads, lwqkv,  lbqkv,  lwp,    lg_wqkv, lg_bqkv,
                    lg_wp, lg_bp, lqkv, latt, lheads, lout,   ldx,    ldqkv,  ldheads};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+}
+
+static void linear_column(dtr_tp *tp) {
+  linear(tp, DTR_TP_COLUMN);
+}
+static void linear_row(dtr_tp *tp) {
+  linear(tp, DTR_TP_ROW);
 }
 
 static void mlp(dtr_tp *tp) {
@@ -224,10 +282,19 @@ static void mlp(dtr_tp *tp) {
   float *lgwfc = zeros((size_t)Hl * C), *lgbfc = zeros(Hl), *lgwp = zeros((size_t)C * Hl), *lgbp = zeros(C);
   float *lpre = zeros((size_t)N * Hl), *lact = zeros((size_t)N * Hl), *lout = zeros((size_t)N * C),
         *ldx = zeros((size_t)N * C), *ldact = zeros((size_t)N * Hl);
-  dtr_tp_mlp split = {{DTR_TP_COLUMN, C, H, lwfc, lbfc, lgwfc, lgbfc},
-                      {DTR_TP_ROW, H, C, lwp, bp, lgwp, lgbp}};
-  check_rc(dtr_tp_mlp_forward(tp, &split, x, N, lpre, lact, lout), tp, "split mlp");
-  check_rc(dtr_tp_mlp_backward(tp, &split, x, lpre, lact, dout, N, ldx, ldact), tp, "split mlp backward");
+  size_t NC = (size_t)N * C, NH_ = (size_t)N * Hl;
+  float *Dgfc = to_dev(lgwfc, (size_t)Hl * C), *Dgfcb = to_dev(lgbfc, Hl),
+        *Dgp = to_dev(lgwp, (size_t)C * Hl), *Dgpb = to_dev(lgbp, C);
+  float *Dpre = to_dev(lpre, NH_), *Dact = to_dev(lact, NH_), *Dout = to_dev(lout, NC),
+        *Ddx = to_dev(ldx, NC), *Dx = to_dev(x, NC);
+  dtr_tp_mlp split = {{DTR_TP_COLUMN, C, H, to_dev(lwfc, (size_t)Hl * C), to_dev(lbfc, Hl), Dgfc, Dgfcb},
+                      {DTR_TP_ROW, H, C, to_dev(lwp, (size_t)C * Hl), to_dev(bp, C), Dgp, Dgpb}};
+  check_rc(dtr_tp_mlp_forward(tp, &split, Dx, N, Dpre, Dact, Dout), tp, "split mlp");
+  check_rc(dtr_tp_mlp_backward(tp, &split, Dx, Dpre, Dact, to_dev(dout, NC), N, Ddx, to_dev(ldact, NH_)), tp,
+           "split mlp backward");
+  to_host(lout, Dout, NC), to_host(ldx, Ddx, NC), to_host(lgwfc, Dgfc, (size_t)Hl * C),
+      to_host(lgbfc, Dgfcb, Hl);
+  to_host(lgwp, Dgp, (size_t)C * Hl), to_host(lgbp, Dgpb, C);
   near("mlp out", lout, N, C, out, C, 0);
   near("mlp dx", ldx, N, C, dx, C, 0);
   near("mlp d fc.w", lgwfc, Hl, C, gwfc + (size_t)r * Hl * C, C, 0);
@@ -251,11 +318,19 @@ static void vocab(dtr_tp *tp) {
   /* embedding: one nonzero row per token, so the split sum is exact */
   float *emb = zeros((size_t)N * C), *dwte = zeros((size_t)V * C), *dwpe = zeros((size_t)T * C);
   check_rc(dtr_tp_embedding_forward(&one, wte, 0, V, wpe, ids, B, T, C, emb), &one, "embedding");
-  dtr_tp_embedding_backward(&one, dwte, 0, V, dwpe, ids, dout, B, T, C);
+  check_rc(dtr_tp_embedding_backward(&one, dwte, 0, V, dwpe, ids, dout, B, T, C), &one, "embedding backward");
   float *lwte = rows_of(wte, C, v0, Vl), *lemb = zeros((size_t)N * C), *ldwte = zeros((size_t)Vl * C),
         *ldwpe = zeros((size_t)T * C);
-  check_rc(dtr_tp_embedding_forward(tp, lwte, v0, Vl, wpe, ids, B, T, C, lemb), tp, "split embedding");
-  dtr_tp_embedding_backward(tp, ldwte, v0, Vl, ldwpe, ids, dout, B, T, C);
+  const int32_t *Dids = to_devi(ids, N);
+  float *Demb = to_dev(lemb, (size_t)N * C), *Ddwte = to_dev(ldwte, (size_t)Vl * C),
+        *Ddwpe = to_dev(ldwpe, (size_t)T * C);
+  check_rc(dtr_tp_embedding_forward(tp, to_dev(lwte, (size_t)Vl * C), v0, Vl, to_dev(wpe, (size_t)T * C),
+                                    Dids, B, T, C, Demb),
+           tp, "split embedding");
+  check_rc(dtr_tp_embedding_backward(tp, Ddwte, v0, Vl, Ddwpe, Dids, to_dev(dout, (size_t)N * C), B, T, C),
+           tp, "split embedding backward");
+  to_host(lemb, Demb, (size_t)N * C), to_host(ldwte, Ddwte, (size_t)Vl * C),
+      to_host(ldwpe, Ddwpe, (size_t)T * C);
   if (memcmp(lemb, emb, (size_t)N * C * sizeof *emb) != 0)
     fail("embedding: the split output is not bit-equal");
   g_checks++;
@@ -265,44 +340,63 @@ static void vocab(dtr_tp *tp) {
   float *logits = randv((size_t)N * V, 3), *losses = zeros(N), *scratch = zeros(3 * N);
   float *llog = cols_of(logits, N, V, v0, Vl), *llosses = zeros(N);
   check_rc(dtr_tp_cross_entropy_forward(&one, logits, tg, 0, V, N, losses, scratch), &one, "cross-entropy");
-  check_rc(dtr_tp_cross_entropy_forward(tp, llog, tg, v0, Vl, N, llosses, scratch), tp,
+  const int32_t *Dtg = to_devi(tg, N);
+  float *Dlog = to_dev(llog, (size_t)N * Vl), *Dlosses = to_dev(llosses, N);
+  check_rc(dtr_tp_cross_entropy_forward(tp, Dlog, Dtg, v0, Vl, N, Dlosses, to_dev(scratch, 3 * N)), tp,
            "split cross-entropy");
+  to_host(llog, Dlog, (size_t)N * Vl), to_host(llosses, Dlosses, N);
   near("cross-entropy losses", llosses, 1, N, losses, N, 0);
   near("cross-entropy probabilities", llog, N, Vl, logits, V, v0);
-  dtr_tp_cross_entropy_backward(&one, logits, tg, 0, V, N, 0.25f);
-  dtr_tp_cross_entropy_backward(tp, llog, tg, v0, Vl, N, 0.25f);
+  check_rc(dtr_tp_cross_entropy_backward(&one, logits, tg, 0, V, N, 0.25f), &one, "cross-entropy backward");
+  check_rc(dtr_tp_cross_entropy_backward(tp, Dlog, Dtg, v0, Vl, N, 0.25f), tp,
+           "split cross-entropy backward");
+  to_host(llog, Dlog, (size_t)N * Vl);
   near("cross-entropy dlogits", llog, N, Vl, logits, V, v0);
   float *bufs[] = {wte,   wpe,   dout,   emb,    dwte,    dwpe, lwte,   lemb,
                    ldwte, ldwpe, logits, losses, scratch, llog, llosses};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
 }
 
-int main(void) {
-  const char *rs = getenv("RANK"), *ws = getenv("WORLD_SIZE");
+int main(int argc, char **argv) {
+  const char *rs = getenv("RANK"), *ws = getenv("WORLD_SIZE"), *ls = getenv("LOCAL_RANK");
   if (!rs || !ws) {
     fprintf(stderr, "tp_check: run under dtrain launch\n");
     return 2;
   }
   g_rank = atoi(rs);
-  int size = atoi(ws);
+  g_cuda = argc > 1 && !strcmp(argv[1], "--cuda");
+  int size = atoi(ws), local = ls ? atoi(ls) : g_rank;
+  if (g_cuda) {
+    int has = strstr(dtr_build_features(), "cuda") != NULL, ndev = has ? dtr__cuda_device_count() : 0;
+    if (ndev <= local) {
+      printf("tp_check rank %d: skipped: %s\n", g_rank,
+             has ? "fewer CUDA devices visible than ranks on this node" : "this build has no CUDA");
+      return 77;
+    }
+  }
   time_limit_start("tp_check", 120);
   char err[512] = "";
   dtr_store *store = NULL;
   if (dtr_store_connect_env(30000, &store, err, sizeof err) != DTR_OK) fail(err);
   dtr_comm_config cc = dtr_comm_config_default();
   cc.name = "tp";
+  if (g_cuda) cc.backend = DTR_BACKEND_NCCL, cc.cuda_device = local;
   dtr_comm *c = NULL;
   if (dtr_comm_create(store, g_rank, size, &cc, &c, err, sizeof err) != DTR_OK) fail(err);
   dtr_tp tp = dtr_tp_make(c, 1);
-  fg(&tp);
-  linear(&tp, DTR_TP_COLUMN);
-  linear(&tp, DTR_TP_ROW);
-  attention(&tp);
-  mlp(&tp);
-  vocab(&tp);
-  printf("tp_check rank %d: %d checks ok, largest relative error %.2e (%llu all-reduces, %llu bytes)\n",
+  if (g_cuda && dtr_tp_make_cuda(c, local, &tp, err, sizeof err) != DTR_OK) fail(err);
+  g_tp = &tp;
+  if (!g_cuda)
+    fg(&tp); /* exact integers through host buffers; the blocks below cover the device's all-reduces */
+  void (*checks[])(dtr_tp *) = {linear_column, linear_row, attention, mlp, vocab};
+  for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
+    checks[i](&tp);
+    free_dev();
+  }
+  printf("tp_check rank %d: %d checks ok, largest relative error %.2e (%llu all-reduces, %llu bytes)%s\n",
          g_rank, g_checks, g_worst, (unsigned long long)tp.allreduce_calls,
-         (unsigned long long)tp.allreduce_bytes);
+         (unsigned long long)tp.allreduce_bytes, g_cuda ? " on the GPU" : "");
+  dtr_tp_free(&tp);
   dtr_comm_destroy(c);
   dtr_store_close(store);
   return 0;
