@@ -3,12 +3,21 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/log.h"
 
 const char *dtr__param_str(const char *name, const char *def) {
   const char *v = getenv(name);
   return (v && *v) ? v : def;
+}
+
+const char *dtr__param_env(char *const *envp, const char *name) {
+  if (!envp) return dtr__param_str(name, NULL);
+  size_t len = strlen(name);
+  for (char *const *e = envp; *e; e++)
+    if (strncmp(*e, name, len) == 0 && (*e)[len] == '=') return (*e)[len + 1] ? *e + len + 1 : NULL;
+  return NULL;
 }
 
 int64_t dtr__param_int(const char *name, int64_t def) {

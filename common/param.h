@@ -7,6 +7,10 @@
 
 /* The variable's value, or def when unset or empty. The pointer is owned by the environment. */
 const char *dtr__param_str(const char *name, const char *def);
+/* The same from an environment array envp ("KEY=VALUE" strings, NULL-terminated); envp NULL reads this
+ * process's environment. Unset and empty both give NULL. For code that reads another process's
+ * environment or a test's (identity, Slurm). */
+const char *dtr__param_env(char *const *envp, const char *name);
 /* The variable as an integer, or def when unset; a malformed value logs a warning naming the
  * variable and yields def. */
 int64_t dtr__param_int(const char *name, int64_t def);

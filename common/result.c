@@ -31,6 +31,8 @@ const char *dtr_strerror(dtr_result r) {
       return "not supported by this build";
     case DTR_ERR_INTERNAL:
       return "internal error";
+    case DTR_ERR_STOPPED:
+      return "stopped on request";
   }
   return "unknown dtrain result code";
 }

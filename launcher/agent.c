@@ -5,6 +5,7 @@
 #include "launcher/agent.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -24,6 +25,7 @@
 #include "common/sock.h"
 #include "launcher/rendezvous.h"
 #include "launcher/report.h"
+#include "launcher/slurm.h"
 
 /* Post f as the round's "fail\n<failure JSON>" event, unless the round has an event already (the first
  * writer wins: compare-and-set on the absent key). DTR_ERR_NOMEM when the event cannot be built. */
@@ -180,7 +182,8 @@ out:
 
 /* ---------------------------------------------------------------- the agent */
 
-enum outcome { OUT_NONE, OUT_DONE, OUT_FAIL, OUT_STOP, OUT_REJOIN, OUT_LOST, OUT_ERROR };
+/* OUT_PREEMPT: a stop was requested (preemption); the workers stop at a step boundary by themselves. */
+enum outcome { OUT_NONE, OUT_DONE, OUT_FAIL, OUT_STOP, OUT_REJOIN, OUT_LOST, OUT_ERROR, OUT_PREEMPT };
 
 typedef struct agent {
   const dtr__agent_cfg *cfg;
@@ -201,19 +204,31 @@ typedef struct agent {
   dtr__failure first;
   int have_first;
   char lost_msg[512];
+  int all_zero; /* every worker of the attempt exited 0 */
+  /* the job's stop request (preemption), once made: it outlives the attempt */
+  int stop_requested;
+  int stop_req_sig; /* the signal that asked (0: a worker stopped by itself) */
+  int64_t stop_deadline;
 } agent;
 
 static int is_stop_signal(int sig) {
   return sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT;
 }
 
-/* Rendezvous interrupt check: drain the signalfd, report the first stopping signal. */
+/* USR1 and USR2, and TERM inside Slurm: stop at the next step boundary, save, exit (no forwarding). */
+static int is_stop_request(const agent *a, int sig) {
+  return sig == SIGUSR1 || sig == SIGUSR2 || (sig == SIGTERM && a->cfg->term_stops);
+}
+
+/* Rendezvous interrupt check: drain the signalfd, report the first stopping signal (a stop request too:
+ * no worker runs, so there is nothing to save). */
 static int rdzv_interrupted(void *ctx) {
   agent *a = ctx;
   struct signalfd_siginfo si;
   int stop = 0;
   while (read(a->cfg->sigfd, &si, sizeof si) == (ssize_t)sizeof si)
-    if (!stop && is_stop_signal((int)si.ssi_signo)) stop = (int)si.ssi_signo;
+    if (!stop && (is_stop_signal((int)si.ssi_signo) || is_stop_request(a, (int)si.ssi_signo)))
+      stop = (int)si.ssi_signo;
   return stop;
 }
 
@@ -256,6 +271,7 @@ static dtr_result build_env(agent *a, int local_rank, dtr__env *e) {
   DTR_CHECK(dtr__env_set(e, "DTRAIN_JOB_TOKEN", a->cfg->token));
   DTR_CHECK(SETI("DTRAIN_NODE_RANK", rz->node_rank));
   DTR_CHECK(SETI("DTRAIN_NNODES", rz->nnodes));
+  DTR_CHECK(dtr__env_set(e, "DTRAIN_STOP_FILE", a->cfg->stop_file));
 #undef SETI
   return DTR_OK;
 }
@@ -336,6 +352,61 @@ static void local_all_done(agent *a) {
   }
 }
 
+/* The job's stop counter (agent.h): not per round, so that it outlives a failed round. */
+static void stop_key(const agent *a, char *key, size_t cap) {
+  snprintf(key, cap, "rdzv/%s/stop", a->cfg->run_id);
+}
+
+/* The exit code of an attempt that ended on a stop request. */
+static int stop_exit_code(const agent *a) {
+  return a->stop_req_sig == SIGTERM ? DTR_EXIT_STOPPED_TERM : DTR_EXIT_PREEMPTED;
+}
+
+/* Act on a stop request here: create the workers' stop file and give them --stop-timeout to stop. */
+static void stop_locally(agent *a, int sig) {
+  if (a->stop_requested) return;
+  a->stop_requested = 1;
+  a->stop_req_sig = sig;
+  a->stop_deadline = dtr__now_ms() + (int64_t)(a->args->stop_timeout * 1000);
+  int fd = open(a->cfg->stop_file, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0)
+    DTR_ERROR("cannot create the stop file %s: %s", a->cfg->stop_file, strerror(errno));
+  else
+    close(fd);
+  set_outcome(a, OUT_PREEMPT);
+}
+
+/* A stop request made on this node (sig: the signal, 0 for a worker that stopped by itself): counted in
+ * the job's "stop" key (a round that fails meanwhile is not restarted) and posted as the round's event,
+ * which every agent's listener receives at once. */
+static void request_stop(agent *a, int sig) {
+  if (a->stop_requested) return;
+  if (sig)
+    DTR_INFO("got SIG%s: asking every rank to stop at its next step boundary and save (within %g s)",
+             sigabbrev_np(sig), a->args->stop_timeout);
+  char key[DTR_STORE_MAX_KEY], val[64];
+  int64_t v;
+  int swapped = 0;
+  stop_key(a, key, sizeof key);
+  dtr_result rc = dtr_store_add(a->cfg->main_store, key, 1, &v);
+  key_of(a, key, sizeof key, "event");
+  int vl = snprintf(val, sizeof val, "preempt\n%d %d", a->rz.node_rank, sig);
+  if (rc == DTR_OK)
+    rc = dtr_store_cas(a->cfg->main_store, key, NULL, 0, val, (size_t)vl, &swapped, NULL, NULL);
+  if (rc != DTR_OK && rc != DTR_ERR_EXISTS)
+    DTR_WARN("could not tell the other nodes about the stop request: %s (%s)", dtr_strerror(rc),
+             dtr_store_last_error(a->cfg->main_store));
+  stop_locally(a, sig);
+}
+
+/* Whether any node asked the job to stop (the job's "stop" counter), before a restart. */
+static int stop_requested_elsewhere(agent *a) {
+  char key[DTR_STORE_MAX_KEY];
+  int64_t v = 0;
+  stop_key(a, key, sizeof key);
+  return dtr_store_add(a->cfg->main_store, key, 0, &v) == DTR_OK && v > 0;
+}
+
 static void on_children(agent *a) {
   int all_ok = 1;
   for (int i = 0; i < a->nw; i++) {
@@ -343,7 +414,26 @@ static void on_children(agent *a) {
     if (dtr__worker_reap(w)) {
       dtr__worker_close_pipes(w);
       int bad = !(WIFEXITED(w->status) && WEXITSTATUS(w->status) == 0);
+      /* a worker that saved and stopped by itself (a signal of its own): the job stops, nothing failed */
+      if (bad && WIFEXITED(w->status) && WEXITSTATUS(w->status) == DTR_EXIT_PREEMPTED &&
+          a->outcome == OUT_NONE && !a->stopping) {
+        DTR_INFO("rank %d stopped on request (exit %d); asking every rank to stop", w->rank,
+                 DTR_EXIT_PREEMPTED);
+        request_stop(a, 0);
+      }
       if (bad && !a->stopping && a->outcome == OUT_NONE) worker_failed(a, w);
+      if (bad && a->stop_requested &&
+          !(WIFEXITED(w->status) && WEXITSTATUS(w->status) == DTR_EXIT_PREEMPTED)) {
+        char how[64];
+        if (WIFSIGNALED(w->status))
+          snprintf(how, sizeof how, "was killed by SIG%s", sigabbrev_np(WTERMSIG(w->status)));
+        else
+          snprintf(how, sizeof how, "exited with code %d", WEXITSTATUS(w->status));
+        DTR_WARN(
+            "rank %d %s while stopping (not %d: saved and stopped); the job resumes from the newest "
+            "committed checkpoint",
+            w->rank, how, DTR_EXIT_PREEMPTED);
+      }
     }
     if (w->running || !(WIFEXITED(w->status) && WEXITSTATUS(w->status) == 0)) all_ok = 0;
   }
@@ -356,6 +446,10 @@ static void on_children(agent *a) {
 static void on_signal(agent *a, int sig) {
   if (sig == SIGCHLD) {
     on_children(a);
+    return;
+  }
+  if (is_stop_request(a, sig)) {
+    request_stop(a, sig);
     return;
   }
   for (int i = 0; i < a->nw; i++)
@@ -409,6 +503,12 @@ static void on_event(agent *a) {
     }
     set_outcome(a, OUT_STOP);
     begin_stop(a);
+  } else if (ev && len >= 8 && memcmp(ev, "preempt\n", 8) == 0) {
+    int node = -1, sig = 0;
+    if (sscanf(ev + 8, "%d %d", &node, &sig) != 2 || sig < 0 || sig >= 128) sig = 0;
+    if (!a->stop_requested && node != a->rz.node_rank)
+      DTR_INFO("node %d asked every rank to stop at its next step boundary and save", node);
+    stop_locally(a, sig);
   } else if (ev && len == 4 && memcmp(ev, "done", 4) == 0) {
     set_outcome(a, OUT_DONE);
   } else if (ev && len == 6 && memcmp(ev, "rejoin", 6) == 0) {
@@ -483,6 +583,8 @@ static enum outcome run_attempt(agent *a) {
   a->stopping = a->killed = a->local_done = 0;
   a->have_first = 0;
   a->stop_sig = 0;
+  a->all_zero = 0;
+  unlink(cfg->stop_file); /* no stop was requested, or no attempt would start */
   a->nw = a->rz.nproc;
   a->w = calloc((size_t)a->nw, sizeof *a->w);
   if (!a->w) return OUT_ERROR;
@@ -538,11 +640,18 @@ static enum outcome run_attempt(agent *a) {
           map[n] = i * 2 + s;
           pf[n++] = (struct pollfd){.fd = a->w[i].fd[s], .events = POLLIN};
         }
-    int timeout = (a->stopping && !a->killed) ? dtr__ms_left(a->kill_deadline) : -1;
+    int timeout = (a->stopping && !a->killed)           ? dtr__ms_left(a->kill_deadline)
+                  : (a->stop_requested && !a->stopping) ? dtr__ms_left(a->stop_deadline)
+                                                        : -1;
     int pr = poll(pf, (nfds_t)n, timeout);
     if (pr < 0 && errno != EINTR) {
       DTR_ERROR("poll: %s", strerror(errno));
       set_outcome(a, OUT_ERROR);
+      begin_stop(a);
+    }
+    if (a->stop_requested && !a->stopping && dtr__ms_left(a->stop_deadline) == 0 && running_count(a) > 0) {
+      DTR_WARN("%d worker%s still running %g s after the stop request (--stop-timeout); stopping them",
+               running_count(a), running_count(a) == 1 ? "" : "s", a->args->stop_timeout);
       begin_stop(a);
     }
     if (a->stopping && !a->killed && dtr__ms_left(a->kill_deadline) == 0) {
@@ -572,6 +681,9 @@ static enum outcome run_attempt(agent *a) {
   free(pf);
   free(map);
 
+  a->all_zero = 1;
+  for (int i = 0; i < a->nw; i++)
+    if (a->w[i].running || !WIFEXITED(a->w[i].status) || WEXITSTATUS(a->w[i].status) != 0) a->all_zero = 0;
   /* the attempt is over: nothing of it may outlive it */
   for (int i = 0; i < a->nw; i++) {
     dtr__worker *w = &a->w[i];
@@ -615,8 +727,10 @@ static void say_goodbye(agent *a, int wait_for_others) {
       key_of(a, keys[nk], DTR_STORE_MAX_KEY, sfx);
     nk++;
   }
-  /* the other agents may still be stopping their workers: give them the grace period and some */
+  /* the other agents may still be stopping their workers: give them the grace period and some (after a
+   * stop request, the time their workers have to save as well) */
   int timeout = (int)(a->args->grace_period * 1000) + 5000;
+  if (a->stop_requested) timeout += (int)(a->args->stop_timeout * 1000);
   if (ok && nk > 0 && dtr_store_wait(a->cfg->main_store, (const char *const *)keys, nk, timeout) != DTR_OK)
     DTR_WARN("not every node said goodbye within %d ms; closing the store anyway", timeout);
   for (int k = 0; k < nk; k++) free(keys[k]);
@@ -671,8 +785,13 @@ int dtr__agent_run(const dtr__agent_cfg *cfg) {
     dtr__rdzv_result_free(&a->rz);
     dtr_result rc = dtr__rdzv_join(cfg->main_store, &rc_cfg, a->round, &a->rz, err, sizeof err);
     if (rc == DTR_ERR_ABORTED && a->rz.interrupted_by) {
-      DTR_INFO("got SIG%s while waiting for the other nodes; giving up", sigabbrev_np(a->rz.interrupted_by));
-      code = 128 + a->rz.interrupted_by;
+      int sig = a->rz.interrupted_by;
+      DTR_INFO("got SIG%s while waiting for the other nodes; giving up", sigabbrev_np(sig));
+      code = 128 + sig;
+      if (is_stop_request(a, sig)) { /* no worker runs: the newest checkpoint is the one to resume from */
+        a->stop_req_sig = sig;
+        code = stop_exit_code(a);
+      }
       break;
     }
     if (rc != DTR_OK) {
@@ -695,6 +814,19 @@ int dtr__agent_run(const dtr__agent_cfg *cfg) {
              a->restart_count ? " (restarted)" : "");
     enum outcome o = run_attempt(a);
     a->prev_size = a->rz.nnodes;
+    if (o == OUT_PREEMPT) {
+      say_goodbye(a, 1);
+      code = a->all_zero ? 0 : stop_exit_code(a);
+      if (a->all_zero) DTR_INFO("the workers had finished when the stop request came: the job is done");
+      break;
+    }
+    /* a stop request lost its race against a failure or a new node: do not restart into it */
+    if ((o == OUT_FAIL || o == OUT_REJOIN) && (a->stop_requested || stop_requested_elsewhere(a))) {
+      DTR_INFO("a stop was requested: not restarting; the job resumes from its newest checkpoint");
+      say_goodbye(a, 1);
+      code = stop_exit_code(a);
+      break;
+    }
     if (o == OUT_DONE) {
       say_goodbye(a, 1);
       code = 0;

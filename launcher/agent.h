@@ -5,6 +5,8 @@
  *   r<r>/hb/<node>     heartbeat counters, bumped every --monitor-interval by each agent's event listener
  *   r<r>/ndone         agents whose workers all exited 0; the agent that completes it posts "done"
  *   r<r>/exited/<node> set by each agent as it leaves, so the agent hosting the store stays until all left
+ *   stop               (not per round) counts stop requests, so that a round that failed meanwhile is not
+ *                      restarted; the request itself travels as the round's event "preempt\n<node> <signal>"
  * The agent's main loop is one poll() over worker pipes, a signalfd and the eventfd of its event
  * listener, the thread that waits on r<r>/event and keeps the heartbeats. */
 #ifndef DTRAIN_LAUNCHER_AGENT_H
@@ -32,10 +34,14 @@ typedef struct dtr__agent_cfg {
   dtr_store *main_store;     /* this thread's connection */
   dtr_store *listener_store; /* the event listener thread's connection */
   dtr__orphan_guard *orphan_guard;
+  const char *stop_file; /* DTRAIN_STOP_FILE of the workers, created on a stop request */
+  int term_stops; /* SIGTERM asks for a stop (inside Slurm), like USR1 and USR2, instead of ending at once */
 } dtr__agent_cfg;
 
 /* Run the job on this node until it succeeds, fails for good or is stopped. Returns the process exit
- * code: 0, the first failed rank's code (128+signal), 128+signal when stopped, 1 on dtrain errors. */
+ * code: 0, the first failed rank's code (128+signal), 128+signal when stopped, 1 on dtrain errors, and
+ * after a stop request (the workers stopped at a step boundary) DTR_EXIT_PREEMPTED or, after SIGTERM,
+ * DTR_EXIT_STOPPED_TERM (launcher/slurm.h), which the caller turns into a requeue. */
 int dtr__agent_run(const dtr__agent_cfg *cfg);
 
 #endif

@@ -1,6 +1,7 @@
 /* `dtrain launch`: parse and check everything that can be checked before a process starts (flags, the
- * program), pick the run id and job token, host or reach the rendezvous store, then hand over to the
- * agent. dtr__cmd_launch is that sequence; each step is one function below. */
+ * program, the Slurm job around it), pick the run id and job token, host or reach the rendezvous store,
+ * then hand over to the agent; after a stop request, requeue the Slurm job. dtr__cmd_launch is that
+ * sequence; each step is one function below. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -21,6 +23,7 @@
 #include "launcher/launch_args.h"
 #include "launcher/orphan_guard.h"
 #include "launcher/output.h"
+#include "launcher/slurm.h"
 #include "launcher/workers.h"
 
 #define CTX "dtrain launch: "
@@ -66,6 +69,10 @@ typedef struct launch_state {
   dtr_store_server *server;
   dtr_store *main_store, *listener_store;
   int hosting;
+  dtr__slurm slurm;        /* the Slurm job around this launch (slurm.in_job 0 outside Slurm) */
+  pid_t parent;            /* who started dtrain: in a batch script, dtrain stops when it goes */
+  char stop_dir[PATH_MAX]; /* the agent's directory of the workers' DTRAIN_STOP_FILE */
+  char stop_file[PATH_MAX + 8];
 } launch_state;
 
 /* dtr_store_connect cut into slices of 250 ms, so that TERM/INT/HUP/QUIT (read from the signalfd; they
@@ -123,6 +130,34 @@ static int find_program(launch_state *st) {
   return 0;
 }
 
+/* Inside a Slurm job (slurm.h): the step's node count where --nnodes gave 1, and unless given the
+ * endpoint (the first node, a port from the job id) and the id (the job id). Returns 0 or 2. */
+static int slurm_shape(launch_state *st) {
+  dtr_launch_args *args = &st->args;
+  char err[512];
+  if (dtr__slurm_read(NULL, &st->slurm, err, sizeof err) != DTR_OK) return usage_error(err);
+  if (args->standalone || args->master_addr[0]) return 0;
+  dtr__slurm_shape sh;
+  if (dtr__slurm_launch_shape(&st->slurm, args->nnodes_min, args->nnodes_max, &sh, err, sizeof err) != DTR_OK)
+    return usage_error(err);
+  if (sh.unused_nodes)
+    DTR_WARN(
+        "the batch script runs dtrain on the first of this job's %d nodes only: start it with "
+        "`srun --ntasks-per-node=1 dtrain ...` to use them all",
+        sh.unused_nodes);
+  args->nnodes_min = sh.nnodes_min;
+  args->nnodes_max = sh.nnodes_max;
+  if (sh.spans_nodes && !args->rdzv_endpoint[0]) {
+    char perr[256];
+    snprintf(args->rdzv_endpoint, sizeof args->rdzv_endpoint, "%s", sh.endpoint);
+    if (dtr__parse_hostport(sh.endpoint, args->rdzv_host, sizeof args->rdzv_host, &args->rdzv_port, perr,
+                            sizeof perr) != DTR_OK)
+      return usage_error(perr);
+  }
+  if (sh.spans_nodes && !args->rdzv_id[0]) snprintf(args->rdzv_id, sizeof args->rdzv_id, "%s", sh.id);
+  return 0;
+}
+
 /* Where the store is: a private one on 127.0.0.1 (standalone), --rdzv-endpoint, or torchrun's
  * --master-addr/--master-port. Returns 0, or 2 when several nodes have no way to meet. */
 static int store_address(launch_state *st) {
@@ -149,8 +184,20 @@ static int store_address(launch_state *st) {
   return 0;
 }
 
+/* The token of a job that spans Slurm nodes (slurm.h): 0, or -1 (said why) to fall back. */
+static int slurm_token(launch_state *st) {
+  char err[512], path[PATH_MAX];
+  if (dtr__slurm_token(st->slurm.job_id, st->token, path, sizeof path, err, sizeof err) != DTR_OK) {
+    DTR_WARN("cannot derive the job token from a secret: %s", err);
+    return -1;
+  }
+  DTR_DEBUG("job token: from %s and Slurm job %s", path, st->slurm.job_id);
+  return 0;
+}
+
 /* The run id (--rdzv-id; random for one node, "none" for several) and the job token (DTRAIN_JOB_TOKEN;
- * random for one node, derived from the run id for several). Returns 0, or 2 for a token too long. */
+ * random for one node; for several, inside Slurm derived from the user's secret and the job id, else
+ * from the run id). Returns 0, or 2 for a token too long. */
 static int choose_run_id_and_token(launch_state *st) {
   const dtr_launch_args *args = &st->args;
   if (args->rdzv_id[0]) {
@@ -175,6 +222,8 @@ static int choose_run_id_and_token(launch_state *st) {
     unsigned char r[32];
     dtr__random_bytes(r, sizeof r);
     hex(r, sizeof r, st->token);
+  } else if (st->slurm.managed && slurm_token(st) == 0) {
+    /* a secret only the job's user reads, and the job id */
   } else {
     derive_token(st->run_id, st->token);
     DTR_WARN(
@@ -309,6 +358,45 @@ interrupted:
   return 128 + sig;
 }
 
+/* The workers' stop file lives in a directory of the agent's own (it creates the file on a stop request).
+ * In the script of a Slurm batch job, dtrain also stops (SIGTERM: save and exit) when that script ends: a
+ * script killed by a signal it does not trap would otherwise leave the job's processes running after
+ * Slurm ended the job. Returns 0 or 1. */
+static int prepare_stop(launch_state *st) {
+  const char *tmp = dtr__param_str("TMPDIR", "/tmp");
+  snprintf(st->stop_dir, sizeof st->stop_dir, "%s/dtrain-stop-XXXXXX", tmp);
+  if (!mkdtemp(st->stop_dir)) {
+    fprintf(stderr, CTX "cannot create a directory for the stop file in %s: %s\n", tmp, strerror(errno));
+    st->stop_dir[0] = '\0';
+    return 1;
+  }
+  snprintf(st->stop_file, sizeof st->stop_file, "%s/stop", st->stop_dir);
+  if (st->slurm.batch && !st->slurm.in_step) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != st->parent) raise(SIGTERM); /* it went before the line above: blocked, read later */
+  }
+  return 0;
+}
+
+static void remove_stop_dir(launch_state *st) {
+  if (!st->stop_dir[0]) return;
+  unlink(st->stop_file);
+  rmdir(st->stop_dir);
+}
+
+/* After a stop request: what Slurm should do with the job (slurm.h), and a word when the batch script
+ * that started dtrain is gone. Returns the exit code. */
+static int after_stop(launch_state *st, int code) {
+  if (code == DTR_EXIT_STOPPED_TERM && st->slurm.batch && !st->slurm.in_step && getppid() != st->parent)
+    DTR_WARN(
+        "the batch script (pid %d) that started dtrain is gone, so Slurm ended the job: dtrain stopped and "
+        "saved. Start dtrain with `exec` in the script (or trap the signal), so that the job's signal "
+        "reaches dtrain and not the shell",
+        (int)st->parent);
+  /* one process acts for the job: SLURM_PROCID 0 (the first node's task; the batch script itself) */
+  return dtr__slurm_after_stop(&st->slurm, code, st->args.max_requeues, st->slurm.procid == 0);
+}
+
 /* The orphan guard, started before any thread exists (it forks). Returns 0 or 1. */
 static int start_orphan_guard(launch_state *st) {
   if (dtr__orphan_guard_start(&st->guard) != DTR_OK) {
@@ -336,6 +424,8 @@ static int run_agent(launch_state *st) {
       .main_store = st->main_store,
       .listener_store = st->listener_store,
       .orphan_guard = &st->guard,
+      .stop_file = st->stop_file,
+      .term_stops = st->slurm.managed,
   };
   return dtr__agent_run(&cfg);
 }
@@ -344,6 +434,7 @@ int dtr__cmd_launch(int argc, char **argv) {
   launch_state st;
   char err[1024];
   memset(&st, 0, sizeof st);
+  st.parent = getppid();
   st.sigfd = -1;
   st.guard.fd = -1;
   st.guard.pid = -1;
@@ -357,10 +448,12 @@ int dtr__cmd_launch(int argc, char **argv) {
 
   /* each step prints its own message and returns the exit code when it fails */
   int code = find_program(&st);
+  if (!code) code = slurm_shape(&st);
   if (!code) code = store_address(&st);
   if (!code) code = choose_run_id_and_token(&st);
   if (!code) code = prepare_output(&st);
   if (!code) code = block_signals(&st);
+  if (!code) code = prepare_stop(&st);
   if (!code) code = start_orphan_guard(&st);
   if (!code) code = open_store(&st);
   if (!code) code = run_agent(&st);
@@ -369,6 +462,9 @@ int dtr__cmd_launch(int argc, char **argv) {
   dtr_store_close(st.main_store);
   dtr_store_server_destroy(st.server);
   dtr__orphan_guard_stop(&st.guard);
+  remove_stop_dir(&st);
+  /* last: a requeue ends this Slurm job, and this process with it */
+  if (code == DTR_EXIT_PREEMPTED || code == DTR_EXIT_STOPPED_TERM) code = after_stop(&st, code);
   if (st.sigfd >= 0) close(st.sigfd);
   free(st.prog_argv);
   return code;

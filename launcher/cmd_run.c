@@ -15,6 +15,7 @@
 #include "launcher/commands.h"
 #include "launcher/launch_args.h"
 #include "launcher/output.h"
+#include "launcher/slurm.h"
 
 #define CTX "dtrain run: "
 
@@ -88,7 +89,7 @@ static void print_quoted(FILE *f, const char *s) {
 int dtr__cmd_run(int argc, char **argv) {
   strv overrides = {0}, flag_overrides = {0}, passthru = {0}, launch = {0};
   const char *recipe = NULL;
-  int dry_run = 0, code = 2;
+  int dry_run = 0, code = 2, own_store = 0;
   char err[2048];
   static dtr_recipe r;
 
@@ -131,6 +132,7 @@ int dtr__cmd_run(int argc, char **argv) {
         }
         if (strv_push(&flag_overrides, buf) != 0) goto nomem;
       } else {
+        if (!strcmp(fl->name, "standalone") || !strcmp(fl->name, "master-addr")) own_store = 1;
         snprintf(buf, sizeof buf, "--%s", fl->name);
         if (strv_push(&passthru, buf) != 0 || (val && strv_push(&passthru, val) != 0)) goto nomem;
       }
@@ -160,6 +162,38 @@ int dtr__cmd_run(int argc, char **argv) {
     fprintf(stderr, "%s\n", err);
     goto out;
   }
+  /* Inside Slurm the step's nodes, the endpoint and the id come from Slurm where the recipe leaves them
+   * (slurm.h); the recipe is checked again with them, as every rank will load it. */
+  if (!own_store) {
+    dtr__slurm slurm;
+    dtr__slurm_shape sh;
+    size_t before = (size_t)overrides.n;
+    if (dtr__slurm_read(NULL, &slurm, err, sizeof err) != DTR_OK ||
+        dtr__slurm_launch_shape(&slurm, r.launch.nnodes_min, r.launch.nnodes_max, &sh, err, sizeof err) !=
+            DTR_OK) {
+      fprintf(stderr, CTX "%s\n", err);
+      goto out;
+    }
+    char buf[400];
+    if (sh.nnodes_min != r.launch.nnodes_min || sh.nnodes_max != r.launch.nnodes_max) {
+      snprintf(buf, sizeof buf, sh.nnodes_min == sh.nnodes_max ? "launch.nnodes=%d" : "launch.nnodes=%d:%d",
+               sh.nnodes_min, sh.nnodes_max);
+      if (strv_push(&overrides, buf) != 0) goto nomem;
+    }
+    if (sh.spans_nodes && !r.launch.rdzv_endpoint[0]) {
+      snprintf(buf, sizeof buf, "launch.rdzv_endpoint=%s", sh.endpoint);
+      if (strv_push(&overrides, buf) != 0) goto nomem;
+    }
+    if (sh.spans_nodes && !r.launch.rdzv_id[0]) {
+      snprintf(buf, sizeof buf, "launch.rdzv_id=%s", sh.id);
+      if (strv_push(&overrides, buf) != 0) goto nomem;
+    }
+    if ((size_t)overrides.n != before && dtr_recipe_load(recipe, (const char *const *)overrides.v,
+                                                         overrides.n, 0, &r, err, sizeof err) != DTR_OK) {
+      fprintf(stderr, "%s\n", err);
+      goto out;
+    }
+  }
   /* A valid recipe the built-in trainer cannot run yet (tp, pp, cuda) stops here too, not on every rank. */
   if (dtr_train_check(&r, err, sizeof err) != DTR_OK) {
     fprintf(stderr, "%s\n", err);
@@ -186,6 +220,10 @@ int dtr__cmd_run(int argc, char **argv) {
   if (strv_push(&launch, "--nnodes") != 0 || strv_push(&launch, num) != 0) goto nomem;
   snprintf(num, sizeof num, "%d", r.launch.max_restarts);
   if (strv_push(&launch, "--max-restarts") != 0 || strv_push(&launch, num) != 0) goto nomem;
+  snprintf(num, sizeof num, "%d", r.slurm.max_requeues);
+  if (r.slurm.max_requeues != 3 && /* launch's default: the common line stays short */
+      (strv_push(&launch, "--max-requeues") != 0 || strv_push(&launch, num) != 0))
+    goto nomem;
   if (r.launch.rdzv_endpoint[0] &&
       (strv_push(&launch, "--rdzv-endpoint") != 0 || strv_push(&launch, r.launch.rdzv_endpoint) != 0))
     goto nomem;

@@ -47,6 +47,10 @@ static const dtr__launch_flag flags[] = {
     {"master-port", 0, DTR__LAUNCH_INT, SETS(master_port), .lo = 1, .hi = 65535, .what = "a port (1-65535)"},
     {"grace-period", 0, DTR__LAUNCH_SECONDS, SETS(grace_period), .lo = 0, .hi = 1e9,
      .what = "a non-negative number of seconds"},
+    {"stop-timeout", 0, DTR__LAUNCH_SECONDS, SETS(stop_timeout), .lo = 0, .hi = 1e9,
+     .what = "a non-negative number of seconds"},
+    {"max-requeues", 0, DTR__LAUNCH_INT, SETS(max_requeues), .lo = 0, .hi = 1000000,
+     .what = "a non-negative integer", .recipe_key = "slurm.max_requeues"},
     {"error-file", 0, DTR__LAUNCH_STRING, SETS(error_file)},
     {"role", 0, DTR__LAUNCH_STRING, SETS(role)},
     {"no-python", 0, DTR__LAUNCH_SWITCH, SETS(no_python), .launch_only = 1},
@@ -98,7 +102,13 @@ void dtr__launch_usage(FILE *f) {
       "  --grace-period SECONDS    SIGTERM to SIGKILL delay when stopping workers (default 5)\n"
       "  --error-file PATH         write the first failure as JSON here (default $TORCHELASTIC_ERROR_FILE,\n"
       "                            or LOG_DIR/RUN_ID/error.json with --log-dir)\n"
-      "  TERM, INT, HUP and QUIT stop the whole job (exit 128+signal); USR1 and USR2 are forwarded.\n"
+      "  --stop-timeout SECONDS    after a stop request, workers still running this long are stopped with\n"
+      "                            SIGTERM (default 60)\n"
+      "  --max-requeues N          in a Slurm batch job, requeue a preempted job while its requeue count\n"
+      "                            (SLURM_RESTART_COUNT) is below N (default 3)\n"
+      "  USR1 and USR2 (and TERM inside a Slurm job) ask every rank to stop at its next step boundary and\n"
+      "  save (DTRAIN_STOP_FILE; exit 86, or 85 after TERM); they are not forwarded. TERM (outside Slurm),\n"
+      "  INT, HUP and QUIT are forwarded and stop the whole job at once (exit 128+signal).\n"
       "\n"
       "Output:\n"
       "  --log-dir DIR             also keep DIR/RUN_ID/attempt_N/rank_K.{stdout,stderr}\n"
@@ -117,11 +127,15 @@ void dtr__launch_usage(FILE *f) {
       "GROUP_WORLD_SIZE, ROLE_RANK, ROLE_WORLD_SIZE, ROLE_NAME, MASTER_ADDR, MASTER_PORT,\n"
       "TORCHELASTIC_RESTART_COUNT, TORCHELASTIC_MAX_RESTARTS, TORCHELASTIC_RUN_ID, OMP_NUM_THREADS=1 if\n"
       "unset) plus DTRAIN_STORE, DTRAIN_RUN_ID, DTRAIN_RESTART_COUNT, DTRAIN_ATTEMPT, DTRAIN_JOB_TOKEN,\n"
-      "DTRAIN_NODE_RANK and DTRAIN_NNODES. The job token comes from DTRAIN_JOB_TOKEN; without it one node\n"
-      "uses a random token and several nodes derive one from --rdzv-id (not secret: set DTRAIN_JOB_TOKEN).\n"
+      "DTRAIN_NODE_RANK, DTRAIN_NNODES and DTRAIN_STOP_FILE. The job token comes from DTRAIN_JOB_TOKEN;\n"
+      "without it one node uses a random token and several nodes derive one from --rdzv-id (not secret:\n"
+      "set DTRAIN_JOB_TOKEN), or inside Slurm from the job id and ~/.dtrain/secret (docs/slurm.md).\n"
+      "Inside a Slurm job (srun --ntasks-per-node=1 dtrain launch ...) the nodes, the endpoint (the first\n"
+      "node, a port from the job id) and the id (the job id) come from Slurm unless given.\n"
       "\n"
       "Exit status: 0 when every rank exited 0; the first failed rank's code (128+N for signal N);\n"
-      "1 for dtrain's own errors; 2 for bad flags; 126/127 for a non-executable or missing PROGRAM.\n",
+      "1 for dtrain's own errors; 2 for bad flags; 126/127 for a non-executable or missing PROGRAM;\n"
+      "after a stop request 85-88 (docs/cli.md).\n",
       f);
 }
 
@@ -237,6 +251,8 @@ static void set_defaults(dtr_launch_args *a) {
   a->rdzv_timeout = 900;
   a->last_call = -1;
   a->grace_period = 5;
+  a->stop_timeout = 60;
+  a->max_requeues = 3;
   a->tee = 3;
   a->redirects = 0;
   a->master_port = -1;

@@ -27,6 +27,8 @@ typedef struct dtr_launch_args {
   double rdzv_timeout;     /* seconds, default 900 */
   double last_call;        /* seconds; -1: DTRAIN_RDZV_LAST_CALL_MS or 1 s */
   double grace_period;     /* seconds, default 5 */
+  double stop_timeout;     /* seconds the workers get to stop after a stop request, default 60 */
+  int max_requeues;        /* Slurm: requeue a stopped job while SLURM_RESTART_COUNT is below */
   char log_dir[DTR_LAUNCH_MAX_STR];
   int tee;       /* 0-3: 1 stdout, 2 stderr, 3 both */
   int redirects; /* 0-3, same bits */

@@ -20,14 +20,9 @@
 #define DERIVED_PORT_SPAN 10000
 #define MAX_HOSTS 65536
 
-/* A variable's value from envp (NULL: this process's environment); unset and empty both read as NULL,
- * as dtr__param_str treats them. */
+/* A variable's value from envp (NULL: this process's environment); unset and empty both read as NULL. */
 static const char *env_get(char *const *envp, const char *name) {
-  if (!envp) return dtr__param_str(name, NULL);
-  size_t len = strlen(name);
-  for (char *const *e = envp; *e; e++)
-    if (strncmp(*e, name, len) == 0 && (*e)[len] == '=') return (*e)[len + 1] ? *e + len + 1 : NULL;
-  return NULL;
+  return dtr__param_env(envp, name);
 }
 
 static dtr_result failv(char *err, size_t errcap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

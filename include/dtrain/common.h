@@ -51,6 +51,7 @@ typedef enum dtr_result {
   DTR_ERR_ADDRINUSE = 11,   /* the address or port is already taken */
   DTR_ERR_UNSUPPORTED = 12, /* this build lacks the feature (no CUDA, no MPI, ...) */
   DTR_ERR_INTERNAL = 13,    /* a dtrain bug: please report it */
+  DTR_ERR_STOPPED = 14,     /* stopped early on request (a preemption) at a step boundary, state saved */
 } dtr_result;
 
 /* A static English description of a result code; never NULL, thread-safe. */

@@ -14,6 +14,8 @@
  *   data        kind (addition | text | tokens) and its settings
  *   train       steps, batches, learning-rate schedule, AdamW, clipping, logging, buckets
  *   checkpoint  dir, every, keep, async, level, resume
+ *   slurm       the job script `dtrain sbatch` writes: nodes, GPUs, CPUs, time, partition, account, the
+ *               preemption signal and its lead time, the requeue limit (docs/slurm.md)
  *
  * Overrides: `section.key=value` strings (from the command line) are applied after the file and
  * checked the same way; their messages name the override instead of a line.
@@ -105,6 +107,20 @@ typedef struct dtr_recipe {
     int level;
     int resume; /* load the newest checkpoint at start */
   } checkpoint;
+
+  struct {
+    int nodes;         /* 0: launch.nnodes */
+    int gpus_per_node; /* 0: none requested */
+    int cpus_per_node; /* 0: nproc_per_node x train.threads (at least 1 each) */
+    char mem[32];      /* per node, e.g. "64G"; "": the partition's default */
+    char time[32];     /* Slurm's time format (minutes, H:M:S, D-H:M:S); "": the partition's */
+    char partition[128], account[128], qos[128], constraint[256]; /* "": not asked for */
+    char signal[8];              /* the preemption signal Slurm sends before the time limit: USR1 | USR2 */
+    int signal_lead;             /* seconds before the time limit it comes */
+    int max_requeues;            /* requeue a preempted job while SLURM_RESTART_COUNT is below this */
+    char output[DTR_RECIPE_STR]; /* the job's output file; "": <run_dir>/slurm-%j.out */
+    char extra[DTR_RECIPE_STR];  /* more sbatch options, separated by spaces, e.g. "--exclusive" */
+  } slurm;
 } dtr_recipe;
 
 /* Defaults for every field (the values docs/recipes.md lists). */

@@ -60,6 +60,28 @@ DTR_API dtr_result dtr_identity_from_env(char *const *envp, dtr_identity *out, c
 DTR_API dtr_result dtr_hostlist_expand(const char *list, char (*names)[256], int cap, int *n, char *err,
                                        size_t errcap);
 
+/* ---- stop requests (preemption)
+ *
+ * A job that must end early (a Slurm preemption signal, the end of its time limit) is asked to stop at
+ * its next step boundary, save its state and exit with DTR_EXIT_PREEMPTED, so that it can resume where it
+ * stopped. `dtrain launch` gives every worker DTRAIN_STOP_FILE, a path in a directory of its agent's;
+ * when a stop is requested on any node every agent creates that file (docs/environment.md). A C program
+ * polls dtr_stop_requested() at its step boundaries (a stat: cheap enough for every step), a Python one
+ * tests os.path.exists(os.environ["DTRAIN_STOP_FILE"]). Ranks see the request at slightly different
+ * times: a program agrees on the step to stop after (the built-in trainer all-reduces the flag with MAX
+ * at every step boundary) so that no rank saves step N while another saves N+1. */
+
+/* Exit code of a worker (and of `dtrain train`) that stopped on request after saving its state. A worker
+ * that exits 0 has finished its work: the job is then not requeued. */
+#define DTR_EXIT_PREEMPTED 86
+
+/* 1 when a stop was requested: the file DTRAIN_STOP_FILE names exists, or dtr_stop_request was called in
+ * this process; else 0. Thread-safe; not collective (each rank sees its own answer: agree on it). */
+DTR_API int dtr_stop_requested(void);
+/* Mark a stop as requested in this process, e.g. from a signal handler of the program's own
+ * (async-signal-safe). It cannot be withdrawn. */
+DTR_API void dtr_stop_request(void);
+
 /* ---- mesh */
 
 typedef struct dtr_mesh {
@@ -185,7 +207,9 @@ DTR_API double dtr_clip_grad_norm(float *grads, size_t n, double max_norm);
  * CUDA, or without launch.backend nccl). Pure; `dtrain run` calls it before starting any rank. */
 DTR_API dtr_result dtr_train_check(const dtr_recipe *r, char *err, size_t errcap);
 
-/* Train the recipe on this process's rank (dtr_init inside). Returns DTR_OK when the steps are done. */
+/* Train the recipe on this process's rank (dtr_init inside). Returns DTR_OK when the steps are done, and
+ * DTR_ERR_STOPPED when a stop was requested (dtr_stop_requested on any rank): every rank then stopped after
+ * the same step and that step's checkpoint is saved (committed) before it returns. */
 DTR_API dtr_result dtr_train(const dtr_recipe *r, char *err, size_t errcap);
 
 #ifdef __cplusplus

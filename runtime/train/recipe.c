@@ -31,7 +31,7 @@ typedef struct kpos {
 typedef struct ctx {
   dtr_recipe *r;
   const char *path; /* as the caller gave it: messages use it */
-  kpos pos[64];
+  kpos pos[96];
   char *err;
   size_t cap;
 } ctx;
@@ -602,6 +602,11 @@ static dtr_result validate(ctx *c, int world) {
   if (r->checkpoint.level < 1 || r->checkpoint.level > 19)
     return fail_at(c, K("checkpoint", "level"), "checkpoint.level: %d is not a zstd level between 1 and 19",
                    r->checkpoint.level);
+
+  /* ---- slurm */
+  char msg[512];
+  int k2 = -1, ks2 = dtr__recipe_check_slurm(r, &k2, msg, sizeof msg);
+  if (ks2 >= 0) return fail_at(c, k2 >= 0 ? blame(c, 2, ks2, k2) : ks2, "%s", msg);
   return DTR_OK;
 }
 
@@ -624,7 +629,7 @@ dtr_result dtr_recipe_load(const char *path, const char *const *overrides, int n
   c.err = err;
   c.cap = errcap;
   err[0] = '\0';
-  _Static_assert(sizeof c.pos / sizeof c.pos[0] >= 48, "kpos table too small for the schema");
+  _Static_assert(sizeof c.pos / sizeof c.pos[0] >= 64, "kpos table too small for the schema");
   if (dtr__recipe_nkeys > (int)(sizeof c.pos / sizeof c.pos[0]))
     return dtr__fail(err, errcap, DTR_ERR_INTERNAL, "recipe schema larger than the position table");
   dtr_recipe_defaults(r);

@@ -48,6 +48,13 @@ dtr_result dtr__recipe_set(dtr_recipe *r, int k, const char *text, char *msg, si
  * else NULL. */
 const char *dtr__recipe_suggest(const char *word, const char *const *cands, int n);
 
+/* The slurm: section's own rules (recipe_slurm.c): -1 when they hold, else the index of the key at fault
+ * (and in *k2 another key the fault may lie with, or -1) with msg saying what is wrong (no location). */
+int dtr__recipe_check_slurm(const dtr_recipe *r, int *k2, char *msg, size_t cap);
+/* Slurm's time format (minutes, M:S, H:M:S, D-H, D-H:M, D-H:M:S) in seconds; 0 for UNLIMITED or INFINITE,
+ * -1 when malformed. */
+long long dtr__slurm_time_seconds(const char *t);
+
 /* The layers [*begin, *end) of virtual pipeline stage q (0 .. pp*virtual_stages-1; chunk c of stage s is
  * q = c*pp + s): parallel.layers_per_stage when given, else as even as possible, the first stages taking
  * one more when the layers do not divide. The recipe must be valid. */

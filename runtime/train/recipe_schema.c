@@ -22,8 +22,8 @@
 #define ROWC(sec, name, type, ch) \
   { #sec, #name, DTR__RK_##type, F(sec.name), ch }
 
-const char *const dtr__recipe_sections[] = {"job",  "launch", "parallel",  "model",
-                                            "data", "train",  "checkpoint"};
+const char *const dtr__recipe_sections[] = {"job",  "launch", "parallel",   "model",
+                                            "data", "train",  "checkpoint", "slurm"};
 const int dtr__recipe_nsections = (int)(sizeof dtr__recipe_sections / sizeof dtr__recipe_sections[0]);
 
 const dtr__rkey dtr__recipe_keys[] = {
@@ -83,6 +83,21 @@ const dtr__rkey dtr__recipe_keys[] = {
     ROW(checkpoint, async, BOOL),
     ROW(checkpoint, level, INT),
     ROW(checkpoint, resume, BOOL),
+
+    ROW(slurm, nodes, INT),
+    ROW(slurm, gpus_per_node, INT),
+    ROW(slurm, cpus_per_node, INT),
+    ROW(slurm, mem, STR),
+    ROW(slurm, time, STR),
+    ROW(slurm, partition, STR),
+    ROW(slurm, account, STR),
+    ROW(slurm, qos, STR),
+    ROW(slurm, constraint, STR),
+    ROWC(slurm, signal, CHOICE, "USR1|USR2"),
+    ROW(slurm, signal_lead, INT),
+    ROW(slurm, max_requeues, INT),
+    ROW(slurm, output, STR),
+    ROW(slurm, extra, STR),
 };
 const int dtr__recipe_nkeys = (int)(sizeof dtr__recipe_keys / sizeof dtr__recipe_keys[0]);
 
@@ -131,6 +146,9 @@ void dtr_recipe_defaults(dtr_recipe *r) {
   r->checkpoint.async = 1;
   r->checkpoint.level = 3;
   r->checkpoint.resume = 1;
+  strcpy(r->slurm.signal, "USR2");
+  r->slurm.signal_lead = 120;
+  r->slurm.max_requeues = 3;
 }
 
 int dtr__recipe_key_find(const char *section, const char *name) {

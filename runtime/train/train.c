@@ -348,6 +348,38 @@ static dtr_result quiesce(trainer *t) {
   return t->gpu ? dtr__gpu_sync(t->gpu, t->err, t->errcap) : DTR_OK;
 }
 
+/* Whether to stop before step s: a stop request seen by any rank (dtr_stop_requested), agreed with one
+ * all-reduce (MAX) over the world, so that every rank stops after the same step. COLLECTIVE. */
+static dtr_result stop_agreed(trainer *t, int *stop) {
+  int32_t flag = dtr_stop_requested();
+  dtr_result rc = dtr_all_reduce(dtr_runtime_world(t->rt), &flag, &flag, 1, DTR_I32, DTR_MAX, NULL);
+  if (rc != DTR_OK)
+    return dtr__fail(t->err, t->errcap, rc, "stop agreement: %s",
+                     dtr_comm_last_error(dtr_runtime_world(t->rt)));
+  *stop = flag != 0;
+  return DTR_OK;
+}
+
+/* A stop was agreed before step s (s steps are done): step s saved synchronously unless it is saved or
+ * being saved already, then DTR_ERR_STOPPED. */
+static dtr_result stop_now(trainer *t, int64_t s, int64_t saved) {
+  double t0 = dtr__now_s();
+  if (s > saved) {
+    DTR_CHECK(quiesce(t));
+    DTR_CHECK(dtr__train_ckpt_save(t->ck, s, t->err, t->errcap));
+  }
+  DTR_CHECK(dtr__train_ckpt_wait(t->ck, t->err, t->errcap));
+  if (t->rank == 0) {
+    if (s > 0)
+      printf("stop requested: every rank stopped after step %lld; checkpoint step %lld saved in %.2f s\n",
+             (long long)s, (long long)s, dtr__now_s() - t0);
+    else
+      printf("stop requested before the first step: nothing to save\n");
+    fflush(stdout);
+  }
+  return dtr__fail(t->err, t->errcap, DTR_ERR_STOPPED, "stopped on request after step %lld", (long long)s);
+}
+
 static dtr_result run(trainer *t) {
   const dtr_recipe *r = t->r;
   int64_t start = 0, steps = r->train.steps;
@@ -372,6 +404,9 @@ static dtr_result run(trainer *t) {
          tokens_per_step = (double)r->train.global_batch * t->T;
   int64_t saved = start;
   for (int64_t s = start; s < steps; s++) {
+    int stop = 0;
+    DTR_CHECK(stop_agreed(t, &stop));
+    if (stop) return stop_now(t, s, saved);
     double t0 = dtr__now_s(), loss = 0, lr = 0, gnorm = 0;
     DTR_CHECK(train_step(t, s, &loss, &lr, &gnorm));
     double dt = dtr__now_s() - t0, wait = dtr_dp_sync_last_wait(t->sync);

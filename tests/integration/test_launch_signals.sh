@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Signals: SIGTERM to the agent reaches every worker (which may clean up) and dtrain exits 128+15;
-# USR1 is only forwarded; a worker ignoring SIGTERM is SIGKILLed after --grace-period; and after
+# USR1 is not forwarded but asks for a stop (test_launch_stop.sh has the rest); a worker ignoring SIGTERM is SIGKILLed after --grace-period; and after
 # `kill -9` of the agent no process of the job survives, grandchildren included.
 # ctest-labels: launch
 # ctest-timeout: 90
@@ -29,14 +29,15 @@ ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 [ "$(sort "$T/term")" = "$(printf 'term 0\nterm 1\nterm 2')" ] || fail "workers saw: $(cat "$T/term" 2>/dev/null)"
 [ $ms -lt 3000 ] || fail "stopping took $ms ms although every worker exits on SIGTERM"
 
-# ---- USR1 is forwarded and does not stop the job
+# ---- USR1 is not forwarded (a worker would die of it): it asks for a stop through DTRAIN_STOP_FILE
 "$DTRAIN" launch --nproc-per-node 2 -- /bin/sh -c \
-  'trap "echo got-usr1; exit 0" USR1; echo ready; i=0; while [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; exit 9' \
+  'trap "echo got-usr1; exit 0" USR1; echo ready; i=0; while [ $i -lt 200 ] && [ ! -e "$DTRAIN_STOP_FILE" ]; do sleep 0.05; i=$((i+1)); done; [ -e "$DTRAIN_STOP_FILE" ] && echo saw-stop && exit 86; exit 9' \
   > "$T/u" 2> "$T/u.err" & agent=$!; PIDS+=($agent)
 wait_lines "$T/u" 2 ready
 kill -USR1 $agent; wait_exit $agent 20; rc=$?
-[ $rc = 0 ] || fail "USR1: exit $rc: $(cat "$T/u.err")"
-[ "$(grep -c got-usr1 "$T/u")" = 2 ] || fail "USR1 not forwarded to both workers: $(cat "$T/u")"
+[ $rc = 86 ] || fail "USR1: exit $rc, want 86 (stopped on request): $(cat "$T/u.err")"
+[ "$(grep -c saw-stop "$T/u")" = 2 ] || fail "USR1: not every worker saw the stop file: $(cat "$T/u")"
+! grep -q got-usr1 "$T/u" || fail "USR1 was forwarded to a worker: $(cat "$T/u")"
 
 # ---- a worker that ignores SIGTERM is SIGKILLed after the grace period
 "$DTRAIN" launch --nproc-per-node 2 --grace-period 1 -- /bin/sh -c \
