@@ -69,23 +69,6 @@ static void strv_free(strv *s) {
   free(s->v);
 }
 
-/* Shell-quote for the --dry-run line, so that it can be pasted. */
-static void print_quoted(FILE *f, const char *s) {
-  if (*s &&
-      strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+=.,/:@%") == strlen(s)) {
-    fputs(s, f);
-    return;
-  }
-  fputc('\'', f);
-  for (; *s; s++) {
-    if (*s == '\'')
-      fputs("'\\''", f);
-    else
-      fputc(*s, f);
-  }
-  fputc('\'', f);
-}
-
 int dtr__cmd_run(int argc, char **argv) {
   strv overrides = {0}, flag_overrides = {0}, passthru = {0}, launch = {0};
   const char *recipe = NULL;
@@ -251,7 +234,7 @@ int dtr__cmd_run(int argc, char **argv) {
     fputs("# dtrain would run: dtrain", stdout);
     for (int i = 0; i < launch.n; i++) {
       fputc(' ', stdout);
-      print_quoted(stdout, launch.v[i]);
+      dtr__shell_quote(stdout, launch.v[i]);
     }
     fputc('\n', stdout);
     code = fflush(stdout) == 0 ? 0 : 1;

@@ -6,8 +6,9 @@
 /* argv[0] is the subcommand name ("launch", "store"), argv[1..] its arguments. */
 int dtr__cmd_launch(int argc, char **argv);
 int dtr__cmd_store(int argc, char **argv);
-int dtr__cmd_run(int argc, char **argv);   /* launch + train from a recipe */
-int dtr__cmd_train(int argc, char **argv); /* one rank of the built-in trainer */
-int dtr__cmd_ckpt(int argc, char **argv);  /* checkpoint tools: ls, verify, inspect, export, import */
+int dtr__cmd_run(int argc, char **argv);    /* launch + train from a recipe */
+int dtr__cmd_train(int argc, char **argv);  /* one rank of the built-in trainer */
+int dtr__cmd_ckpt(int argc, char **argv);   /* checkpoint tools: ls, verify, inspect, export, import */
+int dtr__cmd_sbatch(int argc, char **argv); /* a Slurm job script from a recipe, submitted with sbatch */
 
 #endif

@@ -21,6 +21,7 @@ static void usage(FILE *f) {
       "  train     one rank of the built-in trainer (what `run` starts on every rank)\n"
       "  ckpt      inspect, verify, export and import checkpoints; see `dtrain ckpt --help`\n"
       "  store     run a standalone rendezvous store; see `dtrain store --help`\n"
+      "  sbatch    write a Slurm job script from a recipe and submit it; see `dtrain sbatch --help`\n"
       "\n"
       "Options:\n"
       "  -h, --help     this text\n"
@@ -53,6 +54,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "run") == 0) return dtr__cmd_run(argc - 1, argv + 1);
   if (strcmp(cmd, "train") == 0) return dtr__cmd_train(argc - 1, argv + 1);
   if (strcmp(cmd, "ckpt") == 0) return dtr__cmd_ckpt(argc - 1, argv + 1);
+  if (strcmp(cmd, "sbatch") == 0) return dtr__cmd_sbatch(argc - 1, argv + 1);
   if (cmd[0] == '-')
     fprintf(stderr, "dtrain: unknown option '%s' (try 'dtrain --help')\n", cmd);
   else

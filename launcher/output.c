@@ -171,3 +171,19 @@ void dtr__out_rank_destroy(dtr__out_rank *r) {
   free(r->out);
   free(r);
 }
+
+void dtr__shell_quote(FILE *f, const char *s) {
+  if (*s &&
+      strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+=.,/:@%") == strlen(s)) {
+    fputs(s, f);
+    return;
+  }
+  fputc('\'', f);
+  for (; *s; s++) {
+    if (*s == '\'')
+      fputs("'\\''", f);
+    else
+      fputc(*s, f);
+  }
+  fputc('\'', f);
+}

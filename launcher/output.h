@@ -6,6 +6,7 @@
 #define DTRAIN_LAUNCHER_OUTPUT_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "common/fsutil.h" /* dtr__mkdir_p, dtr__write_all: used with these streams */
 #include "dtrain/common.h"
@@ -34,5 +35,9 @@ void dtr__out_rank_flush(dtr__out_rank *r);
 int dtr__out_rank_tail(const dtr__out_rank *r, const char **lines, int max);
 /* Close files and free. NULL is fine. */
 void dtr__out_rank_destroy(dtr__out_rank *r);
+
+/* Write s to f as one shell word: as is when it is made of safe characters, else single-quoted, so that
+ * a printed command line (`dtrain run --dry-run`) or a generated job script (`dtrain sbatch`) can be run. */
+void dtr__shell_quote(FILE *f, const char *s);
 
 #endif

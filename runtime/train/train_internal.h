@@ -42,8 +42,8 @@ typedef struct dtr__metrics dtr__metrics;
  * steps <= start_step (the resumed run continues the file). */
 dtr_result dtr__metrics_open(const char *run_dir, int64_t start_step, int64_t total_steps, int log_every,
                              dtr__metrics **out, char *err, size_t errcap);
-/* Append a CSV row; print a progress line when the step is the first, a multiple of log_every, or the
- * last. */
+/* Append a CSV row; print a progress line when the step is the first of this run (1, or the one after
+ * the checkpoint it resumed from), a multiple of log_every, or the last. */
 void dtr__metrics_step(dtr__metrics *m, const dtr__step_record *rec);
 /* Write loss.png with gnuplot when it is on PATH (a warning if it fails). */
 void dtr__metrics_plot(dtr__metrics *m);

@@ -28,6 +28,7 @@ struct dtr__metrics {
   char csv_path[DTR_RECIPE_STR + 32];
   FILE *csv;
   int64_t total, log_every;
+  int64_t first; /* this process's first step: shown, so that a resumed run says when it trains again */
   int has_accuracy;
   /* the window since the last progress line, for smoothed tok/s and ms/step */
   double win_ms, win_tokens;
@@ -70,6 +71,7 @@ dtr_result dtr__metrics_open(const char *run_dir, int64_t start_step, int64_t to
   snprintf(m->dir, sizeof m->dir, "%s", run_dir);
   snprintf(m->csv_path, sizeof m->csv_path, "%s/metrics.csv", run_dir);
   m->total = total_steps;
+  m->first = start_step + 1;
   m->log_every = log_every > 0 ? log_every : 1;
   if (dtr__mkdir_p(run_dir, 0755) != 0) {
     dtr_result rc = dtr__fail(err, errcap, DTR_ERR_SYSTEM, "job.run_dir %s: %s", run_dir, strerror(errno));
@@ -131,7 +133,7 @@ void dtr__metrics_step(dtr__metrics *m, const dtr__step_record *rec) {
   m->win_ms += rec->step_ms;
   m->win_tokens += rec->tokens_per_s * rec->step_ms / 1e3;
   m->win_steps++;
-  if (rec->step != 1 && rec->step % m->log_every != 0 && rec->step != m->total) return;
+  if (rec->step != m->first && rec->step % m->log_every != 0 && rec->step != m->total) return;
   fflush(m->csv);
   double ms = m->win_ms / (double)m->win_steps;
   char tok[32], eta[32], acc[32] = "";
