@@ -139,21 +139,34 @@ int dtr__cmd_run(int argc, char **argv) {
   for (int i = 0; i < flag_overrides.n; i++)
     if (strv_push(&overrides, flag_overrides.v[i]) != 0) goto nomem;
 
-  /* ---- validate with the world the launch section makes; nothing has been started or created */
-  if (dtr_recipe_load(recipe, (const char *const *)overrides.v, overrides.n, 0, &r, err, sizeof err) !=
-      DTR_OK) {
-    fprintf(stderr, "%s\n", err);
+  /* ---- validate with the world the launch section makes; nothing has been started or created. Inside
+   * Slurm the step's nodes, the endpoint and the id come from Slurm where the recipe leaves them
+   * (slurm.h): a recipe of several nodes without an endpoint is checked (and run) with Slurm's. */
+  dtr__slurm slurm;
+  if (dtr__slurm_read(NULL, &slurm, err, sizeof err) != DTR_OK) {
+    fprintf(stderr, CTX "%s\n", err);
     goto out;
   }
-  /* Inside Slurm the step's nodes, the endpoint and the id come from Slurm where the recipe leaves them
-   * (slurm.h); the recipe is checked again with them, as every rank will load it. */
+  if (dtr_recipe_load(recipe, (const char *const *)overrides.v, overrides.n, 0, &r, err, sizeof err) !=
+      DTR_OK) {
+    char ep[400];
+    if (own_store || !slurm.managed || !slurm.first_host[0]) {
+      fprintf(stderr, "%s\n", err);
+      goto out;
+    }
+    snprintf(ep, sizeof ep, "launch.rdzv_endpoint=%s:%d", slurm.first_host, dtr__slurm_port(slurm.job_id));
+    if (strv_push(&overrides, ep) != 0) goto nomem;
+    if (dtr_recipe_load(recipe, (const char *const *)overrides.v, overrides.n, 0, &r, err, sizeof err) !=
+        DTR_OK) {
+      fprintf(stderr, "%s\n", err);
+      goto out;
+    }
+  }
   if (!own_store) {
-    dtr__slurm slurm;
     dtr__slurm_shape sh;
     size_t before = (size_t)overrides.n;
-    if (dtr__slurm_read(NULL, &slurm, err, sizeof err) != DTR_OK ||
-        dtr__slurm_launch_shape(&slurm, r.launch.nnodes_min, r.launch.nnodes_max, &sh, err, sizeof err) !=
-            DTR_OK) {
+    if (dtr__slurm_launch_shape(&slurm, r.launch.nnodes_min, r.launch.nnodes_max, &sh, err, sizeof err) !=
+        DTR_OK) {
       fprintf(stderr, CTX "%s\n", err);
       goto out;
     }

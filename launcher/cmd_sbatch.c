@@ -49,19 +49,29 @@ static void opt(FILE *f, const char *name, const char *value) {
 static void write_script(FILE *f, const dtr_recipe *r, const char *self, const char *cwd, char *const *ov,
                          int n) {
   char num[64], out[DTR_RECIPE_STR + 32];
-  int nodes_min = r->launch.nnodes_min, nodes_max = r->launch.nnodes_max;
+  int elastic = r->launch.nnodes_min < r->launch.nnodes_max; /* MIN:MAX: a lost node ends nothing */
+  int nodes_min = r->slurm.nodes > 0 ? r->slurm.nodes : r->launch.nnodes_min,
+      nodes_max = r->slurm.nodes > 0 ? r->slurm.nodes : r->launch.nnodes_max;
   int cpus = r->slurm.cpus_per_node;
   if (cpus == 0) cpus = r->launch.nproc_per_node * (r->train.threads > 0 ? r->train.threads : 1);
   int gpus = r->slurm.gpus_per_node;
   if (gpus == 0 && !strcmp(r->train.device, "cuda")) gpus = r->launch.nproc_per_node; /* a GPU per rank */
   fprintf(f, "#!/bin/bash\n");
   fprintf(f, "# Written by `dtrain sbatch` from %s (its slurm: section); submit it with sbatch.\n", r->path);
+  if (r->slurm.signal_lead > 0)
+    fprintf(
+        f,
+        "# %d s before the time limit Slurm sends SIG%s to this script, which is srun (exec): every node's\n",
+        r->slurm.signal_lead, r->slurm.signal);
+  else
+    fprintf(f,
+            "# At the time limit Slurm sends SIGTERM (KillWait s before SIGKILL) to every process: every "
+            "node's\n");
   fprintf(
       f,
-      "# %d s before the time limit Slurm sends SIG%s to this script, which is srun (exec): every node's\n"
       "# agent gets it, every rank stops after the same step and saves, and the job requeues itself while\n"
       "# SLURM_RESTART_COUNT < %d; the requeued job resumes from that checkpoint (docs/slurm.md).\n",
-      r->slurm.signal_lead, r->slurm.signal, r->slurm.max_requeues);
+      r->slurm.max_requeues);
   opt(f, "job-name", r->job.name);
   if (nodes_min == nodes_max)
     snprintf(num, sizeof num, "%d", nodes_max);
@@ -82,7 +92,7 @@ static void write_script(FILE *f, const dtr_recipe *r, const char *self, const c
   opt(f, "qos", r->slurm.qos);
   opt(f, "constraint", r->slurm.constraint);
   snprintf(num, sizeof num, "B:%s@%d", r->slurm.signal, r->slurm.signal_lead);
-  opt(f, "signal", num);
+  if (r->slurm.signal_lead > 0) opt(f, "signal", num); /* 0: none, SIGTERM at the time limit will do */
   fprintf(f, "#SBATCH --requeue\n#SBATCH --open-mode=append\n");
   if (r->slurm.output[0])
     snprintf(out, sizeof out, "%s", r->slurm.output);
@@ -90,7 +100,7 @@ static void write_script(FILE *f, const dtr_recipe *r, const char *self, const c
     snprintf(out, sizeof out, "%s/slurm-%%j.out", r->job.run_dir);
   opt(f, "output", out);
   opt(f, "chdir", cwd);
-  if (nodes_min < nodes_max) /* a failed node does not end the job: dtrain goes on with the nodes left */
+  if (elastic) /* a failed node does not end the job: dtrain goes on with the nodes left */
     fprintf(f, "#SBATCH --no-kill\n");
   char extra[DTR_RECIPE_STR];
   snprintf(extra, sizeof extra, "%s", r->slurm.extra);
@@ -103,7 +113,7 @@ static void write_script(FILE *f, const dtr_recipe *r, const char *self, const c
           r->slurm.max_requeues);
   fprintf(f, "exec srun --ntasks-per-node=1 --cpus-per-task=%d", cpus);
   if (gpus > 0) fprintf(f, " --gpus-per-node=%d", gpus);
-  if (nodes_min < nodes_max) fprintf(f, " --no-kill");
+  if (elastic) fprintf(f, " --no-kill");
   fputs(" \\\n  ", f);
   dtr__shell_quote(f, self);
   fputs(" run ", f);
@@ -117,7 +127,7 @@ static void write_script(FILE *f, const dtr_recipe *r, const char *self, const c
 
 int dtr__cmd_sbatch(int argc, char **argv) {
   const char *recipe = NULL, *script = NULL;
-  char **ov = calloc((size_t)argc + 1, sizeof *ov);
+  char **ov = calloc((size_t)argc + 3, sizeof *ov);
   int nov = 0, dry_run = 0, code = 2;
   char err[2048];
   static dtr_recipe r;
@@ -156,21 +166,28 @@ int dtr__cmd_sbatch(int argc, char **argv) {
             CTX "no recipe given (usage: dtrain sbatch RECIPE [section.key=value ...] [--dry-run])\n");
     goto out;
   }
+  /* Inside the job, `dtrain run` takes the rendezvous endpoint from Slurm and, over a one-node launch
+   * section, the step's nodes (slurm.nodes; slurm.h): check the recipe as every rank will load it, with
+   * a stand-in endpoint where the recipe has none (the check needs one; the script does not get it). */
+  char nodes_ov[64], ep_ov[] = "launch.rdzv_endpoint=slurm-first-node:10000";
+  int nchk = nov;
   if (dtr_recipe_load(recipe, (const char *const *)ov, nov, 0, &r, err, sizeof err) != DTR_OK) {
-    fprintf(stderr, "%s\n", err);
-    goto out;
+    ov[nchk++] = ep_ov; /* the missing endpoint may be all that is wrong: Slurm brings it */
+    if (dtr_recipe_load(recipe, (const char *const *)ov, nchk, 0, &r, err, sizeof err) != DTR_OK) {
+      fprintf(stderr, "%s\n", err);
+      goto out;
+    }
   }
-  /* slurm.nodes over a one-node launch section: the job's `dtrain run` takes the step's nodes (slurm.h),
-   * so check the recipe with that world, as every rank will */
-  char nodes_ov[64];
   if (r.slurm.nodes > 1 && r.launch.nnodes_max == 1) {
     snprintf(nodes_ov, sizeof nodes_ov, "launch.nnodes=%d", r.slurm.nodes);
-    ov[nov] = nodes_ov;
-    if (dtr_recipe_load(recipe, (const char *const *)ov, nov + 1, 0, &r, err, sizeof err) != DTR_OK) {
+    ov[nchk++] = nodes_ov;
+    if (!r.launch.rdzv_endpoint[0]) ov[nchk++] = ep_ov;
+    if (dtr_recipe_load(recipe, (const char *const *)ov, nchk, 0, &r, err, sizeof err) != DTR_OK) {
       fprintf(stderr, "%s (with %s, from slurm.nodes)\n", err, nodes_ov);
       goto out;
     }
   }
+  ov[nov] = NULL;
   if (dtr_train_check(&r, err, sizeof err) != DTR_OK) {
     fprintf(stderr, "%s\n", err);
     goto out;

@@ -254,12 +254,16 @@ int dtr__run_capture(char *const argv[], char *out, size_t cap) {
   posix_spawn_file_actions_adddup2(&fa, p[1], 1);
   posix_spawn_file_actions_adddup2(&fa, p[1], 2);
   posix_spawnattr_init(&at);
-  sigset_t none, dfl;
-  sigemptyset(&none);
+  /* Slurm signals every process of a job it ends, this child too (the time limit's SIGTERM comes more
+   * than once): the child keeps the stopping signals blocked, as this process has them, and lives. */
+  sigset_t shield, dfl;
+  sigemptyset(&shield);
+  int shielded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+  for (size_t i = 0; i < sizeof shielded / sizeof shielded[0]; i++) sigaddset(&shield, shielded[i]);
   sigfillset(&dfl);
   sigdelset(&dfl, SIGKILL);
   sigdelset(&dfl, SIGSTOP);
-  posix_spawnattr_setsigmask(&at, &none);
+  posix_spawnattr_setsigmask(&at, &shield);
   posix_spawnattr_setsigdefault(&at, &dfl);
   posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   pid_t pid;

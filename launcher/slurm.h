@@ -83,8 +83,9 @@ dtr_result dtr__slurm_token(const char *job_id, char out[65], char *path, size_t
 int dtr__slurm_after_stop(const dtr__slurm *s, int code, int max_requeues, int leader);
 
 /* Run argv[0] (found in PATH) with argv, stdout and stderr captured into out (NUL-terminated, cut at cap),
- * signals unblocked and at their defaults in the child. Returns its exit status (128+N for signal N), 127
- * when it is not on PATH, -1 when it cannot be started. */
+ * signals at their defaults in the child and TERM, INT, HUP, QUIT, USR1 and USR2 blocked (Slurm signals
+ * every process of a job it is ending). Returns its exit status (128+N for signal N), 127 when it is not
+ * on PATH, -1 when it cannot be started. */
 int dtr__run_capture(char *const argv[], char *out, size_t cap);
 
 #endif

@@ -116,7 +116,8 @@ typedef struct dtr_recipe {
     char time[32];     /* Slurm's time format (minutes, H:M:S, D-H:M:S); "": the partition's */
     char partition[128], account[128], qos[128], constraint[256]; /* "": not asked for */
     char signal[8];              /* the preemption signal Slurm sends before the time limit: USR1 | USR2 */
-    int signal_lead;             /* seconds before the time limit it comes */
+    int signal_lead;             /* seconds before the time limit it comes; 0: none (SIGTERM at the time
+                                    limit, KillWait seconds before SIGKILL, is then the only warning) */
     int max_requeues;            /* requeue a preempted job while SLURM_RESTART_COUNT is below this */
     char output[DTR_RECIPE_STR]; /* the job's output file; "": <run_dir>/slurm-%j.out */
     char extra[DTR_RECIPE_STR];  /* more sbatch options, separated by spaces, e.g. "--exclusive" */

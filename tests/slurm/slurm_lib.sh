@@ -37,10 +37,10 @@ fail() {
   echo "FAIL: $*" >&2
   local f
   if [[ -n $SL_TMP ]]; then
-    for f in "$SL_TMP"/*.log "$SL_TMP"/*.out; do
+    for f in "$SL_TMP"/*.log "$SL_TMP"/*.out "$SL_TMP"/*/slurm-*.out; do
       [[ -e $f ]] || continue
-      echo "----- $(basename "$f") (last 40 lines)" >&2
-      tail -n 40 "$f" >&2
+      echo "----- ${f#"$SL_TMP"/} (last 25 lines)" >&2
+      tail -n 25 "$f" >&2
     done
   fi
   exit 1
