@@ -73,6 +73,8 @@ typedef struct launch_state {
   pid_t parent;            /* who started dtrain: in a batch script, dtrain stops when it goes */
   char stop_dir[PATH_MAX]; /* the agent's directory of the workers' DTRAIN_STOP_FILE */
   char stop_file[PATH_MAX + 8];
+  int secret_token; /* the token comes from secret_path and the Slurm job id */
+  char secret_path[PATH_MAX];
 } launch_state;
 
 /* dtr_store_connect cut into slices of 250 ms, so that TERM/INT/HUP/QUIT (read from the signalfd; they
@@ -186,12 +188,14 @@ static int store_address(launch_state *st) {
 
 /* The token of a job that spans Slurm nodes (slurm.h): 0, or -1 (said why) to fall back. */
 static int slurm_token(launch_state *st) {
-  char err[512], path[PATH_MAX];
-  if (dtr__slurm_token(st->slurm.job_id, st->token, path, sizeof path, err, sizeof err) != DTR_OK) {
+  char err[512];
+  if (dtr__slurm_token(st->slurm.job_id, st->token, st->secret_path, sizeof st->secret_path, err,
+                       sizeof err) != DTR_OK) {
     DTR_WARN("cannot derive the job token from a secret: %s", err);
     return -1;
   }
-  DTR_DEBUG("job token: from %s and Slurm job %s", path, st->slurm.job_id);
+  st->secret_token = 1;
+  DTR_DEBUG("job token: from %s and Slurm job %s", st->secret_path, st->slurm.job_id);
   return 0;
 }
 
@@ -279,11 +283,20 @@ static int block_signals(launch_state *st) {
 }
 
 static void say_token_refused(const launch_state *st) {
-  fprintf(stderr,
-          CTX
-          "the dtrain store at %s refused this job's token (set the same DTRAIN_JOB_TOKEN on every node "
-          "and for `dtrain store`)\n",
-          st->desc);
+  if (st->secret_token)
+    fprintf(
+        stderr,
+        CTX
+        "the dtrain store at %s refused this job's token, which comes from the Slurm job id and the secret "
+        "file %s: every node must read the same file (a shared home), or export the same DTRAIN_JOB_TOKEN "
+        "to every node (in the job script)\n",
+        st->desc, st->secret_path);
+  else
+    fprintf(stderr,
+            CTX
+            "the dtrain store at %s refused this job's token (set the same DTRAIN_JOB_TOKEN on every node "
+            "and for `dtrain store`)\n",
+            st->desc);
 }
 
 /* Host the store (standalone, or when its host is this machine and the port is free) or reach it, then

@@ -35,11 +35,13 @@ static void usage(FILE *f) {
       "\n"
       "Launch flags override the recipe's launch section: --nproc-per-node N|cpu|gpu|auto, --nnodes "
       "N|MIN:MAX,\n"
-      "--node-rank R, --rdzv-endpoint HOST:PORT, --rdzv-id ID, --max-restarts N. These are passed on to\n"
-      "`dtrain launch` as they are: --standalone, --rdzv-timeout, --rdzv-backend, --rdzv-conf, "
-      "--monitor-interval,\n"
-      "--grace-period, --log-dir, --tee, --redirects, --master-addr, --master-port, --error-file, --role,\n"
-      "--start-method (see `dtrain launch --help`).\n"
+      "--node-rank R, --rdzv-endpoint HOST:PORT, --rdzv-id ID, --max-restarts N; --max-requeues N overrides\n"
+      "slurm.max_requeues. These are passed on to `dtrain launch` as they are: --standalone, "
+      "--rdzv-timeout,\n"
+      "--rdzv-backend, --rdzv-conf, --monitor-interval, --grace-period, --stop-timeout, --log-dir, --tee,\n"
+      "--redirects, --master-addr, --master-port, --error-file, --role, --start-method (see `dtrain launch\n"
+      "--help`). Inside a Slurm job the step's nodes, endpoint and id fill in what the recipe leaves\n"
+      "(docs/slurm.md).\n"
       "\n"
       "Exit codes: 2 bad usage or an invalid recipe; otherwise those of `dtrain launch`.\n",
       f);
