@@ -88,3 +88,13 @@ void dtr__sbuf_free(dtr__sbuf *b) {
   b->len = b->cap = 0;
   b->oom = 0;
 }
+
+void dtr__hex(const void *bytes, size_t n, char *out) {
+  static const char digits[] = "0123456789abcdef";
+  const unsigned char *b = bytes;
+  for (size_t i = 0; i < n; i++) {
+    out[2 * i] = digits[b[i] >> 4];
+    out[2 * i + 1] = digits[b[i] & 15];
+  }
+  out[2 * n] = '\0';
+}

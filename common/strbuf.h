@@ -31,4 +31,7 @@ void dtr__sbuf_json_str(dtr__sbuf *b, const char *s, unsigned flags);
 /* Frees the bytes and resets b to empty (oom cleared). */
 void dtr__sbuf_free(dtr__sbuf *b);
 
+/* bytes[0..n) as 2n lowercase hex digits and a NUL into out (2n+1 bytes): tokens and secrets. */
+void dtr__hex(const void *bytes, size_t n, char *out);
+
 #endif

@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/param.h"
 #include "common/sock.h"
+#include "common/strbuf.h"
 #include "dtrain/store.h"
 #include "launcher/agent.h"
 #include "launcher/commands.h"
@@ -28,15 +29,6 @@
 
 #define CTX "dtrain launch: "
 
-static void hex(const unsigned char *b, size_t n, char *out) {
-  static const char digits[] = "0123456789abcdef";
-  for (size_t i = 0; i < n; i++) {
-    out[2 * i] = digits[b[i] >> 4];
-    out[2 * i + 1] = digits[b[i] & 15];
-  }
-  out[2 * n] = '\0';
-}
-
 /* A token every node derives alike from the run id (FNV-1a over four seeds: spread, not secret). */
 static void derive_token(const char *run_id, char *out) {
   unsigned char b[32];
@@ -47,7 +39,7 @@ static void derive_token(const char *run_id, char *out) {
     for (const char *p = run_id; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
     for (int k = 0; k < 8; k++) b[s * 8 + k] = (unsigned char)(h >> (8 * k));
   }
-  hex(b, sizeof b, out);
+  dtr__hex(b, sizeof b, out);
 }
 
 /* Everything dtr__cmd_launch prepares for the agent, and what it must release on the way out. */
@@ -210,7 +202,7 @@ static int choose_run_id_and_token(launch_state *st) {
     unsigned char r[4];
     char h[9];
     dtr__random_bytes(r, sizeof r);
-    hex(r, sizeof r, h);
+    dtr__hex(r, sizeof r, h);
     snprintf(st->run_id, sizeof st->run_id, "dtr-%s", h);
   } else {
     strcpy(st->run_id, "none");
@@ -225,7 +217,7 @@ static int choose_run_id_and_token(launch_state *st) {
   } else if (st->standalone) {
     unsigned char r[32];
     dtr__random_bytes(r, sizeof r);
-    hex(r, sizeof r, st->token);
+    dtr__hex(r, sizeof r, st->token);
   } else if (st->slurm.managed && slurm_token(st) == 0) {
     /* a secret only the job's user reads, and the job id */
   } else {

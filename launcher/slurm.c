@@ -22,6 +22,7 @@
 #include "common/path_search.h"
 #include "common/sha256.h"
 #include "common/sock.h"
+#include "common/strbuf.h"
 
 extern char **environ;
 
@@ -162,15 +163,6 @@ dtr_result dtr__slurm_launch_shape(const dtr__slurm *s, int nnodes_min, int nnod
   return DTR_OK;
 }
 
-static void hex(const unsigned char *b, size_t n, char *out) {
-  static const char digits[] = "0123456789abcdef";
-  for (size_t i = 0; i < n; i++) {
-    out[2 * i] = digits[b[i] >> 4];
-    out[2 * i + 1] = digits[b[i] & 15];
-  }
-  out[2 * n] = '\0';
-}
-
 /* Create the secret file when it does not exist: a new file linked into place, so that two nodes that
  * start at once on a shared home agree on one secret (link fails on the second, which reads the first's). */
 static dtr_result create_secret(const char *path, char *err, size_t cap) {
@@ -186,7 +178,7 @@ static dtr_result create_secret(const char *path, char *err, size_t cap) {
   unsigned char r[32];
   char line[2 * sizeof r + 2];
   dtr__random_bytes(r, sizeof r);
-  hex(r, sizeof r, line);
+  dtr__hex(r, sizeof r, line);
   strcat(line, "\n");
   snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
   int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -238,7 +230,7 @@ dtr_result dtr__slurm_token(const char *job_id, char out[65], char *path, size_t
   int ml = snprintf(msg, sizeof msg, "dtrain-slurm/%s", job_id);
   unsigned char mac[DTR_SHA256_BYTES];
   dtr__hmac_sha256(buf, (size_t)n, msg, (size_t)ml, mac);
-  hex(mac, sizeof mac, out);
+  dtr__hex(mac, sizeof mac, out);
   return DTR_OK;
 }
 
@@ -309,8 +301,12 @@ static void first_line(char *s) {
 }
 
 int dtr__slurm_after_stop(const dtr__slurm *s, int code, int max_requeues, int leader) {
+  /* the leader speaks for the job; the others only return the same code (all but after SIGTERM, where
+   * only the leader asks Slurm why) */
   if (!s->in_job || !s->batch) {
-    DTR_INFO("stopped on request (exit %d): run the same command again to resume from the checkpoint", code);
+    if (leader)
+      DTR_INFO("stopped on request (exit %d): run the same command again to resume from the checkpoint",
+               code);
     return code;
   }
   const char *why = "the preemption signal";
@@ -328,6 +324,7 @@ int dtr__slurm_after_stop(const dtr__slurm *s, int code, int max_requeues, int l
     why = "the time limit";
   }
   if (s->restart_count >= max_requeues) {
+    if (!leader) return DTR_EXIT_REQUEUE_LIMIT;
     DTR_ERROR(
         "stopped by %s, but job %s was requeued %d time%s already (SLURM_RESTART_COUNT=%d; the limit is %d: "
         "slurm.max_requeues, --max-requeues): not requeued; submit it again to resume from the checkpoint",

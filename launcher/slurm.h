@@ -75,11 +75,11 @@ dtr_result dtr__slurm_launch_shape(const dtr__slurm *s, int nnodes_min, int nnod
 dtr_result dtr__slurm_token(const char *job_id, char out[65], char *path, size_t pcap, char *err, size_t cap);
 
 /* The end of a job whose workers stopped on request, code DTR_EXIT_PREEMPTED (a preemption signal) or
- * DTR_EXIT_STOPPED_TERM (SIGTERM). In a batch job the leader (SLURM_PROCID 0: the one process that acts)
- * requeues it with `scontrol requeue` while s->restart_count < max_requeues; after SIGTERM only when
- * `scontrol show job` says the time limit ran out (a job cancelled with scancel stays cancelled). Says
- * what it does and returns the exit code: 85-88 (see above). Outside a batch job: code, and how to
- * resume. */
+ * DTR_EXIT_STOPPED_TERM (SIGTERM). In a batch job the leader (SLURM_PROCID 0: the one process that acts
+ * and speaks for the job) requeues it with `scontrol requeue` while s->restart_count < max_requeues; after
+ * SIGTERM only when `scontrol show job` says the time limit ran out (a job cancelled with scancel stays
+ * cancelled). The leader says what it does; every caller gets the exit code: 85-88 (see above; after
+ * SIGTERM the others return 85, not knowing). Outside a batch job: code, and how to resume. */
 int dtr__slurm_after_stop(const dtr__slurm *s, int code, int max_requeues, int leader);
 
 /* Run argv[0] (found in PATH) with argv, stdout and stderr captured into out (NUL-terminated, cut at cap),

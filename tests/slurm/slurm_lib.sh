@@ -229,3 +229,15 @@ sl_wait_gone() {
   done
   fail "still running after ${tmo} s: $(for p in $left; do tr '\0' ' ' <"/proc/$p/cmdline"; echo; done)"
 }
+
+# sl_dtrain_sbatch RECIPE [overrides...] (one of them job.run_dir=DIR): `dtrain sbatch` on node 0, from
+# this directory; SL_JOB is the job id, SL_OUT its output file (DIR/slurm-<id>.out, the default).
+sl_dtrain_sbatch() {
+  local run="" a
+  for a in "$@"; do [[ $a == job.run_dir=* ]] && run=${a#job.run_dir=}; done
+  [[ -n $run ]] || fail "sl_dtrain_sbatch: give job.run_dir="
+  sl 0 "$DTRAIN" sbatch "$@" >"$SL_TMP/sbatch.log" 2>&1 || fail "dtrain sbatch $*: $(cat "$SL_TMP/sbatch.log")"
+  SL_JOB=$(sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p' "$SL_TMP/sbatch.log")
+  [[ -n $SL_JOB ]] || fail "dtrain sbatch printed no job id: $(cat "$SL_TMP/sbatch.log")"
+  SL_OUT=$run/slurm-$SL_JOB.out
+}

@@ -65,10 +65,8 @@ RUN=$SL_TMP/pre
 "$DTRAIN" sbatch "$SL_TMP/mn.yaml" slurm.nodes=3 job.run_dir="$RUN" --dry-run >"$SL_TMP/job.sbatch" ||
   fail "dtrain sbatch --dry-run: $(cat "$SL_TMP/job.sbatch")"
 grep -q "^#SBATCH --nodes=3$" "$SL_TMP/job.sbatch" || fail "no --nodes=3: $(cat "$SL_TMP/job.sbatch")"
-sl 0 "$DTRAIN" sbatch "$SL_TMP/mn.yaml" slurm.nodes=3 job.run_dir="$RUN" >"$SL_TMP/sbatch.log" 2>&1 ||
-  fail "dtrain sbatch: $(cat "$SL_TMP/sbatch.log")"
-SL_JOB=$(sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p' "$SL_TMP/sbatch.log")
-OUT=$RUN/slurm-$SL_JOB.out
+sl_dtrain_sbatch "$SL_TMP/mn.yaml" slurm.nodes=3 job.run_dir="$RUN"
+OUT=$SL_OUT
 sl_wait_file "$OUT" "step +([3-9][05]0|1[0-1][05]0)/1500" 120
 t0=$(sl_now_ms)
 sl 0 scancel --signal=USR2 --batch "$SL_JOB"
@@ -91,10 +89,8 @@ ok "requeued, resumed on 3 nodes from step $STEP, the same weights"
 
 # ---- launch.nnodes 2:3, node 2 taken down mid-run: the job goes on and finishes on nodes 0 and 1
 RUN=$SL_TMP/elastic
-sl 0 "$DTRAIN" sbatch "$SL_TMP/mn.yaml" launch.nnodes=2:3 slurm.nodes=3 job.run_dir="$RUN" >"$SL_TMP/sbatch.log" 2>&1 ||
-  fail "dtrain sbatch: $(cat "$SL_TMP/sbatch.log")"
-SL_JOB=$(sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p' "$SL_TMP/sbatch.log")
-OUT=$RUN/slurm-$SL_JOB.out
+sl_dtrain_sbatch "$SL_TMP/mn.yaml" launch.nnodes=2:3 slurm.nodes=3 job.run_dir="$RUN"
+OUT=$SL_OUT
 grep -q "^#SBATCH --nodes=3$" "$RUN/job.sbatch" && grep -q "^#SBATCH --no-kill$" "$RUN/job.sbatch" ||
   fail "job.sbatch for nnodes 2:3: $(cat "$RUN/job.sbatch")"
 sl_wait_file "$OUT" "node 2 of 3, ranks 4-5 of 6" 60

@@ -32,12 +32,9 @@ ok "one-node.sbatch as it is: job $SL_JOB COMPLETED with the reference weights"
 
 # ---- `dtrain sbatch`, preempted: stop after one step, save, requeue, resume, same weights
 RUN=$SL_TMP/pre
-sl 0 "$DTRAIN" sbatch recipes/gpt-tiny.yaml job.run_dir="$RUN" "${OV[@]}" >"$SL_TMP/sbatch.log" 2>&1 ||
-  fail "dtrain sbatch: $(cat "$SL_TMP/sbatch.log")"
-SL_JOB=$(sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p' "$SL_TMP/sbatch.log")
-[[ -n $SL_JOB ]] || fail "dtrain sbatch printed no job id: $(cat "$SL_TMP/sbatch.log")"
+sl_dtrain_sbatch recipes/gpt-tiny.yaml job.run_dir="$RUN" "${OV[@]}"
 grep -q -- "--signal=B:USR2@120" "$RUN/job.sbatch" || fail "job.sbatch asks for no signal: $(cat "$RUN/job.sbatch")"
-OUT=$RUN/slurm-$SL_JOB.out
+OUT=$SL_OUT
 sl_wait_file "$OUT" "step +(1[0-9]|[2-5])[0-9]0/600" 90
 t0=$(sl_now_ms)
 sl 0 scancel --signal=USR2 --batch "$SL_JOB"
@@ -61,10 +58,8 @@ ok "requeued: the job ran again $((t_start - t_gone)) ms after it ended (Slurm),
 
 # ---- the requeue limit: slurm.max_requeues=0 ends the job with 87 and a clear message
 RUN=$SL_TMP/lim
-sl 0 "$DTRAIN" sbatch recipes/gpt-tiny.yaml job.run_dir="$RUN" "${OV[@]}" slurm.max_requeues=0 >"$SL_TMP/sbatch.log" 2>&1 ||
-  fail "dtrain sbatch: $(cat "$SL_TMP/sbatch.log")"
-SL_JOB=$(sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p' "$SL_TMP/sbatch.log")
-OUT=$RUN/slurm-$SL_JOB.out
+sl_dtrain_sbatch recipes/gpt-tiny.yaml job.run_dir="$RUN" "${OV[@]}" slurm.max_requeues=0
+OUT=$SL_OUT
 sl_wait_file "$OUT" "step +[1-5][0-9]0/600" 90
 sl 0 scancel --signal=USR2 --batch "$SL_JOB"
 sl_wait_state "$SL_JOB" "FAILED|COMPLETED" 60

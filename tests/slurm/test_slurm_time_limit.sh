@@ -34,12 +34,10 @@ TERM_JOB=$SL_JOB
   >"$SL_TMP/reference.log" 2>&1 &
 REF_PID=$!
 RUN=$SL_TMP/tl
-sl 0 "$DTRAIN" sbatch recipes/gpt-tiny.yaml job.run_dir="$RUN" "${OV[@]}" slurm.time=1 slurm.signal_lead=55 \
-  slurm.max_requeues=8 >"$SL_TMP/sbatch.log" 2>&1 || fail "dtrain sbatch: $(cat "$SL_TMP/sbatch.log")"
-SL_JOB=$(sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p' "$SL_TMP/sbatch.log")
+sl_dtrain_sbatch recipes/gpt-tiny.yaml job.run_dir="$RUN" "${OV[@]}" slurm.time=1 slurm.signal_lead=55 slurm.max_requeues=8
 grep -q -- "--signal=B:USR2@55" "$RUN/job.sbatch" && grep -q -- "--time=1$" "$RUN/job.sbatch" ||
   fail "job.sbatch: $(cat "$RUN/job.sbatch")"
-OUT=$RUN/slurm-$SL_JOB.out
+OUT=$SL_OUT
 
 sl_wait_state "$TERM_JOB" COMPLETED 150
 sl_wait_file "$SL_TMP/term.out" "requeued 1 times" 10
