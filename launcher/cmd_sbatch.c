@@ -229,6 +229,10 @@ int dtr__cmd_sbatch(int argc, char **argv) {
   char *sb[] = {"sbatch", path, NULL};
   int st = dtr__run_capture(sb, out, sizeof out);
   fputs(out, st == 0 ? stdout : stderr);
+  const char *job = strstr(out, "Submitted batch job ");
+  if (st == 0 && job && !r.slurm.output[0]) /* where to look: the output path with %j filled in */
+    printf("dtrain sbatch: the job writes to %s/slurm-%ld.out (script %s)\n", r.job.run_dir,
+           strtol(job + 20, NULL, 10), path);
   if (st == 127) {
     fprintf(stderr, CTX "sbatch is not on PATH: the job script is %s; submit it where Slurm is\n", path);
     st = 1;

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <float.h>
 #include <math.h>
+#include <sched.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "common/check.h"
 #include "common/device.h"
 #include "common/log.h"
+#include "common/param.h"
 #include "common/sock.h"
 
 /* The one table of launch flags. `dtrain launch` parses with it; `dtrain run` reads the same flags
@@ -73,8 +75,9 @@ void dtr__launch_usage(FILE *f) {
       "  --nnodes N|MIN:MAX        number of nodes (default 1); MIN:MAX waits up to the last-call period\n"
       "                            (DTRAIN_RDZV_LAST_CALL_MS, default 1000) for more than MIN nodes\n"
       "  --nproc-per-node N|cpu|gpu|auto\n"
-      "                            workers on this node (default 1); cpu = CPU count, gpu = GPU count,\n"
-      "                            auto = GPU count, or CPU count without GPUs\n"
+      "                            workers on this node (default 1); cpu = CPU count (the CPUs this\n"
+      "                            process may use; in a Slurm job at most SLURM_CPUS_ON_NODE), gpu = GPU\n"
+      "                            count, auto = GPU count, or CPU count without GPUs\n"
       "  --node-rank R             ask for node rank R (default: assigned by address and host name)\n"
       "  --role NAME               ROLE_NAME for the workers (default \"default\")\n"
       "\n"
@@ -159,11 +162,21 @@ static int parse_seconds(const char *v, double lo, double *out) {
   return 0;
 }
 
+/* The CPUs this process may use: its affinity mask (a cpuset, Slurm's task binding), and inside a Slurm
+ * job no more than the node's allocation (SLURM_CPUS_ON_NODE): on a shared node the machine's count
+ * would start ranks on cores other jobs own. */
+static int usable_cpus(void) {
+  cpu_set_t set;
+  long c = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
+  long slurm = dtr__param_int("SLURM_CPUS_ON_NODE", 0);
+  if (slurm > 0 && slurm < c) c = slurm;
+  return c > 0 ? (int)c : 1;
+}
+
 dtr_result dtr__launch_parse_nproc(const char *v, int *out, char *err, size_t cap) {
   long n;
   if (strcmp(v, "cpu") == 0) {
-    long c = sysconf(_SC_NPROCESSORS_ONLN);
-    *out = c > 0 ? (int)c : 1;
+    *out = usable_cpus();
     return DTR_OK;
   }
   if (strcmp(v, "gpu") == 0 || strcmp(v, "auto") == 0) {
@@ -175,8 +188,7 @@ dtr_result dtr__launch_parse_nproc(const char *v, int *out, char *err, size_t ca
     if (strcmp(v, "gpu") == 0)
       return dtr__fail(err, cap, DTR_ERR_INVALID,
                        "--nproc-per-node gpu: no GPU found (try a number or 'cpu')");
-    long c = sysconf(_SC_NPROCESSORS_ONLN);
-    *out = c > 0 ? (int)c : 1;
+    *out = usable_cpus();
     return DTR_OK;
   }
   if (parse_int(v, 0, 1L << 20, &n) != 0)

@@ -1,6 +1,8 @@
 /* `dtrain launch` flag parsing: torchrun's spellings, N and MIN:MAX, and error messages that name the
  * flag and the bad value. */
 // ctest-labels: launch
+#define _GNU_SOURCE
+#include <sched.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,8 +95,19 @@ int main(void) {
   CHECK_EQ_INT(parse(&a, "--nproc-per-node", "two", "p", NULL), DTR_ERR_INVALID);
   ERR_HAS("'two'");
   CHECK_EQ_INT(parse(&a, "--nproc-per-node", "-3", "p", NULL), DTR_ERR_INVALID);
+  /* cpu: the CPUs this process may use, at most a Slurm job's allocation on the node */
+  cpu_set_t cpus;
+  CHECK(sched_getaffinity(0, sizeof cpus, &cpus) == 0);
+  unsetenv("SLURM_CPUS_ON_NODE");
   CHECK_EQ_INT(parse(&a, "--nproc-per-node", "cpu", "p", NULL), DTR_OK);
-  CHECK_EQ_INT(a.nproc_per_node, (int)sysconf(_SC_NPROCESSORS_ONLN));
+  CHECK_EQ_INT(a.nproc_per_node, CPU_COUNT(&cpus));
+  setenv("SLURM_CPUS_ON_NODE", "1", 1);
+  CHECK_EQ_INT(parse(&a, "--nproc-per-node", "cpu", "p", NULL), DTR_OK);
+  CHECK_EQ_INT(a.nproc_per_node, 1);
+  setenv("SLURM_CPUS_ON_NODE", "100000", 1); /* more than the machine: the machine's */
+  CHECK_EQ_INT(parse(&a, "--nproc-per-node", "cpu", "p", NULL), DTR_OK);
+  CHECK_EQ_INT(a.nproc_per_node, CPU_COUNT(&cpus));
+  unsetenv("SLURM_CPUS_ON_NODE");
   CHECK_EQ_INT(parse(&a, "--nproc-per-node", "auto", "p", NULL), DTR_OK);
   CHECK(a.nproc_per_node >= 1);
   int n = 0;
