@@ -74,9 +74,7 @@ static int stopped(const dtr_recipe *r, const dtr_identity *id) {
     fprintf(stderr, CTX "%s\n", err);
     return code;
   }
-  if (id->rank != 0)
-    return slurm.batch ? dtr__slurm_after_stop(&slurm, code, r->slurm.max_requeues, 0) : code;
-  return dtr__slurm_after_stop(&slurm, code, r->slurm.max_requeues, 1);
+  return dtr__slurm_after_stop(&slurm, code, r->slurm.max_requeues, id->rank == 0);
 }
 
 int dtr__cmd_train(int argc, char **argv) {
