@@ -16,7 +16,7 @@
 #   sl_procs_left PATTERN                # pids of processes whose command line matches PATTERN in any node
 #
 # Bounded everywhere: every wait has a count and a time. Slurm's own delays are shortened in the config
-# (a requeued job may start again after cred_expire=10 s instead of 120; the scheduler runs every 2 s).
+# (a requeued job may start again after cred_expire=5 s instead of 120; the scheduler runs every 2 s).
 
 SLURM_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$SLURM_HERE/../cluster/netns.sh"
@@ -100,7 +100,7 @@ SlurmctldHost=node0($(ns_addr 0))
 SlurmctldPort=6817
 SlurmdPort=6818
 AuthType=auth/munge
-AuthInfo=socket=$SL_TMP/munge/sock,cred_expire=10
+AuthInfo=socket=$SL_TMP/munge/sock,cred_expire=5
 CredType=cred/munge
 SlurmUser=root
 SlurmdUser=root
