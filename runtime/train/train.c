@@ -337,6 +337,7 @@ static void summarize(trainer *t, int64_t start, double wall_s, double last_loss
           (unsigned long long)t->tp_bytes_last);
   fprintf(f, "wall_s=%.3f\ntokens_per_s=%.1f\nstep_ms=%.3f\n", wall_s, tps,
           t->steps_run ? 1e3 * t->sum_step_s / (double)t->steps_run : 0.0);
+  if (t->tied_identical >= 0) fprintf(f, "tied_embedding_identical=%d\n", t->tied_identical);
   fprintf(f, "first_loss=%.9g\nfinal_loss=%.9g\naccuracy=%.4f\ndp_wait_share=%.4f\nweights_xxh64=%016llx\n",
           t->state.first_loss, last_loss, acc, wait_share, (unsigned long long)digest);
   fclose(f);
@@ -410,6 +411,7 @@ static dtr_result run(trainer *t) {
   dtr_result rc = dtr_all_reduce(t->dp_comm, share, share, 2, DTR_F64, DTR_SUM, NULL);
   if (rc != DTR_OK) return comm_fail(t, rc, "summary all-reduce");
   uint64_t digest = t->steps_run > 0 ? dtr__train_digest(t) : 0; /* every rank: it may gather */
+  t->tied_identical = dtr__train_tied_identical(t);
   if (t->rank == 0 && t->steps_run > 0) {
     summarize(t, start, wall, last_loss, acc, share[1] > 0 ? share[0] / share[1] : 0, digest);
     dtr__metrics_plot(t->metrics);

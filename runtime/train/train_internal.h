@@ -167,6 +167,7 @@ typedef struct dtr__trainer {
   /* totals over this process's steps */
   double sum_step_s, sum_wait_s, sum_tokens;
   uint64_t tp_bytes_last; /* tp all-reduce payload of the last step */
+  int tied_identical;     /* dtr__train_tied_identical at the end (-1: not checked here) */
   int64_t steps_run, skipped, skipped_in_a_row;
   char *err;
   size_t errcap;
@@ -186,6 +187,10 @@ dtr_result dtr__train_cpu_update(dtr__trainer *t, double lr);
 /* Exact-match accuracy on held-out additions, the problems split over the DP ranks, each decoded by
  * the whole pipeline and tp group. COLLECTIVE over the world. */
 dtr_result dtr__train_evaluate(dtr__trainer *t, double *acc);
+/* With pp > 1, on the first and last stage: 1 when their copies of the tied embedding (and of its AdamW
+ * moments, without ZeRO-1) are bit for bit the same, 0 when not (warned), -1 on other ranks or when it
+ * could not be checked. COLLECTIVE over the first and last stage of this rank's (dp, tp). */
+int dtr__train_tied_identical(dtr__trainer *t);
 /* xxh64 of the weights and AdamW moments (rank 0's answer): a replica's own when every rank holds the
  * whole model, else of every rank's digest in rank order. COLLECTIVE over the world. */
 uint64_t dtr__train_digest(dtr__trainer *t);
