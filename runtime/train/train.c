@@ -18,6 +18,7 @@
 #include "common/clock.h"
 #include "common/param.h"
 #include "runtime/model/gpt_internal.h"
+#include "runtime/model/gpt_weights.h"
 #include "runtime/train/train_internal.h"
 
 #define MAX_SKIPPED_IN_A_ROW 10
@@ -348,12 +349,45 @@ static dtr_result quiesce(trainer *t) {
   return t->gpu ? dtr__gpu_sync(t->gpu, t->err, t->errcap) : DTR_OK;
 }
 
+/* model.init_from on a run with no checkpoint: every rank reads its part of the file's weights (the
+ * optimizer and the data start fresh). Rank 0 says so. */
+static dtr_result init_from(trainer *t) {
+  const dtr_recipe *r = t->r;
+  dtr__gpt_weights *w = NULL;
+  dtr__gpt_config gc = {r->model.vocab_size, r->model.block_size, r->model.n_layer, r->model.n_head,
+                        r->model.n_embd};
+  dtr_result rc = dtr__gpt_weights_open(r->model.init_from, &w, t->err, t->errcap);
+  if (rc == DTR_OK) rc = dtr__gpt_weights_load(w, t->model, &gc, t->err, t->errcap);
+  if (rc == DTR_OK && t->gpu) rc = dtr__gpu_set_params(t->gpu, dtr__gpt_params(t->model), t->err, t->errcap);
+  if (rc != DTR_OK) {
+    char why[2048];
+    snprintf(why, sizeof why, "%s", t->err);
+    dtr__gpt_weights_close(w);
+    return dtr__fail(t->err, t->errcap, rc, "model.init_from: %s", why);
+  }
+  if (t->rank == 0) {
+    dtr__gpt_config fc = dtr__gpt_weights_config(w);
+    char more[160] = "";
+    if (fc.vocab_size < gc.vocab_size)
+      snprintf(more, sizeof more, "; vocabulary rows %d-%d seeded", fc.vocab_size, gc.vocab_size - 1);
+    if (fc.block_size > gc.block_size)
+      snprintf(more + strlen(more), sizeof more - strlen(more), "; positions %d of its %d", gc.block_size,
+               fc.block_size);
+    printf("initialised from %s (%s layout%s); the optimizer and the data start fresh\n", r->model.init_from,
+           dtr__gpt_layout_name(dtr__gpt_weights_layout(w)), more);
+    fflush(stdout);
+  }
+  dtr__gpt_weights_close(w);
+  return DTR_OK;
+}
+
 static dtr_result run(trainer *t) {
   const dtr_recipe *r = t->r;
   int64_t start = 0, steps = r->train.steps;
   if (r->checkpoint.resume) DTR_CHECK(dtr__train_ckpt_resume(t->ck, &start, t->err, t->errcap));
   /* A load wrote the device's fp32 weights behind the model: its bf16 copy follows. */
   if (t->gpu && start > 0) DTR_CHECK(dtr__gpu_params_changed(t->gpu, t->err, t->errcap));
+  int initialised = start == 0 && r->model.init_from[0];
   if (t->rank == 0) {
     DTR_CHECK(
         dtr__metrics_open(r->job.run_dir, start, steps, r->train.log_every, &t->metrics, t->err, t->errcap));
@@ -366,6 +400,7 @@ static dtr_result run(trainer *t) {
       printf("(remove %s or set checkpoint.resume=false to train again)\n", r->checkpoint.dir);
     }
   }
+  if (initialised) DTR_CHECK(init_from(t));
   fault_hook fault = fault_hook_read(t->rank);
   int addition = r->data.kind == DTR_DATA_ADDITION;
   double t_begin = dtr__now_s(), last_loss = NAN, acc = NAN,
@@ -381,7 +416,14 @@ static dtr_result run(trainer *t) {
     t->steps_run++;
     if (isnan(t->state.first_loss)) t->state.first_loss = loss;
     last_loss = loss;
-    dtr__step_record rec = {s + 1, loss, lr, tokens_per_step / dt, 1e3 * dt, gnorm, 1e3 * wait, NAN};
+    dtr__step_record rec = {s + 1, loss, lr, tokens_per_step / dt, 1e3 * dt, gnorm, 1e3 * wait, NAN, NULL};
+    char note[96];
+    if (initialised && s == start) {
+      /* what the pretrained weights bought: a random model's first loss is about ln(vocab_size) */
+      snprintf(note, sizeof note, " (weights from init_from; a random model starts near ln %d = %.2f)",
+               r->model.vocab_size, log((double)r->model.vocab_size));
+      rec.note = note;
+    }
     if (addition && r->train.eval_every > 0 && ((s + 1) % r->train.eval_every == 0 || s + 1 == steps)) {
       DTR_CHECK(dtr__train_evaluate(t, &acc));
       rec.accuracy = acc;

@@ -131,7 +131,7 @@ void dtr__metrics_step(dtr__metrics *m, const dtr__step_record *rec) {
   m->win_ms += rec->step_ms;
   m->win_tokens += rec->tokens_per_s * rec->step_ms / 1e3;
   m->win_steps++;
-  if (rec->step != 1 && rec->step % m->log_every != 0 && rec->step != m->total) return;
+  if (rec->step != 1 && rec->step % m->log_every != 0 && rec->step != m->total && !rec->note) return;
   fflush(m->csv);
   double ms = m->win_ms / (double)m->win_steps;
   char tok[32], eta[32], acc[32] = "";
@@ -139,8 +139,9 @@ void dtr__metrics_step(dtr__metrics *m, const dtr__step_record *rec) {
   fmt_eta(ms / 1e3 * (double)(m->total - rec->step), eta, sizeof eta);
   if (!isnan(rec->accuracy)) snprintf(acc, sizeof acc, " | acc %.1f%%", 100.0 * rec->accuracy);
   int w = snprintf(NULL, 0, "%lld", (long long)m->total);
-  printf("step %*lld/%lld | loss %.4f | lr %.1e | %s tok/s | %.1f ms/step | ETA %s%s\n", w,
-         (long long)rec->step, (long long)m->total, rec->loss, rec->lr, tok, ms, eta, acc);
+  printf("step %*lld/%lld | loss %.4f | lr %.1e | %s tok/s | %.1f ms/step | ETA %s%s%s\n", w,
+         (long long)rec->step, (long long)m->total, rec->loss, rec->lr, tok, ms, eta, acc,
+         rec->note ? rec->note : "");
   fflush(stdout);
   m->win_ms = m->win_tokens = 0;
   m->win_steps = 0;
