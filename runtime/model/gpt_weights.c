@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "checkpoint/safetensors.h"
 #include "collectives/comm_internal.h"
@@ -508,6 +509,180 @@ dtr_result dtr__gpt_weights_load(const dtr__gpt_weights *w, dtr__gpt *m, const d
     int64_t rows = t->ndim == 2 ? (tr ? t->shape[1] : t->shape[0]) : t->shape[0];
     dtr__gpt_copy_slice(p, tp, tp_rank, whole, rows < p->gshape[0] ? rows : p->gshape[0], params + p->offset);
     free(whole);
+  }
+  return DTR_OK;
+}
+
+/* ---------------------------------------------------------------- export */
+
+typedef struct seen_tensor {
+  char name[64]; /* gpt.h's name */
+  int ndim;
+  int64_t shape[2];
+} seen_tensor;
+
+struct dtr__gpt_export {
+  dtr__gpt_wlayout layout;
+  int n_head;
+  seen_tensor *seen;
+  int nseen;
+  char unknown[256]; /* the first model/ tensor that is none of the model's */
+  dtr__gpt_config cfg;
+  char vals[8][32];
+  dtr__sft_meta meta[12];
+};
+
+dtr_result dtr__gpt_export_create(dtr__gpt_wlayout l, int n_head, dtr__gpt_export **out, char *err,
+                                  size_t errcap) {
+  *out = calloc(1, sizeof **out);
+  if (!*out) return dtr__fail(err, errcap, DTR_ERR_NOMEM, "out of memory");
+  (*out)->layout = l;
+  (*out)->n_head = n_head;
+  return DTR_OK;
+}
+
+void dtr__gpt_export_destroy(dtr__gpt_export *x) {
+  if (!x) return;
+  free(x->seen);
+  free(x);
+}
+
+static int export_tensor(void *arg, const char *name, int ndim, const int64_t *shape, char *out, size_t cap,
+                         int *transpose) {
+  dtr__gpt_export *x = arg;
+  if (strncmp(name, "model/", 6) != 0) return 0; /* the optimizer's moments */
+  const char *n = name + 6;
+  char ln[128];
+  if (ndim < 1 || ndim > 2 || strlen(n) >= sizeof x->seen[0].name ||
+      dtr__gpt_layout_name_of(x->layout, n, ln, sizeof ln, transpose) != DTR_OK) {
+    if (!x->unknown[0]) snprintf(x->unknown, sizeof x->unknown, "%s", name);
+    return 0;
+  }
+  seen_tensor *s = realloc(x->seen, sizeof *s * (size_t)(x->nseen + 1));
+  if (!s) {
+    snprintf(x->unknown, sizeof x->unknown, "(out of memory)");
+    return 0;
+  }
+  x->seen = s;
+  s = &s[x->nseen++];
+  snprintf(s->name, sizeof s->name, "%s", n);
+  s->ndim = ndim;
+  s->shape[0] = shape[0];
+  s->shape[1] = ndim == 2 ? shape[1] : 0;
+  snprintf(out, cap, "%s%s", x->layout == DTR__GPT_LAYOUT_DTRAIN ? "model/" : "", ln);
+  return 1;
+}
+
+static const seen_tensor *seen_find(const dtr__gpt_export *x, const char *name) {
+  for (int i = 0; i < x->nseen; i++)
+    if (strcmp(x->seen[i].name, name) == 0) return &x->seen[i];
+  return NULL;
+}
+
+static dtr_result export_finish(void *arg, const dtr__sft_meta **meta, int *nmeta, char *err, size_t errcap) {
+  dtr__gpt_export *x = arg;
+  if (x->unknown[0])
+    return dtr__fail(err, errcap, DTR_ERR_INVALID,
+                     "'%s' is not a tensor of dtrain's GPT: not its checkpoint?", x->unknown);
+  const seen_tensor *wte = seen_find(x, "wte"), *wpe = seen_find(x, "wpe");
+  if (!wte || !wpe || wte->ndim != 2 || wpe->ndim != 2)
+    return dtr__fail(err, errcap, DTR_ERR_INVALID,
+                     "no 2-D model/wte and model/wpe: not a checkpoint of dtrain's GPT (export it without "
+                     "--layout)");
+  dtr__gpt_config c = {(int)wte->shape[0], (int)wpe->shape[0], 0, x->n_head, (int)wte->shape[1]};
+  for (int i = 0; i < x->nseen; i++) {
+    const char *rest;
+    int l = layer_of(x->seen[i].name, &rest);
+    if (l >= c.n_layer) c.n_layer = l + 1;
+  }
+  if (c.n_head < 1 || c.n_embd % c.n_head != 0)
+    return dtr__fail(err, errcap, DTR_ERR_INVALID, "n_head %d does not divide the checkpoint's n_embd %d",
+                     c.n_head, c.n_embd);
+  int nt = dtr__gpt_config_num_tensors(&c);
+  dtr__gpt_param *tab = calloc((size_t)nt, sizeof *tab);
+  if (!tab) return dtr__fail(err, errcap, DTR_ERR_NOMEM, "out of memory");
+  dtr_result rc = DTR_OK;
+  dtr__gpt_layout(&c, tab);
+  for (int i = 0; i < nt && rc == DTR_OK; i++) {
+    const seen_tensor *s = seen_find(x, tab[i].name);
+    if (!s || s->ndim != tab[i].ndim || s->shape[0] != tab[i].gshape[0] || s->shape[1] != tab[i].gshape[1])
+      rc = dtr__fail(
+          err, errcap, DTR_ERR_INVALID,
+          "model/%s: %s; a GPT of vocab_size %d, block_size %d, n_layer %d, n_embd %d has it [%lld%s%.0lld]",
+          tab[i].name, s ? "another shape" : "missing", c.vocab_size, c.block_size, c.n_layer, c.n_embd,
+          (long long)tab[i].gshape[0], tab[i].ndim == 2 ? ", " : "", (long long)tab[i].gshape[1]);
+  }
+  free(tab);
+  if (rc == DTR_OK && x->nseen != nt)
+    rc = dtr__fail(err, errcap, DTR_ERR_INVALID,
+                   "the checkpoint holds %d model tensors, a GPT of its shape %d", x->nseen, nt);
+  if (rc != DTR_OK) return rc;
+  x->cfg = c;
+  int n = 0, v = 0;
+#define META(k, fmt, val)                                      \
+  do {                                                         \
+    snprintf(x->vals[v], sizeof x->vals[v], fmt, val);         \
+    x->meta[n++] = (dtr__sft_meta){(char *)(k), x->vals[v++]}; \
+  } while (0)
+  if (x->layout == DTR__GPT_LAYOUT_HF_GPT2) {
+    x->meta[n++] = (dtr__sft_meta){"model_type", "gpt2"};
+    META("vocab_size", "%d", c.vocab_size);
+    META("n_positions", "%d", c.block_size);
+    META("n_ctx", "%d", c.block_size);
+    META("n_embd", "%d", c.n_embd);
+    META("n_layer", "%d", c.n_layer);
+    META("n_head", "%d", c.n_head);
+    x->meta[n++] = (dtr__sft_meta){"activation_function", "gelu_new"};
+    x->meta[n++] = (dtr__sft_meta){"layer_norm_epsilon", "1e-05"};
+    x->meta[n++] = (dtr__sft_meta){"tie_word_embeddings", "true"};
+  } else {
+    x->meta[n++] = (dtr__sft_meta){"dtrain_model", "gpt"};
+    META("vocab_size", "%d", c.vocab_size);
+    META("block_size", "%d", c.block_size);
+    META("n_layer", "%d", c.n_layer);
+    META("n_head", "%d", c.n_head);
+    META("n_embd", "%d", c.n_embd);
+  }
+#undef META
+  *meta = x->meta;
+  *nmeta = n;
+  return DTR_OK;
+}
+
+dtr__ckpt_export_map dtr__gpt_export_map(dtr__gpt_export *x) {
+  return (dtr__ckpt_export_map){x, export_tensor, export_finish};
+}
+
+dtr__gpt_config dtr__gpt_export_config(const dtr__gpt_export *x) {
+  return x->cfg;
+}
+
+dtr_result dtr__gpt_hf_config_write(const dtr__gpt_config *c, const char *path, char *err, size_t errcap) {
+  char tmp[4200];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *f = fopen(tmp, "w");
+  if (!f) return dtr__fail(err, errcap, DTR_ERR_SYSTEM, "%s: %s", tmp, strerror(errno));
+  fprintf(f,
+          "{\n"
+          "  \"architectures\": [\"GPT2LMHeadModel\"],\n"
+          "  \"model_type\": \"gpt2\",\n"
+          "  \"vocab_size\": %d,\n"
+          "  \"n_positions\": %d,\n"
+          "  \"n_ctx\": %d,\n"
+          "  \"n_embd\": %d,\n"
+          "  \"n_layer\": %d,\n"
+          "  \"n_head\": %d,\n"
+          "  \"n_inner\": null,\n"
+          "  \"activation_function\": \"gelu_new\",\n"
+          "  \"layer_norm_epsilon\": 1e-05,\n"
+          "  \"tie_word_embeddings\": true\n"
+          "}\n",
+          c->vocab_size, c->block_size, c->block_size, c->n_embd, c->n_layer, c->n_head);
+  int bad = ferror(f);
+  if (fclose(f) != 0 || bad || rename(tmp, path) != 0) {
+    dtr_result rc = dtr__fail(err, errcap, DTR_ERR_SYSTEM, "%s: %s", path, strerror(errno));
+    unlink(tmp);
+    return rc;
   }
   return DTR_OK;
 }

@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "checkpoint/ckpt_tools.h"
 #include "dtrain/common.h"
 #include "runtime/model/gpt.h"
 
@@ -65,5 +66,23 @@ dtr_result dtr__gpt_weights_load(const dtr__gpt_weights *w, dtr__gpt *m, const d
  * DTR_ERR_NOT_FOUND for a name that is not one of the model's. */
 dtr_result dtr__gpt_layout_name_of(dtr__gpt_wlayout l, const char *name, char *out, size_t cap,
                                    int *transpose);
+
+/* ---- export (`dtrain ckpt export --layout`): the model's weights of a checkpoint (its model/ tensors; the
+ * optimizer's and the blobs are left out) in layout l, with the model's config in __metadata__
+ * (hf-gpt2: GPT2Config's keys, model_type gpt2, n_positions, n_ctx, activation_function gelu_new,
+ * layer_norm_epsilon 1e-05; dtrain: the recipe's model keys). n_head is not in the tensors' shapes:
+ * the caller knows it (the run's recipe). */
+typedef struct dtr__gpt_export dtr__gpt_export;
+dtr_result dtr__gpt_export_create(dtr__gpt_wlayout l, int n_head, dtr__gpt_export **out, char *err,
+                                  size_t errcap);
+void dtr__gpt_export_destroy(dtr__gpt_export *x); /* NULL is fine */
+/* The map for dtr__ckpt_tool_export; its finish fails naming what the checkpoint lacks or holds beyond
+ * the model of its wte, wpe and layers. */
+dtr__ckpt_export_map dtr__gpt_export_map(dtr__gpt_export *x);
+/* After the export: the model's config (valid once the map's finish succeeded). */
+dtr__gpt_config dtr__gpt_export_config(const dtr__gpt_export *x);
+/* Hugging Face's config.json of a GPT-2 of config c (what from_pretrained reads beside
+ * model.safetensors), written to path (replaced atomically). */
+dtr_result dtr__gpt_hf_config_write(const dtr__gpt_config *c, const char *path, char *err, size_t errcap);
 
 #endif
