@@ -374,10 +374,13 @@ dtr_result dtr__gpt_weights_check(const dtr__gpt_weights *w, const dtr__gpt_conf
                     dtr__sft_dtype_name(t->dtype));
     else if (!fits(&tab[i], t, tr))
       rc = add_diff(&d, &nd, D_SHAPE, fname, w->prefix, ": %s in the file, the model needs %s%s", have, want,
-                    t->ndim != 2 || t->shape[1] != ws[1] ? ""
-                    : !strcmp(tab[i].name, "wte")        ? " (or fewer rows: the vocabulary padded)"
-                    : !strcmp(tab[i].name, "wpe")        ? " (or more rows: a longer block cropped)"
-                                                         : "");
+                    t->ndim == 2 && t->shape[0] == ws[1] && t->shape[1] == ws[0] && ws[0] != ws[1]
+                        ? (tr ? " (transposed: GPT-2 stores Conv1D weights [in, out])"
+                              : " (transposed: dtrain stores weights [out, in])")
+                    : t->ndim != 2 || t->shape[1] != ws[1] ? ""
+                    : !strcmp(tab[i].name, "wte")          ? " (or fewer rows: the vocabulary padded)"
+                    : !strcmp(tab[i].name, "wpe")          ? " (or more rows: a longer block cropped)"
+                                                           : "");
   }
   for (int i = 0; i < w->f->ntensors && rc == DTR_OK; i++) {
     const dtr__sft_tensor *t = &w->f->tensors[i];
