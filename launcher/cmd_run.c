@@ -205,6 +205,8 @@ int dtr__cmd_run(int argc, char **argv) {
     if (strv_push(&launch, overrides.v[i]) != 0) goto nomem;
 
   if (dry_run) {
+    /* (a run's rank 0 says it when it loads the recipe: one warning per run) */
+    if (r.warnings[0]) fprintf(stderr, "dtrain: warning: %s\n", r.warnings);
     if (dtr_recipe_write(&r, "-", err, sizeof err) != DTR_OK) {
       fprintf(stderr, CTX "%s\n", err);
       code = 1;

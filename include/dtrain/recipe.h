@@ -109,6 +109,10 @@ typedef struct dtr_recipe {
     int level;
     int resume; /* load the newest checkpoint at start */
   } checkpoint;
+
+  /* What dtr_recipe_load adjusted rather than refused ("file:line:col: what", one per line; "" when
+   * nothing): for the caller to show once (the CLI, or rank 0 of a job). */
+  char warnings[DTR_RECIPE_STR];
 } dtr_recipe;
 
 /* Defaults for every field (the values docs/recipes.md lists). */

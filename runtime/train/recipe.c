@@ -599,11 +599,21 @@ static dtr_result validate(ctx *c, int world) {
   if (r->train.min_lr < 0 || r->train.min_lr > r->train.lr)
     return fail_at(c, blame(c, 2, K("train", "min_lr"), K("train", "lr")),
                    "train.min_lr: %g is not between 0 and train.lr %g", r->train.min_lr, r->train.lr);
-  if (r->train.warmup_steps < 0 || r->train.warmup_steps > r->train.steps)
-    return fail_at(c, blame(c, 2, K("train", "warmup_steps"), ks),
-                   "train.warmup_steps: %lld is not between 0 and "
-                   "train.steps %lld",
-                   (long long)r->train.warmup_steps, (long long)r->train.steps);
+  if (r->train.warmup_steps < 0)
+    return fail_at(c, K("train", "warmup_steps"), "train.warmup_steps: %lld is negative",
+                   (long long)r->train.warmup_steps);
+  if (r->train.warmup_steps > r->train.steps) {
+    /* a short run of a recipe with a long warmup (train.steps=20 on the command line): warm up over all
+     * of it rather than refuse */
+    char loc[DTR_RECIPE_STR + 64];
+    where(c, K("train", "warmup_steps"), loc, sizeof loc);
+    size_t at = strlen(r->warnings);
+    snprintf(r->warnings + at, sizeof r->warnings - at,
+             "%s%s: train.warmup_steps %lld is more than train.steps %lld: warming up over all %lld steps",
+             at ? "\n" : "", loc, (long long)r->train.warmup_steps, (long long)r->train.steps,
+             (long long)r->train.steps);
+    r->train.warmup_steps = r->train.steps;
+  }
   if (r->train.weight_decay < 0)
     return fail_at(c, K("train", "weight_decay"), "train.weight_decay: %g is negative",
                    r->train.weight_decay);
@@ -715,7 +725,7 @@ dtr_result dtr_recipe_load(const char *path, const char *const *overrides, int n
     if (ext && (!strcmp(ext, ".yaml") || !strcmp(ext, ".yml"))) *ext = '\0';
     if (strlen(b) < sizeof r->job.name && name_ok(b)) strcpy(r->job.name, b);
   }
-  /* the default warmup never exceeds a short run's steps (steps: 3 alone is a valid recipe) */
+  /* the default warmup never exceeds a short run's steps (steps: 3 alone is a valid recipe), silently */
   if (c.pos[K("train", "warmup_steps")].src == SRC_DEFAULT && r->train.warmup_steps > r->train.steps)
     r->train.warmup_steps = r->train.steps > 0 ? r->train.steps : 0;
   DTR_CHECK(resolve_paths(&c, dir));
