@@ -68,8 +68,7 @@ static void strv_free(strv *s) {
   free(s->v);
 }
 
-/* Shell-quote for the --dry-run line, so that it can be pasted. */
-static void print_quoted(FILE *f, const char *s) {
+void dtr__print_quoted(FILE *f, const char *s) {
   if (*s &&
       strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+=.,/:@%") == strlen(s)) {
     fputs(s, f);
@@ -215,7 +214,7 @@ int dtr__cmd_run(int argc, char **argv) {
     fputs("# dtrain would run: dtrain", stdout);
     for (int i = 0; i < launch.n; i++) {
       fputc(' ', stdout);
-      print_quoted(stdout, launch.v[i]);
+      dtr__print_quoted(stdout, launch.v[i]);
     }
     fputc('\n', stdout);
     code = fflush(stdout) == 0 ? 0 : 1;

@@ -3,7 +3,8 @@
 # from: a short run of recipes/gpt-text.yaml (its model at n_embd 64, 2 data-parallel ranks) on the prose
 # half of public-domain.txt (Lincoln, the Declaration, the Preamble: everything before SONNETS), exported
 # in Hugging Face GPT-2's layout as bf16 (about 240 KB). The fine-tune then meets the sonnets for the first
-# time. Deterministic on one machine (the same build and CPU give the same bytes).
+# time. Deterministic on one machine (the same build and CPU give the same tensors bit for bit; only the
+# metadata's dtrain_created differs).
 # usage: bash recipes/data/make-gpt-text-base.sh [OUT] (DTRAIN: the dtrain binary, default build/bin/dtrain;
 # STEPS: pretraining steps, default 500)
 set -euo pipefail
