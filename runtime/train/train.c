@@ -276,6 +276,20 @@ static void fault_hook_fire(const fault_hook *f, int rank, int64_t step) {
   raise(SIGKILL);
 }
 
+/* " x tp 2 x pp 2 (1f1b) (ZeRO-1)": what follows "N DP ranks" ("" for plain data parallelism). */
+static void describe_layout(const trainer *t, char *layout, size_t cap) {
+  const dtr_recipe *r = t->r;
+  layout[0] = '\0';
+  if (t->tp_size > 1 || t->pp > 1) {
+    snprintf(layout, cap, " x tp %d x pp %d", t->tp_size, t->pp);
+    if (t->pp > 1)
+      snprintf(layout + strlen(layout), cap - strlen(layout), " (%s%s%.0d%s)", r->parallel.schedule,
+               t->chunks > 1 ? ", " : "", t->chunks > 1 ? t->chunks : 0,
+               t->chunks > 1 ? " chunks per stage" : "");
+  }
+  if (r->train.zero) snprintf(layout + strlen(layout), cap - strlen(layout), " (ZeRO-1)");
+}
+
 static void print_header(trainer *t, int64_t start) {
   const dtr_recipe *r = t->r;
   char what[DTR_RECIPE_STR + 64];
@@ -283,15 +297,8 @@ static void print_header(trainer *t, int64_t start) {
     snprintf(what, sizeof what, "addition of %d-digit numbers", r->data.digits);
   else
     snprintf(what, sizeof what, "%s (%lld tokens)", r->data.path, (long long)dtr__data_num_tokens(t->data));
-  char layout[160] = "";
-  if (t->tp_size > 1 || t->pp > 1) {
-    snprintf(layout, sizeof layout, " x tp %d x pp %d", t->tp_size, t->pp);
-    if (t->pp > 1)
-      snprintf(layout + strlen(layout), sizeof layout - strlen(layout), " (%s%s%.0d%s)", r->parallel.schedule,
-               t->chunks > 1 ? ", " : "", t->chunks > 1 ? t->chunks : 0,
-               t->chunks > 1 ? " chunks per stage" : "");
-  }
-  if (r->train.zero) snprintf(layout + strlen(layout), sizeof layout - strlen(layout), " (ZeRO-1)");
+  char layout[160];
+  describe_layout(t, layout, sizeof layout);
   printf(
       "%s: %d DP rank%s%s x %d thread%s | %.2fM params%s | %lld steps x %d seqs x %d tokens (micro %d, accum "
       "%d) "
@@ -454,7 +461,14 @@ static dtr_result run(trainer *t) {
   uint64_t digest = t->steps_run > 0 ? dtr__train_digest(t) : 0; /* every rank: it may gather */
   if (t->rank == 0 && t->steps_run > 0) {
     summarize(t, start, wall, last_loss, acc, share[1] > 0 ? share[0] / share[1] : 0, digest);
-    dtr__metrics_plot(t->metrics);
+    char layout[160], title[DTR_RECIPE_STR + 400];
+    describe_layout(t, layout, sizeof layout);
+    const char *init = strrchr(r->model.init_from, '/');
+    init = init ? init + 1 : r->model.init_from;
+    snprintf(title, sizeof title, "%s: %d DP rank%s%s%s, %lld steps%s%s", r->job.name, t->dp,
+             t->dp > 1 ? "s" : "", layout, t->gpu ? ", cuda" : "", (long long)steps,
+             r->model.init_from[0] ? ", from " : "", init);
+    dtr__metrics_plot(t->metrics, title);
   }
   return DTR_OK;
 }

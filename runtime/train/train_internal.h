@@ -46,8 +46,9 @@ dtr_result dtr__metrics_open(const char *run_dir, int64_t start_step, int64_t to
 /* Append a CSV row; print a progress line when the step is the first, a multiple of log_every, or the
  * last. */
 void dtr__metrics_step(dtr__metrics *m, const dtr__step_record *rec);
-/* Write loss.png with gnuplot when it is on PATH (a warning if it fails). */
-void dtr__metrics_plot(dtr__metrics *m);
+/* Write loss.png with gnuplot when it is on PATH (a warning if it fails): the loss on a log axis, the
+ * accuracy when evaluated, under `title` (the recipe and its layout). */
+void dtr__metrics_plot(dtr__metrics *m, const char *title);
 void dtr__metrics_close(dtr__metrics *m);
 /* "12,345" */
 void dtr__fmt_thousands(double v, char *buf, size_t cap);

@@ -147,7 +147,7 @@ void dtr__metrics_step(dtr__metrics *m, const dtr__step_record *rec) {
   m->win_steps = 0;
 }
 
-void dtr__metrics_plot(dtr__metrics *m) {
+void dtr__metrics_plot(dtr__metrics *m, const char *title) {
   /* looked up first, so that a missing gnuplot is silent, not a spawn error */
   char gnuplot[PATH_MAX];
   if (!m || dtr__find_in_path("gnuplot", gnuplot, sizeof gnuplot) != 0) return;
@@ -166,13 +166,21 @@ void dtr__metrics_plot(dtr__metrics *m) {
     DTR_WARN("loss plot skipped: the run directory %s contains a quote", m->dir);
     return;
   }
+  /* the title inside '...': a quote in it would end the string */
+  char t[256];
+  snprintf(t, sizeof t, "%s", title ? title : "");
+  for (char *q = t; *q; q++)
+    if (*q == '\'' || *q == '\\') *q = '`';
+  /* a log axis: the loss falls by orders of magnitude, and below 0.05 a linear one shows a flat line */
   fprintf(f,
           "set terminal png size 900,500\n"
           "set output '%s'\n"
+          "set title '%s' noenhanced\n"
           "set datafile separator ','\n"
           "set key autotitle columnhead\n"
-          "set xlabel 'step'\nset ylabel 'loss'\nset grid\n",
-          png);
+          "set logscale y\n"
+          "set xlabel 'step'\nset ylabel 'loss (log scale)'\nset grid\n",
+          png, t);
   if (m->has_accuracy) {
     fprintf(f,
             "set y2label 'held-out exact-match accuracy'\nset y2range [0:1]\nset y2tics\nset ytics nomirror\n"
