@@ -558,7 +558,11 @@ dtr_result dtr__json_member_int(const char *json, size_t len, const char *key, i
     free(k);
     DTR_CHECK(expect(&p, ':', "after a key"));
     uint64_t v;
-    if (want && peek(&p) >= '0' && peek(&p) <= '9') {
+    size_t digits = 0;
+    if (want && peek(&p))
+      while (p.pos + digits < p.len && p.s[p.pos + digits] >= '0' && p.s[p.pos + digits] <= '9') digits++;
+    int integer = digits > 0 && (p.pos + digits == p.len || !strchr(".eE", p.s[p.pos + digits]));
+    if (want && integer) { /* the wanted key with a value of another kind is skipped like the others */
       DTR_CHECK(parse_uint(&p, &v, "(a count)"));
       if (v > (uint64_t)INT64_MAX) return perr(&p, "'%s' is too large", key);
       *out = (int64_t)v;
