@@ -3,6 +3,7 @@
 #include "common/dlib.h"
 
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -41,5 +42,19 @@ dtr_result dtr__dl_load(const char *what, const char *param, const char *const *
   }
   DTR_DEBUG("%s: loaded %s", what, name);
   *handle = h;
+  return DTR_OK;
+}
+
+dtr_result dtr__dl_load_once(dtr__dl_once *l, char *err, size_t errcap) {
+  static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER; /* loads are rare: one lock for all */
+  pthread_mutex_lock(&mu);
+  if (!l->tried) {
+    l->rc = dtr__dl_load(l->what, l->param, l->names, l->names[1] ? 2 : 1, l->flags, l->syms, l->nsyms,
+                         &l->handle, l->err, sizeof l->err);
+    l->tried = 1;
+  }
+  dtr_result rc = l->rc;
+  pthread_mutex_unlock(&mu);
+  if (rc != DTR_OK) return dtr__fail(err, errcap, rc, "%s", l->err);
   return DTR_OK;
 }

@@ -22,4 +22,22 @@ typedef struct dtr__dl_sym {
 dtr_result dtr__dl_load(const char *what, const char *param, const char *const *names, int nnames, int flags,
                         const dtr__dl_sym *syms, int nsyms, void **handle, char *err, size_t errcap);
 
+/* A library loaded once per process: the arguments of dtr__dl_load, and what the first attempt gave. */
+typedef struct dtr__dl_once {
+  const char *what, *param;
+  const char *names[2];
+  int flags;
+  const dtr__dl_sym *syms;
+  int nsyms;
+  /* filled by dtr__dl_load_once */
+  int tried;
+  dtr_result rc;
+  char err[1024];
+  void *handle;
+} dtr__dl_once;
+
+/* dtr__dl_load for l the first time it is called (every thread waits for that one), the first result
+ * (its message in err) every time after. */
+dtr_result dtr__dl_load_once(dtr__dl_once *l, char *err, size_t errcap);
+
 #endif

@@ -17,26 +17,21 @@
 
 dtr__mpi_api dtr__mpi_fn;
 
-static pthread_once_t once = PTHREAD_ONCE_INIT;
-static dtr_result load_rc;
-static char load_err[1024];
-static void *lib;
-
-static void load(void) {
-  static const dtr__dl_sym syms[] = {
+static const dtr__dl_sym syms[] = {
 #define DTR__MPI_SYM(n) {"MPI_" #n, (void **)&dtr__mpi_fn.n},
-      DTR__MPI_FUNCTIONS(DTR__MPI_SYM)
+    DTR__MPI_FUNCTIONS(DTR__MPI_SYM)
 #undef DTR__MPI_SYM
-  };
-  const char *names[] = {DTRAIN_MPI_SONAME, "libmpi.so"};
-  load_rc = dtr__dl_load("MPI", "DTRAIN_MPI_LIBRARY", names, 2, RTLD_NOW | RTLD_GLOBAL, syms,
-                         (int)(sizeof syms / sizeof syms[0]), &lib, load_err, sizeof load_err);
-}
+};
+
+static dtr__dl_once lib = {.what = "MPI",
+                           .param = "DTRAIN_MPI_LIBRARY",
+                           .names = {DTRAIN_MPI_SONAME, "libmpi.so"},
+                           .flags = RTLD_NOW | RTLD_GLOBAL, /* Open MPI's plugins resolve against libmpi */
+                           .syms = syms,
+                           .nsyms = (int)(sizeof syms / sizeof syms[0])};
 
 dtr_result dtr__mpi_load(char *err, size_t errcap) {
-  pthread_once(&once, load);
-  if (load_rc != DTR_OK) return dtr__fail(err, errcap, load_rc, "%s", load_err);
-  return DTR_OK;
+  return dtr__dl_load_once(&lib, err, errcap);
 }
 
 /* The handles a process uses are few (a communicator, a datatype, null handles): a small table of
@@ -53,8 +48,8 @@ void *dtr__mpi_global(const char *name) {
   int n = atomic_load_explicit(&nglobals, memory_order_acquire);
   for (int i = 0; i < n; i++)
     if (globals[i].name == name || strcmp(globals[i].name, name) == 0) return globals[i].addr;
-  if (!lib) return NULL;
-  void *addr = dlsym(lib, name);
+  if (!lib.handle) return NULL;
+  void *addr = dlsym(lib.handle, name);
   pthread_mutex_lock(&globals_mu);
   n = atomic_load_explicit(&nglobals, memory_order_relaxed);
   if (addr && n < MAX_GLOBALS) {

@@ -4,36 +4,29 @@
 #include "common/nccl_dl.h"
 
 #include <dlfcn.h>
-#include <pthread.h>
-#include <stdio.h>
 
 #include "common/dlib.h"
 #include "common/log.h"
 
 dtr__nccl_api dtr__nccl;
 
-static pthread_once_t once = PTHREAD_ONCE_INIT;
-static dtr_result load_rc;
-static char load_err[1024];
-
-static void load(void) {
-  static const dtr__dl_sym syms[] = {
+static const dtr__dl_sym syms[] = {
 #define DTR__NCCL_SYM(n) {"nccl" #n, (void **)&dtr__nccl.n},
-      DTR__NCCL_FUNCTIONS(DTR__NCCL_SYM)
+    DTR__NCCL_FUNCTIONS(DTR__NCCL_SYM)
 #undef DTR__NCCL_SYM
-  };
-  char soname[32];
-  snprintf(soname, sizeof soname, "libnccl.so.%d", NCCL_MAJOR);
-  const char *names[] = {soname, "libnccl.so"};
-  void *h;
-  load_rc = dtr__dl_load("NCCL", "DTRAIN_NCCL_LIBRARY", names, 2, RTLD_NOW | RTLD_LOCAL, syms,
-                         (int)(sizeof syms / sizeof syms[0]), &h, load_err, sizeof load_err);
-}
+};
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+static dtr__dl_once lib = {.what = "NCCL",
+                           .param = "DTRAIN_NCCL_LIBRARY",
+                           .names = {"libnccl.so." STR(NCCL_MAJOR), "libnccl.so"},
+                           .flags = RTLD_NOW | RTLD_LOCAL,
+                           .syms = syms,
+                           .nsyms = (int)(sizeof syms / sizeof syms[0])};
 
 dtr_result dtr__nccl_load(char *err, size_t errcap) {
-  pthread_once(&once, load);
-  if (load_rc != DTR_OK) return dtr__fail(err, errcap, load_rc, "%s", load_err);
-  return DTR_OK;
+  return dtr__dl_load_once(&lib, err, errcap);
 }
 
 #else
