@@ -238,6 +238,10 @@ int main(int argc, char **argv) {
   if (ws && atoi(ws) > 1) {
     int rc = dump_tp(path, m, init, &cfg, in, tg, B, T, accum, threads);
     dtr__gpt_weights_close(init);
+    free(in);
+    free(tg);
+    free(logits);
+    dtr__gpt_destroy(m);
     return rc;
   }
   dtr__gpt_weights_close(init);
