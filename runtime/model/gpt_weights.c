@@ -16,7 +16,6 @@
 #include "collectives/comm_internal.h"
 #include "common/check.h"
 #include "common/strbuf.h"
-#include "runtime/model/gpt_internal.h"
 #include "runtime/model/gpt_layout.h"
 
 /* GPT-2's names of the per-layer tensors, in gpt.h's order; 1: stored [in, out] (Conv1D). */
