@@ -340,6 +340,34 @@ static int run_agent(launch_state *st) {
   return dtr__agent_run(&cfg);
 }
 
+/* --dry-run: what would start, after the checks that need no network. */
+static int dry_run(const launch_state *st) {
+  const dtr_launch_args *a = &st->args;
+  char nodes[64];
+  if (a->nnodes_min == a->nnodes_max)
+    snprintf(nodes, sizeof nodes, "%d node%s", a->nnodes_max, a->nnodes_max == 1 ? "" : "s");
+  else
+    snprintf(nodes, sizeof nodes, "%d to %d nodes", a->nnodes_min, a->nnodes_max);
+  char rank[64] = "node rank 0";
+  if (a->node_rank >= 0)
+    snprintf(rank, sizeof rank, "node rank %d", a->node_rank);
+  else if (!st->standalone)
+    snprintf(rank, sizeof rank, "node rank from the rendezvous");
+  printf("# dtrain launch would start %d rank%s on this node (%s), max restarts %d; rendezvous: ",
+         a->nproc_per_node, a->nproc_per_node == 1 ? "" : "s", rank, a->max_restarts);
+  if (st->standalone)
+    printf("a private store on 127.0.0.1 (standalone)\n");
+  else
+    printf("the store at %s, job id '%s'\n", st->desc, a->rdzv_id[0] ? a->rdzv_id : "none");
+  printf("# %s, every rank runs:", nodes);
+  for (int i = 0; st->prog_argv[i]; i++) {
+    fputc(' ', stdout);
+    dtr__print_quoted(stdout, i == 0 ? st->exe : st->prog_argv[i]);
+  }
+  fputc('\n', stdout);
+  return fflush(stdout) == 0 ? 0 : 1;
+}
+
 int dtr__cmd_launch(int argc, char **argv) {
   launch_state st;
   char err[1024];
@@ -358,6 +386,11 @@ int dtr__cmd_launch(int argc, char **argv) {
   /* each step prints its own message and returns the exit code when it fails */
   int code = find_program(&st);
   if (!code) code = store_address(&st);
+  if (!code && st.args.dry_run) {
+    code = dry_run(&st);
+    free(st.prog_argv);
+    return code;
+  }
   if (!code) code = choose_run_id_and_token(&st);
   if (!code) code = prepare_output(&st);
   if (!code) code = block_signals(&st);

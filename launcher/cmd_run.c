@@ -68,8 +68,7 @@ static void strv_free(strv *s) {
   free(s->v);
 }
 
-/* Shell-quote for the --dry-run line, so that it can be pasted. */
-static void print_quoted(FILE *f, const char *s) {
+void dtr__print_quoted(FILE *f, const char *s) {
   if (*s &&
       strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+=.,/:@%") == strlen(s)) {
     fputs(s, f);
@@ -205,6 +204,8 @@ int dtr__cmd_run(int argc, char **argv) {
     if (strv_push(&launch, overrides.v[i]) != 0) goto nomem;
 
   if (dry_run) {
+    /* (a run's rank 0 says it when it loads the recipe: one warning per run) */
+    if (r.warnings[0]) fprintf(stderr, "dtrain: warning: %s\n", r.warnings);
     if (dtr_recipe_write(&r, "-", err, sizeof err) != DTR_OK) {
       fprintf(stderr, CTX "%s\n", err);
       code = 1;
@@ -213,7 +214,7 @@ int dtr__cmd_run(int argc, char **argv) {
     fputs("# dtrain would run: dtrain", stdout);
     for (int i = 0; i < launch.n; i++) {
       fputc(' ', stdout);
-      print_quoted(stdout, launch.v[i]);
+      dtr__print_quoted(stdout, launch.v[i]);
     }
     fputc('\n', stdout);
     code = fflush(stdout) == 0 ? 0 : 1;

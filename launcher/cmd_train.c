@@ -65,6 +65,7 @@ int dtr__cmd_train(int argc, char **argv) {
     fprintf(stderr, "%s\n", err);
     goto out;
   }
+  if (r.warnings[0] && id.rank == 0) fprintf(stderr, "dtrain: warning: %s\n", r.warnings);
   code = 0;
   if (dtr_train(&r, err, sizeof err) != DTR_OK) {
     fprintf(stderr, CTX "rank %d: %s\n", id.rank, err);

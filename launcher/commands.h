@@ -3,11 +3,16 @@
 #ifndef DTRAIN_LAUNCHER_COMMANDS_H
 #define DTRAIN_LAUNCHER_COMMANDS_H
 
+#include <stdio.h>
+
 /* argv[0] is the subcommand name ("launch", "store"), argv[1..] its arguments. */
 int dtr__cmd_launch(int argc, char **argv);
 int dtr__cmd_store(int argc, char **argv);
 int dtr__cmd_run(int argc, char **argv);   /* launch + train from a recipe */
 int dtr__cmd_train(int argc, char **argv); /* one rank of the built-in trainer */
 int dtr__cmd_ckpt(int argc, char **argv);  /* checkpoint tools: ls, verify, inspect, export, import */
+
+/* s shell-quoted when it needs it, so that a printed command line (--dry-run) can be pasted. */
+void dtr__print_quoted(FILE *f, const char *s);
 
 #endif

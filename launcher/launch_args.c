@@ -53,7 +53,8 @@ static const dtr__launch_flag flags[] = {
     {"module", 'm', DTR__LAUNCH_SWITCH, SETS(module), .launch_only = 1},
     {"start-method", 0, DTR__LAUNCH_CHOICE, .choices = "spawn fork forkserver",
      .what = "spawn, fork or forkserver"},
-    {"help", 'h', DTR__LAUNCH_SWITCH, SETS(help), .launch_only = 1}, /* `dtrain run` has its own -h */
+    {"help", 'h', DTR__LAUNCH_SWITCH, SETS(help), .launch_only = 1},     /* `dtrain run` has its own -h */
+    {"dry-run", 0, DTR__LAUNCH_SWITCH, SETS(dry_run), .launch_only = 1}, /* and its own --dry-run */
 };
 
 void dtr__launch_usage(FILE *f) {
@@ -111,6 +112,7 @@ void dtr__launch_usage(FILE *f) {
       "  --no-python               run PROGRAM as is even when it ends in .py\n"
       "  -m, --module              run `python -m PROGRAM`\n"
       "  --start-method NAME       accepted and ignored (workers are always fork+exec'ed)\n"
+      "  --dry-run                 check the flags and PROGRAM, print what would start; start nothing\n"
       "  -h, --help                this text\n"
       "\n"
       "Workers get torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK,\n"

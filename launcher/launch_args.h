@@ -37,6 +37,7 @@ typedef struct dtr_launch_args {
   int no_python;                  /* --no-python: run a .py program as is */
   int module;                     /* -m/--module: run `python -m PROGRAM` */
   int help;                       /* -h/--help was given: print usage, nothing else is valid */
+  int dry_run;                    /* --dry-run: check the flags and the program, say what would start */
   int warned_standalone_endpoint; /* --standalone overrode --rdzv-endpoint (caller may warn) */
   int prog_argc;
   char **prog_argv; /* points into the caller's argv; NULL-terminated like argv */

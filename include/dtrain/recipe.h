@@ -10,7 +10,7 @@
  *   job         name, seed, run_dir
  *   launch      nproc_per_node, nnodes, max_restarts, backend, rdzv settings
  *   parallel    dp, tp, pp, schedule, virtual_stages, layers_per_stage
- *   model       vocab_size, block_size, n_layer, n_head, n_embd
+ *   model       vocab_size, block_size, n_layer, n_head, n_embd, init_from (pretrained weights)
  *   data        kind (addition | text | tokens) and its settings
  *   train       steps, batches, learning-rate schedule, AdamW, clipping, logging, buckets
  *   checkpoint  dir, every, keep, async, level, resume
@@ -71,6 +71,10 @@ typedef struct dtr_recipe {
     int vocab_size; /* 0: from the data (addition: 14, text: 256, tokens: required) */
     int block_size; /* context length */
     int n_layer, n_head, n_embd;
+    /* "": seeded initialisation. Else a safetensors file of weights (dtrain's export or Hugging Face
+     * GPT-2's layout; relative paths are relative to the recipe file) that initialise a run with no
+     * checkpoint yet; the shape keys the recipe leaves out come from it. */
+    char init_from[DTR_RECIPE_STR];
   } model;
 
   struct {
@@ -105,6 +109,10 @@ typedef struct dtr_recipe {
     int level;
     int resume; /* load the newest checkpoint at start */
   } checkpoint;
+
+  /* What dtr_recipe_load adjusted rather than refused ("file:line:col: what", one per line; "" when
+   * nothing): for the caller to show once (the CLI, or rank 0 of a job). */
+  char warnings[DTR_RECIPE_STR];
 } dtr_recipe;
 
 /* Defaults for every field (the values docs/recipes.md lists). */

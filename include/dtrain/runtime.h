@@ -41,6 +41,10 @@ typedef enum dtr_launcher_kind {
   DTR_LAUNCHER_SLURM = 4,
 } dtr_launcher_kind;
 
+/* The launcher's name for messages: "single", "dtrain", "torchrun", "mpirun", "slurm"; "?launcher" for a
+ * value outside the enum. Static storage; pure, thread-safe. */
+DTR_API const char *dtr_launcher_name(dtr_launcher_kind k);
+
 typedef struct dtr_identity {
   dtr_launcher_kind launcher;
   int rank, world_size, local_rank, local_world_size, node_rank, nnodes;

@@ -18,6 +18,7 @@
 #include "common/sock.h"
 #include "common/yaml_error.h"
 #include "dtrain/runtime.h"
+#include "runtime/model/gpt_weights.h"
 #include "runtime/train/recipe_internal.h"
 
 enum { SRC_DEFAULT = 0, SRC_FILE = 1, SRC_OVERRIDE = 2 };
@@ -34,6 +35,7 @@ typedef struct ctx {
   kpos pos[64];
   char *err;
   size_t cap;
+  dtr__gpt_weights *init; /* model.init_from, open while validating */
 } ctx;
 
 /* Where key k's value came from: "file:line:col", "override 'k=v'", or the file alone for a default. */
@@ -56,6 +58,13 @@ static dtr_result fail_at(ctx *c, int k, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   return dtr__fail(c->err, c->cap, DTR_ERR_INVALID, "%s: %s", loc, msg);
+}
+
+/* fail_at for a message of any length (a weights file's list of differences). */
+static dtr_result fail_at_long(ctx *c, int k, const char *what, const char *detail) {
+  char loc[DTR_RECIPE_STR + 64];
+  where(c, k, loc, sizeof loc);
+  return dtr__fail(c->err, c->cap, DTR_ERR_INVALID, "%s: %s%s", loc, what, detail);
 }
 
 static dtr_result fail_mark(ctx *c, yaml_mark_t m, const char *fmt, ...)
@@ -333,6 +342,49 @@ static dtr_result resolve_paths(ctx *c, const char *recipe_dir) {
   if (r->data.kind != DTR_DATA_ADDITION && r->data.path[0] &&
       join_path(recipe_dir, r->data.path, r->data.path) != 0)
     return fail_at(c, K("data", "path"), "data.path: the resolved path is too long");
+  if (r->model.init_from[0] && join_path(recipe_dir, r->model.init_from, r->model.init_from) != 0)
+    return fail_at(c, K("model", "init_from"), "model.init_from: the resolved path is too long");
+  return DTR_OK;
+}
+
+/* model.init_from: open the file, and take its model's shape for the keys the recipe leaves out (their
+ * errors then point at init_from). An explicit n_head must agree with the file's when it says. */
+static dtr_result init_from_shape(ctx *c) {
+  dtr_recipe *r = c->r;
+  int ki = K("model", "init_from");
+  if (!r->model.init_from[0]) return DTR_OK;
+  char e[1024];
+  if (dtr__gpt_weights_open(r->model.init_from, &c->init, e, sizeof e) != DTR_OK)
+    return fail_at_long(c, ki, "model.init_from: ", e);
+  dtr__gpt_config fc = dtr__gpt_weights_config(c->init);
+  const struct {
+    const char *key;
+    int *field, file;
+  } keys[] = {{"vocab_size", &r->model.vocab_size, fc.vocab_size},
+              {"block_size", &r->model.block_size, fc.block_size},
+              {"n_layer", &r->model.n_layer, fc.n_layer},
+              {"n_embd", &r->model.n_embd, fc.n_embd},
+              {"n_head", &r->model.n_head, fc.n_head}};
+  const char *nh_src = dtr__gpt_weights_n_head_source(c->init);
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    int k = K("model", keys[i].key);
+    if (c->pos[k].src != SRC_DEFAULT) {
+      if (keys[i].field == &r->model.n_head && fc.n_head > 0 && r->model.n_head != fc.n_head)
+        return fail_at(c, k, "model.n_head: %d, but model.init_from '%s' holds a model of %d heads (per %s)",
+                       r->model.n_head, r->model.init_from, fc.n_head, nh_src);
+      continue;
+    }
+    if (keys[i].file > 0) {
+      *keys[i].field = keys[i].file;
+      c->pos[k] = c->pos[ki];
+    } else if (keys[i].field == &r->model.n_head) {
+      return fail_at(
+          c, ki,
+          "model.init_from: '%s' does not say how many attention heads its model has (no n_head in "
+          "its __metadata__ and no config.json beside it): set model.n_head",
+          r->model.init_from);
+    }
+  }
   return DTR_OK;
 }
 
@@ -440,6 +492,7 @@ static dtr_result validate(ctx *c, int world) {
   r->parallel.dp = mesh.dp;
 
   /* ---- model */
+  DTR_CHECK(init_from_shape(c));
   static const char *const mk[] = {"block_size", "n_layer", "n_head", "n_embd"};
   const int mv[] = {r->model.block_size, r->model.n_layer, r->model.n_head, r->model.n_embd};
   for (int i = 0; i < 4; i++)
@@ -504,6 +557,16 @@ static dtr_result validate(ctx *c, int world) {
                    "model: vocab_size %d is not divisible by parallel.tp %d (tensor parallelism splits the "
                    "vocabulary; set model.vocab_size to a multiple of %d, at least the data's %d tokens)",
                    r->model.vocab_size, r->parallel.tp, r->parallel.tp, r->model.vocab_size);
+  if (c->init) {
+    char *e2 = malloc(16384);
+    if (!e2) return dtr__fail(c->err, c->cap, DTR_ERR_NOMEM, "out of memory");
+    dtr__gpt_config mc = {r->model.vocab_size, r->model.block_size, r->model.n_layer, r->model.n_head,
+                          r->model.n_embd};
+    dtr_result rc = dtr__gpt_weights_check(c->init, &mc, e2, 16384);
+    if (rc != DTR_OK) rc = fail_at_long(c, K("model", "init_from"), "model.init_from: ", e2);
+    free(e2);
+    if (rc != DTR_OK) return rc;
+  }
 
   /* ---- train */
   int ks = K("train", "steps");
@@ -536,11 +599,21 @@ static dtr_result validate(ctx *c, int world) {
   if (r->train.min_lr < 0 || r->train.min_lr > r->train.lr)
     return fail_at(c, blame(c, 2, K("train", "min_lr"), K("train", "lr")),
                    "train.min_lr: %g is not between 0 and train.lr %g", r->train.min_lr, r->train.lr);
-  if (r->train.warmup_steps < 0 || r->train.warmup_steps > r->train.steps)
-    return fail_at(c, blame(c, 2, K("train", "warmup_steps"), ks),
-                   "train.warmup_steps: %lld is not between 0 and "
-                   "train.steps %lld",
-                   (long long)r->train.warmup_steps, (long long)r->train.steps);
+  if (r->train.warmup_steps < 0)
+    return fail_at(c, K("train", "warmup_steps"), "train.warmup_steps: %lld is negative",
+                   (long long)r->train.warmup_steps);
+  if (r->train.warmup_steps > r->train.steps) {
+    /* a short run of a recipe with a long warmup (train.steps=20 on the command line): warm up over all
+     * of it rather than refuse */
+    char loc[DTR_RECIPE_STR + 64];
+    where(c, K("train", "warmup_steps"), loc, sizeof loc);
+    size_t at = strlen(r->warnings);
+    snprintf(r->warnings + at, sizeof r->warnings - at,
+             "%s%s: train.warmup_steps %lld is more than train.steps %lld: warming up over all %lld steps",
+             at ? "\n" : "", loc, (long long)r->train.warmup_steps, (long long)r->train.steps,
+             (long long)r->train.steps);
+    r->train.warmup_steps = r->train.steps;
+  }
   if (r->train.weight_decay < 0)
     return fail_at(c, K("train", "weight_decay"), "train.weight_decay: %g is negative",
                    r->train.weight_decay);
@@ -652,9 +725,11 @@ dtr_result dtr_recipe_load(const char *path, const char *const *overrides, int n
     if (ext && (!strcmp(ext, ".yaml") || !strcmp(ext, ".yml"))) *ext = '\0';
     if (strlen(b) < sizeof r->job.name && name_ok(b)) strcpy(r->job.name, b);
   }
-  /* the default warmup never exceeds a short run's steps (steps: 3 alone is a valid recipe) */
+  /* the default warmup never exceeds a short run's steps (steps: 3 alone is a valid recipe), silently */
   if (c.pos[K("train", "warmup_steps")].src == SRC_DEFAULT && r->train.warmup_steps > r->train.steps)
     r->train.warmup_steps = r->train.steps > 0 ? r->train.steps : 0;
   DTR_CHECK(resolve_paths(&c, dir));
-  return validate(&c, world);
+  dtr_result rc = validate(&c, world);
+  dtr__gpt_weights_close(c.init);
+  return rc;
 }

@@ -51,6 +51,7 @@ const dtr__rkey dtr__recipe_keys[] = {
     ROW(model, n_layer, INT),
     ROW(model, n_head, INT),
     ROW(model, n_embd, INT),
+    ROW(model, init_from, STR),
 
     ROWC(data, kind, KIND, "addition|text|tokens"),
     ROW(data, path, STR),

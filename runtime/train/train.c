@@ -18,6 +18,7 @@
 #include "common/clock.h"
 #include "common/param.h"
 #include "runtime/model/gpt_internal.h"
+#include "runtime/model/gpt_weights.h"
 #include "runtime/train/train_internal.h"
 
 #define MAX_SKIPPED_IN_A_ROW 10
@@ -275,6 +276,20 @@ static void fault_hook_fire(const fault_hook *f, int rank, int64_t step) {
   raise(SIGKILL);
 }
 
+/* " x tp 2 x pp 2 (1f1b) (ZeRO-1)": what follows "N DP ranks" ("" for plain data parallelism). */
+static void describe_layout(const trainer *t, char *layout, size_t cap) {
+  const dtr_recipe *r = t->r;
+  layout[0] = '\0';
+  if (t->tp_size > 1 || t->pp > 1) {
+    snprintf(layout, cap, " x tp %d x pp %d", t->tp_size, t->pp);
+    if (t->pp > 1)
+      snprintf(layout + strlen(layout), cap - strlen(layout), " (%s%s%.0d%s)", r->parallel.schedule,
+               t->chunks > 1 ? ", " : "", t->chunks > 1 ? t->chunks : 0,
+               t->chunks > 1 ? " chunks per stage" : "");
+  }
+  if (r->train.zero) snprintf(layout + strlen(layout), cap - strlen(layout), " (ZeRO-1)");
+}
+
 static void print_header(trainer *t, int64_t start) {
   const dtr_recipe *r = t->r;
   char what[DTR_RECIPE_STR + 64];
@@ -282,15 +297,8 @@ static void print_header(trainer *t, int64_t start) {
     snprintf(what, sizeof what, "addition of %d-digit numbers", r->data.digits);
   else
     snprintf(what, sizeof what, "%s (%lld tokens)", r->data.path, (long long)dtr__data_num_tokens(t->data));
-  char layout[160] = "";
-  if (t->tp_size > 1 || t->pp > 1) {
-    snprintf(layout, sizeof layout, " x tp %d x pp %d", t->tp_size, t->pp);
-    if (t->pp > 1)
-      snprintf(layout + strlen(layout), sizeof layout - strlen(layout), " (%s%s%.0d%s)", r->parallel.schedule,
-               t->chunks > 1 ? ", " : "", t->chunks > 1 ? t->chunks : 0,
-               t->chunks > 1 ? " chunks per stage" : "");
-  }
-  if (r->train.zero) snprintf(layout + strlen(layout), sizeof layout - strlen(layout), " (ZeRO-1)");
+  char layout[160];
+  describe_layout(t, layout, sizeof layout);
   printf(
       "%s: %d DP rank%s%s x %d thread%s | %.2fM params%s | %lld steps x %d seqs x %d tokens (micro %d, accum "
       "%d) "
@@ -349,12 +357,45 @@ static dtr_result quiesce(trainer *t) {
   return t->gpu ? dtr__gpu_sync(t->gpu, t->err, t->errcap) : DTR_OK;
 }
 
+/* model.init_from on a run with no checkpoint: every rank reads its part of the file's weights (the
+ * optimizer and the data start fresh). Rank 0 says so. */
+static dtr_result init_from(trainer *t) {
+  const dtr_recipe *r = t->r;
+  dtr__gpt_weights *w = NULL;
+  dtr__gpt_config gc = {r->model.vocab_size, r->model.block_size, r->model.n_layer, r->model.n_head,
+                        r->model.n_embd};
+  dtr_result rc = dtr__gpt_weights_open(r->model.init_from, &w, t->err, t->errcap);
+  if (rc == DTR_OK) rc = dtr__gpt_weights_load(w, t->model, &gc, t->err, t->errcap);
+  if (rc == DTR_OK && t->gpu) rc = dtr__gpu_set_params(t->gpu, dtr__gpt_params(t->model), t->err, t->errcap);
+  if (rc != DTR_OK) {
+    char why[2048];
+    snprintf(why, sizeof why, "%s", t->err);
+    dtr__gpt_weights_close(w);
+    return dtr__fail(t->err, t->errcap, rc, "model.init_from: %s", why);
+  }
+  if (t->rank == 0) {
+    dtr__gpt_config fc = dtr__gpt_weights_config(w);
+    char more[160] = "";
+    if (fc.vocab_size < gc.vocab_size)
+      snprintf(more, sizeof more, "; vocabulary rows %d-%d seeded", fc.vocab_size, gc.vocab_size - 1);
+    if (fc.block_size > gc.block_size)
+      snprintf(more + strlen(more), sizeof more - strlen(more), "; positions %d of its %d", gc.block_size,
+               fc.block_size);
+    printf("initialised from %s (%s layout%s); the optimizer and the data start fresh\n", r->model.init_from,
+           dtr__gpt_layout_name(dtr__gpt_weights_layout(w)), more);
+    fflush(stdout);
+  }
+  dtr__gpt_weights_close(w);
+  return DTR_OK;
+}
+
 static dtr_result run(trainer *t) {
   const dtr_recipe *r = t->r;
   int64_t start = 0, steps = r->train.steps;
   if (r->checkpoint.resume) DTR_CHECK(dtr__train_ckpt_resume(t->ck, &start, t->err, t->errcap));
   /* A load wrote the device's fp32 weights behind the model: its bf16 copy follows. */
   if (t->gpu && start > 0) DTR_CHECK(dtr__gpu_params_changed(t->gpu, t->err, t->errcap));
+  int initialised = start == 0 && r->model.init_from[0];
   if (t->rank == 0) {
     DTR_CHECK(
         dtr__metrics_open(r->job.run_dir, start, steps, r->train.log_every, &t->metrics, t->err, t->errcap));
@@ -367,6 +408,7 @@ static dtr_result run(trainer *t) {
       printf("(remove %s or set checkpoint.resume=false to train again)\n", r->checkpoint.dir);
     }
   }
+  if (initialised) DTR_CHECK(init_from(t));
   fault_hook fault = fault_hook_read(t->rank);
   int addition = r->data.kind == DTR_DATA_ADDITION;
   double t_begin = dtr__now_s(), last_loss = NAN, acc = NAN,
@@ -382,7 +424,14 @@ static dtr_result run(trainer *t) {
     t->steps_run++;
     if (isnan(t->state.first_loss)) t->state.first_loss = loss;
     last_loss = loss;
-    dtr__step_record rec = {s + 1, loss, lr, tokens_per_step / dt, 1e3 * dt, gnorm, 1e3 * wait, NAN};
+    dtr__step_record rec = {s + 1, loss, lr, tokens_per_step / dt, 1e3 * dt, gnorm, 1e3 * wait, NAN, NULL};
+    char note[96];
+    if (initialised && s == start) {
+      /* what the pretrained weights bought: a random model's first loss is about ln(vocab_size) */
+      snprintf(note, sizeof note, " (weights from init_from; a random model starts near ln %d = %.2f)",
+               r->model.vocab_size, log((double)r->model.vocab_size));
+      rec.note = note;
+    }
     if (addition && r->train.eval_every > 0 && ((s + 1) % r->train.eval_every == 0 || s + 1 == steps)) {
       DTR_CHECK(dtr__train_evaluate(t, &acc));
       rec.accuracy = acc;
@@ -414,7 +463,14 @@ static dtr_result run(trainer *t) {
   t->tied_identical = dtr__train_tied_identical(t);
   if (t->rank == 0 && t->steps_run > 0) {
     summarize(t, start, wall, last_loss, acc, share[1] > 0 ? share[0] / share[1] : 0, digest);
-    dtr__metrics_plot(t->metrics);
+    char layout[160], title[DTR_RECIPE_STR + 400];
+    describe_layout(t, layout, sizeof layout);
+    const char *init = strrchr(r->model.init_from, '/');
+    init = init ? init + 1 : r->model.init_from;
+    snprintf(title, sizeof title, "%s: %d DP rank%s%s%s, %lld steps%s%s", r->job.name, t->dp,
+             t->dp > 1 ? "s" : "", layout, t->gpu ? ", cuda" : "", (long long)steps,
+             r->model.init_from[0] ? ", from " : "", init);
+    dtr__metrics_plot(t->metrics, title);
   }
   return DTR_OK;
 }

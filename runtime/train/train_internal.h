@@ -33,7 +33,8 @@ typedef struct dtr__train_state {
 typedef struct dtr__step_record {
   int64_t step; /* 1-based: the step just finished */
   double loss, lr, tokens_per_s, step_ms, grad_norm, dp_wait_ms;
-  double accuracy; /* NAN when not evaluated this step */
+  double accuracy;  /* NAN when not evaluated this step */
+  const char *note; /* appended to this step's progress line (which is then printed); NULL: none */
 } dtr__step_record;
 
 typedef struct dtr__metrics dtr__metrics;
@@ -45,8 +46,9 @@ dtr_result dtr__metrics_open(const char *run_dir, int64_t start_step, int64_t to
 /* Append a CSV row; print a progress line when the step is the first, a multiple of log_every, or the
  * last. */
 void dtr__metrics_step(dtr__metrics *m, const dtr__step_record *rec);
-/* Write loss.png with gnuplot when it is on PATH (a warning if it fails). */
-void dtr__metrics_plot(dtr__metrics *m);
+/* Write loss.png with gnuplot when it is on PATH (a warning if it fails): the loss on a log axis, the
+ * accuracy when evaluated, under `title` (the recipe and its layout). */
+void dtr__metrics_plot(dtr__metrics *m, const char *title);
 void dtr__metrics_close(dtr__metrics *m);
 /* "12,345" */
 void dtr__fmt_thousands(double v, char *buf, size_t cap);
@@ -126,6 +128,8 @@ dtr_result dtr__gpu_grads_step(dtr__gpu *g, const dtr__step_data *d, int64_t ste
 dtr_result dtr__gpu_adamw(dtr__gpu *g, dtr_adamw *opt, double lr, double coef, char *err, size_t errcap);
 /* Wait for the queued device work: before a checkpoint snapshots the device buffers. */
 dtr_result dtr__gpu_sync(dtr__gpu *g, char *err, size_t errcap);
+/* Upload the parameters from host buffer params (n floats, laid out like the table): model.init_from. */
+dtr_result dtr__gpu_set_params(dtr__gpu *g, const float *params, char *err, size_t errcap);
 /* The parameters were written behind the model's back (a checkpoint load): refresh its bf16 copy. */
 dtr_result dtr__gpu_params_changed(dtr__gpu *g, char *err, size_t errcap);
 /* Copy parameters (and the AdamW moments, when m and v are not NULL) into host buffers of n floats. */

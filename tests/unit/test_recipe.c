@@ -368,8 +368,7 @@ static void test_combinations(void) {
   BAD("train:\n  global_batch: 64\n  micro_batch: 16\nparallel:\n  dp: 8\nlaunch:\n  nproc_per_node: 8\n", 0,
       "%P:2:17: train: global_batch 64 is not a multiple of micro_batch 16 x dp 8 = 128", NULL);
   BAD("train:\n  steps: 0\n", 0, "%P:2:10: train.steps: 0 must be at least 1", NULL);
-  BAD("train:\n  steps: 10\n  warmup_steps: 11\n", 0,
-      "%P:3:17: train.warmup_steps: 11 is not between 0 and train.steps 10", NULL);
+  BAD("train:\n  warmup_steps: -1\n", 0, "%P:2:17: train.warmup_steps: -1 is negative", NULL);
   BAD("train:\n  lr: 0.001\n  min_lr: 0.01\n", 0,
       "%P:3:11: train.min_lr: 0.01 is not between 0 and train.lr 0.001", NULL);
   BAD("train:\n  beta2: 1\n", 0, "%P:2:10: train.beta2: 1 is not in [0, 1)", NULL);
@@ -411,9 +410,21 @@ static void test_overrides(void) {
       err,
       "override 'parallel.dp=3': parallel: dp*tp*pp = 3*1*1 = 3, but the launch section makes 4 ranks "
       "(nproc_per_node 4 x nnodes 1)");
-  CHECK_EQ_INT(load(p, 0, "train.warmup_steps=700", NULL), DTR_ERR_INVALID);
+  /* a warmup longer than the run is clamped to it, with a warning that names where it came from */
+  CHECK_EQ_INT(load(p, 0, "train.warmup_steps=700", NULL), DTR_OK);
+  CHECK_EQ_INT(R.train.warmup_steps, 600);
   CHECK_EQ_STR(
-      err, "override 'train.warmup_steps=700': train.warmup_steps: 700 is not between 0 and train.steps 600");
+      R.warnings,
+      "override 'train.warmup_steps=700': train.warmup_steps 700 is more than train.steps 600: warming "
+      "up over all 600 steps");
+  const char *w = put("warm.yaml", "train:\n  steps: 10\n  warmup_steps: 11\n");
+  CHECK_EQ_INT(load(w, 0, "train.steps=4", NULL), DTR_OK);
+  CHECK_EQ_INT(R.train.warmup_steps, 4);
+  CHECK_EQ_STR(
+      R.warnings,
+      expect(w, "%P:3:17: train.warmup_steps 11 is more than train.steps 4: warming up over all 4 steps"));
+  CHECK_EQ_INT(load(p, 0, NULL), DTR_OK);
+  CHECK_EQ_STR(R.warnings, "");
   /* the later of two overrides wins */
   CHECK_EQ_INT(load(p, 0, "train.steps=5", "train.steps=50", NULL), DTR_OK);
   CHECK_EQ_INT(R.train.steps, 50);
