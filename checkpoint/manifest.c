@@ -91,13 +91,14 @@ static void emit(FILE *f, const dtr__manifest *m) {
 dtr_result dtr__manifest_write(const char *path, const dtr__manifest *m, char *err, size_t errcap) {
   int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0)
-    return dtr__fail(err, errcap, DTR_ERR_SYSTEM, "cannot create manifest %s: %s", path, strerror(errno));
+    return dtr__fail(err, errcap, dtr__errno_result(errno), "cannot create manifest %s: %s", path,
+                     strerror(errno));
   FILE *f = fdopen(fd, "w");
   if (!f) {
     int e = errno;
     close(fd);
     unlink(path);
-    return dtr__fail(err, errcap, DTR_ERR_SYSTEM, "cannot write manifest %s: %s", path, strerror(e));
+    return dtr__fail(err, errcap, dtr__errno_result(e), "cannot write manifest %s: %s", path, strerror(e));
   }
   errno = 0;
   emit(f, m);
@@ -107,7 +108,7 @@ dtr_result dtr__manifest_write(const char *path, const dtr__manifest *m, char *e
   if (fclose(f) != 0 && !bad) bad = 1, e = errno;
   if (bad) {
     unlink(path);
-    return dtr__fail(err, errcap, DTR_ERR_SYSTEM, "cannot write manifest %s: %s", path,
+    return dtr__fail(err, errcap, dtr__errno_result(e ? e : EIO), "cannot write manifest %s: %s", path,
                      strerror(e ? e : EIO));
   }
   return DTR_OK;
