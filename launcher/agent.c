@@ -19,11 +19,14 @@
 #include <unistd.h>
 
 #include "common/check.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/param.h"
 #include "common/sock.h"
+#include "dtrain/runtime.h"
 #include "launcher/rendezvous.h"
 #include "launcher/report.h"
+#include "launcher/watchdog.h"
 
 /* Post f as the round's "fail\n<failure JSON>" event, unless the round has an event already (the first
  * writer wins: compare-and-set on the absent key). DTR_ERR_NOMEM when the event cannot be built. */
@@ -89,6 +92,7 @@ static void node_dead(event_listener *el, int k, const char *evkey) {
   f.node_rank = k;
   snprintf(f.host, sizeof f.host, "%s", el->hosts[k]);
   f.rank = f.local_rank = -1;
+  f.step = -1;
   f.exit_code = 1;
   f.restart_count = el->restart_count;
   f.attempt = el->round;
@@ -201,6 +205,10 @@ typedef struct agent {
   dtr__failure first;
   int have_first;
   char lost_msg[512];
+  /* across attempts */
+  dtr__watchdog *wd; /* the local ranks' progress pages; NULL when they could not be made */
+  dtr__failure prev; /* the failure that ended the previous attempt */
+  int have_prev;
 } agent;
 
 static int is_stop_signal(int sig) {
@@ -256,6 +264,12 @@ static dtr_result build_env(agent *a, int local_rank, dtr__env *e) {
   DTR_CHECK(dtr__env_set(e, "DTRAIN_JOB_TOKEN", a->cfg->token));
   DTR_CHECK(SETI("DTRAIN_NODE_RANK", rz->node_rank));
   DTR_CHECK(SETI("DTRAIN_NNODES", rz->nnodes));
+  if (a->wd) DTR_CHECK(dtr__env_set(e, "DTRAIN_PROGRESS_FILE", dtr__watchdog_path(a->wd, local_rank)));
+  if (a->cfg->log_run_dir[0]) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/attempt_%d", a->cfg->log_run_dir, a->round);
+    DTR_CHECK(dtr__env_set(e, "DTRAIN_DIAG_DIR", dir));
+  }
 #undef SETI
   return DTR_OK;
 }
@@ -287,6 +301,11 @@ static void record_failure(agent *a, const dtr__worker *w, dtr__failure *f) {
   else
     f->exit_code = WEXITSTATUS(w->status);
   f->pid = (int)w->pid;
+  dtr__progress_view v;
+  dtr__watchdog_view(a->wd, w->local_rank, &v);
+  f->step = v.step;
+  snprintf(f->phase, sizeof f->phase, "%s", v.phase);
+  snprintf(f->reason, sizeof f->reason, "%s", v.reason);
   f->restart_count = a->restart_count;
   f->attempt = a->round;
   snprintf(f->run_id, sizeof f->run_id, "%s", a->cfg->run_id);
@@ -298,25 +317,78 @@ static void record_failure(agent *a, const dtr__worker *w, dtr__failure *f) {
   for (int i = 0; i < f->nlines; i++) snprintf(f->lines[i], sizeof f->lines[i], "%s", lines[i]);
 }
 
-static void worker_failed(agent *a, const dtr__worker *w) {
-  dtr__failure f;
-  record_failure(a, w, &f);
-  char desc[512];
-  dtr__failure_describe(&f, desc, sizeof desc);
+/* Publish f as the round's failure (unless another came first) and stop the local workers. */
+static void post_and_stop(agent *a, dtr__failure *f) {
+  char desc[1024];
+  dtr__failure_describe(f, desc, sizeof desc);
   char key[DTR_STORE_MAX_KEY];
   key_of(a, key, sizeof key, "event");
   int swapped = 0;
-  dtr_result rc = post_failure(a->cfg->main_store, key, &f, &swapped);
+  dtr_result rc = post_failure(a->cfg->main_store, key, f, &swapped);
   if (swapped) DTR_INFO("%s; stopping the workers of every node", desc);
   if (rc != DTR_OK && rc != DTR_ERR_EXISTS) {
     /* the store is gone: decide here with what we know */
-    a->first = f;
+    a->first = *f;
     a->have_first = 1;
     snprintf(a->lost_msg, sizeof a->lost_msg, "%s (%s)", dtr_strerror(rc),
              dtr_store_last_error(a->cfg->main_store));
     set_outcome(a, OUT_LOST);
   }
   begin_stop(a);
+}
+
+/* Print a thread dump file on the console, bounded, and remove it (no log directory keeps it). */
+static void print_dump(const char *path, int rank) {
+  FILE *f = fopen(path, "r");
+  if (!f) return;
+  char line[512];
+  int n = 0;
+  DTR_ERROR("thread dump of rank %d:", rank);
+  while (fgets(line, sizeof line, f) && n++ < 400) {
+    line[strcspn(line, "\n")] = '\0';
+    DTR_ERROR("  | %s", line);
+  }
+  fclose(f);
+  unlink(path);
+}
+
+/* A local rank stopped making progress: ask for its threads' stacks, publish the failure, kill it. */
+static void worker_hung(agent *a, const dtr__hang *h) {
+  dtr__worker *w = &a->w[h->local_rank];
+  dtr__failure f;
+  record_failure(a, w, &f);
+  strcpy(f.kind, "hung");
+  f.pid = h->pid > 0 ? (int)h->pid : (int)w->pid;
+  f.step = h->view.step;
+  snprintf(f.phase, sizeof f.phase, "%s", h->view.phase);
+  f.idle_s = h->idle_s;
+  f.limit_s = h->limit_s;
+  char path[sizeof f.dump];
+  if (a->cfg->log_run_dir[0])
+    snprintf(path, sizeof path, "%s/attempt_%d/rank_%d.threads.txt", a->cfg->log_run_dir, a->round, w->rank);
+  else
+    snprintf(path, sizeof path, "%s/rank_%d.threads.txt", dtr__watchdog_dir(a->wd), w->rank);
+  int dumped = dtr__watchdog_dump(a->wd, h->local_rank, (pid_t)f.pid, h->stopped, path, 3000);
+  dtr__worker_signal(w, SIGKILL); /* hung: a SIGTERM would wait out the grace period in vain */
+  if (h->pid > 0 && h->pid != w->pid) kill(h->pid, SIGKILL);
+  if (dumped && a->cfg->log_run_dir[0]) snprintf(f.dump, sizeof f.dump, "%s", path);
+  post_and_stop(a, &f);
+  if (h->stopped) DTR_ERROR("rank %d (pid %d) was stopped (SIGSTOP or a debugger)", w->rank, f.pid);
+  if (f.nlines) DTR_ERROR("last line of rank %d: %s", w->rank, f.lines[f.nlines - 1]);
+  if (dumped && !a->cfg->log_run_dir[0])
+    print_dump(path, w->rank);
+  else if (dumped)
+    DTR_ERROR("thread dump of rank %d: %s", w->rank, path);
+  else
+    DTR_ERROR(
+        "no thread dump of rank %d (%s)", w->rank,
+        h->view.flags & DTR__PG_DUMPS ? "it did not answer within 3 s" : "the program does not offer one");
+}
+
+static void worker_failed(agent *a, const dtr__worker *w) {
+  dtr__failure f;
+  record_failure(a, w, &f);
+  post_and_stop(a, &f);
 }
 
 static void local_all_done(agent *a) {
@@ -437,6 +509,10 @@ static dtr_result spawn_all(agent *a, char *err, size_t cap) {
     dir = attempt_dir;
   }
   int console_fd[2] = {STDOUT_FILENO, STDERR_FILENO};
+  if (a->wd && dtr__watchdog_arm(a->wd, a->nw, dtr__now_ms(), err, cap) != DTR_OK) {
+    DTR_WARN("%s; hung ranks go unnoticed in this attempt", err);
+    dtr__watchdog_disarm(a->wd);
+  }
   for (int i = 0; i < a->nw; i++) {
     dtr__worker *w = &a->w[i];
     memset(w, 0, sizeof *w);
@@ -522,12 +598,14 @@ static enum outcome run_attempt(agent *a) {
   int cap = 2 + 2 * a->nw;
   struct pollfd *pf = calloc((size_t)cap, sizeof *pf);
   int *map = calloc((size_t)cap, sizeof *map);
-  if (!pf || !map) {
+  int *running = calloc((size_t)a->nw, sizeof *running);
+  int64_t next_watch = dtr__now_ms();
+  if (!pf || !map || !running) {
     set_outcome(a, OUT_ERROR);
     begin_stop(a);
   }
   on_children(a); /* an exec failure may already be reaped-able; also handles nproc workers exiting at once */
-  while (pf && map) {
+  while (pf && map && running) {
     if (a->outcome != OUT_NONE && running_count(a) == 0) break;
     int n = 0;
     pf[n++] = (struct pollfd){.fd = cfg->sigfd, .events = POLLIN};
@@ -539,6 +617,8 @@ static enum outcome run_attempt(agent *a) {
           pf[n++] = (struct pollfd){.fd = a->w[i].fd[s], .events = POLLIN};
         }
     int timeout = (a->stopping && !a->killed) ? dtr__ms_left(a->kill_deadline) : -1;
+    int watching = a->wd && !a->stopping && a->outcome == OUT_NONE;
+    if (watching && (timeout < 0 || timeout > a->listener.interval_ms)) timeout = a->listener.interval_ms;
     int pr = poll(pf, (nfds_t)n, timeout);
     if (pr < 0 && errno != EINTR) {
       DTR_ERROR("poll: %s", strerror(errno));
@@ -552,6 +632,12 @@ static enum outcome run_attempt(agent *a) {
                  running_count(a) == 1 ? "" : "s", a->args->grace_period);
       for (int i = 0; i < a->nw; i++)
         if (a->w[i].running) dtr__worker_signal(&a->w[i], SIGKILL);
+    }
+    if (watching && dtr__ms_left(next_watch) == 0) {
+      next_watch = dtr__now_ms() + a->listener.interval_ms;
+      for (int i = 0; i < a->nw; i++) running[i] = a->w[i].running;
+      dtr__hang h;
+      if (dtr__watchdog_check(a->wd, running, dtr__now_ms(), &h)) worker_hung(a, &h);
     }
     if (pr <= 0) continue;
     for (int k = 2; k < n; k++) {
@@ -571,6 +657,7 @@ static enum outcome run_attempt(agent *a) {
   }
   free(pf);
   free(map);
+  free(running);
 
   /* the attempt is over: nothing of it may outlive it */
   for (int i = 0; i < a->nw; i++) {
@@ -590,6 +677,7 @@ static enum outcome run_attempt(agent *a) {
   }
   free(a->w);
   a->w = NULL;
+  dtr__watchdog_disarm(a->wd);
   stop_listener(a);
   return a->outcome;
 }
@@ -649,6 +737,12 @@ int dtr__agent_run(const dtr__agent_cfg *cfg) {
     free(a);
     return 1;
   }
+  if (a->args->worker_timeout > 0 || a->args->worker_start_timeout > 0) {
+    char err[512];
+    if (dtr__watchdog_create(cfg->run_id, a->args->nproc_per_node, a->args->worker_timeout,
+                             a->args->worker_start_timeout, &a->wd, err, sizeof err) != DTR_OK)
+      DTR_WARN("%s; hung ranks will go unnoticed", err);
+  }
   int last_call_ms = a->args->last_call >= 0 ? (int)(a->args->last_call * 1000)
                                              : (int)dtr__param_int("DTRAIN_RDZV_LAST_CALL_MS", 1000);
   for (;;) {
@@ -705,8 +799,29 @@ int dtr__agent_run(const dtr__agent_cfg *cfg) {
       continue;
     }
     if (o == OUT_FAIL) {
-      char desc[512] = "a worker failed";
+      char desc[1024] = "a worker failed";
       if (a->have_first) dtr__failure_describe(&a->first, desc, sizeof desc);
+      if (a->have_first && dtr__failure_permanent(&a->first)) {
+        DTR_ERROR("%s; stopping the job without a restart", desc);
+        final_report(a);
+        say_goodbye(a, 1);
+        code = DTR_EXIT_PERMANENT;
+        break;
+      }
+      if (a->have_first && a->have_prev && dtr__failure_same(&a->prev, &a->first) &&
+          a->restart_count < a->args->max_restarts) {
+        DTR_ERROR(
+            "%s, the same failure as before the last restart: stopping instead of spending the %d "
+            "restart%s left on it",
+            desc, a->args->max_restarts - a->restart_count,
+            a->args->max_restarts - a->restart_count == 1 ? "" : "s");
+        final_report(a);
+        say_goodbye(a, 1);
+        code = DTR_EXIT_REPEATED;
+        break;
+      }
+      a->prev = a->first;
+      a->have_prev = a->have_first;
       if (a->restart_count < a->args->max_restarts) {
         a->restart_count++;
         DTR_INFO("%s; restarting every worker (restart %d of %d)", desc, a->restart_count,
@@ -735,6 +850,7 @@ int dtr__agent_run(const dtr__agent_cfg *cfg) {
     break;
   }
   dtr__rdzv_result_free(&a->rz);
+  dtr__watchdog_destroy(a->wd);
   close(a->evfd);
   free(a);
   return code;

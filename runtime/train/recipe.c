@@ -391,6 +391,13 @@ static dtr_result validate(ctx *c, int world) {
   if (r->launch.max_restarts < 0)
     return fail_at(c, K("launch", "max_restarts"), "launch.max_restarts: %d is negative",
                    r->launch.max_restarts);
+  if (!(r->launch.worker_timeout >= 0 && r->launch.worker_timeout <= 1e9))
+    return fail_at(c, K("launch", "worker_timeout"),
+                   "launch.worker_timeout: %g is not a number of seconds >= 0", r->launch.worker_timeout);
+  if (!(r->launch.worker_start_timeout >= 0 && r->launch.worker_start_timeout <= 1e9))
+    return fail_at(c, K("launch", "worker_start_timeout"),
+                   "launch.worker_start_timeout: %g is not a number of seconds >= 0",
+                   r->launch.worker_start_timeout);
   if (r->launch.node_rank < -1 || r->launch.node_rank >= r->launch.nnodes_max)
     return fail_at(c, K("launch", "node_rank"),
                    "launch.node_rank: %d is not between -1 (assigned) and nnodes-1 (%d)", r->launch.node_rank,
@@ -566,6 +573,10 @@ static dtr_result validate(ctx *c, int world) {
   if (r->train.threads < 0 || r->train.threads > 1024)
     return fail_at(c, K("train", "threads"), "train.threads: %d is not between 0 (OMP_NUM_THREADS) and 1024",
                    r->train.threads);
+  if (!(r->train.divergence_lr_factor > 0 && r->train.divergence_lr_factor < 1))
+    return fail_at(c, K("train", "divergence_lr_factor"),
+                   "train.divergence_lr_factor: %g is not between 0 and 1 (exclusive)",
+                   r->train.divergence_lr_factor);
   if (!strcmp(r->train.precision, "bf16") && strcmp(r->train.device, "cuda") != 0)
     return fail_at(c, blame(c, 2, K("train", "precision"), K("train", "device")),
                    "train.precision bf16 needs train.device cuda (the CPU path is fp32)");

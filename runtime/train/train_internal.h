@@ -85,6 +85,8 @@ dtr_result dtr__train_ckpt_resume(dtr__train_ckpt *c, int64_t *step, char *err, 
 dtr_result dtr__train_ckpt_save(dtr__train_ckpt *c, int64_t step, char *err, size_t errcap);
 /* Wait for a save in flight; its result. */
 dtr_result dtr__train_ckpt_wait(dtr__train_ckpt *c, char *err, size_t errcap);
+/* Rank 0: rename the committed steps >= from to diverged_step_N, where no load looks. */
+void dtr__train_ckpt_set_aside(dtr__train_ckpt *c, int64_t from);
 /* Seconds the last save blocked training. */
 double dtr__train_ckpt_blocking_s(const dtr__train_ckpt *c);
 void dtr__train_ckpt_destroy(dtr__train_ckpt *c);
@@ -168,6 +170,9 @@ typedef struct dtr__trainer {
   double sum_step_s, sum_wait_s, sum_tokens;
   uint64_t tp_bytes_last; /* tp all-reduce payload of the last step */
   int64_t steps_run, skipped, skipped_in_a_row;
+  double lr_scale;           /* 1, or train.divergence_lr_factor after a restart for divergence */
+  int divergence_restarted;  /* this run already restarted once for a divergence */
+  int failed_saves_in_a_row; /* periodic saves the file system refused, in a row */
   char *err;
   size_t errcap;
 } dtr__trainer;
