@@ -266,11 +266,12 @@ static dtr_result diverged(trainer *t, int64_t first_bad) {
   int can_restart =
       !strcmp(r->train.on_divergence, "restart") && !t->divergence_restarted &&
       dtr__param_int("DTRAIN_RESTART_COUNT", 0) < dtr__param_int("TORCHELASTIC_MAX_RESTARTS", 0);
-  char what[256];
+  char what[256], scale[32] = "";
+  if (t->lr_scale != 1.0) snprintf(scale, sizeof scale, " x %g", t->lr_scale);
   snprintf(
       what, sizeof what,
-      "training diverged: %d steps in a row from step %lld had a non-finite gradient norm (train.lr=%g x %g)",
-      MAX_SKIPPED_IN_A_ROW, (long long)first_bad + 1, r->train.lr, t->lr_scale);
+      "training diverged: %d steps in a row from step %lld had a non-finite gradient norm (train.lr=%g%s)",
+      MAX_SKIPPED_IN_A_ROW, (long long)first_bad + 1, r->train.lr, scale);
   if (!can_restart) {
     const char *why = t->divergence_restarted ? "again after the restart with a lower learning rate"
                       : strcmp(r->train.on_divergence, "restart")
