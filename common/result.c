@@ -51,6 +51,8 @@ const char *dtr_strerror(dtr_result r) {
       return "the file system refused the write (full or read-only)";
     case DTR_ERR_PERMANENT:
       return "permanent failure (retrying will not help)";
+    case DTR_ERR_FENCED:
+      return "superseded by a newer epoch of the store";
   }
   return "unknown dtrain result code";
 }

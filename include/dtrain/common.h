@@ -54,6 +54,8 @@ typedef enum dtr_result {
   DTR_ERR_STORAGE = 14,     /* the file system refused a write: full (ENOSPC, EDQUOT) or read-only (EROFS) */
   DTR_ERR_PERMANENT = 15,   /* a failure that recurs if retried as is (diverged training, no valid checkpoint,
                                no GPU, a save that cannot be written): do not restart */
+  DTR_ERR_FENCED = 16,      /* the job's store moved on to a newer epoch (its standby took over): this one
+                               and whoever talks to it are cut off */
 } dtr_result;
 
 /* A static English description of a result code; never NULL, thread-safe. */
