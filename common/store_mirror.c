@@ -164,7 +164,7 @@ uint64_t dtr__mirror_push(dtr__mirror *m, int64_t epoch, int del, const void *ke
     mop_free(o);
     return 0;
   }
-  o->seq = ++m->next_seq;
+  uint64_t seq = o->seq = ++m->next_seq; /* o belongs to the thread once unlocked */
   if (m->tail)
     m->tail->next = o;
   else
@@ -172,7 +172,7 @@ uint64_t dtr__mirror_push(dtr__mirror *m, int64_t epoch, int del, const void *ke
   m->tail = o;
   pthread_cond_signal(&m->cv);
   pthread_mutex_unlock(&m->mu);
-  return o->seq;
+  return seq;
 }
 
 uint64_t dtr__mirror_acked(dtr__mirror *m, dtr__mirror_state *state, int64_t *newer, char *why, size_t cap) {

@@ -23,6 +23,7 @@
 #include "common/log.h"
 #include "common/param.h"
 #include "common/sock.h"
+#include "common/store_internal.h"
 #include "dtrain/runtime.h"
 #include "launcher/rendezvous.h"
 #include "launcher/report.h"
@@ -104,9 +105,21 @@ static void node_dead(event_listener *el, int k, const char *evkey) {
   (void)post_failure(el->c, evkey, &f, &swapped);
 }
 
+/* "hb/<run>/r<round>/<node>": heartbeats live outside rdzv/, so that the standby is not sent ten
+ * changes a second per node (they say who is alive now, nothing a new primary needs). */
+static void hb_key(char *out, size_t cap, const char *run_id, int round, int node) {
+  snprintf(out, cap, "hb/%s/r%d/%d", run_id, round, node);
+}
+
+/* A store call failed: whether the store is gone. The server answering "still missing at the deadline"
+ * is the normal end of a wait; a closed connection, a refusal (fenced) or no answer at all is not. */
+static int store_failed(dtr_result rc, dtr_store *c) {
+  return rc != DTR_OK && rc != DTR_ERR_EXISTS && !(rc == DTR_ERR_TIMEOUT && dtr__store_connected(c));
+}
+
 static void *listener_main(void *arg) {
   event_listener *el = arg;
-  char evkey[DTR_STORE_MAX_KEY], key[DTR_STORE_MAX_KEY], sfx[64];
+  char evkey[DTR_STORE_MAX_KEY], key[DTR_STORE_MAX_KEY];
   dtr__rdzv_key(evkey, sizeof evkey, el->run_id, el->round, "event");
   int64_t *last = calloc((size_t)el->nnodes, sizeof *last);
   int64_t *changed = calloc((size_t)el->nnodes, sizeof *changed);
@@ -114,7 +127,7 @@ static void *listener_main(void *arg) {
     post(el, NULL, 0, "out of memory in the event listener");
     goto out;
   }
-  int64_t start = dtr__now_ms(), last_check = start;
+  int64_t start = dtr__now_ms(), last_check = start, last_ok = start;
   for (int k = 0; k < el->nnodes; k++) {
     last[k] = -1;
     changed[k] = start;
@@ -128,27 +141,30 @@ static void *listener_main(void *arg) {
       break;
     }
     if (rc == DTR_ERR_ABORTED) break;
-    if (rc != DTR_ERR_TIMEOUT) {
+    int64_t now = dtr__now_ms();
+    if (!store_failed(rc, el->c)) last_ok = now;
+    /* A connection the store closed or refused is a lost store at once; silence only after as long
+     * as a silent node gets (a link that drops packets for a moment is not a lost store). */
+    if (rc == DTR_ERR_CONNECTION || rc == DTR_ERR_FENCED || now - last_ok > el->hb_timeout_ms) {
       char msg[512];
       snprintf(msg, sizeof msg, "%s (%s)", dtr_strerror(rc), dtr_store_last_error(el->c));
       post(el, NULL, 0, msg);
       break;
     }
+    if (store_failed(rc, el->c)) continue; /* try again; the next call reconnects */
     /* one monitor interval passed without an event: heartbeat, and look at the others' */
     int64_t v;
-    snprintf(sfx, sizeof sfx, "hb/%d", el->node_rank);
-    dtr__rdzv_key(key, sizeof key, el->run_id, el->round, sfx);
+    hb_key(key, sizeof key, el->run_id, el->round, el->node_rank);
     rc = dtr_store_add(el->c, key, 1, &v);
-    int64_t now = dtr__now_ms();
+    now = dtr__now_ms();
     /* the others' counters are read a few times per heartbeat timeout, not every interval: with many
      * nodes that would be nnodes^2 requests per interval on the store */
-    int check_every = el->hb_timeout_ms / 5 > el->interval_ms ? el->hb_timeout_ms / 5 : el->interval_ms;
+    int check_every = el->hb_timeout_ms / 10 > el->interval_ms ? el->hb_timeout_ms / 10 : el->interval_ms;
     int check = now - last_check >= check_every;
     if (check) last_check = now;
     for (int k = 0; check && rc == DTR_OK && k < el->nnodes; k++) {
       if (k == el->node_rank) continue;
-      snprintf(sfx, sizeof sfx, "hb/%d", k);
-      dtr__rdzv_key(key, sizeof key, el->run_id, el->round, sfx);
+      hb_key(key, sizeof key, el->run_id, el->round, k);
       rc = dtr_store_add(el->c, key, 0, &v);
       if (rc) break;
       if (v != last[k]) {
@@ -168,8 +184,10 @@ static void *listener_main(void *arg) {
         if (swapped) DTR_INFO("a new node is waiting to join; restarting the workers to admit it");
       }
     }
-    if (rc != DTR_OK && rc != DTR_ERR_EXISTS) {
-      if (rc == DTR_ERR_ABORTED) break;
+    if (rc == DTR_ERR_ABORTED) break;
+    if (!store_failed(rc, el->c)) {
+      last_ok = dtr__now_ms();
+    } else if (rc == DTR_ERR_CONNECTION || rc == DTR_ERR_FENCED) {
       char msg[512];
       snprintf(msg, sizeof msg, "%s (%s)", dtr_strerror(rc), dtr_store_last_error(el->c));
       post(el, NULL, 0, msg);
@@ -209,6 +227,20 @@ typedef struct agent {
   dtr__watchdog *wd; /* the local ranks' progress pages; NULL when they could not be made */
   dtr__failure prev; /* the failure that ended the previous attempt */
   int have_prev;
+  /* the store: the primary in use now, which moves to the standby when the primary is lost */
+  dtr_store *main, *lis; /* connections to it: the main thread's and the event listener's */
+  int own_clients;       /* main and lis were opened here (after a failover): closed here */
+  char store_host[256];
+  int store_port;
+  char store_desc[300];
+  dtr_store_server *own; /* this agent's server: the primary it hosts, or its standby candidate */
+  int own_created;       /* created here (a standby candidate): destroyed here */
+  char own_addr[300];    /* how the other agents reach it ("addr:port"), "" when none */
+  int hosting;           /* own is the job's store now */
+  int64_t epoch;         /* the store's epoch as this agent knows it */
+  int failed_over;       /* moved to the standby since the last round (loses a quorum tie) */
+  char standby[300];     /* the last round's standby store, "" when none */
+  int hb_timeout_ms;
 } agent;
 
 static int is_stop_signal(int sig) {
@@ -252,12 +284,7 @@ static dtr_result build_env(agent *a, int local_rank, dtr__env *e) {
   DTR_CHECK(dtr__env_set(e, "TORCHELASTIC_RUN_ID", a->cfg->run_id));
   DTR_CHECK(dtr__env_set(e, "TORCHELASTIC_USE_AGENT_STORE", "False"));
   DTR_CHECK(dtr__env_default(e, "OMP_NUM_THREADS", "1"));
-  char store[600];
-  if (strchr(a->cfg->store_host, ':'))
-    snprintf(store, sizeof store, "[%s]:%d", a->cfg->store_host, a->cfg->store_port);
-  else
-    snprintf(store, sizeof store, "%s:%d", a->cfg->store_host, a->cfg->store_port);
-  DTR_CHECK(dtr__env_set(e, "DTRAIN_STORE", store));
+  DTR_CHECK(dtr__env_set(e, "DTRAIN_STORE", a->store_desc));
   DTR_CHECK(dtr__env_set(e, "DTRAIN_RUN_ID", a->cfg->run_id));
   DTR_CHECK(SETI("DTRAIN_RESTART_COUNT", a->restart_count));
   DTR_CHECK(SETI("DTRAIN_ATTEMPT", a->round));
@@ -324,14 +351,13 @@ static void post_and_stop(agent *a, dtr__failure *f) {
   char key[DTR_STORE_MAX_KEY];
   key_of(a, key, sizeof key, "event");
   int swapped = 0;
-  dtr_result rc = post_failure(a->cfg->main_store, key, f, &swapped);
+  dtr_result rc = post_failure(a->main, key, f, &swapped);
   if (swapped) DTR_INFO("%s; stopping the workers of every node", desc);
   if (rc != DTR_OK && rc != DTR_ERR_EXISTS) {
     /* the store is gone: decide here with what we know */
     a->first = *f;
     a->have_first = 1;
-    snprintf(a->lost_msg, sizeof a->lost_msg, "%s (%s)", dtr_strerror(rc),
-             dtr_store_last_error(a->cfg->main_store));
+    snprintf(a->lost_msg, sizeof a->lost_msg, "%s (%s)", dtr_strerror(rc), dtr_store_last_error(a->main));
     set_outcome(a, OUT_LOST);
   }
   begin_stop(a);
@@ -395,15 +421,14 @@ static void local_all_done(agent *a) {
   char key[DTR_STORE_MAX_KEY];
   int64_t v = 0;
   key_of(a, key, sizeof key, "ndone");
-  dtr_result rc = dtr_store_add(a->cfg->main_store, key, 1, &v);
+  dtr_result rc = dtr_store_add(a->main, key, 1, &v);
   if (rc == DTR_OK && v >= a->rz.nnodes) {
     int swapped;
     key_of(a, key, sizeof key, "event");
-    rc = dtr_store_cas(a->cfg->main_store, key, NULL, 0, "done", 4, &swapped, NULL, NULL);
+    rc = dtr_store_cas(a->main, key, NULL, 0, "done", 4, &swapped, NULL, NULL);
   }
   if (rc != DTR_OK && rc != DTR_ERR_EXISTS) {
-    snprintf(a->lost_msg, sizeof a->lost_msg, "%s (%s)", dtr_strerror(rc),
-             dtr_store_last_error(a->cfg->main_store));
+    snprintf(a->lost_msg, sizeof a->lost_msg, "%s (%s)", dtr_strerror(rc), dtr_store_last_error(a->main));
     set_outcome(a, OUT_LOST);
   }
 }
@@ -440,7 +465,7 @@ static void on_signal(agent *a, int sig) {
   key_of(a, key, sizeof key, "event");
   int vl = snprintf(val, sizeof val, "stop\n%d %d", a->rz.node_rank, sig);
   int swapped;
-  (void)dtr_store_cas(a->cfg->main_store, key, NULL, 0, val, (size_t)vl, &swapped, NULL, NULL);
+  (void)dtr_store_cas(a->main, key, NULL, 0, val, (size_t)vl, &swapped, NULL, NULL);
   set_outcome(a, OUT_STOP);
   /* the signal already went to the workers; the grace period starts now */
   if (!a->stopping) {
@@ -460,6 +485,7 @@ static void on_event(agent *a) {
   a->listener.event = NULL;
   if (lost) snprintf(a->lost_msg, sizeof a->lost_msg, "%s", a->listener.lost_msg);
   pthread_mutex_unlock(&a->listener.mu);
+  if (!lost && !ev) return; /* a wake-up with nothing posted */
   if (lost) {
     set_outcome(a, OUT_LOST);
     begin_stop(a);
@@ -563,9 +589,12 @@ static enum outcome run_attempt(agent *a) {
   a->w = calloc((size_t)a->nw, sizeof *a->w);
   if (!a->w) return OUT_ERROR;
 
+  uint64_t stale;
+  while (read(a->evfd, &stale, sizeof stale) > 0) {
+  } /* a wake-up the last attempt's listener left behind */
   memset(&a->listener, 0, sizeof a->listener);
   pthread_mutex_init(&a->listener.mu, NULL);
-  a->listener.c = cfg->listener_store;
+  a->listener.c = a->lis;
   a->listener.run_id = cfg->run_id;
   a->listener.round = a->round;
   a->listener.node_rank = a->rz.node_rank;
@@ -573,10 +602,7 @@ static enum outcome run_attempt(agent *a) {
   a->listener.nnodes_max = a->args->nnodes_max;
   double iv = a->args->monitor_interval * 1000;
   a->listener.interval_ms = iv < 1 ? 1 : (int)iv;
-  /* a node is dead when its counter stood still this long; never less than a few intervals */
-  int64_t hb = dtr__param_int("DTRAIN_HEARTBEAT_TIMEOUT_MS", 5000);
-  int64_t hb_min = 3 * (int64_t)a->listener.interval_ms + 1000;
-  a->listener.hb_timeout_ms = (int)(hb < hb_min ? hb_min : hb > 86400000 ? 86400000 : hb);
+  a->listener.hb_timeout_ms = a->hb_timeout_ms;
   a->listener.hosts = a->rz.hosts;
   a->listener.restart_count = a->restart_count;
   a->listener.evfd = a->evfd;
@@ -686,8 +712,8 @@ static void say_goodbye(agent *a, int wait_for_others) {
   char key[DTR_STORE_MAX_KEY], sfx[64];
   snprintf(sfx, sizeof sfx, "exited/%d", a->rz.node_rank);
   key_of(a, key, sizeof key, sfx);
-  (void)dtr_store_set(a->cfg->main_store, key, "1", 1);
-  if (!wait_for_others || !a->cfg->hosting || a->rz.nnodes <= 1) return;
+  (void)dtr_store_set(a->main, key, "1", 1);
+  if (!wait_for_others || !a->hosting || a->rz.nnodes <= 1) return;
   char **keys = calloc((size_t)a->rz.nnodes, sizeof *keys);
   if (!keys) return;
   /* a node declared dead will not say goodbye */
@@ -705,7 +731,7 @@ static void say_goodbye(agent *a, int wait_for_others) {
   }
   /* the other agents may still be stopping their workers: give them the grace period and some */
   int timeout = (int)(a->args->grace_period * 1000) + 5000;
-  if (ok && nk > 0 && dtr_store_wait(a->cfg->main_store, (const char *const *)keys, nk, timeout) != DTR_OK)
+  if (ok && nk > 0 && dtr_store_wait(a->main, (const char *const *)keys, nk, timeout) != DTR_OK)
     DTR_WARN("not every node said goodbye within %d ms; closing the store anyway", timeout);
   for (int k = 0; k < nk; k++) free(keys[k]);
   free(keys);
@@ -724,6 +750,168 @@ static void final_report(agent *a) {
   }
 }
 
+/* ---------------------------------------------------------------- the store's standby and failover */
+
+static void set_store(agent *a, const char *host, int port) {
+  snprintf(a->store_host, sizeof a->store_host, "%s", host);
+  a->store_port = port;
+  snprintf(a->store_desc, sizeof a->store_desc, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+}
+
+/* Deadlines of the agent's store connections: a lost store is noticed within the heartbeat timeout,
+ * not the 30 s a worker's calls may take. */
+static void tune_clients(agent *a) {
+  int hb = a->hb_timeout_ms;
+  dtr__store_set_timeouts(a->main, hb * 2 > 5000 ? hb * 2 : 5000, hb / 2);
+  dtr__store_set_timeouts(a->lis, hb, hb / 2);
+}
+
+/* In a job of several nodes every agent runs a store server: the one that hosts the primary, the
+ * others a standby candidate (on every IPv4 address, a port the kernel picks), announced at every
+ * rendezvous so that the primary can mirror to the round's standby. */
+static void store_setup(agent *a) {
+  const dtr__agent_cfg *cfg = a->cfg;
+  a->main = cfg->main_store;
+  a->lis = cfg->listener_store;
+  set_store(a, cfg->store_host, cfg->store_port);
+  snprintf(a->store_desc, sizeof a->store_desc, "%s", cfg->store_desc);
+  a->hosting = cfg->hosting;
+  a->own = cfg->server;
+  tune_clients(a);
+  if (a->args->nnodes_max <= 1 || dtr__param_int("DTRAIN_STORE_STANDBY", 1) == 0) return;
+  if (a->hosting && a->own) {
+    snprintf(a->own_addr, sizeof a->own_addr, "%s", a->store_desc);
+    return;
+  }
+  const char *me = dtr_store_local_addr(a->main);
+  char err[256];
+  if (!me[0] || strchr(me, ':')) return; /* the standby server listens on IPv4 */
+  if (dtr_store_server_create(NULL, 0, cfg->token, &a->own, err, sizeof err) != DTR_OK ||
+      dtr_store_server_start(a->own) != DTR_OK) {
+    DTR_WARN("cannot start this node's standby store (%s): it will not stand in for the job's store", err);
+    dtr_store_server_destroy(a->own);
+    a->own = NULL;
+    return;
+  }
+  a->own_created = 1;
+  snprintf(a->own_addr, sizeof a->own_addr, "%s:%d", me, dtr_store_server_port(a->own));
+}
+
+/* After a rendezvous: the round's standby, and the primary's mirror to it when this agent hosts it. */
+static void name_standby(agent *a) {
+  snprintf(a->standby, sizeof a->standby, "%s", a->rz.standby);
+  a->failed_over = 0;
+  if (!a->hosting || !a->own) return;
+  char host[256], perr[128];
+  int port = 0;
+  if (!a->standby[0] ||
+      dtr__parse_hostport(a->standby, host, sizeof host, &port, perr, sizeof perr) != DTR_OK) {
+    if (a->rz.nnodes > 1) DTR_WARN("no node can stand by for the store: losing this node ends the job");
+    dtr__store_server_mirror(a->own, NULL, 0, NULL, NULL, 0);
+    return;
+  }
+  if (dtr__store_server_mirror(a->own, host, port, a->cfg->token, "rdzv/", a->hb_timeout_ms) == DTR_OK)
+    DTR_INFO("the store (epoch %lld) is mirrored to node %d's standby at %s", (long long)a->epoch,
+             a->rz.standby_rank, a->standby);
+}
+
+/* The newest round any agent joined, from the (mirrored) keys rdzv/<run>/r<N>/...; -1 when none. */
+static int newest_round(dtr_store *c, const char *run_id) {
+  char prefix[DTR_STORE_MAX_KEY], **keys = NULL;
+  int n = 0, newest = -1;
+  snprintf(prefix, sizeof prefix, "rdzv/%s/r", run_id);
+  if (dtr_store_list(c, prefix, &keys, &n) != DTR_OK) return -1;
+  size_t pl = strlen(prefix);
+  for (int i = 0; i < n; i++) {
+    int r = atoi(keys[i] + pl);
+    if (r > newest) newest = r;
+  }
+  dtr_store_free_list(keys, n);
+  return newest;
+}
+
+/* The primary is lost (or fenced us): go to the last round's standby, promote it to the next epoch
+ * (whoever gets there first does; the others find it done), and agree there on a fresh round number.
+ * Counts as a restart. Returns 0, or the exit code when the job cannot go on here. */
+static int failover(agent *a, const char *why) {
+  if (!a->standby[0]) {
+    DTR_ERROR("lost the rendezvous store at %s (%s), and no standby was named%s", a->store_desc, why,
+              a->args->nnodes_max > 1 ? "" : " (one node: there is nothing to stand in for it)");
+    return 1;
+  }
+  if (a->restart_count >= a->args->max_restarts) {
+    DTR_ERROR("lost the rendezvous store at %s (%s); no restart is left to go on with the standby at %s",
+              a->store_desc, why, a->standby);
+    return 1;
+  }
+  char host[256], perr[128];
+  int port = 0;
+  if (dtr__parse_hostport(a->standby, host, sizeof host, &port, perr, sizeof perr) != DTR_OK) {
+    DTR_ERROR("lost the rendezvous store; the standby address '%s' is unusable: %s", a->standby, perr);
+    return 1;
+  }
+  DTR_WARN("lost the rendezvous store at %s (%s); moving to the standby at %s", a->store_desc, why,
+           a->standby);
+  int64_t t0 = dtr__now_ms(), budget = 2 * (int64_t)a->hb_timeout_ms + 5000;
+  dtr_store *m = NULL, *l = NULL;
+  char err[512];
+  dtr_result rc = dtr_store_connect(host, port, a->cfg->token, (int)budget, &m, err, sizeof err);
+  if (rc == DTR_OK) rc = dtr_store_connect(host, port, a->cfg->token, (int)budget, &l, err, sizeof err);
+  int64_t epoch = 0;
+  if (rc == DTR_OK) {
+    dtr__store_set_timeouts(m, (int)budget, a->hb_timeout_ms / 2);
+    rc = dtr__store_epoch(m, a->epoch + 1, &epoch);
+    if (rc != DTR_OK) snprintf(err, sizeof err, "%s", dtr_store_last_error(m));
+  }
+  /* the first round number after anything any agent joined, agreed on by a first-writer-wins cas */
+  int round = -1;
+  if (rc == DTR_OK) {
+    char key[DTR_STORE_MAX_KEY], num[24];
+    int nl = snprintf(num, sizeof num, "%d", newest_round(m, a->cfg->run_id) + 1);
+    snprintf(key, sizeof key, "rdzv/%s/e%lld/round", a->cfg->run_id, (long long)epoch);
+    void *got = NULL;
+    int swapped = 0;
+    rc = dtr_store_cas(m, key, NULL, 0, num, (size_t)nl, &swapped, &got, NULL);
+    if (rc == DTR_OK && got) round = atoi(got);
+    if (rc != DTR_OK) snprintf(err, sizeof err, "%s", dtr_store_last_error(m));
+    free(got);
+  }
+  if (rc != DTR_OK || round < 0) {
+    DTR_ERROR("the standby store at %s cannot take over: %s", a->standby, rc ? err : "no round number");
+    dtr_store_close(m);
+    dtr_store_close(l);
+    return 1;
+  }
+  if (a->own_clients) {
+    dtr_store_close(a->main);
+    dtr_store_close(a->lis);
+  }
+  a->main = m;
+  a->lis = l;
+  a->own_clients = 1;
+  tune_clients(a);
+  set_store(a, host, port);
+  a->hosting = a->own && strcmp(a->own_addr, a->standby) == 0;
+  a->epoch = epoch;
+  a->failed_over = 1;
+  a->standby[0] = '\0'; /* the next round names one */
+  a->round = round;
+  a->restart_count++;
+  DTR_INFO(
+      "the store is the standby at %s now (epoch %lld%s; the move took %.1f s); rejoining as round %d "
+      "(restart %d of %d)",
+      a->store_desc, (long long)epoch, a->hosting ? ", on this node" : "", (dtr__now_ms() - t0) / 1000.0,
+      round, a->restart_count, a->args->max_restarts);
+  return 0;
+}
+
+/* A rendezvous failure that means the store is gone, rather than the rendezvous itself failing. */
+static int rdzv_store_lost(dtr_result rc, const agent *a) {
+  if (a->rz.minority || a->rz.interrupted_by) return 0;
+  return rc == DTR_ERR_CONNECTION || rc == DTR_ERR_FENCED || rc == DTR_ERR_ABORTED ||
+         (rc == DTR_ERR_TIMEOUT && !dtr__store_connected(a->main));
+}
+
 int dtr__agent_run(const dtr__agent_cfg *cfg) {
   agent *a = calloc(1, sizeof *a);
   if (!a) return 1;
@@ -737,6 +925,12 @@ int dtr__agent_run(const dtr__agent_cfg *cfg) {
     free(a);
     return 1;
   }
+  /* a node is dead when its counter stood still this long; never less than a few monitor intervals */
+  double iv = a->args->monitor_interval * 1000;
+  int64_t hb = dtr__param_int("DTRAIN_HEARTBEAT_TIMEOUT_MS", DTR__HEARTBEAT_TIMEOUT_MS);
+  int64_t hb_min = 3 * (int64_t)(iv < 1 ? 1 : iv) + 1000;
+  a->hb_timeout_ms = (int)(hb < hb_min ? hb_min : hb > 86400000 ? 86400000 : hb);
+  store_setup(a);
   if (a->args->worker_timeout > 0 || a->args->worker_start_timeout > 0) {
     char err[512];
     if (dtr__watchdog_create(cfg->run_id, a->args->nproc_per_node, a->args->worker_timeout,
@@ -745,6 +939,10 @@ int dtr__agent_run(const dtr__agent_cfg *cfg) {
   }
   int last_call_ms = a->args->last_call >= 0 ? (int)(a->args->last_call * 1000)
                                              : (int)dtr__param_int("DTRAIN_RDZV_LAST_CALL_MS", 1000);
+  /* how long the first agent back waits for a majority of the last round before it calls its side a
+   * minority: long enough for every agent to stop its workers and come back */
+  int64_t quorum_ms = dtr__param_int("DTRAIN_QUORUM_TIMEOUT_MS",
+                                     (int64_t)(a->args->grace_period * 1000) + 2 * a->hb_timeout_ms + 5000);
   for (;;) {
     dtr__rdzv_cfg rc_cfg = {
         .run_id = cfg->run_id,
@@ -758,26 +956,39 @@ int dtr__agent_run(const dtr__agent_cfg *cfg) {
         .last_call_ms = last_call_ms,
         .prev_size = a->prev_size,
         .prev_rank = a->prev_size > 0 ? a->rz.node_rank : -1,
+        .failed_over = a->failed_over,
+        .quorum_timeout_ms = quorum_ms,
+        .store = a->own_addr,
+        .primary = a->hosting,
+        .say_every_ms = (int)dtr__param_int("DTRAIN_WAIT_REPORT_MS", 5000),
         .interrupted = rdzv_interrupted,
         .ctx = a,
     };
     char err[1024];
     dtr__rdzv_result_free(&a->rz);
-    dtr_result rc = dtr__rdzv_join(cfg->main_store, &rc_cfg, a->round, &a->rz, err, sizeof err);
+    dtr_result rc = dtr__rdzv_join(a->main, &rc_cfg, a->round, &a->rz, err, sizeof err);
     if (rc == DTR_ERR_ABORTED && a->rz.interrupted_by) {
       DTR_INFO("got SIG%s while waiting for the other nodes; giving up", sigabbrev_np(a->rz.interrupted_by));
       code = 128 + a->rz.interrupted_by;
       break;
     }
+    if (rc != DTR_OK && a->rz.minority) {
+      DTR_ERROR("%s; stopping this node so that the majority can go on", err);
+      code = DTR__EXIT_MINORITY;
+      break;
+    }
+    if (rc != DTR_OK && rdzv_store_lost(rc, a)) {
+      code = failover(a, err);
+      if (code) break;
+      continue;
+    }
     if (rc != DTR_OK) {
-      if (rc == DTR_ERR_CONNECTION || rc == DTR_ERR_ABORTED)
-        DTR_ERROR("lost the rendezvous store at %s: %s", cfg->store_desc, err);
-      else
-        DTR_ERROR("%s", err);
+      DTR_ERROR("%s", err);
       code = 1;
       break;
     }
     a->round = a->rz.round;
+    name_standby(a);
     int first_rank = a->rz.node_rank * a->rz.nproc;
     char ranks[48];
     if (a->rz.nproc == 1)
@@ -840,9 +1051,9 @@ int dtr__agent_run(const dtr__agent_cfg *cfg) {
       break;
     }
     if (o == OUT_LOST) {
-      DTR_ERROR("lost the rendezvous store at %s: %s", cfg->store_desc, a->lost_msg);
+      code = failover(a, a->lost_msg);
+      if (code == 0) continue;
       if (a->have_first) final_report(a);
-      code = 1;
       break;
     }
     say_goodbye(a, 0);
@@ -851,6 +1062,11 @@ int dtr__agent_run(const dtr__agent_cfg *cfg) {
   }
   dtr__rdzv_result_free(&a->rz);
   dtr__watchdog_destroy(a->wd);
+  if (a->own_clients) {
+    dtr_store_close(a->main);
+    dtr_store_close(a->lis);
+  }
+  if (a->own_created) dtr_store_server_destroy(a->own);
   close(a->evfd);
   free(a);
   return code;

@@ -31,11 +31,16 @@ typedef struct dtr__agent_cfg {
   int sigfd;                 /* signalfd for TERM INT HUP QUIT USR1 USR2 CHLD (blocked in every thread) */
   dtr_store *main_store;     /* this thread's connection */
   dtr_store *listener_store; /* the event listener thread's connection */
+  dtr_store_server *server;  /* the store this agent hosts (hosting), else NULL */
   dtr__orphan_guard *orphan_guard;
 } dtr__agent_cfg;
 
+#define DTR__HEARTBEAT_TIMEOUT_MS 2500 /* DTRAIN_HEARTBEAT_TIMEOUT_MS's default */
+#define DTR__EXIT_MINORITY 82          /* this node is on the minority side of a partition */
+
 /* Run the job on this node until it succeeds, fails for good or is stopped. Returns the process exit
- * code: 0, the first failed rank's code (128+signal), 128+signal when stopped, 1 on dtrain errors. */
+ * code: 0, the first failed rank's code (128+signal), 80 (permanent), 81 (repeated), 82 (minority),
+ * 128+signal when stopped, 1 on dtrain errors. */
 int dtr__agent_run(const dtr__agent_cfg *cfg);
 
 #endif

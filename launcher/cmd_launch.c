@@ -335,6 +335,7 @@ static int run_agent(launch_state *st) {
       .sigfd = st->sigfd,
       .main_store = st->main_store,
       .listener_store = st->listener_store,
+      .server = st->hosting ? st->server : NULL,
       .orphan_guard = &st->guard,
   };
   return dtr__agent_run(&cfg);

@@ -29,8 +29,10 @@ int dtr__failure_permanent(const dtr__failure *f) {
 
 int dtr__failure_same(const dtr__failure *a, const dtr__failure *b) {
   if (strcmp(a->kind, b->kind) != 0 || strcmp(a->kind, "node") == 0) return 0;
-  return a->rank == b->rank && a->exit_code == b->exit_code && a->signal == b->signal && a->step >= 0 &&
-         a->step == b->step;
+  if (a->step < 0 || a->step != b->step || a->exit_code != b->exit_code || a->signal != b->signal) return 0;
+  /* an exit code is the program's verdict, whichever rank reported first; a signal or a hang could come
+   * from outside (a kill, a stall), so it counts only on the same rank */
+  return (strcmp(a->kind, "worker") == 0 && a->signal == 0) || a->rank == b->rank;
 }
 
 void dtr__failure_describe(const dtr__failure *f, char *out, size_t cap) {

@@ -38,8 +38,8 @@ typedef struct dtr__failure {
 int dtr__failure_exit_code(const dtr__failure *f);
 /* The rank said the failure will recur: it exited with DTR_EXIT_PERMANENT (80). */
 int dtr__failure_permanent(const dtr__failure *f);
-/* Two failures of the same rank, the same way (kind, exit code or signal) at the same known step:
- * what a restart would only repeat. */
+/* Two failures the same way at the same known step: the same exit code (from any rank: which rank
+ * reports first is a race), or the same signal or hang on the same rank. What a restart would repeat. */
 int dtr__failure_same(const dtr__failure *a, const dtr__failure *b);
 /* "exited with code 3" / "was killed by SIGKILL (signal 9)" / "stopped heartbeating". */
 void dtr__failure_describe(const dtr__failure *f, char *out, size_t cap);

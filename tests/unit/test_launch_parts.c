@@ -50,10 +50,12 @@ static void test_assign(void) {
   CHECK(strstr(err, "--node-rank 9") != NULL);
 
   /* node info text round trip */
-  char text[600];
+  char text[1100];
   dtr__node_info back;
   n[1].want_rank = 3;
   n[1].pid = 77;
+  strcpy(n[1].store, "10.0.0.1:41000");
+  n[1].primary = 1;
   int l = dtr__node_info_format(&n[1], text, sizeof text);
   CHECK_EQ_INT(dtr__node_info_parse(text, (size_t)l, &back), DTR_OK);
   CHECK_EQ_STR(back.host, "b");
@@ -61,7 +63,20 @@ static void test_assign(void) {
   CHECK_EQ_INT(back.nproc, 2);
   CHECK_EQ_INT(back.want_rank, 3);
   CHECK_EQ_INT(back.pid, 77);
+  CHECK_EQ_STR(back.store, "10.0.0.1:41000");
+  CHECK_EQ_INT(back.primary, 1);
   CHECK_EQ_INT(dtr__node_info_parse("garbage", 7, &back), DTR_ERR_PROTOCOL);
+
+  /* quorum after a round of prev nodes: a majority, half only for the side that kept the store */
+  CHECK_EQ_INT(dtr__rdzv_quorum(0, 1), 0);
+  CHECK_EQ_INT(dtr__rdzv_quorum(1, 1), 1);
+  CHECK_EQ_INT(dtr__rdzv_quorum(2, 1), 1);
+  CHECK_EQ_INT(dtr__rdzv_quorum(2, 0), 2);
+  CHECK_EQ_INT(dtr__rdzv_quorum(3, 1), 2);
+  CHECK_EQ_INT(dtr__rdzv_quorum(3, 0), 2);
+  CHECK_EQ_INT(dtr__rdzv_quorum(4, 0), 3);
+  CHECK_EQ_INT(dtr__rdzv_quorum(4, 1), 2);
+  CHECK_EQ_INT(dtr__rdzv_quorum(7, 1), 4);
 }
 
 static char *slurp(int fd) {
