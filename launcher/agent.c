@@ -731,8 +731,12 @@ static void say_goodbye(agent *a, int wait_for_others) {
   }
   /* the other agents may still be stopping their workers: give them the grace period and some */
   int timeout = (int)(a->args->grace_period * 1000) + 5000;
-  if (ok && nk > 0 && dtr_store_wait(a->main, (const char *const *)keys, nk, timeout) != DTR_OK)
-    DTR_WARN("not every node said goodbye within %d ms; closing the store anyway", timeout);
+  if (ok && nk > 0 && dtr_store_wait(a->main, (const char *const *)keys, nk, 1000) != DTR_OK) {
+    DTR_INFO("waiting up to %.0f s more for the other nodes to leave before closing the store",
+             (timeout - 1000) / 1000.0);
+    if (dtr_store_wait(a->main, (const char *const *)keys, nk, timeout - 1000) != DTR_OK)
+      DTR_WARN("not every node said goodbye within %d ms; closing the store anyway", timeout);
+  }
   for (int k = 0; k < nk; k++) free(keys[k]);
   free(keys);
 }
