@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/check.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "dtrain/ckpt.h"
 
@@ -103,7 +104,7 @@ dtr_result dtr__ckpt_list_steps(const char *dir, int with_tmp, dtr__ckpt_step **
 int64_t dtr__ckpt_read_latest(const char *dir) {
   char p[4096], buf[64];
   snprintf(p, sizeof p, "%s/latest", dir);
-  int fd = open(p, O_RDONLY | O_CLOEXEC);
+  int fd = dtr__open_regular(p, O_RDONLY);
   if (fd < 0) return -1;
   ssize_t n = read(fd, buf, sizeof buf - 1);
   close(fd);

@@ -16,6 +16,7 @@
 
 #include "checkpoint/ckpt_format.h"
 #include "common/check.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "common/yaml_error.h"
 
@@ -400,12 +401,13 @@ dtr_result dtr__manifest_parse(const char *text, size_t len, const char *name, d
                                size_t errcap) {
   *out = NULL;
   if (!name) name = "manifest";
+  DTR_CHECK(dtr__yaml_check_input(text, len, DTR__YAML_MAX_FLOW_DEPTH, name, DTR_ERR_PROTOCOL, err, errcap));
   yaml_parser_t parser;
   yaml_document_t doc;
   if (!yaml_parser_initialize(&parser)) return DTR_ERR_NOMEM;
   yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
   if (!yaml_parser_load(&parser, &doc)) {
-    dtr_result rc = dtr__yaml_parse_fail(&parser, name, DTR_ERR_PROTOCOL, err, errcap);
+    dtr_result rc = dtr__yaml_parse_fail(&parser, name, text, len, DTR_ERR_PROTOCOL, err, errcap);
     yaml_parser_delete(&parser);
     return rc;
   }
@@ -418,7 +420,7 @@ dtr_result dtr__manifest_parse(const char *text, size_t len, const char *name, d
     if (rc == DTR_OK) {
       yaml_document_t more;
       if (!yaml_parser_load(&parser, &more)) {
-        rc = dtr__yaml_parse_fail(&parser, name, DTR_ERR_PROTOCOL, err, errcap);
+        rc = dtr__yaml_parse_fail(&parser, name, text, len, DTR_ERR_PROTOCOL, err, errcap);
       } else {
         if (yaml_document_get_root_node(&more))
           rc = dtr__fail(err, errcap, DTR_ERR_PROTOCOL, "%s:%zu:%zu: a second YAML document", name,
@@ -439,7 +441,9 @@ dtr_result dtr__manifest_parse(const char *text, size_t len, const char *name, d
 
 dtr_result dtr__manifest_read(const char *path, dtr__manifest **out, char *err, size_t errcap) {
   *out = NULL;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int fd = dtr__open_regular(path, O_RDONLY);
+  if (fd < 0 && errno == EINVAL)
+    return dtr__fail(err, errcap, DTR_ERR_PROTOCOL, "%s: not a regular file of at most 1 GiB", path);
   if (fd < 0)
     return dtr__fail(err, errcap, errno == ENOENT ? DTR_ERR_NOT_FOUND : DTR_ERR_SYSTEM, "cannot open %s: %s",
                      path, strerror(errno));
