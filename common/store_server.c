@@ -50,8 +50,10 @@ struct conn {
   conn *rprev, *rnext; /* has buffered work for the next loop turn */
   uint64_t held;       /* > 0: answers from wbuf[hold_from] wait for the standby to have change `held` */
   size_t hold_from;
-  conn *lprev, *lnext; /* held, in order of `held` */
-  int in_hello, in_ready, in_held;
+  conn *lprev, *lnext;    /* held, in order of `held` */
+  int64_t frame_deadline; /* a message began arriving: it must be whole by then */
+  conn *pprev, *pnext;    /* with a partial message, oldest first */
+  int in_hello, in_ready, in_held, in_partial;
   conn *prev, *next; /* every connection, for destroy */
 };
 
@@ -71,7 +73,8 @@ struct dtr_store_server {
   int lfd, efd, ep, port, spare_fd;
   char token[DTR_STORE_MAX_TOKEN + 1];
   size_t tlen;
-  int handshake_ms;
+  int handshake_ms, frame_ms;
+  conn *partial_head, *partial_tail;
   dtr__st_table table;
   waiter **heap;
   size_t heap_len, heap_cap;
@@ -136,6 +139,39 @@ static void ready_unlink(dtr_store_server *s, conn *c) {
     s->ready_head = c->rnext;
   if (c->rnext) c->rnext->rprev = c->rprev;
   c->in_ready = 0;
+}
+
+/* A message that has begun arriving must be whole within frame_ms: a client that trickles its bytes, or
+ * stops half way through a large one, is dropped instead of being kept (and buffered) forever. */
+static void partial_unlink(dtr_store_server *s, conn *c) {
+  if (!c->in_partial) return;
+  if (c->pprev)
+    c->pprev->pnext = c->pnext;
+  else
+    s->partial_head = c->pnext;
+  if (c->pnext)
+    c->pnext->pprev = c->pprev;
+  else
+    s->partial_tail = c->pprev;
+  c->pprev = c->pnext = NULL;
+  c->in_partial = 0;
+}
+
+static void partial_note(dtr_store_server *s, conn *c, int partial) {
+  if (!partial) {
+    partial_unlink(s, c);
+    return;
+  }
+  if (c->in_partial) return; /* the clock runs from the message's first byte */
+  c->frame_deadline = dtr__now_ms() + s->frame_ms;
+  c->pprev = s->partial_tail;
+  c->pnext = NULL;
+  if (s->partial_tail)
+    s->partial_tail->pnext = c;
+  else
+    s->partial_head = c;
+  s->partial_tail = c;
+  c->in_partial = 1;
 }
 
 static void heap_swap(dtr_store_server *s, size_t a, size_t b) {
@@ -579,6 +615,7 @@ static void execute(dtr_store_server *s, conn *c, const dtr__sp_request *req) {
 static void conn_close(dtr_store_server *s, conn *c) {
   if (c->waiter) waiter_free(s, c->waiter);
   held_unlink(s, c);
+  partial_unlink(s, c);
   hello_unlink(s, c);
   ready_unlink(s, c);
   if (c->prev)
@@ -699,6 +736,8 @@ static int conn_process(dtr_store_server *s, conn *c) {
     hold(s, c, from);
     s->hold_seq = 0;
   }
+  /* Unconsumed bytes of a connection that is not parked are a message still arriving. */
+  partial_note(s, c, c->state == CONN_READY && !c->waiter && !c->held && c->rbuf.len > c->roff);
   /* Keep the unconsumed tail at the front so the next read appends to it. */
   if (c->roff == c->rbuf.len) {
     c->roff = c->rbuf.len = 0;
@@ -711,14 +750,19 @@ static int conn_process(dtr_store_server *s, conn *c) {
   return 0;
 }
 
-/* How many bytes the next read should have room for: the rest of a frame being received, else a
- * chunk. Only a frame whose header passed the size check (the connection is not parked, so
- * conn_process has looked at it) may grow the buffer beyond a chunk. */
+/* How many bytes the next read should have room for: a chunk, or for a large frame being received as
+ * much again as has arrived (never more than its rest). The buffer grows with what the client sends,
+ * not with what its header announces: a header claiming 32 MiB followed by silence costs 16 KiB. Only a
+ * frame whose header passed the size check (the connection is not parked, so conn_process has looked at
+ * it) may grow the buffer beyond a chunk. */
 static size_t read_room(const conn *c) {
   size_t avail = c->rbuf.len - c->roff, want = 16384;
   if (c->state == CONN_READY && !c->waiter && avail >= 4) {
     size_t whole = 4 + (size_t)dtr__sp_get_u32(c->rbuf.p + c->roff);
-    if (whole <= 4 + (size_t)DTR__SP_MAX_FRAME && whole > avail && whole - avail > want) want = whole - avail;
+    if (whole <= 4 + (size_t)DTR__SP_MAX_FRAME && whole > avail) {
+      size_t rest = whole - avail, more = avail > want ? avail : want;
+      want = rest < more ? rest : more;
+    }
   }
   return want;
 }
@@ -961,11 +1005,22 @@ static void mirror_poll(dtr_store_server *s) {
   }
 }
 
+static void expire_partials(dtr_store_server *s, int64_t now) {
+  while (s->partial_head && s->partial_head->frame_deadline <= now) {
+    conn *c = s->partial_head;
+    char msg[128];
+    snprintf(msg, sizeof msg, "a message still incomplete after %d ms (%zu bytes of it arrived)", s->frame_ms,
+             c->rbuf.len - c->roff);
+    conn_reject(s, c, DTR_ERR_PROTOCOL, msg);
+  }
+}
+
 static int next_timeout(dtr_store_server *s) {
   if (s->ready_head) return 0;
   int64_t d = -1;
   if (s->heap_len) d = s->heap[0]->deadline;
   if (s->hello_head && (d < 0 || s->hello_head->hello_deadline < d)) d = s->hello_head->hello_deadline;
+  if (s->partial_head && (d < 0 || s->partial_head->frame_deadline < d)) d = s->partial_head->frame_deadline;
   return dtr__ms_left(d);
 }
 
@@ -993,6 +1048,7 @@ dtr_result dtr_store_server_run(dtr_store_server *s) {
     int64_t now = dtr__now_ms();
     expire_waiters(s, now);
     expire_hellos(s, now);
+    expire_partials(s, now);
     /* Serve connections whose waiters were answered or that had more requests than one turn. */
     conn *ready = s->ready_head;
     s->ready_head = NULL;
@@ -1036,6 +1092,7 @@ dtr_result dtr_store_server_create(const char *host, int port, const char *token
   s->tlen = tlen;
   s->handshake_ms = (int)dtr__param_int("DTRAIN_STORE_HANDSHAKE_MS", 5000);
   if (s->handshake_ms <= 0) s->handshake_ms = 5000;
+  s->frame_ms = (int)dtr__param_range("DTRAIN_STORE_FRAME_MS", 30000, 1, 3600000);
   raise_fd_limit();
   dtr_result rc;
   DTR_CHECK_GOTO(dtr__listen(host, port, 4096, &s->lfd, &s->port, err, errcap), rc, fail);

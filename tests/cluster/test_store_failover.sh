@@ -45,9 +45,9 @@ since_ms() { echo $((($(date +%s%N) - $1) / 1000000)); }
 start_job kill 29610 120
 t0=$(date +%s%N)
 kill -KILL "${AGENT_PID[kill-node0]}"
-wait_for_log "$TMP/kill-node1.log" "the store is the standby at $ADDR1:[0-9]* now \(epoch 1, on this node\)" 15 ||
+wait_for_log "$TMP/kill-node1.log" "the store is the standby at $ADDR1:[0-9]* now \(epoch 1, on this node;" 15 ||
   fail "kill: node 1 did not take over the store"
-wait_for_log "$TMP/kill-node2.log" "the store is the standby at $ADDR1:[0-9]* now \(epoch 1\)" 15 ||
+wait_for_log "$TMP/kill-node2.log" "the store is the standby at $ADDR1:[0-9]* now \(epoch 1;" 15 ||
   fail "kill: node 2 did not move to the standby"
 t_over=$(since_ms "$t0")
 for k in 1 2; do
