@@ -54,12 +54,15 @@ agent_start() {
 # UTS namespace with host name node<K>: a node then shares no memory with the others (the host backend
 # must take TCP between them) and a cut link cuts every path, as on separate machines. Tests of a node's
 # loss use it. AGENT_PID[TAG] is the agent's own pid (unshare and bash exec it).
-node_start() {
+node_start() { node_cmd "$1" "$2" launch "${@:3}"; }
+
+# node_cmd K TAG SUBCOMMAND args...: node_start for any dtrain subcommand (`run` for a recipe).
+node_cmd() {
   local k=$1 tag=$2
   shift 2
   command -v unshare >/dev/null || fail "unshare (util-linux) is not installed"
-  echo "+ node $k: dtrain launch $*" >"$TMP/$tag.log"
-  ns_spawn "$k" unshare --ipc --uts -- bash -c 'hostname "$0" && exec "$@"' "node$k" "$DTRAIN" launch "$@" \
+  echo "+ node $k: dtrain $*" >"$TMP/$tag.log"
+  ns_spawn "$k" unshare --ipc --uts -- bash -c 'hostname "$0" && exec "$@"' "node$k" "$DTRAIN" "$@" \
     </dev/null >>"$TMP/$tag.log" 2>&1
   AGENT_PID[$tag]=$NS_LAST_PID
 }
