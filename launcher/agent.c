@@ -815,8 +815,13 @@ static void name_standby(agent *a) {
     return;
   }
   if (dtr__store_server_mirror(a->own, host, port, a->cfg->token, "rdzv/", a->hb_timeout_ms) == DTR_OK)
-    DTR_INFO("the store (epoch %lld) is mirrored to node %d's standby at %s", (long long)a->epoch,
-             a->rz.standby_rank, a->standby);
+    DTR_INFO("the store at %s (epoch %lld) is mirrored to node %d's standby at %s", a->store_desc,
+             (long long)a->epoch, a->rz.standby_rank, a->standby);
+}
+
+/* This agent hosts the store and a newer epoch fenced it: no point asking it again. */
+static int store_fenced_here(const agent *a) {
+  return a->hosting && a->own && dtr__store_server_fenced(a->own);
 }
 
 /* The newest round any agent joined, from the (mirrored) keys rdzv/<run>/r<N>/...; -1 when none. */
@@ -854,11 +859,27 @@ static int failover(agent *a, const char *why) {
     DTR_ERROR("lost the rendezvous store; the standby address '%s' is unusable: %s", a->standby, perr);
     return 1;
   }
-  DTR_WARN("lost the rendezvous store at %s (%s); moving to the standby at %s", a->store_desc, why,
-           a->standby);
+  DTR_WARN("lost the rendezvous store at %s (%s)", a->store_desc, why);
+  /* This node may have been the one cut off, and the store answers again: then rejoin through it, as
+   * after any failure, rather than promote the standby and make every node follow (a restart for all). */
+  dtr_store *probe = NULL;
+  char err[512];
+  if (!store_fenced_here(a) && dtr_store_connect(a->store_host, a->store_port, a->cfg->token, 500, &probe,
+                                                 err, sizeof err) == DTR_OK) {
+    int64_t e = -1;
+    dtr_result prc = dtr__store_epoch(probe, 0, &e);
+    dtr_store_close(probe);
+    if (prc == DTR_OK && e == a->epoch) {
+      a->restart_count++;
+      a->round++;
+      DTR_WARN("the store at %s answers again: rejoining through it (restart %d of %d)", a->store_desc,
+               a->restart_count, a->args->max_restarts);
+      return 0;
+    }
+  }
+  DTR_INFO("moving to the standby store at %s", a->standby);
   int64_t t0 = dtr__now_ms(), budget = 2 * (int64_t)a->hb_timeout_ms + 5000;
   dtr_store *m = NULL, *l = NULL;
-  char err[512];
   dtr_result rc = dtr_store_connect(host, port, a->cfg->token, (int)budget, &m, err, sizeof err);
   if (rc == DTR_OK) rc = dtr_store_connect(host, port, a->cfg->token, (int)budget, &l, err, sizeof err);
   int64_t epoch = 0;
@@ -992,6 +1013,10 @@ int dtr__agent_run(const dtr__agent_cfg *cfg) {
       break;
     }
     a->round = a->rz.round;
+    /* the store's epoch, which a failover proposes to raise by one (a node that joined late knows no other)
+     */
+    int64_t epoch = a->epoch;
+    if (dtr__store_epoch(a->main, 0, &epoch) == DTR_OK) a->epoch = epoch;
     name_standby(a);
     int first_rank = a->rz.node_rank * a->rz.nproc;
     char ranks[48];
