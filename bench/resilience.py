@@ -16,7 +16,7 @@ noticed and how long until training steps again, and a soak. Needs root. Run by 
         store's address of the moment, or its link restored) and the job grows back to 3 nodes before the
         next fault. Then torchrun beside `dtrain launch` on one node: a crashed rank of the same small
         PyTorch job (gloo), fault -> the first step after the restart (torch_steps.py).
-    sudo bench/resilience.py soak [--minutes 5] [--fixed] [--json FILE]
+    sudo bench/resilience.py soak [--minutes 5] [--fixed [--steps 50000]] [--json FILE]
         a random fault every 10-20 s. --fixed: worker faults only (kill -9, SIGSTOP) into a 3-node job of a
         fixed number of steps, which must end with the uninterrupted run's weights (its digest, from a run
         beside it); otherwise every kind, and the job (--nnodes 2:3, growing back after each node fault)
@@ -343,6 +343,7 @@ def main():
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--minutes", type=float, default=5)
     ap.add_argument("--fixed", action="store_true")
+    ap.add_argument("--steps", type=int, default=50000, help="--fixed: the job's steps (about 6 ms each here)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--json")
@@ -379,7 +380,7 @@ def main():
                     print("%-10s %d trials: median %.3f s, max %.3f s" % (name, s["trials"], s["recover_median_s"],
                                                                            s["recover_max_s"]))
         else:
-            steps = 4000 if args.fixed else 1000000
+            steps = args.steps if args.fixed else 1000000
             if args.fixed:  # the uninterrupted reference, on a cluster of its own first
                 ref = Job(cl, tmp, dtrain, steps, "3", 29820, "ref")
                 ref.start_all()

@@ -2,11 +2,15 @@
  * heartbeats) -> stop -> restart or exit. One agent per node; agents coordinate only through the store:
  *   r<r>/event         the round's outcome, first writer wins (cas on an absent key):
  *                        "fail\n<failure JSON>", "stop\n<node> <signal>", "done", "rejoin"
- *   r<r>/hb/<node>     heartbeat counters, bumped every --monitor-interval by each agent's event listener
+ *   hb/<run>/r<r>/<node>  heartbeat counters, bumped every --monitor-interval by each agent's event listener
+ *                      (outside rdzv/: the store's standby is not sent them)
  *   r<r>/ndone         agents whose workers all exited 0; the agent that completes it posts "done"
  *   r<r>/exited/<node> set by each agent as it leaves, so the agent hosting the store stays until all left
  * The agent's main loop is one poll() over worker pipes, a signalfd and the eventfd of its event
- * listener, the thread that waits on r<r>/event and keeps the heartbeats. */
+ * listener, the thread that waits on r<r>/event and keeps the heartbeats; every monitor interval it also
+ * reads the workers' progress pages (watchdog.h). In a job of several nodes every agent runs a store
+ * server: the primary's agent mirrors rdzv/ to the round's standby, and when the primary is lost the
+ * agents promote the standby to the next epoch and rejoin there (docs/cli.md, "Store failover"). */
 #ifndef DTRAIN_LAUNCHER_AGENT_H
 #define DTRAIN_LAUNCHER_AGENT_H
 

@@ -6,7 +6,8 @@
 #     worker timeout + 1 s, dumps its threads, the job restarts from the checkpoint and ends with the
 #     reference's weights bit for bit;
 #  3. kill -9 of node 2's agent (not the store's host) with --nnodes 2:3: nodes 0 and 1 go on as a 2-node
-#     job and finish;
+#     job and finish; the collectives that failed on the lost peer left their flight recorders in the log
+#     directory (DTRAIN_DIAG_DIR);
 #  4. the checkpoint directory fills up (a 3 MiB tmpfs, filled after the first checkpoint): the job
 #     stops at the second refused save with 80 on every node, no restart spent, and the last good
 #     checkpoint verifies.
@@ -86,6 +87,9 @@ wait_all shrink 0 0 137
 # its rank died with it (the orphan guard), so the others' collectives fail first: the job restarts
 grep -q "attempt [0-9]*: node 0 of 2" "$TMP/shrink-node0.log" || fail "shrink: no round of 2 nodes"
 grep -q "^dp=2$" "$TMP/run-shrink/summary.txt" || fail "shrink: the job did not finish on 2 nodes"
+# the survivors' collectives failed on the lost peer: their flight recorders are in the log directory
+fr=$(ls "$TMP"/logs/shrink/attempt_0/rank_[01].flight_recorder.txt 2>/dev/null | head -1)
+[[ -n $fr ]] && grep -q "flight recorder of communicator" "$fr" || fail "shrink: no flight recorder in the log directory"
 ok "kill -9 of node 2's agent: nodes 0 and 1 finished the job as 2 nodes"
 
 # ---- 4. the checkpoint directory fills up
