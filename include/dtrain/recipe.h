@@ -54,7 +54,8 @@ typedef struct dtr_recipe {
     char backend[16];        /* host | nccl | mpi */
     char rdzv_endpoint[256]; /* host:port; "" = this node hosts the store */
     char rdzv_id[128];
-    int node_rank;               /* -1: assigned by the rendezvous */
+    int node_rank; /* -1: assigned by the rendezvous */
+
     double worker_timeout;       /* seconds without progress before a rank is hung; 0: off */
     double worker_start_timeout; /* the same before the first step and in slow phases; 0: off */
   } launch;
@@ -92,11 +93,12 @@ typedef struct dtr_recipe {
     int log_every;
     int eval_every; /* addition: exact-match accuracy on held-out problems; 0: off */
     double bucket_mb, first_bucket_mb;
-    int overlap;                 /* all-reduce buckets while backward runs (1) or after it (0) */
-    int threads;                 /* compute threads per rank; 0: OMP_NUM_THREADS or 1 */
-    int zero;                    /* 1: ZeRO stage 1 (AdamW state sharded over the DP ranks), 0: off */
-    char precision[8];           /* fp32 | bf16 (bf16 only on GPU) */
-    char device[8];              /* cpu | cuda */
+    int overlap;       /* all-reduce buckets while backward runs (1) or after it (0) */
+    int threads;       /* compute threads per rank; 0: OMP_NUM_THREADS or 1 */
+    int zero;          /* 1: ZeRO stage 1 (AdamW state sharded over the DP ranks), 0: off */
+    char precision[8]; /* fp32 | bf16 (bf16 only on GPU) */
+    char device[8];    /* cpu | cuda */
+
     char on_divergence[16];      /* stop | restart (from the checkpoint before it, lr x factor, once) */
     double divergence_lr_factor; /* restart: the learning rate's factor, in (0, 1) */
   } train;

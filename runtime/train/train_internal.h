@@ -191,6 +191,24 @@ dtr_result dtr__train_cpu_update(dtr__trainer *t, double lr);
 /* Exact-match accuracy on held-out additions, the problems split over the DP ranks, each decoded by
  * the whole pipeline and tp group. COLLECTIVE over the world. */
 dtr_result dtr__train_evaluate(dtr__trainer *t, double *acc);
+/* ---- failures a restart would not fix (train_faults.c) */
+
+/* The divergence record of an earlier attempt (CHECKPOINT_DIR/divergence): its learning rate's scale, on
+ * every rank. COLLECTIVE over the world. */
+dtr_result dtr__train_divergence_setup(dtr__trainer *t);
+/* Training diverged from step first_bad (0-based): set the checkpoints of the diverged steps aside and
+ * leave the record for a restart (DTR_ERR_INVALID: transient), or DTR_ERR_PERMANENT when the recipe says
+ * stop, it happened again, or no restart is left. */
+dtr_result dtr__train_diverged(dtr__trainer *t, int64_t first_bad);
+/* Resume from the newest valid checkpoint; no valid one among those there is DTR_ERR_PERMANENT. */
+dtr_result dtr__train_resume(dtr__trainer *t, int64_t *start);
+/* A periodic save (waiting for the asynchronous one before it, *pending) and what its result means:
+ * a warning, or DTR_ERR_PERMANENT at the second refusal of the file system in a row. */
+dtr_result dtr__train_periodic_save(dtr__trainer *t, int64_t step, int *pending);
+dtr_result dtr__train_save_outcome(dtr__trainer *t, dtr_result rc);
+/* The final save's result: a refusal of the file system is permanent. */
+dtr_result dtr__train_required_save(dtr_result rc);
+
 /* xxh64 of the weights and AdamW moments (rank 0's answer): a replica's own when every rank holds the
  * whole model, else of every rank's digest in rank order. COLLECTIVE over the world. */
 uint64_t dtr__train_digest(dtr__trainer *t);

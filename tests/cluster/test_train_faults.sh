@@ -61,6 +61,9 @@ run_job ref 29710 3
 wait_all ref 0 0 0
 REF=$(digest ref)
 [[ -n $REF ]] || fail "ref: no summary"
+# checkpoint.keep: 0 keeps every committed step (issue 19: it kept 3)
+n=$(ls -d "$TMP"/run-ref/checkpoints/step_* | wc -l)
+[[ $n == 6 ]] || fail "ref: checkpoint.keep 0 kept $n steps, want all 6"
 ok "reference: 2400 steps on 3 nodes, $REF"
 
 # ---- 2. SIGSTOP of a worker
