@@ -23,8 +23,8 @@ job: {name: tf, seed: 11}
 launch: {nproc_per_node: 1, max_restarts: 3}
 model: {block_size: 11, n_layer: 1, n_head: 2, n_embd: 32}
 data: {kind: addition, digits: 3}
-train: {steps: 2400, global_batch: 48, micro_batch: 8, warmup_steps: 20, log_every: 400, threads: 1}
-checkpoint: {every: 400, keep: 0}
+train: {steps: 1200, global_batch: 48, micro_batch: 8, warmup_steps: 20, log_every: 200, threads: 1}
+checkpoint: {every: 200, keep: 0}
 YAML
 
 # run_job TAG PORT NNODES [overrides...]: `dtrain run` on the three nodes (node 0 first: it hosts the store)
@@ -64,11 +64,11 @@ REF=$(digest ref)
 # checkpoint.keep: 0 keeps every committed step (issue 19: it kept 3)
 n=$(ls -d "$TMP"/run-ref/checkpoints/step_* | wc -l)
 [[ $n == 6 ]] || fail "ref: checkpoint.keep 0 kept $n steps, want all 6"
-ok "reference: 2400 steps on 3 nodes, $REF"
+ok "reference: 1200 steps on 3 nodes, $REF"
 
 # ---- 2. SIGSTOP of a worker
 run_job stop 29720 3 launch.worker_timeout=2
-wait_for_log "$TMP/stop-node0.log" "checkpoint step 400 committed" 60 || fail "stop: no first checkpoint"
+wait_for_log "$TMP/stop-node0.log" "checkpoint step 200 committed" 60 || fail "stop: no first checkpoint"
 victim=$(trainer_pid 1)
 [[ -n $victim ]] || fail "stop: node 1 runs no trainer"
 kill -STOP "$victim"
@@ -84,7 +84,7 @@ ok "SIGSTOP of rank 1: found after ${dt} ms (timeout 2 s), threads dumped, resta
 
 # ---- 3. kill -9 of a node that does not host the store
 run_job shrink 29730 2:3
-wait_for_log "$TMP/shrink-node0.log" "checkpoint step 400 committed" 60 || fail "shrink: no first checkpoint"
+wait_for_log "$TMP/shrink-node0.log" "checkpoint step 200 committed" 60 || fail "shrink: no first checkpoint"
 kill -KILL "${AGENT_PID[shrink-node2]}"
 wait_all shrink 0 0 137
 # its rank died with it (the orphan guard), so the others' collectives fail first: the job restarts
@@ -100,13 +100,13 @@ mkdir -p "$TMP/full"
 mount -t tmpfs -o size=3m tmpfs "$TMP/full" || fail "full: cannot mount a tmpfs"
 ns_at_exit "umount -l '$TMP/full'"
 run_job full 29740 3 checkpoint.dir="$TMP/full/ck"
-wait_for_log "$TMP/full-node0.log" "checkpoint step 400 committed" 60 || fail "full: no first checkpoint"
+wait_for_log "$TMP/full-node0.log" "checkpoint step 200 committed" 60 || fail "full: no first checkpoint"
 dd if=/dev/zero of="$TMP/full/filler" bs=64k status=none 2>/dev/null # until the device is full
 wait_all full 80 80 80
 grep -q "restarting every worker" "$TMP"/full-node*.log && fail "full: a restart was spent"
 grep -q "permanent failure: .*No space left on device.*second save in a row" "$TMP"/full-node*.log ||
   fail "full: the permanent failure is not named: $(grep -h 'dtrain train' "$TMP"/full-node*.log | head -3)"
-"$DTRAIN" ckpt verify "$TMP/full/ck" --step 400 > "$TMP/verify.log" 2>&1 || fail "full: step 400 does not verify: $(cat "$TMP/verify.log")"
-ok "disk full: every node stopped with 80 at the second refused save, no restart; step 400 intact"
+"$DTRAIN" ckpt verify "$TMP/full/ck" --step 200 > "$TMP/verify.log" 2>&1 || fail "full: step 200 does not verify: $(cat "$TMP/verify.log")"
+ok "disk full: every node stopped with 80 at the second refused save, no restart; step 200 intact"
 no_workers_left || fail "processes still running in the nodes: $(ns_all_pids | xargs)"
 echo PASS
