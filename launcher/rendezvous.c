@@ -154,8 +154,9 @@ static dtr_result wait_get(dtr_store *c, const dtr__rdzv_cfg *cfg, const char *k
     }
     int slice = (left < 0 || left > SLICE_MS) ? SLICE_MS : left;
     rc = dtr_store_get(c, key, slice, val, len);
-    if (rc != DTR_ERR_TIMEOUT || !dtr__store_connected(c))
-      return rc; /* no answer at all: the store is lost */
+    if (rc == DTR_ERR_TIMEOUT && !dtr__store_connected(c))
+      return DTR_ERR_CONNECTION; /* no answer at all: the store is lost, not the deadline passed */
+    if (rc != DTR_ERR_TIMEOUT) return rc;
     if (cfg->interrupted && (*sig = cfg->interrupted(cfg->ctx)) != 0) return DTR_ERR_ABORTED;
     say_waiting(w, deadline);
   }
