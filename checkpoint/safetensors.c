@@ -613,7 +613,11 @@ dtr_result dtr__sft_open(const char *path, dtr__sft_file **out, char *err, size_
     free(f);
     return dtr__fail(err, errcap, DTR_ERR_NOMEM, "%s: out of memory", path);
   }
-  f->fd = open(path, O_RDONLY | O_CLOEXEC);
+  f->fd = dtr__open_regular(path, O_RDONLY); /* a FIFO fails here instead of blocking */
+  if (f->fd < 0 && errno == EINVAL) {
+    rc = dtr__fail(err, errcap, DTR_ERR_INVALID, "%s: not a regular file", path);
+    goto fail;
+  }
   if (f->fd < 0) {
     rc = dtr__fail(err, errcap, errno == ENOENT ? DTR_ERR_NOT_FOUND : DTR_ERR_SYSTEM, "%s: cannot open: %s",
                    path, strerror(errno));

@@ -72,12 +72,18 @@ typedef struct launch_state {
  * are blocked) end a long wait for an unreachable store. *sig receives the signal (DTR_ERR_ABORTED). */
 static dtr_result connect_sliced(const char *host, int port, const char *token, int64_t total_ms, int sigfd,
                                  int *sig, dtr_store **out, char *err, size_t cap) {
-  int64_t deadline = dtr__now_ms() + total_ms;
+  int64_t start = dtr__now_ms(), deadline = start + total_ms, said = start;
+  int say_ms = (int)dtr__param_int("DTRAIN_WAIT_REPORT_MS", 5000);
   for (;;) {
     int left = dtr__ms_left(deadline);
     int slice = left > 250 ? 250 : left < 1 ? 1 : left;
     dtr_result rc = dtr_store_connect(host, port, token, slice, out, err, cap);
     if (rc != DTR_ERR_TIMEOUT || dtr__ms_left(deadline) == 0) return rc;
+    if (say_ms > 0 && dtr__now_ms() - said >= say_ms) { /* waiting is never silent */
+      said = dtr__now_ms();
+      DTR_INFO("waiting %.0f s for the rendezvous store at %s:%d (%s); giving up in %.0f s",
+               (said - start) / 1000.0, host, port, err, dtr__ms_left(deadline) / 1000.0);
+    }
     struct signalfd_siginfo si;
     while (read(sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
       int s = (int)si.ssi_signo;
@@ -335,6 +341,7 @@ static int run_agent(launch_state *st) {
       .sigfd = st->sigfd,
       .main_store = st->main_store,
       .listener_store = st->listener_store,
+      .server = st->hosting ? st->server : NULL,
       .orphan_guard = &st->guard,
   };
   return dtr__agent_run(&cfg);

@@ -34,7 +34,8 @@ static void usage(FILE *f) {
       "\n"
       "Launch flags override the recipe's launch section: --nproc-per-node N|cpu|gpu|auto, --nnodes "
       "N|MIN:MAX,\n"
-      "--node-rank R, --rdzv-endpoint HOST:PORT, --rdzv-id ID, --max-restarts N. These are passed on to\n"
+      "--node-rank R, --rdzv-endpoint HOST:PORT, --rdzv-id ID, --max-restarts N, --worker-timeout S,\n"
+      "--worker-start-timeout S. These are passed on to\n"
       "`dtrain launch` as they are: --standalone, --rdzv-timeout, --rdzv-backend, --rdzv-conf, "
       "--monitor-interval,\n"
       "--grace-period, --log-dir, --tee, --redirects, --master-addr, --master-port, --error-file, --role,\n"
@@ -191,6 +192,10 @@ int dtr__cmd_run(int argc, char **argv) {
   if (r.launch.rdzv_id[0] &&
       (strv_push(&launch, "--rdzv-id") != 0 || strv_push(&launch, r.launch.rdzv_id) != 0))
     goto nomem;
+  snprintf(num, sizeof num, "%g", r.launch.worker_timeout);
+  if (strv_push(&launch, "--worker-timeout") != 0 || strv_push(&launch, num) != 0) goto nomem;
+  snprintf(num, sizeof num, "%g", r.launch.worker_start_timeout);
+  if (strv_push(&launch, "--worker-start-timeout") != 0 || strv_push(&launch, num) != 0) goto nomem;
   if (r.launch.node_rank >= 0) {
     snprintf(num, sizeof num, "%d", r.launch.node_rank);
     if (strv_push(&launch, "--node-rank") != 0 || strv_push(&launch, num) != 0) goto nomem;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/progress.h"
 #include "dtrain/recipe.h"
 #include "dtrain/runtime.h"
 #include "launcher/commands.h"
@@ -19,7 +20,9 @@ static void usage(FILE *f) {
       "world size come from the launcher's environment (dtrain launch, torchrun, mpirun, srun); alone it\n"
       "runs as rank 0 of 1. Overrides such as train.steps=20 apply after the file (docs/recipes.md).\n"
       "\n"
-      "Exit codes: 0 done, 2 bad usage or an invalid recipe (file:line:col: what), 1 training failed.\n",
+      "Exit codes: 0 done, 2 bad usage or an invalid recipe (file:line:col: what), 1 training failed,\n"
+      "80 training failed in a way a restart would repeat (the file system refuses the checkpoint the run\n"
+      "needs, diverged, no valid checkpoint to resume from, no GPU): `dtrain launch` stops the job.\n",
       f);
 }
 
@@ -67,9 +70,13 @@ int dtr__cmd_train(int argc, char **argv) {
   }
   if (r.warnings[0] && id.rank == 0) fprintf(stderr, "dtrain: warning: %s\n", r.warnings);
   code = 0;
-  if (dtr_train(&r, err, sizeof err) != DTR_OK) {
-    fprintf(stderr, CTX "rank %d: %s\n", id.rank, err);
-    code = 1;
+  /* under dtrain launch: the agent may ask for this rank's thread stacks when it stops making progress */
+  (void)dtr__progress_enable_dumps();
+  dtr_result rc = dtr_train(&r, err, sizeof err);
+  if (rc != DTR_OK) {
+    fprintf(stderr, CTX "rank %d: %s%s\n", id.rank, rc == DTR_ERR_PERMANENT ? "permanent failure: " : "",
+            err);
+    code = rc == DTR_ERR_PERMANENT ? DTR_EXIT_PERMANENT : 1;
   }
 out:
   free(overrides);

@@ -47,6 +47,10 @@ static const dtr__launch_flag flags[] = {
     {"master-port", 0, DTR__LAUNCH_INT, SETS(master_port), .lo = 1, .hi = 65535, .what = "a port (1-65535)"},
     {"grace-period", 0, DTR__LAUNCH_SECONDS, SETS(grace_period), .lo = 0, .hi = 1e9,
      .what = "a non-negative number of seconds"},
+    {"worker-timeout", 0, DTR__LAUNCH_SECONDS, SETS(worker_timeout), .lo = 0, .hi = 1e9,
+     .what = "a non-negative number of seconds (0: off)", .recipe_key = "launch.worker_timeout"},
+    {"worker-start-timeout", 0, DTR__LAUNCH_SECONDS, SETS(worker_start_timeout), .lo = 0, .hi = 1e9,
+     .what = "a non-negative number of seconds (0: off)", .recipe_key = "launch.worker_start_timeout"},
     {"error-file", 0, DTR__LAUNCH_STRING, SETS(error_file)},
     {"role", 0, DTR__LAUNCH_STRING, SETS(role)},
     {"no-python", 0, DTR__LAUNCH_SWITCH, SETS(no_python), .launch_only = 1},
@@ -95,8 +99,18 @@ void dtr__launch_usage(FILE *f) {
       "  --max-restarts N          restart the whole job up to N times after a worker fails (default 0)\n"
       "  --monitor-interval SECONDS\n"
       "                            heartbeat period of the agent (default 0.1); a node whose agent is\n"
-      "                            silent for DTRAIN_HEARTBEAT_TIMEOUT_MS (default 5000) is declared dead\n"
+      "                            silent for DTRAIN_HEARTBEAT_TIMEOUT_MS (default 2500) is declared dead,\n"
+      "                            and so is the store when it does not answer for as long: the agents\n"
+      "                            then move to its standby on another node (docs/store.md)\n"
       "  --grace-period SECONDS    SIGTERM to SIGKILL delay when stopping workers (default 5)\n"
+      "  --worker-timeout SECONDS  a rank whose progress reports (DTRAIN_PROGRESS_FILE; the built-in "
+      "trainer\n"
+      "                            and dtr_progress_step make them) stop this long, while it does not wait\n"
+      "                            in a collective for others, is hung: its threads are dumped, it is\n"
+      "                            killed and the job restarts (default 180; 0: off)\n"
+      "  --worker-start-timeout SECONDS\n"
+      "                            the same limit before a rank's first step and in its slow phases\n"
+      "                            (start-up, checkpoint loads and saves; default 900; 0: off)\n"
       "  --error-file PATH         write the first failure as JSON here (default $TORCHELASTIC_ERROR_FILE,\n"
       "                            or LOG_DIR/RUN_ID/error.json with --log-dir)\n"
       "  TERM, INT, HUP and QUIT stop the whole job (exit 128+signal); USR1 and USR2 are forwarded.\n"
@@ -119,11 +133,15 @@ void dtr__launch_usage(FILE *f) {
       "GROUP_WORLD_SIZE, ROLE_RANK, ROLE_WORLD_SIZE, ROLE_NAME, MASTER_ADDR, MASTER_PORT,\n"
       "TORCHELASTIC_RESTART_COUNT, TORCHELASTIC_MAX_RESTARTS, TORCHELASTIC_RUN_ID, OMP_NUM_THREADS=1 if\n"
       "unset) plus DTRAIN_STORE, DTRAIN_RUN_ID, DTRAIN_RESTART_COUNT, DTRAIN_ATTEMPT, DTRAIN_JOB_TOKEN,\n"
-      "DTRAIN_NODE_RANK and DTRAIN_NNODES. The job token comes from DTRAIN_JOB_TOKEN; without it one node\n"
+      "DTRAIN_NODE_RANK, DTRAIN_NNODES, DTRAIN_PROGRESS_FILE (the progress page, docs/environment.md) and,\n"
+      "with --log-dir, DTRAIN_DIAG_DIR. The job token comes from DTRAIN_JOB_TOKEN; without it one node\n"
       "uses a random token and several nodes derive one from --rdzv-id (not secret: set DTRAIN_JOB_TOKEN).\n"
       "\n"
-      "Exit status: 0 when every rank exited 0; the first failed rank's code (128+N for signal N);\n"
-      "1 for dtrain's own errors; 2 for bad flags; 126/127 for a non-executable or missing PROGRAM.\n",
+      "Exit status: 0 when every rank exited 0; the first failed rank's code (128+N for signal N) once\n"
+      "the restarts are used up (1 for a hung rank or a lost node); 80 when a rank exited 80 (a permanent\n"
+      "failure: the job stops at once, no restart); 81 when the same failure repeated at the same step;\n"
+      "82 when this node is cut off from the job's majority (it stops so that the others go on); 1 for\n"
+      "dtrain's own errors; 2 for bad flags; 126/127 for a non-executable or missing PROGRAM.\n",
       f);
 }
 
@@ -239,6 +257,8 @@ static void set_defaults(dtr_launch_args *a) {
   a->rdzv_timeout = 900;
   a->last_call = -1;
   a->grace_period = 5;
+  a->worker_timeout = DTR_LAUNCH_DEFAULT_WORKER_TIMEOUT;
+  a->worker_start_timeout = DTR_LAUNCH_DEFAULT_WORKER_START_TIMEOUT;
   a->tee = 3;
   a->redirects = 0;
   a->master_port = -1;

@@ -55,6 +55,9 @@ typedef struct dtr_recipe {
     char rdzv_endpoint[256]; /* host:port; "" = this node hosts the store */
     char rdzv_id[128];
     int node_rank; /* -1: assigned by the rendezvous */
+
+    double worker_timeout;       /* seconds without progress before a rank is hung; 0: off */
+    double worker_start_timeout; /* the same before the first step and in slow phases; 0: off */
   } launch;
 
   struct {
@@ -99,6 +102,9 @@ typedef struct dtr_recipe {
     int zero;          /* 1: ZeRO stage 1 (AdamW state sharded over the DP ranks), 0: off */
     char precision[8]; /* fp32 | bf16 (bf16 only on GPU) */
     char device[8];    /* cpu | cuda */
+
+    char on_divergence[16];      /* stop | restart (from the checkpoint before it, lr x factor, once) */
+    double divergence_lr_factor; /* restart: the learning rate's factor, in (0, 1) */
   } train;
 
   struct {

@@ -3,6 +3,7 @@
  * every combination, naming the position of the value at fault so the message reads `file:line:col: ...`. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -14,6 +15,7 @@
 #include <yaml.h>
 
 #include "common/check.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "common/sock.h"
 #include "common/yaml_error.h"
@@ -186,27 +188,66 @@ static dtr_result walk_section(ctx *c, yaml_document_t *doc, const char *section
   return DTR_OK;
 }
 
-static dtr_result walk_file(ctx *c) {
-  FILE *f = fopen(c->path, "rb");
-  if (!f)
+#define RECIPE_MAX_BYTES (4u << 20) /* a recipe is a page of keys; anything this big is a mistake */
+
+/* The recipe file's bytes (NUL-terminated, malloc'ed) in *text. A FIFO in its place is refused, not
+ * waited on. */
+static dtr_result read_recipe(ctx *c, char **text, size_t *len) {
+  *text = NULL;
+  int fd = dtr__open_regular(c->path, O_RDONLY);
+  if (fd < 0 && errno == EINVAL)
+    return dtr__fail(c->err, c->cap, DTR_ERR_INVALID, "%s: the recipe is not a regular file", c->path);
+  if (fd < 0)
     return dtr__fail(c->err, c->cap, DTR_ERR_NOT_FOUND, "%s: cannot open the recipe: %s", c->path,
                      strerror(errno));
   struct stat st;
-  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-    fclose(f);
-    return dtr__fail(c->err, c->cap, DTR_ERR_INVALID, "%s: the recipe is not a regular file", c->path);
+  if (fstat(fd, &st) != 0 || st.st_size > (off_t)RECIPE_MAX_BYTES) {
+    close(fd);
+    return dtr__fail(c->err, c->cap, DTR_ERR_INVALID, "%s: the recipe is larger than %u bytes", c->path,
+                     RECIPE_MAX_BYTES);
+  }
+  char *buf = malloc((size_t)st.st_size + 1);
+  size_t got = 0;
+  while (buf && got < (size_t)st.st_size) {
+    ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += (size_t)n;
+  }
+  int e = errno;
+  close(fd);
+  if (!buf) return dtr__fail(c->err, c->cap, DTR_ERR_NOMEM, "%s: out of memory reading the recipe", c->path);
+  if (got != (size_t)st.st_size) {
+    free(buf);
+    return dtr__fail(c->err, c->cap, DTR_ERR_SYSTEM, "%s: cannot read the recipe: %s", c->path, strerror(e));
+  }
+  buf[got] = '\0';
+  *text = buf;
+  *len = got;
+  return DTR_OK;
+}
+
+static dtr_result walk_file(ctx *c) {
+  char *text = NULL;
+  size_t tlen = 0;
+  DTR_CHECK(read_recipe(c, &text, &tlen));
+  /* bounded nesting keeps libyaml linear in the file's size (yaml_error.h) */
+  dtr_result rc =
+      dtr__yaml_check_input(text, tlen, DTR__YAML_MAX_FLOW_DEPTH, c->path, DTR_ERR_INVALID, c->err, c->cap);
+  if (rc != DTR_OK) {
+    free(text);
+    return rc;
   }
   yaml_parser_t p;
   yaml_document_t doc;
   int have_doc = 0;
-  dtr_result rc = DTR_OK;
   if (!yaml_parser_initialize(&p)) {
-    fclose(f);
+    free(text);
     return dtr__fail(c->err, c->cap, DTR_ERR_NOMEM, "%s: cannot initialise the YAML parser", c->path);
   }
-  yaml_parser_set_input_file(&p, f);
+  yaml_parser_set_input_string(&p, (const unsigned char *)text, tlen);
   if (!yaml_parser_load(&p, &doc)) {
-    rc = dtr__yaml_parse_fail(&p, c->path, DTR_ERR_INVALID, c->err, c->cap);
+    rc = dtr__yaml_parse_fail(&p, c->path, text, tlen, DTR_ERR_INVALID, c->err, c->cap);
     goto out;
   }
   have_doc = 1;
@@ -254,7 +295,7 @@ static dtr_result walk_file(ctx *c) {
   yaml_document_delete(&doc);
   have_doc = 0;
   if (!yaml_parser_load(&p, &doc)) {
-    rc = dtr__yaml_parse_fail(&p, c->path, DTR_ERR_INVALID, c->err, c->cap);
+    rc = dtr__yaml_parse_fail(&p, c->path, text, tlen, DTR_ERR_INVALID, c->err, c->cap);
     goto out;
   }
   have_doc = 1;
@@ -263,7 +304,7 @@ static dtr_result walk_file(ctx *c) {
 out:
   if (have_doc) yaml_document_delete(&doc);
   yaml_parser_delete(&p);
-  fclose(f);
+  free(text);
   return rc;
 }
 
@@ -443,6 +484,13 @@ static dtr_result validate(ctx *c, int world) {
   if (r->launch.max_restarts < 0)
     return fail_at(c, K("launch", "max_restarts"), "launch.max_restarts: %d is negative",
                    r->launch.max_restarts);
+  if (!(r->launch.worker_timeout >= 0 && r->launch.worker_timeout <= 1e9))
+    return fail_at(c, K("launch", "worker_timeout"),
+                   "launch.worker_timeout: %g is not a number of seconds >= 0", r->launch.worker_timeout);
+  if (!(r->launch.worker_start_timeout >= 0 && r->launch.worker_start_timeout <= 1e9))
+    return fail_at(c, K("launch", "worker_start_timeout"),
+                   "launch.worker_start_timeout: %g is not a number of seconds >= 0",
+                   r->launch.worker_start_timeout);
   if (r->launch.node_rank < -1 || r->launch.node_rank >= r->launch.nnodes_max)
     return fail_at(c, K("launch", "node_rank"),
                    "launch.node_rank: %d is not between -1 (assigned) and nnodes-1 (%d)", r->launch.node_rank,
@@ -639,6 +687,10 @@ static dtr_result validate(ctx *c, int world) {
   if (r->train.threads < 0 || r->train.threads > 1024)
     return fail_at(c, K("train", "threads"), "train.threads: %d is not between 0 (OMP_NUM_THREADS) and 1024",
                    r->train.threads);
+  if (!(r->train.divergence_lr_factor > 0 && r->train.divergence_lr_factor < 1))
+    return fail_at(c, K("train", "divergence_lr_factor"),
+                   "train.divergence_lr_factor: %g is not between 0 and 1 (exclusive)",
+                   r->train.divergence_lr_factor);
   if (!strcmp(r->train.precision, "bf16") && strcmp(r->train.device, "cuda") != 0)
     return fail_at(c, blame(c, 2, K("train", "precision"), K("train", "device")),
                    "train.precision bf16 needs train.device cuda (the CPU path is fp32)");

@@ -16,6 +16,7 @@
 
 #include "common/check.h"
 #include "common/clock.h"
+#include "common/device.h"
 #include "common/param.h"
 #include "runtime/model/gpt_internal.h"
 #include "runtime/model/gpt_weights.h"
@@ -56,6 +57,13 @@ dtr_result dtr_train_check(const dtr_recipe *r, char *err, size_t errcap) {
                        "memory, which only NCCL moves",
                        r->path, r->launch.backend[0] ? r->launch.backend : "(unset)");
     }
+    if (dtr__cuda_device_count() == 0) {
+      const char *vis = dtr__param_str("CUDA_VISIBLE_DEVICES", NULL);
+      return dtr__fail(err, errcap, DTR_ERR_UNSUPPORTED,
+                       "%s: train.device=cuda: no CUDA device is visible on this machine%s%s%s (set "
+                       "train.device=cpu, or run where the GPUs are)",
+                       r->path, vis ? " (CUDA_VISIBLE_DEVICES=" : "", vis ? vis : "", vis ? ")" : "");
+    }
     if (r->train.precision[0] && strcmp(r->train.precision, "fp32") != 0 &&
         strcmp(r->train.precision, "bf16") != 0) {
       return dtr__fail(err, errcap, DTR_ERR_UNSUPPORTED,
@@ -81,7 +89,9 @@ static dtr_result setup(trainer *t) {
   const dtr_recipe *r = t->r;
   char *err = t->err;
   size_t errcap = t->errcap;
-  DTR_CHECK(dtr_train_check(r, err, errcap));
+  dtr_progress_phase("start-up", 1);
+  /* what this trainer cannot run now it will not run after a restart either: a missing GPU, say */
+  if (dtr_train_check(r, err, errcap) != DTR_OK) return DTR_ERR_PERMANENT;
   t->threads = r->train.threads > 0 ? r->train.threads : (int)dtr__param_int("OMP_NUM_THREADS", 1);
   if (t->threads < 1) t->threads = 1;
 
@@ -217,19 +227,15 @@ static void teardown(trainer *t) {
  * clipping factor the device's AdamW applies (the cpu clipped in place already). */
 static dtr_result finish_step(trainer *t, int64_t step, double *lr, double gnorm, double coef) {
   const dtr_recipe *r = t->r;
-  *lr = dtr_lr_at(step, r->train.warmup_steps, r->train.steps, r->train.lr, r->train.min_lr);
+  *lr = t->lr_scale * dtr_lr_at(step, r->train.warmup_steps, r->train.steps, r->train.lr, r->train.min_lr);
   dtr__data_advance(t->data);
   /* An overflowing batch must not poison the weights and moments: skip its update (every rank sees
    * the same averaged gradients, so every rank skips), and give up when it keeps happening. */
   if (!isfinite(gnorm)) {
     t->skipped++;
     if (t->rank == 0) DTR_WARN("step %lld: gradient norm %g: update skipped", (long long)step + 1, gnorm);
-    if (++t->skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW) {
-      return dtr__fail(t->err, t->errcap, DTR_ERR_INVALID,
-                       "training diverged: %d steps in a row up to step %lld had a non-finite gradient norm "
-                       "(lower train.lr=%g or set train.grad_clip)",
-                       MAX_SKIPPED_IN_A_ROW, (long long)step + 1, r->train.lr);
-    }
+    if (++t->skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW)
+      return dtr__train_diverged(t, step + 1 - t->skipped_in_a_row);
     return DTR_OK;
   }
   t->skipped_in_a_row = 0;
@@ -392,7 +398,8 @@ static dtr_result init_from(trainer *t) {
 static dtr_result run(trainer *t) {
   const dtr_recipe *r = t->r;
   int64_t start = 0, steps = r->train.steps;
-  if (r->checkpoint.resume) DTR_CHECK(dtr__train_ckpt_resume(t->ck, &start, t->err, t->errcap));
+  DTR_CHECK(dtr__train_divergence_setup(t));
+  if (r->checkpoint.resume) DTR_CHECK(dtr__train_resume(t, &start));
   /* A load wrote the device's fp32 weights behind the model: its bf16 copy follows. */
   if (t->gpu && start > 0) DTR_CHECK(dtr__gpu_params_changed(t->gpu, t->err, t->errcap));
   int initialised = start == 0 && r->model.init_from[0];
@@ -414,8 +421,10 @@ static dtr_result run(trainer *t) {
   double t_begin = dtr__now_s(), last_loss = NAN, acc = NAN,
          tokens_per_step = (double)r->train.global_batch * t->T;
   int64_t saved = start;
+  int save_pending = 0;
   for (int64_t s = start; s < steps; s++) {
     double t0 = dtr__now_s(), loss = 0, lr = 0, gnorm = 0;
+    dtr_progress_step(s + 1);
     DTR_CHECK(train_step(t, s, &loss, &lr, &gnorm));
     double dt = dtr__now_s() - t0, wait = dtr_dp_sync_last_wait(t->sync);
     t->sum_step_s += dt;
@@ -433,27 +442,29 @@ static dtr_result run(trainer *t) {
       rec.note = note;
     }
     if (addition && r->train.eval_every > 0 && ((s + 1) % r->train.eval_every == 0 || s + 1 == steps)) {
+      dtr_progress_phase("evaluation", 1);
       DTR_CHECK(dtr__train_evaluate(t, &acc));
       rec.accuracy = acc;
     }
     dtr__metrics_step(t->metrics, &rec);
     fault_hook_fire(&fault, t->rank, s + 1);
     if (r->checkpoint.every > 0 && (s + 1) % r->checkpoint.every == 0 && s + 1 < steps) {
-      /* A save that fails (disk full, a read-only directory) loses this checkpoint, not the run: the
-       * newest committed one is untouched and training goes on. Only the final save is required. */
+      /* A save that fails loses this checkpoint, not the run: the newest committed one is untouched and
+       * training goes on (periodic_save says when it cannot). Only the final save is required. */
+      dtr_progress_phase("checkpoint save", 1);
       DTR_CHECK(quiesce(t));
-      if (dtr__train_ckpt_save(t->ck, s + 1, t->err, t->errcap) != DTR_OK) {
-        if (t->rank == 0) DTR_WARN("%s; training goes on", t->err);
-        t->err[0] = 0;
-      }
+      DTR_CHECK(dtr__train_periodic_save(t, s + 1, &save_pending));
       saved = s + 1;
     }
   }
+  dtr_progress_phase("checkpoint save", 1);
   if (saved < steps) {
+    if (save_pending) DTR_CHECK(dtr__train_save_outcome(t, dtr__train_ckpt_wait(t->ck, t->err, t->errcap)));
     DTR_CHECK(quiesce(t));
-    DTR_CHECK(dtr__train_ckpt_save(t->ck, steps, t->err, t->errcap));
+    DTR_CHECK(dtr__train_required_save(dtr__train_ckpt_save(t->ck, steps, t->err, t->errcap)));
   }
-  DTR_CHECK(dtr__train_ckpt_wait(t->ck, t->err, t->errcap));
+  DTR_CHECK(dtr__train_required_save(dtr__train_ckpt_wait(t->ck, t->err, t->errcap)));
+  dtr_progress_phase("summary", 1);
   double wall = dtr__now_s() - t_begin;
   /* The wait share averaged over the DP ranks (each waits for the slowest). */
   double share[2] = {t->sum_wait_s, t->sum_step_s};
@@ -479,12 +490,14 @@ dtr_result dtr_train(const dtr_recipe *r, char *err, size_t errcap) {
   trainer t;
   memset(&t, 0, sizeof t);
   t.r = r;
+  t.lr_scale = 1.0;
   t.err = err;
   t.errcap = errcap;
   if (errcap) err[0] = 0;
   dtr_result rc = setup(&t);
   if (rc == DTR_OK) rc = run(&t);
   if (rc != DTR_OK && errcap && !err[0]) snprintf(err, errcap, "%s", dtr_strerror(rc));
+  if (rc == DTR_ERR_PERMANENT) dtr_progress_reason(err); /* the agent's report quotes it */
   teardown(&t);
   return rc;
 }

@@ -87,6 +87,8 @@ dtr_result dtr__train_ckpt_resume(dtr__train_ckpt *c, int64_t *step, char *err, 
 dtr_result dtr__train_ckpt_save(dtr__train_ckpt *c, int64_t step, char *err, size_t errcap);
 /* Wait for a save in flight; its result. */
 dtr_result dtr__train_ckpt_wait(dtr__train_ckpt *c, char *err, size_t errcap);
+/* Rank 0: rename the committed steps >= from to diverged_step_N, where no load looks. */
+void dtr__train_ckpt_set_aside(dtr__train_ckpt *c, int64_t from);
 /* Seconds the last save blocked training. */
 double dtr__train_ckpt_blocking_s(const dtr__train_ckpt *c);
 void dtr__train_ckpt_destroy(dtr__train_ckpt *c);
@@ -173,6 +175,9 @@ typedef struct dtr__trainer {
   uint64_t tp_bytes_last; /* tp all-reduce payload of the last step */
   int tied_identical;     /* dtr__train_tied_identical at the end (-1: not checked here) */
   int64_t steps_run, skipped, skipped_in_a_row;
+  double lr_scale;           /* 1, or train.divergence_lr_factor after a restart for divergence */
+  int divergence_restarted;  /* this run already restarted once for a divergence */
+  int failed_saves_in_a_row; /* periodic saves the file system refused, in a row */
   char *err;
   size_t errcap;
 } dtr__trainer;
@@ -195,6 +200,24 @@ dtr_result dtr__train_evaluate(dtr__trainer *t, double *acc);
  * moments, without ZeRO-1) are bit for bit the same, 0 when not (warned), -1 on other ranks or when it
  * could not be checked. COLLECTIVE over the first and last stage of this rank's (dp, tp). */
 int dtr__train_tied_identical(dtr__trainer *t);
+/* ---- failures a restart would not fix (train_faults.c) */
+
+/* The divergence record of an earlier attempt (CHECKPOINT_DIR/divergence): its learning rate's scale, on
+ * every rank. COLLECTIVE over the world. */
+dtr_result dtr__train_divergence_setup(dtr__trainer *t);
+/* Training diverged from step first_bad (0-based): set the checkpoints of the diverged steps aside and
+ * leave the record for a restart (DTR_ERR_INVALID: transient), or DTR_ERR_PERMANENT when the recipe says
+ * stop, it happened again, or no restart is left. */
+dtr_result dtr__train_diverged(dtr__trainer *t, int64_t first_bad);
+/* Resume from the newest valid checkpoint; no valid one among those there is DTR_ERR_PERMANENT. */
+dtr_result dtr__train_resume(dtr__trainer *t, int64_t *start);
+/* A periodic save (waiting for the asynchronous one before it, *pending) and what its result means:
+ * a warning, or DTR_ERR_PERMANENT at the second refusal of the file system in a row. */
+dtr_result dtr__train_periodic_save(dtr__trainer *t, int64_t step, int *pending);
+dtr_result dtr__train_save_outcome(dtr__trainer *t, dtr_result rc);
+/* The final save's result: a refusal of the file system is permanent. */
+dtr_result dtr__train_required_save(dtr_result rc);
+
 /* xxh64 of the weights and AdamW moments (rank 0's answer): a replica's own when every rank holds the
  * whole model, else of every rank's digest in rank order. COLLECTIVE over the world. */
 uint64_t dtr__train_digest(dtr__trainer *t);

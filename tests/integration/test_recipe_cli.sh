@@ -107,7 +107,7 @@ for want in "  steps: 20" "  nproc_per_node: 4" "  max_restarts: 2" "  dp: 4" " 
 done
 launch_line=$(grep '^# dtrain would run: ' "$T/dry.yaml") || fail "no launch line: $(cat "$T/dry.yaml")"
 case "$launch_line" in
-  *"dtrain launch --nproc-per-node 4 --nnodes 1 --max-restarts 2 --log-dir $T/logs -- "*" train $T/ok.yaml train.steps=20 launch.nproc_per_node=4 launch.max_restarts=2") ;;
+  *"dtrain launch --nproc-per-node 4 --nnodes 1 --max-restarts 2 --worker-timeout 180 --worker-start-timeout 900 --log-dir $T/logs -- "*" train $T/ok.yaml train.steps=20 launch.nproc_per_node=4 launch.max_restarts=2") ;;
   *) fail "launch line: $launch_line" ;;
 esac
 echo "ok: dry run: $launch_line"

@@ -7,8 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "dtrain/recipe.h"
 #include "tests/unit/test_util.h"
 
@@ -276,6 +278,42 @@ static void test_syntax_errors(void) {
   CHECK_EQ_STR(err, "/nonexistent/recipe.yaml: cannot open the recipe: No such file or directory");
   CHECK_EQ_INT(load(dir, 0, NULL), DTR_ERR_INVALID);
   CHECK_EQ_STR(err, expect(dir, "%P: the recipe is not a regular file"));
+  /* a FIFO is refused at once (issue 19: opening it waited for a writer forever) */
+  char fifo[PATH_MAX];
+  snprintf(fifo, sizeof fifo, "%s/fifo.yaml", dir);
+  CHECK_EQ_INT(mkfifo(fifo, 0600), 0);
+  CHECK_EQ_INT(load(fifo, 0, NULL), DTR_ERR_INVALID);
+  CHECK_EQ_STR(err, expect(fifo, "%P: the recipe is not a regular file"));
+  /* a byte that is not UTF-8 is reported where it is (issue 19: always at 1:1) */
+  BAD("job:\n  name: x\ntrain:\n  steps: 5\xff"
+      "0\n",
+      0, "%P:4:11: YAML syntax error: invalid leading UTF-8 octet (byte 0xff)", NULL);
+  BAD("# \xc3\xa9t\xc3\xa9\ntrain: {steps: 3, lr: \xc3}\n", 0,
+      "%P:2:24: YAML syntax error: invalid trailing UTF-8 octet (byte 0x7d)", NULL);
+  /* nesting is bounded, and so is the time: 200 KB of nested lists took 38 s (quadratic in libyaml's
+   * scanner) before the check; now they are refused at the 65th bracket, in well under a second */
+  {
+    size_t n = 100000;
+    char *deep = malloc(2 * n + 32);
+    strcpy(deep, "train:\n  steps: ");
+    size_t at = strlen(deep);
+    memset(deep + at, '[', n);
+    memset(deep + at + n, ']', n);
+    strcpy(deep + at + 2 * n, "\n");
+    int64_t t0 = dtr__now_ms();
+    CHECK_EQ_INT(load(put("deep.yaml", deep), 0, NULL), DTR_ERR_INVALID);
+    CHECK(dtr__now_ms() - t0 < 1000);
+    CHECK(strstr(err, "deep.yaml:2:74: flow collections ([ or {) nested deeper than 64") != NULL);
+    /* 64 levels, quoted brackets and comments are fine (they reach the type check) */
+    strcpy(deep, "train:\n  steps: ");
+    at = strlen(deep);
+    memset(deep + at, '[', 64);
+    memset(deep + at + 64, ']', 64);
+    strcpy(deep + at + 128, " # [[[[\n  precision: '[[[['\n");
+    CHECK_EQ_INT(load(put("deep64.yaml", deep), 0, NULL), DTR_ERR_INVALID);
+    CHECK(strstr(err, "train.steps: expected a single value, got a list") != NULL);
+    free(deep);
+  }
   /* the default warmup (10) shrinks to a short run's steps; a warmup set by hand does not */
   CHECK_EQ_INT(load(put("short.yaml", "train:\n  steps: 3\n"), 0, NULL), DTR_OK);
   CHECK_EQ_INT(R.train.warmup_steps, 3);
