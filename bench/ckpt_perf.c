@@ -43,6 +43,7 @@
 #include <time.h>
 #include <zstd.h>
 
+#include "bench/bench_args.h"
 #include "checkpoint/ckpt_format.h"
 #include "checkpoint/safetensors.h"
 #include "dtrain/ckpt.h"
@@ -73,33 +74,6 @@ static double now_s(void) {
   return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static int parse_bytes(const char *s, size_t *out) {
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (errno || end == s || v < 0) return -1;
-  switch (toupper((unsigned char)*end)) {
-    case 'K':
-      v *= 1024.0;
-      end++;
-      break;
-    case 'M':
-      v *= 1024.0 * 1024;
-      end++;
-      break;
-    case 'G':
-      v *= 1024.0 * 1024 * 1024;
-      end++;
-      break;
-    default:
-      break;
-  }
-  if (*end == 'B' || *end == 'b') end++;
-  if (*end) return -1;
-  *out = (size_t)v;
-  return 0;
-}
-
 static void usage(FILE *f) {
   fprintf(f,
           "usage: ckpt_perf codec [--size 64M] [--chunk 4M] [--level 1] [--reps 3] [--json FILE]\n"
@@ -118,10 +92,10 @@ static int parse_args(int argc, char **argv, opts *o) {
       usage(stdout);
       exit(0);
     } else if (ARG("--size")) {
-      if (parse_bytes(v, &o->size) || o->size < 1024)
+      if (bench_parse_bytes(v, &o->size) || o->size < 1024)
         return fprintf(stderr, "ckpt_perf: bad --size %s\n", v), -1;
     } else if (ARG("--chunk")) {
-      if (parse_bytes(v, &o->chunk) || o->chunk < 64)
+      if (bench_parse_bytes(v, &o->chunk) || o->chunk < 64)
         return fprintf(stderr, "ckpt_perf: bad --chunk %s\n", v), -1;
     } else if (ARG("--level")) {
       o->level = atoi(v);

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bench_args.h"
 #include "dtrain/comm.h"
 #include "dtrain/store.h"
 #include "tests/helpers/coll_ref.h"
@@ -63,33 +64,6 @@ static double now_s(void) {
   return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static int parse_bytes(const char *s, size_t *out) {
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (errno || end == s || v < 0) return -1;
-  switch (toupper((unsigned char)*end)) {
-    case 'K':
-      v *= 1024.0;
-      end++;
-      break;
-    case 'M':
-      v *= 1024.0 * 1024;
-      end++;
-      break;
-    case 'G':
-      v *= 1024.0 * 1024 * 1024;
-      end++;
-      break;
-    default:
-      break;
-  }
-  if (*end == 'B' || *end == 'b') end++;
-  if (*end) return -1;
-  *out = (size_t)v;
-  return 0;
-}
-
 static void usage(FILE *f) {
   fprintf(f,
           "usage: coll_perf [--op allreduce|reducescatter|allgather|broadcast|reduce|alltoall|sendrecv]\n"
@@ -127,9 +101,11 @@ static int parse_args(int argc, char **argv, opts *o) {
       if (dtr_redop_parse(v, &o->redop) != DTR_OK)
         return fprintf(stderr, "coll_perf: bad --redop %s\n", v), -1;
     } else if (ARG("--min-bytes", "-b")) {
-      if (parse_bytes(v, &o->min_bytes)) return fprintf(stderr, "coll_perf: bad --min-bytes %s\n", v), -1;
+      if (bench_parse_bytes(v, &o->min_bytes))
+        return fprintf(stderr, "coll_perf: bad --min-bytes %s\n", v), -1;
     } else if (ARG("--max-bytes", "-e")) {
-      if (parse_bytes(v, &o->max_bytes)) return fprintf(stderr, "coll_perf: bad --max-bytes %s\n", v), -1;
+      if (bench_parse_bytes(v, &o->max_bytes))
+        return fprintf(stderr, "coll_perf: bad --max-bytes %s\n", v), -1;
     } else if (ARG("--step-factor", "-f")) {
       o->step = atof(v);
     } else if (ARG("--iters", "-n")) {

@@ -21,6 +21,7 @@ dtr_ckpt_config dtr_ckpt_config_default(const char *dir) {
   dtr_ckpt_config c;
   memset(&c, 0, sizeof c);
   c.dir = dir;
+  c.keep = 3;
   return c;
 }
 
@@ -44,7 +45,7 @@ dtr_result dtr_ckpt_create(const dtr_ckpt_config *cfg, dtr_ckpt **out, char *err
     dtr_ckpt_destroy(ck);
     return DTR_ERR_NOMEM;
   }
-  ck->keep = cfg->keep == 0 ? 3 : cfg->keep;
+  ck->keep = cfg->keep > 0 ? cfg->keep : 0; /* 0 (or negative): keep every committed step */
   ck->level = cfg->level ? cfg->level : (int)dtr__param_int("DTRAIN_CKPT_LEVEL", 1);
   if (ck->level < -131072 || ck->level > 22) {
     DTR_WARN("checkpoint level %d is outside zstd's range; using 1", ck->level);

@@ -266,22 +266,23 @@ static dtr_result candidates(dtr_ckpt *ck, int64_t fixed, int64_t *out, int32_t 
       dtr__ckpt_step_dir(p, sizeof p, ck->dir, fixed);
       if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) out[(*n)++] = fixed;
     } else {
-      int64_t latest = dtr__ckpt_read_latest(ck->dir);
-      if (latest >= 0) {
-        dtr__ckpt_step_dir(p, sizeof p, ck->dir, latest);
-        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode))
-          out[(*n)++] = latest;
-        else
-          DTR_WARN("%s/latest names step %lld, but %s does not exist; looking at the step directories",
-                   ck->dir, (long long)latest, p);
-      }
+      /* Newest step number first. `latest` is a hint for people and tools: a committed step directory
+       * newer than it (a crash between the rename and `latest`, or an older step committed after a newer
+       * one) must not lose to it. */
       dtr__ckpt_step *steps;
       int ns;
       if (dtr__ckpt_list_steps(ck->dir, 0, &steps, &ns, NULL, 0) == DTR_OK) {
-        for (int i = 0; i < ns && *n < MAX_CANDIDATES; i++)
-          if (steps[i].step != latest) out[(*n)++] = steps[i].step;
+        for (int i = 0; i < ns && *n < MAX_CANDIDATES; i++) out[(*n)++] = steps[i].step;
         free(steps);
       }
+      int64_t latest = dtr__ckpt_read_latest(ck->dir);
+      dtr__ckpt_step_dir(p, sizeof p, ck->dir, latest);
+      if (latest >= 0 && !(stat(p, &st) == 0 && S_ISDIR(st.st_mode)))
+        DTR_WARN("%s/latest names step %lld, but %s does not exist; looking at the step directories", ck->dir,
+                 (long long)latest, p);
+      else if (latest >= 0 && *n > 0 && latest != out[0])
+        DTR_INFO("%s/latest names step %lld, but step %lld is newer: trying it first", ck->dir,
+                 (long long)latest, (long long)out[0]);
     }
   }
   DTR_CHECK(dtr__ckpt_bcast(ck, n, sizeof *n, 0, "sharing the candidate steps"));

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/check.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "dtrain/ckpt.h"
 
@@ -103,7 +104,7 @@ dtr_result dtr__ckpt_list_steps(const char *dir, int with_tmp, dtr__ckpt_step **
 int64_t dtr__ckpt_read_latest(const char *dir) {
   char p[4096], buf[64];
   snprintf(p, sizeof p, "%s/latest", dir);
-  int fd = open(p, O_RDONLY | O_CLOEXEC);
+  int fd = dtr__open_regular(p, O_RDONLY);
   if (fd < 0) return -1;
   ssize_t n = read(fd, buf, sizeof buf - 1);
   close(fd);
@@ -143,16 +144,7 @@ dtr_result dtr__ckpt_write_latest(const char *dir, int64_t step, char *err, size
 dtr_result dtr_ckpt_latest_step(const char *dir, int64_t *step) {
   if (!dir || !step) return DTR_ERR_INVALID;
   *step = -1;
-  char p[4096];
-  int64_t l = dtr__ckpt_read_latest(dir);
-  if (l >= 0) {
-    struct stat st;
-    dtr__ckpt_step_dir(p, sizeof p, dir, l);
-    if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
-      *step = l;
-      return DTR_OK;
-    }
-  }
+  /* the newest step directory: `latest` is only a hint (docs/checkpoint.md) */
   dtr__ckpt_step *steps;
   int n;
   dtr_result rc = dtr__ckpt_list_steps(dir, 0, &steps, &n, NULL, 0);

@@ -256,7 +256,7 @@ static void iso_now(char *out, size_t cap) {
 }
 
 static void rotate(dtr_ckpt *ck, int64_t committed) {
-  if (ck->keep < 0) return;
+  if (ck->keep <= 0) return; /* keep all */
   dtr__ckpt_step *steps;
   int n;
   if (dtr__ckpt_list_steps(ck->dir, 0, &steps, &n, NULL, 0) != DTR_OK) return;
@@ -280,7 +280,8 @@ static dtr_result commit_rank0(dtr_ckpt *ck, dtr__manifest *m, const char *tmp) 
   unlink(path); /* from an earlier failed attempt at this step */
   DTR_CHECK(dtr__manifest_write(path, m, ck->err, sizeof ck->err));
   if (dtr__ckpt_fsync_dir(tmp) != 0)
-    return dtr__fail(ck->err, sizeof ck->err, DTR_ERR_SYSTEM, "cannot fsync %s: %s", tmp, strerror(errno));
+    return dtr__fail(ck->err, sizeof ck->err, dtr__errno_result(errno), "cannot fsync %s: %s", tmp,
+                     strerror(errno));
   dtr__ckpt_step_dir(final, sizeof final, ck->dir, step);
   /* A step directory of the same number exists when an earlier run committed this step and the job
    * resumed from an older one (say this one was corrupt): move it aside, then replace it. */
@@ -290,14 +291,14 @@ static dtr_result commit_rank0(dtr_ckpt *ck, dtr__manifest *m, const char *tmp) 
     snprintf(old, sizeof old, "%s/.old_step_%08lld", ck->dir, (long long)step);
     dtr__ckpt_remove_dir(old);
     if (rename(final, old) != 0)
-      return dtr__fail(ck->err, sizeof ck->err, DTR_ERR_SYSTEM, "cannot move the old %s aside: %s", final,
-                       strerror(errno));
+      return dtr__fail(ck->err, sizeof ck->err, dtr__errno_result(errno), "cannot move the old %s aside: %s",
+                       final, strerror(errno));
   }
   if (rename(tmp, final) != 0)
-    return dtr__fail(ck->err, sizeof ck->err, DTR_ERR_SYSTEM, "cannot rename %s to %s: %s", tmp, final,
-                     strerror(errno));
+    return dtr__fail(ck->err, sizeof ck->err, dtr__errno_result(errno), "cannot rename %s to %s: %s", tmp,
+                     final, strerror(errno));
   if (dtr__ckpt_fsync_dir(ck->dir) != 0)
-    return dtr__fail(ck->err, sizeof ck->err, DTR_ERR_SYSTEM, "cannot fsync %s: %s", ck->dir,
+    return dtr__fail(ck->err, sizeof ck->err, dtr__errno_result(errno), "cannot fsync %s: %s", ck->dir,
                      strerror(errno));
   /* Committed: the step directory with its manifest is what load trusts; `latest` is a hint. */
   dtr_result rc = dtr__ckpt_write_latest(ck->dir, step, ck->err, sizeof ck->err);
@@ -333,7 +334,8 @@ dtr_result dtr__ckpt_commit(dtr_ckpt *ck) {
     /* The snapshot failed here: still take part in the agreement, so the peers fail at once too. */
     local = dtr__fail(lerr, sizeof lerr, s->failed, "%.1000s", ck->err);
   } else if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
-    local = dtr__fail(lerr, sizeof lerr, DTR_ERR_SYSTEM, "cannot create %s: %s", tmp, strerror(errno));
+    local =
+        dtr__fail(lerr, sizeof lerr, dtr__errno_result(errno), "cannot create %s: %s", tmp, strerror(errno));
   } else {
     unlink(shard); /* from an earlier failed attempt at this step */
     dtr__shard_params sp = {ck->level, ck->chunk_bytes, ck->threads, ck->job_id, step, ck->rank, ck->world};

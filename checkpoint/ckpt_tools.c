@@ -16,6 +16,7 @@
 #include "checkpoint/ckpt_format.h"
 #include "checkpoint/ckpt_paths.h"
 #include "checkpoint/safetensors.h"
+#include "collectives/comm_internal.h"
 #include "common/check.h"
 #include "common/log.h"
 #include "dtrain/ckpt.h"
@@ -569,10 +570,77 @@ done:
 typedef struct export_item {
   const dtr__entry *e;
   const dtr__piece *blob_piece; /* blobs: the rank's piece */
+  int transpose;
 } export_item;
 
-dtr_result dtr__ckpt_tool_export(const char *dir, int64_t step, const char *path, int blobs, FILE *out,
-                                 char *err, size_t errcap) {
+static int is_float(dtr_dtype t) {
+  return t == DTR_F32 || t == DTR_F64 || t == DTR_F16 || t == DTR_BF16;
+}
+
+static float get_f(const void *p, size_t i, dtr_dtype t) {
+  const char *b = p;
+  uint16_t h;
+  float f;
+  double d;
+  switch (t) {
+    case DTR_F64:
+      memcpy(&d, b + 8 * i, 8);
+      return (float)d;
+    case DTR_F16:
+    case DTR_BF16:
+      memcpy(&h, b + 2 * i, 2);
+      return t == DTR_F16 ? dtr__f16_to_f32(h) : dtr__bf16_to_f32(h);
+    default:
+      memcpy(&f, b + 4 * i, 4);
+      return f;
+  }
+}
+
+static void put_f(void *p, size_t i, dtr_dtype t, float f) {
+  char *b = p;
+  uint16_t h;
+  double d = f;
+  switch (t) {
+    case DTR_F64:
+      memcpy(b + 8 * i, &d, 8);
+      break;
+    case DTR_F16:
+    case DTR_BF16:
+      h = t == DTR_F16 ? dtr__f32_to_f16(f) : dtr__f32_to_bf16(f);
+      memcpy(b + 2 * i, &h, 2);
+      break;
+    default:
+      memcpy(b + 4 * i, &f, 4);
+  }
+}
+
+/* The whole tensor buf [rows, cols] of dtype from as dtype to, transposed when asked (the element
+ * size stays when only transposing): a fresh buffer in *out. An F64 tensor converted goes through f32. */
+static dtr_result convert(const void *buf, const dtr__entry *e, dtr_dtype to, int transpose, void **out,
+                          uint64_t *bytes, char *err, size_t errcap) {
+  size_t n = (size_t)dtr__box_elems(e->ndim, e->shape), es = dtr_dtype_size(to);
+  size_t rows = e->ndim == 2 ? (size_t)e->shape[0] : n, cols = e->ndim == 2 ? (size_t)e->shape[1] : 1;
+  char *o = malloc(n * es > 0 ? n * es : 1);
+  if (!o) return dtr__fail(err, errcap, DTR_ERR_NOMEM, "out of memory converting '%s'", e->name);
+  for (size_t i = 0; i < n; i++) {
+    size_t at = transpose ? (i % cols) * rows + i / cols : i;
+    if (to == e->dtype)
+      memcpy(o + at * es, (const char *)buf + i * es, es);
+    else
+      put_f(o, at, to, get_f(buf, i, e->dtype));
+  }
+  *out = o;
+  *bytes = n * es;
+  return DTR_OK;
+}
+
+dtr_result dtr__ckpt_tool_export(const char *dir, int64_t step, const char *path,
+                                 const dtr__ckpt_export_opts *o, FILE *out, char *err, size_t errcap) {
+  const dtr__ckpt_export_opts none = {.dtype = -1};
+  if (!o) o = &none;
+  if (o->dtype >= 0 && !is_float((dtr_dtype)o->dtype))
+    return dtr__fail(err, errcap, DTR_ERR_INVALID, "export: %s is not a float dtype",
+                     dtr_dtype_name(o->dtype));
   char sd[PATH_CAP];
   dtr__manifest *m = NULL;
   DTR_CHECK(resolve_step(dir, step, &step, err, errcap));
@@ -580,7 +648,9 @@ dtr_result dtr__ckpt_tool_export(const char *dir, int64_t step, const char *path
   dtr_result rc = DTR_OK;
   reader rd = {.m = m, .sd = sd};
   dtr__sft_writer *w = NULL;
-  int cap = 0, n = 0;
+  int cap = 0, n = 0, nmeta = 5, nextra = 0;
+  const dtr__sft_meta *extra = NULL;
+  dtr__sft_meta *meta = NULL;
   for (int k = 0; k < m->nentries; k++) cap += m->entries[k].is_blob ? m->entries[k].npieces : 1;
   dtr__sft_tensor *desc = calloc((size_t)cap + 1, sizeof *desc);
   export_item *items = calloc((size_t)cap + 1, sizeof *items);
@@ -592,12 +662,26 @@ dtr_result dtr__ckpt_tool_export(const char *dir, int64_t step, const char *path
   for (int k = 0; k < m->nentries; k++) {
     const dtr__entry *e = &m->entries[k];
     if (!e->is_blob) {
-      desc[n] = (dtr__sft_tensor){.name = e->name, .dtype = e->dtype, .ndim = e->ndim};
+      char mapped[DTR_CKPT_MAX_NAME];
+      int tr = 0;
+      if (o->map && !o->map->tensor(o->map->arg, e->name, e->ndim, e->shape, mapped, sizeof mapped, &tr))
+        continue;
+      if (o->map && !(names[n] = strdup(mapped))) {
+        rc = dtr__fail(err, errcap, DTR_ERR_NOMEM, "out of memory");
+        goto done;
+      }
+      desc[n] = (dtr__sft_tensor){.name = o->map ? names[n] : e->name, .dtype = e->dtype, .ndim = e->ndim};
+      if (o->dtype >= 0 && is_float(e->dtype)) desc[n].dtype = (dtr_dtype)o->dtype;
       memcpy(desc[n].shape, e->shape, sizeof e->shape);
+      if (tr && e->ndim == 2) {
+        desc[n].shape[0] = e->shape[1];
+        desc[n].shape[1] = e->shape[0];
+      }
+      items[n].transpose = tr && e->ndim == 2;
       items[n++].e = e;
       continue;
     }
-    if (!blobs) continue;
+    if (!o->blobs) continue;
     for (int p = 0; p < e->npieces; p++) {
       size_t len = strlen(DTR__CKPT_BLOB_PREFIX) + strlen(e->name) + 32;
       if (!(names[n] = malloc(len))) {
@@ -611,15 +695,23 @@ dtr_result dtr__ckpt_tool_export(const char *dir, int64_t step, const char *path
       items[n++].blob_piece = &e->pieces[p];
     }
   }
+  if (o->map && o->map->finish)
+    DTR_CHECK_GOTO(o->map->finish(o->map->arg, &extra, &nextra, err, errcap), rc, done);
   char sstep[32], sworld[32];
   snprintf(sstep, sizeof sstep, "%lld", (long long)m->step);
   snprintf(sworld, sizeof sworld, "%d", m->world);
-  dtr__sft_meta meta[] = {{"format", "pt"},
-                          {"dtrain_step", sstep},
-                          {"dtrain_job_id", m->job_id ? m->job_id : ""},
-                          {"dtrain_world", sworld},
-                          {"dtrain_created", m->created ? m->created : ""}};
-  DTR_CHECK_GOTO(dtr__sft_writer_create(path, desc, n, meta, 5, &w, err, errcap), rc, done);
+  const dtr__sft_meta base[] = {{"format", "pt"},
+                                {"dtrain_step", sstep},
+                                {"dtrain_job_id", m->job_id ? m->job_id : ""},
+                                {"dtrain_world", sworld},
+                                {"dtrain_created", m->created ? m->created : ""}};
+  if (!(meta = calloc((size_t)(nmeta + nextra), sizeof *meta))) {
+    rc = dtr__fail(err, errcap, DTR_ERR_NOMEM, "out of memory");
+    goto done;
+  }
+  memcpy(meta, base, sizeof base);
+  for (int i = 0; i < nextra; i++) meta[nmeta++] = extra[i];
+  DTR_CHECK_GOTO(dtr__sft_writer_create(path, desc, n, meta, nmeta, &w, err, errcap), rc, done);
   uint64_t total = 0;
   for (int i = 0; i < n; i++) {
     void *buf = NULL;
@@ -634,6 +726,12 @@ dtr_result dtr__ckpt_tool_export(const char *dir, int64_t step, const char *path
       rc = read_piece(&rd, items[i].e, items[i].blob_piece, buf, err, errcap);
     } else {
       rc = assemble(&rd, items[i].e, &buf, &bytes, err, errcap);
+      if (rc == DTR_OK && (desc[i].dtype != items[i].e->dtype || items[i].transpose)) {
+        void *conv = NULL;
+        rc = convert(buf, items[i].e, desc[i].dtype, items[i].transpose, &conv, &bytes, err, errcap);
+        free(buf);
+        buf = conv;
+      }
     }
     if (rc == DTR_OK) rc = dtr__sft_writer_append(w, buf, (size_t)bytes, err, errcap);
     free(buf);
@@ -651,6 +749,7 @@ done:
   free(names);
   free(desc);
   free(items);
+  free(meta);
   dtr__manifest_free(m);
   return rc;
 }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "checkpoint/safetensors.h"
 #include "dtrain/common.h"
 
 /* Prefix of the safetensors names that carry blobs: "__blob__/<name>/rank_<r>". */
@@ -30,12 +31,30 @@ dtr_result dtr__ckpt_tool_verify(const char *dir, int64_t step, FILE *out, char 
 dtr_result dtr__ckpt_tool_inspect(const char *dir, int64_t step, int chunks, FILE *out, char *err,
                                   size_t errcap);
 
+/* How an export names and shapes what it writes: another framework's layout of a model's tensors. */
+typedef struct dtr__ckpt_export_map {
+  void *arg;
+  /* Tensor `name` [shape] of the checkpoint: 1 to write it as out (*transpose 1: a 2-D tensor written
+   * [cols, rows]), 0 to leave it out. */
+  int (*tensor)(void *arg, const char *name, int ndim, const int64_t *shape, char *out, size_t cap,
+                int *transpose);
+  /* After every tensor was offered: DTR_OK and __metadata__ entries to add (owned by arg), or a failure
+   * naming what the layout misses. */
+  dtr_result (*finish)(void *arg, const dtr__sft_meta **meta, int *nmeta, char *err, size_t errcap);
+} dtr__ckpt_export_map;
+
+typedef struct dtr__ckpt_export_opts {
+  int blobs; /* also each rank's blobs, as U8 tensors DTR__CKPT_BLOB_PREFIX "<name>/rank_<r>" */
+  int dtype; /* -1: keep; else a float dtr_dtype every float tensor is converted to (rounded to
+                nearest even) */
+  const dtr__ckpt_export_map *map; /* NULL: every tensor under its own name */
+} dtr__ckpt_export_opts;
+
 /* Reassemble every tensor of one step (step < 0: the latest) whole and write them to a safetensors
- * file (dtypes kept; metadata: format=pt, dtrain_step, dtrain_job_id, dtrain_world). With blobs != 0
- * each rank's blob is added as a U8 tensor DTR__CKPT_BLOB_PREFIX "<name>/rank_<r>". Fails naming the
- * tensor when the saved boxes do not cover it. The file appears only when complete. */
-dtr_result dtr__ckpt_tool_export(const char *dir, int64_t step, const char *path, int blobs, FILE *out,
-                                 char *err, size_t errcap);
+ * file (metadata: format=pt, dtrain_step, dtrain_job_id, dtrain_world, dtrain_created, and the map's).
+ * Fails naming the tensor when the saved boxes do not cover it. The file appears only when complete. */
+dtr_result dtr__ckpt_tool_export(const char *dir, int64_t step, const char *path,
+                                 const dtr__ckpt_export_opts *o, FILE *out, char *err, size_t errcap);
 
 /* Write the tensors of a safetensors file as a committed single-shard checkpoint of dir at `step`,
  * through the public checkpointer (so any layout can load it with dtr_ckpt_load). Tensors named

@@ -16,6 +16,7 @@
 
 #include "checkpoint/ckpt_format.h"
 #include "common/check.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "common/yaml_error.h"
 
@@ -91,13 +92,14 @@ static void emit(FILE *f, const dtr__manifest *m) {
 dtr_result dtr__manifest_write(const char *path, const dtr__manifest *m, char *err, size_t errcap) {
   int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0)
-    return dtr__fail(err, errcap, DTR_ERR_SYSTEM, "cannot create manifest %s: %s", path, strerror(errno));
+    return dtr__fail(err, errcap, dtr__errno_result(errno), "cannot create manifest %s: %s", path,
+                     strerror(errno));
   FILE *f = fdopen(fd, "w");
   if (!f) {
     int e = errno;
     close(fd);
     unlink(path);
-    return dtr__fail(err, errcap, DTR_ERR_SYSTEM, "cannot write manifest %s: %s", path, strerror(e));
+    return dtr__fail(err, errcap, dtr__errno_result(e), "cannot write manifest %s: %s", path, strerror(e));
   }
   errno = 0;
   emit(f, m);
@@ -107,7 +109,7 @@ dtr_result dtr__manifest_write(const char *path, const dtr__manifest *m, char *e
   if (fclose(f) != 0 && !bad) bad = 1, e = errno;
   if (bad) {
     unlink(path);
-    return dtr__fail(err, errcap, DTR_ERR_SYSTEM, "cannot write manifest %s: %s", path,
+    return dtr__fail(err, errcap, dtr__errno_result(e ? e : EIO), "cannot write manifest %s: %s", path,
                      strerror(e ? e : EIO));
   }
   return DTR_OK;
@@ -399,12 +401,13 @@ dtr_result dtr__manifest_parse(const char *text, size_t len, const char *name, d
                                size_t errcap) {
   *out = NULL;
   if (!name) name = "manifest";
+  DTR_CHECK(dtr__yaml_check_input(text, len, DTR__YAML_MAX_FLOW_DEPTH, name, DTR_ERR_PROTOCOL, err, errcap));
   yaml_parser_t parser;
   yaml_document_t doc;
   if (!yaml_parser_initialize(&parser)) return DTR_ERR_NOMEM;
   yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
   if (!yaml_parser_load(&parser, &doc)) {
-    dtr_result rc = dtr__yaml_parse_fail(&parser, name, DTR_ERR_PROTOCOL, err, errcap);
+    dtr_result rc = dtr__yaml_parse_fail(&parser, name, text, len, DTR_ERR_PROTOCOL, err, errcap);
     yaml_parser_delete(&parser);
     return rc;
   }
@@ -417,7 +420,7 @@ dtr_result dtr__manifest_parse(const char *text, size_t len, const char *name, d
     if (rc == DTR_OK) {
       yaml_document_t more;
       if (!yaml_parser_load(&parser, &more)) {
-        rc = dtr__yaml_parse_fail(&parser, name, DTR_ERR_PROTOCOL, err, errcap);
+        rc = dtr__yaml_parse_fail(&parser, name, text, len, DTR_ERR_PROTOCOL, err, errcap);
       } else {
         if (yaml_document_get_root_node(&more))
           rc = dtr__fail(err, errcap, DTR_ERR_PROTOCOL, "%s:%zu:%zu: a second YAML document", name,
@@ -438,7 +441,9 @@ dtr_result dtr__manifest_parse(const char *text, size_t len, const char *name, d
 
 dtr_result dtr__manifest_read(const char *path, dtr__manifest **out, char *err, size_t errcap) {
   *out = NULL;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int fd = dtr__open_regular(path, O_RDONLY);
+  if (fd < 0 && errno == EINVAL)
+    return dtr__fail(err, errcap, DTR_ERR_PROTOCOL, "%s: not a regular file of at most 1 GiB", path);
   if (fd < 0)
     return dtr__fail(err, errcap, errno == ENOENT ? DTR_ERR_NOT_FOUND : DTR_ERR_SYSTEM, "cannot open %s: %s",
                      path, strerror(errno));

@@ -505,6 +505,80 @@ fail:
   return rc;
 }
 
+/* ---------------------------------------------------------------- other JSON (a config.json) */
+
+/* Skip one JSON value of any kind, nested at most 64 deep. */
+static dtr_result skip_value(parser *p, int depth) {
+  if (depth > 64) return perr(p, "values nested more than 64 deep");
+  char c = peek(p);
+  if (c == '"') {
+    char *s = NULL;
+    DTR_CHECK(parse_string(p, &s, "(a value)"));
+    free(s);
+    return DTR_OK;
+  }
+  if (c == '{' || c == '[') {
+    char close = c == '{' ? '}' : ']';
+    p->pos++;
+    if (peek(p) == close) {
+      p->pos++;
+      return DTR_OK;
+    }
+    for (;;) {
+      if (c == '{') {
+        char *k = NULL;
+        DTR_CHECK(parse_string(p, &k, "(a key)"));
+        free(k);
+        DTR_CHECK(expect(p, ':', "after a key"));
+      }
+      DTR_CHECK(skip_value(p, depth + 1));
+      if (peek(p) == ',') {
+        p->pos++;
+        continue;
+      }
+      return expect(p, close, "closing a list or object");
+    }
+  }
+  size_t start = p->pos; /* a number, true, false or null */
+  while (p->pos < p->len && p->s[p->pos] && strchr("+-.0123456789eEtrufalsn", p->s[p->pos])) p->pos++;
+  if (p->pos == start) return perr(p, "expected a value, found '%c'", c ? c : ' ');
+  return DTR_OK;
+}
+
+dtr_result dtr__json_member_int(const char *json, size_t len, const char *key, int64_t *out, char *err,
+                                size_t errcap) {
+  parser p = {.s = json, .len = len, .name = "(json)", .err = err, .errcap = errcap};
+  DTR_CHECK(expect(&p, '{', "at the start"));
+  dtr_result found = DTR_ERR_NOT_FOUND;
+  if (peek(&p) == '}') return found;
+  for (;;) {
+    char *k = NULL;
+    DTR_CHECK(parse_string(&p, &k, "(a key)"));
+    int want = strcmp(k, key) == 0;
+    free(k);
+    DTR_CHECK(expect(&p, ':', "after a key"));
+    uint64_t v;
+    size_t digits = 0;
+    if (want && peek(&p))
+      while (p.pos + digits < p.len && p.s[p.pos + digits] >= '0' && p.s[p.pos + digits] <= '9') digits++;
+    int integer = digits > 0 && (p.pos + digits == p.len || !strchr(".eE", p.s[p.pos + digits]));
+    if (want && integer) { /* the wanted key with a value of another kind is skipped like the others */
+      DTR_CHECK(parse_uint(&p, &v, "(a count)"));
+      if (v > (uint64_t)INT64_MAX) return perr(&p, "'%s' is too large", key);
+      *out = (int64_t)v;
+      found = DTR_OK;
+    } else {
+      DTR_CHECK(skip_value(&p, 1));
+    }
+    if (peek(&p) == ',') {
+      p.pos++;
+      continue;
+    }
+    DTR_CHECK(expect(&p, '}', "at the end"));
+    return found;
+  }
+}
+
 /* ---------------------------------------------------------------- files */
 
 static dtr_result pread_all(int fd, void *buf, size_t n, uint64_t off, const char *path, char *err,
@@ -539,7 +613,11 @@ dtr_result dtr__sft_open(const char *path, dtr__sft_file **out, char *err, size_
     free(f);
     return dtr__fail(err, errcap, DTR_ERR_NOMEM, "%s: out of memory", path);
   }
-  f->fd = open(path, O_RDONLY | O_CLOEXEC);
+  f->fd = dtr__open_regular(path, O_RDONLY); /* a FIFO fails here instead of blocking */
+  if (f->fd < 0 && errno == EINVAL) {
+    rc = dtr__fail(err, errcap, DTR_ERR_INVALID, "%s: not a regular file", path);
+    goto fail;
+  }
   if (f->fd < 0) {
     rc = dtr__fail(err, errcap, errno == ENOENT ? DTR_ERR_NOT_FOUND : DTR_ERR_SYSTEM, "%s: cannot open: %s",
                    path, strerror(errno));

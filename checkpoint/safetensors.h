@@ -84,6 +84,12 @@ dtr_result dtr__sft_writer_finish(dtr__sft_writer *w, char *err, size_t errcap);
 /* Close; removes the temporary file unless finish succeeded. NULL is fine. */
 void dtr__sft_writer_destroy(dtr__sft_writer *w);
 
+/* A top-level non-negative integer member `key` of the JSON object in json[0..len) (a Hugging Face
+ * config.json's "n_head"): DTR_OK with *out, DTR_ERR_NOT_FOUND when the object has no such integer
+ * member, DTR_ERR_PROTOCOL naming the byte for malformed JSON. Other members of any kind are skipped. */
+dtr_result dtr__json_member_int(const char *json, size_t len, const char *key, int64_t *out, char *err,
+                                size_t errcap);
+
 /* The bytes of one tensor of the given dtype and shape (0 for a scalar's shape: 1 element); returns 0
  * and sets *bytes, or -1 on overflow or a negative dimension. */
 int dtr__sft_tensor_bytes(dtr_dtype t, int ndim, const int64_t *shape, uint64_t *bytes);

@@ -14,6 +14,7 @@
 
 #include "checkpoint/shard_internal.h"
 #include "common/check.h"
+#include "common/fsutil.h"
 
 struct dtr__shard {
   int fd;
@@ -158,9 +159,10 @@ fail:
 dtr_result dtr__shard_open(const char *path, const char *job_id, int64_t step, int rank, dtr__shard **out,
                            char *err, size_t errcap) {
   if (!path) return DTR_ERR_INVALID;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int fd = dtr__open_regular(path, O_RDONLY);
   if (fd < 0) {
     int e = errno;
+    if (e == EINVAL) return dtr__fail(err, errcap, DTR_ERR_PROTOCOL, "%s: not a regular file", path);
     return dtr__fail(err, errcap, e == ENOENT ? DTR_ERR_NOT_FOUND : DTR_ERR_SYSTEM, "%s: open: %s", path,
                      strerror(e));
   }

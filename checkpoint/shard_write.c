@@ -47,8 +47,10 @@ static dtr_result write_all(writer *w, const void *buf, size_t len, uint64_t off
     ssize_t n = pwrite(w->fd, p, len, (off_t)off);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      return dtr__fail(err, errcap, DTR_ERR_SYSTEM, "%s: write at offset %llu: %s", w->path,
-                       (unsigned long long)off, n < 0 ? strerror(errno) : "wrote nothing");
+      /* a write that writes nothing means the device is full */
+      int e = n < 0 ? errno : ENOSPC;
+      return dtr__fail(err, errcap, dtr__errno_result(e), "%s: write at offset %llu: %s", w->path,
+                       (unsigned long long)off, strerror(e));
     }
     p += n;
     len -= (size_t)n;
@@ -254,8 +256,8 @@ dtr_result dtr__shard_write(const char *path, const dtr__shard_source *sources, 
 
   w.fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (w.fd < 0) {
-    rc = dtr__fail(err, errcap, errno == EEXIST ? DTR_ERR_EXISTS : DTR_ERR_SYSTEM, "%s: create: %s", path,
-                   strerror(errno));
+    rc = dtr__fail(err, errcap, errno == EEXIST ? DTR_ERR_EXISTS : dtr__errno_result(errno), "%s: create: %s",
+                   path, strerror(errno));
     goto fail;
   }
   created = 1;
@@ -289,12 +291,12 @@ dtr_result dtr__shard_write(const char *path, const dtr__shard_source *sources, 
   memcpy(foot + 24, DTR__SHARD_END_MAGIC, 8);
   DTR_CHECK_GOTO(write_all(&w, foot, sizeof foot, index_off + ilen, err, errcap), rc, fail);
   if (fsync(w.fd) != 0) {
-    rc = dtr__fail(err, errcap, DTR_ERR_SYSTEM, "%s: fsync: %s", path, strerror(errno));
+    rc = dtr__fail(err, errcap, dtr__errno_result(errno), "%s: fsync: %s", path, strerror(errno));
     goto fail;
   }
   if (close(w.fd) != 0) {
     w.fd = -1;
-    rc = dtr__fail(err, errcap, DTR_ERR_SYSTEM, "%s: close: %s", path, strerror(errno));
+    rc = dtr__fail(err, errcap, dtr__errno_result(errno), "%s: close: %s", path, strerror(errno));
     goto fail;
   }
   free(hdr);

@@ -155,10 +155,12 @@ dtr_result dtr_comm_create(dtr_store *store, int rank, int size, const dtr_comm_
   c->be = be;
   c->store = store;
   snprintf(c->name, sizeof c->name, "%s", name);
-  int64_t t = cfg->timeout_ms > 0 ? cfg->timeout_ms : dtr__param_int("DTRAIN_COMM_TIMEOUT_MS", 600000);
-  c->timeout_ms = t > 0 && t <= INT32_MAX ? (int)t : 600000;
+  int64_t t = cfg->timeout_ms > 0 ? cfg->timeout_ms
+                                  : dtr__param_int("DTRAIN_COMM_TIMEOUT_MS", DTR_COMM_DEFAULT_TIMEOUT_MS);
+  c->timeout_ms = t > 0 && t <= INT32_MAX ? (int)t : DTR_COMM_DEFAULT_TIMEOUT_MS;
   c->cuda_device = cfg->cuda_device;
   c->debug = dtr__param_int("DTRAIN_COMM_DEBUG", 0) != 0;
+  snprintf(c->diag_dir, sizeof c->diag_dir, "%s", dtr__param_str("DTRAIN_DIAG_DIR", ""));
   for (int i = 0; i < size; i++) c->world_ranks[i] = i;
 
   /* The k-th communicator named X created on every rank gets generation k everywhere, so its keys
@@ -322,6 +324,7 @@ dtr_result dtr_comm_split(dtr_comm *parent, int color, int key, dtr_comm **out) 
   child->timeout_ms = p->timeout_ms;
   child->cuda_device = p->cuda_device;
   child->debug = p->debug;
+  memcpy(child->diag_dir, p->diag_dir, sizeof child->diag_dir);
   snprintf(child->name, sizeof child->name, "%.100s/s%dc%d", p->name, gen, color);
   int pn = snprintf(child->prefix, sizeof child->prefix, "%ss%dc%d/", p->prefix, gen, color);
   if (pn < 0 || pn >= (int)sizeof child->prefix) {

@@ -396,7 +396,7 @@ fail:
 static dtr_result init_impl(dtr_comm *c) {
   dtr_result rc = DTR_OK;
   char key[DTR_STORE_MAX_KEY], kp[600], id[512], hostname[256], **ids = NULL;
-  int64_t deadline = dtr__now_ms() + (c->timeout_ms > 0 ? c->timeout_ms : 600000);
+  int64_t deadline = dtr__now_ms() + (c->timeout_ms > 0 ? c->timeout_ms : DTR_COMM_DEFAULT_TIMEOUT_MS);
   dtr__host *h = calloc(1, sizeof *h);
   if (!h) return dtr__comm_fail(c, DTR_ERR_NOMEM, "host backend: out of memory");
   h->n = c->size;

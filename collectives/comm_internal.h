@@ -56,9 +56,10 @@ struct dtr_comm {
   char prefix[256]; /* unique store-key prefix of this communicator: "comm/<run>/<name>/" */
   int timeout_ms;
   int cuda_device;
-  void *cuda_stream; /* dtr_comm_set_cuda_stream's (issuing thread only); NULL: no ordering */
-  int debug;         /* DTRAIN_COMM_DEBUG */
-  int *world_ranks;  /* rank in the root communicator of each member (size entries) */
+  void *cuda_stream;  /* dtr_comm_set_cuda_stream's (issuing thread only); NULL: no ordering */
+  int debug;          /* DTRAIN_COMM_DEBUG */
+  char diag_dir[256]; /* DTRAIN_DIAG_DIR: where a timeout's flight recorder also goes ("": stderr only) */
+  int *world_ranks;   /* rank in the root communicator of each member (size entries) */
   dtr_comm *parent;
   atomic_int aborted; /* set by dtr_comm_abort or an expired deadline; backends poll it */
   uint64_t next_seq;  /* next collective sequence number (issuing thread only) */

@@ -24,7 +24,6 @@
 #ifdef DTRAIN_HAVE_MPI
 
 #include <limits.h>
-#include <mpi.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -123,6 +122,10 @@ static const char *thread_level_name(int level) {
  * thread, so MPI must accept calls from a thread other than the one that initialized it. */
 static dtr_result ensure_mpi_started(dtr_comm *c) {
   int inited = 0, finalized = 0, provided = MPI_THREAD_SINGLE;
+  char why[1024];
+  /* the first mpi communicator of the process opens MPI (common/mpi_dl.h) */
+  if (dtr__mpi_load(why, sizeof why) != DTR_OK)
+    return dtr__comm_fail(c, DTR_ERR_UNSUPPORTED, "mpi: communicator %s: %s", c->name, why);
   MPI_Initialized(&inited);
   MPI_Finalized(&finalized);
   if (finalized)

@@ -5,10 +5,10 @@
 #define DTRAIN_COLLECTIVES_COMM_MPI_INTERNAL_H
 #ifdef DTRAIN_HAVE_MPI
 
-#include <mpi.h>
 #include <stddef.h>
 
 #include "collectives/comm_internal.h"
+#include "common/mpi_dl.h"
 
 /* Message tags. MPI keeps the messages of one (source, tag, communicator) in order, and every rank
  * posts the messages of one phase in the same order, so a tag per phase is all the matching needed;

@@ -9,7 +9,6 @@
 #ifdef DTRAIN_HAVE_CUDA
 
 #include <cuda_runtime_api.h>
-#include <nccl.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -22,6 +21,7 @@
 #include "common/clock.h"
 #include "common/cuda_check.h"
 #include "common/log.h"
+#include "common/nccl_dl.h"
 #include "common/param.h"
 
 typedef struct nccl_impl {
@@ -190,6 +190,10 @@ static dtr_result exchange_id(dtr_comm *c, ncclUniqueId *id) {
 
 static dtr_result nccl_init(dtr_comm *c) {
   dtr_result rc = DTR_OK;
+  char why[1024];
+  /* the first nccl communicator of the process opens NCCL (common/nccl_dl.h) */
+  if (dtr__nccl_load(why, sizeof why) != DTR_OK)
+    return dtr__comm_fail(c, DTR_ERR_UNSUPPORTED, "nccl: communicator %s: %s", c->name, why);
   nccl_impl *m = calloc(1, sizeof *m);
   if (!m) return dtr__comm_fail(c, DTR_ERR_NOMEM, "nccl: out of memory creating %s", c->name);
   c->impl = m;

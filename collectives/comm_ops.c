@@ -1,6 +1,7 @@
 /* The communicator's operations: argument checks, sequence numbers, the inline fast path, the FIFO
  * queue and its progress thread, requests, deadlines and aborts, debug-mode signature checks, and the
  * size-1 short circuit. Backends see one operation at a time through be->run (comm_internal.h). */
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +12,9 @@
 #include "collectives/comm_core.h"
 #include "common/check.h"
 #include "common/clock.h"
+#include "common/fsutil.h"
 #include "common/log.h"
+#include "common/progress.h"
 
 /* ---------------------------------------------------------------- errors */
 
@@ -106,7 +109,11 @@ dtr_result dtr_request_test(dtr_request *r, int *done) {
 dtr_result dtr_request_wait(dtr_request *r) {
   if (!r) return DTR_ERR_INVALID;
   pthread_mutex_lock(&r->mu);
-  while (!r->done) pthread_cond_wait(&r->cv, &r->mu);
+  if (!r->done) {
+    dtr__progress_wait_begin(); /* waiting for other ranks: the agent does not blame this one */
+    while (!r->done) pthread_cond_wait(&r->cv, &r->mu);
+    dtr__progress_wait_end();
+  }
   dtr_result rc = r->result;
   pthread_mutex_unlock(&r->mu);
   return rc;
@@ -292,6 +299,18 @@ static void report_timeout(dtr_comm *c, dtr_result rc) {
   if (rc != DTR_ERR_TIMEOUT && rc != DTR_ERR_CONNECTION) return;
   DTR_ERROR("rank %d: %s", c->rank, c->err);
   dtr_comm_dump_flight_recorder(c, STDERR_FILENO);
+  if (!c->diag_dir[0]) return;
+  /* and a file of its own in the launcher's log directory (DTRAIN_DIAG_DIR), one per process */
+  char path[512];
+  snprintf(path, sizeof path, "%s/rank_%d.flight_recorder.txt", c->diag_dir, c->world_ranks[c->rank]);
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  char head[1200];
+  int n = snprintf(head, sizeof head, "rank %d of communicator %s: %s\n", c->rank, c->name, c->err);
+  if (n > 0) (void)dtr__write_all(fd, head, (size_t)(n < (int)sizeof head ? n : (int)sizeof head - 1));
+  dtr_comm_dump_flight_recorder(c, fd);
+  close(fd);
+  DTR_ERROR("rank %d: flight recorder written to %s", c->rank, path);
 }
 
 static void *progress_main(void *arg) {
@@ -387,7 +406,9 @@ static dtr_result submit(dtr_comm *c, dtr__op *op, const dtr_p2p *p2p, int np2p,
       int64_t now = dtr__coarse_ms();
       uint64_t id = dtr__fr_add(k, op, DTR__FR_RUNNING, now);
       pthread_mutex_unlock(&k->mu);
+      dtr__progress_wait_begin();
       dtr_result rc = run_op(c, op, now);
+      dtr__progress_wait_end();
       drop_event(c, op);
       pthread_mutex_lock(&k->mu);
       finish_locked(k, id, rc);

@@ -18,6 +18,11 @@
     }                                                            \
   } while (0)
 
+/* The one converter of errno values: the file system refusing a write (ENOSPC, EDQUOT, EROFS) is
+ * DTR_ERR_STORAGE, so that a caller can tell a full or read-only disk from other system failures;
+ * ENOMEM is DTR_ERR_NOMEM; everything else DTR_ERR_SYSTEM (strerror in the detail says which). */
+dtr_result dtr__errno_result(int e);
+
 /* Evaluate a dtr_result call; on failure store it in rc and jump to label. */
 #define DTR_CHECK_GOTO(call, rc, label)                    \
   do {                                                     \

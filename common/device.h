@@ -9,8 +9,9 @@
  * no CUDA, the driver is missing, or no GPU is present. Never fails. */
 int dtr__cuda_device_count(void);
 
-/* One line describing the linked CUDA runtime, NCCL and MPI libraries, e.g.
- * "cuda runtime 13.0, nccl 2.28.3, Open MPI v4.1.4"; "none" parts are left out. */
+/* One line describing the CUDA runtime (linked statically), NCCL and MPI (opened here if they were not
+ * yet), e.g. "cuda runtime 13.0 (static), nccl 2.28.3, Open MPI v4.1.4", "... nccl not found, MPI not
+ * found" where they are missing; parts the build has not are left out ("no CUDA, no MPI"). */
 void dtr__describe_libraries(char *out, size_t cap);
 
 #endif

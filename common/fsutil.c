@@ -1,8 +1,10 @@
 /* File-system helpers of fsutil.h (mkdir -p from the checkpoint writer, the trainer's metrics and the
- * launcher's log directories; the write loop from the launcher and the safetensors writer). */
+ * launcher's log directories; the write loop from the launcher and the safetensors writer; the open of
+ * a file that must be regular, for every reader of a user's or a checkpoint's file). */
 #include "common/fsutil.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -27,6 +29,21 @@ int dtr__mkdir_p(const char *path, mode_t mode) {
     p[i] = c;
   }
   return 0;
+}
+
+int dtr__open_regular(const char *path, int flags) {
+  int fd = open(path, flags | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return -1;
+  struct stat st;
+  int bad = fstat(fd, &st) != 0 ? errno : !S_ISREG(st.st_mode) ? EINVAL : 0;
+  if (bad) {
+    close(fd);
+    errno = bad;
+    return -1;
+  }
+  int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+  return fd;
 }
 
 int dtr__write_all(int fd, const void *buf, size_t len) {

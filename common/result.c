@@ -1,5 +1,21 @@
-/* dtr_strerror and the version/feature strings of this build. */
+/* dtr_strerror, the errno converter and the version/feature strings of this build. */
+#include <errno.h>
+
+#include "common/check.h"
 #include "dtrain/common.h"
+
+dtr_result dtr__errno_result(int e) {
+  switch (e) {
+    case ENOSPC:
+    case EDQUOT:
+    case EROFS:
+      return DTR_ERR_STORAGE;
+    case ENOMEM:
+      return DTR_ERR_NOMEM;
+    default:
+      return DTR_ERR_SYSTEM;
+  }
+}
 
 const char *dtr_strerror(dtr_result r) {
   switch (r) {
@@ -31,6 +47,12 @@ const char *dtr_strerror(dtr_result r) {
       return "not supported by this build";
     case DTR_ERR_INTERNAL:
       return "internal error";
+    case DTR_ERR_STORAGE:
+      return "the file system refused the write (full or read-only)";
+    case DTR_ERR_PERMANENT:
+      return "permanent failure (retrying will not help)";
+    case DTR_ERR_FENCED:
+      return "superseded by a newer epoch of the store";
     case DTR_ERR_STOPPED:
       return "stopped on request";
   }

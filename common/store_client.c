@@ -14,6 +14,7 @@
 #include "common/check.h"
 #include "common/param.h"
 #include "common/sock.h"
+#include "common/store_internal.h"
 #include "common/store_proto.h"
 #include "dtrain/store.h"
 
@@ -28,6 +29,7 @@ struct dtr_store {
   char host[256];
   char token[DTR_STORE_MAX_TOKEN + 1];
   int default_ms;
+  int grace_ms; /* REPLY_GRACE_MS unless dtr__store_set_timeouts says otherwise */
   atomic_int abort_flag;
   dtr__sp_buf wbuf, rbuf;
   size_t roff;
@@ -155,6 +157,7 @@ dtr_result dtr_store_connect(const char *host, int port, const char *token, int 
   if (tlen) memcpy(c->token, token, tlen);
   c->default_ms = (int)dtr__param_int("DTRAIN_STORE_TIMEOUT_MS", 30000);
   if (c->default_ms <= 0) c->default_ms = 30000;
+  c->grace_ms = REPLY_GRACE_MS;
   int64_t deadline = deadline_in(timeout_ms < 0 ? c->default_ms : timeout_ms);
   dtr_result rc = open_connection(c, deadline);
   if (rc) {
@@ -203,8 +206,9 @@ const char *dtr_store_local_addr(const dtr_store *c) {
 /* ---------------------------------------------------------------- requests */
 
 static const char *op_name(uint8_t op) {
-  static const char *names[] = {"?", "set", "get", "try_get", "add", "cas", "delete", "wait", "list"};
-  return op <= DTR__SP_LIST ? names[op] : "?";
+  static const char *names[] = {"?",      "set",  "get",  "try_get", "add",  "cas",
+                                "delete", "wait", "list", "mirror",  "epoch"};
+  return op <= DTR__SP_EPOCH ? names[op] : "?";
 }
 
 static dtr_result check_key(dtr_store *c, const char *what, const char *key, int allow_empty) {
@@ -246,10 +250,9 @@ static dtr_result roundtrip(dtr_store *c, const call *k, dtr__sp_response *resp)
   if (atomic_load(&c->abort_flag))
     return dtr__fail(c->err, sizeof c->err, DTR_ERR_ABORTED, "%s '%.100s': the client was aborted", what,
                      key0);
-  int64_t deadline =
-      k->wait_ms < 0
-          ? -1
-          : dtr__now_ms() + k->wait_ms + (k->op == DTR__SP_GET || k->op == DTR__SP_WAIT ? REPLY_GRACE_MS : 0);
+  int64_t deadline = k->wait_ms < 0 ? -1
+                                    : dtr__now_ms() + k->wait_ms +
+                                          (k->op == DTR__SP_GET || k->op == DTR__SP_WAIT ? c->grace_ms : 0);
   if (c->fd < 0) DTR_CHECK(open_connection(c, deadline));
   size_t klens_small[4], *klens = k->nkeys <= 4 ? klens_small : malloc((size_t)k->nkeys * sizeof *klens);
   if (!klens) return dtr__fail(c->err, sizeof c->err, DTR_ERR_NOMEM, "%s: out of memory", what);
@@ -444,4 +447,50 @@ dtr_result dtr_store_barrier(dtr_store *c, const char *name, int world, int time
   if (rc) return rc;
   free(v);
   return DTR_OK;
+}
+
+/* ---------------------------------------------------------------- the agents' extras (store_internal.h) */
+
+dtr_result dtr__store_epoch(dtr_store *c, int64_t propose, int64_t *epoch) {
+  call k = {.op = DTR__SP_EPOCH, .delta = propose, .wait_ms = c->default_ms};
+  dtr__sp_response r;
+  DTR_CHECK(roundtrip(c, &k, &r));
+  if (epoch) *epoch = r.num;
+  return DTR_OK;
+}
+
+dtr_result dtr__store_mirror_op(dtr_store *c, int64_t epoch, int del, const char *key, size_t klen,
+                                const void *val, size_t len, int64_t *newer) {
+  if (newer) *newer = 0;
+  DTR_CHECK(check_key(c, "mirror", key, 0));
+  if (klen != strlen(key))
+    return dtr__fail(c->err, sizeof c->err, DTR_ERR_INVALID, "mirror: key length %zu does not match", klen);
+  if (!del) DTR_CHECK(check_value(c, "mirror", key, val, len));
+  call k = {.op = DTR__SP_MIRROR,
+            .flags = del ? DTR__SP_REQ_DELETE : 0,
+            .delta = epoch,
+            .nkeys = 1,
+            .keys = &key,
+            .nvals = del ? 0 : 1,
+            .vals = {val},
+            .vlens = {len},
+            .wait_ms = c->default_ms};
+  dtr__sp_response r;
+  dtr_result rc = roundtrip(c, &k, &r);
+  if (rc == DTR_ERR_FENCED && newer) *newer = r.num;
+  return rc;
+}
+
+void dtr__store_set_timeouts(dtr_store *c, int default_ms, int grace_ms) {
+  if (default_ms > 0) c->default_ms = default_ms;
+  if (grace_ms >= 0) c->grace_ms = grace_ms;
+}
+
+int dtr__store_connected(const dtr_store *c) {
+  return c && c->fd >= 0;
+}
+
+const char *dtr__store_endpoint(const dtr_store *c, char *buf, size_t cap) {
+  snprintf(buf, cap, strchr(c->host, ':') ? "[%s]:%d" : "%s:%d", c->host, c->port);
+  return buf;
 }

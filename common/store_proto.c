@@ -121,12 +121,16 @@ dtr_result dtr__sp_parse_request(const uint8_t *body, size_t len, dtr__sp_reques
   req->nkeys = get_u16(h + 2);
   req->timeout_ms = (int32_t)dtr__sp_get_u32(h + 4);
   req->delta = (int64_t)get_u64(h + 8);
-  if (req->op < DTR__SP_SET || req->op > DTR__SP_LIST)
+  if (req->op < DTR__SP_SET || req->op > DTR__SP_EPOCH)
     return dtr__fail(err, cap, DTR_ERR_PROTOCOL, "unknown request opcode %u", req->op);
   int is_wait = req->op == DTR__SP_WAIT;
-  if (is_wait ? (req->nkeys < 1 || req->nkeys > DTR_STORE_MAX_WAIT_KEYS) : req->nkeys != 1)
+  unsigned want = req->op == DTR__SP_EPOCH ? 0 : 1;
+  if (is_wait ? (req->nkeys < 1 || req->nkeys > DTR_STORE_MAX_WAIT_KEYS) : req->nkeys != want)
     return dtr__fail(err, cap, DTR_ERR_PROTOCOL, "request opcode %u carries %u keys", req->op, req->nkeys);
-  if (req->flags & ~(req->op == DTR__SP_CAS ? DTR__SP_REQ_HAS_EXPECTED : 0))
+  unsigned allowed = req->op == DTR__SP_CAS      ? DTR__SP_REQ_HAS_EXPECTED
+                     : req->op == DTR__SP_MIRROR ? DTR__SP_REQ_DELETE
+                                                 : 0;
+  if (req->flags & ~allowed)
     return dtr__fail(err, cap, DTR_ERR_PROTOCOL, "request opcode %u has unknown flags 0x%x", req->op,
                      req->flags);
   if (req->timeout_ms < -1)
@@ -138,7 +142,7 @@ dtr_result dtr__sp_parse_request(const uint8_t *body, size_t len, dtr__sp_reques
     if (rc) return rc;
     if (i == 0) req->key = k;
   }
-  if (req->op == DTR__SP_SET) {
+  if (req->op == DTR__SP_SET || (req->op == DTR__SP_MIRROR && !(req->flags & DTR__SP_REQ_DELETE))) {
     dtr_result rc = read_value(&r, &req->value, err, cap);
     if (rc) return rc;
   } else if (req->op == DTR__SP_CAS) {
@@ -166,7 +170,7 @@ dtr_result dtr__sp_parse_response(const uint8_t *body, size_t len, dtr__sp_respo
   resp->flags = h[1];
   resp->nitems = dtr__sp_get_u32(h + 4);
   resp->num = (int64_t)get_u64(h + 8);
-  if (resp->status > DTR_ERR_INTERNAL)
+  if (resp->status > DTR__SP_LAST_STATUS)
     return dtr__fail(err, cap, DTR_ERR_PROTOCOL, "unknown status %u", h[0]);
   /* Each item needs at least its 4-byte length, which bounds the count before we walk it. */
   if (resp->nitems > (size_t)(r.end - r.p) / 4)

@@ -10,9 +10,11 @@
  *   request body   u8 op u8 flags u16 nkeys i32 timeout_ms i64 delta
  *                  nkeys x (u16 key_len key)  then, by op:
  *                  SET: u32 len value;  CAS: [u32 len expected, if flags & HAS_EXPECTED] u32 len desired
+ *                  MIRROR (delta = epoch): u32 len value unless flags & DELETE;  EPOCH: no key, no value
  *   response body  u8 status u8 flags u16 0 u32 nitems i64 num  nitems x (u32 len bytes)
  *                  GET/TRY_GET: item 0 = value; CAS: flags SWAPPED|PRESENT, item 0 = value now stored;
- *                  ADD: num = new value; DELETE: flags EXISTED; LIST: items = keys;
+ *                  ADD: num = new value; DELETE: flags EXISTED; LIST: items = keys; EPOCH, MIRROR and a
+ *                  FENCED refusal: num = the epoch in force;
  *                  any failure status: item 0 (optional) = a one-line reason.
  */
 #ifndef DTRAIN_COMMON_STORE_PROTO_H
@@ -43,9 +45,13 @@ typedef enum dtr__sp_op {
   DTR__SP_DELETE = 6,
   DTR__SP_WAIT = 7,
   DTR__SP_LIST = 8,
+  DTR__SP_MIRROR =
+      9, /* a primary's change at its standby: 1 key, a value unless flags & DELETE; delta = epoch */
+  DTR__SP_EPOCH = 10, /* no key; delta = the epoch proposed (0: read); response num = the epoch in force */
 } dtr__sp_op;
 
-enum { DTR__SP_REQ_HAS_EXPECTED = 1 };                                                 /* request flags */
+enum { DTR__SP_REQ_HAS_EXPECTED = 1, DTR__SP_REQ_DELETE = 2 }; /* request flags: CAS, MIRROR */
+#define DTR__SP_LAST_STATUS DTR_ERR_FENCED                     /* the highest dtr_result a response carries */
 enum { DTR__SP_RESP_SWAPPED = 1, DTR__SP_RESP_PRESENT = 2, DTR__SP_RESP_EXISTED = 4 }; /* response flags */
 
 typedef struct dtr__sp_bytes {

@@ -1,6 +1,8 @@
 /* The rendezvous store server: one epoll event loop over non-blocking sockets, a key table, and
  * requests parked on missing keys until a set wakes them or their deadline passes. One thread owns
- * every structure here; other threads only touch the stop flag, the eventfd and the atomic counters. */
+ * every structure here; other threads only touch the stop flag, the eventfd, the atomic counters and the
+ * mirror request (under ctl_mu). With a standby (store_internal.h), every change of a mirrored key goes
+ * to the mirror thread (store_mirror.c) and the answers it caused are held until the standby has it. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +22,8 @@
 #include "common/check.h"
 #include "common/param.h"
 #include "common/sock.h"
+#include "common/store_internal.h"
+#include "common/store_mirror.h"
 #include "common/store_proto.h"
 #include "common/store_table.h"
 #include "dtrain/store.h"
@@ -44,7 +48,12 @@ struct conn {
   int64_t hello_deadline;
   conn *hprev, *hnext; /* not yet authenticated, oldest first */
   conn *rprev, *rnext; /* has buffered work for the next loop turn */
-  int in_hello, in_ready;
+  uint64_t held;       /* > 0: answers from wbuf[hold_from] wait for the standby to have change `held` */
+  size_t hold_from;
+  conn *lprev, *lnext;    /* held, in order of `held` */
+  int64_t frame_deadline; /* a message began arriving: it must be whole by then */
+  conn *pprev, *pnext;    /* with a partial message, oldest first */
+  int in_hello, in_ready, in_held, in_partial;
   conn *prev, *next; /* every connection, for destroy */
 };
 
@@ -64,7 +73,8 @@ struct dtr_store_server {
   int lfd, efd, ep, port, spare_fd;
   char token[DTR_STORE_MAX_TOKEN + 1];
   size_t tlen;
-  int handshake_ms;
+  int handshake_ms, frame_ms;
+  conn *partial_head, *partial_tail;
   dtr__st_table table;
   waiter **heap;
   size_t heap_len, heap_cap;
@@ -72,7 +82,20 @@ struct dtr_store_server {
   atomic_int stop, running;
   int thread_started;
   pthread_t thread;
-  _Atomic uint64_t accepted, auth_refused, protocol_errors, requests;
+  _Atomic uint64_t accepted, auth_refused, protocol_errors, requests, mirrored;
+  /* epochs and the standby (loop thread, but for the atomics and what ctl_mu guards) */
+  int64_t epoch;
+  _Atomic int64_t epoch_pub;
+  atomic_int fenced; /* superseded: answers nothing but EPOCH and MIRROR */
+  int standby;       /* follows a primary's MIRROR requests: changes nothing for clients until promoted */
+  dtr__mirror *mirror, *retiring[8];
+  char mirror_prefix[64];
+  uint64_t hold_seq;           /* the change being executed, for the answers it causes */
+  conn *held_head, *held_tail; /* connections holding answers, oldest change first */
+  pthread_mutex_t ctl_mu;      /* guards the mirror request below */
+  int mirror_req;              /* 1: apply the request */
+  char req_host[256], req_token[DTR_STORE_MAX_TOKEN + 1], req_prefix[64];
+  int req_port, req_timeout_ms;
 };
 
 static void *listen_tag(void) {
@@ -116,6 +139,39 @@ static void ready_unlink(dtr_store_server *s, conn *c) {
     s->ready_head = c->rnext;
   if (c->rnext) c->rnext->rprev = c->rprev;
   c->in_ready = 0;
+}
+
+/* A message that has begun arriving must be whole within frame_ms: a client that trickles its bytes, or
+ * stops half way through a large one, is dropped instead of being kept (and buffered) forever. */
+static void partial_unlink(dtr_store_server *s, conn *c) {
+  if (!c->in_partial) return;
+  if (c->pprev)
+    c->pprev->pnext = c->pnext;
+  else
+    s->partial_head = c->pnext;
+  if (c->pnext)
+    c->pnext->pprev = c->pprev;
+  else
+    s->partial_tail = c->pprev;
+  c->pprev = c->pnext = NULL;
+  c->in_partial = 0;
+}
+
+static void partial_note(dtr_store_server *s, conn *c, int partial) {
+  if (!partial) {
+    partial_unlink(s, c);
+    return;
+  }
+  if (c->in_partial) return; /* the clock runs from the message's first byte */
+  c->frame_deadline = dtr__now_ms() + s->frame_ms;
+  c->pprev = s->partial_tail;
+  c->pnext = NULL;
+  if (s->partial_tail)
+    s->partial_tail->pnext = c;
+  else
+    s->partial_head = c;
+  s->partial_tail = c;
+  c->in_partial = 1;
 }
 
 static void heap_swap(dtr_store_server *s, size_t a, size_t b) {
@@ -172,12 +228,16 @@ static void heap_remove(dtr_store_server *s, waiter *w) {
 
 /* ---------------------------------------------------------------- responses */
 
-static void respond_status(conn *c, dtr_result status, const char *msg) {
+static void respond_status_num(conn *c, dtr_result status, int64_t num, const char *msg) {
   size_t start;
-  if (dtr__sp_response_begin(&c->wbuf, &start, (uint8_t)status, 0, 0)) return;
+  if (dtr__sp_response_begin(&c->wbuf, &start, (uint8_t)status, 0, num)) return;
   uint32_t n = 0;
   if (msg && dtr__sp_response_item(&c->wbuf, msg, strlen(msg)) == DTR_OK) n = 1;
   dtr__sp_response_end(&c->wbuf, start, n);
+}
+
+static void respond_status(conn *c, dtr_result status, const char *msg) {
+  respond_status_num(c, status, 0, msg);
 }
 
 /* Respond with flags, a number and (optionally) one item. An allocation failure leaves a bare
@@ -191,6 +251,52 @@ static void respond(conn *c, uint8_t flags, int64_t num, const void *item, size_
     return;
   }
   dtr__sp_response_end(&c->wbuf, start, has_item ? 1 : 0);
+}
+
+/* ---------------------------------------------------------------- the standby: held answers */
+
+static void held_unlink(dtr_store_server *s, conn *c) {
+  if (!c->in_held) return;
+  if (c->lprev)
+    c->lprev->lnext = c->lnext;
+  else
+    s->held_head = c->lnext;
+  if (c->lnext)
+    c->lnext->lprev = c->lprev;
+  else
+    s->held_tail = c->lprev;
+  c->lprev = c->lnext = NULL;
+  c->in_held = 0;
+  c->held = 0;
+}
+
+/* The answers c got from wbuf[from] on depend on the change being executed (s->hold_seq): keep them
+ * until the standby has it. The list stays ordered by change because changes are numbered in order. */
+static void hold(dtr_store_server *s, conn *c, size_t from) {
+  if (!s->hold_seq) return;
+  if (c->in_held) {
+    from = c->hold_from; /* an earlier held answer stays held too */
+    held_unlink(s, c);
+  }
+  c->held = s->hold_seq;
+  c->hold_from = from;
+  c->lprev = s->held_tail;
+  c->lnext = NULL;
+  if (s->held_tail)
+    s->held_tail->lnext = c;
+  else
+    s->held_head = c;
+  s->held_tail = c;
+  c->in_held = 1;
+}
+
+/* A change of a mirrored key: queue it for the standby; the answers it causes are held (hold). */
+static void mirror_change(dtr_store_server *s, const void *key, size_t klen, int del, const void *v,
+                          size_t vlen) {
+  size_t pl = strlen(s->mirror_prefix);
+  if (!s->mirror || klen < pl || memcmp(key, s->mirror_prefix, pl) != 0) return;
+  uint64_t seq = dtr__mirror_push(s->mirror, s->epoch, del, key, klen, v, vlen);
+  if (seq) s->hold_seq = seq;
 }
 
 /* ---------------------------------------------------------------- waiters */
@@ -222,6 +328,7 @@ static void wake_waiters(dtr_store_server *s, dtr__st_entry *e) {
     waiter *w = l->owner;
     dtr__st_link_remove(l);
     w->pending--;
+    size_t from = w->c->wbuf.len;
     if (w->op == DTR__SP_GET) {
       respond(w->c, 0, 0, e->val, e->vlen, 1);
     } else if (w->pending > 0) {
@@ -229,6 +336,7 @@ static void wake_waiters(dtr_store_server *s, dtr__st_entry *e) {
     } else {
       respond(w->c, 0, 0, NULL, 0, 0);
     }
+    hold(s, w->c, from); /* what it learnt must not be lost with the primary */
     waiter_finish(s, w);
   }
 }
@@ -314,6 +422,7 @@ static void op_add(dtr_store_server *s, conn *c, const dtr__sp_request *req) {
     respond_status(c, DTR_ERR_NOMEM, "out of memory");
     return;
   }
+  mirror_change(s, e->key, e->klen, 0, e->val, e->vlen);
   respond(c, 0, nv, NULL, 0, 0);
   wake_waiters(s, e);
 }
@@ -326,6 +435,7 @@ static void op_set(dtr_store_server *s, conn *c, const dtr__sp_request *req) {
     respond_status(c, DTR_ERR_NOMEM, "out of memory storing the value");
     return;
   }
+  mirror_change(s, e->key, e->klen, 0, e->val, e->vlen);
   respond(c, 0, 0, NULL, 0, 0);
   wake_waiters(s, e);
 }
@@ -344,6 +454,7 @@ static void op_cas(dtr_store_server *s, conn *c, const dtr__sp_request *req) {
       return;
     }
     present = 1;
+    mirror_change(s, e->key, e->klen, 0, e->val, e->vlen);
   }
   uint8_t flags = (uint8_t)((match ? DTR__SP_RESP_SWAPPED : 0) | (present ? DTR__SP_RESP_PRESENT : 0));
   respond(c, flags, 0, present ? e->val : NULL, present ? e->vlen : 0, present);
@@ -369,10 +480,75 @@ static void op_list(dtr_store_server *s, conn *c, const dtr__sp_request *req) {
   dtr__sp_response_end(&c->wbuf, start, n);
 }
 
+/* A change from the primary (this server is its standby). From an older epoch it is refused: that
+ * primary was superseded, and the refusal is how it learns. */
+static void op_mirror(dtr_store_server *s, conn *c, const dtr__sp_request *req) {
+  char msg[160];
+  if (req->delta < s->epoch) {
+    snprintf(msg, sizeof msg, "a change of epoch %lld, but this store is at epoch %lld",
+             (long long)req->delta, (long long)s->epoch);
+    respond_status_num(c, DTR_ERR_FENCED, s->epoch, msg);
+    return;
+  }
+  if (req->delta > s->epoch || !s->standby) { /* the standby of this primary (of a newer epoch) from now */
+    if (req->delta > s->epoch) s->epoch = req->delta;
+    atomic_store(&s->epoch_pub, s->epoch);
+    atomic_store(&s->fenced, 0);
+    s->standby = 1;
+    if (s->mirror) { /* a standby mirrors nothing onward: the loop drops its own mirror (mirror_poll) */
+      uint64_t one = 1;
+      ssize_t r = write(s->efd, &one, sizeof one);
+      (void)r;
+    }
+  }
+  dtr__st_entry *e = dtr__st_find(&s->table, req->key.p, req->key.len);
+  if (req->flags & DTR__SP_REQ_DELETE) {
+    if (e && e->has_value) dtr__st_clear_value(&s->table, e);
+    respond(c, 0, s->epoch, NULL, 0, 0);
+    return;
+  }
+  if ((!e && dtr__st_get_or_create(&s->table, req->key.p, req->key.len, &e)) ||
+      dtr__st_set_value(e, req->value.p, req->value.len)) {
+    if (e) dtr__st_release_if_unused(&s->table, e);
+    respond_status(c, DTR_ERR_NOMEM, "out of memory storing the value");
+    return;
+  }
+  respond(c, 0, s->epoch, NULL, 0, 0);
+  wake_waiters(s, e);
+}
+
 static void execute(dtr_store_server *s, conn *c, const dtr__sp_request *req) {
   atomic_fetch_add_explicit(&s->requests, 1, memory_order_relaxed);
   dtr__st_entry *e;
+  int changes =
+      req->op == DTR__SP_SET || req->op == DTR__SP_ADD || req->op == DTR__SP_CAS || req->op == DTR__SP_DELETE;
+  if ((atomic_load(&s->fenced) || (s->standby && changes)) && req->op != DTR__SP_EPOCH &&
+      req->op != DTR__SP_MIRROR) {
+    char msg[160];
+    if (s->standby)
+      snprintf(msg, sizeof msg,
+               "this store is the standby of epoch %lld's primary: it takes no changes until promoted",
+               (long long)s->epoch);
+    else
+      snprintf(msg, sizeof msg, "this store was superseded by epoch %lld: its standby took over",
+               (long long)s->epoch);
+    respond_status_num(c, DTR_ERR_FENCED, s->epoch, msg);
+    return;
+  }
   switch (req->op) {
+    case DTR__SP_MIRROR:
+      op_mirror(s, c, req);
+      return;
+    case DTR__SP_EPOCH:
+      if (req->delta > s->epoch) { /* promoted: the primary from now on */
+        s->epoch = req->delta;
+        atomic_store(&s->epoch_pub, s->epoch);
+        atomic_store(&s->fenced, 0);
+        s->standby = 0;
+        DTR_INFO("store: promoted to epoch %lld by %s", (long long)s->epoch, c->peer);
+      }
+      respond(c, 0, s->epoch, NULL, 0, 0);
+      return;
     case DTR__SP_SET:
       op_set(s, c, req);
       return;
@@ -405,6 +581,7 @@ static void execute(dtr_store_server *s, conn *c, const dtr__sp_request *req) {
     case DTR__SP_DELETE:
       e = dtr__st_find(&s->table, req->key.p, req->key.len);
       if (e && e->has_value) {
+        mirror_change(s, e->key, e->klen, 1, NULL, 0);
         dtr__st_clear_value(&s->table, e);
         respond(c, DTR__SP_RESP_EXISTED, 0, NULL, 0, 0);
         return;
@@ -437,6 +614,8 @@ static void execute(dtr_store_server *s, conn *c, const dtr__sp_request *req) {
 
 static void conn_close(dtr_store_server *s, conn *c) {
   if (c->waiter) waiter_free(s, c->waiter);
+  held_unlink(s, c);
+  partial_unlink(s, c);
   hello_unlink(s, c);
   ready_unlink(s, c);
   if (c->prev)
@@ -456,8 +635,9 @@ static void conn_close(dtr_store_server *s, conn *c) {
 
 /* Send what is queued; returns -1 when the peer is gone. */
 static int conn_flush(conn *c) {
-  while (c->woff < c->wbuf.len) {
-    ssize_t n = send(c->fd, c->wbuf.p + c->woff, c->wbuf.len - c->woff, MSG_NOSIGNAL | MSG_DONTWAIT);
+  size_t end = c->held ? c->hold_from : c->wbuf.len; /* held answers wait for the standby */
+  while (c->woff < end) {
+    ssize_t n = send(c->fd, c->wbuf.p + c->woff, end - c->woff, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
       c->woff += (size_t)n;
     } else if (n < 0 && errno == EINTR) {
@@ -468,6 +648,7 @@ static int conn_flush(conn *c) {
       return -1;
     }
   }
+  if (end != c->wbuf.len) return 0;
   c->woff = c->wbuf.len = 0;
   if (c->wbuf.cap > BUF_SHRINK) dtr__sp_buf_free(&c->wbuf);
   return 0;
@@ -527,7 +708,7 @@ static int conn_hello(dtr_store_server *s, conn *c) {
 static int conn_process(dtr_store_server *s, conn *c) {
   char err[160];
   int turns = 0;
-  while (!c->waiter && c->wbuf.len - c->woff < WBUF_HIGH) {
+  while (!c->waiter && !c->held && c->wbuf.len - c->woff < WBUF_HIGH) {
     if (turns++ == FRAMES_PER_TURN) {
       ready_push(s, c); /* more may be buffered: continue next loop turn, after the others */
       break;
@@ -550,8 +731,13 @@ static int conn_process(dtr_store_server *s, conn *c) {
     if (dtr__sp_parse_request(p + 4, flen, &req, err, sizeof err))
       return conn_reject(s, c, DTR_ERR_PROTOCOL, err), -1;
     c->roff += 4 + (size_t)flen;
+    size_t from = c->wbuf.len;
     execute(s, c, &req);
+    hold(s, c, from);
+    s->hold_seq = 0;
   }
+  /* Unconsumed bytes of a connection that is not parked are a message still arriving. */
+  partial_note(s, c, c->state == CONN_READY && !c->waiter && !c->held && c->rbuf.len > c->roff);
   /* Keep the unconsumed tail at the front so the next read appends to it. */
   if (c->roff == c->rbuf.len) {
     c->roff = c->rbuf.len = 0;
@@ -564,14 +750,19 @@ static int conn_process(dtr_store_server *s, conn *c) {
   return 0;
 }
 
-/* How many bytes the next read should have room for: the rest of a frame being received, else a
- * chunk. Only a frame whose header passed the size check (the connection is not parked, so
- * conn_process has looked at it) may grow the buffer beyond a chunk. */
+/* How many bytes the next read should have room for: a chunk, or for a large frame being received as
+ * much again as has arrived (never more than its rest). The buffer grows with what the client sends,
+ * not with what its header announces: a header claiming 32 MiB followed by silence costs 16 KiB. Only a
+ * frame whose header passed the size check (the connection is not parked, so conn_process has looked at
+ * it) may grow the buffer beyond a chunk. */
 static size_t read_room(const conn *c) {
   size_t avail = c->rbuf.len - c->roff, want = 16384;
   if (c->state == CONN_READY && !c->waiter && avail >= 4) {
     size_t whole = 4 + (size_t)dtr__sp_get_u32(c->rbuf.p + c->roff);
-    if (whole <= 4 + (size_t)DTR__SP_MAX_FRAME && whole > avail && whole - avail > want) want = whole - avail;
+    if (whole <= 4 + (size_t)DTR__SP_MAX_FRAME && whole > avail) {
+      size_t rest = whole - avail, more = avail > want ? avail : want;
+      want = rest < more ? rest : more;
+    }
   }
   return want;
 }
@@ -583,7 +774,8 @@ static int wants_read(const conn *c) {
 }
 
 static int conn_update_interest(dtr_store_server *s, conn *c) {
-  uint32_t ev = (wants_read(c) ? EPOLLIN : 0) | (c->woff < c->wbuf.len ? EPOLLOUT : 0);
+  size_t end = c->held ? c->hold_from : c->wbuf.len;
+  uint32_t ev = (wants_read(c) ? EPOLLIN : 0) | (c->woff < end ? EPOLLOUT : 0);
   if (ev == c->events) return 0;
   struct epoll_event e = {.events = ev, .data.ptr = c};
   if (epoll_ctl(s->ep, EPOLL_CTL_MOD, c->fd, &e) < 0) return -1;
@@ -697,11 +889,138 @@ static void expire_hellos(dtr_store_server *s, int64_t now) {
   }
 }
 
+/* ---------------------------------------------------------------- the standby: the loop's side */
+
+/* Release, in change order, every held answer whose change the standby has. */
+static void release_held(dtr_store_server *s, uint64_t acked) {
+  for (int guard = 0; s->held_head && s->held_head->held <= acked && guard < 1 << 30; guard++) {
+    conn *c = s->held_head;
+    held_unlink(s, c);
+    conn_settle(s, c);
+  }
+}
+
+/* A newer epoch exists: the held answers become refusals, and so will every later answer. */
+static void fence(dtr_store_server *s, int64_t newer) {
+  atomic_store(&s->fenced, 1);
+  char msg[160];
+  snprintf(msg, sizeof msg, "this store was superseded by epoch %lld: its standby took over",
+           (long long)newer);
+  for (int guard = 0; s->held_head && guard < 1 << 30; guard++) {
+    conn *c = s->held_head;
+    c->wbuf.len = c->hold_from;
+    held_unlink(s, c);
+    respond_status_num(c, DTR_ERR_FENCED, newer, msg);
+    conn_settle(s, c);
+  }
+}
+
+static void retire_mirror(dtr_store_server *s) {
+  if (!s->mirror) return;
+  dtr__mirror_retire(s->mirror);
+  size_t i = 0;
+  while (i < sizeof s->retiring / sizeof s->retiring[0] && s->retiring[i]) i++;
+  if (i < sizeof s->retiring / sizeof s->retiring[0])
+    s->retiring[i] = s->mirror;
+  else
+    dtr__mirror_stop(s->mirror); /* no slot: wait for it here (rare) */
+  s->mirror = NULL;
+}
+
+static void apply_mirror_request(dtr_store_server *s) {
+  char host[256], token[DTR_STORE_MAX_TOKEN + 1], prefix[64];
+  int port, timeout_ms, req;
+  pthread_mutex_lock(&s->ctl_mu);
+  req = s->mirror_req;
+  s->mirror_req = 0;
+  memcpy(host, s->req_host, sizeof host);
+  memcpy(token, s->req_token, sizeof token);
+  memcpy(prefix, s->req_prefix, sizeof prefix);
+  port = s->req_port;
+  timeout_ms = s->req_timeout_ms;
+  memset(s->req_token, 0, sizeof s->req_token);
+  pthread_mutex_unlock(&s->ctl_mu);
+  if (!req) return;
+  retire_mirror(s);
+  release_held(s, UINT64_MAX); /* nothing waits for a standby that is gone */
+  if (!host[0]) return;
+  if (s->standby) {
+    DTR_WARN("store: a standby mirrors nothing onward; not mirroring to %s:%d", host, port);
+    return;
+  }
+  if (atomic_load(&s->fenced)) {
+    DTR_WARN("store: superseded by epoch %lld; not mirroring to %s:%d", (long long)s->epoch, host, port);
+    return;
+  }
+  if (dtr__mirror_start(host, port, token, timeout_ms, s->efd, &s->mirror) != DTR_OK) {
+    DTR_WARN("store: cannot start mirroring to %s:%d; running unmirrored", host, port);
+    return;
+  }
+  memcpy(s->mirror_prefix, prefix, sizeof s->mirror_prefix);
+  /* the standby starts from a copy of every mirrored key */
+  size_t pl = strlen(prefix), n = 0;
+  for (size_t b = 0; b < s->table.nbuckets; b++)
+    for (dtr__st_entry *e = s->table.buckets[b]; e; e = e->next)
+      if (e->has_value && e->klen >= pl && memcmp(e->key, prefix, pl) == 0) {
+        dtr__mirror_push(s->mirror, s->epoch, 0, e->key, e->klen, e->val, e->vlen);
+        n++;
+      }
+  DTR_INFO("store: epoch %lld, mirroring keys '%s*' to the standby %s (%zu to copy)", (long long)s->epoch,
+           prefix, dtr__mirror_target(s->mirror), n);
+}
+
+/* The eventfd rang: a mirror request, acknowledgements, or a mirror that stopped. */
+static void mirror_poll(dtr_store_server *s) {
+  for (size_t i = 0; i < sizeof s->retiring / sizeof s->retiring[0]; i++)
+    if (s->retiring[i] && dtr__mirror_exited(s->retiring[i])) {
+      dtr__mirror_stop(s->retiring[i]);
+      s->retiring[i] = NULL;
+    }
+  apply_mirror_request(s);
+  if (s->standby && s->mirror) {
+    DTR_INFO("store: now the standby of epoch %lld's primary; no longer mirroring to %s", (long long)s->epoch,
+             dtr__mirror_target(s->mirror));
+    retire_mirror(s);
+    release_held(s, UINT64_MAX);
+  }
+  if (!s->mirror) return;
+  dtr__mirror_state st;
+  int64_t newer = 0;
+  char why[512];
+  uint64_t acked = dtr__mirror_acked(s->mirror, &st, &newer, why, sizeof why);
+  atomic_store(&s->mirrored, acked);
+  release_held(s, acked);
+  if (st == DTR__MIRROR_FENCED) {
+    DTR_WARN("store: the standby %s refused a change: %s; this store is superseded and answers nothing more",
+             dtr__mirror_target(s->mirror), why);
+    if (newer > s->epoch) s->epoch = newer;
+    atomic_store(&s->epoch_pub, s->epoch);
+    fence(s, newer);
+    retire_mirror(s);
+  } else if (st == DTR__MIRROR_LOST) {
+    DTR_WARN("store: lost the standby %s (%s); running unmirrored until the agents name another",
+             dtr__mirror_target(s->mirror), why);
+    retire_mirror(s);
+    release_held(s, UINT64_MAX);
+  }
+}
+
+static void expire_partials(dtr_store_server *s, int64_t now) {
+  while (s->partial_head && s->partial_head->frame_deadline <= now) {
+    conn *c = s->partial_head;
+    char msg[128];
+    snprintf(msg, sizeof msg, "a message still incomplete after %d ms (%zu bytes of it arrived)", s->frame_ms,
+             c->rbuf.len - c->roff);
+    conn_reject(s, c, DTR_ERR_PROTOCOL, msg);
+  }
+}
+
 static int next_timeout(dtr_store_server *s) {
   if (s->ready_head) return 0;
   int64_t d = -1;
   if (s->heap_len) d = s->heap[0]->deadline;
   if (s->hello_head && (d < 0 || s->hello_head->hello_deadline < d)) d = s->hello_head->hello_deadline;
+  if (s->partial_head && (d < 0 || s->partial_head->frame_deadline < d)) d = s->partial_head->frame_deadline;
   return dtr__ms_left(d);
 }
 
@@ -721,6 +1040,7 @@ dtr_result dtr_store_server_run(dtr_store_server *s) {
         uint64_t v;
         ssize_t r = read(s->efd, &v, sizeof v);
         (void)r;
+        mirror_poll(s);
       } else {
         conn_event(s, evs[i].data.ptr, evs[i].events);
       }
@@ -728,6 +1048,7 @@ dtr_result dtr_store_server_run(dtr_store_server *s) {
     int64_t now = dtr__now_ms();
     expire_waiters(s, now);
     expire_hellos(s, now);
+    expire_partials(s, now);
     /* Serve connections whose waiters were answered or that had more requests than one turn. */
     conn *ready = s->ready_head;
     s->ready_head = NULL;
@@ -766,10 +1087,12 @@ dtr_result dtr_store_server_create(const char *host, int port, const char *token
   dtr_store_server *s = calloc(1, sizeof *s);
   if (!s) return dtr__fail(err, errcap, DTR_ERR_NOMEM, "out of memory");
   s->lfd = s->efd = s->ep = s->spare_fd = -1;
+  pthread_mutex_init(&s->ctl_mu, NULL);
   memcpy(s->token, token, tlen);
   s->tlen = tlen;
   s->handshake_ms = (int)dtr__param_int("DTRAIN_STORE_HANDSHAKE_MS", 5000);
   if (s->handshake_ms <= 0) s->handshake_ms = 5000;
+  s->frame_ms = (int)dtr__param_range("DTRAIN_STORE_FRAME_MS", 30000, 1, 3600000);
   raise_fd_limit();
   dtr_result rc;
   DTR_CHECK_GOTO(dtr__listen(host, port, 4096, &s->lfd, &s->port, err, errcap), rc, fail);
@@ -828,8 +1151,11 @@ void dtr_store_server_destroy(dtr_store_server *s) {
     dtr_store_server_stop(s);
     pthread_join(s->thread, NULL);
   }
+  dtr__mirror_stop(s->mirror);
+  for (size_t i = 0; i < sizeof s->retiring / sizeof s->retiring[0]; i++) dtr__mirror_stop(s->retiring[i]);
   for (int guard = 0; s->all && guard < 1 << 30; guard++) conn_close(s, s->all);
   if (s->table.buckets) dtr__st_free(&s->table);
+  pthread_mutex_destroy(&s->ctl_mu);
   free(s->heap);
   if (s->lfd >= 0) close(s->lfd);
   if (s->efd >= 0) close(s->efd);
@@ -844,4 +1170,37 @@ void dtr_store_server_get_stats(const dtr_store_server *s, dtr_store_server_stat
   out->auth_refused = atomic_load(&m->auth_refused);
   out->protocol_errors = atomic_load(&m->protocol_errors);
   out->requests = atomic_load(&m->requests);
+}
+
+/* ---------------------------------------------------------------- the standby: other threads' side */
+
+dtr_result dtr__store_server_mirror(dtr_store_server *s, const char *host, int port, const char *token,
+                                    const char *prefix, int timeout_ms) {
+  if (host && (strlen(host) >= sizeof s->req_host || port <= 0 || port > 65535 || !token ||
+               strlen(token) > DTR_STORE_MAX_TOKEN || !prefix || strlen(prefix) >= sizeof s->req_prefix))
+    return DTR_ERR_INVALID;
+  pthread_mutex_lock(&s->ctl_mu);
+  snprintf(s->req_host, sizeof s->req_host, "%s", host ? host : "");
+  snprintf(s->req_token, sizeof s->req_token, "%s", host ? token : "");
+  snprintf(s->req_prefix, sizeof s->req_prefix, "%s", host ? prefix : "");
+  s->req_port = port;
+  s->req_timeout_ms = timeout_ms;
+  s->mirror_req = 1;
+  pthread_mutex_unlock(&s->ctl_mu);
+  uint64_t one = 1;
+  ssize_t r = write(s->efd, &one, sizeof one);
+  (void)r;
+  return DTR_OK;
+}
+
+int64_t dtr__store_server_epoch(const dtr_store_server *s) {
+  return atomic_load(&((dtr_store_server *)s)->epoch_pub);
+}
+
+int dtr__store_server_fenced(const dtr_store_server *s) {
+  return atomic_load(&((dtr_store_server *)s)->fenced);
+}
+
+uint64_t dtr__store_server_mirrored(const dtr_store_server *s) {
+  return atomic_load(&((dtr_store_server *)s)->mirrored);
 }

@@ -1,14 +1,22 @@
 /* `dtrain ckpt`: the checkpoint tools (ls, verify, inspect, export, import). Only flags, help texts and
  * exit codes live here (0 success, 1 a failure naming its culprit, 2 bad usage); the work is in
- * checkpoint/ckpt_tools.c. */
+ * checkpoint/ckpt_tools.c, and for `export --layout` the model's layouts in runtime/model/gpt_weights.c. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "checkpoint/ckpt_tools.h"
+#include "common/check.h"
+#include "common/fsutil.h"
+#include "dtrain/recipe.h"
 #include "launcher/commands.h"
+#include "runtime/model/gpt_weights.h"
 
 static void usage(FILE *f) {
   fputs(
@@ -20,8 +28,9 @@ static void usage(FILE *f) {
       "  ls DIR                              every step: state, ranks, tensors, sizes, compression ratio\n"
       "  verify DIR [--step N]               read every chunk of every shard and check its checksum\n"
       "  inspect DIR [--step N] [--chunks]   tensors, shapes, dtypes and how each is split over ranks\n"
-      "  export DIR OUT.safetensors [--step N] [--blobs]\n"
-      "                                      write the whole tensors to a safetensors file\n"
+      "  export DIR OUT.safetensors [--step N] [--blobs] [--layout L] [--dtype T] [--n-head H]\n"
+      "                                      write the whole tensors (or the model's weights in\n"
+      "                                      dtrain's or Hugging Face GPT-2's layout) to safetensors\n"
       "  import IN.safetensors DIR [--step N] [--job-id ID]\n"
       "                                      write a safetensors file as a checkpoint a run can load\n"
       "\n"
@@ -33,7 +42,7 @@ static void usage(FILE *f) {
 typedef struct sub {
   const char *name;
   int npos;             /* positional arguments */
-  const char *flags[3]; /* accepted flags; those ending in '=' take a value */
+  const char *flags[6]; /* accepted flags; those ending in '=' take a value */
   const char *help;
 } sub;
 
@@ -72,17 +81,32 @@ static const sub SUBS[] = {
      "  --chunks   also list every chunk: element range, file offset, stored size, codec, checksum\n"},
     {"export",
      2,
-     {"--step=", "--blobs", NULL},
-     "usage: dtrain ckpt export DIR OUT.safetensors [--step N] [--blobs]\n"
+     {"--step=", "--blobs", "--layout=", "--dtype=", "--n-head=", NULL},
+     "usage: dtrain ckpt export DIR OUT.safetensors [--step N] [--blobs] [--layout L] [--dtype T] [--n-head "
+     "H]\n"
      "\n"
      "Reassemble every tensor of one step (default: the latest committed) whole, whatever layout wrote\n"
      "it, and write them with their dtypes (F32, F64, F16, BF16, I32, I64, U8) to a safetensors file\n"
      "that Python's safetensors or torch can load. Metadata: format=pt, dtrain_step, dtrain_job_id,\n"
      "dtrain_world, dtrain_created. The file appears only when complete.\n"
      "\n"
+     "With --layout, only the weights of the built-in GPT (the model/ tensors), with the model's config\n"
+     "in the metadata, in the layout of:\n"
+     "  dtrain    model/wte, model/h.0.attn.qkv.w [3C, C], ... (what model.init_from reads back)\n"
+     "  hf-gpt2   Hugging Face GPT-2: wte.weight, h.0.attn.c_attn.weight [C, 3C] (Conv1D, [in, out]), ...,\n"
+     "            metadata as GPT2Config's keys. When OUT is a directory (or ends in '/'), it receives\n"
+     "            model.safetensors and config.json: what transformers' "
+     "GPT2LMHeadModel.from_pretrained(OUT)\n"
+     "            reads.\n"
+     "The head count is not in the tensors' shapes: --n-head, else the run's recipe.yaml beside DIR\n"
+     "(the one `dtrain run` writes in job.run_dir when DIR is its checkpoint.dir).\n"
+     "\n"
      "Options:\n"
-     "  --step N   this step instead of the latest\n"
-     "  --blobs    also write each rank's blobs as U8 tensors named __blob__/<name>/rank_<r>\n"},
+     "  --step N     this step instead of the latest\n"
+     "  --blobs      also write each rank's blobs as U8 tensors named __blob__/<name>/rank_<r>\n"
+     "  --layout L   dtrain | hf-gpt2: the model's weights only, in that layout\n"
+     "  --dtype T    f32 | bf16 | f16 | f64: convert every float tensor (rounding to nearest even)\n"
+     "  --n-head H   the model's attention heads (with --layout)\n"},
     {"import",
      2,
      {"--step=", "--job-id=", NULL},
@@ -102,7 +126,8 @@ typedef struct parsed {
   const char *pos[2];
   int64_t step; /* -1: not given */
   int chunks, blobs;
-  const char *job_id;
+  const char *job_id, *layout, *dtype;
+  int n_head; /* 0: not given */
 } parsed;
 
 /* Returns -1 after --help, 0 on success, 2 on bad usage (the flag or argument named on stderr). */
@@ -125,7 +150,7 @@ static int parse(const sub *s, int argc, char **argv, parsed *p) {
     }
     const char *flag = NULL, *val = NULL;
     int takes = 0;
-    for (int k = 0; k < 3 && s->flags[k] && !flag; k++) {
+    for (int k = 0; k < 6 && s->flags[k] && !flag; k++) {
       size_t n = strlen(s->flags[k]);
       takes = s->flags[k][n - 1] == '=';
       size_t base = takes ? n - 1 : n;
@@ -155,6 +180,30 @@ static int parse(const sub *s, int argc, char **argv, parsed *p) {
         return 2;
       }
       p->step = v;
+    } else if (strcmp(flag, "--n-head=") == 0) {
+      char *end;
+      errno = 0;
+      long v = strtol(val, &end, 10);
+      if (errno || end == val || *end || v < 1 || v > 65536) {
+        fprintf(stderr, "dtrain ckpt %s: --n-head '%s' is not a head count (1 .. 65536)\n", s->name, val);
+        return 2;
+      }
+      p->n_head = (int)v;
+    } else if (strcmp(flag, "--layout=") == 0) {
+      dtr__gpt_wlayout l;
+      if (dtr__gpt_layout_parse(val, &l) != DTR_OK) {
+        fprintf(stderr, "dtrain ckpt %s: --layout '%s': expected dtrain or hf-gpt2\n", s->name, val);
+        return 2;
+      }
+      p->layout = val;
+    } else if (strcmp(flag, "--dtype=") == 0) {
+      dtr_dtype t;
+      if (dtr_dtype_parse(val, &t) != DTR_OK ||
+          (t != DTR_F32 && t != DTR_BF16 && t != DTR_F16 && t != DTR_F64)) {
+        fprintf(stderr, "dtrain ckpt %s: --dtype '%s': expected f32, bf16, f16 or f64\n", s->name, val);
+        return 2;
+      }
+      p->dtype = val;
     } else if (strcmp(flag, "--job-id=") == 0) {
       p->job_id = val;
     } else if (strcmp(flag, "--chunks") == 0) {
@@ -173,6 +222,88 @@ static int parse(const sub *s, int argc, char **argv, parsed *p) {
     return 2;
   }
   return 0;
+}
+
+/* The model's head count for an export --layout: the run's recipe.yaml in the directory above DIR, when
+ * its checkpoint.dir is DIR. 0 with why (err) otherwise. */
+static int n_head_of_run(const char *dir, char *err, size_t errcap) {
+  char real[PATH_MAX], parent[PATH_MAX], recipe[PATH_MAX + 16], ck[PATH_MAX];
+  if (!realpath(dir, real)) {
+    (void)dtr__fail(err, errcap, DTR_ERR_INVALID, "%s: %s", dir, strerror(errno));
+    return 0;
+  }
+  snprintf(parent, sizeof parent, "%s", real);
+  snprintf(recipe, sizeof recipe, "%s/recipe.yaml", dirname(parent));
+  static dtr_recipe r;
+  char e[2048];
+  if (access(recipe, R_OK) != 0) {
+    (void)dtr__fail(err, errcap, DTR_ERR_INVALID, "no run recipe %s beside it", recipe);
+    return 0;
+  }
+  if (dtr_recipe_load(recipe, NULL, 0, 0, &r, e, sizeof e) != DTR_OK) {
+    (void)dtr__fail(err, errcap, DTR_ERR_INVALID, "the run recipe does not load: %s", e);
+    return 0;
+  }
+  if (!realpath(r.checkpoint.dir, ck) || strcmp(ck, real) != 0) {
+    (void)dtr__fail(err, errcap, DTR_ERR_INVALID, "%s saves to %s, not to %s", recipe, r.checkpoint.dir,
+                    real);
+    return 0;
+  }
+  return r.model.n_head;
+}
+
+/* export with its options: --layout through runtime/model/gpt_weights.h's map; OUT a directory. */
+static dtr_result export_cmd(const parsed *p, char *err, size_t errcap) {
+  dtr__ckpt_export_opts o = {.blobs = p->blobs, .dtype = -1};
+  dtr_dtype t;
+  if (p->dtype && dtr_dtype_parse(p->dtype, &t) == DTR_OK) o.dtype = (int)t;
+  if (!p->layout) {
+    if (p->n_head) return dtr__fail(err, errcap, DTR_ERR_INVALID, "--n-head goes with --layout");
+    return dtr__ckpt_tool_export(p->pos[0], p->step, p->pos[1], &o, stdout, err, errcap);
+  }
+  dtr__gpt_wlayout l = DTR__GPT_LAYOUT_DTRAIN;
+  dtr__gpt_layout_parse(p->layout, &l);
+  if (p->blobs)
+    return dtr__fail(err, errcap, DTR_ERR_INVALID,
+                     "--blobs writes the run's state; --layout the model's weights alone: not both");
+  int n_head = p->n_head;
+  if (!n_head) {
+    char why[2600];
+    n_head = n_head_of_run(p->pos[0], why, sizeof why);
+    if (!n_head)
+      return dtr__fail(
+          err, errcap, DTR_ERR_INVALID,
+          "--layout %s needs the model's head count: pass --n-head H (the recipe's model.n_head); "
+          "%s",
+          p->layout, why);
+  }
+  char path[PATH_MAX + 32], dirpath[PATH_MAX];
+  const char *out = p->pos[1];
+  size_t ol = strlen(out);
+  struct stat st;
+  int is_dir = (ol > 0 && out[ol - 1] == '/') || (stat(out, &st) == 0 && S_ISDIR(st.st_mode));
+  snprintf(path, sizeof path, "%s", out);
+  if (is_dir) {
+    snprintf(dirpath, sizeof dirpath, "%s", out);
+    if (dtr__mkdir_p(dirpath, 0777) != 0)
+      return dtr__fail(err, errcap, DTR_ERR_SYSTEM, "%s: %s", dirpath, strerror(errno));
+    snprintf(path, sizeof path, "%s%smodel.safetensors", out, out[ol - 1] == '/' ? "" : "/");
+  }
+  dtr__gpt_export *x = NULL;
+  DTR_CHECK(dtr__gpt_export_create(l, n_head, &x, err, errcap));
+  dtr__ckpt_export_map map = dtr__gpt_export_map(x);
+  o.map = &map;
+  dtr_result rc = dtr__ckpt_tool_export(p->pos[0], p->step, path, &o, stdout, err, errcap);
+  if (rc == DTR_OK && is_dir && l == DTR__GPT_LAYOUT_HF_GPT2) {
+    dtr__gpt_config c = dtr__gpt_export_config(x);
+    char cj[PATH_MAX + 32];
+    snprintf(cj, sizeof cj, "%s%sconfig.json", out, out[ol - 1] == '/' ? "" : "/");
+    rc = dtr__gpt_hf_config_write(&c, cj, err, errcap);
+    if (rc == DTR_OK)
+      printf("wrote %s (GPT2Config: n_layer %d, n_head %d, n_embd %d)\n", cj, c.n_layer, c.n_head, c.n_embd);
+  }
+  dtr__gpt_export_destroy(x);
+  return rc;
 }
 
 int dtr__cmd_ckpt(int argc, char **argv) {
@@ -204,7 +335,7 @@ int dtr__cmd_ckpt(int argc, char **argv) {
   else if (strcmp(cmd, "inspect") == 0)
     r = dtr__ckpt_tool_inspect(p.pos[0], p.step, p.chunks, stdout, err, sizeof err);
   else if (strcmp(cmd, "export") == 0)
-    r = dtr__ckpt_tool_export(p.pos[0], p.step, p.pos[1], p.blobs, stdout, err, sizeof err);
+    r = export_cmd(&p, err, sizeof err);
   else
     r = dtr__ckpt_tool_import(p.pos[0], p.pos[1], p.step < 0 ? 0 : p.step, p.job_id, stdout, err, sizeof err);
   fflush(stdout);

@@ -73,12 +73,18 @@ typedef struct launch_state {
  * are blocked) end a long wait for an unreachable store. *sig receives the signal (DTR_ERR_ABORTED). */
 static dtr_result connect_sliced(const char *host, int port, const char *token, int64_t total_ms, int sigfd,
                                  int *sig, dtr_store **out, char *err, size_t cap) {
-  int64_t deadline = dtr__now_ms() + total_ms;
+  int64_t start = dtr__now_ms(), deadline = start + total_ms, said = start;
+  int say_ms = (int)dtr__param_int("DTRAIN_WAIT_REPORT_MS", 5000);
   for (;;) {
     int left = dtr__ms_left(deadline);
     int slice = left > 250 ? 250 : left < 1 ? 1 : left;
     dtr_result rc = dtr_store_connect(host, port, token, slice, out, err, cap);
     if (rc != DTR_ERR_TIMEOUT || dtr__ms_left(deadline) == 0) return rc;
+    if (say_ms > 0 && dtr__now_ms() - said >= say_ms) { /* waiting is never silent */
+      said = dtr__now_ms();
+      DTR_INFO("waiting %.0f s for the rendezvous store at %s:%d (%s); giving up in %.0f s",
+               (said - start) / 1000.0, host, port, err, dtr__ms_left(deadline) / 1000.0);
+    }
     struct signalfd_siginfo si;
     while (read(sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
       int s = (int)si.ssi_signo;
@@ -428,11 +434,40 @@ static int run_agent(launch_state *st) {
       .sigfd = st->sigfd,
       .main_store = st->main_store,
       .listener_store = st->listener_store,
+      .server = st->hosting ? st->server : NULL,
       .orphan_guard = &st->guard,
       .stop_file = st->stop_file,
       .term_stops = st->slurm.managed,
   };
   return dtr__agent_run(&cfg);
+}
+
+/* --dry-run: what would start, after the checks that need no network. */
+static int dry_run(const launch_state *st) {
+  const dtr_launch_args *a = &st->args;
+  char nodes[64];
+  if (a->nnodes_min == a->nnodes_max)
+    snprintf(nodes, sizeof nodes, "%d node%s", a->nnodes_max, a->nnodes_max == 1 ? "" : "s");
+  else
+    snprintf(nodes, sizeof nodes, "%d to %d nodes", a->nnodes_min, a->nnodes_max);
+  char rank[64] = "node rank 0";
+  if (a->node_rank >= 0)
+    snprintf(rank, sizeof rank, "node rank %d", a->node_rank);
+  else if (!st->standalone)
+    snprintf(rank, sizeof rank, "node rank from the rendezvous");
+  printf("# dtrain launch would start %d rank%s on this node (%s), max restarts %d; rendezvous: ",
+         a->nproc_per_node, a->nproc_per_node == 1 ? "" : "s", rank, a->max_restarts);
+  if (st->standalone)
+    printf("a private store on 127.0.0.1 (standalone)\n");
+  else
+    printf("the store at %s, job id '%s'\n", st->desc, a->rdzv_id[0] ? a->rdzv_id : "none");
+  printf("# %s, every rank runs:", nodes);
+  for (int i = 0; st->prog_argv[i]; i++) {
+    fputc(' ', stdout);
+    dtr__shell_quote(stdout, i == 0 ? st->exe : st->prog_argv[i]);
+  }
+  fputc('\n', stdout);
+  return fflush(stdout) == 0 ? 0 : 1;
 }
 
 int dtr__cmd_launch(int argc, char **argv) {
@@ -455,6 +490,11 @@ int dtr__cmd_launch(int argc, char **argv) {
   int code = find_program(&st);
   if (!code) code = slurm_shape(&st);
   if (!code) code = store_address(&st);
+  if (!code && st.args.dry_run) {
+    code = dry_run(&st);
+    free(st.prog_argv);
+    return code;
+  }
   if (!code) code = choose_run_id_and_token(&st);
   if (!code) code = prepare_output(&st);
   if (!code) code = block_signals(&st);

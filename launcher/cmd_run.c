@@ -35,13 +35,12 @@ static void usage(FILE *f) {
       "\n"
       "Launch flags override the recipe's launch section: --nproc-per-node N|cpu|gpu|auto, --nnodes "
       "N|MIN:MAX,\n"
-      "--node-rank R, --rdzv-endpoint HOST:PORT, --rdzv-id ID, --max-restarts N; --max-requeues N overrides\n"
-      "slurm.max_requeues. These are passed on to `dtrain launch` as they are: --standalone, "
-      "--rdzv-timeout,\n"
-      "--rdzv-backend, --rdzv-conf, --monitor-interval, --grace-period, --stop-timeout, --log-dir, --tee,\n"
-      "--redirects, --master-addr, --master-port, --error-file, --role, --start-method (see `dtrain launch\n"
-      "--help`). Inside a Slurm job the step's nodes, endpoint and id fill in what the recipe leaves\n"
-      "(docs/slurm.md).\n"
+      "--node-rank R, --rdzv-endpoint HOST:PORT, --rdzv-id ID, --max-restarts N, --worker-timeout S,\n"
+      "--worker-start-timeout S; --max-requeues N overrides slurm.max_requeues. These are passed on to\n"
+      "`dtrain launch` as they are: --standalone, --rdzv-timeout, --rdzv-backend, --rdzv-conf,\n"
+      "--monitor-interval, --grace-period, --stop-timeout, --log-dir, --tee, --redirects, --master-addr,\n"
+      "--master-port, --error-file, --role, --start-method (see `dtrain launch --help`). Inside a Slurm job\n"
+      "the step's nodes, endpoint and id fill in what the recipe leaves (docs/slurm.md).\n"
       "\n"
       "Exit codes: 2 bad usage or an invalid recipe; otherwise those of `dtrain launch`.\n",
       f);
@@ -228,6 +227,10 @@ int dtr__cmd_run(int argc, char **argv) {
   if (r.launch.rdzv_id[0] &&
       (strv_push(&launch, "--rdzv-id") != 0 || strv_push(&launch, r.launch.rdzv_id) != 0))
     goto nomem;
+  snprintf(num, sizeof num, "%g", r.launch.worker_timeout);
+  if (strv_push(&launch, "--worker-timeout") != 0 || strv_push(&launch, num) != 0) goto nomem;
+  snprintf(num, sizeof num, "%g", r.launch.worker_start_timeout);
+  if (strv_push(&launch, "--worker-start-timeout") != 0 || strv_push(&launch, num) != 0) goto nomem;
   if (r.launch.node_rank >= 0) {
     snprintf(num, sizeof num, "%d", r.launch.node_rank);
     if (strv_push(&launch, "--node-rank") != 0 || strv_push(&launch, num) != 0) goto nomem;
@@ -241,6 +244,8 @@ int dtr__cmd_run(int argc, char **argv) {
     if (strv_push(&launch, overrides.v[i]) != 0) goto nomem;
 
   if (dry_run) {
+    /* (a run's rank 0 says it when it loads the recipe: one warning per run) */
+    if (r.warnings[0]) fprintf(stderr, "dtrain: warning: %s\n", r.warnings);
     if (dtr_recipe_write(&r, "-", err, sizeof err) != DTR_OK) {
       fprintf(stderr, CTX "%s\n", err);
       code = 1;

@@ -15,7 +15,7 @@
 
 static void usage(FILE *f) {
   fputs(
-      "usage: dtrain store [--host H] [--port P] [--token-file F]\n"
+      "usage: dtrain store [--host H] [--port P] [--token-file F] [--dry-run]\n"
       "\n"
       "Run a standalone rendezvous store in the foreground until SIGTERM or SIGINT.\n"
       "\n"
@@ -23,6 +23,7 @@ static void usage(FILE *f) {
       "  --host H        address to listen on (default 0.0.0.0: every IPv4 address)\n"
       "  --port P        TCP port (default 29400; 0 lets the kernel pick, printed on start)\n"
       "  --token-file F  read the job token from F (first line); else DTRAIN_JOB_TOKEN\n"
+      "  --dry-run       check the flags and the token, say where it would listen; start nothing\n"
       "  -h, --help      this text\n"
       "\n"
       "Clients must present the same token (DTRAIN_JOB_TOKEN). Workers find the store through\n"
@@ -32,6 +33,7 @@ static void usage(FILE *f) {
 
 typedef struct store_args {
   const char *host, *port, *token_file;
+  int dry_run;
 } store_args;
 
 /* Parse flags in "--flag value" or "--flag=value" form. Returns -1 after --help, 0 on success,
@@ -43,6 +45,10 @@ static int parse_args(int argc, char **argv, store_args *a) {
     if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
       usage(stdout);
       return -1;
+    }
+    if (strcmp(arg, "--dry-run") == 0) {
+      a->dry_run = 1;
+      continue;
     }
     int which = -1;
     const char *val = NULL;
@@ -119,6 +125,12 @@ int dtr__cmd_store(int argc, char **argv) {
   }
   char token[DTR_STORE_MAX_TOKEN + 1];
   if (read_token(&a, token, sizeof token)) return 1;
+  if (a.dry_run) {
+    memset(token, 0, sizeof token);
+    printf("# dtrain store would listen on %s:%ld (the job token from %s)\n", a.host, port,
+           a.token_file ? a.token_file : "DTRAIN_JOB_TOKEN");
+    return fflush(stdout) == 0 ? 0 : 1;
+  }
 
   /* Block the stop signals before the loop thread exists so it inherits the mask and only this
    * thread, in sigwait, ever receives them. */

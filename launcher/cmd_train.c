@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/progress.h"
 #include "dtrain/recipe.h"
 #include "dtrain/runtime.h"
 #include "launcher/commands.h"
@@ -28,6 +29,8 @@ static void usage(FILE *f) {
       "agent that started this rank ends it at once); under srun, rank 0 then requeues the Slurm job.\n"
       "\n"
       "Exit codes: 0 done, 2 bad usage or an invalid recipe (file:line:col: what), 1 training failed,\n"
+      "80 training failed in a way a restart would repeat (the file system refuses the checkpoint the run\n"
+      "needs, diverged, no valid checkpoint to resume from, no GPU): `dtrain launch` stops the job,\n"
       "85-88 stopped on request after saving (see `dtrain launch --help`).\n",
       f);
 }
@@ -119,14 +122,18 @@ int dtr__cmd_train(int argc, char **argv) {
     fprintf(stderr, "%s\n", err);
     goto out;
   }
+  if (r.warnings[0] && id.rank == 0) fprintf(stderr, "dtrain: warning: %s\n", r.warnings);
   code = 0;
   catch_stop_signals();
+  /* under dtrain launch: the agent may ask for this rank's thread stacks when it stops making progress */
+  (void)dtr__progress_enable_dumps();
   dtr_result rc = dtr_train(&r, err, sizeof err);
   if (rc == DTR_ERR_STOPPED) {
     code = stopped(&r, &id);
   } else if (rc != DTR_OK) {
-    fprintf(stderr, CTX "rank %d: %s\n", id.rank, err);
-    code = 1;
+    fprintf(stderr, CTX "rank %d: %s%s\n", id.rank, rc == DTR_ERR_PERMANENT ? "permanent failure: " : "",
+            err);
+    code = rc == DTR_ERR_PERMANENT ? DTR_EXIT_PERMANENT : 1;
   }
 out:
   free(overrides);

@@ -3,6 +3,8 @@
 #ifndef DTRAIN_LAUNCHER_COMMANDS_H
 #define DTRAIN_LAUNCHER_COMMANDS_H
 
+#include <stdio.h>
+
 /* argv[0] is the subcommand name ("launch", "store"), argv[1..] its arguments. */
 int dtr__cmd_launch(int argc, char **argv);
 int dtr__cmd_store(int argc, char **argv);

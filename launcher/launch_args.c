@@ -53,13 +53,18 @@ static const dtr__launch_flag flags[] = {
      .what = "a non-negative number of seconds"},
     {"max-requeues", 0, DTR__LAUNCH_INT, SETS(max_requeues), .lo = 0, .hi = 1000000,
      .what = "a non-negative integer", .recipe_key = "slurm.max_requeues"},
+    {"worker-timeout", 0, DTR__LAUNCH_SECONDS, SETS(worker_timeout), .lo = 0, .hi = 1e9,
+     .what = "a non-negative number of seconds (0: off)", .recipe_key = "launch.worker_timeout"},
+    {"worker-start-timeout", 0, DTR__LAUNCH_SECONDS, SETS(worker_start_timeout), .lo = 0, .hi = 1e9,
+     .what = "a non-negative number of seconds (0: off)", .recipe_key = "launch.worker_start_timeout"},
     {"error-file", 0, DTR__LAUNCH_STRING, SETS(error_file)},
     {"role", 0, DTR__LAUNCH_STRING, SETS(role)},
     {"no-python", 0, DTR__LAUNCH_SWITCH, SETS(no_python), .launch_only = 1},
     {"module", 'm', DTR__LAUNCH_SWITCH, SETS(module), .launch_only = 1},
     {"start-method", 0, DTR__LAUNCH_CHOICE, .choices = "spawn fork forkserver",
      .what = "spawn, fork or forkserver"},
-    {"help", 'h', DTR__LAUNCH_SWITCH, SETS(help), .launch_only = 1}, /* `dtrain run` has its own -h */
+    {"help", 'h', DTR__LAUNCH_SWITCH, SETS(help), .launch_only = 1},     /* `dtrain run` has its own -h */
+    {"dry-run", 0, DTR__LAUNCH_SWITCH, SETS(dry_run), .launch_only = 1}, /* and its own --dry-run */
 };
 
 void dtr__launch_usage(FILE *f) {
@@ -101,8 +106,18 @@ void dtr__launch_usage(FILE *f) {
       "  --max-restarts N          restart the whole job up to N times after a worker fails (default 0)\n"
       "  --monitor-interval SECONDS\n"
       "                            heartbeat period of the agent (default 0.1); a node whose agent is\n"
-      "                            silent for DTRAIN_HEARTBEAT_TIMEOUT_MS (default 5000) is declared dead\n"
+      "                            silent for DTRAIN_HEARTBEAT_TIMEOUT_MS (default 2500) is declared dead,\n"
+      "                            and so is the store when it does not answer for as long: the agents\n"
+      "                            then move to its standby on another node (docs/store.md)\n"
       "  --grace-period SECONDS    SIGTERM to SIGKILL delay when stopping workers (default 5)\n"
+      "  --worker-timeout SECONDS  a rank whose progress reports (DTRAIN_PROGRESS_FILE; the built-in "
+      "trainer\n"
+      "                            and dtr_progress_step make them) stop this long, while it does not wait\n"
+      "                            in a collective for others, is hung: its threads are dumped, it is\n"
+      "                            killed and the job restarts (default 180; 0: off)\n"
+      "  --worker-start-timeout SECONDS\n"
+      "                            the same limit before a rank's first step and in its slow phases\n"
+      "                            (start-up, checkpoint loads and saves; default 900; 0: off)\n"
       "  --error-file PATH         write the first failure as JSON here (default $TORCHELASTIC_ERROR_FILE,\n"
       "                            or LOG_DIR/RUN_ID/error.json with --log-dir)\n"
       "  --stop-timeout SECONDS    after a stop request, workers still running this long are stopped with\n"
@@ -124,21 +139,26 @@ void dtr__launch_usage(FILE *f) {
       "  --no-python               run PROGRAM as is even when it ends in .py\n"
       "  -m, --module              run `python -m PROGRAM`\n"
       "  --start-method NAME       accepted and ignored (workers are always fork+exec'ed)\n"
+      "  --dry-run                 check the flags and PROGRAM, print what would start; start nothing\n"
       "  -h, --help                this text\n"
       "\n"
       "Workers get torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK,\n"
       "GROUP_WORLD_SIZE, ROLE_RANK, ROLE_WORLD_SIZE, ROLE_NAME, MASTER_ADDR, MASTER_PORT,\n"
       "TORCHELASTIC_RESTART_COUNT, TORCHELASTIC_MAX_RESTARTS, TORCHELASTIC_RUN_ID, OMP_NUM_THREADS=1 if\n"
       "unset) plus DTRAIN_STORE, DTRAIN_RUN_ID, DTRAIN_RESTART_COUNT, DTRAIN_ATTEMPT, DTRAIN_JOB_TOKEN,\n"
-      "DTRAIN_NODE_RANK, DTRAIN_NNODES and DTRAIN_STOP_FILE. The job token comes from DTRAIN_JOB_TOKEN;\n"
+      "DTRAIN_NODE_RANK, DTRAIN_NNODES, DTRAIN_PROGRESS_FILE (the progress page, docs/environment.md),\n"
+      "DTRAIN_STOP_FILE and, with --log-dir, DTRAIN_DIAG_DIR. The job token comes from DTRAIN_JOB_TOKEN;\n"
       "without it one node uses a random token and several nodes derive one from --rdzv-id (not secret:\n"
       "set DTRAIN_JOB_TOKEN), or inside Slurm from the job id and ~/.dtrain/secret (docs/slurm.md).\n"
       "Inside a Slurm job (srun --ntasks-per-node=1 dtrain launch ...) the nodes, the endpoint (the first\n"
       "node, a port from the job id) and the id (the job id) come from Slurm unless given.\n"
       "\n"
-      "Exit status: 0 when every rank exited 0; the first failed rank's code (128+N for signal N);\n"
-      "1 for dtrain's own errors; 2 for bad flags; 126/127 for a non-executable or missing PROGRAM;\n"
-      "after a stop request 85-88 (docs/cli.md).\n",
+      "Exit status: 0 when every rank exited 0; the first failed rank's code (128+N for signal N) once\n"
+      "the restarts are used up (1 for a hung rank or a lost node); 80 when a rank exited 80 (a permanent\n"
+      "failure: the job stops at once, no restart); 81 when the same failure repeated at the same step;\n"
+      "82 when this node is cut off from the job's majority (it stops so that the others go on); 85-88\n"
+      "after a stop request (docs/slurm.md); 1 for dtrain's own errors; 2 for bad flags; 126/127 for a\n"
+      "non-executable or missing PROGRAM.\n",
       f);
 }
 
@@ -265,6 +285,8 @@ static void set_defaults(dtr_launch_args *a) {
   a->grace_period = 5;
   a->stop_timeout = 60;
   a->max_requeues = 3;
+  a->worker_timeout = DTR_LAUNCH_DEFAULT_WORKER_TIMEOUT;
+  a->worker_start_timeout = DTR_LAUNCH_DEFAULT_WORKER_START_TIMEOUT;
   a->tee = 3;
   a->redirects = 0;
   a->master_port = -1;

@@ -11,6 +11,8 @@
 
 #define DTR_LAUNCH_MAX_STR 512
 #define DTR_LAUNCH_DEFAULT_RDZV_PORT 29400
+#define DTR_LAUNCH_DEFAULT_WORKER_TIMEOUT 180
+#define DTR_LAUNCH_DEFAULT_WORKER_START_TIMEOUT 900
 
 typedef struct dtr_launch_args {
   int nnodes_min, nnodes_max;             /* --nnodes N or MIN:MAX (default 1) */
@@ -29,6 +31,13 @@ typedef struct dtr_launch_args {
   double grace_period;     /* seconds, default 5 */
   double stop_timeout;     /* seconds the workers get to stop after a stop request, default 60 */
   int max_requeues;        /* Slurm: requeue a stopped job while SLURM_RESTART_COUNT is below */
+  int max_restarts;            /* default 0 */
+  double monitor_interval;     /* seconds, default 0.1 */
+  double rdzv_timeout;         /* seconds, default 900 */
+  double last_call;            /* seconds; -1: DTRAIN_RDZV_LAST_CALL_MS or 1 s */
+  double grace_period;         /* seconds, default 5 */
+  double worker_timeout;       /* seconds without progress before a rank is hung (default 180; 0: off) */
+  double worker_start_timeout; /* the same before its first step and in slow phases (default 900; 0: off) */
   char log_dir[DTR_LAUNCH_MAX_STR];
   int tee;       /* 0-3: 1 stdout, 2 stderr, 3 both */
   int redirects; /* 0-3, same bits */
@@ -39,6 +48,7 @@ typedef struct dtr_launch_args {
   int no_python;                  /* --no-python: run a .py program as is */
   int module;                     /* -m/--module: run `python -m PROGRAM` */
   int help;                       /* -h/--help was given: print usage, nothing else is valid */
+  int dry_run;                    /* --dry-run: check the flags and the program, say what would start */
   int warned_standalone_endpoint; /* --standalone overrode --rdzv-endpoint (caller may warn) */
   int prog_argc;
   char **prog_argv; /* points into the caller's argv; NULL-terminated like argv */

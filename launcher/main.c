@@ -45,7 +45,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0 || strcmp(cmd, "version") == 0) {
     char libs[256];
     dtr__describe_libraries(libs, sizeof libs);
-    printf("dtrain %s (features: %s)\nlinked: %s; GPUs visible: %d\n", dtr_version(), dtr_build_features(),
+    printf("dtrain %s (features: %s)\nlibraries: %s; GPUs visible: %d\n", dtr_version(), dtr_build_features(),
            libs, dtr__cuda_device_count());
     return 0;
   }

@@ -11,6 +11,7 @@
 
 #include "common/log.h"
 #include "common/sock.h"
+#include "common/store_internal.h"
 
 #define SLICE_MS 200
 
@@ -19,8 +20,9 @@ void dtr__rdzv_key(char *out, size_t cap, const char *run_id, int round, const c
 }
 
 int dtr__node_info_format(const dtr__node_info *ni, char *out, size_t cap) {
-  return snprintf(out, cap, "host=%s\naddr=%s\nnproc=%d\nrank=%d\npid=%d\nprev=%d\n", ni->host, ni->addr,
-                  ni->nproc, ni->want_rank, ni->pid, ni->prev_rank);
+  return snprintf(out, cap, "host=%s\naddr=%s\nnproc=%d\nrank=%d\npid=%d\nprev=%d\nstore=%s\nprimary=%d\n",
+                  ni->host, ni->addr, ni->nproc, ni->want_rank, ni->pid, ni->prev_rank, ni->store,
+                  ni->primary);
 }
 
 dtr_result dtr__node_info_parse(const char *text, size_t len, dtr__node_info *ni) {
@@ -51,10 +53,19 @@ dtr_result dtr__node_info_parse(const char *text, size_t len, dtr__node_info *ni
         ni->pid = atoi(v);
       else if (kl == 4 && !memcmp(p, "prev", 4))
         ni->prev_rank = atoi(v);
+      else if (kl == 5 && !memcmp(p, "store", 5))
+        snprintf(ni->store, sizeof ni->store, "%s", v);
+      else if (kl == 7 && !memcmp(p, "primary", 7))
+        ni->primary = atoi(v);
     }
     p += ll + 1;
   }
   return seen == 7 && ni->nproc > 0 ? DTR_OK : DTR_ERR_PROTOCOL;
+}
+
+int dtr__rdzv_quorum(int prev, int tie_wins) {
+  if (prev <= 0) return 0;
+  return prev % 2 == 0 && tie_wins ? prev / 2 : prev / 2 + 1;
 }
 
 static int cmp_nodes(const void *a, const void *b) {
@@ -112,9 +123,28 @@ out:
   return rc;
 }
 
+/* What a join is waiting for, said every cfg->say_every_ms while it waits (waiting is never silent). */
+typedef struct waiting {
+  const dtr__rdzv_cfg *cfg;
+  int64_t since, said;
+  char what[256];
+} waiting;
+
+static void say_waiting(waiting *w, int64_t deadline) {
+  if (!w || w->cfg->say_every_ms <= 0) return;
+  int64_t now = dtr__now_ms();
+  if (now - (w->said ? w->said : w->since) < w->cfg->say_every_ms) return;
+  w->said = now;
+  int left = dtr__ms_left(deadline);
+  if (left >= 0)
+    DTR_INFO("waiting %.0f s for %s; giving up in %.0f s", (now - w->since) / 1000.0, w->what, left / 1000.0);
+  else
+    DTR_INFO("waiting %.0f s for %s", (now - w->since) / 1000.0, w->what);
+}
+
 /* get with a deadline, in slices, checking for signals; a passed deadline means one try_get. */
 static dtr_result wait_get(dtr_store *c, const dtr__rdzv_cfg *cfg, const char *key, int64_t deadline,
-                           void **val, size_t *len, int *sig) {
+                           void **val, size_t *len, int *sig, waiting *w) {
   for (;;) {
     int left = dtr__ms_left(deadline);
     dtr_result rc;
@@ -124,8 +154,11 @@ static dtr_result wait_get(dtr_store *c, const dtr__rdzv_cfg *cfg, const char *k
     }
     int slice = (left < 0 || left > SLICE_MS) ? SLICE_MS : left;
     rc = dtr_store_get(c, key, slice, val, len);
+    if (rc == DTR_ERR_TIMEOUT && !dtr__store_connected(c))
+      return DTR_ERR_CONNECTION; /* no answer at all: the store is lost, not the deadline passed */
     if (rc != DTR_ERR_TIMEOUT) return rc;
     if (cfg->interrupted && (*sig = cfg->interrupted(cfg->ctx)) != 0) return DTR_ERR_ABORTED;
+    say_waiting(w, deadline);
   }
 }
 
@@ -141,6 +174,7 @@ void dtr__rdzv_result_free(dtr__rdzv_result *r) {
 dtr_result dtr__rdzv_join(dtr_store *c, const dtr__rdzv_cfg *cfg, int round, dtr__rdzv_result *out, char *err,
                           size_t cap) {
   memset(out, 0, sizeof *out);
+  out->standby_rank = -1;
   int64_t deadline = dtr__now_ms() + cfg->timeout_ms;
   char key[DTR_STORE_MAX_KEY];
   dtr__node_info me;
@@ -151,6 +185,8 @@ dtr_result dtr__rdzv_join(dtr_store *c, const dtr__rdzv_cfg *cfg, int round, dtr
   me.want_rank = cfg->want_rank;
   me.pid = (int)getpid();
   me.prev_rank = cfg->prev_rank;
+  snprintf(me.store, sizeof me.store, "%s", cfg->store ? cfg->store : "");
+  me.primary = cfg->primary;
   snprintf(out->my_addr, sizeof out->my_addr, "%s", me.addr);
   dtr__node_info *nodes = NULL;
   int *ranks = NULL;
@@ -168,7 +204,7 @@ dtr_result dtr__rdzv_join(dtr_store *c, const dtr__rdzv_cfg *cfg, int round, dtr
       return store_fail(c, rc, "rendezvous: joining", err, cap);
     idx = (int)(v - 1);
     me.idx = idx;
-    char info[600];
+    char info[1100];
     int il = dtr__node_info_format(&me, info, sizeof info);
     char sfx[64];
     snprintf(sfx, sizeof sfx, "node/%d", idx);
@@ -179,24 +215,44 @@ dtr_result dtr__rdzv_join(dtr_store *c, const dtr__rdzv_cfg *cfg, int round, dtr
     if (idx == 0) { /* leader: wait for the others, then close */
       int next = 1;
       int64_t last_call = -1;
+      /* after a failure, a majority of the last round (see rendezvous.h), whatever MIN says */
+      int quorum = dtr__rdzv_quorum(cfg->prev_size, !cfg->failed_over);
+      int need = quorum > cfg->nnodes_min ? quorum : cfg->nnodes_min;
+      int64_t qdeadline = quorum > 0 ? dtr__now_ms() + cfg->quorum_timeout_ms : -1;
+      waiting w = {cfg, dtr__now_ms(), 0, ""};
       while (next < cfg->nnodes_max) {
-        if (next >= cfg->nnodes_min && last_call < 0) {
+        if (next >= need && last_call < 0) {
           int wait_more = (cfg->prev_size > 0 && next >= cfg->prev_size) ? 0 : cfg->last_call_ms;
           last_call = dtr__now_ms() + wait_more;
         }
+        int64_t until = next >= need ? last_call : deadline;
+        if (next < quorum && qdeadline >= 0 && (until < 0 || qdeadline < until)) until = qdeadline;
+        snprintf(w.what, sizeof w.what, "nodes to join round %d of run %s: %d here, %d needed%s", round,
+                 cfg->run_id, next, need, quorum > cfg->nnodes_min ? " (a majority of the last round)" : "");
         snprintf(sfx, sizeof sfx, "node/%d", next);
         dtr__rdzv_key(key, sizeof key, cfg->run_id, round, sfx);
-        rc = wait_get(c, cfg, key, next >= cfg->nnodes_min ? last_call : deadline, &val, &len, &sig);
+        rc = wait_get(c, cfg, key, until, &val, &len, &sig, &w);
         free(val);
         val = NULL;
         if (rc == DTR_OK) {
           next++;
-        } else if (rc == DTR_ERR_TIMEOUT && next >= cfg->nnodes_min) {
+        } else if (rc == DTR_ERR_TIMEOUT && next >= need) {
           break;
+        } else if (rc == DTR_ERR_TIMEOUT && next < quorum && dtr__ms_left(qdeadline) == 0) {
+          /* a minority: close the round as such, so that every agent in it stops too */
+          int swapped = 0;
+          dtr__rdzv_key(key, sizeof key, cfg->run_id, round, "closed");
+          (void)dtr_store_cas(c, key, NULL, 0, "-1", 2, &swapped, NULL, NULL);
+          out->minority = 1;
+          return dtr__fail(
+              err, cap, DTR_ERR_TIMEOUT,
+              "only %d of the %d nodes of the last round came back within %.0f s: this side is a "
+              "minority (a network partition, or more than half the nodes lost at once)",
+              next, cfg->prev_size, cfg->quorum_timeout_ms / 1000.0);
         } else if (rc == DTR_ERR_TIMEOUT) {
           return dtr__fail(err, cap, DTR_ERR_TIMEOUT,
                            "rendezvous timed out after %.0f s: %d of the %d nodes needed joined (run id %s)",
-                           cfg->timeout_ms / 1000.0, next, cfg->nnodes_min, cfg->run_id);
+                           cfg->timeout_ms / 1000.0, next, need, cfg->run_id);
         } else if (rc == DTR_ERR_ABORTED) {
           out->interrupted_by = sig;
           return dtr__fail(err, cap, rc, "rendezvous interrupted by signal %d", sig);
@@ -212,7 +268,10 @@ dtr_result dtr__rdzv_join(dtr_store *c, const dtr__rdzv_cfg *cfg, int round, dtr
         return store_fail(c, rc, "rendezvous: closing the round", err, cap);
     }
     dtr__rdzv_key(key, sizeof key, cfg->run_id, round, "closed");
-    rc = wait_get(c, cfg, key, deadline, &val, &len, &sig);
+    waiting wc = {cfg, dtr__now_ms(), 0, ""};
+    snprintf(wc.what, sizeof wc.what, "round %d of run %s to close (its first node decides)", round,
+             cfg->run_id);
+    rc = wait_get(c, cfg, key, deadline, &val, &len, &sig, &wc);
     if (rc == DTR_ERR_TIMEOUT)
       return dtr__fail(
           err, cap, DTR_ERR_TIMEOUT,
@@ -227,6 +286,13 @@ dtr_result dtr__rdzv_join(dtr_store *c, const dtr__rdzv_cfg *cfg, int round, dtr
     n = atoi(val);
     free(val);
     val = NULL;
+    if (n == -1) {
+      out->minority = 1;
+      return dtr__fail(
+          err, cap, DTR_ERR_TIMEOUT,
+          "round %d of run %s closed without a majority of the last round: this side is a minority", round,
+          cfg->run_id);
+    }
     if (n < 1 || n > (1 << 20))
       return dtr__fail(err, cap, DTR_ERR_PROTOCOL, "rendezvous: round %d closed with %d nodes", round, n);
     if (idx < n) break;
@@ -248,7 +314,7 @@ dtr_result dtr__rdzv_join(dtr_store *c, const dtr__rdzv_cfg *cfg, int round, dtr
     char sfx[64];
     snprintf(sfx, sizeof sfx, "node/%d", i);
     dtr__rdzv_key(key, sizeof key, cfg->run_id, round, sfx);
-    rc = wait_get(c, cfg, key, deadline, &val, &len, &sig);
+    rc = wait_get(c, cfg, key, deadline, &val, &len, &sig, NULL);
     if (rc) {
       rc = store_fail(c, rc, "rendezvous: reading the nodes", err, cap);
       goto fail;
@@ -278,6 +344,14 @@ dtr_result dtr__rdzv_join(dtr_store *c, const dtr__rdzv_cfg *cfg, int round, dtr
   out->nproc = cfg->nproc;
   out->world_size = n * cfg->nproc;
   for (int i = 0; i < n; i++) snprintf(out->hosts[ranks[i]], sizeof out->hosts[0], "%s", nodes[i].host);
+  /* the standby: the first node in rank order that can serve and does not hold the primary */
+  out->standby_rank = -1;
+  for (int r = 0; r < n && out->standby_rank < 0; r++)
+    for (int i = 0; i < n; i++)
+      if (ranks[i] == r && nodes[i].store[0] && !nodes[i].primary) {
+        out->standby_rank = r;
+        snprintf(out->standby, sizeof out->standby, "%s", nodes[i].store);
+      }
 
   dtr__rdzv_key(key, sizeof key, cfg->run_id, round, "master");
   if (out->node_rank == 0) {
@@ -301,7 +375,7 @@ dtr_result dtr__rdzv_join(dtr_store *c, const dtr__rdzv_cfg *cfg, int round, dtr
     snprintf(out->master_addr, sizeof out->master_addr, "%s", addr);
     out->master_port = port;
   } else {
-    rc = wait_get(c, cfg, key, deadline, &val, &len, &sig);
+    rc = wait_get(c, cfg, key, deadline, &val, &len, &sig, NULL);
     if (rc == DTR_ERR_ABORTED) out->interrupted_by = sig;
     if (rc) {
       rc = store_fail(c, rc, "rendezvous: waiting for node 0's MASTER_ADDR", err, cap);

@@ -14,11 +14,25 @@
 
 #include "common/log.h"
 #include "common/strbuf.h"
+#include "dtrain/runtime.h"
 
 int dtr__failure_exit_code(const dtr__failure *f) {
+  if (strcmp(f->kind, "worker") != 0) return 1;
   if (f->signal > 0) return 128 + f->signal;
   if (f->exit_code > 0 && f->exit_code < 256) return f->exit_code;
   return 1;
+}
+
+int dtr__failure_permanent(const dtr__failure *f) {
+  return strcmp(f->kind, "worker") == 0 && f->signal == 0 && f->exit_code == DTR_EXIT_PERMANENT;
+}
+
+int dtr__failure_same(const dtr__failure *a, const dtr__failure *b) {
+  if (strcmp(a->kind, b->kind) != 0 || strcmp(a->kind, "node") == 0) return 0;
+  if (a->step < 0 || a->step != b->step || a->exit_code != b->exit_code || a->signal != b->signal) return 0;
+  /* an exit code is the program's verdict, whichever rank reported first; a signal or a hang could come
+   * from outside (a kill, a stall), so it counts only on the same rank */
+  return (strcmp(a->kind, "worker") == 0 && a->signal == 0) || a->rank == b->rank;
 }
 
 void dtr__failure_describe(const dtr__failure *f, char *out, size_t cap) {
@@ -26,12 +40,25 @@ void dtr__failure_describe(const dtr__failure *f, char *out, size_t cap) {
     snprintf(out, cap, "node %d (host %s) stopped heartbeating", f->node_rank, f->host);
     return;
   }
-  char how[96];
-  if (f->signal > 0) {
+  char how[512], at[160] = "";
+  int phase = f->phase[0] && strcmp(f->phase, "step") != 0; /* "in phase 'step' at step 3" says it twice */
+  if (phase && f->step >= 0)
+    snprintf(at, sizeof at, " in phase '%s' at step %lld", f->phase, (long long)f->step);
+  else if (phase)
+    snprintf(at, sizeof at, " in phase '%s'", f->phase);
+  else if (f->step >= 0)
+    snprintf(at, sizeof at, " at step %lld", (long long)f->step);
+  if (strcmp(f->kind, "hung") == 0) {
+    snprintf(how, sizeof how, "made no progress for %.1f s (limit %.0f s)%s", f->idle_s, f->limit_s, at);
+  } else if (f->signal > 0) {
     const char *abbrev = sigabbrev_np(f->signal);
-    snprintf(how, sizeof how, "was killed by SIG%s (signal %d)", abbrev ? abbrev : "?", f->signal);
+    snprintf(how, sizeof how, "was killed by SIG%s (signal %d)%s", abbrev ? abbrev : "?", f->signal, at);
+  } else if (dtr__failure_permanent(f)) {
+    snprintf(how, sizeof how, "exited with code %d (a permanent failure: no restart)%s%s%s", f->exit_code, at,
+             f->reason[0] ? ": " : "", f->reason);
   } else {
-    snprintf(how, sizeof how, "exited with code %d", f->exit_code);
+    snprintf(how, sizeof how, "exited with code %d%s%s%s", f->exit_code, at, f->reason[0] ? ": " : "",
+             f->reason);
   }
   snprintf(out, cap, "rank %d (local rank %d on node %d, host %s, pid %d) %s", f->rank, f->local_rank,
            f->node_rank, f->host, f->pid, how);
@@ -58,7 +85,15 @@ char *dtr__failure_to_json(const dtr__failure *f) {
       &b, ", \"dtrain_exit_code\": %d, \"pid\": %d, \"restart_count\": %d, \"attempt\": %d, \"run_id\": ",
       dtr__failure_exit_code(f), f->pid, f->restart_count, f->attempt);
   dtr__sbuf_json_str(&b, f->run_id, JSON_ESC);
-  dtr__sbuf_printf(&b, ", \"time\": %.3f, \"message\": ", f->time);
+  dtr__sbuf_printf(&b, ", \"time\": %.3f, \"step\": %lld, \"phase\": ", f->time, (long long)f->step);
+  dtr__sbuf_json_str(&b, f->phase, JSON_ESC);
+  dtr__sbuf_puts(&b, ", \"reason\": ");
+  dtr__sbuf_json_str(&b, f->reason, JSON_ESC);
+  if (strcmp(f->kind, "hung") == 0) {
+    dtr__sbuf_printf(&b, ", \"idle_s\": %.3f, \"limit_s\": %.3f, \"thread_dump\": ", f->idle_s, f->limit_s);
+    dtr__sbuf_json_str(&b, f->dump, JSON_ESC);
+  }
+  dtr__sbuf_puts(&b, ", \"message\": ");
   dtr__sbuf_json_str(&b, desc, JSON_ESC);
   dtr__sbuf_puts(&b, ", \"last_lines\": [");
   for (int i = 0; i < f->nlines; i++) {
@@ -162,6 +197,7 @@ static int jnum(jp *j, double *v) {
 dtr_result dtr__failure_from_json(const char *json, size_t len, dtr__failure *f) {
   memset(f, 0, sizeof *f);
   f->rank = f->local_rank = -1;
+  f->step = -1;
   jp j = {json, json + len};
   if (!lit(&j, '{')) return DTR_ERR_PROTOCOL;
   if (lit(&j, '}')) return DTR_OK;
@@ -179,6 +215,12 @@ dtr_result dtr__failure_from_json(const char *json, size_t len, dtr__failure *f)
         dst = f->host, cap = sizeof f->host;
       else if (!strcmp(key, "run_id"))
         dst = f->run_id, cap = sizeof f->run_id;
+      else if (!strcmp(key, "phase"))
+        dst = f->phase, cap = sizeof f->phase;
+      else if (!strcmp(key, "reason"))
+        dst = f->reason, cap = sizeof f->reason;
+      else if (!strcmp(key, "thread_dump"))
+        dst = f->dump, cap = sizeof f->dump;
       if (jstr(&j, dst, cap)) return DTR_ERR_PROTOCOL;
     } else if (*j.p == '[') {
       j.p++;
@@ -212,6 +254,12 @@ dtr_result dtr__failure_from_json(const char *json, size_t len, dtr__failure *f)
         f->attempt = (int)v;
       else if (!strcmp(key, "time"))
         f->time = v;
+      else if (!strcmp(key, "step"))
+        f->step = (int64_t)v;
+      else if (!strcmp(key, "idle_s"))
+        f->idle_s = v;
+      else if (!strcmp(key, "limit_s"))
+        f->limit_s = v;
     }
     if (lit(&j, '}')) return DTR_OK;
     if (!lit(&j, ',')) return DTR_ERR_PROTOCOL;
@@ -223,6 +271,7 @@ void dtr__failure_print(const dtr__failure *f) {
   char desc[512];
   dtr__failure_describe(f, desc, sizeof desc);
   DTR_ERROR("job failed (restart %d, run %s); first failure: %s", f->restart_count, f->run_id, desc);
+  if (f->dump[0]) DTR_ERROR("thread dump of rank %d: %s", f->rank, f->dump);
   if (f->nlines > 0) {
     DTR_ERROR("last %d line%s of rank %d:", f->nlines, f->nlines == 1 ? "" : "s", f->rank);
     for (int i = 0; i < f->nlines; i++) DTR_ERROR("  | %s", f->lines[i]);

@@ -14,9 +14,7 @@
  * step boundary and saved their state first. */
 #define DTR_EXIT_STOPPED_TERM 85  /* SIGTERM inside Slurm (scancel, the batch script gone): not requeued */
 #define DTR_EXIT_REQUEUE_LIMIT 87 /* preempted, but the job was requeued its limit of times already */
-#define DTR_EXIT_REQUEUE_FAILED                                               \
-  88 /* preempted, but scontrol is missing or refused: says what it would run \
-      */
+#define DTR_EXIT_REQUEUE_FAILED 88 /* preempted, but scontrol is missing or refused (it says what it ran) */
 
 /* The Slurm ports: the rendezvous store of a job that spans nodes listens on 10000 + job id % 10000, so
  * two jobs whose ids are less than 10000 apart never share one (below the ephemeral range, apart from

@@ -14,6 +14,11 @@
 #include "common/param.h"
 #include "runtime/runtime_internal.h"
 
+const char *dtr_launcher_name(dtr_launcher_kind k) {
+  static const char *const names[] = {"single", "dtrain", "torchrun", "mpirun", "slurm"};
+  return (unsigned)k < sizeof names / sizeof names[0] ? names[k] : "?launcher";
+}
+
 /* Store ports derived from a job id fall in [DERIVED_PORT_BASE, DERIVED_PORT_BASE + DERIVED_PORT_SPAN):
  * below the Linux ephemeral range (32768+) so the kernel never hands one out to a client socket. */
 #define DERIVED_PORT_BASE 20000
@@ -321,9 +326,8 @@ void dtr__identity_token(char *const *envp, const dtr_identity *id, char *buf, s
   if (!job) job = env_get(envp, "SLURM_JOB_ID");
   if (!job) job = env_get(envp, "OMPI_MCA_ess_base_jobid");
   if (!job) job = env_get(envp, "PMIX_NAMESPACE");
-  static const char *kinds[] = {"single", "dtrain", "torchrun", "mpirun", "slurm"};
-  snprintf(buf, cap, "dtrain-%s-%.64s-%.64s-%d", (unsigned)id->launcher < 5 ? kinds[id->launcher] : "?",
-           job ? job : "nojob", id->store_host, id->store_port);
+  snprintf(buf, cap, "dtrain-%s-%.64s-%.64s-%d", dtr_launcher_name(id->launcher), job ? job : "nojob",
+           id->store_host, id->store_port);
 }
 
 /* ---------------------------------------------------------------- Slurm hostlists */

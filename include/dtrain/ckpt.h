@@ -20,7 +20,7 @@
  * leaves every committed checkpoint as it was. Rotation keeps the newest `keep` committed steps and
  * never removes the newest committed one before a newer one has committed.
  *
- * Load finds the newest valid checkpoint (`latest`, else the step directories, newest first), checks
+ * Load finds the newest valid checkpoint (the step directories, newest first; `latest` is a hint), checks
  * the manifest and the checksum of every chunk it reads, and fills each registered tensor's box from
  * whatever saved boxes overlap it, reading only those chunks: a checkpoint written by 4 ranks loads
  * into 2 (resharding). A torn or corrupted checkpoint is reported with the file and chunk and the one
@@ -64,7 +64,7 @@ typedef struct dtr_ckpt dtr_ckpt;
 typedef struct dtr_ckpt_config {
   const char *dir;    /* checkpoint root; created if missing */
   dtr_comm *comm;     /* the ranks that save together; NULL: a single rank */
-  int keep;           /* committed steps to keep; 0: 3; < 0: keep all */
+  int keep;           /* committed steps to keep; 0 (or < 0): keep all; dtr_ckpt_config_default: 3 */
   int level;          /* zstd level; 0: DTRAIN_CKPT_LEVEL or the default (1, chosen for throughput) */
   size_t chunk_bytes; /* uncompressed bytes per chunk; 0: 4 MiB */
   int threads;        /* background compression threads; 0: 1 */
@@ -154,7 +154,7 @@ DTR_API dtr_result dtr_ckpt_load(dtr_ckpt *ck, int64_t *step);
 /* Load a given step (no fallback). COLLECTIVE. */
 DTR_API dtr_result dtr_ckpt_load_step(dtr_ckpt *ck, int64_t step);
 
-/* The newest committed step under dir per `latest` (or the newest step directory), -1 if none. */
+/* The newest committed step under dir (the newest step directory; `latest` is only a hint), -1 if none. */
 DTR_API dtr_result dtr_ckpt_latest_step(const char *dir, int64_t *step);
 
 #ifdef __cplusplus

@@ -19,9 +19,11 @@
  * be in flight on one communicator; they complete in issue order.
  *
  * Deadlines: each operation must complete within the communicator's timeout (dtr_comm_config or
- * DTRAIN_COMM_TIMEOUT_MS, default 600000). On expiry it fails with DTR_ERR_TIMEOUT and the last-error
- * text names the ranks that had not arrived (host backend, and the mpi backend's own algorithms, which
- * name the ranks they still waited on; MPI's barrier and broadcast and NCCL cannot tell, and say so);
+ * DTRAIN_COMM_TIMEOUT_MS, default DTR_COMM_DEFAULT_TIMEOUT_MS: 5 minutes, long past any healthy
+ * collective, and longer than `dtrain launch`'s --worker-timeout (3 minutes) so that a hung rank is
+ * named by its agent before its peers' deadlines pass). On expiry it fails with DTR_ERR_TIMEOUT and the
+ * last-error text names the ranks that had not arrived (host backend, and the mpi backend's own algorithms,
+ * which name the ranks they still waited on; MPI's barrier and broadcast and NCCL cannot tell, and say so);
  * the communicator is then aborted (every later operation
  * fails with DTR_ERR_ABORTED) and its flight recorder (the last operations) is printed. A peer that
  * dies mid-operation surfaces on the survivors within the deadline: as DTR_ERR_CONNECTION naming
@@ -50,6 +52,8 @@
 extern "C" {
 #endif
 
+#define DTR_COMM_DEFAULT_TIMEOUT_MS 300000 /* an operation's deadline unless configured: 5 minutes */
+
 typedef enum dtr_redop {
   DTR_SUM = 0,
   DTR_AVG = 1, /* sum divided by the communicator size (integers: truncated toward zero) */
@@ -76,7 +80,7 @@ typedef struct dtr_request dtr_request;
 
 typedef struct dtr_comm_config {
   dtr_backend backend;
-  int timeout_ms;   /* per operation; 0: DTRAIN_COMM_TIMEOUT_MS or 600000 */
+  int timeout_ms;   /* per operation; 0: DTRAIN_COMM_TIMEOUT_MS or DTR_COMM_DEFAULT_TIMEOUT_MS */
   int cuda_device;  /* nccl: the device this rank uses; -1: LOCAL_RANK */
   const char *name; /* for messages and store keys; NULL: "world" */
 } dtr_comm_config;

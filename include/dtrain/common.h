@@ -51,7 +51,12 @@ typedef enum dtr_result {
   DTR_ERR_ADDRINUSE = 11,   /* the address or port is already taken */
   DTR_ERR_UNSUPPORTED = 12, /* this build lacks the feature (no CUDA, no MPI, ...) */
   DTR_ERR_INTERNAL = 13,    /* a dtrain bug: please report it */
-  DTR_ERR_STOPPED = 14,     /* stopped early on request (a preemption) at a step boundary, state saved */
+  DTR_ERR_STORAGE = 14,     /* the file system refused a write: full (ENOSPC, EDQUOT) or read-only (EROFS) */
+  DTR_ERR_PERMANENT = 15,   /* a failure that recurs if retried as is (diverged training, no valid checkpoint,
+                               no GPU, a save that cannot be written): do not restart */
+  DTR_ERR_FENCED = 16,      /* the job's store moved on to a newer epoch (its standby took over): this one
+                               and whoever talks to it are cut off */
+  DTR_ERR_STOPPED = 17,     /* stopped early on request (a preemption) at a step boundary, state saved */
 } dtr_result;
 
 /* A static English description of a result code; never NULL, thread-safe. */

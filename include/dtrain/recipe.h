@@ -10,7 +10,7 @@
  *   job         name, seed, run_dir
  *   launch      nproc_per_node, nnodes, max_restarts, backend, rdzv settings
  *   parallel    dp, tp, pp, schedule, virtual_stages, layers_per_stage
- *   model       vocab_size, block_size, n_layer, n_head, n_embd
+ *   model       vocab_size, block_size, n_layer, n_head, n_embd, init_from (pretrained weights)
  *   data        kind (addition | text | tokens) and its settings
  *   train       steps, batches, learning-rate schedule, AdamW, clipping, logging, buckets
  *   checkpoint  dir, every, keep, async, level, resume
@@ -57,6 +57,9 @@ typedef struct dtr_recipe {
     char rdzv_endpoint[256]; /* host:port; "" = this node hosts the store */
     char rdzv_id[128];
     int node_rank; /* -1: assigned by the rendezvous */
+
+    double worker_timeout;       /* seconds without progress before a rank is hung; 0: off */
+    double worker_start_timeout; /* the same before the first step and in slow phases; 0: off */
   } launch;
 
   struct {
@@ -73,6 +76,10 @@ typedef struct dtr_recipe {
     int vocab_size; /* 0: from the data (addition: 14, text: 256, tokens: required) */
     int block_size; /* context length */
     int n_layer, n_head, n_embd;
+    /* "": seeded initialisation. Else a safetensors file of weights (dtrain's export or Hugging Face
+     * GPT-2's layout; relative paths are relative to the recipe file) that initialise a run with no
+     * checkpoint yet; the shape keys the recipe leaves out come from it. */
+    char init_from[DTR_RECIPE_STR];
   } model;
 
   struct {
@@ -97,6 +104,9 @@ typedef struct dtr_recipe {
     int zero;          /* 1: ZeRO stage 1 (AdamW state sharded over the DP ranks), 0: off */
     char precision[8]; /* fp32 | bf16 (bf16 only on GPU) */
     char device[8];    /* cpu | cuda */
+
+    char on_divergence[16];      /* stop | restart (from the checkpoint before it, lr x factor, once) */
+    double divergence_lr_factor; /* restart: the learning rate's factor, in (0, 1) */
   } train;
 
   struct {
@@ -122,6 +132,9 @@ typedef struct dtr_recipe {
     char output[DTR_RECIPE_STR]; /* the job's output file; "": <run_dir>/slurm-%j.out */
     char extra[DTR_RECIPE_STR];  /* more sbatch options, separated by spaces, e.g. "--exclusive" */
   } slurm;
+  /* What dtr_recipe_load adjusted rather than refused ("file:line:col: what", one per line; "" when
+   * nothing): for the caller to show once (the CLI, or rank 0 of a job). */
+  char warnings[DTR_RECIPE_STR];
 } dtr_recipe;
 
 /* Defaults for every field (the values docs/recipes.md lists). */

@@ -41,6 +41,10 @@ typedef enum dtr_launcher_kind {
   DTR_LAUNCHER_SLURM = 4,
 } dtr_launcher_kind;
 
+/* The launcher's name for messages: "single", "dtrain", "torchrun", "mpirun", "slurm"; "?launcher" for a
+ * value outside the enum. Static storage; pure, thread-safe. */
+DTR_API const char *dtr_launcher_name(dtr_launcher_kind k);
+
 typedef struct dtr_identity {
   dtr_launcher_kind launcher;
   int rank, world_size, local_rank, local_world_size, node_rank, nnodes;
@@ -199,6 +203,34 @@ DTR_API double dtr_lr_at(int64_t step, int64_t warmup, int64_t total, double lr,
 /* Scale grads so their global L2 norm is at most max_norm (0: no clipping); returns the norm before
  * clipping. The norm is over the n floats given (callers with sharded grads all-reduce the square). */
 DTR_API double dtr_clip_grad_norm(float *grads, size_t n, double max_norm);
+
+/* ---- progress: what the agent of `dtrain launch` watches to find a hung rank
+ *
+ * Under `dtrain launch` every worker gets a progress page (DTRAIN_PROGRESS_FILE, docs/environment.md).
+ * Once a process reports into it, its agent treats the rank as hung when the reports stop for
+ * --worker-timeout (--worker-start-timeout before the first step and in slow phases) while it is not
+ * waiting inside a collective operation for other ranks: the agent names the rank, its phase and step,
+ * and restarts the job. Without a page (another launcher, or none) these calls do nothing and cost a
+ * pointer test. Cheap enough to call every step or every micro-batch; safe from any thread. */
+
+/* A worker that exits with this code says "do not restart me": the failure will recur (a full disk, a
+ * missing file, diverged training). The agent stops the whole job at once and exits with it. */
+#define DTR_EXIT_PERMANENT 80
+/* The agent's exit code when the same failure repeated at the same step (it stops instead of spending
+ * the rest of --max-restarts). */
+#define DTR_EXIT_REPEATED 81
+
+/* 1 when this process has a progress page (runs under dtrain launch and attached it), else 0. */
+DTR_API int dtr_progress_active(void);
+/* Work on `step` goes on: counts as progress, records the step, sets the phase "step" (not slow). */
+DTR_API void dtr_progress_step(int64_t step);
+/* Entering a phase (a name of up to 63 bytes, shown in the hang report). slow != 0: it may legitimately
+ * take long (start-up, loading or saving a checkpoint), so the start-up allowance applies until the
+ * next report. Counts as progress. */
+DTR_API void dtr_progress_phase(const char *phase, int slow);
+/* Leave a reason (up to 255 bytes) for the agent's report, typically just before exiting with
+ * DTR_EXIT_PERMANENT. Counts as progress. */
+DTR_API void dtr_progress_reason(const char *reason);
 
 /* ---- the built-in trainer */
 

@@ -2,11 +2,14 @@
  * endian uint16 for tokens), and a seeded order of non-overlapping windows per epoch, so global sample g
  * is a pure function of (seed, g) and every window is visited once per epoch. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/check.h"
+#include "common/fsutil.h"
 #include "runtime/model/data.h"
 
 dtr_result dtr__text_load(const char *path, int is_tokens, int vocab, uint16_t **tok, int64_t *n, int *max_id,
@@ -14,10 +17,14 @@ dtr_result dtr__text_load(const char *path, int is_tokens, int vocab, uint16_t *
   dtr_result rc = DTR_OK;
   uint8_t *raw = NULL;
   uint16_t *ids = NULL;
-  FILE *f = fopen(path, "rb");
+  int fd = dtr__open_regular(path, O_RDONLY);
+  FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
   if (!f) {
-    return dtr__fail(err, errcap, errno == ENOENT ? DTR_ERR_NOT_FOUND : DTR_ERR_SYSTEM, "data file %s: %s",
-                     path, strerror(errno));
+    int e = errno;
+    if (fd >= 0) close(fd);
+    if (e == EINVAL) return dtr__fail(err, errcap, DTR_ERR_INVALID, "data file %s: not a regular file", path);
+    return dtr__fail(err, errcap, e == ENOENT ? DTR_ERR_NOT_FOUND : DTR_ERR_SYSTEM, "data file %s: %s", path,
+                     strerror(e));
   }
   long size = -1;
   if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);

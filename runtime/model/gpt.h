@@ -69,6 +69,11 @@ typedef struct dtr__gpt_piece {
   int64_t lrow, rows, grow, gcol;
 } dtr__gpt_piece;
 int dtr__gpt_param_pieces(const dtr__gpt_param *p, int tp, int tp_rank, dtr__gpt_piece out[3]);
+/* Copy the slice that p holds on tp rank tp_rank of the whole tensor `whole` (p->gshape, row-major; rows
+ * [0, have_rows) present) into dst (p's local layout), piece by piece. Rows of the slice at or past
+ * have_rows are left as they are. */
+void dtr__gpt_copy_slice(const dtr__gpt_param *p, int tp, int tp_rank, const float *whole, int64_t have_rows,
+                         float *dst);
 
 typedef struct dtr__gpt dtr__gpt;
 

@@ -22,6 +22,10 @@ static void add(dtr__gpt_param *t, size_t *off, const char *name, int64_t d0, in
   *off += t->count;
 }
 
+const char *const dtr__gpt_layer_names[DTR_GPT_PER_LAYER] = {
+    "ln1.w", "ln1.b", "attn.qkv.w", "attn.qkv.b", "attn.proj.w", "attn.proj.b",
+    "ln2.w", "ln2.b", "mlp.fc.w",   "mlp.fc.b",   "mlp.proj.w",  "mlp.proj.b"};
+
 int dtr__gpt_part_num_tensors(const dtr__gpt_part *p) {
   int n = (p->first || p->last) + p->first + 2 * p->last;
   for (int k = 0; k < p->nchunks; k++) n += DTR_GPT_PER_LAYER * (p->layer_end[k] - p->layer_begin[k]);
@@ -39,9 +43,6 @@ size_t dtr__gpt_layout_part(const dtr__gpt_config *c, const dtr__gpt_part *p, dt
     out[i++].tied = p->last && !p->first;
   }
   if (p->first) add(&out[i++], &off, "wpe", c->block_size, C, DTR__GPT_WHOLE, tp);
-  static const char *const names[DTR_GPT_PER_LAYER] = {
-      "ln1.w", "ln1.b", "attn.qkv.w", "attn.qkv.b", "attn.proj.w", "attn.proj.b",
-      "ln2.w", "ln2.b", "mlp.fc.w",   "mlp.fc.b",   "mlp.proj.w",  "mlp.proj.b"};
   const int64_t shapes[DTR_GPT_PER_LAYER][2] = {{C, 0}, {C, 0}, {3 * C, C}, {3 * C, 0}, {C, C},     {C, 0},
                                                 {C, 0}, {C, 0}, {4 * C, C}, {4 * C, 0}, {C, 4 * C}, {C, 0}};
   static const int splits[DTR_GPT_PER_LAYER] = {
@@ -50,7 +51,7 @@ size_t dtr__gpt_layout_part(const dtr__gpt_config *c, const dtr__gpt_part *p, dt
   for (int k = 0; k < p->nchunks; k++)
     for (int l = p->layer_begin[k]; l < p->layer_end[k]; l++)
       for (int j = 0; j < DTR_GPT_PER_LAYER; j++) {
-        snprintf(name, sizeof name, "h.%d.%s", l, names[j]);
+        snprintf(name, sizeof name, "h.%d.%s", l, dtr__gpt_layer_names[j]);
         add(&out[i++], &off, name, shapes[j][0], shapes[j][1], splits[j], tp);
       }
   if (p->last) {
@@ -94,6 +95,17 @@ int dtr__gpt_param_pieces(const dtr__gpt_param *p, int tp, int tp_rank, dtr__gpt
       out[0] = (dtr__gpt_piece){0, rows, 0, 0};
       return 1;
   }
+}
+
+void dtr__gpt_copy_slice(const dtr__gpt_param *p, int tp, int tp_rank, const float *whole, int64_t have_rows,
+                         float *dst) {
+  dtr__gpt_piece pc[3];
+  int np = dtr__gpt_param_pieces(p, tp, tp_rank, pc);
+  int64_t cols = p->ndim == 2 ? p->shape[1] : 1, gcols = p->ndim == 2 ? p->gshape[1] : 1;
+  for (int k = 0; k < np; k++)
+    for (int64_t r = 0; r < pc[k].rows && pc[k].grow + r < have_rows; r++)
+      memcpy(dst + (pc[k].lrow + r) * cols, whole + (pc[k].grow + r) * gcols + pc[k].gcol,
+             (size_t)cols * sizeof(float));
 }
 
 dtr_result dtr__gpt_check_part(const dtr__gpt_config *c, const dtr__gpt_part *p, const char *who, char *err,

@@ -9,6 +9,9 @@
 
 #define DTR_GPT_PER_LAYER 12 /* tensors per block */
 
+/* The per-layer tensors' names after "h.<l>." in gpt.h's order: "ln1.w", "ln1.b", "attn.qkv.w", ... */
+extern const char *const dtr__gpt_layer_names[DTR_GPT_PER_LAYER];
+
 /* Tensors a config has: wte, wpe, DTR_GPT_PER_LAYER per layer, lnf.w, lnf.b. */
 static inline int dtr__gpt_config_num_tensors(const dtr__gpt_config *c) {
   return 4 + DTR_GPT_PER_LAYER * c->n_layer;

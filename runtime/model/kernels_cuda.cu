@@ -8,6 +8,10 @@
 
 #include "runtime/model/kernels_cuda_internal.cuh"
 
+extern "C" {
+#include "common/dlib.h"
+}
+
 /* ---------------------------------------------------------------- errors */
 
 dtr_result dtr__cuda_result(dtr_cuda_ctx *c, cudaError_t e, const char *call) {
@@ -32,36 +36,26 @@ dtr_result dtr__cublas_result(dtr_cuda_ctx *c, cublasStatus_t s, const char *cal
                    c->fn.status_name ? c->fn.status_name(s) : "?");
 }
 
-/* dlopen cuBLAS (the soname of the toolkit we were built with, then the unversioned name) and take
- * the entry points the kernels use. */
+/* Open cuBLAS (the soname of the toolkit we were built with, then the unversioned name) through the
+ * one loader (common/dlib.h) and take the entry points the kernels use. */
 static dtr_result cublas_open(dtr_cuda_ctx *c) {
-  char name[64];
-  snprintf(name, sizeof name, "libcublas.so.%d", CUBLAS_VER_MAJOR);
-  c->fn.lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-  if (!c->fn.lib) c->fn.lib = dlopen("libcublas.so", RTLD_NOW | RTLD_LOCAL);
-  if (!c->fn.lib)
-    return dtr__fail(c->err, sizeof c->err, DTR_ERR_UNSUPPORTED, "cuda: cannot load %s: %s", name, dlerror());
-  struct {
-    void **slot;
-    const char *sym;
-  } want[] = {
-      {(void **)&c->fn.create, "cublasCreate_v2"},
-      {(void **)&c->fn.destroy, "cublasDestroy_v2"},
-      {(void **)&c->fn.set_stream, "cublasSetStream_v2"},
-      {(void **)&c->fn.set_math_mode, "cublasSetMathMode"},
-      {(void **)&c->fn.set_workspace, "cublasSetWorkspace_v2"},
-      {(void **)&c->fn.set_atomics_mode, "cublasSetAtomicsMode"},
-      {(void **)&c->fn.gemm_ex, "cublasGemmEx"},
-      {(void **)&c->fn.gemm_strided_batched_ex, "cublasGemmStridedBatchedEx"},
-      {(void **)&c->fn.status_string, "cublasGetStatusString"},
-      {(void **)&c->fn.status_name, "cublasGetStatusName"},
+  char soname[64];
+  snprintf(soname, sizeof soname, "libcublas.so.%d", CUBLAS_VER_MAJOR);
+  const char *const names[] = {soname, "libcublas.so"};
+  const dtr__dl_sym want[] = {
+      {"cublasCreate_v2", (void **)&c->fn.create},
+      {"cublasDestroy_v2", (void **)&c->fn.destroy},
+      {"cublasSetStream_v2", (void **)&c->fn.set_stream},
+      {"cublasSetMathMode", (void **)&c->fn.set_math_mode},
+      {"cublasSetWorkspace_v2", (void **)&c->fn.set_workspace},
+      {"cublasSetAtomicsMode", (void **)&c->fn.set_atomics_mode},
+      {"cublasGemmEx", (void **)&c->fn.gemm_ex},
+      {"cublasGemmStridedBatchedEx", (void **)&c->fn.gemm_strided_batched_ex},
+      {"cublasGetStatusString", (void **)&c->fn.status_string},
+      {"cublasGetStatusName", (void **)&c->fn.status_name},
   };
-  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-    *want[i].slot = dlsym(c->fn.lib, want[i].sym);
-    if (!*want[i].slot)
-      return dtr__fail(c->err, sizeof c->err, DTR_ERR_UNSUPPORTED, "cuda: %s has no %s", name, want[i].sym);
-  }
-  return DTR_OK;
+  return dtr__dl_load("cuBLAS", NULL, names, 2, RTLD_NOW | RTLD_LOCAL, want,
+                      (int)(sizeof want / sizeof want[0]), &c->fn.lib, c->err, sizeof c->err);
 }
 
 dtr_result dtr__cuda_invalid(dtr_cuda_ctx *c, const char *op, const char *what) {

@@ -3,6 +3,7 @@
  * every combination, naming the position of the value at fault so the message reads `file:line:col: ...`. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -14,10 +15,12 @@
 #include <yaml.h>
 
 #include "common/check.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "common/sock.h"
 #include "common/yaml_error.h"
 #include "dtrain/runtime.h"
+#include "runtime/model/gpt_weights.h"
 #include "runtime/train/recipe_internal.h"
 
 enum { SRC_DEFAULT = 0, SRC_FILE = 1, SRC_OVERRIDE = 2 };
@@ -34,6 +37,7 @@ typedef struct ctx {
   kpos pos[96];
   char *err;
   size_t cap;
+  dtr__gpt_weights *init; /* model.init_from, open while validating */
 } ctx;
 
 /* Where key k's value came from: "file:line:col", "override 'k=v'", or the file alone for a default. */
@@ -56,6 +60,13 @@ static dtr_result fail_at(ctx *c, int k, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   return dtr__fail(c->err, c->cap, DTR_ERR_INVALID, "%s: %s", loc, msg);
+}
+
+/* fail_at for a message of any length (a weights file's list of differences). */
+static dtr_result fail_at_long(ctx *c, int k, const char *what, const char *detail) {
+  char loc[DTR_RECIPE_STR + 64];
+  where(c, k, loc, sizeof loc);
+  return dtr__fail(c->err, c->cap, DTR_ERR_INVALID, "%s: %s%s", loc, what, detail);
 }
 
 static dtr_result fail_mark(ctx *c, yaml_mark_t m, const char *fmt, ...)
@@ -177,27 +188,66 @@ static dtr_result walk_section(ctx *c, yaml_document_t *doc, const char *section
   return DTR_OK;
 }
 
-static dtr_result walk_file(ctx *c) {
-  FILE *f = fopen(c->path, "rb");
-  if (!f)
+#define RECIPE_MAX_BYTES (4u << 20) /* a recipe is a page of keys; anything this big is a mistake */
+
+/* The recipe file's bytes (NUL-terminated, malloc'ed) in *text. A FIFO in its place is refused, not
+ * waited on. */
+static dtr_result read_recipe(ctx *c, char **text, size_t *len) {
+  *text = NULL;
+  int fd = dtr__open_regular(c->path, O_RDONLY);
+  if (fd < 0 && errno == EINVAL)
+    return dtr__fail(c->err, c->cap, DTR_ERR_INVALID, "%s: the recipe is not a regular file", c->path);
+  if (fd < 0)
     return dtr__fail(c->err, c->cap, DTR_ERR_NOT_FOUND, "%s: cannot open the recipe: %s", c->path,
                      strerror(errno));
   struct stat st;
-  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-    fclose(f);
-    return dtr__fail(c->err, c->cap, DTR_ERR_INVALID, "%s: the recipe is not a regular file", c->path);
+  if (fstat(fd, &st) != 0 || st.st_size > (off_t)RECIPE_MAX_BYTES) {
+    close(fd);
+    return dtr__fail(c->err, c->cap, DTR_ERR_INVALID, "%s: the recipe is larger than %u bytes", c->path,
+                     RECIPE_MAX_BYTES);
+  }
+  char *buf = malloc((size_t)st.st_size + 1);
+  size_t got = 0;
+  while (buf && got < (size_t)st.st_size) {
+    ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += (size_t)n;
+  }
+  int e = errno;
+  close(fd);
+  if (!buf) return dtr__fail(c->err, c->cap, DTR_ERR_NOMEM, "%s: out of memory reading the recipe", c->path);
+  if (got != (size_t)st.st_size) {
+    free(buf);
+    return dtr__fail(c->err, c->cap, DTR_ERR_SYSTEM, "%s: cannot read the recipe: %s", c->path, strerror(e));
+  }
+  buf[got] = '\0';
+  *text = buf;
+  *len = got;
+  return DTR_OK;
+}
+
+static dtr_result walk_file(ctx *c) {
+  char *text = NULL;
+  size_t tlen = 0;
+  DTR_CHECK(read_recipe(c, &text, &tlen));
+  /* bounded nesting keeps libyaml linear in the file's size (yaml_error.h) */
+  dtr_result rc =
+      dtr__yaml_check_input(text, tlen, DTR__YAML_MAX_FLOW_DEPTH, c->path, DTR_ERR_INVALID, c->err, c->cap);
+  if (rc != DTR_OK) {
+    free(text);
+    return rc;
   }
   yaml_parser_t p;
   yaml_document_t doc;
   int have_doc = 0;
-  dtr_result rc = DTR_OK;
   if (!yaml_parser_initialize(&p)) {
-    fclose(f);
+    free(text);
     return dtr__fail(c->err, c->cap, DTR_ERR_NOMEM, "%s: cannot initialise the YAML parser", c->path);
   }
-  yaml_parser_set_input_file(&p, f);
+  yaml_parser_set_input_string(&p, (const unsigned char *)text, tlen);
   if (!yaml_parser_load(&p, &doc)) {
-    rc = dtr__yaml_parse_fail(&p, c->path, DTR_ERR_INVALID, c->err, c->cap);
+    rc = dtr__yaml_parse_fail(&p, c->path, text, tlen, DTR_ERR_INVALID, c->err, c->cap);
     goto out;
   }
   have_doc = 1;
@@ -245,7 +295,7 @@ static dtr_result walk_file(ctx *c) {
   yaml_document_delete(&doc);
   have_doc = 0;
   if (!yaml_parser_load(&p, &doc)) {
-    rc = dtr__yaml_parse_fail(&p, c->path, DTR_ERR_INVALID, c->err, c->cap);
+    rc = dtr__yaml_parse_fail(&p, c->path, text, tlen, DTR_ERR_INVALID, c->err, c->cap);
     goto out;
   }
   have_doc = 1;
@@ -254,7 +304,7 @@ static dtr_result walk_file(ctx *c) {
 out:
   if (have_doc) yaml_document_delete(&doc);
   yaml_parser_delete(&p);
-  fclose(f);
+  free(text);
   return rc;
 }
 
@@ -333,6 +383,49 @@ static dtr_result resolve_paths(ctx *c, const char *recipe_dir) {
   if (r->data.kind != DTR_DATA_ADDITION && r->data.path[0] &&
       join_path(recipe_dir, r->data.path, r->data.path) != 0)
     return fail_at(c, K("data", "path"), "data.path: the resolved path is too long");
+  if (r->model.init_from[0] && join_path(recipe_dir, r->model.init_from, r->model.init_from) != 0)
+    return fail_at(c, K("model", "init_from"), "model.init_from: the resolved path is too long");
+  return DTR_OK;
+}
+
+/* model.init_from: open the file, and take its model's shape for the keys the recipe leaves out (their
+ * errors then point at init_from). An explicit n_head must agree with the file's when it says. */
+static dtr_result init_from_shape(ctx *c) {
+  dtr_recipe *r = c->r;
+  int ki = K("model", "init_from");
+  if (!r->model.init_from[0]) return DTR_OK;
+  char e[1024];
+  if (dtr__gpt_weights_open(r->model.init_from, &c->init, e, sizeof e) != DTR_OK)
+    return fail_at_long(c, ki, "model.init_from: ", e);
+  dtr__gpt_config fc = dtr__gpt_weights_config(c->init);
+  const struct {
+    const char *key;
+    int *field, file;
+  } keys[] = {{"vocab_size", &r->model.vocab_size, fc.vocab_size},
+              {"block_size", &r->model.block_size, fc.block_size},
+              {"n_layer", &r->model.n_layer, fc.n_layer},
+              {"n_embd", &r->model.n_embd, fc.n_embd},
+              {"n_head", &r->model.n_head, fc.n_head}};
+  const char *nh_src = dtr__gpt_weights_n_head_source(c->init);
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    int k = K("model", keys[i].key);
+    if (c->pos[k].src != SRC_DEFAULT) {
+      if (keys[i].field == &r->model.n_head && fc.n_head > 0 && r->model.n_head != fc.n_head)
+        return fail_at(c, k, "model.n_head: %d, but model.init_from '%s' holds a model of %d heads (per %s)",
+                       r->model.n_head, r->model.init_from, fc.n_head, nh_src);
+      continue;
+    }
+    if (keys[i].file > 0) {
+      *keys[i].field = keys[i].file;
+      c->pos[k] = c->pos[ki];
+    } else if (keys[i].field == &r->model.n_head) {
+      return fail_at(
+          c, ki,
+          "model.init_from: '%s' does not say how many attention heads its model has (no n_head in "
+          "its __metadata__ and no config.json beside it): set model.n_head",
+          r->model.init_from);
+    }
+  }
   return DTR_OK;
 }
 
@@ -391,6 +484,13 @@ static dtr_result validate(ctx *c, int world) {
   if (r->launch.max_restarts < 0)
     return fail_at(c, K("launch", "max_restarts"), "launch.max_restarts: %d is negative",
                    r->launch.max_restarts);
+  if (!(r->launch.worker_timeout >= 0 && r->launch.worker_timeout <= 1e9))
+    return fail_at(c, K("launch", "worker_timeout"),
+                   "launch.worker_timeout: %g is not a number of seconds >= 0", r->launch.worker_timeout);
+  if (!(r->launch.worker_start_timeout >= 0 && r->launch.worker_start_timeout <= 1e9))
+    return fail_at(c, K("launch", "worker_start_timeout"),
+                   "launch.worker_start_timeout: %g is not a number of seconds >= 0",
+                   r->launch.worker_start_timeout);
   if (r->launch.node_rank < -1 || r->launch.node_rank >= r->launch.nnodes_max)
     return fail_at(c, K("launch", "node_rank"),
                    "launch.node_rank: %d is not between -1 (assigned) and nnodes-1 (%d)", r->launch.node_rank,
@@ -440,6 +540,7 @@ static dtr_result validate(ctx *c, int world) {
   r->parallel.dp = mesh.dp;
 
   /* ---- model */
+  DTR_CHECK(init_from_shape(c));
   static const char *const mk[] = {"block_size", "n_layer", "n_head", "n_embd"};
   const int mv[] = {r->model.block_size, r->model.n_layer, r->model.n_head, r->model.n_embd};
   for (int i = 0; i < 4; i++)
@@ -504,6 +605,16 @@ static dtr_result validate(ctx *c, int world) {
                    "model: vocab_size %d is not divisible by parallel.tp %d (tensor parallelism splits the "
                    "vocabulary; set model.vocab_size to a multiple of %d, at least the data's %d tokens)",
                    r->model.vocab_size, r->parallel.tp, r->parallel.tp, r->model.vocab_size);
+  if (c->init) {
+    char *e2 = malloc(16384);
+    if (!e2) return dtr__fail(c->err, c->cap, DTR_ERR_NOMEM, "out of memory");
+    dtr__gpt_config mc = {r->model.vocab_size, r->model.block_size, r->model.n_layer, r->model.n_head,
+                          r->model.n_embd};
+    dtr_result rc = dtr__gpt_weights_check(c->init, &mc, e2, 16384);
+    if (rc != DTR_OK) rc = fail_at_long(c, K("model", "init_from"), "model.init_from: ", e2);
+    free(e2);
+    if (rc != DTR_OK) return rc;
+  }
 
   /* ---- train */
   int ks = K("train", "steps");
@@ -536,11 +647,21 @@ static dtr_result validate(ctx *c, int world) {
   if (r->train.min_lr < 0 || r->train.min_lr > r->train.lr)
     return fail_at(c, blame(c, 2, K("train", "min_lr"), K("train", "lr")),
                    "train.min_lr: %g is not between 0 and train.lr %g", r->train.min_lr, r->train.lr);
-  if (r->train.warmup_steps < 0 || r->train.warmup_steps > r->train.steps)
-    return fail_at(c, blame(c, 2, K("train", "warmup_steps"), ks),
-                   "train.warmup_steps: %lld is not between 0 and "
-                   "train.steps %lld",
-                   (long long)r->train.warmup_steps, (long long)r->train.steps);
+  if (r->train.warmup_steps < 0)
+    return fail_at(c, K("train", "warmup_steps"), "train.warmup_steps: %lld is negative",
+                   (long long)r->train.warmup_steps);
+  if (r->train.warmup_steps > r->train.steps) {
+    /* a short run of a recipe with a long warmup (train.steps=20 on the command line): warm up over all
+     * of it rather than refuse */
+    char loc[DTR_RECIPE_STR + 64];
+    where(c, K("train", "warmup_steps"), loc, sizeof loc);
+    size_t at = strlen(r->warnings);
+    snprintf(r->warnings + at, sizeof r->warnings - at,
+             "%s%s: train.warmup_steps %lld is more than train.steps %lld: warming up over all %lld steps",
+             at ? "\n" : "", loc, (long long)r->train.warmup_steps, (long long)r->train.steps,
+             (long long)r->train.steps);
+    r->train.warmup_steps = r->train.steps;
+  }
   if (r->train.weight_decay < 0)
     return fail_at(c, K("train", "weight_decay"), "train.weight_decay: %g is negative",
                    r->train.weight_decay);
@@ -566,6 +687,10 @@ static dtr_result validate(ctx *c, int world) {
   if (r->train.threads < 0 || r->train.threads > 1024)
     return fail_at(c, K("train", "threads"), "train.threads: %d is not between 0 (OMP_NUM_THREADS) and 1024",
                    r->train.threads);
+  if (!(r->train.divergence_lr_factor > 0 && r->train.divergence_lr_factor < 1))
+    return fail_at(c, K("train", "divergence_lr_factor"),
+                   "train.divergence_lr_factor: %g is not between 0 and 1 (exclusive)",
+                   r->train.divergence_lr_factor);
   if (!strcmp(r->train.precision, "bf16") && strcmp(r->train.device, "cuda") != 0)
     return fail_at(c, blame(c, 2, K("train", "precision"), K("train", "device")),
                    "train.precision bf16 needs train.device cuda (the CPU path is fp32)");
@@ -657,9 +782,11 @@ dtr_result dtr_recipe_load(const char *path, const char *const *overrides, int n
     if (ext && (!strcmp(ext, ".yaml") || !strcmp(ext, ".yml"))) *ext = '\0';
     if (strlen(b) < sizeof r->job.name && name_ok(b)) strcpy(r->job.name, b);
   }
-  /* the default warmup never exceeds a short run's steps (steps: 3 alone is a valid recipe) */
+  /* the default warmup never exceeds a short run's steps (steps: 3 alone is a valid recipe), silently */
   if (c.pos[K("train", "warmup_steps")].src == SRC_DEFAULT && r->train.warmup_steps > r->train.steps)
     r->train.warmup_steps = r->train.steps > 0 ? r->train.steps : 0;
   DTR_CHECK(resolve_paths(&c, dir));
-  return validate(&c, world);
+  dtr_result rc = validate(&c, world);
+  dtr__gpt_weights_close(c.init);
+  return rc;
 }

@@ -38,6 +38,8 @@ const dtr__rkey dtr__recipe_keys[] = {
     ROW(launch, rdzv_endpoint, STR),
     ROW(launch, rdzv_id, STR),
     ROW(launch, node_rank, INT),
+    ROW(launch, worker_timeout, DOUBLE),
+    ROW(launch, worker_start_timeout, DOUBLE),
 
     ROW(parallel, dp, INT),
     ROW(parallel, tp, INT),
@@ -51,6 +53,7 @@ const dtr__rkey dtr__recipe_keys[] = {
     ROW(model, n_layer, INT),
     ROW(model, n_head, INT),
     ROW(model, n_embd, INT),
+    ROW(model, init_from, STR),
 
     ROWC(data, kind, KIND, "addition|text|tokens"),
     ROW(data, path, STR),
@@ -76,6 +79,8 @@ const dtr__rkey dtr__recipe_keys[] = {
     ROW(train, zero, INT),
     ROWC(train, precision, CHOICE, "fp32|bf16"),
     ROWC(train, device, CHOICE, "cpu|cuda"),
+    ROWC(train, on_divergence, CHOICE, "stop|restart"),
+    ROW(train, divergence_lr_factor, DOUBLE),
 
     ROW(checkpoint, dir, STR),
     ROW(checkpoint, every, I64),
@@ -110,6 +115,8 @@ void dtr_recipe_defaults(dtr_recipe *r) {
   r->launch.max_restarts = 0;
   strcpy(r->launch.backend, "host");
   r->launch.node_rank = -1;
+  r->launch.worker_timeout = 180;
+  r->launch.worker_start_timeout = 900;
   r->parallel.dp = 0;
   r->parallel.tp = 1;
   r->parallel.pp = 1;
@@ -141,6 +148,8 @@ void dtr_recipe_defaults(dtr_recipe *r) {
   r->train.threads = 0;
   strcpy(r->train.precision, "fp32");
   strcpy(r->train.device, "cpu");
+  strcpy(r->train.on_divergence, "stop");
+  r->train.divergence_lr_factor = 0.1;
   r->checkpoint.every = 0;
   r->checkpoint.keep = 2;
   r->checkpoint.async = 1;

@@ -16,8 +16,10 @@
 
 #include "common/check.h"
 #include "common/clock.h"
+#include "common/device.h"
 #include "common/param.h"
 #include "runtime/model/gpt_internal.h"
+#include "runtime/model/gpt_weights.h"
 #include "runtime/train/train_internal.h"
 
 #define MAX_SKIPPED_IN_A_ROW 10
@@ -55,6 +57,13 @@ dtr_result dtr_train_check(const dtr_recipe *r, char *err, size_t errcap) {
                        "memory, which only NCCL moves",
                        r->path, r->launch.backend[0] ? r->launch.backend : "(unset)");
     }
+    if (dtr__cuda_device_count() == 0) {
+      const char *vis = dtr__param_str("CUDA_VISIBLE_DEVICES", NULL);
+      return dtr__fail(err, errcap, DTR_ERR_UNSUPPORTED,
+                       "%s: train.device=cuda: no CUDA device is visible on this machine%s%s%s (set "
+                       "train.device=cpu, or run where the GPUs are)",
+                       r->path, vis ? " (CUDA_VISIBLE_DEVICES=" : "", vis ? vis : "", vis ? ")" : "");
+    }
     if (r->train.precision[0] && strcmp(r->train.precision, "fp32") != 0 &&
         strcmp(r->train.precision, "bf16") != 0) {
       return dtr__fail(err, errcap, DTR_ERR_UNSUPPORTED,
@@ -80,7 +89,9 @@ static dtr_result setup(trainer *t) {
   const dtr_recipe *r = t->r;
   char *err = t->err;
   size_t errcap = t->errcap;
-  DTR_CHECK(dtr_train_check(r, err, errcap));
+  dtr_progress_phase("start-up", 1);
+  /* what this trainer cannot run now it will not run after a restart either: a missing GPU, say */
+  if (dtr_train_check(r, err, errcap) != DTR_OK) return DTR_ERR_PERMANENT;
   t->threads = r->train.threads > 0 ? r->train.threads : (int)dtr__param_int("OMP_NUM_THREADS", 1);
   if (t->threads < 1) t->threads = 1;
 
@@ -216,19 +227,15 @@ static void teardown(trainer *t) {
  * clipping factor the device's AdamW applies (the cpu clipped in place already). */
 static dtr_result finish_step(trainer *t, int64_t step, double *lr, double gnorm, double coef) {
   const dtr_recipe *r = t->r;
-  *lr = dtr_lr_at(step, r->train.warmup_steps, r->train.steps, r->train.lr, r->train.min_lr);
+  *lr = t->lr_scale * dtr_lr_at(step, r->train.warmup_steps, r->train.steps, r->train.lr, r->train.min_lr);
   dtr__data_advance(t->data);
   /* An overflowing batch must not poison the weights and moments: skip its update (every rank sees
    * the same averaged gradients, so every rank skips), and give up when it keeps happening. */
   if (!isfinite(gnorm)) {
     t->skipped++;
     if (t->rank == 0) DTR_WARN("step %lld: gradient norm %g: update skipped", (long long)step + 1, gnorm);
-    if (++t->skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW) {
-      return dtr__fail(t->err, t->errcap, DTR_ERR_INVALID,
-                       "training diverged: %d steps in a row up to step %lld had a non-finite gradient norm "
-                       "(lower train.lr=%g or set train.grad_clip)",
-                       MAX_SKIPPED_IN_A_ROW, (long long)step + 1, r->train.lr);
-    }
+    if (++t->skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW)
+      return dtr__train_diverged(t, step + 1 - t->skipped_in_a_row);
     return DTR_OK;
   }
   t->skipped_in_a_row = 0;
@@ -275,6 +282,20 @@ static void fault_hook_fire(const fault_hook *f, int rank, int64_t step) {
   raise(SIGKILL);
 }
 
+/* " x tp 2 x pp 2 (1f1b) (ZeRO-1)": what follows "N DP ranks" ("" for plain data parallelism). */
+static void describe_layout(const trainer *t, char *layout, size_t cap) {
+  const dtr_recipe *r = t->r;
+  layout[0] = '\0';
+  if (t->tp_size > 1 || t->pp > 1) {
+    snprintf(layout, cap, " x tp %d x pp %d", t->tp_size, t->pp);
+    if (t->pp > 1)
+      snprintf(layout + strlen(layout), cap - strlen(layout), " (%s%s%.0d%s)", r->parallel.schedule,
+               t->chunks > 1 ? ", " : "", t->chunks > 1 ? t->chunks : 0,
+               t->chunks > 1 ? " chunks per stage" : "");
+  }
+  if (r->train.zero) snprintf(layout + strlen(layout), cap - strlen(layout), " (ZeRO-1)");
+}
+
 static void print_header(trainer *t, int64_t start) {
   const dtr_recipe *r = t->r;
   char what[DTR_RECIPE_STR + 64];
@@ -282,15 +303,8 @@ static void print_header(trainer *t, int64_t start) {
     snprintf(what, sizeof what, "addition of %d-digit numbers", r->data.digits);
   else
     snprintf(what, sizeof what, "%s (%lld tokens)", r->data.path, (long long)dtr__data_num_tokens(t->data));
-  char layout[160] = "";
-  if (t->tp_size > 1 || t->pp > 1) {
-    snprintf(layout, sizeof layout, " x tp %d x pp %d", t->tp_size, t->pp);
-    if (t->pp > 1)
-      snprintf(layout + strlen(layout), sizeof layout - strlen(layout), " (%s%s%.0d%s)", r->parallel.schedule,
-               t->chunks > 1 ? ", " : "", t->chunks > 1 ? t->chunks : 0,
-               t->chunks > 1 ? " chunks per stage" : "");
-  }
-  if (r->train.zero) snprintf(layout + strlen(layout), sizeof layout - strlen(layout), " (ZeRO-1)");
+  char layout[160];
+  describe_layout(t, layout, sizeof layout);
   printf(
       "%s: %d DP rank%s%s x %d thread%s | %.2fM params%s | %lld steps x %d seqs x %d tokens (micro %d, accum "
       "%d) "
@@ -337,6 +351,7 @@ static void summarize(trainer *t, int64_t start, double wall_s, double last_loss
           (unsigned long long)t->tp_bytes_last);
   fprintf(f, "wall_s=%.3f\ntokens_per_s=%.1f\nstep_ms=%.3f\n", wall_s, tps,
           t->steps_run ? 1e3 * t->sum_step_s / (double)t->steps_run : 0.0);
+  if (t->tied_identical >= 0) fprintf(f, "tied_embedding_identical=%d\n", t->tied_identical);
   fprintf(f, "first_loss=%.9g\nfinal_loss=%.9g\naccuracy=%.4f\ndp_wait_share=%.4f\nweights_xxh64=%016llx\n",
           t->state.first_loss, last_loss, acc, wait_share, (unsigned long long)digest);
   fclose(f);
@@ -380,12 +395,46 @@ static dtr_result stop_now(trainer *t, int64_t s, int64_t saved) {
   return dtr__fail(t->err, t->errcap, DTR_ERR_STOPPED, "stopped on request after step %lld", (long long)s);
 }
 
+/* model.init_from on a run with no checkpoint: every rank reads its part of the file's weights (the
+ * optimizer and the data start fresh). Rank 0 says so. */
+static dtr_result init_from(trainer *t) {
+  const dtr_recipe *r = t->r;
+  dtr__gpt_weights *w = NULL;
+  dtr__gpt_config gc = {r->model.vocab_size, r->model.block_size, r->model.n_layer, r->model.n_head,
+                        r->model.n_embd};
+  dtr_result rc = dtr__gpt_weights_open(r->model.init_from, &w, t->err, t->errcap);
+  if (rc == DTR_OK) rc = dtr__gpt_weights_load(w, t->model, &gc, t->err, t->errcap);
+  if (rc == DTR_OK && t->gpu) rc = dtr__gpu_set_params(t->gpu, dtr__gpt_params(t->model), t->err, t->errcap);
+  if (rc != DTR_OK) {
+    char why[2048];
+    snprintf(why, sizeof why, "%s", t->err);
+    dtr__gpt_weights_close(w);
+    return dtr__fail(t->err, t->errcap, rc, "model.init_from: %s", why);
+  }
+  if (t->rank == 0) {
+    dtr__gpt_config fc = dtr__gpt_weights_config(w);
+    char more[160] = "";
+    if (fc.vocab_size < gc.vocab_size)
+      snprintf(more, sizeof more, "; vocabulary rows %d-%d seeded", fc.vocab_size, gc.vocab_size - 1);
+    if (fc.block_size > gc.block_size)
+      snprintf(more + strlen(more), sizeof more - strlen(more), "; positions %d of its %d", gc.block_size,
+               fc.block_size);
+    printf("initialised from %s (%s layout%s); the optimizer and the data start fresh\n", r->model.init_from,
+           dtr__gpt_layout_name(dtr__gpt_weights_layout(w)), more);
+    fflush(stdout);
+  }
+  dtr__gpt_weights_close(w);
+  return DTR_OK;
+}
+
 static dtr_result run(trainer *t) {
   const dtr_recipe *r = t->r;
   int64_t start = 0, steps = r->train.steps;
-  if (r->checkpoint.resume) DTR_CHECK(dtr__train_ckpt_resume(t->ck, &start, t->err, t->errcap));
+  DTR_CHECK(dtr__train_divergence_setup(t));
+  if (r->checkpoint.resume) DTR_CHECK(dtr__train_resume(t, &start));
   /* A load wrote the device's fp32 weights behind the model: its bf16 copy follows. */
   if (t->gpu && start > 0) DTR_CHECK(dtr__gpu_params_changed(t->gpu, t->err, t->errcap));
+  int initialised = start == 0 && r->model.init_from[0];
   if (t->rank == 0) {
     DTR_CHECK(
         dtr__metrics_open(r->job.run_dir, start, steps, r->train.log_every, &t->metrics, t->err, t->errcap));
@@ -398,16 +447,19 @@ static dtr_result run(trainer *t) {
       printf("(remove %s or set checkpoint.resume=false to train again)\n", r->checkpoint.dir);
     }
   }
+  if (initialised) DTR_CHECK(init_from(t));
   fault_hook fault = fault_hook_read(t->rank);
   int addition = r->data.kind == DTR_DATA_ADDITION;
   double t_begin = dtr__now_s(), last_loss = NAN, acc = NAN,
          tokens_per_step = (double)r->train.global_batch * t->T;
   int64_t saved = start;
+  int save_pending = 0;
   for (int64_t s = start; s < steps; s++) {
     int stop = 0;
     DTR_CHECK(stop_agreed(t, &stop));
     if (stop) return stop_now(t, s, saved);
     double t0 = dtr__now_s(), loss = 0, lr = 0, gnorm = 0;
+    dtr_progress_step(s + 1);
     DTR_CHECK(train_step(t, s, &loss, &lr, &gnorm));
     double dt = dtr__now_s() - t0, wait = dtr_dp_sync_last_wait(t->sync);
     t->sum_step_s += dt;
@@ -416,38 +468,55 @@ static dtr_result run(trainer *t) {
     t->steps_run++;
     if (isnan(t->state.first_loss)) t->state.first_loss = loss;
     last_loss = loss;
-    dtr__step_record rec = {s + 1, loss, lr, tokens_per_step / dt, 1e3 * dt, gnorm, 1e3 * wait, NAN};
+    dtr__step_record rec = {s + 1, loss, lr, tokens_per_step / dt, 1e3 * dt, gnorm, 1e3 * wait, NAN, NULL};
+    char note[96];
+    if (initialised && s == start) {
+      /* what the pretrained weights bought: a random model's first loss is about ln(vocab_size) */
+      snprintf(note, sizeof note, " (weights from init_from; a random model starts near ln %d = %.2f)",
+               r->model.vocab_size, log((double)r->model.vocab_size));
+      rec.note = note;
+    }
     if (addition && r->train.eval_every > 0 && ((s + 1) % r->train.eval_every == 0 || s + 1 == steps)) {
+      dtr_progress_phase("evaluation", 1);
       DTR_CHECK(dtr__train_evaluate(t, &acc));
       rec.accuracy = acc;
     }
     dtr__metrics_step(t->metrics, &rec);
     fault_hook_fire(&fault, t->rank, s + 1);
     if (r->checkpoint.every > 0 && (s + 1) % r->checkpoint.every == 0 && s + 1 < steps) {
-      /* A save that fails (disk full, a read-only directory) loses this checkpoint, not the run: the
-       * newest committed one is untouched and training goes on. Only the final save is required. */
+      /* A save that fails loses this checkpoint, not the run: the newest committed one is untouched and
+       * training goes on (periodic_save says when it cannot). Only the final save is required. */
+      dtr_progress_phase("checkpoint save", 1);
       DTR_CHECK(quiesce(t));
-      if (dtr__train_ckpt_save(t->ck, s + 1, t->err, t->errcap) != DTR_OK) {
-        if (t->rank == 0) DTR_WARN("%s; training goes on", t->err);
-        t->err[0] = 0;
-      }
+      DTR_CHECK(dtr__train_periodic_save(t, s + 1, &save_pending));
       saved = s + 1;
     }
   }
+  dtr_progress_phase("checkpoint save", 1);
   if (saved < steps) {
+    if (save_pending) DTR_CHECK(dtr__train_save_outcome(t, dtr__train_ckpt_wait(t->ck, t->err, t->errcap)));
     DTR_CHECK(quiesce(t));
-    DTR_CHECK(dtr__train_ckpt_save(t->ck, steps, t->err, t->errcap));
+    DTR_CHECK(dtr__train_required_save(dtr__train_ckpt_save(t->ck, steps, t->err, t->errcap)));
   }
-  DTR_CHECK(dtr__train_ckpt_wait(t->ck, t->err, t->errcap));
+  DTR_CHECK(dtr__train_required_save(dtr__train_ckpt_wait(t->ck, t->err, t->errcap)));
+  dtr_progress_phase("summary", 1);
   double wall = dtr__now_s() - t_begin;
   /* The wait share averaged over the DP ranks (each waits for the slowest). */
   double share[2] = {t->sum_wait_s, t->sum_step_s};
   dtr_result rc = dtr_all_reduce(t->dp_comm, share, share, 2, DTR_F64, DTR_SUM, NULL);
   if (rc != DTR_OK) return comm_fail(t, rc, "summary all-reduce");
   uint64_t digest = t->steps_run > 0 ? dtr__train_digest(t) : 0; /* every rank: it may gather */
+  t->tied_identical = dtr__train_tied_identical(t);
   if (t->rank == 0 && t->steps_run > 0) {
     summarize(t, start, wall, last_loss, acc, share[1] > 0 ? share[0] / share[1] : 0, digest);
-    dtr__metrics_plot(t->metrics);
+    char layout[160], title[DTR_RECIPE_STR + 400];
+    describe_layout(t, layout, sizeof layout);
+    const char *init = strrchr(r->model.init_from, '/');
+    init = init ? init + 1 : r->model.init_from;
+    snprintf(title, sizeof title, "%s: %d DP rank%s%s%s, %lld steps%s%s", r->job.name, t->dp,
+             t->dp > 1 ? "s" : "", layout, t->gpu ? ", cuda" : "", (long long)steps,
+             r->model.init_from[0] ? ", from " : "", init);
+    dtr__metrics_plot(t->metrics, title);
   }
   return DTR_OK;
 }
@@ -456,12 +525,14 @@ dtr_result dtr_train(const dtr_recipe *r, char *err, size_t errcap) {
   trainer t;
   memset(&t, 0, sizeof t);
   t.r = r;
+  t.lr_scale = 1.0;
   t.err = err;
   t.errcap = errcap;
   if (errcap) err[0] = 0;
   dtr_result rc = setup(&t);
   if (rc == DTR_OK) rc = run(&t);
   if (rc != DTR_OK && errcap && !err[0]) snprintf(err, errcap, "%s", dtr_strerror(rc));
+  if (rc == DTR_ERR_PERMANENT) dtr_progress_reason(err); /* the agent's report quotes it */
   teardown(&t);
   return rc;
 }

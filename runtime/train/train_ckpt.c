@@ -2,14 +2,17 @@
  * both AdamW moments (each DP replica saves a slab, so shards stay balanced), the step and AdamW's t
  * (train_state) and the data position (data_pos). Nothing else carries state across steps: the learning
  * rate is a function of the step, the samples of (seed, step), and the model has no dropout. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint/ckpt_paths.h"
 #include "common/check.h"
 #include "runtime/train/train_internal.h"
 
 struct dtr__train_ckpt {
+  char dir[DTR_RECIPE_STR];
   dtr_ckpt *ck;
   int async;
   dtr__train_state *state;
@@ -122,6 +125,7 @@ dtr_result dtr__train_ckpt_create(const dtr_recipe *r, const char *dir, dtr_comm
   *out = NULL;
   dtr__train_ckpt *c = calloc(1, sizeof *c);
   if (!c) return dtr__fail(err, errcap, DTR_ERR_NOMEM, "trainer checkpoint: out of memory");
+  snprintf(c->dir, sizeof c->dir, "%s", dir);
   c->async = r->checkpoint.async;
   c->state = state;
   c->opt = opt;
@@ -196,6 +200,23 @@ dtr_result dtr__train_ckpt_wait(dtr__train_ckpt *c, char *err, size_t errcap) {
   dtr_result rc = dtr_ckpt_wait(c->ck);
   if (rc != DTR_OK) return dtr__fail(err, errcap, rc, "checkpoint: %s", dtr_ckpt_last_error(c->ck));
   return DTR_OK;
+}
+
+void dtr__train_ckpt_set_aside(dtr__train_ckpt *c, int64_t from) {
+  dtr__ckpt_step *steps;
+  int n;
+  if (dtr__ckpt_list_steps(c->dir, 0, &steps, &n, NULL, 0) != DTR_OK) return;
+  for (int i = 0; i < n; i++) {
+    if (steps[i].step < from) continue;
+    char a[DTR_RECIPE_STR + 32], b[DTR_RECIPE_STR + 40];
+    dtr__ckpt_step_dir(a, sizeof a, c->dir, steps[i].step);
+    snprintf(b, sizeof b, "%s/diverged_step_%08lld", c->dir, (long long)steps[i].step);
+    if (rename(a, b) == 0)
+      DTR_WARN("moved %s aside to %s: saved after the divergence began", a, b);
+    else
+      DTR_WARN("cannot move %s aside (%s): a restart may load it", a, strerror(errno));
+  }
+  free(steps);
 }
 
 double dtr__train_ckpt_blocking_s(const dtr__train_ckpt *c) {

@@ -159,6 +159,12 @@ dtr_result dtr__gpu_sync(dtr__gpu *g, char *err, size_t errcap) {
   return DTR_OK;
 }
 
+dtr_result dtr__gpu_set_params(dtr__gpu *g, const float *params, char *err, size_t errcap) {
+  dtr_result rc = dtr__gpt_cuda_set_params(g->model, params);
+  if (rc != DTR_OK) return model_fail(g, err, errcap, rc, "uploading the weights");
+  return DTR_OK;
+}
+
 dtr_result dtr__gpu_params_changed(dtr__gpu *g, char *err, size_t errcap) {
   dtr_result rc = dtr__gpt_cuda_params_changed(g->model);
   if (rc != DTR_OK) return model_fail(g, err, errcap, rc, "refreshing the bf16 weights");

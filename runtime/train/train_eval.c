@@ -85,6 +85,32 @@ dtr_result dtr__train_evaluate(dtr__trainer *t, double *acc) {
   return DTR_OK;
 }
 
+int dtr__train_tied_identical(dtr__trainer *t) {
+  if (!t->wte_count || !t->emb_comm) return -1;
+  uint64_t mine[2] = {XXH64(dtr__gpt_params(t->model) + t->wte_off, t->wte_count * sizeof(float), 0), 0},
+           both[4];
+  /* the moments too where this rank holds wte's whole (without ZeRO-1 every rank does) */
+  if (!t->r->train.zero) {
+    XXH64_state_t *h = XXH64_createState();
+    if (h) {
+      XXH64_reset(h, 0);
+      XXH64_update(h, t->opt.m + t->wte_off, t->wte_count * sizeof(float));
+      XXH64_update(h, t->opt.v + t->wte_off, t->wte_count * sizeof(float));
+      mine[1] = XXH64_digest(h);
+      XXH64_freeState(h);
+    }
+  }
+  if (dtr_all_gather(t->emb_comm, mine, both, 2, DTR_I64, NULL) != DTR_OK) {
+    DTR_WARN("tied embedding check: %s", dtr_comm_last_error(t->emb_comm));
+    return -1;
+  }
+  int same = both[0] == both[2] && both[1] == both[3];
+  if (!same)
+    DTR_WARN(
+        "the first and last stage's copies of the tied embedding differ (a dtrain bug: please report it)");
+  return same;
+}
+
 uint64_t dtr__train_digest(dtr__trainer *t) {
   if (t->gpu && dtr__gpu_download(t->gpu, dtr__gpt_params(t->model), t->opt.m, t->opt.v, t->err, t->errcap)) {
     DTR_WARN("weights digest: %s", t->err);

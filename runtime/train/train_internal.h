@@ -33,7 +33,8 @@ typedef struct dtr__train_state {
 typedef struct dtr__step_record {
   int64_t step; /* 1-based: the step just finished */
   double loss, lr, tokens_per_s, step_ms, grad_norm, dp_wait_ms;
-  double accuracy; /* NAN when not evaluated this step */
+  double accuracy;  /* NAN when not evaluated this step */
+  const char *note; /* appended to this step's progress line (which is then printed); NULL: none */
 } dtr__step_record;
 
 typedef struct dtr__metrics dtr__metrics;
@@ -45,8 +46,9 @@ dtr_result dtr__metrics_open(const char *run_dir, int64_t start_step, int64_t to
 /* Append a CSV row; print a progress line when the step is the first of this run (1, or the one after
  * the checkpoint it resumed from), a multiple of log_every, or the last. */
 void dtr__metrics_step(dtr__metrics *m, const dtr__step_record *rec);
-/* Write loss.png with gnuplot when it is on PATH (a warning if it fails). */
-void dtr__metrics_plot(dtr__metrics *m);
+/* Write loss.png with gnuplot when it is on PATH (a warning if it fails): the loss on a log axis, the
+ * accuracy when evaluated, under `title` (the recipe and its layout). */
+void dtr__metrics_plot(dtr__metrics *m, const char *title);
 void dtr__metrics_close(dtr__metrics *m);
 /* "12,345" */
 void dtr__fmt_thousands(double v, char *buf, size_t cap);
@@ -85,6 +87,8 @@ dtr_result dtr__train_ckpt_resume(dtr__train_ckpt *c, int64_t *step, char *err, 
 dtr_result dtr__train_ckpt_save(dtr__train_ckpt *c, int64_t step, char *err, size_t errcap);
 /* Wait for a save in flight; its result. */
 dtr_result dtr__train_ckpt_wait(dtr__train_ckpt *c, char *err, size_t errcap);
+/* Rank 0: rename the committed steps >= from to diverged_step_N, where no load looks. */
+void dtr__train_ckpt_set_aside(dtr__train_ckpt *c, int64_t from);
 /* Seconds the last save blocked training. */
 double dtr__train_ckpt_blocking_s(const dtr__train_ckpt *c);
 void dtr__train_ckpt_destroy(dtr__train_ckpt *c);
@@ -126,6 +130,8 @@ dtr_result dtr__gpu_grads_step(dtr__gpu *g, const dtr__step_data *d, int64_t ste
 dtr_result dtr__gpu_adamw(dtr__gpu *g, dtr_adamw *opt, double lr, double coef, char *err, size_t errcap);
 /* Wait for the queued device work: before a checkpoint snapshots the device buffers. */
 dtr_result dtr__gpu_sync(dtr__gpu *g, char *err, size_t errcap);
+/* Upload the parameters from host buffer params (n floats, laid out like the table): model.init_from. */
+dtr_result dtr__gpu_set_params(dtr__gpu *g, const float *params, char *err, size_t errcap);
 /* The parameters were written behind the model's back (a checkpoint load): refresh its bf16 copy. */
 dtr_result dtr__gpu_params_changed(dtr__gpu *g, char *err, size_t errcap);
 /* Copy parameters (and the AdamW moments, when m and v are not NULL) into host buffers of n floats. */
@@ -167,7 +173,11 @@ typedef struct dtr__trainer {
   /* totals over this process's steps */
   double sum_step_s, sum_wait_s, sum_tokens;
   uint64_t tp_bytes_last; /* tp all-reduce payload of the last step */
+  int tied_identical;     /* dtr__train_tied_identical at the end (-1: not checked here) */
   int64_t steps_run, skipped, skipped_in_a_row;
+  double lr_scale;           /* 1, or train.divergence_lr_factor after a restart for divergence */
+  int divergence_restarted;  /* this run already restarted once for a divergence */
+  int failed_saves_in_a_row; /* periodic saves the file system refused, in a row */
   char *err;
   size_t errcap;
 } dtr__trainer;
@@ -186,6 +196,28 @@ dtr_result dtr__train_cpu_update(dtr__trainer *t, double lr);
 /* Exact-match accuracy on held-out additions, the problems split over the DP ranks, each decoded by
  * the whole pipeline and tp group. COLLECTIVE over the world. */
 dtr_result dtr__train_evaluate(dtr__trainer *t, double *acc);
+/* With pp > 1, on the first and last stage: 1 when their copies of the tied embedding (and of its AdamW
+ * moments, without ZeRO-1) are bit for bit the same, 0 when not (warned), -1 on other ranks or when it
+ * could not be checked. COLLECTIVE over the first and last stage of this rank's (dp, tp). */
+int dtr__train_tied_identical(dtr__trainer *t);
+/* ---- failures a restart would not fix (train_faults.c) */
+
+/* The divergence record of an earlier attempt (CHECKPOINT_DIR/divergence): its learning rate's scale, on
+ * every rank. COLLECTIVE over the world. */
+dtr_result dtr__train_divergence_setup(dtr__trainer *t);
+/* Training diverged from step first_bad (0-based): set the checkpoints of the diverged steps aside and
+ * leave the record for a restart (DTR_ERR_INVALID: transient), or DTR_ERR_PERMANENT when the recipe says
+ * stop, it happened again, or no restart is left. */
+dtr_result dtr__train_diverged(dtr__trainer *t, int64_t first_bad);
+/* Resume from the newest valid checkpoint; no valid one among those there is DTR_ERR_PERMANENT. */
+dtr_result dtr__train_resume(dtr__trainer *t, int64_t *start);
+/* A periodic save (waiting for the asynchronous one before it, *pending) and what its result means:
+ * a warning, or DTR_ERR_PERMANENT at the second refusal of the file system in a row. */
+dtr_result dtr__train_periodic_save(dtr__trainer *t, int64_t step, int *pending);
+dtr_result dtr__train_save_outcome(dtr__trainer *t, dtr_result rc);
+/* The final save's result: a refusal of the file system is permanent. */
+dtr_result dtr__train_required_save(dtr_result rc);
+
 /* xxh64 of the weights and AdamW moments (rank 0's answer): a replica's own when every rank holds the
  * whole model, else of every rank's digest in rank order. COLLECTIVE over the world. */
 uint64_t dtr__train_digest(dtr__trainer *t);

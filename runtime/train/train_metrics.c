@@ -133,7 +133,7 @@ void dtr__metrics_step(dtr__metrics *m, const dtr__step_record *rec) {
   m->win_ms += rec->step_ms;
   m->win_tokens += rec->tokens_per_s * rec->step_ms / 1e3;
   m->win_steps++;
-  if (rec->step != m->first && rec->step % m->log_every != 0 && rec->step != m->total) return;
+  if (rec->step != m->first && rec->step % m->log_every != 0 && rec->step != m->total && !rec->note) return;
   fflush(m->csv);
   double ms = m->win_ms / (double)m->win_steps;
   char tok[32], eta[32], acc[32] = "";
@@ -141,14 +141,15 @@ void dtr__metrics_step(dtr__metrics *m, const dtr__step_record *rec) {
   fmt_eta(ms / 1e3 * (double)(m->total - rec->step), eta, sizeof eta);
   if (!isnan(rec->accuracy)) snprintf(acc, sizeof acc, " | acc %.1f%%", 100.0 * rec->accuracy);
   int w = snprintf(NULL, 0, "%lld", (long long)m->total);
-  printf("step %*lld/%lld | loss %.4f | lr %.1e | %s tok/s | %.1f ms/step | ETA %s%s\n", w,
-         (long long)rec->step, (long long)m->total, rec->loss, rec->lr, tok, ms, eta, acc);
+  printf("step %*lld/%lld | loss %.4f | lr %.1e | %s tok/s | %.1f ms/step | ETA %s%s%s\n", w,
+         (long long)rec->step, (long long)m->total, rec->loss, rec->lr, tok, ms, eta, acc,
+         rec->note ? rec->note : "");
   fflush(stdout);
   m->win_ms = m->win_tokens = 0;
   m->win_steps = 0;
 }
 
-void dtr__metrics_plot(dtr__metrics *m) {
+void dtr__metrics_plot(dtr__metrics *m, const char *title) {
   /* looked up first, so that a missing gnuplot is silent, not a spawn error */
   char gnuplot[PATH_MAX];
   if (!m || dtr__find_in_path("gnuplot", gnuplot, sizeof gnuplot) != 0) return;
@@ -167,13 +168,21 @@ void dtr__metrics_plot(dtr__metrics *m) {
     DTR_WARN("loss plot skipped: the run directory %s contains a quote", m->dir);
     return;
   }
+  /* the title inside '...': a quote in it would end the string */
+  char t[256];
+  snprintf(t, sizeof t, "%s", title ? title : "");
+  for (char *q = t; *q; q++)
+    if (*q == '\'' || *q == '\\') *q = '`';
+  /* a log axis: the loss falls by orders of magnitude, and below 0.05 a linear one shows a flat line */
   fprintf(f,
           "set terminal png size 900,500\n"
           "set output '%s'\n"
+          "set title '%s' noenhanced\n"
           "set datafile separator ','\n"
           "set key autotitle columnhead\n"
-          "set xlabel 'step'\nset ylabel 'loss'\nset grid\n",
-          png);
+          "set logscale y\n"
+          "set xlabel 'step'\nset ylabel 'loss (log scale)'\nset grid\n",
+          png, t);
   if (m->has_accuracy) {
     fprintf(f,
             "set y2label 'held-out exact-match accuracy'\nset y2range [0:1]\nset y2tics\nset ytics nomirror\n"

@@ -50,6 +50,27 @@ agent_start() {
   AGENT_PID[$tag]=$NS_LAST_PID
 }
 
+# node_start K TAG launch-args...: like agent_start, but the agent (and so its workers) in a fresh IPC and
+# UTS namespace with host name node<K>: a node then shares no memory with the others (the host backend
+# must take TCP between them) and a cut link cuts every path, as on separate machines. Tests of a node's
+# loss use it. AGENT_PID[TAG] is the agent's own pid (unshare and bash exec it).
+node_start() { node_cmd "$1" "$2" launch "${@:3}"; }
+
+# node_cmd K TAG SUBCOMMAND args...: node_start for any dtrain subcommand (`run` for a recipe).
+node_cmd() {
+  local k=$1 tag=$2
+  shift 2
+  command -v unshare >/dev/null || fail "unshare (util-linux) is not installed"
+  echo "+ node $k: dtrain $*" >"$TMP/$tag.log"
+  ns_spawn "$k" unshare --ipc --uts -- bash -c 'hostname "$0" && exec "$@"' "node$k" "$DTRAIN" "$@" \
+    </dev/null >>"$TMP/$tag.log" 2>&1
+  AGENT_PID[$tag]=$NS_LAST_PID
+}
+
+# link_down K / link_up K: cut (restore) node K's only link, its port on the switch.
+link_down() { ip -n "$NS_SWITCH" link set "p$1" down; }
+link_up() { ip -n "$NS_SWITCH" link set "p$1" up; }
+
 # agent_wait TAG TIMEOUT_S: wait for the agent and set AGENT_RC to its exit status (124 if it ran past
 # TIMEOUT_S, in which case it is killed). Not in $(...): only this shell can wait for its children.
 agent_wait() {

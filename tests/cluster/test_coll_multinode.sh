@@ -17,21 +17,10 @@ set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/cluster_lib.sh"
 CC=$DTRAIN_BUILD/bin/coll_check
 [[ -x $CC ]] || { echo "FAIL: $CC is not built" >&2; exit 1; }
-command -v unshare >/dev/null || { echo "FAIL: unshare (util-linux) is not installed" >&2; exit 1; }
 cluster_start 3 280
 
 PORT=29600
 ADDR0=$(ns_addr 0)
-
-# node_start K TAG launch-args...: like agent_start, but in a fresh IPC + UTS namespace named node<K>.
-node_start() {
-  local k=$1 tag=$2
-  shift 2
-  echo "+ node $k: dtrain launch $*" >"$TMP/$tag.log"
-  ns_spawn "$k" unshare --ipc --uts -- bash -c 'hostname "$0" && exec "$@"' "node$k" "$DTRAIN" launch "$@" \
-    </dev/null >>"$TMP/$tag.log" 2>&1
-  AGENT_PID[$tag]=$NS_LAST_PID
-}
 
 # run_check TAG NNODES NPROC RDZV_ID [coll_check args...]: every agent exits 0 and every rank passes.
 run_check() {

@@ -14,7 +14,7 @@ PROG='if [ "$DTRAIN_RESTART_COUNT" = 0 ]; then exec sleep 60; fi
 echo "ELASTIC RANK=$RANK LOCAL_RANK=$LOCAL_RANK WORLD_SIZE=$WORLD_SIZE GROUP_RANK=$GROUP_RANK GROUP_WORLD_SIZE=$GROUP_WORLD_SIZE RESTART=$DTRAIN_RESTART_COUNT"'
 
 for k in 0 1; do
-  agent_start $k "node$k" --nnodes 1:2 --nproc-per-node 2 --rdzv-endpoint "$ADDR0:29400" --rdzv-id shrink \
+  node_start $k "node$k" --nnodes 1:2 --nproc-per-node 2 --rdzv-endpoint "$ADDR0:29400" --rdzv-id shrink \
     --rdzv-timeout 20 --max-restarts 1 --grace-period 1 -- /bin/bash -c "$PROG"
 done
 # Both nodes must be in the first round (4 ranks) before node 1 is taken away.

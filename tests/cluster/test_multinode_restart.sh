@@ -15,7 +15,7 @@ CODE=3
 run_job() {
   local tag=$1 port=$2 mr=$3 k
   for k in 1 0; do
-    agent_start $k "$tag-node$k" --nnodes 2 --nproc-per-node 2 --rdzv-endpoint "$ADDR0:$port" \
+    node_start $k "$tag-node$k" --nnodes 2 --nproc-per-node 2 --rdzv-endpoint "$ADDR0:$port" \
       --rdzv-id "$tag" --rdzv-timeout 30 --max-restarts "$mr" --grace-period 2 -- "$WORKER" crash-once 3 $CODE
   done
   agent_wait "$tag-node0" 60

@@ -44,7 +44,7 @@ workers_in() {
 start_job() {
   local tag=$1 k i
   for k in 1 0; do
-    agent_start $k "$tag-node$k" --nnodes 2 --nproc-per-node 2 --rdzv-endpoint "$ADDR0:$PORT" \
+    node_start $k "$tag-node$k" --nnodes 2 --nproc-per-node 2 --rdzv-endpoint "$ADDR0:$PORT" \
       --rdzv-id "$tag" --rdzv-timeout 20 --max-restarts 0 --grace-period $GRACE_S -- "$WORKER" sleep 60
   done
   for ((i = 0; i < 400; i++)); do

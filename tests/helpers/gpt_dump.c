@@ -4,7 +4,11 @@
  * T, int64 nparams, f32 params[nparams], i32 inputs[B*T], i32 targets[B*T], f32 loss,
  * f32 logits[B*T*V], f32 grads[nparams].
  * usage: gpt_dump OUT [--vocab V] [--block N] [--layers L] [--heads H] [--embd C] [--batch B] [--T T]
- *                    [--seed S] [--threads N] [--perturb X] [--accum K]
+ *                    [--seed S] [--threads N] [--perturb X] [--accum K] [--init-from FILE]
+ * --init-from: the weights of a safetensors file (runtime/model/gpt_weights.h: dtrain's or GPT-2's layout),
+ * loaded as the trainer's model.init_from loads them (each tp rank its slice straight from the file); the
+ * shape comes from the file, but for the flags given (--heads where the file does not say). --perturb and
+ * --seed's weights do not apply then (the seed still draws the batch).
  * Under `dtrain launch` with WORLD_SIZE > 1 the ranks form a tensor-parallel group: each runs its slice of
  * the same (perturbed) model, forward and backward with the tp all-reduces, and writes OUT.rankR:
  * "DTRGPTP1", int32 tp, rank, ntensors; per tensor int32 name length, the name, int32 split, int64
@@ -21,6 +25,7 @@
 #include "dtrain/store.h"
 #include "runtime/model/gpt.h"
 #include "runtime/model/gpt_internal.h"
+#include "runtime/model/gpt_weights.h"
 
 static uint64_t rng_state;
 static double urand(void) {
@@ -38,8 +43,8 @@ static int write_all(FILE *f, const void *p, size_t n, const char *path) {
 
 /* This rank's slice of the whole model m, run forward and backward over tp, written to path.rankR; rank
  * 0 also writes path as the single-rank dump (the whole model's weights, the tp run's loss). */
-static int dump_tp(const char *path, dtr__gpt *m, const dtr__gpt_config *cfg, const int32_t *in,
-                   const int32_t *tg, int B, int T, int accum, int threads) {
+static int dump_tp(const char *path, dtr__gpt *m, const dtr__gpt_weights *init, const dtr__gpt_config *cfg,
+                   const int32_t *in, const int32_t *tg, int B, int T, int accum, int threads) {
   int rank = atoi(getenv("RANK")), size = atoi(getenv("WORLD_SIZE"));
   char err[512] = "";
   dtr_store *store = NULL;
@@ -58,19 +63,19 @@ static int dump_tp(const char *path, dtr__gpt *m, const dtr__gpt_config *cfg, co
     fprintf(stderr, "gpt_dump: %s\n", err);
     return 1;
   }
-  /* the slice of the (perturbed) whole model's weights */
-  for (int i = 0; i < dtr__gpt_num_tensors(s); i++) {
-    const dtr__gpt_param *t = dtr__gpt_tensor(s, i), *w = NULL;
-    for (int j = 0; j < dtr__gpt_num_tensors(m) && !w; j++)
-      if (!strcmp(dtr__gpt_tensor(m, j)->name, t->name)) w = dtr__gpt_tensor(m, j);
-    dtr__gpt_piece pc[3];
-    int np = dtr__gpt_param_pieces(t, size, rank, pc);
-    int64_t cols = t->ndim == 2 ? t->shape[1] : 1, gcols = t->ndim == 2 ? t->gshape[1] : 1;
-    for (int k = 0; k < np; k++)
-      for (int64_t r = 0; r < pc[k].rows; r++)
-        memcpy(dtr__gpt_params(s) + t->offset + (pc[k].lrow + r) * cols,
-               dtr__gpt_params(m) + w->offset + (pc[k].grow + r) * gcols + pc[k].gcol,
-               (size_t)cols * sizeof(float));
+  if (init) { /* the slice straight from the file, as the trainer loads it */
+    if (dtr__gpt_weights_load(init, s, cfg, err, sizeof err) != DTR_OK) {
+      fprintf(stderr, "gpt_dump: %s\n", err);
+      return 1;
+    }
+  } else { /* the slice of the (perturbed) whole model's weights */
+    for (int i = 0; i < dtr__gpt_num_tensors(s); i++) {
+      const dtr__gpt_param *t = dtr__gpt_tensor(s, i), *w = NULL;
+      for (int j = 0; j < dtr__gpt_num_tensors(m) && !w; j++)
+        if (!strcmp(dtr__gpt_tensor(m, j)->name, t->name)) w = dtr__gpt_tensor(m, j);
+      dtr__gpt_copy_slice(t, size, rank, dtr__gpt_params(m) + w->offset, w->gshape[0],
+                          dtr__gpt_params(s) + t->offset);
+    }
   }
   int N = B * T, Vl = cfg->vocab_size / size;
   float loss = 0, *logits = malloc((size_t)N * Vl * sizeof(float));
@@ -129,11 +134,12 @@ int main(int argc, char **argv) {
     fprintf(stderr,
             "usage: gpt_dump OUT [--vocab V] [--block N] [--layers L] [--heads H] [--embd C] [--batch B] "
             "[--T T]\n"
-            "                    [--seed S] [--threads N] [--perturb X] [--accum K]\n");
+            "                    [--seed S] [--threads N] [--perturb X] [--accum K] [--init-from FILE]\n");
     return 2;
   }
-  const char *path = argv[1];
+  const char *path = argv[1], *init_path = NULL;
   dtr__gpt_config cfg = {.vocab_size = 14, .block_size = 16, .n_layer = 2, .n_head = 4, .n_embd = 64};
+  dtr__gpt_config given = {0};
   int B = 4, T = -1, threads = 1, accum = 1;
   long long seed = 1;
   double perturb = 0.0;
@@ -144,6 +150,10 @@ int main(int argc, char **argv) {
       return 2;
     }
     const char *v = argv[++i];
+    if (!strcmp(a, "--init-from")) {
+      init_path = v;
+      continue;
+    }
     char *end;
     double d = strtod(v, &end);
     if (*end || end == v) {
@@ -151,15 +161,15 @@ int main(int argc, char **argv) {
       return 2;
     }
     if (!strcmp(a, "--vocab"))
-      cfg.vocab_size = (int)d;
+      given.vocab_size = cfg.vocab_size = (int)d;
     else if (!strcmp(a, "--block"))
-      cfg.block_size = (int)d;
+      given.block_size = cfg.block_size = (int)d;
     else if (!strcmp(a, "--layers"))
-      cfg.n_layer = (int)d;
+      given.n_layer = cfg.n_layer = (int)d;
     else if (!strcmp(a, "--heads"))
-      cfg.n_head = (int)d;
+      given.n_head = cfg.n_head = (int)d;
     else if (!strcmp(a, "--embd"))
-      cfg.n_embd = (int)d;
+      given.n_embd = cfg.n_embd = (int)d;
     else if (!strcmp(a, "--batch"))
       B = (int)d;
     else if (!strcmp(a, "--T"))
@@ -177,9 +187,22 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
+  char err[16384] = "";
+  dtr__gpt_weights *init = NULL;
+  if (init_path) {
+    if (dtr__gpt_weights_open(init_path, &init, err, sizeof err) != DTR_OK) {
+      fprintf(stderr, "gpt_dump: %s\n", err);
+      return 1;
+    }
+    dtr__gpt_config fc = dtr__gpt_weights_config(init);
+    int *fields[] = {&cfg.vocab_size, &cfg.block_size, &cfg.n_layer, &cfg.n_head, &cfg.n_embd};
+    const int have[] = {given.vocab_size, given.block_size, given.n_layer, given.n_head, given.n_embd};
+    const int file[] = {fc.vocab_size, fc.block_size, fc.n_layer, fc.n_head, fc.n_embd};
+    for (int k = 0; k < 5; k++)
+      if (!have[k] && file[k] > 0) *fields[k] = file[k];
+  }
   if (T < 0) T = cfg.block_size;
   if (accum < 1) accum = 1;
-  char err[256] = "";
   dtr__gpt *m = NULL;
   if (dtr__gpt_create(&cfg, (uint64_t)seed, threads, B, &m, err, sizeof err) != DTR_OK) {
     fprintf(stderr, "gpt_dump: %s\n", err);
@@ -188,7 +211,11 @@ int main(int argc, char **argv) {
   size_t n = dtr__gpt_num_params(m);
   float *p = dtr__gpt_params(m);
   rng_state = (uint64_t)seed * 7919u + 1;
-  for (size_t i = 0; i < n; i++) p[i] += (float)((urand() - 0.5) * 2.0 * perturb);
+  if (init && dtr__gpt_weights_load(init, m, &cfg, err, sizeof err) != DTR_OK) {
+    fprintf(stderr, "gpt_dump: %s\n", err);
+    return 1;
+  }
+  for (size_t i = 0; i < n && !init; i++) p[i] += (float)((urand() - 0.5) * 2.0 * perturb);
   int N = B * T, V = cfg.vocab_size;
   int32_t *in = malloc((size_t)N * sizeof(int32_t)), *tg = malloc((size_t)N * sizeof(int32_t));
   float *logits = malloc((size_t)N * V * sizeof(float));
@@ -208,7 +235,16 @@ int main(int argc, char **argv) {
     }
   }
   const char *ws = getenv("WORLD_SIZE");
-  if (ws && atoi(ws) > 1) return dump_tp(path, m, &cfg, in, tg, B, T, accum, threads);
+  if (ws && atoi(ws) > 1) {
+    int rc = dump_tp(path, m, init, &cfg, in, tg, B, T, accum, threads);
+    dtr__gpt_weights_close(init);
+    free(in);
+    free(tg);
+    free(logits);
+    dtr__gpt_destroy(m);
+    return rc;
+  }
+  dtr__gpt_weights_close(init);
   FILE *f = fopen(path, "wb");
   if (!f) {
     perror(path);

@@ -9,6 +9,10 @@
  *   trap-term FILE          on SIGTERM write "term RANK" to FILE and exit 0; prints "ready", waits
  *   spawn-grandchild FILE   fork a child that sleeps forever, append its pid to FILE, wait forever
  *   timestamp FILE          barrier; then append "RANK RESTART_COUNT CLOCK_REALTIME_NS" to FILE
+ *   progress N MS [R S]     report steps 1..N through dtr_progress_step, one every MS ms, then exit 0; on
+ *                           the first attempt rank R enters phase "stuck here" at step S and stops reporting
+ *   fail-at S CODE [WHY]    report steps 1..S (20 ms apart), then leave WHY as the reason and exit CODE
+ *                           (every attempt)
  * Every wait is bounded (60 s) so a broken launcher cannot leave it running forever. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -20,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dtrain/runtime.h"
 #include "dtrain/store.h"
 
 static const char *env_or(const char *k, const char *d) {
@@ -78,6 +83,11 @@ static void bounded_pause(int seconds) {
     struct timespec ts = {0, 100 * 1000 * 1000};
     nanosleep(&ts, NULL);
   }
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
 }
 
 int main(int argc, char **argv) {
@@ -190,6 +200,38 @@ int main(int argc, char **argv) {
              (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
     append_line(argv[2], line);
     return 0;
+  }
+  if (!strcmp(mode, "progress") && argc > 3) {
+    long n = atol(argv[2]), ms = atol(argv[3]);
+    int hang_rank = argc > 5 ? atoi(argv[4]) : -1;
+    long hang_step = argc > 5 ? atol(argv[5]) : -1;
+    int first = atoi(env_or("DTRAIN_RESTART_COUNT", "0")) == 0;
+    printf("rank %d: progress page %s\n", my_rank(), dtr_progress_active() ? "attached" : "absent");
+    fflush(stdout);
+    for (long s = 1; s <= n && n <= 100000; s++) {
+      dtr_progress_step(s);
+      if (first && my_rank() == hang_rank && s == hang_step) {
+        dtr_progress_phase("stuck here", 0);
+        printf("rank %d: stuck at step %ld on purpose\n", my_rank(), s);
+        fflush(stdout);
+        bounded_pause(60);
+        return 1;
+      }
+      sleep_ms(ms);
+    }
+    printf("rank %d: %ld steps done (restart %s)\n", my_rank(), n, env_or("DTRAIN_RESTART_COUNT", "?"));
+    return 0;
+  }
+  if (!strcmp(mode, "fail-at") && argc > 3) {
+    long n = atol(argv[2]);
+    for (long s = 1; s <= n && n <= 100000; s++) {
+      dtr_progress_step(s);
+      sleep_ms(20);
+    }
+    if (argc > 4) dtr_progress_reason(argv[4]);
+    printf("rank %d: failing at step %ld with code %s\n", my_rank(), n, argv[3]);
+    fflush(stdout);
+    return atoi(argv[3]);
   }
   fprintf(stderr, "launch_worker: unknown mode '%s' (see the comment at the top of launch_worker.c)\n", mode);
   return 2;

@@ -32,11 +32,6 @@ static long checks, failed;
     }                                                              \
   } while (0)
 
-static const char *kind_name(dtr_launcher_kind k) {
-  static const char *n[] = {"single", "dtrain", "torchrun", "mpirun", "slurm"};
-  return (unsigned)k < 5 ? n[k] : "?";
-}
-
 /* The world ranks of this rank's group `which` ('d', 't', 'p'), in the group's coordinate order. */
 static int expected_members(const dtr_mesh *m, char which, int *out) {
   int n = 0;
@@ -130,7 +125,7 @@ int main(int argc, char **argv) {
     const dtr_mesh *m = dtr_runtime_mesh(rt);
     g_rank = id->rank;
     printf("runtime_check rank %d: launcher %s world %d local %d/%d node %d/%d store %s:%d ours %d\n",
-           id->rank, kind_name(id->launcher), id->world_size, id->local_rank, id->local_world_size,
+           id->rank, dtr_launcher_name(id->launcher), id->world_size, id->local_rank, id->local_world_size,
            id->node_rank, id->nnodes, id->store_host, id->store_port, id->store_is_ours);
     /* independent coordinates: rank = pp*(dp*tp) + dp*tp + tp */
     int dp = m->dp, tp = m->tp, pp = m->pp;

@@ -8,7 +8,9 @@
  *   - attention with heads split and the MLP with the hidden width split: output, input gradient and the
  *     slices of every parameter gradient;
  *   - vocabulary-parallel embedding (forward, dwte rows, dwpe) and cross-entropy (losses, probabilities,
- *     dlogits) against the full-vocabulary kernels.
+ *     dlogits) against the full-vocabulary kernels;
+ *   - the model's initialisation: every tensor of this rank's tp slice of a GPT equals the matching slice of
+ *     the whole model initialised from the same seed, bit for bit.
  * Tolerance: |split - unsplit| <= 2e-5 x max|unsplit| + 1e-6 for each compared tensor (a sum split over
  * ranks adds in another order; measured errors are printed). Prints "tp_check rank R: N checks ok, largest
  * relative error E" or "tp_check rank R: FAILED: what".
@@ -26,6 +28,7 @@
 #include "dtrain/comm.h"
 #include "dtrain/parallel.h"
 #include "dtrain/store.h"
+#include "runtime/model/gpt.h"
 #include "runtime/model/kernels_cuda.h"
 #include "tests/helpers/time_limit.h"
 
@@ -357,6 +360,40 @@ static void vocab(dtr_tp *tp) {
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
 }
 
+/* The model's initialisation: this rank's tp slice of every tensor equals, bit for bit, the matching
+ * rows / columns / per-head q, k, v rows of the whole model initialised from the same seed. */
+static void init_slices(dtr_tp *tp) {
+  const dtr__gpt_config cfg = {32, 8, 2, 8, 64}; /* vocab, block, layers, heads, embd */
+  char err[512] = "";
+  dtr__gpt *whole = NULL, *part = NULL;
+  dtr__gpt_part pa = dtr__gpt_whole(&cfg);
+  pa.tp = tp;
+  if (dtr__gpt_create(&cfg, 4242, 1, 1, &whole, err, sizeof err) != DTR_OK ||
+      dtr__gpt_create_part(&cfg, &pa, 4242, 1, 1, &part, err, sizeof err) != DTR_OK)
+    fail(err);
+  int n = dtr__gpt_num_tensors(part);
+  for (int i = 0; i < n; i++) {
+    const dtr__gpt_param *t = dtr__gpt_tensor(part, i), *w = dtr__gpt_tensor(whole, i);
+    if (!w || strcmp(t->name, w->name) != 0) fail("the part's tensors are not the whole model's, in order");
+    dtr__gpt_piece pc[3];
+    int np = dtr__gpt_param_pieces(t, tp->size, tp->rank, pc);
+    int64_t cols = t->ndim == 2 ? t->shape[1] : 1, gcols = t->ndim == 2 ? t->gshape[1] : 1;
+    for (int k = 0; k < np; k++)
+      for (int64_t r = 0; r < pc[k].rows; r++)
+        if (memcmp(dtr__gpt_params(part) + t->offset + (pc[k].lrow + r) * cols,
+                   dtr__gpt_params(whole) + w->offset + (pc[k].grow + r) * gcols + pc[k].gcol,
+                   (size_t)cols * sizeof(float)) != 0) {
+          char m[256];
+          snprintf(m, sizeof m, "initialisation: %s row %lld differs from the whole model's row %lld",
+                   t->name, (long long)(pc[k].lrow + r), (long long)(pc[k].grow + r));
+          fail(m);
+        }
+    g_checks++;
+  }
+  dtr__gpt_destroy(part);
+  dtr__gpt_destroy(whole);
+}
+
 int main(int argc, char **argv) {
   const char *rs = getenv("RANK"), *ws = getenv("WORLD_SIZE"), *ls = getenv("LOCAL_RANK");
   if (!rs || !ws) {
@@ -386,8 +423,11 @@ int main(int argc, char **argv) {
   dtr_tp tp = dtr_tp_make(c, 1);
   if (g_cuda && dtr_tp_make_cuda(c, local, &tp, err, sizeof err) != DTR_OK) fail(err);
   g_tp = &tp;
-  if (!g_cuda)
-    fg(&tp); /* exact integers through host buffers; the blocks below cover the device's all-reduces */
+  if (!g_cuda) { /* exact integers through host buffers (the blocks below cover the device's all-reduces), and
+                  the model's initialisation, which runs on the host */
+    fg(&tp);
+    init_slices(&tp);
+  }
   void (*checks[])(dtr_tp *) = {linear_column, linear_row, attention, mlp, vocab};
   for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
     checks[i](&tp);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What each checkpoint fault does, as the user sees it (ckpt_worker on 2 ranks under dtrain launch):
 # a rank SIGKILLed during a save, a truncated shard, flipped bytes in a chunk, a missing manifest,
-# `latest` naming nothing, a full disk and a read-only directory (tmpfs in a private mount namespace),
+# `latest` naming nothing, a full disk and a read-only directory (tmpfs in a private mount namespace), a FIFO
+# in place of a shard, a manifest or `latest`,
 # a manifest and a shard of a newer format, another job's checkpoint. In every case the committed
 # checkpoint before the damage loads with every value checked, and the message names the culprit.
 # ctest-labels: ckpt faults
@@ -150,3 +151,22 @@ echo "ok: another job's checkpoint refused naming the job; the right job loads i
 ok_run "$T/none" none 2 --load-expect none
 says none "as expected"
 echo "ok: empty directory: NOT_FOUND, registered memory untouched"
+
+# -- 11. a FIFO in place of a shard, of a manifest, of `latest` (issue 19: opening one waited for a writer
+# forever, so `dtrain ckpt verify` and the resume hung): refused at once as not a regular file
+copy fifo
+rm "$T/fifo/step_00000020/rank_00001.dtck" && mkfifo "$T/fifo/step_00000020/rank_00001.dtck"
+rm "$T/fifo/latest" && mkfifo "$T/fifo/latest"
+RC=0
+timeout 20 "$DTRAIN" ckpt verify "$T/fifo" --step 20 > "$T/log.fifo_verify" 2>&1 || RC=$?
+[ $RC = 1 ] || fail "fifo: dtrain ckpt verify exited $RC (124: it hung), want 1: $(cat "$T/log.fifo_verify")"
+says fifo_verify "rank_00001.dtck: not a regular file"
+ok_run "$T/fifo" fifo 2 --load-expect 10
+loaded fifo 2 10
+says fifo "rank_00001.dtck: not a regular file"
+copy fifo2
+rm "$T/fifo2/step_00000020/manifest.yaml" && mkfifo "$T/fifo2/step_00000020/manifest.yaml"
+ok_run "$T/fifo2" fifo2 2 --load-expect 10
+loaded fifo2 2 10
+says fifo2 "manifest.yaml: not a regular file"
+echo "ok: a FIFO as a shard, a manifest or latest: refused at once as not a regular file, step 10 loaded"

@@ -14,13 +14,23 @@ for f in bin/dtrain include/dtrain/store.h include/dtrain/common.h lib/libdtrain
 done
 "$prefix/bin/dtrain" --version | grep -q '^dtrain 0\.1\.0' || { echo "FAIL: installed dtrain --version"; exit 1; }
 
-# find_package(dtrain)
+# find_package(dtrain): CMake links with the library's directory as RUNPATH, so it runs as built
 cmake -S "$DTRAIN_SRC/tests/integration/consumer" -B "$tmp/consumer" -DCMAKE_PREFIX_PATH="$prefix" >"$tmp/cfg.log"
 cmake --build "$tmp/consumer" >"$tmp/build.log"
-LD_LIBRARY_PATH="$prefix/lib" "$tmp/consumer/consumer"
+env -u LD_LIBRARY_PATH "$tmp/consumer/consumer"
 
-# pkg-config
+# pkg-config: with the rpath variable the program runs as built; without it, only with LD_LIBRARY_PATH
+# (what dtrain.pc's comment says)
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
-cc -o "$tmp/consumer_pc" "$DTRAIN_SRC/tests/integration/consumer/consumer.c" $(pkg-config --cflags --libs dtrain)
-LD_LIBRARY_PATH="$prefix/lib" "$tmp/consumer_pc"
+src=$DTRAIN_SRC/tests/integration/consumer/consumer.c
+cc -o "$tmp/consumer_pc" "$src" $(pkg-config --cflags --libs dtrain) $(pkg-config --variable=rpath dtrain)
+env -u LD_LIBRARY_PATH "$tmp/consumer_pc"
+cc -o "$tmp/consumer_norpath" "$src" $(pkg-config --cflags --libs dtrain)
+if env -u LD_LIBRARY_PATH "$tmp/consumer_norpath" > "$tmp/norpath.log" 2>&1; then
+  echo "FAIL: a program linked without the rpath found libdtrain anyway: the rpath check proves nothing"; exit 1
+fi
+grep -q "libdtrain.so.0: cannot open shared object file" "$tmp/norpath.log" \
+  || { echo "FAIL: without the rpath: $(cat "$tmp/norpath.log")"; exit 1; }
+LD_LIBRARY_PATH=$(pkg-config --variable=libdir dtrain) "$tmp/consumer_norpath"
+grep -q -- '--variable=rpath' "$prefix/lib/pkgconfig/dtrain.pc" || { echo "FAIL: dtrain.pc does not say how"; exit 1; }
 echo "PASS: installed tree works through find_package and pkg-config"

@@ -8,7 +8,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/launch_lib.sh"
 # ---- global flags
 out=$(timeout 10 "$DTRAIN" --version) || fail "--version exit $?"
 [[ $(head -n1 <<<"$out") =~ ^dtrain\ 0\.1\.0\ \(features:\ [a-z\ ]+\)$ ]] || fail "--version printed '$out'"
-[[ $(sed -n 2p <<<"$out") =~ ^linked:\ .*\;\ GPUs\ visible:\ [0-9]+$ ]] || fail "--version second line: '$out'"
+[[ $(sed -n 2p <<<"$out") =~ ^libraries:\ .*\;\ GPUs\ visible:\ [0-9]+$ ]] || fail "--version second line: '$out'"
 timeout 10 "$DTRAIN" --help | grep -q "launch" || fail "dtrain --help does not list launch"
 timeout 10 "$DTRAIN" launch --help > "$T/h" || fail "launch --help exit $?"
 grep -q -- "--nproc-per-node" "$T/h" && grep -q -- "--rdzv-endpoint" "$T/h" || fail "launch --help lacks flags"

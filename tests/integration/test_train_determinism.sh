@@ -59,6 +59,9 @@ for f in metrics.csv summary.txt recipe.yaml loss.png; do [ -s "$T/a/$f" ] || fa
 [ "$(wc -l < "$T/a/metrics.csv")" = 61 ] || fail "metrics.csv should have 60 rows: $(wc -l < "$T/a/metrics.csv")"
 [ "$(cut -d, -f8 "$T/a/metrics.csv" | grep -c '[0-9]')" = 2 ] || fail "accuracy should be evaluated at steps 30 and 60"
 head -c 8 "$T/a/loss.png" | od -An -tx1 | grep -q "89 50 4e 47" || fail "loss.png is not a PNG"
+# the plot: the loss on a log axis, titled with the recipe's name and layout
+grep -qx "set logscale y" "$T/a/loss.gp" && grep -qx "set title 'det: 2 DP ranks, 60 steps' noenhanced" "$T/a/loss.gp" \
+  || fail "loss.gp: $(cat "$T/a/loss.gp")"
 # progress lines from rank 0 only: steps 1, 10, ..., 60
 grep -E '^\[0:0\] step +( 1|10|20|30|40|50|60)/60 \| loss [0-9.]+ \| lr [0-9.e+-]+ \| [0-9,]+ tok/s \| [0-9.]+ ms/step \| ETA [0-9hms]+' \
   "$T/a.out" | wc -l | grep -qx 7 || fail "progress lines: $(grep step "$T/a.out")"

@@ -9,6 +9,8 @@
 #     steps divide each gradient by the root of its running square, so a rounding difference in a
 #     gradient near zero becomes an update difference of up to the learning rate itself (3e-3); the
 #     measured differences are ~1e-5 and are printed;
+#   - with pipeline stages, the first and last stage's copies of the tied embedding (weights and AdamW
+#     moments) are bit-identical at the end;
 #   - each layout run twice is bit-identical (metrics.csv as text and the weights digest).
 # ZeRO-1 changes only who updates what: dp4 with and without it give the same bits.
 # ctest-labels: train tp pp slow
@@ -65,6 +67,11 @@ run() { # MODEL NAME NPROC [overrides...]: two runs, bit-identical
   [ -n "$da" ] && [ "$da" = "$db" ] || fail "$model $name: weights digests $da and $db"
   "$DTRAIN" ckpt export "$T/$model-$name-a/checkpoints" "$T/$model-$name.safetensors" > /dev/null \
     || fail "$model $name: export"
+  # with pipeline stages the first and the last hold a copy of the tied embedding: the same bits at the end
+  if [[ " $* " == *" parallel.pp="[2-9]* ]]; then
+    grep -q '^tied_embedding_identical=1$' "$T/$model-$name-a/summary.txt" \
+      || fail "$model $name: the tied embedding's copies: $(grep tied "$T/$model-$name-a/summary.txt")"
+  fi
 }
 golden() { # MODEL NAME NPROC [overrides...]: against the model's 1-rank run
   local model=$1 name=$2

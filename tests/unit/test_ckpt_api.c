@@ -142,6 +142,19 @@ static int exists(const char *sub, const char *name) {
   return stat(p, &st) == 0;
 }
 
+/* What the `latest` file says (-1: nothing readable). */
+static int64_t latest_file(const char *sub) {
+  char p[512];
+  snprintf(p, sizeof p, "%s/%s/latest", g_dir, sub);
+  FILE *f = fopen(p, "r");
+  long long v = -1;
+  if (f) {
+    if (fscanf(f, "%lld", &v) != 1) v = -1;
+    fclose(f);
+  }
+  return v;
+}
+
 static int64_t latest(const char *sub) {
   char p[512];
   snprintf(p, sizeof p, "%s/%s", g_dir, sub);
@@ -206,11 +219,18 @@ static void test_roundtrip_async_rotation(void) {
   model_fill(&m, 5);
   CHECK_EQ_INT(dtr_ckpt_save(ck, 5), DTR_OK);
   CHECK(exists("a", "step_00000005") && exists("a", "step_00000040"));
-  CHECK_EQ_INT(latest("a"), 5);
+  CHECK_EQ_INT(latest_file("a"), 5); /* the file says what committed last */
+  /* `latest` is a hint: the newest committed step number loads (issue 19: `latest` naming an older step
+   * used to win over newer valid steps) */
   model_zero(&m);
-  CHECK_EQ_INT(dtr_ckpt_load(ck, &step), DTR_OK); /* `latest` first */
-  CHECK_EQ_INT(step, 5);
-  CHECK(model_check(&m, 5));
+  CHECK_EQ_INT(dtr_ckpt_load(ck, &step), DTR_OK);
+  CHECK_EQ_INT(step, 40);
+  CHECK(model_check(&m, 40));
+  int64_t newest = -1;
+  char dir_a[512];
+  snprintf(dir_a, sizeof dir_a, "%s/a", g_dir);
+  CHECK_EQ_INT(dtr_ckpt_latest_step(dir_a, &newest), DTR_OK);
+  CHECK_EQ_INT(newest, 40);
 
   /* Saving a step that already exists replaces it. */
   model_fill(&m, 77);
@@ -500,6 +520,29 @@ static void test_stale(void) {
   dtr_ckpt_destroy(ck);
 }
 
+/* keep 0 keeps every committed step (issue 19: it used to keep 3), as a recipe's checkpoint.keep: 0 says;
+ * dtr_ckpt_config_default still rotates to 3. */
+static void test_keep_all(void) {
+  model m;
+  model_init(&m);
+  dtr_ckpt *ck = make("keep0", 0, NULL);
+  CHECK(ck != NULL);
+  if (!ck) return;
+  model_register(ck, &m);
+  for (int s = 1; s <= 6; s++) {
+    model_fill(&m, s);
+    CHECK_EQ_INT(dtr_ckpt_save(ck, s), DTR_OK);
+  }
+  for (int s = 1; s <= 6; s++) {
+    char name[32];
+    snprintf(name, sizeof name, "step_%08d", s);
+    CHECK(exists("keep0", name));
+  }
+  dtr_ckpt_destroy(ck);
+  CHECK_EQ_INT(dtr_ckpt_config_default("x").keep, 3);
+  model_free(&m);
+}
+
 int main(void) {
   snprintf(g_dir, sizeof g_dir, "/tmp/test_ckpt_api.XXXXXX");
   if (!mkdtemp(g_dir)) return 2;
@@ -509,6 +552,7 @@ int main(void) {
   test_pieces();
   test_not_found_and_bad_input();
   test_stale();
+  test_keep_all();
   char cmd[512];
   snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_dir);

@@ -242,6 +242,14 @@ static void test_precedence(void) {
   CHECK_EQ_INT(ident(slurm), DTR_OK);
   CHECK_EQ_INT(id.launcher, DTR_LAUNCHER_SLURM);
   CHECK_EQ_INT(id.rank, 3);
+  /* names for messages */
+  CHECK_EQ_STR(dtr_launcher_name(DTR_LAUNCHER_SINGLE), "single");
+  CHECK_EQ_STR(dtr_launcher_name(DTR_LAUNCHER_DTRAIN), "dtrain");
+  CHECK_EQ_STR(dtr_launcher_name(DTR_LAUNCHER_TORCHRUN), "torchrun");
+  CHECK_EQ_STR(dtr_launcher_name(DTR_LAUNCHER_MPIRUN), "mpirun");
+  CHECK_EQ_STR(dtr_launcher_name(id.launcher), "slurm");
+  CHECK_EQ_STR(dtr_launcher_name((dtr_launcher_kind)5), "?launcher");
+  CHECK_EQ_STR(dtr_launcher_name((dtr_launcher_kind)-1), "?launcher");
   /* a failed read leaves *out zeroed, not half-filled */
   CHECK_EQ_INT(ident(ENV("RANK=9", "WORLD_SIZE=2", "MASTER_ADDR=h", "MASTER_PORT=1")), DTR_ERR_INVALID);
   CHECK_EQ_INT(id.rank, 0);

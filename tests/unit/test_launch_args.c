@@ -42,6 +42,7 @@ int main(void) {
   CHECK(a.monitor_interval > 0.099 && a.monitor_interval < 0.101);
   CHECK(a.rdzv_timeout == 900);
   CHECK(a.grace_period == 5);
+  CHECK(a.worker_timeout == 180 && a.worker_start_timeout == 900);
   CHECK_EQ_INT(a.prog_argc, 1);
   CHECK_EQ_STR(a.prog_argv[0], "prog");
   CHECK_EQ_STR(a.role, "default");
@@ -164,6 +165,13 @@ int main(void) {
       parse(&a, "--grace-period", "2.5", "--master-addr", "10.0.0.1", "--master-port", "1234", "p", NULL),
       DTR_OK);
   CHECK(a.grace_period == 2.5);
+  CHECK_EQ_INT(parse(&a, "--worker-timeout", "0", "--worker_start_timeout=12.5", "p", NULL), DTR_OK);
+  CHECK(a.worker_timeout == 0 && a.worker_start_timeout == 12.5);
+  CHECK_EQ_INT(parse(&a, "--worker-timeout", "-1", "p", NULL), DTR_ERR_INVALID);
+  ERR_HAS("--worker-timeout");
+  CHECK_EQ_INT(
+      parse(&a, "--grace-period", "2.5", "--master-addr", "10.0.0.1", "--master-port", "1234", "p", NULL),
+      DTR_OK);
   CHECK_EQ_STR(a.master_addr, "10.0.0.1");
   CHECK_EQ_INT(a.master_port, 1234);
 

@@ -50,10 +50,12 @@ static void test_assign(void) {
   CHECK(strstr(err, "--node-rank 9") != NULL);
 
   /* node info text round trip */
-  char text[600];
+  char text[1100];
   dtr__node_info back;
   n[1].want_rank = 3;
   n[1].pid = 77;
+  strcpy(n[1].store, "10.0.0.1:41000");
+  n[1].primary = 1;
   int l = dtr__node_info_format(&n[1], text, sizeof text);
   CHECK_EQ_INT(dtr__node_info_parse(text, (size_t)l, &back), DTR_OK);
   CHECK_EQ_STR(back.host, "b");
@@ -61,7 +63,20 @@ static void test_assign(void) {
   CHECK_EQ_INT(back.nproc, 2);
   CHECK_EQ_INT(back.want_rank, 3);
   CHECK_EQ_INT(back.pid, 77);
+  CHECK_EQ_STR(back.store, "10.0.0.1:41000");
+  CHECK_EQ_INT(back.primary, 1);
   CHECK_EQ_INT(dtr__node_info_parse("garbage", 7, &back), DTR_ERR_PROTOCOL);
+
+  /* quorum after a round of prev nodes: a majority, half only for the side that kept the store */
+  CHECK_EQ_INT(dtr__rdzv_quorum(0, 1), 0);
+  CHECK_EQ_INT(dtr__rdzv_quorum(1, 1), 1);
+  CHECK_EQ_INT(dtr__rdzv_quorum(2, 1), 1);
+  CHECK_EQ_INT(dtr__rdzv_quorum(2, 0), 2);
+  CHECK_EQ_INT(dtr__rdzv_quorum(3, 1), 2);
+  CHECK_EQ_INT(dtr__rdzv_quorum(3, 0), 2);
+  CHECK_EQ_INT(dtr__rdzv_quorum(4, 0), 3);
+  CHECK_EQ_INT(dtr__rdzv_quorum(4, 1), 2);
+  CHECK_EQ_INT(dtr__rdzv_quorum(7, 1), 4);
 }
 
 static char *slurp(int fd) {
@@ -183,6 +198,41 @@ static void test_report(void) {
   char d[512];
   dtr__failure_describe(&f, d, sizeof d);
   CHECK(strstr(d, "rank 5") && strstr(d, "exited with code 3"));
+  /* what the progress page said, and the failure classes */
+  f.step = 57;
+  strcpy(f.phase, "checkpoint save");
+  strcpy(f.reason, "disk \"full\"");
+  f.exit_code = 80;
+  CHECK(dtr__failure_permanent(&f));
+  CHECK_EQ_INT(dtr__failure_exit_code(&f), 80);
+  j = dtr__failure_to_json(&f);
+  CHECK(j && dtr__failure_from_json(j, strlen(j), &g) == DTR_OK);
+  CHECK(g.step == 57);
+  CHECK_EQ_STR(g.phase, "checkpoint save");
+  CHECK_EQ_STR(g.reason, "disk \"full\"");
+  free(j);
+  dtr__failure_describe(&f, d, sizeof d);
+  CHECK(strstr(d, "a permanent failure: no restart) in phase 'checkpoint save' at step 57: disk \"full\""));
+  CHECK(dtr__failure_same(&f, &g));
+  g.step = 58;
+  CHECK(!dtr__failure_same(&f, &g));
+  g.step = f.step = -1; /* an unknown step is never "the same" */
+  CHECK(!dtr__failure_same(&f, &g));
+  f.exit_code = 3;
+  CHECK(!dtr__failure_permanent(&f));
+  strcpy(f.kind, "hung");
+  f.step = 9;
+  f.idle_s = 3.25;
+  f.limit_s = 3;
+  strcpy(f.dump, "/logs/rank_5.threads.txt");
+  CHECK_EQ_INT(dtr__failure_exit_code(&f), 1);
+  j = dtr__failure_to_json(&f);
+  CHECK(j && dtr__failure_from_json(j, strlen(j), &g) == DTR_OK);
+  CHECK(g.idle_s == 3.25 && g.limit_s == 3);
+  CHECK_EQ_STR(g.dump, "/logs/rank_5.threads.txt");
+  free(j);
+  dtr__failure_describe(&f, d, sizeof d);
+  CHECK(strstr(d, "made no progress for 3.2 s (limit 3 s) in phase 'checkpoint save' at step 9"));
   /* malformed input is refused, not crashed on */
   const char *bad[] = {
       "", "{", "{\"a\"", "{\"a\":}", "[1]", "{\"last_lines\": [1]}", "{\"x\": \"unterminated"};

@@ -7,8 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "dtrain/recipe.h"
 #include "tests/unit/test_util.h"
 
@@ -276,6 +278,42 @@ static void test_syntax_errors(void) {
   CHECK_EQ_STR(err, "/nonexistent/recipe.yaml: cannot open the recipe: No such file or directory");
   CHECK_EQ_INT(load(dir, 0, NULL), DTR_ERR_INVALID);
   CHECK_EQ_STR(err, expect(dir, "%P: the recipe is not a regular file"));
+  /* a FIFO is refused at once (issue 19: opening it waited for a writer forever) */
+  char fifo[PATH_MAX];
+  snprintf(fifo, sizeof fifo, "%s/fifo.yaml", dir);
+  CHECK_EQ_INT(mkfifo(fifo, 0600), 0);
+  CHECK_EQ_INT(load(fifo, 0, NULL), DTR_ERR_INVALID);
+  CHECK_EQ_STR(err, expect(fifo, "%P: the recipe is not a regular file"));
+  /* a byte that is not UTF-8 is reported where it is (issue 19: always at 1:1) */
+  BAD("job:\n  name: x\ntrain:\n  steps: 5\xff"
+      "0\n",
+      0, "%P:4:11: YAML syntax error: invalid leading UTF-8 octet (byte 0xff)", NULL);
+  BAD("# \xc3\xa9t\xc3\xa9\ntrain: {steps: 3, lr: \xc3}\n", 0,
+      "%P:2:24: YAML syntax error: invalid trailing UTF-8 octet (byte 0x7d)", NULL);
+  /* nesting is bounded, and so is the time: 200 KB of nested lists took 38 s (quadratic in libyaml's
+   * scanner) before the check; now they are refused at the 65th bracket, in well under a second */
+  {
+    size_t n = 100000;
+    char *deep = malloc(2 * n + 32);
+    strcpy(deep, "train:\n  steps: ");
+    size_t at = strlen(deep);
+    memset(deep + at, '[', n);
+    memset(deep + at + n, ']', n);
+    strcpy(deep + at + 2 * n, "\n");
+    int64_t t0 = dtr__now_ms();
+    CHECK_EQ_INT(load(put("deep.yaml", deep), 0, NULL), DTR_ERR_INVALID);
+    CHECK(dtr__now_ms() - t0 < 1000);
+    CHECK(strstr(err, "deep.yaml:2:74: flow collections ([ or {) nested deeper than 64") != NULL);
+    /* 64 levels, quoted brackets and comments are fine (they reach the type check) */
+    strcpy(deep, "train:\n  steps: ");
+    at = strlen(deep);
+    memset(deep + at, '[', 64);
+    memset(deep + at + 64, ']', 64);
+    strcpy(deep + at + 128, " # [[[[\n  precision: '[[[['\n");
+    CHECK_EQ_INT(load(put("deep64.yaml", deep), 0, NULL), DTR_ERR_INVALID);
+    CHECK(strstr(err, "train.steps: expected a single value, got a list") != NULL);
+    free(deep);
+  }
   /* the default warmup (10) shrinks to a short run's steps; a warmup set by hand does not */
   CHECK_EQ_INT(load(put("short.yaml", "train:\n  steps: 3\n"), 0, NULL), DTR_OK);
   CHECK_EQ_INT(R.train.warmup_steps, 3);
@@ -368,8 +406,7 @@ static void test_combinations(void) {
   BAD("train:\n  global_batch: 64\n  micro_batch: 16\nparallel:\n  dp: 8\nlaunch:\n  nproc_per_node: 8\n", 0,
       "%P:2:17: train: global_batch 64 is not a multiple of micro_batch 16 x dp 8 = 128", NULL);
   BAD("train:\n  steps: 0\n", 0, "%P:2:10: train.steps: 0 must be at least 1", NULL);
-  BAD("train:\n  steps: 10\n  warmup_steps: 11\n", 0,
-      "%P:3:17: train.warmup_steps: 11 is not between 0 and train.steps 10", NULL);
+  BAD("train:\n  warmup_steps: -1\n", 0, "%P:2:17: train.warmup_steps: -1 is negative", NULL);
   BAD("train:\n  lr: 0.001\n  min_lr: 0.01\n", 0,
       "%P:3:11: train.min_lr: 0.01 is not between 0 and train.lr 0.001", NULL);
   BAD("train:\n  beta2: 1\n", 0, "%P:2:10: train.beta2: 1 is not in [0, 1)", NULL);
@@ -411,9 +448,21 @@ static void test_overrides(void) {
       err,
       "override 'parallel.dp=3': parallel: dp*tp*pp = 3*1*1 = 3, but the launch section makes 4 ranks "
       "(nproc_per_node 4 x nnodes 1)");
-  CHECK_EQ_INT(load(p, 0, "train.warmup_steps=700", NULL), DTR_ERR_INVALID);
+  /* a warmup longer than the run is clamped to it, with a warning that names where it came from */
+  CHECK_EQ_INT(load(p, 0, "train.warmup_steps=700", NULL), DTR_OK);
+  CHECK_EQ_INT(R.train.warmup_steps, 600);
   CHECK_EQ_STR(
-      err, "override 'train.warmup_steps=700': train.warmup_steps: 700 is not between 0 and train.steps 600");
+      R.warnings,
+      "override 'train.warmup_steps=700': train.warmup_steps 700 is more than train.steps 600: warming "
+      "up over all 600 steps");
+  const char *w = put("warm.yaml", "train:\n  steps: 10\n  warmup_steps: 11\n");
+  CHECK_EQ_INT(load(w, 0, "train.steps=4", NULL), DTR_OK);
+  CHECK_EQ_INT(R.train.warmup_steps, 4);
+  CHECK_EQ_STR(
+      R.warnings,
+      expect(w, "%P:3:17: train.warmup_steps 11 is more than train.steps 4: warming up over all 4 steps"));
+  CHECK_EQ_INT(load(p, 0, NULL), DTR_OK);
+  CHECK_EQ_STR(R.warnings, "");
   /* the later of two overrides wins */
   CHECK_EQ_INT(load(p, 0, "train.steps=5", "train.steps=50", NULL), DTR_OK);
   CHECK_EQ_INT(R.train.steps, 50);

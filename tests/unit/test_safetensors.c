@@ -258,6 +258,35 @@ static void write_raw(const char *path, const void *a, size_t n) {
   }
 }
 
+/* One integer of a Hugging Face config.json: nested values of every kind skipped, absence and bad JSON
+ * told apart. */
+static void test_json_member(void) {
+  char err[512];
+  int64_t v = -1;
+  const char *cfg =
+      "{\"architectures\": [\"GPT2LMHeadModel\"], \"n_ctx\": 1024, \"task_specific_params\": {\"text\": "
+      "{\"do_sample\": true, \"max_length\": 50, \"x\": [1, -2.5e3, null, \"a\\\"b\"]}}, "
+      "\"layer_norm_epsilon\": 1e-05, \"n_head\": 12, \"n_layer\": 12}";
+  CHECK_EQ_INT(dtr__json_member_int(cfg, strlen(cfg), "n_head", &v, err, sizeof err), DTR_OK);
+  CHECK_EQ_INT(v, 12);
+  CHECK_EQ_INT(dtr__json_member_int(cfg, strlen(cfg), "n_ctx", &v, err, sizeof err), DTR_OK);
+  CHECK_EQ_INT(v, 1024);
+  /* nested keys are not top-level members; a member that is no integer is not one either */
+  CHECK_EQ_INT(dtr__json_member_int(cfg, strlen(cfg), "max_length", &v, err, sizeof err), DTR_ERR_NOT_FOUND);
+  CHECK_EQ_INT(dtr__json_member_int(cfg, strlen(cfg), "layer_norm_epsilon", &v, err, sizeof err),
+               DTR_ERR_NOT_FOUND);
+  CHECK_EQ_INT(dtr__json_member_int("{}", 2, "n_head", &v, err, sizeof err), DTR_ERR_NOT_FOUND);
+  const char *bad = "{\"n_embd\": 768, \"n_head\" 12}";
+  CHECK_EQ_INT(dtr__json_member_int(bad, strlen(bad), "n_head", &v, err, sizeof err), DTR_ERR_PROTOCOL);
+  CHECK(strstr(err, "byte") != NULL);
+  char deep[256] = "{\"a\": ";
+  for (int k = 0; k < 80; k++) strcat(deep, "[");
+  for (int k = 0; k < 80; k++) strcat(deep, "]");
+  strcat(deep, "}");
+  CHECK_EQ_INT(dtr__json_member_int(deep, strlen(deep), "n_head", &v, err, sizeof err), DTR_ERR_PROTOCOL);
+  CHECK(strstr(err, "nested") != NULL);
+}
+
 static void test_bad_files(void) {
   char path[512], err[512];
   dtr__sft_file *f = NULL;
@@ -372,6 +401,7 @@ int main(void) {
   test_parse_ok();
   test_parse_bad();
   test_bad_files();
+  test_json_member();
   test_mutations();
   char cmd[512];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);

@@ -120,6 +120,66 @@ static void test_silent_client(void) {
   CHECK(server_healthy());
 }
 
+/* The memory this process (the server runs in it) has allocated, in bytes: its virtual size, since
+ * an untouched allocation is not resident yet but is the store's all the same. */
+static long vm_bytes(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  long pages = 0;
+  if (f) {
+    if (fscanf(f, "%ld", &pages) != 1) pages = 0;
+    fclose(f);
+  }
+  return pages * sysconf(_SC_PAGESIZE);
+}
+
+/* Issue 19: an authenticated connection that trickles a message, or announces a 32 MiB frame and
+ * stops, used to be kept forever with the whole announced size allocated (20 of them took the store
+ * from 9 MB to 632 MB). Now the buffer grows with the bytes that arrive, and a message must be whole
+ * within DTRAIN_STORE_FRAME_MS (500 ms here). */
+static void test_slow_and_partial_messages(void) {
+  long before = vm_bytes();
+  int fds[20];
+  for (int i = 0; i < 20; i++) {
+    fds[i] = raw_connect(g_port);
+    CHECK(fds[i] >= 0 && raw_hello(fds[i], TOKEN) == 0);
+    uint8_t head[104] = {0};
+    put32(head, 32u << 20); /* a SET of 32 MiB is announced; 100 bytes of it arrive */
+    head[4] = DTR__SP_SET;
+    CHECK(raw_send(fds[i], head, sizeof head) == 0);
+  }
+  sleep_ms(200);
+  long grown = vm_bytes() - before;
+  CHECK(grown < 32L << 20); /* was 20 x 32 MiB */
+  printf("20 partial 32 MiB frames: the process's memory grew by %ld KiB\n", grown / 1024);
+  for (int i = 0; i < 20; i++) {
+    CHECK(raw_wait_closed(fds[i], 3000)); /* dropped at the frame deadline */
+    close(fds[i]);
+  }
+  /* one byte every 100 ms of an otherwise valid request: dropped after 500 ms, not served at 3 s */
+  int fd = raw_connect(g_port);
+  CHECK(fd >= 0 && raw_hello(fd, TOKEN) == 0);
+  dtr__sp_buf b = {0};
+  const char *key = "slow";
+  size_t kl = 4;
+  CHECK(dtr__sp_encode_request(&b, DTR__SP_TRY_GET, 0, 0, 0, 1, &key, &kl, 0, NULL, NULL) == DTR_OK);
+  int64_t t0 = dtr__now_ms();
+  int sent = 0;
+  for (size_t i = 0; i + 1 < b.len; i++) {
+    if (raw_send(fd, b.p + i, 1) != 0) break;
+    sent++;
+    sleep_ms(100);
+    if (dtr__now_ms() - t0 > 3000) break;
+  }
+  CHECK(raw_wait_closed(fd, 3000));
+  int64_t dt = dtr__now_ms() - t0;
+  CHECK(dt < 2500);
+  printf("a request trickled one byte per 100 ms: dropped after %lld ms (%d of %zu bytes sent)\n",
+         (long long)dt, sent, b.len);
+  dtr__sp_buf_free(&b);
+  close(fd);
+  CHECK(server_healthy());
+}
+
 static void test_closed_port(void) {
   int port;
   char err[256] = "";
@@ -174,10 +234,12 @@ static void test_not_a_store(void) {
 
 int main(void) {
   setenv("DTRAIN_STORE_HANDSHAKE_MS", "300", 1);
+  setenv("DTRAIN_STORE_FRAME_MS", "500", 1);
   g_srv = start_server(&g_port);
   test_tokens();
   test_bad_messages();
   test_silent_client();
+  test_slow_and_partial_messages();
   test_closed_port();
   test_port_taken();
   test_not_a_store();
