@@ -488,8 +488,7 @@ static void request_stop(agent *a, int sig) {
   dtr_result rc = dtr_store_add(a->main, key, 1, &v);
   key_of(a, key, sizeof key, "event");
   int vl = snprintf(val, sizeof val, "preempt\n%d %d", a->rz.node_rank, sig);
-  if (rc == DTR_OK)
-    rc = dtr_store_cas(a->main, key, NULL, 0, val, (size_t)vl, &swapped, NULL, NULL);
+  if (rc == DTR_OK) rc = dtr_store_cas(a->main, key, NULL, 0, val, (size_t)vl, &swapped, NULL, NULL);
   if (rc != DTR_OK && rc != DTR_ERR_EXISTS)
     DTR_WARN("could not tell the other nodes about the stop request: %s (%s)", dtr_strerror(rc),
              dtr_store_last_error(a->main));

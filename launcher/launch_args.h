@@ -24,13 +24,6 @@ typedef struct dtr_launch_args {
   char rdzv_id[129];                      /* "" when not given */
   char rdzv_backend[32];                  /* accepted for torchrun compatibility: c10d, static, dtrain */
   int standalone;
-  int max_restarts;        /* default 0 */
-  double monitor_interval; /* seconds, default 0.1 */
-  double rdzv_timeout;     /* seconds, default 900 */
-  double last_call;        /* seconds; -1: DTRAIN_RDZV_LAST_CALL_MS or 1 s */
-  double grace_period;     /* seconds, default 5 */
-  double stop_timeout;     /* seconds the workers get to stop after a stop request, default 60 */
-  int max_requeues;        /* Slurm: requeue a stopped job while SLURM_RESTART_COUNT is below */
   int max_restarts;            /* default 0 */
   double monitor_interval;     /* seconds, default 0.1 */
   double rdzv_timeout;         /* seconds, default 900 */
@@ -38,6 +31,8 @@ typedef struct dtr_launch_args {
   double grace_period;         /* seconds, default 5 */
   double worker_timeout;       /* seconds without progress before a rank is hung (default 180; 0: off) */
   double worker_start_timeout; /* the same before its first step and in slow phases (default 900; 0: off) */
+  double stop_timeout;         /* seconds the workers get to stop after a stop request, default 60 */
+  int max_requeues;            /* Slurm: requeue a stopped job while SLURM_RESTART_COUNT is below */
   char log_dir[DTR_LAUNCH_MAX_STR];
   int tee;       /* 0-3: 1 stdout, 2 stderr, 3 both */
   int redirects; /* 0-3, same bits */

@@ -12,8 +12,8 @@
 /* Exit codes of a job that stopped on request (docs/cli.md), beside DTR_EXIT_PREEMPTED (86: a preemption
  * signal or the time limit; requeued, or to be resumed by hand outside Slurm). The workers stopped at a
  * step boundary and saved their state first. */
-#define DTR_EXIT_STOPPED_TERM 85  /* SIGTERM inside Slurm (scancel, the batch script gone): not requeued */
-#define DTR_EXIT_REQUEUE_LIMIT 87 /* preempted, but the job was requeued its limit of times already */
+#define DTR_EXIT_STOPPED_TERM 85   /* SIGTERM inside Slurm (scancel, the batch script gone): not requeued */
+#define DTR_EXIT_REQUEUE_LIMIT 87  /* preempted, but the job was requeued its limit of times already */
 #define DTR_EXIT_REQUEUE_FAILED 88 /* preempted, but scontrol is missing or refused (it says what it ran) */
 
 /* The Slurm ports: the rendezvous store of a job that spans nodes listens on 10000 + job id % 10000, so

@@ -5,8 +5,9 @@ What counts, in code blocks (fenced, or indented 4 spaces after a blank line):
 - a `dtrain ...` command (also `$ dtrain`, `./build/bin/dtrain`, after `ENV=value` words, at the end of
   an `a && b && dtrain ...` chain, several on one line separated by ", "): run in a sandbox where the
   paths the docs use exist (recipes/, runs/<recipe>/checkpoints of short real runs, /ckpt/..., /tmp/...
-  mapped under the sandbox). `run`, `launch` and `store` run with --dry-run (they check everything and
-  start nothing); `ckpt` commands and --help/--version run as written. Each must exit 0.
+  mapped under the sandbox). `run`, `launch`, `store` and `sbatch` run with --dry-run (they check
+  everything and start nothing; sbatch prints the job script); `ckpt` commands and --help/--version run
+  as written. Each must exit 0. Lines `dtrain error: ...`/`dtrain warning: ...` are quoted messages.
 - a synopsis (placeholders such as RECIPE, DIR, [--step N], a|b, ...): the command must exist and every
   --flag it shows must be in its --help.
 - a recipe fragment (YAML whose top-level keys are recipe sections): written to a recipe file beside
@@ -102,11 +103,14 @@ def commands(block):
             l = l[2:]
         if "&&" in l:
             l = l.split("&&")[-1].strip()
+        l = re.split(r"\s&(\s|$)", l)[0]  # `dtrain ... & pid=$!`: the command before the &
         for part in re.split(r",\s+(?=dtrain\b)", l):
             words = part.split()
             k = 0
             while k < len(words) and re.match(r"^[A-Z_][A-Z0-9_]*=", words[k]):
                 k += 1
+            if k + 1 < len(words) and words[k + 1] in ("error:", "warning:"):
+                continue  # a message dtrain prints, quoted as it appears
             if k < len(words) and re.match(r"^(\./build/bin/)?dtrain$", words[k]):
                 out.append(part)
     return out
@@ -161,8 +165,8 @@ def check_command(where, line):
     if not words or words[0] in ("--help", "-h", "--version") or "--help" in words:
         note("help")
         cmd = words
-    elif words[0] == "run":
-        note("run --dry-run")
+    elif words[0] in ("run", "sbatch"):
+        note(words[0] + " --dry-run")
         cmd = words + ([] if "--dry-run" in words else ["--dry-run"])
     elif words[0] == "launch":
         note("launch --dry-run")
