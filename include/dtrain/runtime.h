@@ -216,11 +216,6 @@ DTR_API void dtr_progress_reason(const char *reason);
  * does not do yet (tp or pp > 1; on the cpu, precision other than fp32; device cuda in a build without
  * CUDA, or without launch.backend nccl). Pure; `dtrain run` calls it before starting any rank. */
 DTR_API dtr_result dtr_train_check(const dtr_recipe *r, char *err, size_t errcap);
-/* Whether this machine can run it now: DTR_ERR_UNSUPPORTED for train.device cuda where no CUDA device is
- * visible. Not pure, so kept apart from dtr_train_check: a recipe for GPUs checks on a login node
- * (`dtrain run --dry-run`, `dtrain sbatch`); `dtrain run` calls both before starting a rank, and
- * dtr_train fails with DTR_ERR_PERMANENT when either refuses. */
-DTR_API dtr_result dtr_train_check_here(const dtr_recipe *r, char *err, size_t errcap);
 
 /* Train the recipe on this process's rank (dtr_init inside). Returns DTR_OK when the steps are done. */
 DTR_API dtr_result dtr_train(const dtr_recipe *r, char *err, size_t errcap);

@@ -57,6 +57,13 @@ dtr_result dtr_train_check(const dtr_recipe *r, char *err, size_t errcap) {
                        "memory, which only NCCL moves",
                        r->path, r->launch.backend[0] ? r->launch.backend : "(unset)");
     }
+    if (dtr__cuda_device_count() == 0) {
+      const char *vis = dtr__param_str("CUDA_VISIBLE_DEVICES", NULL);
+      return dtr__fail(err, errcap, DTR_ERR_UNSUPPORTED,
+                       "%s: train.device=cuda: no CUDA device is visible on this machine%s%s%s (set "
+                       "train.device=cpu, or run where the GPUs are)",
+                       r->path, vis ? " (CUDA_VISIBLE_DEVICES=" : "", vis ? vis : "", vis ? ")" : "");
+    }
     if (r->train.precision[0] && strcmp(r->train.precision, "fp32") != 0 &&
         strcmp(r->train.precision, "bf16") != 0) {
       return dtr__fail(err, errcap, DTR_ERR_UNSUPPORTED,
@@ -78,25 +85,13 @@ dtr_result dtr_train_check(const dtr_recipe *r, char *err, size_t errcap) {
   return DTR_OK;
 }
 
-dtr_result dtr_train_check_here(const dtr_recipe *r, char *err, size_t errcap) {
-  if (on_cuda(r) && dtr__cuda_device_count() == 0) {
-    const char *vis = dtr__param_str("CUDA_VISIBLE_DEVICES", NULL);
-    return dtr__fail(err, errcap, DTR_ERR_UNSUPPORTED,
-                     "%s: train.device=cuda: no CUDA device is visible on this machine%s%s%s (set "
-                     "train.device=cpu, or run where the GPUs are)",
-                     r->path, vis ? " (CUDA_VISIBLE_DEVICES=" : "", vis ? vis : "", vis ? ")" : "");
-  }
-  return DTR_OK;
-}
-
 static dtr_result setup(trainer *t) {
   const dtr_recipe *r = t->r;
   char *err = t->err;
   size_t errcap = t->errcap;
   dtr_progress_phase("start-up", 1);
   /* what this trainer cannot run now it will not run after a restart either: a missing GPU, say */
-  if (dtr_train_check(r, err, errcap) != DTR_OK || dtr_train_check_here(r, err, errcap) != DTR_OK)
-    return DTR_ERR_PERMANENT;
+  if (dtr_train_check(r, err, errcap) != DTR_OK) return DTR_ERR_PERMANENT;
   t->threads = r->train.threads > 0 ? r->train.threads : (int)dtr__param_int("OMP_NUM_THREADS", 1);
   if (t->threads < 1) t->threads = 1;
 
