@@ -191,10 +191,8 @@ int dtr__cmd_run(int argc, char **argv) {
       goto out;
     }
   }
-  /* A valid recipe the built-in trainer cannot run yet stops here too, not on every rank; so does one this
-   * machine cannot run (no GPU), except with --dry-run, which checks a recipe anywhere (a login node). */
-  if (dtr_train_check(&r, err, sizeof err) != DTR_OK ||
-      (!dry_run && dtr_train_check_here(&r, err, sizeof err) != DTR_OK)) {
+  /* A valid recipe the built-in trainer cannot run yet (tp, pp, cuda) stops here too, not on every rank. */
+  if (dtr_train_check(&r, err, sizeof err) != DTR_OK || dtr_train_check_here(&r, err, sizeof err) != DTR_OK) {
     fprintf(stderr, "%s\n", err);
     goto out;
   }

@@ -235,13 +235,13 @@ DTR_API void dtr_progress_reason(const char *reason);
 /* ---- the built-in trainer */
 
 /* Whether the built-in trainer can run a valid recipe: DTR_ERR_UNSUPPORTED naming the key for what it
- * does not do yet (tp or pp > 1; on the cpu, precision other than fp32; device cuda in a build without
- * CUDA, or without launch.backend nccl). Pure; `dtrain run` calls it before starting any rank. */
+ * does not do yet (on cuda: tp or pp > 1, ZeRO-1, a precision other than fp32/bf16; on the cpu, one
+ * other than fp32; device cuda in a build without CUDA, or without launch.backend nccl). Pure. */
 DTR_API dtr_result dtr_train_check(const dtr_recipe *r, char *err, size_t errcap);
-/* Whether this machine can run it now: DTR_ERR_UNSUPPORTED for train.device cuda where no CUDA device is
- * visible. Not pure, so kept apart from dtr_train_check: a recipe for GPUs checks on a login node
- * (`dtrain run --dry-run`, `dtrain sbatch`); `dtrain run` calls both before starting a rank, and
- * dtr_train fails with DTR_ERR_PERMANENT when either refuses. */
+/* Whether this machine can run it: DTR_ERR_UNSUPPORTED for train.device cuda where no CUDA device is
+ * visible. Apart from dtr_train_check because it is not pure: `dtrain sbatch` checks a GPU recipe on a
+ * login node without GPUs (dtr_train_check only); `dtrain run` (--dry-run too) calls both before
+ * starting a rank, and dtr_train fails with DTR_ERR_PERMANENT when either refuses. */
 DTR_API dtr_result dtr_train_check_here(const dtr_recipe *r, char *err, size_t errcap);
 
 /* Train the recipe on this process's rank (dtr_init inside). Returns DTR_OK when the steps are done, and

@@ -62,9 +62,23 @@ YAML
 # ---- recipe checks: they need no GPU
 features=$("$DTRAIN" --version | head -n1)
 if grep -qw cuda <<< "$features"; then
-  "$DTRAIN" run "$T/r.yaml" --dry-run > "$T/dry.out" 2>&1 || fail "a cuda recipe is refused by a build with CUDA: $(cat "$T/dry.out")"
-  "$DTRAIN" run "$SRC/recipes/gpt-small-gpu.yaml" --dry-run > "$T/dry2.out" 2>&1 \
-    || fail "recipes/gpt-small-gpu.yaml: $(cat "$T/dry2.out")"
+  # with a visible GPU the check accepts a cuda recipe; without one it refuses it (2), naming why
+  gpus_here=0
+  "$DTRAIN" --version | grep -q 'GPUs visible: [1-9]' && gpus_here=1
+  for r in "$T/r.yaml" "$SRC/recipes/gpt-small-gpu.yaml"; do
+    rc=0
+    "$DTRAIN" run "$r" --dry-run > "$T/dry.out" 2>&1 || rc=$?
+    if [ $gpus_here = 1 ]; then
+      [ $rc = 0 ] || fail "$r: refused by a build with CUDA and a GPU: $(cat "$T/dry.out")"
+    else
+      [ $rc = 2 ] && grep -q "no CUDA device is visible" "$T/dry.out" ||
+        fail "$r without a visible GPU: exit $rc, want 2 naming it: $(cat "$T/dry.out")"
+    fi
+  done
+  # a Slurm job for GPUs is written on a login node, which has none: dtrain sbatch checks the recipe only
+  "$DTRAIN" sbatch "$SRC/recipes/gpt-small-gpu.yaml" --dry-run > "$T/sb.out" 2>&1 ||
+    fail "dtrain sbatch --dry-run of a cuda recipe: $(cat "$T/sb.out")"
+  grep -q '^#SBATCH --gpus-per-node=' "$T/sb.out" || fail "the cuda job script asks for no GPU: $(cat "$T/sb.out")"
 else
   "$DTRAIN" run "$T/r.yaml" --dry-run > "$T/dry.out" 2>&1 && fail "a build without CUDA accepted train.device cuda"
   grep -Eq "r.yaml:[0-9]+:[0-9]+: train.device cuda: this dtrain was built without CUDA" "$T/dry.out" \
