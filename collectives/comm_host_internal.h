@@ -146,6 +146,10 @@ typedef struct dtr__host_waitctx {
   const dtr__op *op;
   int64_t deadline;
   const char *what; /* e.g. "did not arrive" detail appended to messages (may be NULL) */
+  /* Asked when rank j is found gone: did what we wait for from it arrive after all? A rank may publish
+   * its last part and exit between the caller's last look and the liveness check. NULL: no. */
+  int (*arrived)(const dtr__host *h, int j, const void *arg);
+  const void *arg;
 } dtr__host_waitctx;
 dtr_result dtr__host_check(dtr_comm *c, dtr__host *h, const dtr__host_waitctx *w);
 /* Is rank j still attached (its lock on the segment is held)? */

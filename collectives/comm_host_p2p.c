@@ -102,6 +102,13 @@ static void describe(const dtr__host *h, const dtr_p2p *ops, const xfer *xs, int
   (void)h;
 }
 
+/* dtr__host_waitctx.arrived of a p2p: this rank's bell rang since *seen, so a peer that left may have
+ * pushed its last bytes first (it rings after pushing); pull them before calling it lost. */
+static int bell_moved(const dtr__host *h, int j, const void *seen) {
+  (void)j;
+  return atomic_load_explicit(&h->ctl[h->r].bell, memory_order_acquire) != *(const uint32_t *)seen;
+}
+
 dtr_result dtr__host_p2p(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t deadline) {
   const int n = h->n, nops = op->np2p;
   const dtr_p2p *ops = op->p2p;
@@ -168,7 +175,7 @@ dtr_result dtr__host_p2p(dtr_comm *c, dtr__host *h, const dtr__op *op, int64_t d
     int np = 0;
     for (int i = 0; i < nops; i++)
       if (xs[i].pos < xs[i].total) peers[np++] = ops[i].peer;
-    dtr__host_waitctx w = {peers, np, op, deadline, NULL};
+    dtr__host_waitctx w = {peers, np, op, deadline, NULL, bell_moved, &bell};
     dtr_result rc = dtr__host_check(c, h, &w);
     if (rc == DTR_ERR_TIMEOUT) {
       char what[512];

@@ -89,7 +89,7 @@ dtr_result dtr__host_check(dtr_comm *c, dtr__host *h, const dtr__host_waitctx *w
     h->next_live_check = now + LIVE_CHECK_MS;
     for (int k = 0; k < w->npeers; k++) {
       int j = w->peers[k];
-      if (j != h->r && !dtr__host_peer_alive(h, j))
+      if (j != h->r && !dtr__host_peer_alive(h, j) && !(w->arrived && w->arrived(h, j, w->arg)))
         return dtr__comm_fail(c, DTR_ERR_CONNECTION,
                               "%s seq %llu: rank %d (pid %d) died or left the communicator%s%s",
                               kind_name(w->op), w->op ? (unsigned long long)w->op->seq : 0ull, j,
@@ -117,6 +117,11 @@ static void format_ranks(char *buf, size_t cap, const int *r, int k) {
     len += (size_t)snprintf(buf + len, cap - len, "%s%d", i ? ", " : "", r[i]);
 }
 
+/* dtr__host_waitctx.arrived of dtr__host_wait_step: rank j published the step waited for. */
+static int step_reached(const dtr__host *h, int j, const void *target) {
+  return dtr__host_ge(atomic_load_explicit(&h->ctl[j].step, memory_order_acquire), *(const uint32_t *)target);
+}
+
 dtr_result dtr__host_wait_step(dtr_comm *c, dtr__host *h, int only, uint32_t target, const dtr__op *op,
                                int64_t deadline) {
   int lo = only >= 0 ? only : 0, hi = only >= 0 ? only + 1 : h->n;
@@ -141,7 +146,7 @@ dtr_result dtr__host_wait_step(dtr_comm *c, dtr__host *h, int only, uint32_t tar
       int lag[256];
       int nl = laggards(h, only, target, lag, 256);
       if (nl == 0) break;
-      dtr__host_waitctx w = {lag, nl, op, deadline, NULL};
+      dtr__host_waitctx w = {lag, nl, op, deadline, NULL, step_reached, &target};
       dtr_result rc = dtr__host_check(c, h, &w);
       if (rc == DTR_ERR_TIMEOUT) {
         char ranks[512];
