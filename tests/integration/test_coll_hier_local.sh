@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The host backend's hierarchical all-reduce, reduce-scatter and all-gather on one machine
-# (DTRAIN_HOST_FAKE_NODES=k: the ranks count as k nodes of contiguous ranks, so each fake node gets its
-# own shared-memory segment and the nodes talk TCP): coll_check BIT-IDENTICAL to the rank-ordered reference on 4 ranks as 2 nodes, 6 as 3, 8 as
-# 4 and 8 as 2, and on 4 ranks as 4 nodes (one rank per node: the chain alone). --big (2x2, 4x1, and
-# 3x2 and 3x1 with small chunks; the other cases would add minutes under ASan, not paths) adds all-reduces of
-# 4 and 12 MiB and reduce-scatters / all-gathers of 4 MiB blocks, and small chunk settings make them
-# cross many outer chunks, wrap the chain's rings and end ragged. The "-all" cases set the thresholds
-# to 0 so that all sizes (1 element, counts below the number of local ranks, ...) take the hierarchical
-# paths; every case checks in the debug log that the hierarchical (or chained) all-reduce, and with
-# several ranks per node the hierarchical reduce-scatter and all-gather, ran on every rank.
+# (DTRAIN_HOST_FAKE_NODES=k: the ranks count as k nodes of contiguous ranks, so each fake node gets its own
+# shared-memory segment and the nodes talk TCP): coll_check BIT-IDENTICAL to the rank-ordered reference on 4
+# ranks as 2 nodes, 6 as 3, 8 as 4 and 8 as 2, and on 4 ranks as 4 nodes (one rank per node: the chain
+# alone). --big (2x2, 4x1, and 3x2 and 3x1 with small chunks; the other cases would add minutes under ASan,
+# not paths) adds all-reduces of 4 and 12 MiB and reduce-scatters / all-gathers of 4 MiB blocks, and small
+# chunk settings make them cross many outer chunks, wrap the chain's rings and end ragged. Under sanitizers
+# (DTRAIN_TEST_SANITIZED) only 2x2 and 3x2-all keep --big: the others' MiB sizes cost minutes there and take
+# the same paths. The "-all" cases set the thresholds to 0 so that all sizes (1 element, counts below the
+# number of local ranks, ...) take the hierarchical paths; every case checks in the debug log that the
+# hierarchical (or chained) all-reduce, and with several ranks per node the hierarchical reduce-scatter and
+# all-gather, ran on every rank.
 # Then a rank that dies mid all-reduce: every other rank fails naming it, within the deadline; and a
 # rank that stalls alive: every other rank times out naming it.
 # ctest-labels: coll
@@ -50,8 +52,10 @@ run_case() {
 # every case here turns it on from 16 KiB (the "-all" cases from 0 bytes).
 export DTRAIN_HOST_HIER_RS_MIN_BYTES=16384
 # Default thresholds and chunks, with the MiB-size cases.
+BIG=--big
+[ -n "${DTRAIN_TEST_SANITIZED:-}" ] && BIG=
 run_case 2x2 4 2 --quick --big
-DTRAIN_HOST_CHAIN_MIN_NODES=2 run_case 4x1 4 4 --quick --big
+DTRAIN_HOST_CHAIN_MIN_NODES=2 run_case 4x1 4 4 --quick $BIG
 # Everything hierarchical, small chunks: many outer chunks, the chain's rings wrap, ragged ends,
 # slices shorter than the alignment or empty.
 export DTRAIN_HOST_HIER_MIN_BYTES=0 DTRAIN_HOST_CHAIN_MIN_BYTES=0 DTRAIN_HOST_CHAIN_MIN_NODES=2
@@ -62,7 +66,7 @@ run_case 3x2-all 6 3 --quick --big
 run_case 4x2-all 8 4 --quick
 run_case 2x4-all 8 2 --quick
 run_case 4x1-all 4 4 --quick
-DTRAIN_HOST_CHAIN_DIRECT=1 run_case 3x1-direct 3 3 --quick --big
+DTRAIN_HOST_CHAIN_DIRECT=1 run_case 3x1-direct 3 3 --quick $BIG
 unset DTRAIN_HOST_HIER_CHUNK_BYTES DTRAIN_HOST_CHAIN_CHUNK_BYTES
 
 # A rank leaves in the middle of a 16 MiB all-reduce (2 fake nodes x 2 ranks): the others must fail
