@@ -20,6 +20,26 @@ const char *dtr__param_env(char *const *envp, const char *name) {
   return NULL;
 }
 
+dtr_result dtr__param_env_int(char *const *envp, const char *name, long lo, long hi, int def, int def_ok,
+                              int *out, const char *who, char *err, size_t cap) {
+  const char *v = dtr__param_env(envp, name);
+  if (!v) {
+    if (def_ok) {
+      *out = def;
+      return DTR_OK;
+    }
+    return dtr__fail(err, cap, DTR_ERR_INVALID, "%s environment: %s is not set", who, name);
+  }
+  char *end;
+  errno = 0;
+  long x = strtol(v, &end, 10);
+  if (errno || *end || end == v || x < lo || x > hi)
+    return dtr__fail(err, cap, DTR_ERR_INVALID, "%s environment: %s='%.64s' is not an integer in [%ld, %ld]",
+                     who, name, v, lo, hi);
+  *out = (int)x;
+  return DTR_OK;
+}
+
 int64_t dtr__param_int(const char *name, int64_t def) {
   const char *v = dtr__param_str(name, NULL);
   if (!v) return def;

@@ -33,24 +33,6 @@ static int is_number(const char *v) {
   return strlen(v) < 19;
 }
 
-/* An integer variable in [lo, hi]; def when unset. */
-static dtr_result read_int(char *const *envp, const char *name, long lo, long hi, int def, int *out,
-                           char *err, size_t cap) {
-  const char *v = dtr__param_env(envp, name);
-  if (!v) {
-    *out = def;
-    return DTR_OK;
-  }
-  char *end;
-  errno = 0;
-  long x = strtol(v, &end, 10);
-  if (errno || *end || end == v || x < lo || x > hi)
-    return dtr__fail(err, cap, DTR_ERR_INVALID,
-                     "Slurm environment: %s='%.64s' is not an integer in [%ld, %ld]", name, v, lo, hi);
-  *out = (int)x;
-  return DTR_OK;
-}
-
 static const char *first_of(char *const *envp, const char *a, const char *b, const char **which) {
   const char *v = dtr__param_env(envp, a);
   *which = a;
@@ -87,18 +69,23 @@ dtr_result dtr__slurm_read(char *const *envp, dtr__slurm *s, char *err, size_t c
     snprintf(s->requeue_id, sizeof s->requeue_id, "%s", s->job_id);
 
   const char *nn = dtr__param_env(envp, "SLURM_JOB_NUM_NODES") ? "SLURM_JOB_NUM_NODES" : "SLURM_NNODES";
-  DTR_CHECK(read_int(envp, nn, 1, 1 << 20, 1, &s->alloc_nodes, err, cap));
+  DTR_CHECK(dtr__param_env_int(envp, nn, 1, 1 << 20, 1, 1, &s->alloc_nodes, "Slurm", err, cap));
   if (s->in_step) {
     int tasks;
-    DTR_CHECK(read_int(envp, "SLURM_STEP_NUM_NODES", 1, 1 << 20, s->alloc_nodes, &s->step_nodes, err, cap));
-    DTR_CHECK(read_int(envp, "SLURM_STEP_NUM_TASKS", 1, INT_MAX, s->step_nodes, &tasks, err, cap));
+    DTR_CHECK(dtr__param_env_int(envp, "SLURM_STEP_NUM_NODES", 1, 1 << 20, s->alloc_nodes, 1, &s->step_nodes,
+                                 "Slurm", err, cap));
+    DTR_CHECK(dtr__param_env_int(envp, "SLURM_STEP_NUM_TASKS", 1, INT_MAX, s->step_nodes, 1, &tasks, "Slurm",
+                                 err, cap));
     /* several tasks per node: at least one node has more than one (an exact count per node is not needed) */
     s->tasks_on_node = (tasks + s->step_nodes - 1) / s->step_nodes;
   }
-  DTR_CHECK(read_int(envp, "SLURM_PROCID", 0, INT_MAX, 0, &s->procid, err, cap));
-  DTR_CHECK(read_int(envp, "SLURM_RESTART_COUNT", 0, INT_MAX, 0, &s->restart_count, err, cap));
-  DTR_CHECK(read_int(envp, "SLURM_CPUS_ON_NODE", 0, INT_MAX, 0, &s->cpus_on_node, err, cap));
-  DTR_CHECK(read_int(envp, "SLURM_GPUS_ON_NODE", 0, INT_MAX, 0, &s->gpus_on_node, err, cap));
+  DTR_CHECK(dtr__param_env_int(envp, "SLURM_PROCID", 0, INT_MAX, 0, 1, &s->procid, "Slurm", err, cap));
+  DTR_CHECK(dtr__param_env_int(envp, "SLURM_RESTART_COUNT", 0, INT_MAX, 0, 1, &s->restart_count, "Slurm", err,
+                               cap));
+  DTR_CHECK(
+      dtr__param_env_int(envp, "SLURM_CPUS_ON_NODE", 0, INT_MAX, 0, 1, &s->cpus_on_node, "Slurm", err, cap));
+  DTR_CHECK(
+      dtr__param_env_int(envp, "SLURM_GPUS_ON_NODE", 0, INT_MAX, 0, 1, &s->gpus_on_node, "Slurm", err, cap));
 
   const char *nl = NULL;
   if (s->in_step) nl = first_of(envp, "SLURM_STEP_NODELIST", NULL, &var);

@@ -25,11 +25,6 @@ const char *dtr_launcher_name(dtr_launcher_kind k) {
 #define DERIVED_PORT_SPAN 10000
 #define MAX_HOSTS 65536
 
-/* A variable's value from envp (NULL: this process's environment); unset and empty both read as NULL. */
-static const char *env_get(char *const *envp, const char *name) {
-  return dtr__param_env(envp, name);
-}
-
 static dtr_result failv(char *err, size_t errcap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static dtr_result failv(char *err, size_t errcap, const char *fmt, ...) {
   char msg[512];
@@ -51,23 +46,6 @@ static int parse_int(const char *s, long lo, long hi, int *out) {
   return 1;
 }
 
-/* *out = the variable's value; missing: def when def_ok, else an error naming it. */
-static dtr_result get_int(char *const *envp, const char *name, long lo, long hi, int def, int def_ok,
-                          int *out, const char *who, char *err, size_t errcap) {
-  const char *v = env_get(envp, name);
-  if (!v) {
-    if (def_ok) {
-      *out = def;
-      return DTR_OK;
-    }
-    return failv(err, errcap, "%s environment: %s is not set", who, name);
-  }
-  if (!parse_int(v, lo, hi, out))
-    return failv(err, errcap, "%s environment: %s='%.64s' is not an integer in [%ld, %ld]", who, name, v, lo,
-                 hi);
-  return DTR_OK;
-}
-
 static uint32_t fnv1a(const char *s) {
   uint32_t h = 2166136261u;
   for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
@@ -80,13 +58,13 @@ static uint32_t fnv1a(const char *s) {
 static dtr_result store_port(char *const *envp, const char *jobid, const char *who, int *port, char *err,
                              size_t errcap) {
   int p;
-  if (env_get(envp, "DTRAIN_STORE_PORT")) {
-    DTR_CHECK(get_int(envp, "DTRAIN_STORE_PORT", 1, 65535, 0, 0, &p, who, err, errcap));
+  if (dtr__param_env(envp, "DTRAIN_STORE_PORT")) {
+    DTR_CHECK(dtr__param_env_int(envp, "DTRAIN_STORE_PORT", 1, 65535, 0, 0, &p, who, err, errcap));
     *port = p;
     return DTR_OK;
   }
-  if (env_get(envp, "MASTER_PORT")) {
-    DTR_CHECK(get_int(envp, "MASTER_PORT", 1, 65534, 0, 0, &p, who, err, errcap));
+  if (dtr__param_env(envp, "MASTER_PORT")) {
+    DTR_CHECK(dtr__param_env_int(envp, "MASTER_PORT", 1, 65534, 0, 0, &p, who, err, errcap));
     *port = p + 1;
     return DTR_OK;
   }
@@ -171,16 +149,16 @@ static dtr_result check_ranges(const dtr_identity *id, const char *who, const ch
 static dtr_result from_dtrain(char *const *envp, dtr_identity *id, char *err, size_t errcap) {
   const char *w = "dtrain";
   id->launcher = DTR_LAUNCHER_DTRAIN;
-  DTR_CHECK(parse_store(env_get(envp, "DTRAIN_STORE"), id, err, errcap));
-  DTR_CHECK(get_int(envp, "RANK", 0, INT_MAX, 0, 0, &id->rank, w, err, errcap));
-  DTR_CHECK(get_int(envp, "WORLD_SIZE", 1, INT_MAX, 0, 0, &id->world_size, w, err, errcap));
-  DTR_CHECK(get_int(envp, "LOCAL_RANK", 0, INT_MAX, id->rank, 1, &id->local_rank, w, err, errcap));
-  DTR_CHECK(get_int(envp, "LOCAL_WORLD_SIZE", 1, INT_MAX, id->world_size, 1, &id->local_world_size, w, err,
-                    errcap));
-  const char *nr = env_get(envp, "DTRAIN_NODE_RANK") ? "DTRAIN_NODE_RANK" : "GROUP_RANK";
-  const char *nn = env_get(envp, "DTRAIN_NNODES") ? "DTRAIN_NNODES" : "GROUP_WORLD_SIZE";
-  DTR_CHECK(get_int(envp, nr, 0, INT_MAX, 0, 1, &id->node_rank, w, err, errcap));
-  DTR_CHECK(get_int(envp, nn, 1, INT_MAX, 1, 1, &id->nnodes, w, err, errcap));
+  DTR_CHECK(parse_store(dtr__param_env(envp, "DTRAIN_STORE"), id, err, errcap));
+  DTR_CHECK(dtr__param_env_int(envp, "RANK", 0, INT_MAX, 0, 0, &id->rank, w, err, errcap));
+  DTR_CHECK(dtr__param_env_int(envp, "WORLD_SIZE", 1, INT_MAX, 0, 0, &id->world_size, w, err, errcap));
+  DTR_CHECK(dtr__param_env_int(envp, "LOCAL_RANK", 0, INT_MAX, id->rank, 1, &id->local_rank, w, err, errcap));
+  DTR_CHECK(dtr__param_env_int(envp, "LOCAL_WORLD_SIZE", 1, INT_MAX, id->world_size, 1, &id->local_world_size,
+                               w, err, errcap));
+  const char *nr = dtr__param_env(envp, "DTRAIN_NODE_RANK") ? "DTRAIN_NODE_RANK" : "GROUP_RANK";
+  const char *nn = dtr__param_env(envp, "DTRAIN_NNODES") ? "DTRAIN_NNODES" : "GROUP_WORLD_SIZE";
+  DTR_CHECK(dtr__param_env_int(envp, nr, 0, INT_MAX, 0, 1, &id->node_rank, w, err, errcap));
+  DTR_CHECK(dtr__param_env_int(envp, nn, 1, INT_MAX, 1, 1, &id->nnodes, w, err, errcap));
   id->store_is_ours = 0;
   return check_ranges(id, w, "RANK", "WORLD_SIZE", "LOCAL_RANK", nr, err, errcap);
 }
@@ -188,18 +166,19 @@ static dtr_result from_dtrain(char *const *envp, dtr_identity *id, char *err, si
 static dtr_result from_torchrun(char *const *envp, dtr_identity *id, char *err, size_t errcap) {
   const char *w = "torchrun-style";
   id->launcher = DTR_LAUNCHER_TORCHRUN;
-  DTR_CHECK(get_int(envp, "RANK", 0, INT_MAX, 0, 0, &id->rank, w, err, errcap));
-  DTR_CHECK(get_int(envp, "WORLD_SIZE", 1, INT_MAX, 0, 0, &id->world_size, w, err, errcap));
-  DTR_CHECK(get_int(envp, "LOCAL_RANK", 0, INT_MAX, id->rank, 1, &id->local_rank, w, err, errcap));
-  DTR_CHECK(get_int(envp, "LOCAL_WORLD_SIZE", 1, INT_MAX, id->world_size, 1, &id->local_world_size, w, err,
-                    errcap));
-  DTR_CHECK(get_int(envp, "GROUP_RANK", 0, INT_MAX, 0, 1, &id->node_rank, w, err, errcap));
-  DTR_CHECK(get_int(envp, "GROUP_WORLD_SIZE", 1, INT_MAX, 1, 1, &id->nnodes, w, err, errcap));
+  DTR_CHECK(dtr__param_env_int(envp, "RANK", 0, INT_MAX, 0, 0, &id->rank, w, err, errcap));
+  DTR_CHECK(dtr__param_env_int(envp, "WORLD_SIZE", 1, INT_MAX, 0, 0, &id->world_size, w, err, errcap));
+  DTR_CHECK(dtr__param_env_int(envp, "LOCAL_RANK", 0, INT_MAX, id->rank, 1, &id->local_rank, w, err, errcap));
+  DTR_CHECK(dtr__param_env_int(envp, "LOCAL_WORLD_SIZE", 1, INT_MAX, id->world_size, 1, &id->local_world_size,
+                               w, err, errcap));
+  DTR_CHECK(dtr__param_env_int(envp, "GROUP_RANK", 0, INT_MAX, 0, 1, &id->node_rank, w, err, errcap));
+  DTR_CHECK(dtr__param_env_int(envp, "GROUP_WORLD_SIZE", 1, INT_MAX, 1, 1, &id->nnodes, w, err, errcap));
   DTR_CHECK(check_ranges(id, w, "RANK", "WORLD_SIZE", "LOCAL_RANK", "GROUP_RANK", err, errcap));
-  const char *addr = env_get(envp, "MASTER_ADDR");
+  const char *addr = dtr__param_env(envp, "MASTER_ADDR");
   if (!addr && id->world_size > 1) return failv(err, errcap, "%s environment: MASTER_ADDR is not set", w);
   DTR_CHECK(set_host(id, addr ? addr : "127.0.0.1", "MASTER_ADDR", w, err, errcap));
-  if (!env_get(envp, "MASTER_PORT") && !env_get(envp, "DTRAIN_STORE_PORT") && id->world_size > 1)
+  if (!dtr__param_env(envp, "MASTER_PORT") && !dtr__param_env(envp, "DTRAIN_STORE_PORT") &&
+      id->world_size > 1)
     return failv(err, errcap, "%s environment: MASTER_PORT is not set (nor DTRAIN_STORE_PORT)", w);
   DTR_CHECK(store_port(envp, NULL, w, &id->store_port, err, errcap));
   id->store_is_ours = 1;
@@ -209,11 +188,13 @@ static dtr_result from_torchrun(char *const *envp, dtr_identity *id, char *err, 
 static dtr_result from_mpirun(char *const *envp, dtr_identity *id, char *err, size_t errcap) {
   const char *w = "Open MPI";
   id->launcher = DTR_LAUNCHER_MPIRUN;
-  DTR_CHECK(get_int(envp, "OMPI_COMM_WORLD_RANK", 0, INT_MAX, 0, 0, &id->rank, w, err, errcap));
-  DTR_CHECK(get_int(envp, "OMPI_COMM_WORLD_SIZE", 1, INT_MAX, 0, 0, &id->world_size, w, err, errcap));
-  DTR_CHECK(get_int(envp, "OMPI_COMM_WORLD_LOCAL_RANK", 0, INT_MAX, 0, 1, &id->local_rank, w, err, errcap));
-  DTR_CHECK(get_int(envp, "OMPI_COMM_WORLD_LOCAL_SIZE", 1, INT_MAX, id->world_size, 1, &id->local_world_size,
-                    w, err, errcap));
+  DTR_CHECK(dtr__param_env_int(envp, "OMPI_COMM_WORLD_RANK", 0, INT_MAX, 0, 0, &id->rank, w, err, errcap));
+  DTR_CHECK(
+      dtr__param_env_int(envp, "OMPI_COMM_WORLD_SIZE", 1, INT_MAX, 0, 0, &id->world_size, w, err, errcap));
+  DTR_CHECK(dtr__param_env_int(envp, "OMPI_COMM_WORLD_LOCAL_RANK", 0, INT_MAX, 0, 1, &id->local_rank, w, err,
+                               errcap));
+  DTR_CHECK(dtr__param_env_int(envp, "OMPI_COMM_WORLD_LOCAL_SIZE", 1, INT_MAX, id->world_size, 1,
+                               &id->local_world_size, w, err, errcap));
   /* Open MPI names no node index; with its default by-slot mapping (every node full before the next)
    * rank / local size is it. */
   id->node_rank = id->rank / id->local_world_size;
@@ -222,13 +203,13 @@ static dtr_result from_mpirun(char *const *envp, dtr_identity *id, char *err, si
                          "OMPI_COMM_WORLD_RANK", err, errcap));
   /* The store (backend host only): MASTER_ADDR, else loopback when every rank is on this node; left
    * empty (dtr_init then asks for MASTER_ADDR) when the ranks span nodes. */
-  const char *addr = env_get(envp, "MASTER_ADDR");
+  const char *addr = dtr__param_env(envp, "MASTER_ADDR");
   if (addr)
     DTR_CHECK(set_host(id, addr, "MASTER_ADDR", w, err, errcap));
   else if (id->local_world_size == id->world_size)
     snprintf(id->store_host, sizeof id->store_host, "127.0.0.1");
-  const char *job = env_get(envp, "OMPI_MCA_ess_base_jobid");
-  if (!job) job = env_get(envp, "PMIX_NAMESPACE");
+  const char *job = dtr__param_env(envp, "OMPI_MCA_ess_base_jobid");
+  if (!job) job = dtr__param_env(envp, "PMIX_NAMESPACE");
   DTR_CHECK(store_port(envp, job, w, &id->store_port, err, errcap));
   id->store_is_ours = 1;
   return DTR_OK;
@@ -237,17 +218,18 @@ static dtr_result from_mpirun(char *const *envp, dtr_identity *id, char *err, si
 static dtr_result from_slurm(char *const *envp, dtr_identity *id, char *err, size_t errcap) {
   const char *w = "Slurm";
   id->launcher = DTR_LAUNCHER_SLURM;
-  const char *nt =
-      !env_get(envp, "SLURM_NTASKS") && env_get(envp, "SLURM_NPROCS") ? "SLURM_NPROCS" : "SLURM_NTASKS";
-  const char *nn = env_get(envp, "SLURM_STEP_NUM_NODES") ? "SLURM_STEP_NUM_NODES" : "SLURM_NNODES";
-  DTR_CHECK(get_int(envp, "SLURM_PROCID", 0, INT_MAX, 0, 0, &id->rank, w, err, errcap));
-  DTR_CHECK(get_int(envp, nt, 1, INT_MAX, 0, 0, &id->world_size, w, err, errcap));
-  DTR_CHECK(get_int(envp, "SLURM_LOCALID", 0, INT_MAX, 0, 1, &id->local_rank, w, err, errcap));
-  DTR_CHECK(get_int(envp, "SLURM_NODEID", 0, INT_MAX, 0, 1, &id->node_rank, w, err, errcap));
-  DTR_CHECK(get_int(envp, nn, 1, INT_MAX, 1, 1, &id->nnodes, w, err, errcap));
-  const char *tpn_var =
-      env_get(envp, "SLURM_STEP_TASKS_PER_NODE") ? "SLURM_STEP_TASKS_PER_NODE" : "SLURM_TASKS_PER_NODE";
-  const char *tpn = env_get(envp, tpn_var);
+  const char *nt = !dtr__param_env(envp, "SLURM_NTASKS") && dtr__param_env(envp, "SLURM_NPROCS")
+                       ? "SLURM_NPROCS"
+                       : "SLURM_NTASKS";
+  const char *nn = dtr__param_env(envp, "SLURM_STEP_NUM_NODES") ? "SLURM_STEP_NUM_NODES" : "SLURM_NNODES";
+  DTR_CHECK(dtr__param_env_int(envp, "SLURM_PROCID", 0, INT_MAX, 0, 0, &id->rank, w, err, errcap));
+  DTR_CHECK(dtr__param_env_int(envp, nt, 1, INT_MAX, 0, 0, &id->world_size, w, err, errcap));
+  DTR_CHECK(dtr__param_env_int(envp, "SLURM_LOCALID", 0, INT_MAX, 0, 1, &id->local_rank, w, err, errcap));
+  DTR_CHECK(dtr__param_env_int(envp, "SLURM_NODEID", 0, INT_MAX, 0, 1, &id->node_rank, w, err, errcap));
+  DTR_CHECK(dtr__param_env_int(envp, nn, 1, INT_MAX, 1, 1, &id->nnodes, w, err, errcap));
+  const char *tpn_var = dtr__param_env(envp, "SLURM_STEP_TASKS_PER_NODE") ? "SLURM_STEP_TASKS_PER_NODE"
+                                                                          : "SLURM_TASKS_PER_NODE";
+  const char *tpn = dtr__param_env(envp, tpn_var);
   if (tpn) {
     if (!tasks_on_node(tpn, id->node_rank, &id->local_world_size))
       return failv(err, errcap, "Slurm environment: %s='%.64s' is malformed or names no count for node %d",
@@ -258,10 +240,10 @@ static dtr_result from_slurm(char *const *envp, dtr_identity *id, char *err, siz
   DTR_CHECK(check_ranges(id, w, "SLURM_PROCID", nt, "SLURM_LOCALID", "SLURM_NODEID", err, errcap));
 
   /* Rank 0 runs on the first node of the step; MASTER_ADDR overrides (a name the nodes resolve). */
-  const char *nl_var = env_get(envp, "SLURM_STEP_NODELIST")  ? "SLURM_STEP_NODELIST"
-                       : env_get(envp, "SLURM_JOB_NODELIST") ? "SLURM_JOB_NODELIST"
-                                                             : "SLURM_NODELIST";
-  const char *nl = env_get(envp, nl_var);
+  const char *nl_var = dtr__param_env(envp, "SLURM_STEP_NODELIST")  ? "SLURM_STEP_NODELIST"
+                       : dtr__param_env(envp, "SLURM_JOB_NODELIST") ? "SLURM_JOB_NODELIST"
+                                                                    : "SLURM_NODELIST";
+  const char *nl = dtr__param_env(envp, nl_var);
   if (nl) { /* validated even when MASTER_ADDR wins: a bad list is a bad environment */
     int n = 0;
     char e2[300] = "";
@@ -278,16 +260,16 @@ static dtr_result from_slurm(char *const *envp, dtr_identity *id, char *err, siz
       return failv(err, errcap, "Slurm environment: %s='%.64s' names %d hosts but %s=%d", nl_var, nl, n, nn,
                    id->nnodes);
     }
-    if (!env_get(envp, "MASTER_ADDR")) memcpy(id->store_host, names[0], sizeof id->store_host);
+    if (!dtr__param_env(envp, "MASTER_ADDR")) memcpy(id->store_host, names[0], sizeof id->store_host);
     free(names);
   }
-  const char *addr = env_get(envp, "MASTER_ADDR");
+  const char *addr = dtr__param_env(envp, "MASTER_ADDR");
   if (addr) DTR_CHECK(set_host(id, addr, "MASTER_ADDR", w, err, errcap));
   if (!id->store_host[0] && id->nnodes == 1) snprintf(id->store_host, sizeof id->store_host, "127.0.0.1");
   char job[160] = "", *jobp = NULL;
-  const char *jid = env_get(envp, "SLURM_JOB_ID"), *sid = env_get(envp, "SLURM_STEP_ID");
-  if (!jid) jid = env_get(envp, "SLURM_JOBID");
-  if (!sid) sid = env_get(envp, "SLURM_STEPID");
+  const char *jid = dtr__param_env(envp, "SLURM_JOB_ID"), *sid = dtr__param_env(envp, "SLURM_STEP_ID");
+  if (!jid) jid = dtr__param_env(envp, "SLURM_JOBID");
+  if (!sid) sid = dtr__param_env(envp, "SLURM_STEPID");
   if (jid) {
     snprintf(job, sizeof job, "%.64s.%.64s", jid, sid ? sid : "0");
     jobp = job;
@@ -302,13 +284,13 @@ dtr_result dtr_identity_from_env(char *const *envp, dtr_identity *out, char *err
   memset(out, 0, sizeof *out);
   dtr_identity id = {.launcher = DTR_LAUNCHER_SINGLE, .world_size = 1, .local_world_size = 1, .nnodes = 1};
   dtr_result rc;
-  if (env_get(envp, "DTRAIN_STORE"))
+  if (dtr__param_env(envp, "DTRAIN_STORE"))
     rc = from_dtrain(envp, &id, err, errcap);
-  else if (env_get(envp, "RANK") || env_get(envp, "WORLD_SIZE"))
+  else if (dtr__param_env(envp, "RANK") || dtr__param_env(envp, "WORLD_SIZE"))
     rc = from_torchrun(envp, &id, err, errcap);
-  else if (env_get(envp, "OMPI_COMM_WORLD_RANK") || env_get(envp, "OMPI_COMM_WORLD_SIZE"))
+  else if (dtr__param_env(envp, "OMPI_COMM_WORLD_RANK") || dtr__param_env(envp, "OMPI_COMM_WORLD_SIZE"))
     rc = from_mpirun(envp, &id, err, errcap);
-  else if (env_get(envp, "SLURM_PROCID"))
+  else if (dtr__param_env(envp, "SLURM_PROCID"))
     rc = from_slurm(envp, &id, err, errcap);
   else
     rc = DTR_OK;
@@ -317,15 +299,15 @@ dtr_result dtr_identity_from_env(char *const *envp, dtr_identity *out, char *err
 }
 
 void dtr__identity_token(char *const *envp, const dtr_identity *id, char *buf, size_t cap) {
-  const char *t = env_get(envp, "DTRAIN_JOB_TOKEN");
+  const char *t = dtr__param_env(envp, "DTRAIN_JOB_TOKEN");
   if (t && strlen(t) <= DTR_STORE_MAX_TOKEN) {
     snprintf(buf, cap, "%s", t);
     return;
   }
-  const char *job = env_get(envp, "TORCHELASTIC_RUN_ID");
-  if (!job) job = env_get(envp, "SLURM_JOB_ID");
-  if (!job) job = env_get(envp, "OMPI_MCA_ess_base_jobid");
-  if (!job) job = env_get(envp, "PMIX_NAMESPACE");
+  const char *job = dtr__param_env(envp, "TORCHELASTIC_RUN_ID");
+  if (!job) job = dtr__param_env(envp, "SLURM_JOB_ID");
+  if (!job) job = dtr__param_env(envp, "OMPI_MCA_ess_base_jobid");
+  if (!job) job = dtr__param_env(envp, "PMIX_NAMESPACE");
   snprintf(buf, cap, "dtrain-%s-%.64s-%.64s-%d", dtr_launcher_name(id->launcher), job ? job : "nojob",
            id->store_host, id->store_port);
 }
