@@ -503,23 +503,31 @@ static int stop_requested_elsewhere(agent *a) {
   return dtr_store_add(a->main, key, 0, &v) == DTR_OK && v > 0;
 }
 
+/* The worker is gone, having exited with code. */
+static int exited_with(const dtr__worker *w, int code) {
+  return !w->running && WIFEXITED(w->status) && WEXITSTATUS(w->status) == code;
+}
+
+static int all_exited_zero(const agent *a) {
+  for (int i = 0; i < a->nw; i++)
+    if (!exited_with(&a->w[i], 0)) return 0;
+  return 1;
+}
+
 static void on_children(agent *a) {
-  int all_ok = 1;
   for (int i = 0; i < a->nw; i++) {
     dtr__worker *w = &a->w[i];
     if (dtr__worker_reap(w)) {
       dtr__worker_close_pipes(w);
-      int bad = !(WIFEXITED(w->status) && WEXITSTATUS(w->status) == 0);
+      int bad = !exited_with(w, 0);
       /* a worker that saved and stopped by itself (a signal of its own): the job stops, nothing failed */
-      if (bad && WIFEXITED(w->status) && WEXITSTATUS(w->status) == DTR_EXIT_PREEMPTED &&
-          a->outcome == OUT_NONE && !a->stopping) {
+      if (exited_with(w, DTR_EXIT_PREEMPTED) && a->outcome == OUT_NONE && !a->stopping) {
         DTR_INFO("rank %d stopped on request (exit %d); asking every rank to stop", w->rank,
                  DTR_EXIT_PREEMPTED);
         request_stop(a, 0);
       }
       if (bad && !a->stopping && a->outcome == OUT_NONE) worker_failed(a, w);
-      if (bad && a->stop_requested &&
-          !(WIFEXITED(w->status) && WEXITSTATUS(w->status) == DTR_EXIT_PREEMPTED)) {
+      if (bad && a->stop_requested && !exited_with(w, DTR_EXIT_PREEMPTED)) {
         char how[64];
         if (WIFSIGNALED(w->status))
           snprintf(how, sizeof how, "was killed by SIG%s", sigabbrev_np(WTERMSIG(w->status)));
@@ -531,9 +539,8 @@ static void on_children(agent *a) {
             w->rank, how, DTR_EXIT_PREEMPTED);
       }
     }
-    if (w->running || !(WIFEXITED(w->status) && WEXITSTATUS(w->status) == 0)) all_ok = 0;
   }
-  if (all_ok && !a->local_done && a->outcome == OUT_NONE && !a->stopping) {
+  if (!a->local_done && a->outcome == OUT_NONE && !a->stopping && all_exited_zero(a)) {
     a->local_done = 1;
     local_all_done(a);
   }
@@ -793,9 +800,7 @@ static enum outcome run_attempt(agent *a) {
   free(map);
   free(running);
 
-  a->all_zero = 1;
-  for (int i = 0; i < a->nw; i++)
-    if (a->w[i].running || !WIFEXITED(a->w[i].status) || WEXITSTATUS(a->w[i].status) != 0) a->all_zero = 0;
+  a->all_zero = all_exited_zero(a);
   /* the attempt is over: nothing of it may outlive it */
   for (int i = 0; i < a->nw; i++) {
     dtr__worker *w = &a->w[i];
