@@ -7,6 +7,25 @@
 # With a GPU, a build without CUDA or a program that finds no usable device is a failure, and so is
 # any exit but 0 or a missing `NAME: N checks, 0 failed` summary. Returns only when the checks passed.
 # GPU_NODEV_EXPECT (a grep -E pattern), when set, must match the output of a run without a GPU.
+#   gpu_require_nccl
+# for the tests that start ranks on GPUs over NCCL: skips (77) without a GPU (`nvidia-smi -L` fails, or
+# dtrain sees none), fails when GPUs are there but the build has no NCCL (a build problem, not missing
+# hardware); sets gpus to the number dtrain sees.
+gpu_require_nccl() {
+  if ! nvidia-smi -L > /dev/null 2>&1; then
+    echo "no CUDA device: skipped (nvidia-smi -L failed)"
+    exit 77
+  fi
+  gpus=$("$DTRAIN" --version | sed -n 's/.*GPUs visible: \([0-9]*\).*/\1/p')
+  if [ "${gpus:-0}" -lt 1 ]; then
+    echo "no CUDA device: skipped (dtrain --version reports ${gpus:-no} GPUs)"
+    exit 77
+  fi
+  local features
+  features=$("$DTRAIN" --version | head -n1)
+  grep -qw nccl <<< "$features" || fail "GPUs present but this build has no NCCL: $features"
+}
+
 gpu_run_check() {
   local name=$1
   shift

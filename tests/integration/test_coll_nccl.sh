@@ -5,21 +5,11 @@
 # ctest-labels: gpu coll
 # ctest-timeout: 300
 source "$(dirname "${BASH_SOURCE[0]}")/launch_lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_lib.sh"
 CHK=$BUILD/bin/coll_nccl_check
 [ -x "$CHK" ] || fail "$CHK not built"
 
-if ! nvidia-smi -L > /dev/null 2>&1; then
-  echo "no CUDA device: skipped (nvidia-smi -L failed)"
-  exit 77
-fi
-gpus=$("$DTRAIN" --version | sed -n 's/.*GPUs visible: \([0-9]*\).*/\1/p')
-if [ "${gpus:-0}" -lt 1 ]; then
-  echo "no CUDA device: skipped (dtrain --version reports ${gpus:-no} GPUs)"
-  exit 77
-fi
-# A GPU without NCCL in the build is a build problem, not missing hardware.
-features=$("$DTRAIN" --version | head -n1)
-grep -qw nccl <<< "$features" || fail "GPUs present but this build has no NCCL: $features"
+gpu_require_nccl
 
 export DTRAIN_JOB_TOKEN=tok-$RANDOM-nccl
 run_check() { # NPROC

@@ -8,17 +8,8 @@
 # ctest-labels: gpu tp pp
 # ctest-timeout: 400
 source "$(dirname "${BASH_SOURCE[0]}")/launch_lib.sh"
-if ! nvidia-smi -L > /dev/null 2>&1; then
-  echo "no CUDA device: skipped (nvidia-smi -L failed)"
-  exit 77
-fi
-gpus=$("$DTRAIN" --version | sed -n 's/.*GPUs visible: \([0-9]*\).*/\1/p')
-if [ "${gpus:-0}" -lt 1 ]; then
-  echo "no CUDA device: skipped (dtrain --version reports ${gpus:-no} GPUs)"
-  exit 77
-fi
-features=$("$DTRAIN" --version | head -n1)
-grep -qw nccl <<< "$features" || fail "GPUs present but this build has no NCCL: $features"
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_lib.sh"
+gpu_require_nccl
 n=$((gpus < 4 ? gpus : 4))
 export DTRAIN_JOB_TOKEN=tok-$RANDOM-pgpu
 run() { # NAME NPROC PROGRAM ARGS... (every rank must print PATTERN: the program's passing verdict)
